@@ -1,0 +1,3 @@
+from later_read.cli import main
+
+main()

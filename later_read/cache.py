@@ -1,0 +1,68 @@
+"""The per-user Redis value: what the prewarm decided for a user on a date.
+
+Seed format `{"rec_id","rec_type","material_id","trace_id"}` plus `date` (the day it was computed
+for, so yesterday's value is never pushed today) and `outcome` (so the push can tell "looked at, nothing
+to send" from "never computed").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from later_read import constants
+from later_read.errors import CorruptValue
+
+_REC_FIELDS = ("rec_id", "rec_type", "material_id")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedValue:
+    outcome: str
+    date: str | None
+    trace_id: str = ""
+    rec_id: str = ""
+    rec_type: str = ""
+    material_id: str = ""
+
+    @property
+    def is_rec(self) -> bool:
+        return self.outcome == constants.OUTCOME_REC
+
+    def to_dict(self) -> dict:
+        data = {"outcome": self.outcome, "date": self.date, "trace_id": self.trace_id}
+        if self.is_rec:
+            data.update(rec_id=self.rec_id, rec_type=self.rec_type, material_id=self.material_id)
+        return data
+
+
+def encode(value: CachedValue) -> bytes:
+    return orjson.dumps(value.to_dict())
+
+
+def decode(raw: bytes | str) -> CachedValue:
+    """Parse a stored value; anything unusable raises CorruptValue naming what is wrong."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CorruptValue(f"not JSON: {_preview(raw)}") from None
+    if not isinstance(data, dict):
+        raise CorruptValue(f"not a JSON object: {_preview(raw)}")
+    outcome = data.get("outcome", constants.OUTCOME_REC)  # the seed's Go job wrote no outcome
+    if outcome not in constants.OUTCOMES:
+        raise CorruptValue(f"unknown outcome {outcome!r}")
+    date, trace_id = data.get("date"), data.get("trace_id", "")
+    if not isinstance(date, (str, type(None))) or not isinstance(trace_id, str):
+        raise CorruptValue(f"date/trace_id are not strings: {_preview(raw)}")
+    if outcome != constants.OUTCOME_REC:
+        return CachedValue(outcome, date, trace_id)
+    rec = [data.get(name) for name in _REC_FIELDS]
+    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for v in rec):
+        raise CorruptValue(f"missing or empty {'/'.join(_REC_FIELDS)}: {_preview(raw)}")
+    return CachedValue(outcome, date, trace_id, *(str(v) for v in rec))
+
+
+def _preview(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return repr(text[:80])

@@ -1,0 +1,128 @@
+"""The `later-read` command line: each command parses options, loads settings and hands off.
+
+Exit codes (also in the README): 0 done; 1 done with failed users; 2 bad config or input; 3 a dependency
+(Redis, StarRocks, Kafka) unreachable; 4 a service down, stopped early; 5 another run holds the lock;
+6 stopped by SIGTERM/SIGINT; 70 internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from later_read import __version__
+from later_read.config import Settings, load_settings
+from later_read.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LaterReadError
+from later_read.log import setup_logging
+
+CONFIG_HELP = "Config file (default: $LATER_READ_CONFIG, else ./config.toml)."
+
+
+class Group(click.Group):
+    """Turns the project's errors into one stderr line and their documented exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LaterReadError as exc:
+            click.echo(f"later-read: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("later-read: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception:  # a bug: keep the traceback, but still a documented exit code
+            traceback.print_exc()
+            click.echo("later-read: internal error (a bug); the traceback is above", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+def config_option(func):
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                        help=CONFIG_HELP)(func)
+
+
+def settings_from(config_path: str | None) -> Settings:
+    return load_settings(config_path)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="later-read")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and alerts only.")
+def cli(verbose: bool, quiet: bool) -> None:
+    """Nightly prewarm and hourly push of the "later reading" book recommendation.
+
+    \b
+    Example:
+        later-read prewarm --config /etc/later-read/config.toml
+    """
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
+@cli.command()
+@click.option("--date", help="Day to prewarm, YYYYMMDD (default: today in the configured timezone).")
+@click.option("--concurrency", type=click.IntRange(1, 2000), help="Users in flight (default: [prewarm] concurrency).")
+@click.option("--force", is_flag=True, help="Recompute users already done for the date.")
+@click.option("--uids-file", type=click.Path(dir_okay=False), help="Only these uids (one per line).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
+@config_option
+def prewarm(config_path, **options) -> None:
+    """Compute every user's recommendation for the day and store it in Redis.
+
+    Reads the day's users of every configured task id from StarRocks in batches, calls A/B then
+    recommend for each with bounded concurrency, and writes `rec:later_read:<uid>`. Safe to rerun:
+    users already done for the date are skipped.
+
+    \b
+    Example:
+        later-read prewarm --date 20261123 --report /var/log/later-read/prewarm.json
+    """
+    from later_read.jobs.prewarm import run_prewarm
+
+    sys.exit(run_prewarm(settings_from(config_path), **options))
+
+
+@cli.command()
+@click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
+@click.option("--hour", type=click.IntRange(0, 23), help="Push hour 0-23 (default: the current hour).")
+@click.option("--dry-run", is_flag=True, help="Build and print the messages; no Kafka, no sent markers.")
+@click.option("--output", type=click.Path(dir_okay=False), help="With --dry-run: write messages here (JSON lines).")
+@click.option("--force", is_flag=True, help="Send even to users already pushed today.")
+@click.option("--on-miss", type=click.Choice(["skip", "live"]), default="skip", show_default=True,
+              help="A user the prewarm missed: skip with an alert, or compute it live (budgeted).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
+@config_option
+def push(config_path, **options) -> None:
+    """Send the hour's push messages from the prewarmed recommendations.
+
+    Reads the hour's users from StarRocks, their values from Redis, fetches each distinct book card
+    once, and produces one message per user to Kafka (key = uid). A user is pushed at most once a day.
+
+    \b
+    Example:
+        later-read push --date 20261123 --hour 23 --report /var/log/later-read/push.json
+    """
+    from later_read.jobs.push import run_push
+
+    sys.exit(run_push(settings_from(config_path), **options))
+
+
+def _register_sandbox() -> None:
+    from later_read.sandbox.cli import sandbox
+
+    cli.add_command(sandbox)
+
+
+_register_sandbox()
+
+
+def main() -> None:
+    cli(prog_name="later-read")
+
+
+if __name__ == "__main__":
+    main()

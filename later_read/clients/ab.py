@@ -1,0 +1,38 @@
+"""A/B service: `POST /v1/ab/assign` -> `{"value", "trace_id"}`; value == default means not in the experiment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from later_read import constants
+from later_read.clients.http import ServiceCaller, malformed
+
+PATH = "/v1/ab/assign"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    value: str
+    trace_id: str
+
+    @property
+    def in_experiment(self) -> bool:
+        return self.value != constants.AB_DEFAULT
+
+
+class ABClient:
+    def __init__(self, caller: ServiceCaller) -> None:
+        self.caller = caller
+
+    async def assign(self, uid: str, project: str) -> Assignment:
+        body = {"uid": uid, "project": project, "layer": constants.AB_LAYER, "default": constants.AB_DEFAULT}
+        return await self.caller.post(body, _parse)
+
+
+def _parse(data: dict | None) -> Assignment:
+    if data is None:
+        raise malformed("ab", "404 from /v1/ab/assign")
+    value, trace_id = data.get("value"), data.get("trace_id", "")
+    if not isinstance(value, str) or not isinstance(trace_id, str):
+        raise malformed("ab", "reply lacks string value/trace_id")
+    return Assignment(value, trace_id)

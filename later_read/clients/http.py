@@ -1,0 +1,204 @@
+"""The HTTP plumbing shared by the three service clients.
+
+One `aiohttp.ClientSession` per job (aiohttp's client costs ~0.24 ms CPU per request at 50 connections
+here, against 3.5 ms for httpx's default transport). `ServiceCaller` wraps it for one service: a per-request
+timeout, retries of transient failures with exponential backoff and jitter (stamina, declared at the call),
+an optional request-rate cap, a circuit breaker, and per-reason counters and a latency histogram for the
+job summary. aiohttp errors are translated into `later_read.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+
+import aiohttp
+import anyio
+import orjson
+import stamina
+
+from later_read.config import ServiceSettings
+from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, TransientServiceError
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+T = TypeVar("T")
+
+
+def open_session(connections: int, timeout_seconds: float) -> aiohttp.ClientSession:
+    """The job's one HTTP session: keep-alive pool sized to the concurrency, per-request timeout."""
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300,
+                                     keepalive_timeout=30)
+    return aiohttp.ClientSession(connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(),
+                                 timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+                                 skip_auto_headers=("User-Agent",), raise_for_status=False)
+
+
+class LatencyHistogram:
+    """Log-bucketed latencies (2 % wide buckets): constant memory for any number of calls."""
+
+    _BASE = math.log(1.02)
+
+    def __init__(self) -> None:
+        self.buckets: Counter[int] = Counter()
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self.buckets[int(math.log(max(seconds, 1e-6) * 1e6) / self._BASE)] += 1
+        self.count += 1
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile (0-100) in milliseconds, 0.0 when empty."""
+        if not self.count:
+            return 0.0
+        rank, seen = q / 100 * self.count, 0
+        for bucket in sorted(self.buckets):
+            seen += self.buckets[bucket]
+            if seen >= rank:
+                return math.exp((bucket + 0.5) * self._BASE) / 1e3
+        return 0.0
+
+    def summary(self) -> dict:
+        return {f"p{q}_ms": round(self.percentile(q), 2) for q in (50, 95, 99)}
+
+
+class Breaker:
+    """Trips when more than `ratio` of the last `window` attempts (at least `min_calls`) failed."""
+
+    def __init__(self, window: int, min_calls: int, ratio: float) -> None:
+        self.results: deque[bool] = deque(maxlen=window)
+        self.failures = 0
+        self.min_calls = min(min_calls, window)
+        self.ratio = ratio
+        self.tripped = False
+
+    def record(self, ok: bool) -> None:
+        if len(self.results) == self.results.maxlen and not self.results[0]:
+            self.failures -= 1
+        self.results.append(ok)
+        self.failures += not ok
+        if len(self.results) >= self.min_calls and self.failures / len(self.results) > self.ratio:
+            self.tripped = True
+
+    @property
+    def failure_ratio(self) -> float:
+        return self.failures / len(self.results) if self.results else 0.0
+
+
+class RateLimiter:
+    """Spaces calls at least 1/qps apart (a leaky bucket without a burst); qps 0 = no limit."""
+
+    def __init__(self, qps: float) -> None:
+        self.interval = 1.0 / qps if qps > 0 else 0.0
+        self.next_slot = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self.next_slot)
+        self.next_slot = slot + self.interval
+        if slot > now:
+            await anyio.sleep(slot - now)
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    retries: int = 0
+    failures: Counter = field(default_factory=Counter)  # final failures per reason
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def summary(self) -> dict:
+        return {"calls": self.calls, "retries": self.retries, "failures": dict(self.failures),
+                **self.latency.summary()}
+
+
+class ServiceCaller:
+    """POSTs JSON to one service endpoint with the job's retry, rate and breaker policy."""
+
+    def __init__(self, name: str, url: str, session: aiohttp.ClientSession,
+                 settings: ServiceSettings, qps: float = 0.0) -> None:
+        self.name, self.url, self.session, self.settings = name, url, session, settings
+        self.breaker = Breaker(settings.breaker_window, settings.breaker_min_calls,
+                               settings.breaker_failure_ratio)
+        self.limiter = RateLimiter(qps)
+        self.stats = CallStats()
+
+    async def post(self, body: dict, parse: Callable[[dict | None], T]) -> T:
+        """`parse` of the decoded reply (None for 404); ServiceError when every attempt failed.
+
+        The first attempt runs outside stamina so the common case costs no retry machinery.
+        """
+        try:
+            return await self._attempt(body, parse)
+        except TransientServiceError as exc:
+            if self.settings.max_attempts <= 1:
+                self.stats.failures[exc.reason] += 1
+                raise
+        try:
+            async for attempt in stamina.retry_context(
+                    on=TransientServiceError, attempts=self.settings.max_attempts - 1, timeout=None,
+                    wait_initial=self.settings.backoff_initial_seconds,
+                    wait_max=self.settings.backoff_max_seconds,
+                    wait_jitter=self.settings.backoff_initial_seconds):
+                with attempt:
+                    self.stats.retries += 1
+                    return await self._attempt(body, parse)
+        except TransientServiceError as exc:
+            self.stats.failures[exc.reason] += 1
+            raise
+        raise AssertionError("unreachable: stamina either returns or raises")
+
+    async def _attempt(self, body: dict, parse: Callable[[dict | None], T]) -> T:
+        if self.breaker.tripped:
+            raise ServiceDown(f"{self.name} service looks down: {self.breaker.failure_ratio:.0%} of its "
+                              f"last {len(self.breaker.results)} calls failed ({self.url}); "
+                              "check the service, then rerun (finished users are kept)")
+        await self.limiter.wait()
+        self.stats.calls += 1
+        started = time.perf_counter()
+        try:
+            result = parse(await self._request(body))
+        except ServiceError as exc:
+            self.breaker.record(False)
+            if isinstance(exc, PermanentServiceError):
+                self.stats.failures[exc.reason] += 1
+            raise
+        self.breaker.record(True)
+        self.stats.latency.add(time.perf_counter() - started)
+        return result
+
+    async def _request(self, body: dict) -> dict | None:
+        try:
+            async with self.session.post(self.url, data=orjson.dumps(body),
+                                         headers=JSON_HEADERS) as resp:
+                status, raw = resp.status, await resp.read()
+        except asyncio.TimeoutError:
+            raise TransientServiceError(self.name, "timeout") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientServiceError(self.name, "connection", type(exc).__name__) from None
+        if status == 200:
+            return self._decode(raw)
+        if status == 404:
+            return None
+        if status == 429 or status >= 500:
+            raise TransientServiceError(self.name, f"http_{status}")
+        raise PermanentServiceError(self.name, f"http_{status}", raw[:100].decode("utf-8", "replace"))
+
+    def _decode(self, raw: bytes) -> dict:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise PermanentServiceError(self.name, "malformed", "body is not JSON") from None
+        if not isinstance(data, dict):
+            raise PermanentServiceError(self.name, "malformed", "body is not a JSON object")
+        return data
+
+
+def malformed(service: str, what: str) -> PermanentServiceError:
+    """The error for a reply that parsed but lacks a field the contract requires."""
+    return PermanentServiceError(service, "malformed", what)

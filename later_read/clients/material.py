@@ -1,0 +1,37 @@
+"""Material service: `POST /v1/material/get` -> the book card; 404 = not found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from later_read.clients.http import ServiceCaller, malformed
+
+PATH = "/v1/material/get"
+_CARD = ("title", "content", "cover_url", "deeplink")
+
+
+@dataclass(frozen=True, slots=True)
+class Material:
+    material_id: str
+    title: str
+    content: str
+    cover_url: str
+    deeplink: str
+
+
+class MaterialClient:
+    def __init__(self, caller: ServiceCaller) -> None:
+        self.caller = caller
+
+    async def get(self, uid: str, rec_id: str, rec_type: str, material_id: str) -> Material | None:
+        body = {"uid": uid, "rec_id": rec_id, "rec_type": rec_type, "material_id": material_id}
+        return await self.caller.post(body, lambda data: _parse(data, material_id))
+
+
+def _parse(data: dict | None, material_id: str) -> Material | None:
+    if data is None:
+        return None
+    card = [data.get(name) for name in _CARD]
+    if not all(isinstance(v, str) for v in card):
+        raise malformed("material", "reply lacks title/content/cover_url/deeplink")
+    return Material(str(data.get("material_id") or material_id), *card)

@@ -1,0 +1,36 @@
+"""Recommend service: `POST /v1/rec/get` -> `{"rec_id","rec_type","material_id"}`; `{}` or 404 = none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from later_read import constants
+from later_read.clients.http import ServiceCaller, malformed
+
+PATH = "/v1/rec/get"
+_FIELDS = ("rec_id", "rec_type", "material_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    rec_id: str
+    rec_type: str
+    material_id: str
+
+
+class RecClient:
+    def __init__(self, caller: ServiceCaller) -> None:
+        self.caller = caller
+
+    async def get(self, uid: str, project: str, trace_id: str) -> Recommendation | None:
+        body = {"uid": uid, "project": project, "scene": constants.REC_SCENE, "trace_id": trace_id}
+        return await self.caller.post(body, _parse)
+
+
+def _parse(data: dict | None) -> Recommendation | None:
+    if not data:
+        return None
+    values = [data.get(name) for name in _FIELDS]
+    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for v in values):
+        raise malformed("rec", "reply lacks rec_id/rec_type/material_id")
+    return Recommendation(*(str(v) for v in values))

@@ -1,0 +1,301 @@
+"""Settings: a TOML file, then environment overrides, checked strictly before anything runs.
+
+Where the file comes from: `--config PATH`, else `$LATER_READ_CONFIG`, else `./config.toml`.
+Every key can be overridden from the environment as `LATER_READ__<SECTION>__<KEY>` (upper case,
+double underscores between levels), e.g. `LATER_READ__REDIS__URL`, `LATER_READ__TIMEZONE`,
+`LATER_READ__STARROCKS__PASSWORD` (the way to pass passwords), and for the librdkafka pass-through
+table `LATER_READ__KAFKA__LIBRDKAFKA__SASL_PASSWORD` (underscores become dots: `sasl.password`).
+
+Any problem (unparsable TOML, unknown key, wrong type, missing value, value out of range) raises
+ConfigError with one line naming the key and what is expected; the CLI exits 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from later_read.errors import ConfigError
+
+ENV_CONFIG_PATH = "LATER_READ_CONFIG"
+ENV_PREFIX = "LATER_READ__"
+REQUIRED: Any = dataclasses.MISSING
+
+
+def _check(test: Callable[[Any], bool], expected: str) -> dict:
+    return {"check": test, "expected": expected}
+
+
+POSITIVE = _check(lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = _check(lambda v: v >= 0, "a number >= 0")
+RATIO = _check(lambda v: 0 < v <= 1, "a ratio in (0, 1]")
+NON_EMPTY = _check(lambda v: len(v) > 0, "a non-empty value")
+HTTP_URL = _check(lambda v: v.startswith(("http://", "https://")), "an http:// or https:// URL")
+REDIS_URL = _check(lambda v: v.startswith(("redis://", "rediss://", "unix://")), "a redis:// URL")
+PORT = _check(lambda v: 0 < v < 65536, "a port number 1-65535")
+TASK_IDS = _check(lambda v: len(v) > 0 and all("{date}" in t for t in v),
+                  "a non-empty list of task ids, each containing {date}")
+SQL_NAME = _check(lambda v: v.replace("_", "").isalnum(), "a plain SQL identifier (letters, digits, _)")
+
+
+def _valid_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class StarRocksSettings:
+    host: str = REQUIRED
+    port: int = field(default=9030, metadata=PORT)
+    user: str = REQUIRED
+    password: str = ""
+    database: str = field(default=REQUIRED, metadata=SQL_NAME)
+    table: str = field(default="task_data", metadata=SQL_NAME)
+    batch_size: int = field(default=5000, metadata=POSITIVE)
+    connect_timeout_seconds: float = field(default=5.0, metadata=POSITIVE)
+    read_timeout_seconds: float = field(default=120.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSettings:
+    ids: list[str] = field(default=REQUIRED, metadata=TASK_IDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    url: str = field(default=REQUIRED, metadata=REDIS_URL)
+    key_prefix: str = field(default="rec:later_read:", metadata=NON_EMPTY)
+    ttl_seconds: int = field(default=86400, metadata=POSITIVE)
+    max_connections: int = field(default=32, metadata=POSITIVE)
+    batch_size: int = field(default=500, metadata=POSITIVE)  # keys per MGET / pipelined write batch
+    socket_timeout_seconds: float = field(default=5.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    ab_url: str = field(default=REQUIRED, metadata=HTTP_URL)
+    rec_url: str = field(default=REQUIRED, metadata=HTTP_URL)
+    material_url: str = field(default=REQUIRED, metadata=HTTP_URL)
+    timeout_seconds: float = field(default=2.0, metadata=POSITIVE)
+    max_attempts: int = field(default=3, metadata=POSITIVE)
+    backoff_initial_seconds: float = field(default=0.1, metadata=NON_NEGATIVE)
+    backoff_max_seconds: float = field(default=2.0, metadata=NON_NEGATIVE)
+    # Per-service request rate caps in requests/s; 0 means no cap beyond the concurrency bound.
+    ab_qps: float = field(default=0.0, metadata=NON_NEGATIVE)
+    rec_qps: float = field(default=0.0, metadata=NON_NEGATIVE)
+    material_qps: float = field(default=0.0, metadata=NON_NEGATIVE)
+    # Circuit breaker: over the last `breaker_window` calls to one service (after at least
+    # `breaker_min_calls`), a failure ratio above `breaker_failure_ratio` stops the job.
+    breaker_window: int = field(default=200, metadata=POSITIVE)
+    breaker_min_calls: int = field(default=50, metadata=POSITIVE)
+    breaker_failure_ratio: float = field(default=0.5, metadata=RATIO)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrewarmSettings:
+    concurrency: int = field(default=50, metadata=POSITIVE)
+    progress_interval_seconds: float = field(default=10.0, metadata=POSITIVE)
+    grace_seconds: float = field(default=20.0, metadata=NON_NEGATIVE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushSettings:
+    concurrency: int = field(default=50, metadata=POSITIVE)
+    progress_interval_seconds: float = field(default=10.0, metadata=POSITIVE)
+    grace_seconds: float = field(default=20.0, metadata=NON_NEGATIVE)
+    wait_for_prewarm_seconds: float = field(default=600.0, metadata=NON_NEGATIVE)
+    miss_log_limit: int = field(default=20, metadata=NON_NEGATIVE)
+    live_budget: int = field(default=1000, metadata=NON_NEGATIVE)
+    flush_timeout_seconds: float = field(default=30.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaSettings:
+    bootstrap_servers: str = field(default=REQUIRED, metadata=NON_EMPTY)
+    topic: str = field(default=REQUIRED, metadata=NON_EMPTY)
+    librdkafka: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsSettings:
+    textfile_dir: str = ""  # node_exporter textfile collector directory; "" disables
+    pushgateway_url: str = ""  # Prometheus Pushgateway base URL; "" disables
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    timezone: str = field(default="Asia/Shanghai",
+                          metadata=_check(_valid_zone, "an IANA zone name such as Asia/Shanghai"))
+    starrocks: StarRocksSettings = REQUIRED
+    tasks: TaskSettings = REQUIRED
+    redis: RedisSettings = REQUIRED
+    services: ServiceSettings = REQUIRED
+    prewarm: PrewarmSettings = field(default_factory=PrewarmSettings)
+    push: PushSettings = field(default_factory=PushSettings)
+    kafka: KafkaSettings = REQUIRED
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    source: str = field(default="", metadata={"internal": True})
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def redacted(self) -> dict:
+        """The settings as a dict with every secret replaced, for printing."""
+        data = dataclasses.asdict(self)
+        data["starrocks"]["password"] = "***" if self.starrocks.password else ""
+        data["kafka"]["librdkafka"] = {
+            k: ("***" if _is_secret(k) else v) for k, v in self.kafka.librdkafka.items()}
+        return data
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in ("password", "secret", "token", "key.pem", "jaas"))
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The config file to read: the explicit path, else $LATER_READ_CONFIG, else ./config.toml."""
+    return Path(explicit or os.environ.get(ENV_CONFIG_PATH) or "config.toml")
+
+
+def load_settings(path: str | os.PathLike | None = None,
+                  environ: typing.Mapping[str, str] | None = None) -> Settings:
+    """Read, merge with the environment and check the settings; ConfigError on any problem."""
+    file = config_path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config error: {file} not found; pass --config PATH or set "
+                          f"{ENV_CONFIG_PATH}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config error in {file}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config error: cannot read {file}: {exc.strerror}") from None
+    _apply_env(raw, os.environ if environ is None else environ)
+    try:
+        settings = _build(Settings, raw, "")
+    except ConfigError as exc:
+        raise ConfigError(f"config error in {file}: {exc}") from None
+    return dataclasses.replace(settings, source=str(file))
+
+
+def _apply_env(raw: dict, environ: typing.Mapping[str, str]) -> None:
+    """Overlay LATER_READ__SECTION__KEY variables onto the parsed file (values stay strings)."""
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if parts[:2] == ["kafka", "librdkafka"] and len(parts) == 3:
+            parts[2] = parts[2].replace("_", ".")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config error: environment variable {name} names a key "
+                                  f"inside [{part}], which is not a table")
+        node[parts[-1]] = _EnvValue(value, name)
+
+
+class _EnvValue(str):
+    """A string from the environment: coerced to the field's type instead of rejected."""
+
+    def __new__(cls, value: str, variable: str):
+        obj = super().__new__(cls, value)
+        obj.variable = variable
+        return obj
+
+
+def _build(cls: type, raw: Any, where: str):
+    label = f"[{where}]" if where else "top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{label}: expected a table, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{_key(where, unknown[0])}: unknown key; known keys in {label}: "
+                          f"{', '.join(fields)}")
+    values = {}
+    for name, spec in fields.items():
+        if name not in raw:
+            if spec.default is REQUIRED and spec.default_factory is REQUIRED:
+                raise ConfigError(f"{_key(where, name)}: missing; set it in the file or in "
+                                  f"{_env_name(where, name)}")
+            continue
+        values[name] = _value(hints[name], raw[name], spec, where)
+    return cls(**values)
+
+
+def _value(hint: Any, value: Any, spec: dataclasses.Field, where: str) -> Any:
+    key = _key(where, spec.name)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{where}.{spec.name}" if where else spec.name)
+    value = _coerce(hint, value, key)
+    check = spec.metadata.get("check")
+    if check is not None and not check(value):
+        raise ConfigError(f"{key}: expected {spec.metadata['expected']}, got {_show(value)}")
+    return value
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check a TOML value against the field type; environment strings are converted first."""
+    origin = typing.get_origin(hint) or hint
+    if isinstance(value, _EnvValue):
+        value = _from_env(origin, value, key)
+    if origin is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {_show(value)}")
+    if origin is dict:
+        if isinstance(value, dict) and all(isinstance(v, (str, int, float, bool)) for v in value.values()):
+            return {str(k): (str(v) if isinstance(v, _EnvValue) else v) for k, v in value.items()}
+        raise ConfigError(f"{key}: expected a table of strings, numbers or booleans, got {_show(value)}")
+    if isinstance(value, origin) and not (origin is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{key}: expected {_TYPE_WORDS[origin]}, got {_show(value)}")
+
+
+def _from_env(origin: Any, value: "_EnvValue", key: str) -> Any:
+    try:
+        if origin is int:
+            return int(value)
+        if origin is float:
+            return float(value)
+        if origin is bool:
+            return {"true": True, "1": True, "false": False, "0": False}[value.lower()]
+        if origin is list:
+            return json.loads(value) if value.startswith("[") else [v.strip() for v in value.split(",")]
+    except (ValueError, KeyError):
+        raise ConfigError(f"{key} (from {value.variable}): expected {_TYPE_WORDS[origin]}, "
+                          f"got {_show(str(value))}") from None
+    return str(value)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               list: "a list of strings", dict: "a table"}
+
+
+def _key(where: str, name: str) -> str:
+    return f"[{where}] {name}" if where else name
+
+
+def _env_name(where: str, name: str) -> str:
+    parts = [p for p in where.split(".") if p] + [name]
+    return ENV_PREFIX + "__".join(p.upper() for p in parts)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."

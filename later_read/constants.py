@@ -1,0 +1,45 @@
+"""Every Redis key prefix and TTL the jobs use, each with the reason for its value.
+
+Keys themselves are assembled only in `later_read.keys`; the per-user value prefix
+(`rec:later_read:`) and its TTL come from the config because the seed fixed them and other
+systems may read them.
+"""
+
+# Internal keys share one prefix so an operator can list them (`SCAN MATCH later_read:*`) and so a
+# Redis ACL can grant the job exactly this namespace plus the value prefix.
+INTERNAL_PREFIX = "later_read:"
+
+# The prewarm's completion marker. Three days: the push of day D reads it all day D, and an
+# on-call engineer looking at yesterday's run the next morning still finds it.
+PREWARM_DONE_PREFIX = INTERNAL_PREFIX + "prewarm:done:"
+PREWARM_DONE_TTL_SECONDS = 3 * 86400
+
+# "This user got today's push" markers. Two days: long enough to cover the whole push date in any
+# timezone offset between the job host and the configured zone, short enough to expire on their own.
+SENT_PREFIX = INTERNAL_PREFIX + "sent:"
+SENT_TTL_SECONDS = 2 * 86400
+
+# Job locks. The TTL is short and the holder refreshes it, so a job killed with -9 frees the lock
+# within a minute instead of blocking the next cron run for a day.
+LOCK_PREFIX = INTERNAL_PREFIX + "lock:"
+LOCK_TTL_SECONDS = 60
+LOCK_REFRESH_SECONDS = 20
+
+# Scratch key used by `later-read check` to prove Redis accepts writes; deleted right after.
+CHECK_SCRATCH_PREFIX = INTERNAL_PREFIX + "check:"
+CHECK_SCRATCH_TTL_SECONDS = 60
+
+# Outcomes stored in the per-user value. "rec" carries a recommendation; the other two tell the push
+# that the prewarm looked at the user and decided there is nothing to send (quiet, not a miss).
+OUTCOME_REC = "rec"
+OUTCOME_NOT_IN_EXPERIMENT = "not_in_experiment"
+OUTCOME_NO_RECOMMENDATION = "no_recommendation"
+OUTCOMES = (OUTCOME_REC, OUTCOME_NOT_IN_EXPERIMENT, OUTCOME_NO_RECOMMENDATION)
+
+# Fixed request fields of the downstream contracts.
+AB_LAYER = "later_read"
+AB_DEFAULT = "0"
+REC_SCENE = "pre-warming-process"
+
+# Stable words alert rules match on; docs/alerting.md lists them with what to run next.
+ALERT_KEYWORD = "LATER_READ_ALERT"

@@ -1,0 +1,99 @@
+"""The project's exception tree. Library errors are translated into these at the boundary.
+
+    LaterReadError                     base; exit_code 70 (internal error)
+    ├── UsageError                     exit 2: bad command-line input (date, hour, uid, uids file)
+    │   └── ConfigError                exit 2: bad config file, key, type or value
+    ├── DependencyError                exit 3: a dependency is unreachable or answers nonsense
+    │   ├── RedisUnavailable           Redis refused, timed out or failed a command
+    │   ├── StarRocksError             StarRocks (MySQL protocol) refused or failed a query
+    │   └── KafkaUnavailable           the Kafka cluster cannot be reached / topic missing
+    ├── ServiceError                   one HTTP call to A/B, recommend or material failed
+    │   ├── TransientServiceError      5xx, 429, timeout, connection error: retried
+    │   └── PermanentServiceError      other 4xx, malformed body: not retried
+    ├── ServiceDown                    exit 4: a service's failure ratio crossed the threshold; job stopped
+    ├── CorruptValue                   a cached Redis value does not parse (counted per user, never fatal)
+    ├── LockHeld                       exit 5: another run of the same job and date holds the lock
+    └── Interrupted                    exit 6: SIGTERM/SIGINT; work done is kept, rerun to finish
+
+Every message is one line that names the problem and the fix. Jobs that finish with failed users exit 1
+(`EXIT_FAILURES`); that is an outcome, not an exception.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_DEPENDENCY = 3
+EXIT_SERVICE_DOWN = 4
+EXIT_LOCKED = 5
+EXIT_INTERRUPTED = 6
+EXIT_INTERNAL = 70
+
+
+class LaterReadError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(LaterReadError):
+    """Bad command-line input: a date, hour, uid or uids file that cannot be right."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """The configuration cannot be used; raised before anything is done."""
+
+
+class DependencyError(LaterReadError):
+    """A dependency the job cannot work without is unreachable or broken."""
+
+    exit_code = EXIT_DEPENDENCY
+
+
+class RedisUnavailable(DependencyError):
+    pass
+
+
+class StarRocksError(DependencyError):
+    pass
+
+
+class KafkaUnavailable(DependencyError):
+    pass
+
+
+class ServiceError(LaterReadError):
+    """One call to a downstream HTTP service failed; `reason` is a short stable label for counting."""
+
+    def __init__(self, service: str, reason: str, detail: str = "") -> None:
+        self.service = service
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{service}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+class TransientServiceError(ServiceError):
+    """5xx, 429, timeout or connection error: worth retrying."""
+
+
+class PermanentServiceError(ServiceError):
+    """Another 4xx or a malformed body: retrying will not help."""
+
+
+class ServiceDown(LaterReadError):
+    exit_code = EXIT_SERVICE_DOWN
+
+
+class CorruptValue(LaterReadError):
+    """A Redis value that does not parse as a later-read value."""
+
+
+class LockHeld(LaterReadError):
+    exit_code = EXIT_LOCKED
+
+
+class Interrupted(LaterReadError):
+    exit_code = EXIT_INTERRUPTED

@@ -1,0 +1,44 @@
+"""Every Redis key later-read reads or writes is built here, and nowhere else.
+
+Keeping key construction in one object is what lets a later Redis Cluster deployment add hash tags
+(`{...}`) in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from later_read import constants
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder bound to the configured per-user value prefix."""
+
+    value_prefix: str = "rec:later_read:"
+
+    def rec(self, uid: str) -> str:
+        """The per-user prewarmed value (seed format: `rec:later_read:<uid>`)."""
+        return f"{self.value_prefix}{uid}"
+
+    def uid_of(self, key: str | bytes) -> str:
+        """Inverse of `rec` (for `show`/scans)."""
+        text = key.decode() if isinstance(key, bytes) else key
+        return text[len(self.value_prefix):]
+
+    @staticmethod
+    def prewarm_done(date: str) -> str:
+        return f"{constants.PREWARM_DONE_PREFIX}{date}"
+
+    @staticmethod
+    def sent(date: str, uid: str) -> str:
+        return f"{constants.SENT_PREFIX}{date}:{uid}"
+
+    @staticmethod
+    def lock(job: str, date: str, hour: int | None = None) -> str:
+        suffix = f"{date}" if hour is None else f"{date}:{hour:02d}"
+        return f"{constants.LOCK_PREFIX}{job}:{suffix}"
+
+    @staticmethod
+    def check_scratch(token: str) -> str:
+        return f"{constants.CHECK_SCRATCH_PREFIX}{token}"

@@ -1,0 +1,53 @@
+"""How a job runs: the event loop (anyio on asyncio, uvloop when installed) and graceful shutdown."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Awaitable, Callable
+
+import anyio
+import stamina.instrumentation
+
+from later_read.log import alert, get_logger
+
+log = get_logger("runtime")
+
+
+def run(main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run `main(*args)` to completion on a fresh event loop."""
+    # Retries are counted and reported in the job summary; stamina's per-retry log lines would
+    # write one warning per transient failure (thousands when a service hiccups).
+    stamina.instrumentation.set_on_retry_hooks([])
+    try:
+        import uvloop  # noqa: F401
+        options = {"use_uvloop": True}
+    except ImportError:
+        options = {}
+    return anyio.run(main, *args, backend="asyncio", backend_options=options)
+
+
+class Shutdown:
+    """SIGTERM/SIGINT handling: the first signal asks the job to stop taking new users; a second one
+    (or the job's grace period running out) cancels what is still in flight."""
+
+    def __init__(self) -> None:
+        self.requested = anyio.Event()
+        self.signal_name: str | None = None
+        self.force = anyio.CancelScope()
+
+    @property
+    def stopping(self) -> bool:
+        return self.requested.is_set()
+
+    async def watch(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self.stopping:
+                    alert(log, "shutdown.forced", signal=name)
+                    self.force.cancel()
+                    return
+                self.signal_name = name
+                alert(log, "shutdown.requested", signal=name)
+                self.requested.set()

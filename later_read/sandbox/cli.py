@@ -1,0 +1,138 @@
+"""`later-read sandbox ...`: the local stand-ins for the company's services, for demos and practice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from later_read.config import load_settings
+from later_read.inputs import parse_date
+from later_read.sandbox.simulator import simulator_command
+
+
+@click.group()
+def sandbox() -> None:
+    """Local sandbox: the downstream simulator, real servers, seeded data.
+
+    \b
+    Example:
+        later-read sandbox demo --users 5000
+    """
+
+
+sandbox.add_command(simulator_command, name="simulator")
+
+
+@sandbox.command()
+@click.option("--users", type=click.IntRange(1, 50_000_000), default=10_000, show_default=True)
+@click.option("--date", help="Day to fill, YYYYMMDD (default: today in the configured timezone).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed (same seed, same rows).")
+@click.option("--both-ratio", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share of users listed under both task ids.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config naming the database.")
+def seed(users: int, date: str | None, seed: int, both_ratio: float, config_path: str | None) -> None:
+    """Create `task_data` in the configured database and fill a day with USERS users.
+
+    Users are spread over the 24 hours under the configured task ids (some under both), plus rows of
+    the days before and after and of other task ids that the jobs must never pick up. The day's
+    earlier rows are replaced.
+
+    \b
+    Example:
+        later-read sandbox seed --users 50000 --date 20261123 --config sandbox.toml
+    """
+    from later_read.sandbox.seed import connect, seed_day
+
+    settings = load_settings(config_path)
+    day = parse_date(date, settings.zone)
+    sr = settings.starrocks
+    conn = connect(sr.host, sr.port, sr.user, sr.password, sr.database)
+    started = time.monotonic()
+    result = seed_day(conn, day, users, settings.tasks.ids, table=sr.table, seed=seed, both_ratio=both_ratio)
+    click.echo(f"seeded date={result.date} users={result.users} rows={result.rows} "
+               f"under_both_task_ids={result.both} seconds={time.monotonic() - started:.1f}")
+
+
+@sandbox.command()
+@click.option("--users", type=click.IntRange(1, 5_000_000), default=5000, show_default=True)
+@click.option("--config-out", type=click.Path(dir_okay=False), default="sandbox.toml", show_default=True,
+              help="Where to write the config pointing at the sandbox.")
+def up(users: int, config_out: str) -> None:
+    """Start the sandbox (Redis, MariaDB, Kafka, simulator), seed today, and wait for Ctrl-C.
+
+    Prints the config path to use with every other command while it runs.
+
+    \b
+    Example:
+        later-read sandbox up --users 20000 --config-out /tmp/sandbox.toml
+    """
+    from later_read.sandbox.stack import Stack
+
+    with Stack() as stack:
+        path = stack.write_config(config_out)
+        _seed_today(path, users)
+        click.echo(f"sandbox up; try: later-read check --config {path}   (Ctrl-C stops it)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("sandbox stopping")
+
+
+@sandbox.command()
+@click.option("--users", type=click.IntRange(1, 1_000_000), default=5000, show_default=True)
+def demo(users: int) -> None:
+    """Run the whole flow on the sandbox: seed, prewarm, push of the current hour, read the topic.
+
+    \b
+    Example:
+        later-read sandbox demo --users 5000
+    """
+    from later_read.sandbox.stack import Stack
+
+    with tempfile.TemporaryDirectory(prefix="later-read-demo-") as tmp, Stack() as stack:
+        path = stack.write_config(Path(tmp) / "config.toml")
+        _seed_today(path, users)
+        hour = dt.datetime.now(load_settings(path).zone).hour
+        for args in (["prewarm"], ["push", "--hour", str(hour)], ["push", "--hour", str(hour)]):
+            click.echo(f"\n$ later-read {' '.join(args)} --config {path}")
+            code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(path)])
+            click.echo(f"(exit code {code})")
+            if code not in (0, 1):
+                raise SystemExit(code)
+        _show_topic(stack)
+
+
+def _seed_today(config_path: Path, users: int) -> None:
+    code = subprocess.call([sys.executable, "-m", "later_read", "sandbox", "seed", "--users", str(users),
+                            "--config", str(config_path)], env=os.environ.copy())
+    if code:
+        raise SystemExit(code)
+
+
+def _show_topic(stack) -> None:
+    """Count the topic's messages and print one, to show what the push produced."""
+    import confluent_kafka
+    import orjson
+
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": stack.kafka.bootstrap, "group.id": "demo",
+                                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([stack.topic])
+    messages, idle_since = [], time.monotonic()
+    while time.monotonic() - idle_since < 5:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            messages.append(msg)
+            idle_since = time.monotonic()
+    consumer.close()
+    ids = {orjson.loads(m.value())["msg_id"] for m in messages}
+    click.echo(f"\ntopic {stack.topic}: {len(messages)} messages, {len(ids)} distinct msg_id")
+    if messages:
+        click.echo(orjson.dumps(orjson.loads(messages[0].value()), option=orjson.OPT_INDENT_2).decode())

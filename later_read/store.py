@@ -1,0 +1,145 @@
+"""Store: every Redis operation the jobs perform, with redis-py errors translated at this boundary.
+
+Batching is the caller's choice (`redis.batch_size` keys per call); each method is one round trip
+(MGET or one non-transactional pipeline), never one round trip per user.
+"""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Iterable, Sequence
+
+import anyio
+import orjson
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from later_read import constants
+from later_read.config import RedisSettings
+from later_read.errors import LockHeld, RedisUnavailable
+from later_read.keys import Keys
+from later_read.log import alert, get_logger
+
+log = get_logger("store")
+
+# Delete the lock only if we still hold it (a lock that expired and was taken by another run stays).
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_REFRESH = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+            "return redis.call('expire', KEYS[1], ARGV[2]) end return 0")
+
+
+def open_redis(settings: RedisSettings) -> aioredis.Redis:
+    """A client whose pool waits for a free connection instead of raising past max_connections."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.url, max_connections=settings.max_connections,
+        timeout=settings.socket_timeout_seconds * 2,
+        socket_timeout=settings.socket_timeout_seconds,
+        socket_connect_timeout=settings.socket_timeout_seconds)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, settings: RedisSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+
+    async def _run(self, what: str, coro):
+        try:
+            return await coro
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise RedisUnavailable(
+                f"Redis at {redact_url(self.settings.url)} unreachable during {what}: {exc}; "
+                "check [redis] url and that Redis is up") from None
+        except redis_errors.RedisError as exc:
+            raise RedisUnavailable(f"Redis error during {what}: {exc}") from None
+
+    async def ping(self) -> None:
+        await self._run("PING", self.client.ping())
+
+    async def get_values(self, uids: Sequence[str]) -> list[bytes | None]:
+        if not uids:
+            return []
+        return await self._run("MGET values", self.client.mget([self.keys.rec(u) for u in uids]))
+
+    async def put_values(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """SET each user's value with the configured TTL, all in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for uid, raw in items:
+            pipe.set(self.keys.rec(uid), raw, ex=self.settings.ttl_seconds)
+        await self._run("write values", pipe.execute())
+
+    async def get_sent(self, date: str, uids: Sequence[str]) -> list[bytes | None]:
+        if not uids:
+            return []
+        return await self._run("MGET sent markers",
+                               self.client.mget([Keys.sent(date, u) for u in uids]))
+
+    async def put_sent(self, date: str, items: Iterable[tuple[str, str]]) -> None:
+        """Mark users as pushed for the date (value: the msg_id that was delivered)."""
+        pipe = self.client.pipeline(transaction=False)
+        for uid, msg_id in items:
+            pipe.set(Keys.sent(date, uid), msg_id, ex=constants.SENT_TTL_SECONDS)
+        await self._run("write sent markers", pipe.execute())
+
+    async def get_prewarm_done(self, date: str) -> dict | None:
+        raw = await self._run("GET prewarm marker", self.client.get(Keys.prewarm_done(date)))
+        return orjson.loads(raw) if raw else None
+
+    async def put_prewarm_done(self, date: str, info: dict) -> None:
+        await self._run("SET prewarm marker", self.client.set(
+            Keys.prewarm_done(date), orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
+
+    async def inspect(self, key: str) -> tuple[bytes | None, int]:
+        """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.ttl(key)
+        raw, ttl = await self._run(f"GET {key}", pipe.execute())
+        return raw, ttl
+
+    @asynccontextmanager
+    async def lock(self, job: str, date: str, hour: int | None = None) -> AsyncIterator[None]:
+        """Hold `later_read:lock:<job>:<date>` while the block runs; LockHeld if another run has it."""
+        key, token = Keys.lock(job, date, hour), secrets.token_hex(8)
+        taken = await self._run("take lock", self.client.set(
+            key, token, nx=True, ex=constants.LOCK_TTL_SECONDS))
+        if not taken:
+            ttl = await self._run("read lock", self.client.ttl(key))
+            raise LockHeld(f"another {job} run for {date}{'' if hour is None else f' hour {hour}'} "
+                           f"is in progress (Redis key {key}, expires in {ttl}s unless refreshed); "
+                           "wait for it to finish, or if it died, for the lock to expire")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._refresh_lock, key, token)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.client.eval(_RELEASE, 1, key, token)
+                except redis_errors.RedisError:
+                    pass  # it expires on its own within LOCK_TTL_SECONDS
+
+    async def _refresh_lock(self, key: str, token: str) -> None:
+        while True:
+            await anyio.sleep(constants.LOCK_REFRESH_SECONDS)
+            try:
+                held = await self.client.eval(_REFRESH, 1, key, token, constants.LOCK_TTL_SECONDS)
+            except redis_errors.RedisError as exc:
+                alert(log, "lock.refresh_failed", key=key, error=exc)
+                continue
+            if not held:
+                alert(log, "lock.lost", key=key)
+                return
