@@ -1,0 +1,24 @@
+"""The prewarm's rule for one user, shared by `prewarm`, `push --on-miss live` and `rerun`.
+
+A/B first; a value equal to the default means "not in the experiment". Otherwise ask recommend with
+the A/B trace_id; an empty answer means "no recommendation". Both no-push outcomes are returned as
+values too, so the push can tell them from a user the prewarm never covered.
+"""
+
+from __future__ import annotations
+
+from later_read import constants
+from later_read.cache import CachedValue
+from later_read.connections import Services
+
+
+async def decide(services: Services, uid: str, project: str, date: str) -> CachedValue:
+    """The value to store for `uid` on `date`; ServiceError/ServiceDown propagate to the caller."""
+    assignment = await services.ab.assign(uid, project)
+    if not assignment.in_experiment:
+        return CachedValue(constants.OUTCOME_NOT_IN_EXPERIMENT, date, assignment.trace_id)
+    rec = await services.rec.get(uid, project, assignment.trace_id)
+    if rec is None:
+        return CachedValue(constants.OUTCOME_NO_RECOMMENDATION, date, assignment.trace_id)
+    return CachedValue(constants.OUTCOME_REC, date, assignment.trace_id,
+                       rec.rec_id, rec.rec_type, rec.material_id)

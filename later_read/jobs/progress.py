@@ -1,0 +1,132 @@
+"""Progress and the end-of-run summary, shared by every job.
+
+On a terminal: a bar redrawn in place with rate and ETA. Otherwise (cron, Kubernetes): one
+`<job>.progress done=... rate=... eta=...` line every `interval` seconds, so logs stay greppable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import orjson
+
+from later_read.log import event, fields, get_logger
+
+
+class Progress:
+    def __init__(self, job: str, interval: float, total: int | None = None,
+                 stream: IO[str] | None = None) -> None:
+        self.job, self.interval, self.total = job, interval, total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.done = 0
+        self.started = time.monotonic()
+        self.log = get_logger(job)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta_seconds(self) -> float | None:
+        rate = self.rate()
+        if not self.total or not rate:
+            return None
+        return max(self.total - self.done, 0) / rate
+
+    async def run(self) -> None:
+        """Report until cancelled (run it in the job's task group)."""
+        period = 0.5 if self.tty else self.interval
+        while True:
+            await anyio.sleep(period)
+            self.report()
+
+    def report(self) -> None:
+        eta = self.eta_seconds()
+        if self.tty:
+            self.stream.write("\r" + self._bar(eta))
+            self.stream.flush()
+        else:
+            event(self.log, f"{self.job}.progress", done=self.done, total=self.total or "?",
+                  rate=round(self.rate(), 1), eta_seconds=round(eta) if eta is not None else "?")
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + self._bar(0.0) + "\n")
+            self.stream.flush()
+
+    def _bar(self, eta: float | None) -> str:
+        width = 30
+        if self.total:
+            filled = min(width, int(width * self.done / self.total))
+            bar = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+        else:
+            bar = f"{self.done}"
+        eta_text = f" ETA {eta:.0f}s" if eta is not None else ""
+        return f"{self.job} {bar} {self.rate():.0f}/s{eta_text}   "
+
+
+@dataclass
+class Summary:
+    """What a run did: outcome counts, failures per reason, per-service latency, timing."""
+
+    job: str
+    date: str
+    hour: int | None = None
+    counts: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)
+    services: dict[str, Any] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    status: str = "running"   # ok | failures | service_down | interrupted | error
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self, status: str) -> None:
+        self.status = status
+        self.finished_at = time.time()
+
+    @property
+    def duration_seconds(self) -> float:
+        return round((self.finished_at or time.time()) - self.started_at, 3)
+
+    def report(self, keys: tuple[str, ...]) -> dict:
+        """The JSON report: `keys` are the outcome counters the job promises (0 when absent)."""
+        data: dict[str, Any] = {"job": self.job, "date": self.date}
+        if self.hour is not None:
+            data["hour"] = self.hour
+        data.update({k: self.counts.get(k, 0) for k in keys})
+        data.update(failed=sum(self.failures.values()), failures=dict(self.failures),
+                    duration_seconds=self.duration_seconds, status=self.status,
+                    users_per_second=round(self.counts.get("users", 0) / max(self.duration_seconds, 1e-9), 1),
+                    services=self.services, started_at=self.started_at, finished_at=self.finished_at,
+                    **self.extra)
+        return data
+
+    def lines(self, keys: tuple[str, ...]) -> list[str]:
+        """Human summary: one `<job>.summary` line with every count, then one line per service."""
+        data = self.report(keys)
+        head = {k: data[k] for k in ("date", "hour", *keys, "failed") if k in data}
+        out = [f"{self.job}.summary status={self.status} {fields(**head)} "
+               f"duration_seconds={self.duration_seconds} users_per_second={data['users_per_second']}"]
+        if self.failures:
+            out.append(f"{self.job}.failures {fields(**dict(self.failures))}")
+        for name, stats in self.services.items():
+            flat = {k: v for k, v in stats.items() if k != "failures"}
+            out.append(f"{self.job}.service name={name} {fields(**flat)}")
+        return out
+
+
+def write_report(path: str | Path, data: dict) -> None:
+    """Write the JSON report atomically (a reader never sees half a file)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    tmp.replace(target)
