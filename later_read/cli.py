@@ -81,9 +81,10 @@ def prewarm(config_path, **options) -> None:
     Example:
         later-read prewarm --date 20261123 --report /var/log/later-read/prewarm.json
     """
+    settings = settings_from(config_path)
     from later_read.jobs.prewarm import run_prewarm
 
-    sys.exit(run_prewarm(settings_from(config_path), **options))
+    sys.exit(run_prewarm(settings, **options))
 
 
 @cli.command()
@@ -106,9 +107,10 @@ def push(config_path, **options) -> None:
     Example:
         later-read push --date 20261123 --hour 23 --report /var/log/later-read/push.json
     """
+    settings = settings_from(config_path)
     from later_read.jobs.push import run_push
 
-    sys.exit(run_push(settings_from(config_path), **options))
+    sys.exit(run_push(settings, **options))
 
 
 def _register_sandbox() -> None:

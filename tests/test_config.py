@@ -1,0 +1,125 @@
+"""Config loading: the documented default loads; every kind of bad config is one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from later_read.config import load_settings
+from later_read.errors import EXIT_USAGE, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = (ROOT / "config.toml").read_text()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def replace(old: str, new: str) -> str:
+    assert old in DEFAULT, old
+    return DEFAULT.replace(old, new, 1)
+
+
+def test_documented_default_loads():
+    settings = load_settings(ROOT / "config.toml", environ={})
+    assert settings.timezone == "Asia/Shanghai"
+    assert settings.tasks.ids == ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
+    assert settings.redis.key_prefix == "rec:later_read:" and settings.redis.ttl_seconds == 86400
+    assert settings.prewarm.concurrency == 50 and settings.push.concurrency == 50
+    assert settings.starrocks.table == "task_data"
+    assert settings.kafka.librdkafka == {}
+
+
+@pytest.mark.parametrize("text, expected", [
+    (replace("ttl_seconds = 86400", "ttl_seconds = 86400\nttl = 5"),
+     "[redis] ttl: unknown key; known keys in [redis]: url, key_prefix, ttl_seconds"),
+    (replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\nmode = "x"'),
+     "mode: unknown key; known keys in top level: timezone, starrocks"),
+    (replace("ttl_seconds = 86400", 'ttl_seconds = "1 day"'),
+     '[redis] ttl_seconds: expected an integer, got "1 day"'),
+    (replace("concurrency = 50             # users", "concurrency = 0             # users"),
+     "[prewarm] concurrency: expected a number > 0, got 0"),
+    (replace("concurrency = 50             # users", "concurrency = true             # users"),
+     "[prewarm] concurrency: expected an integer, got true"),
+    (replace('topic = "later_read_push"', ""),
+     "[kafka] topic: missing; set it in the file or in LATER_READ__KAFKA__TOPIC"),
+    (replace('ab_url = "http://127.0.0.1:8900"', 'ab_url = "127.0.0.1:8900"'),
+     '[services] ab_url: expected an http:// or https:// URL, got "127.0.0.1:8900"'),
+    (replace('ids = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]', 'ids = ["04-026-r0gdua"]'),
+     "[tasks] ids: expected a non-empty list of task ids, each containing {date}"),
+    (replace('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"'),
+     'timezone: expected an IANA zone name such as Asia/Shanghai, got "Mars/Olympus"'),
+    (replace('table = "task_data"', 'table = "task_data; DROP TABLE x"'),
+     "[starrocks] table: expected a plain SQL identifier"),
+    ("metrics = 3\n" + DEFAULT[:DEFAULT.index("[metrics]")],
+     "[metrics]: expected a table, got 3"),
+    (DEFAULT + "\n[redis\n", "not valid TOML"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ={})
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    assert message.startswith(f"config error in {tmp_path / 'config.toml'}")
+
+
+def test_missing_file_names_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="not found; pass --config PATH or set LATER_READ_CONFIG"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_environment_overrides_and_coerces(tmp_path):
+    env = {"LATER_READ__REDIS__URL": "redis://10.0.0.1:6380/2",
+           "LATER_READ__PREWARM__CONCURRENCY": "80",
+           "LATER_READ__SERVICES__TIMEOUT_SECONDS": "0.5",
+           "LATER_READ__STARROCKS__PASSWORD": "s3cret",
+           "LATER_READ__TASKS__IDS": "a-{date},b-{date}",
+           "LATER_READ__KAFKA__LIBRDKAFKA__SASL_PASSWORD": "k",
+           "LATER_READ__TIMEZONE": "UTC",
+           "UNRELATED": "x"}
+    settings = load_settings(ROOT / "config.toml", environ=env)
+    assert settings.redis.url == "redis://10.0.0.1:6380/2"
+    assert settings.prewarm.concurrency == 80
+    assert settings.services.timeout_seconds == 0.5
+    assert settings.starrocks.password == "s3cret"
+    assert settings.tasks.ids == ["a-{date}", "b-{date}"]
+    assert settings.kafka.librdkafka == {"sasl.password": "k"}
+    assert settings.timezone == "UTC"
+    redacted = settings.redacted()
+    assert redacted["starrocks"]["password"] == "***"
+    assert redacted["kafka"]["librdkafka"]["sasl.password"] == "***"
+
+
+def test_environment_value_of_wrong_type_names_the_variable():
+    env = {"LATER_READ__REDIS__TTL_SECONDS": "soon"}
+    with pytest.raises(ConfigError, match=r"\[redis\] ttl_seconds \(from LATER_READ__REDIS__TTL_SECONDS\): "
+                                          r"expected an integer"):
+        load_settings(ROOT / "config.toml", environ=env)
+
+
+def test_environment_unknown_key_is_rejected():
+    with pytest.raises(ConfigError, match=r"\[redis\] urll: unknown key"):
+        load_settings(ROOT / "config.toml", environ={"LATER_READ__REDIS__URLL": "x"})
+
+
+def test_config_path_from_environment_variable(tmp_path, monkeypatch):
+    path = write(tmp_path, replace('topic = "later_read_push"', 'topic = "from_env_path"'))
+    monkeypatch.setenv("LATER_READ_CONFIG", str(path))
+    assert load_settings(None).kafka.topic == "from_env_path"
+
+
+def test_cli_exits_2_with_one_line_before_doing_anything(tmp_path):
+    path = write(tmp_path, replace("batch_size = 5000", "batch_size = -1"))
+    result = subprocess.run([sys.executable, "-m", "later_read", "prewarm", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_USAGE
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"later-read: error: config error in {path}: [starrocks] batch_size: "
+                     "expected a number > 0, got -1"]

@@ -1,0 +1,125 @@
+"""Pure logic: the cache codec, user query SQL, inputs, keys, breaker, histogram. No servers."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from later_read import constants
+from later_read.cache import CachedValue, decode, encode
+from later_read.clients.http import Breaker, LatencyHistogram
+from later_read.errors import CorruptValue, UsageError
+from later_read.inputs import parse_date, parse_uid, read_uids_file
+from later_read.keys import Keys
+from later_read.users import UserQuery, task_ids_for
+
+
+def test_value_round_trip_keeps_seed_fields():
+    value = CachedValue("rec", "20261123", "t-1", "r-9", "book", "m-3")
+    raw = encode(value)
+    assert decode(raw) == value
+    import orjson
+    data = orjson.loads(raw)
+    assert {k: data[k] for k in ("rec_id", "rec_type", "material_id", "trace_id")} == {
+        "rec_id": "r-9", "rec_type": "book", "material_id": "m-3", "trace_id": "t-1"}
+
+
+def test_no_push_outcomes_round_trip():
+    for outcome in (constants.OUTCOME_NOT_IN_EXPERIMENT, constants.OUTCOME_NO_RECOMMENDATION):
+        value = CachedValue(outcome, "20261123", "t-1")
+        assert decode(encode(value)) == value
+        assert not decode(encode(value)).is_rec
+
+
+def test_seed_format_written_by_the_go_job_still_parses():
+    value = decode(b'{"rec_id":"r","rec_type":"book","material_id":7,"trace_id":"t"}')
+    assert value.is_rec and value.material_id == "7" and value.date is None
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"not json", "not JSON"),
+    (b"[1,2]", "not a JSON object"),
+    (b'{"outcome":"maybe"}', "unknown outcome"),
+    (b'{"outcome":"rec","date":"20261123","rec_id":"r"}', "missing or empty"),
+    (b'{"outcome":"rec","date":20261123,"rec_id":"r","rec_type":"b","material_id":"m"}', "not strings"),
+    (b'\xff\xfe', "not JSON"),
+])
+def test_corrupt_values_raise_corrupt_value(raw, why):
+    with pytest.raises(CorruptValue, match=why):
+        decode(raw)
+
+
+def test_user_query_uses_in_list_not_or_precedence():
+    query = UserQuery("task_data", ["a-20261123", "b-20261123"], hour=9)
+    sql, params = query.page("100", 500)
+    assert "task_id IN (%s, %s) AND push_hour = %s AND source_uid > %s" in sql
+    assert " OR " not in sql.upper()
+    assert "GROUP BY source_uid ORDER BY source_uid LIMIT %s" in sql
+    assert params == ["a-20261123", "b-20261123", 9, "100", 500]
+
+
+def test_user_query_uid_and_shard_filters():
+    sql, params = UserQuery("t", ["a"], uids=["1", "2"], shard=(3, 8)).page(None, 10)
+    assert "source_uid IN (%s, %s)" in sql and "CRC32(source_uid) %% %s = %s" in sql
+    assert params == ["a", "1", "2", 8, 3, 10]
+
+
+def test_task_ids_fill_the_date():
+    assert task_ids_for(["04-026-{date}-r0gdua"], "20261123") == ["04-026-20261123-r0gdua"]
+
+
+def test_keys_are_built_in_one_place():
+    keys = Keys("rec:later_read:")
+    assert keys.rec("42") == "rec:later_read:42"
+    assert keys.uid_of(b"rec:later_read:42") == "42"
+    assert Keys.sent("20261123", "42") == "later_read:sent:20261123:42"
+    assert Keys.lock("push", "20261123", 9) == "later_read:lock:push:20261123:09"
+    assert Keys.prewarm_done("20261123") == "later_read:prewarm:done:20261123"
+
+
+def test_dates_and_uids():
+    zone = ZoneInfo("Asia/Shanghai")
+    assert parse_date("20261123", zone) == "20261123"
+    assert len(parse_date(None, zone)) == 8
+    for bad in ("2026-11-23", "20261332", "19991231", ""):
+        with pytest.raises(UsageError, match="--date"):
+            parse_date(bad, zone)
+    assert parse_uid("100000042") == "100000042"
+    for bad in ("", "a b", "x" * 65, "1;DROP TABLE", "ü"):
+        with pytest.raises(UsageError, match="is not a valid uid"):
+            parse_uid(bad)
+
+
+def test_uids_file(tmp_path):
+    path = tmp_path / "uids.txt"
+    path.write_text("# on-call list\n1\n2  # dup below\n\n2\n3\n")
+    assert read_uids_file(path) == ["1", "2", "3"]
+    path.write_text("1\nbad uid\n")
+    with pytest.raises(UsageError, match="line 2"):
+        read_uids_file(path)
+    with pytest.raises(UsageError, match="cannot read"):
+        read_uids_file(tmp_path / "missing.txt")
+
+
+def test_breaker_trips_on_failure_ratio_over_window():
+    breaker = Breaker(window=10, min_calls=5, ratio=0.5)
+    for ok in (True, False, True, False):
+        breaker.record(ok)
+    assert not breaker.tripped  # fewer than min_calls
+    for _ in range(10):
+        breaker.record(True)
+    assert not breaker.tripped and breaker.failures == 0  # old failures slid out of the window
+    for _ in range(6):
+        breaker.record(False)
+    assert breaker.tripped and breaker.failure_ratio == 0.6
+
+
+def test_latency_histogram_percentiles_within_two_percent():
+    hist = LatencyHistogram()
+    for ms in range(1, 1001):
+        hist.add(ms / 1000)
+    assert hist.count == 1000
+    for q, expected in ((50, 500), (95, 950), (99, 990)):
+        assert abs(hist.percentile(q) - expected) / expected < 0.03
+    assert LatencyHistogram().percentile(50) == 0.0
