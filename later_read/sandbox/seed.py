@@ -28,6 +28,7 @@ DDL = """CREATE TABLE IF NOT EXISTS `{table}` (
 PROJECTS = ("novel", "comic")
 UID_BASE = 100_000_000
 INSERT_CHUNK = 5000
+ALL_HOURS = tuple(range(24))
 
 Row = tuple[str, str, str, int, str]  # task_id, source_uid, project, push_hour, book_id
 
@@ -45,12 +46,16 @@ def uid_of(index: int) -> str:
 
 
 def day_rows(date: str, users: int, task_templates: Sequence[str], seed: int = 1,
-             both_ratio: float = 0.1, noise: bool = True) -> Iterator[Row]:
-    """Every row of a seeded day, the target rows first, then the noise rows."""
+             both_ratio: float = 0.1, noise: bool = True,
+             hours: Sequence[int] = ALL_HOURS) -> Iterator[Row]:
+    """Every row of a seeded day, the target rows first, then the noise rows.
+
+    Users are spread round-robin over `hours` (all 24 by default; one hour for a push benchmark).
+    """
     rng = random.Random(seed)
     task_ids = [t.replace("{date}", date) for t in task_templates]
     for i in range(users):
-        uid, project, hour = uid_of(i), PROJECTS[i % len(PROJECTS)], i % 24
+        uid, project, hour = uid_of(i), PROJECTS[i % len(PROJECTS)], hours[i % len(hours)]
         first = rng.randrange(len(task_ids))
         yield task_ids[first], uid, project, hour, f"b{rng.randrange(10**6)}"
         if rng.random() < both_ratio and len(task_ids) > 1:
@@ -86,7 +91,8 @@ def create_table(conn, table: str = "task_data") -> None:
 
 
 def seed_day(conn, date: str, users: int, task_templates: Sequence[str], *, table: str = "task_data",
-             seed: int = 1, both_ratio: float = 0.1, replace: bool = True) -> SeededDay:
+             seed: int = 1, both_ratio: float = 0.1, replace: bool = True,
+             hours: Sequence[int] = ALL_HOURS) -> SeededDay:
     """Create the table if needed, delete the day's rows (when `replace`), insert the seeded day."""
     create_table(conn, table)
     summary = SeededDay(date, users)
@@ -94,7 +100,7 @@ def seed_day(conn, date: str, users: int, task_templates: Sequence[str], *, tabl
         if replace:
             cur.execute(f"DELETE FROM `{table}` WHERE task_id LIKE %s", (f"%-{date}-%",))
         chunk: list[Row] = []
-        for row in day_rows(date, users, task_templates, seed, both_ratio):
+        for row in day_rows(date, users, task_templates, seed, both_ratio, hours=hours):
             chunk.append(row)
             if len(chunk) >= INSERT_CHUNK:
                 _insert(cur, table, chunk)
@@ -106,12 +112,13 @@ def seed_day(conn, date: str, users: int, task_templates: Sequence[str], *, tabl
 
 
 def expected_users(date: str, users: int, task_templates: Sequence[str], seed: int = 1,
-                   both_ratio: float = 0.1, hour: int | None = None) -> dict[str, tuple[str, str]]:
+                   both_ratio: float = 0.1, hour: int | None = None,
+                   hours: Sequence[int] = ALL_HOURS) -> dict[str, tuple[str, str]]:
     """uid -> (project, task_id) of the users a job must pick up (smallest task id, as the query does)."""
     target = {t.replace("{date}", date) for t in task_templates}
     found: dict[str, tuple[str, str]] = {}
     for task_id, uid, project, push_hour, _ in day_rows(date, users, task_templates, seed, both_ratio,
-                                                        noise=False):
+                                                        noise=False, hours=hours):
         if task_id in target and (hour is None or push_hour == hour):
             known = found.get(uid)
             found[uid] = (project, min(task_id, known[1]) if known else task_id)

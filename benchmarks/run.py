@@ -1,0 +1,176 @@
+"""Benchmarks: prewarm and push against their ceilings, on the real local servers and the simulator.
+
+    python benchmarks/run.py --quick                 # the same shapes, small: under 2 minutes
+    python benchmarks/run.py --repeat 3              # S1, S2, S3 at full size, median of 3
+    python benchmarks/run.py --scenario S1 --json out.json
+
+Each job runs as its own process (`python -m later_read ...`); its CPU time and peak RSS come from
+wait4() on that process alone. The prewarm's ceiling is C / (L_ab + L_rec) users per second: the most a
+bounded fan-out of C users in flight can do when every call takes exactly its simulated latency.
+
+Scenarios (brief + issue 6):
+  S1 prewarm 200k users, A/B 5 ms, rec 20 ms, C=50 (ceiling 2,000 users/s)
+  S2 push one hour of 100k users, 2,000 distinct materials at 10 ms, C=50
+  S3 prewarm 1M users, as S1: the memory curve (peak RSS at 200k vs 1M)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from later_read.sandbox.seed import connect, seed_day  # noqa: E402
+from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs  # noqa: E402
+from later_read.sandbox.stack import Stack  # noqa: E402
+
+DATE = "20261123"
+PUSH_HOUR = 21
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    job: str              # prewarm | push
+    users: int
+    concurrency: int = 50
+    ab_ms: float = 5
+    rec_ms: float = 20
+    material_ms: float = 10
+    materials: int = 2000
+
+    @property
+    def ceiling(self) -> float:
+        return self.concurrency / ((self.ab_ms + self.rec_ms) / 1000)
+
+
+FULL = [Scenario("S1", "prewarm", 200_000), Scenario("S2", "push", 100_000),
+        Scenario("S3", "prewarm", 1_000_000)]
+QUICK = [Scenario("S1", "prewarm", 10_000), Scenario("S2", "push", 10_000),
+         Scenario("S3", "prewarm", 30_000)]
+
+
+def run_job(args: list[str]) -> dict:
+    """Run one job process; wall time, CPU seconds and peak RSS of that process alone."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "later_read", "-q", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    stderr = proc.stderr.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise RuntimeError(f"later-read {' '.join(args[:1])} exited {code}: {stderr[-2000:]}")
+    return {"wall_seconds": round(wall, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit_code": code}
+
+
+def knobs_for(s: Scenario) -> SimulatorKnobs:
+    return SimulatorKnobs(ab=ServiceKnobs(latency_ms=s.ab_ms), rec=ServiceKnobs(latency_ms=s.rec_ms),
+                          material=ServiceKnobs(latency_ms=s.material_ms), materials=s.materials)
+
+
+def seed(stack: Stack, s: Scenario) -> float:
+    started = time.monotonic()
+    conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
+                   stack.mysql.database)
+    hours = (PUSH_HOUR,) if s.job == "push" else tuple(range(24))
+    seed_day(conn, DATE, s.users, stack.config()["tasks"]["ids"], hours=hours)
+    conn.close()
+    return time.monotonic() - started
+
+
+def simulator_figures(stats: dict) -> dict:
+    return {name: {"calls": ep.get("calls"), "peak_qps": ep.get("peak_qps")}
+            for name, ep in stats.items() if isinstance(ep, dict)}
+
+
+def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int) -> dict:
+    """One measured run of the scenario's job on a freshly flushed Redis."""
+    stack.redis.client().flushdb()
+    report = work / f"{s.name}-{run}.json"
+    if s.job == "push":  # the push reads what a (not measured) prewarm stored
+        run_job(["prewarm", "--date", DATE, "--config", str(config)])
+    stack.simulator.reset()
+    args = [s.job, "--date", DATE, "--config", str(config), "--report", str(report)]
+    if s.job == "push":
+        args += ["--hour", str(PUSH_HOUR)]
+    figures = run_job(args)
+    job_report = json.loads(report.read_text())
+    users = job_report.get("users") or s.users
+    figures.update(users=users, users_per_second=round(users / figures["wall_seconds"], 1),
+                   cpu_us_per_user=round(figures["cpu_seconds"] / users * 1e6, 1),
+                   simulator=simulator_figures(stack.simulator.stats()), report=job_report)
+    if s.job == "prewarm":
+        figures["ceiling_users_per_second"] = s.ceiling
+        figures["fraction_of_ceiling"] = round(figures["users_per_second"] / s.ceiling, 3)
+    return figures
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def scenario(s: Scenario, repeat: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"later-read-bench-{s.name}-") as tmp, \
+            Stack(knobs_for(s)) as stack:
+        work = Path(tmp)
+        config = stack.write_config(work / "config.toml", prewarm={"concurrency": s.concurrency},
+                                    push={"concurrency": s.concurrency},
+                                    starrocks={"batch_size": 5000})
+        seed_seconds = seed(stack, s)
+        runs = [measure(stack, s, config, work, i) for i in range(repeat)]
+    keys = ["wall_seconds", "users_per_second", "cpu_seconds", "cpu_us_per_user", "peak_rss_mb"]
+    if s.job == "prewarm":
+        keys.append("fraction_of_ceiling")
+    return {"scenario": s.__dict__, "seed_seconds": round(seed_seconds, 1), "runs": runs,
+            "median": {k: median_of(runs, k) for k in keys}}
+
+
+def print_result(result: dict) -> None:
+    s, m = result["scenario"], result["median"]
+    line = (f"{s['name']} {s['job']:7} users={s['users']:>9,} C={s['concurrency']} "
+            f"wall={m['wall_seconds']:.2f}s users/s={m['users_per_second']:,.0f} "
+            f"cpu={m['cpu_seconds']:.2f}s cpu/user={m['cpu_us_per_user']:.0f}us rss={m['peak_rss_mb']:.0f}MB")
+    if "fraction_of_ceiling" in m:
+        line += f" ceiling={s['concurrency'] / ((s['ab_ms'] + s['rec_ms']) / 1000):,.0f}/s " \
+                f"fraction={m['fraction_of_ceiling']:.3f}"
+    sim = result["runs"][-1]["simulator"]
+    line += " sim=" + ",".join(f"{k}:{v['calls']}@{v['peak_qps']}qps" for k, v in sim.items())
+    print(line, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, same shapes (< 2 min)")
+    parser.add_argument("--scenario", default="S1,S2,S3", help="comma-separated subset of S1,S2,S3")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per scenario (median); default 3, quick 1")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    args = parser.parse_args()
+    wanted = set(args.scenario.split(","))
+    repeat = args.repeat or (1 if args.quick else 3)
+    results = []
+    for s in QUICK if args.quick else FULL:
+        if s.name in wanted:
+            results.append(scenario(s, repeat))
+            print_result(results[-1])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    args.json.write_text(json.dumps({"machine": machine, "quick": args.quick, "repeat": repeat,
+                                     "results": results}, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
