@@ -1,0 +1,167 @@
+"""The downstream simulator: one HTTP server standing in for the A/B, recommend and material services.
+
+Used by tests, the demo and benchmarks. It answers the contracts of ../shared/BRIEF.md deterministically
+per uid for a seed, injects faults and latency per request from knobs that can be changed while it runs
+(`POST /_sim/config`), and counts calls (`GET /_sim/stats`). Parts:
+
+  simulator_knobs.py    ServiceKnobs, SimulatorKnobs (validation, dict round trip)
+  simulator_oracle.py   Oracle: the deterministic answers (also used by tests via `expected`)
+  simulator_app.py      SimulatorApp: routing, faults, control endpoints; no I/O
+  simulator_stats.py    call counters
+  simulator_http.py     the HTTP/1.1 protocol on asyncio (uvloop when installed)
+  simulator_process.py  SimulatorProcess: the simulator in its own OS process, with a urllib control client
+  simulator.py          serve(), the click command and `python -m later_read.sandbox.simulator`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+from typing import Any
+
+import click
+import orjson
+
+from later_read.sandbox.simulator_app import SimulatorApp
+from later_read.sandbox.simulator_http import HttpConnection, ResponseHeads
+from later_read.sandbox.simulator_knobs import KnobError, ServiceKnobs, SimulatorKnobs
+from later_read.sandbox.simulator_oracle import Oracle
+from later_read.sandbox.simulator_process import SimulatorProcess
+
+__all__ = [
+    "KnobError", "Oracle", "RunningSimulator", "ServiceKnobs", "SimulatorKnobs", "SimulatorProcess",
+    "serve", "simulator_command",
+]
+
+
+class RunningSimulator:
+    """A simulator serving in the current event loop; `async with` or `await close()` stops it."""
+
+    def __init__(self, server: asyncio.AbstractServer, app: SimulatorApp, connections: set) -> None:
+        self.server = server
+        self.app = app
+        self._connections = connections
+        host, port = server.sockets[0].getsockname()[:2]
+        self.port: int = port
+        self.url = f"http://{host}:{port}"
+
+    @property
+    def knobs(self) -> SimulatorKnobs:
+        return self.app.knobs
+
+    async def close(self) -> None:
+        self.server.close()
+        for connection in list(self._connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        await self.server.wait_closed()
+
+    async def __aenter__(self) -> "RunningSimulator":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+
+async def serve(knobs: SimulatorKnobs, host: str = "127.0.0.1", port: int = 0) -> RunningSimulator:
+    """Start serving in the running loop and return at once; the server lives until closed."""
+    _require_loopback(host)
+    app = SimulatorApp(knobs)
+    heads = ResponseHeads()
+    connections: set = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: HttpConnection(app, heads, connections), host, port, backlog=1024)
+    return RunningSimulator(server, app, connections)
+
+
+def _require_loopback(host: str) -> None:
+    """The simulator fakes company services with no auth: it must never listen beyond this machine."""
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"the simulator binds loopback addresses only, not {host!r}")
+
+
+async def _serve_until_signalled(knobs: SimulatorKnobs, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with await serve(knobs, port=port) as simulator:
+        click.echo(f"simulator listening on {simulator.url}")
+        await stop.wait()
+
+
+def run_forever(knobs: SimulatorKnobs, port: int) -> None:
+    """Serve on uvloop when it is installed (several times the request rate of the default loop)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve_until_signalled(knobs, port))
+    else:
+        uvloop.run(_serve_until_signalled(knobs, port))
+
+
+def knobs_from_options(config_json: str | None, flags: dict[str, Any]) -> SimulatorKnobs:
+    """--config-json first, then the explicit flags on top of it."""
+    try:
+        changes = orjson.loads(config_json) if config_json else {}
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--config-json") from None
+    try:
+        knobs = SimulatorKnobs.from_dict(changes)
+        overrides: dict[str, Any] = {}
+        for name, value in flags.items():
+            if value is None:
+                continue
+            service, _, knob = name.partition("_")
+            if service in ("ab", "rec", "material"):
+                overrides.setdefault(service, {})[knob] = value
+            else:
+                overrides[name] = value
+        return knobs.updated(overrides)
+    except KnobError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config-json / knob options") from None
+
+
+@click.command("simulator", epilog="""\b
+Example:
+  later-read sandbox simulator --port 8900 --seed 1 --ab-latency-ms 5 \\
+      --rec-latency-ms 20 --material-latency-ms 10 \\
+      --config-json '{"ab": {"error_5xx_rate": 0.01}, "no_rec_style": "mixed"}'
+""")
+@click.option("--port", type=int, default=8900, show_default=True, help="Port on 127.0.0.1; 0 picks a free one.")
+@click.option("--seed", type=int, default=None, help="Seed of every deterministic answer and fault draw (default 1).")
+@click.option("--ab-latency-ms", "ab_latency_ms", type=float, default=None, help="Fixed A/B latency.")
+@click.option("--rec-latency-ms", "rec_latency_ms", type=float, default=None, help="Fixed recommend latency.")
+@click.option("--material-latency-ms", "material_latency_ms", type=float, default=None,
+              help="Fixed material latency.")
+@click.option("--config-json", default=None,
+              help='Any knobs as JSON, same shape as GET /_sim/config, e.g. \'{"rec": {"timeout_rate": 0.1}}\'.')
+@click.option("--cpu", type=int, default=None, help="Pin the simulator to this CPU (benchmarks).")
+def simulator_command(port: int, seed: int | None, ab_latency_ms: float | None, rec_latency_ms: float | None,
+                      material_latency_ms: float | None, config_json: str | None, cpu: int | None) -> None:
+    """Serve fake A/B, recommend and material services on 127.0.0.1 until SIGINT/SIGTERM.
+
+    Answers are deterministic per uid for a seed; faults (5xx, 429, timeouts, malformed bodies) and
+    latency are drawn per request from the knobs. Knobs can be changed while it runs with
+    POST /_sim/config; counters are at GET /_sim/stats and are zeroed by POST /_sim/reset.
+    Prints one line, "simulator listening on http://127.0.0.1:PORT", once it accepts connections.
+    """
+    knobs = knobs_from_options(config_json, {
+        "seed": seed, "ab_latency_ms": ab_latency_ms, "rec_latency_ms": rec_latency_ms,
+        "material_latency_ms": material_latency_ms})
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    run_forever(knobs, port)
+
+
+if __name__ == "__main__":
+    simulator_command(prog_name="python -m later_read.sandbox.simulator")
