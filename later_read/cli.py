@@ -92,7 +92,8 @@ def prewarm(config_path, **options) -> None:
 @click.option("--hour", type=click.IntRange(0, 23), help="Push hour 0-23 (default: the current hour).")
 @click.option("--dry-run", is_flag=True, help="Build and print the messages; no Kafka, no sent markers.")
 @click.option("--output", type=click.Path(dir_okay=False), help="With --dry-run: write messages here (JSON lines).")
-@click.option("--force", is_flag=True, help="Send even to users already pushed today.")
+@click.option("--force", is_flag=True, help="Send even to users already pushed today (same msg_id, so "
+              "consumers that deduplicate will drop a copy they already have).")
 @click.option("--on-miss", type=click.Choice(["skip", "live"]), default="skip", show_default=True,
               help="A user the prewarm missed: skip with an alert, or compute it live (budgeted).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
@@ -111,6 +112,84 @@ def push(config_path, **options) -> None:
     from later_read.jobs.push import run_push
 
     sys.exit(run_push(settings, **options))
+
+
+@cli.command()
+@click.option("--timeout", type=click.FloatRange(0.5, 120), default=10.0, show_default=True,
+              help="Seconds each dependency may take before it is reported as not answering.")
+@config_option
+def check(config_path, timeout: float) -> None:
+    """Validate the config, then reach every dependency: one line each with latency and verdict.
+
+    StarRocks (a LIMIT 1 read of today's rows), Redis (PING plus a scratch key written, read and
+    deleted), Kafka (the topic's metadata; nothing is produced), the A/B, recommend and material
+    services (one contract request each), and the metrics sinks when configured. The probes run
+    concurrently. Exit 0 when all pass, 3 when any fails. Secrets are never printed.
+
+    \b
+    Example:
+        later-read check --config /etc/later-read/config.toml
+    """
+    from later_read.jobs.check import run_check
+
+    sys.exit(run_check(settings_from(config_path), timeout=timeout, echo=click.echo))
+
+
+@cli.command()
+@click.argument("uid")
+@click.option("--date", help="Date, YYYYMMDD (default: today in the configured timezone).")
+@click.option("--hour", type=click.IntRange(0, 23),
+              help="The message's push_hour (default: the user's earliest push_hour in the task rows).")
+@click.option("--prewarm-only", is_flag=True, help="Compute and store the value; send nothing.")
+@click.option("--push-only", is_flag=True, help="Send from the value already in Redis; compute nothing.")
+@click.option("--dry-run", is_flag=True, help="Print what would be written and sent; write and send nothing.")
+@click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date.")
+@config_option
+def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_only: bool, push_only: bool,
+          dry_run: bool, force: bool) -> None:
+    """Run the prewarm and/or push path for one user, printing each step as it happens.
+
+    Task rows found, A/B value and trace_id, recommendation, value written and its TTL, material,
+    the message, and the delivery's partition/offset, or the reason it stopped. Respects the sent
+    marker unless --force. Exit 0 done (or nothing to send), 1 the user could not be completed.
+
+    \b
+    Example:
+        later-read rerun 100000042 --date 20261123 --config /etc/later-read/config.toml
+    """
+    from later_read.inputs import parse_date, parse_uid
+    from later_read.jobs.rerun import RerunOptions, run_rerun
+
+    if prewarm_only and push_only:
+        raise click.UsageError("--prewarm-only and --push-only exclude each other; give at most one "
+                               "(neither runs both paths)")
+    settings = settings_from(config_path)
+    options = RerunOptions(parse_uid(uid), parse_date(date, settings.zone), hour, prewarm=not push_only,
+                           push=not prewarm_only, dry_run=dry_run, force=force)
+    sys.exit(run_rerun(settings, options, echo=click.echo))
+
+
+@cli.command()
+@click.argument("uid")
+@click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
+@config_option
+def show(config_path, uid: str, date: str | None, as_json: bool) -> None:
+    """Show what Redis holds for UID on a date, and what the push will make of it.
+
+    The value (raw and parsed) and its TTL, the case it stands for (rec, not_in_experiment,
+    no_recommendation, miss: never computed / stale, corrupt), the sent marker and the date's prewarm
+    marker. Read-only; exits 0 whatever it finds.
+
+    \b
+    Example:
+        later-read show 100000042 --date 20261123 --config /etc/later-read/config.toml
+    """
+    from later_read.inputs import parse_date, parse_uid
+    from later_read.jobs.show import run_show
+
+    settings = settings_from(config_path)
+    sys.exit(run_show(settings, parse_uid(uid), parse_date(date, settings.zone), as_json, echo=click.echo))
 
 
 def _register_sandbox() -> None:

@@ -91,6 +91,17 @@ class Store:
             pipe.set(Keys.sent(date, uid), msg_id, ex=constants.SENT_TTL_SECONDS)
         await self._run("write sent markers", pipe.execute())
 
+    async def get_push_state(self, date: str, uids: Sequence[str]
+                             ) -> tuple[list[bytes | None], list[bytes | None]]:
+        """Each user's value and sent marker for the date: two MGETs in one pipeline (one round trip)."""
+        if not uids:
+            return [], []
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([self.keys.rec(u) for u in uids])
+        pipe.mget([Keys.sent(date, u) for u in uids])
+        values, sent = await self._run("MGET values and sent markers", pipe.execute())
+        return values, sent
+
     async def get_prewarm_done(self, date: str) -> dict | None:
         raw = await self._run("GET prewarm marker", self.client.get(Keys.prewarm_done(date)))
         return orjson.loads(raw) if raw else None
@@ -106,6 +117,19 @@ class Store:
         pipe.ttl(key)
         raw, ttl = await self._run(f"GET {key}", pipe.execute())
         return raw, ttl
+
+    async def scratch_roundtrip(self) -> None:
+        """SET, GET and DEL a scratch key in one pipeline, for `check`: proves this Redis takes writes
+        (a read-only replica answers PING but fails here); RedisUnavailable when it does not."""
+        key, token = Keys.check_scratch(secrets.token_hex(8)), secrets.token_hex(8)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key, token, ex=constants.CHECK_SCRATCH_TTL_SECONDS)
+        pipe.get(key)
+        pipe.delete(key)
+        _, read, deleted = await self._run("scratch write/read/delete", pipe.execute())
+        if read != token.encode() or deleted != 1:
+            raise RedisUnavailable(f"Redis scratch key {key} read back {read!r} (deleted={deleted}); "
+                                   "check [redis] url points at a writable primary")
 
     @asynccontextmanager
     async def lock(self, job: str, date: str, hour: int | None = None) -> AsyncIterator[None]:

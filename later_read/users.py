@@ -41,6 +41,14 @@ class UserQuery:
                f"WHERE {' AND '.join(where)} GROUP BY source_uid ORDER BY source_uid LIMIT %s")
         return sql, params + [limit]
 
+    def rows(self, limit: int) -> tuple[str, list]:
+        """SQL for the raw task rows behind the query (task_id, source_uid, project, push_hour, book_id),
+        for `rerun` to show one user's rows and push hours; not for bulk reads (use `page`)."""
+        where, params = self._where()
+        sql = (f"SELECT task_id, source_uid, project, push_hour, book_id FROM `{self.table}` "
+               f"WHERE {' AND '.join(where)} ORDER BY source_uid, task_id, push_hour LIMIT %s")
+        return sql, params + [limit]
+
     def count(self) -> tuple[str, list]:
         """SQL counting the distinct users (for progress ETA)."""
         where, params = self._where()

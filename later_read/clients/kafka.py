@@ -1,16 +1,23 @@
 """Kafka producer (confluent-kafka): idempotent, acks=all, compressed, batched.
 
-librdkafka reports delivery only inside poll()/flush(); the push job owns the delivery loop.
+librdkafka reports delivery only inside poll()/flush(); the push job owns the delivery loop
+(`later_read.jobs.delivery`). librdkafka's own log lines are routed to our logger at DEBUG level (by
+default it writes one stderr line per reconnect attempt, dozens a second while a broker is down), and
+its error callback becomes one alert line per distinct error code.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import confluent_kafka
 
 from later_read.config import KafkaSettings
 from later_read.errors import KafkaUnavailable
+from later_read.log import alert, event, get_logger
+
+log = get_logger("kafka")
 
 # Safe, fast defaults; anything in [kafka.librdkafka] overrides them.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -28,9 +35,40 @@ def producer_config(settings: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.bootstrap_servers, **PRODUCER_DEFAULTS, **settings.librdkafka}
 
 
+class LibrdkafkaLog:
+    """librdkafka's `logger`: its lines (queued until poll) become DEBUG events, visible with -v."""
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            event(log, "kafka.librdkafka", logging.DEBUG, text=fmt % args)
+
+
+class ErrorReporter:
+    """librdkafka's `error_cb`: one alert line per distinct error code per producer, then quiet.
+
+    Per-message consequences (undelivered messages) are counted by the delivery loop; this line says
+    why, e.g. `kafka.error code=_ALL_BROKERS_DOWN`.
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def __call__(self, error: confluent_kafka.KafkaError) -> None:
+        if error.code() in self.seen and not error.fatal():
+            return
+        self.seen.add(error.code())
+        alert(log, "kafka.error", code=error.name(), fatal=error.fatal(), detail=error.str())
+
+
+def delivery_reason(error: confluent_kafka.KafkaError) -> str:
+    """A short stable label for a failed delivery, for per-reason counters (`msg_timed_out`, ...)."""
+    return error.name().lstrip("_").lower() or f"code_{error.code()}"
+
+
 def open_producer(settings: KafkaSettings) -> confluent_kafka.Producer:
+    config = {"logger": LibrdkafkaLog(), "error_cb": ErrorReporter(), **producer_config(settings)}
     try:
-        return confluent_kafka.Producer(producer_config(settings))
+        return confluent_kafka.Producer(config)
     except confluent_kafka.KafkaException as exc:
         raise KafkaUnavailable(f"Kafka producer config rejected: {exc}; check [kafka.librdkafka]") from None
 
@@ -40,8 +78,9 @@ def check_topic(client: Any, settings: KafkaSettings, timeout: float = 10.0) -> 
     try:
         metadata = client.list_topics(settings.topic, timeout=timeout)
     except confluent_kafka.KafkaException as exc:
-        raise KafkaUnavailable(f"Kafka at {settings.bootstrap_servers} unreachable ({exc.args[0].str()}); "
-                               "check [kafka] bootstrap_servers and that the brokers are up") from None
+        raise KafkaUnavailable(f"Kafka at {settings.bootstrap_servers} unreachable within {timeout:g} s "
+                               f"({exc.args[0].str()}); check [kafka] bootstrap_servers and that the "
+                               "brokers are up") from None
     topic = metadata.topics.get(settings.topic)
     if topic is None or topic.error is not None or not topic.partitions:
         why = topic.error.str() if topic is not None and topic.error is not None else "no partitions"

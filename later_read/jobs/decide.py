@@ -7,17 +7,28 @@ values too, so the push can tell them from a user the prewarm never covered.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from later_read import constants
 from later_read.cache import CachedValue
 from later_read.connections import Services
 
 
-async def decide(services: Services, uid: str, project: str, date: str) -> CachedValue:
-    """The value to store for `uid` on `date`; ServiceError/ServiceDown propagate to the caller."""
+async def decide(services: Services, uid: str, project: str, date: str,
+                 on_step: Callable[[str, Any], None] | None = None) -> CachedValue:
+    """The value to store for `uid` on `date`; ServiceError/ServiceDown propagate to the caller.
+
+    `on_step("ab", Assignment)` / `on_step("rec", Recommendation | None)` is called as each answer
+    arrives (`rerun` prints them); the jobs pass nothing.
+    """
     assignment = await services.ab.assign(uid, project)
+    if on_step is not None:
+        on_step("ab", assignment)
     if not assignment.in_experiment:
         return CachedValue(constants.OUTCOME_NOT_IN_EXPERIMENT, date, assignment.trace_id)
     rec = await services.rec.get(uid, project, assignment.trace_id)
+    if on_step is not None:
+        on_step("rec", rec)
     if rec is None:
         return CachedValue(constants.OUTCOME_NO_RECOMMENDATION, date, assignment.trace_id)
     return CachedValue(constants.OUTCOME_REC, date, assignment.trace_id,

@@ -1,0 +1,180 @@
+"""Getting push messages to Kafka with every delivery confirmed, and marking users sent only then.
+
+librdkafka reports a delivery only from inside poll()/flush(), so this module owns that loop:
+
+- `send` calls produce() on the event loop; a full local queue (BufferError) is met by polling and
+  retrying after a short sleep, never by dropping the message;
+- a pump task calls poll(0) every few milliseconds; the delivery callback (run inside poll, on the
+  event-loop thread) queues the confirmed (uid, msg_id);
+- a marker task writes the confirmed users' sent markers in pipelined batches as soon as they arrive.
+  The gap between "Kafka has it" and "the marker is written" is what a kill -9 turns into a duplicate
+  on the next run (consumers deduplicate by msg_id), so it is kept to one Redis round trip;
+- at the end, `finish` keeps polling until every message is reported or `push.flush_timeout_seconds`
+  passes, purges what is left, writes the last markers, and counts the rest `undelivered`: they get no
+  marker, so the next run sends them again.
+
+`DryRunSink` has the same `send` and writes the messages as JSON lines instead (no Kafka, no markers).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter, deque
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import IO, Any, AsyncIterator, Callable
+
+import anyio
+import confluent_kafka
+
+from later_read.clients.kafka import delivery_reason
+from later_read.log import alert, event, get_logger
+from later_read.store import Store
+
+log = get_logger("push")
+
+POLL_INTERVAL_SECONDS = 0.005   # how often the pump serves delivery callbacks
+BUFFER_FULL_WAIT_SECONDS = 0.01  # pause after BufferError before producing the same message again
+
+
+class Delivery:
+    """Produce, confirm, mark. Counters are read by the job for its summary."""
+
+    def __init__(self, producer: Any, topic: str, store: Store, date: str, batch_size: int) -> None:
+        self.producer, self.topic, self.store, self.date = producer, topic, store, date
+        self.batch_size = batch_size
+        self.confirmed: deque[tuple[str, str]] = deque()
+        self.produced = self.delivered = self.marked = self.buffer_full_waits = 0
+        self.failed: Counter[str] = Counter()   # per-reason delivery failures reported by librdkafka
+        self._wake = anyio.Event()
+
+    @property
+    def outstanding(self) -> int:
+        return self.produced - self.delivered - sum(self.failed.values())
+
+    async def send(self, uid: str, msg_id: str, value: bytes) -> None:
+        """Hand one message to librdkafka, waiting (never dropping) while its queue is full."""
+        callback = partial(self._reported, uid, msg_id)
+        while True:
+            try:
+                self.producer.produce(self.topic, value, key=uid, on_delivery=callback)
+            except BufferError:
+                self.buffer_full_waits += 1
+                self.producer.poll(0)
+                await anyio.sleep(BUFFER_FULL_WAIT_SECONDS)
+                continue
+            except confluent_kafka.KafkaException as exc:  # e.g. message too large, fatal producer
+                self.produced += 1
+                self.failed[delivery_reason(exc.args[0])] += 1
+                return
+            self.produced += 1
+            return
+
+    def _reported(self, uid: str, msg_id: str, error: Any, message: Any) -> None:
+        """librdkafka's delivery report (inside poll): queue the confirmed user for its marker."""
+        if error is None:
+            self.delivered += 1
+            self.confirmed.append((uid, msg_id))
+        else:
+            self.failed[delivery_reason(error)] += 1
+
+    async def pump(self) -> None:
+        """Serve delivery reports until cancelled; wake the marker writer when users were confirmed."""
+        while True:
+            self.producer.poll(0)
+            if self.confirmed:
+                self._wake.set()
+            await anyio.sleep(POLL_INTERVAL_SECONDS)
+
+    async def write_markers(self) -> None:
+        """Write sent markers for confirmed users as they arrive, one pipeline per batch."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self._write_confirmed()
+
+    async def _write_confirmed(self) -> None:
+        while self.confirmed:
+            batch = [self.confirmed.popleft() for _ in range(min(len(self.confirmed), self.batch_size))]
+            try:
+                await self.store.put_sent(self.date, batch)
+            except BaseException:
+                self.confirmed.extendleft(reversed(batch))  # still unmarked: counted as such below
+                raise
+            self.marked += len(batch)
+
+    async def finish(self, timeout: float, stop_early: Callable[[], bool] = lambda: False) -> None:
+        """Wait up to `timeout` for the outstanding reports, purge the rest, write the last markers."""
+        deadline = time.monotonic() + timeout
+        while self.outstanding > 0 and time.monotonic() < deadline and not stop_early():
+            self.producer.poll(0)
+            if len(self.confirmed) >= self.batch_size:
+                await self._write_confirmed()
+            await anyio.sleep(POLL_INTERVAL_SECONDS)
+        if self.outstanding > 0:
+            event(log, "push.flush_timeout", outstanding=self.outstanding, timeout_seconds=timeout)
+            self.producer.purge()
+            self.producer.poll(0)  # serve the purge reports so they are counted
+        await self._write_confirmed()
+
+    @property
+    def undelivered(self) -> int:
+        return self.produced - self.delivered
+
+    @property
+    def sent(self) -> int:
+        """Messages Kafka confirmed (their users are marked sent unless Redis failed meanwhile)."""
+        return self.delivered
+
+    def details(self) -> dict[str, int]:
+        return {"produced": self.produced, "marked": self.marked,
+                "buffer_full_waits": self.buffer_full_waits}
+
+
+@asynccontextmanager
+async def delivering(delivery: Delivery, flush_timeout: float,
+                     stop_early: Callable[[], bool] = lambda: False) -> AsyncIterator[Delivery]:
+    """Run the pump and the marker writer around the body; always finish (shielded, bounded)."""
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(delivery.pump)
+            tg.start_soon(delivery.write_markers)
+            try:
+                yield delivery
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await delivery.finish(flush_timeout, stop_early)
+            report_undelivered(delivery)
+
+
+def report_undelivered(delivery: Delivery) -> None:
+    """One alert line when some messages were not confirmed (they got no marker; rerun sends them)."""
+    if delivery.undelivered:
+        reasons = ",".join(f"{k}:{v}" for k, v in sorted(delivery.failed.items())) or "unknown"
+        alert(log, "push.undelivered", count=delivery.undelivered, produced=delivery.produced,
+              reasons=reasons, fix="check Kafka, then rerun the hour (delivered users are marked sent)")
+
+
+class DryRunSink:
+    """`--dry-run`: the messages as JSON lines on stdout or in a file; nothing produced or marked."""
+
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        self.stream = stream or sys.stdout.buffer
+        self.written = 0
+
+    async def send(self, uid: str, msg_id: str, value: bytes) -> None:
+        self.stream.write(value + b"\n")
+        self.written += 1
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    @property
+    def sent(self) -> int:
+        return self.written
+
+    def details(self) -> dict[str, int]:
+        return {"printed": self.written}

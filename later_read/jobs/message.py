@@ -1,0 +1,52 @@
+"""The push message: what one user receives, as the JSON the Kafka consumers read (key = uid).
+
+`msg_id` is a pure function of (date, uid): a rerun, a `--force` or a duplicate delivery after a crash
+carries the same id, which is what lets consumers deduplicate. Never change MSG_NAMESPACE: doing so
+would make every consumer see yesterday's retries as new messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from later_read.cache import CachedValue
+from later_read.clients.material import Material
+from later_read.users import TaskUser
+
+# uuid5(NAMESPACE_URL, "https://later-read/push-message"), written out so it can never drift.
+MSG_NAMESPACE = uuid.UUID("56ceba24-d476-55d4-8d79-7a252494d8f7")
+
+
+def msg_id(date: str, uid: str) -> str:
+    """The message id of `uid`'s later-read push on `date` (YYYYMMDD): the same on every run."""
+    return str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))
+
+
+def build_message(user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
+                  zone: ZoneInfo) -> dict:
+    """The message dict (brief's fields); `created_at` is when it was built, in the push timezone."""
+    return {
+        "msg_id": msg_id(date, user.uid),
+        "source_uid": user.uid,
+        "project": user.project,
+        "task_id": user.task_id,
+        "push_date": date,
+        "push_hour": hour,
+        "rec_id": value.rec_id,
+        "rec_type": value.rec_type,
+        "material_id": value.material_id,
+        "trace_id": value.trace_id,
+        "title": material.title,
+        "content": material.content,
+        "cover_url": material.cover_url,
+        "deeplink": material.deeplink,
+        "created_at": dt.datetime.now(zone).isoformat(timespec="milliseconds"),
+    }
+
+
+def encode(message: dict) -> bytes:
+    return orjson.dumps(message)

@@ -1,0 +1,180 @@
+"""The prewarm's fan-out: the day's users -> `concurrency` workers (A/B, then recommend) -> Redis in batches.
+
+    reader --(memory stream, about one page)--> N long-lived workers --> BatchWriter (pipelined SETs)
+
+- The reader pages users out of StarRocks (keyset pagination, `starrocks.batch_size` per page), reads
+  the page's existing values with MGETs (unless `--force`) and sends only the users not yet done for the
+  date. The stream's buffer is one page, so the workers keep busy while the next page is read, and memory
+  stays bounded by about two pages whatever the day's user count.
+- Exactly `concurrency` worker tasks live for the whole run and loop over the stream: no task, cancel
+  scope or timeout object is created per user, so the per-user CPU is the two HTTP calls and little else.
+- Stopping (SIGTERM/SIGINT, a service down, a fatal error): the reader is cancelled at once, workers take
+  no new user, users in flight get `grace_seconds` to finish (a second signal cuts it short), then are
+  cancelled and counted `unfinished`. Whatever finished is written: the writer flushes after the workers.
+
+Errors never escape as task-group exception groups: each task hands its fatal error to `request_stop`,
+and `run()` returns; the caller reads `stop_reason` and `error`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import anyio
+
+from later_read.cache import decode, encode
+from later_read.connections import Connections
+from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
+from later_read.jobs.decide import decide
+from later_read.jobs.prewarm_writer import BatchWriter
+from later_read.jobs.progress import Progress
+from later_read.log import event, get_logger
+from later_read.runtime import Shutdown
+from later_read.users import TaskUser, UserQuery
+
+log = get_logger("prewarm")
+
+STOP_INTERRUPTED = "interrupted"
+STOP_SERVICE_DOWN = "service_down"
+STOP_ERROR = "error"
+
+
+@dataclass(frozen=True)
+class FanoutPlan:
+    date: str
+    query: UserQuery
+    concurrency: int
+    force: bool
+    grace_seconds: float
+
+
+class Fanout:
+    """One prewarm pass over the plan's users; `counts` per outcome, `failures` per reason."""
+
+    def __init__(self, conns: Connections, plan: FanoutPlan, shutdown: Shutdown, progress: Progress) -> None:
+        assert conns.store and conns.starrocks and conns.services, "prewarm needs Redis, StarRocks, services"
+        self.store, self.starrocks, self.services = conns.store, conns.starrocks, conns.services
+        self.plan, self.shutdown, self.progress = plan, shutdown, progress
+        self.redis_batch = conns.settings.redis.batch_size
+        self.counts: Counter[str] = Counter()   # outcomes, skipped_existing, unfinished
+        self.failures: Counter[str] = Counter()  # "<service>.<reason>"
+        self.stop_reason: str | None = None
+        self.error: BaseException | None = None
+        self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed)
+        self._stopped = anyio.Event()
+        self._read_scope = anyio.CancelScope()
+        self._work_scope = anyio.CancelScope()
+
+    # Stopping -------------------------------------------------------------------------------------
+    def request_stop(self, reason: str, error: BaseException | None = None) -> None:
+        """Stop reading users now; in-flight users get the grace period. The first reason wins."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason, self.error = reason, error
+        self._read_scope.cancel()
+        self._stopped.set()
+
+    def _writer_failed(self, exc: LaterReadError) -> None:
+        self.request_stop(STOP_ERROR, exc)
+
+    async def _follow_shutdown(self) -> None:
+        await self.shutdown.requested.wait()
+        self.request_stop(STOP_INTERRUPTED)
+
+    async def _enforce_grace(self) -> None:
+        """After a stop request, give in-flight users `grace_seconds`, then cancel them."""
+        await self._stopped.wait()
+        await anyio.sleep(self.plan.grace_seconds)
+        event(log, "prewarm.grace_expired", logging.WARNING, grace_seconds=self.plan.grace_seconds)
+        self._work_scope.cancel()
+
+    # The run --------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Process every user of the plan (or until stopped); buffered results are written before return."""
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self.writer.run)
+            try:
+                await self._fan_out()
+            finally:
+                self.writer.close()
+
+    async def _fan_out(self) -> None:
+        send, receive = anyio.create_memory_object_stream[TaskUser](
+            max(self.starrocks.settings.batch_size, self.plan.concurrency))
+        async with anyio.create_task_group() as guard:
+            guard.start_soon(self._follow_shutdown)
+            guard.start_soon(self._enforce_grace)
+            guard.start_soon(self.progress.run)
+            with self.shutdown.force, self._work_scope:  # a second signal or the grace cancels work
+                async with anyio.create_task_group() as work:
+                    work.start_soon(self._read, send)
+                    for _ in range(self.plan.concurrency):
+                        work.start_soon(self._work, receive)
+            receive.close()
+            guard.cancel_scope.cancel()
+
+    async def _read(self, send) -> None:
+        with self._read_scope:
+            async with send:
+                try:
+                    async for page in self.starrocks.users(self.plan.query):
+                        todo = page if self.plan.force else await self._not_done(page)
+                        skipped = len(page) - len(todo)
+                        if skipped:
+                            self.counts["skipped_existing"] += skipped
+                            self.progress.advance(skipped)
+                        for user in todo:
+                            await send.send(user)
+                except LaterReadError as exc:
+                    self.request_stop(STOP_ERROR, exc)
+
+    async def _not_done(self, page: list[TaskUser]) -> list[TaskUser]:
+        """The users of `page` without a value for the run's date (one MGET per `redis.batch_size`)."""
+        todo: list[TaskUser] = []
+        for start in range(0, len(page), self.redis_batch):
+            chunk = page[start:start + self.redis_batch]
+            values = await self.store.get_values([user.uid for user in chunk])
+            todo.extend(user for user, raw in zip(chunk, values) if not self._is_done(raw))
+        return todo
+
+    def _is_done(self, raw: bytes | None) -> bool:
+        """Already computed for this date: the value parses and its date is the run's date."""
+        if raw is None:
+            return False
+        try:
+            return decode(raw).date == self.plan.date
+        except CorruptValue:
+            return False  # recomputed and overwritten
+
+    async def _work(self, receive) -> None:
+        """One long-lived worker: the per-user hot path (no per-user tasks, scopes or INFO logging)."""
+        services, date, counts, failures = self.services, self.plan.date, self.counts, self.failures
+        add, advance = self.writer.add, self.progress.advance
+        async for user in receive:
+            if self.stop_reason is not None:
+                return  # users still buffered are left for the rerun
+            try:
+                value = await decide(services, user.uid, user.project, date)
+            except ServiceError as exc:
+                failures[f"{exc.service}.{exc.reason}"] += 1
+                event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
+            except ServiceDown as exc:
+                counts["unfinished"] += 1
+                self.request_stop(STOP_SERVICE_DOWN, exc)
+                return
+            except anyio.get_cancelled_exc_class():
+                counts["unfinished"] += 1
+                raise
+            else:
+                counts[value.outcome] += 1
+                add(user.uid, encode(value))
+            advance()
+
+    def tripped_service(self) -> str:
+        """The name of the service whose circuit breaker stopped the run ("?" if none did)."""
+        for name in ("ab", "rec"):
+            if getattr(self.services, name).caller.breaker.tripped:
+                return name
+        return "?"

@@ -1,0 +1,359 @@
+"""`later-read push`: the hourly job. Reads Redis (never the A/B or recommend services, unless
+`--on-miss live`), fetches each distinct book card once, produces one message per user to Kafka and
+marks the user sent once Kafka confirmed it.
+
+    lock push:<date>:<hour>  ->  wait for the prewarm marker (bounded)  ->  pipeline  ->  summary
+
+The pipeline streams: a reader takes the hour's users from StarRocks page by page (deduplicated by
+uid, other hours/dates/task ids excluded by the query), reads each batch's values and sent markers in
+one Redis round trip and sorts the users (`push_select`); hits flow through a bounded stream to
+workers that fetch the card (`push_material`) and hand the message (`message`) to the sink
+(`delivery`: Kafka with confirmed delivery and sent markers, or the dry-run printer).
+
+At most one push per user per day: a user with a sent marker is skipped (unless --force), and the
+marker is written only after Kafka confirmed the message. Exit codes as in docs/design.md: 0, 1 (some
+users failed or messages undelivered), 2, 3, 4, 5 (the hour is locked), 6 (SIGTERM/SIGINT), 70.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Sequence
+
+import anyio
+import click
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from later_read import runtime
+from later_read.config import Settings
+from later_read.connections import Connections, open_connections
+from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, LaterReadError,
+                               ServiceDown, ServiceError, UsageError)
+from later_read.inputs import parse_date
+from later_read.jobs.delivery import Delivery, DryRunSink, delivering
+from later_read.jobs.message import build_message, encode
+from later_read.jobs.prewarm import _check_report_path as check_report_path  # shared; belongs in progress
+from later_read.jobs.progress import Progress, Summary, write_report
+from later_read.jobs.push_live import LiveResolver
+from later_read.jobs.push_material import MaterialCache
+from later_read.jobs.push_select import Hit, Sorter
+from later_read.log import alert, event, get_logger
+from later_read.metrics import record_job
+from later_read.runtime import Shutdown
+from later_read.users import TaskUser, UserQuery, task_ids_for
+
+log = get_logger("push")
+
+JOB = "push"
+# The report's per-user counters (also the metrics' outcomes). With --on-miss skip, every user read is
+# in exactly one of sent, misses, corrupt, not_in_experiment, no_recommendation, material_not_found,
+# already_sent, not_processed (dropped after a signal) or `failed` (per reason, e.g. undelivered).
+# stale and live_budget_exhausted are parts of misses. With --on-miss live, `live` counts the missed or
+# corrupt users computed on the spot; each of those is also counted by its new outcome (sent, ...).
+REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
+               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed")
+PREWARM_POLL_SECONDS = 5.0
+WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    date: str
+    hour: int
+    dry_run: bool
+    output: str | None
+    force: bool
+    on_miss: str
+    report_path: str | None
+
+
+@dataclass
+class PushRun:
+    """Everything one run's pipeline needs, built once in `_push`."""
+
+    settings: Settings
+    options: PushOptions
+    conns: Connections
+    summary: Summary
+    shutdown: Shutdown
+    progress: Progress
+    sorter: Sorter
+    materials: MaterialCache
+    live: LiveResolver | None
+    sink: Any = None  # Delivery or DryRunSink
+
+
+def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
+             output: str | None, force: bool, on_miss: str, report_path: str | None) -> int:
+    """The `push` command: check the options, run the hour, return the exit code."""
+    options = push_options(settings, date=date, hour=hour, dry_run=dry_run, output=output, force=force,
+                           on_miss=on_miss, report_path=report_path)
+    return runtime.run(_main, settings, options)
+
+
+def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
+                 output: str | None, force: bool, on_miss: str, report_path: str | None) -> PushOptions:
+    """Checked options; date and hour default to one reading of the clock in the configured zone."""
+    if output is not None and not dry_run:
+        raise UsageError("--output only goes with --dry-run (a real run sends to Kafka); add --dry-run")
+    if on_miss not in ("skip", "live"):
+        raise UsageError(f"--on-miss: expected skip or live, got {on_miss!r}")
+    if hour is not None and not 0 <= hour <= 23:
+        raise UsageError(f"--hour: expected 0-23, got {hour}")
+    if report_path:
+        check_report_path(report_path)
+    now = dt.datetime.now(settings.zone)
+    day = parse_date(date, settings.zone) if date is not None else now.strftime("%Y%m%d")
+    return PushOptions(day, now.hour if hour is None else hour, dry_run, output, force, on_miss,
+                       report_path)
+
+
+async def _main(settings: Settings, options: PushOptions) -> int:
+    summary = Summary(JOB, options.date, options.hour)
+    summary.extra.update(dry_run=options.dry_run, force=options.force, on_miss=options.on_miss,
+                         topic=None if options.dry_run else settings.kafka.topic)
+    shutdown = Shutdown()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(shutdown.watch)
+            try:
+                await _push(settings, options, summary, shutdown)
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseException as exc:  # noqa: BLE001 - every exit writes the report first
+        error = _first_project_error(exc)
+        summary.finish("service_down" if isinstance(error, ServiceDown) else "error")
+        _finish(settings, options, summary,
+                error.exit_code if isinstance(error, LaterReadError) else EXIT_INTERNAL)
+        if error is exc or not isinstance(error, LaterReadError):
+            raise
+        raise error from None
+    return _conclude(settings, options, summary, shutdown)
+
+
+def _conclude(settings: Settings, options: PushOptions, summary: Summary, shutdown: Shutdown) -> int:
+    if shutdown.stopping:
+        summary.finish("interrupted")
+        alert(log, "push.interrupted", signal=shutdown.signal_name, date=options.date, hour=options.hour,
+              fix="rerun the same hour: users already sent are skipped")
+        code = EXIT_INTERRUPTED
+    elif summary.failures:
+        summary.finish("failures")
+        code = EXIT_FAILURES
+    else:
+        summary.finish("ok")
+        code = EXIT_OK
+    _finish(settings, options, summary, code)
+    return code
+
+
+def _finish(settings: Settings, options: PushOptions, summary: Summary, code: int) -> None:
+    """Summary lines on stderr (once users were read: a failure before that is only the CLI's error
+    line), the --report JSON and the metrics, whatever the outcome."""
+    if summary.counts["users"]:
+        for line in summary.lines(REPORT_KEYS):
+            click.echo(line, err=True)
+    if options.report_path:
+        data = summary.report(REPORT_KEYS)
+        data["exit_code"] = code
+        try:
+            write_report(options.report_path, data)
+        except OSError as exc:
+            alert(log, "push.report_failed", path=options.report_path, error=exc.strerror)
+    record_job(settings, JOB, summary)  # never raises
+
+
+def _first_project_error(exc: BaseException) -> BaseException:
+    """The LaterReadError inside (possibly nested) exception groups, else the exception itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_first_project_error(e) for e in exc.exceptions]
+        for error in found:
+            if isinstance(error, LaterReadError):
+                return error
+        return found[0] if found else exc
+    return exc
+
+
+async def _push(settings: Settings, options: PushOptions, summary: Summary, shutdown: Shutdown) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        stream = _open_output(stack, options)
+        conns = await stack.enter_async_context(open_connections(
+            settings, redis=True, starrocks=True, services=True, kafka=not options.dry_run))
+        if not options.dry_run:
+            await stack.enter_async_context(conns.store.lock("push", options.date, options.hour))
+        summary.extra["prewarm_done"] = await wait_for_prewarm(
+            conns, options.date, 0.0 if options.dry_run else settings.push.wait_for_prewarm_seconds,
+            shutdown) is not None
+        run = await _prepare(settings, options, conns, summary, shutdown)
+        try:
+            await _send_all(run, stream)
+        finally:
+            _collect(run)
+
+
+def _open_output(stack: contextlib.ExitStack | contextlib.AsyncExitStack, options: PushOptions):
+    """The --output file (opened before anything else, so a bad path fails first), else None."""
+    if options.output is None:
+        return None
+    try:
+        return stack.enter_context(open(options.output, "wb"))
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {options.output}: {exc.strerror}") from None
+
+
+async def wait_for_prewarm(conns: Connections, date: str, wait_seconds: float,
+                           shutdown: Shutdown) -> dict | None:
+    """The prewarm's completion marker for the date, waiting up to `wait_seconds` for it to appear.
+
+    If it never does, say so with an alert line and go on: whatever the prewarm wrote is still
+    pushed, and every user it did not reach is counted (and alerted) as a miss.
+    """
+    marker = await conns.store.get_prewarm_done(date)
+    started = anyio.current_time()
+    if marker is None and wait_seconds > 0:
+        event(log, "push.waiting_for_prewarm", date=date, wait_seconds=wait_seconds)
+        deadline = started + wait_seconds
+        while marker is None and not shutdown.stopping and anyio.current_time() < deadline:
+            with anyio.move_on_after(min(PREWARM_POLL_SECONDS, deadline - anyio.current_time())):
+                await shutdown.requested.wait()
+            marker = await conns.store.get_prewarm_done(date)
+    if marker is None and not shutdown.stopping:
+        alert(log, "push.prewarm_unfinished", date=date,
+              waited_seconds=round(anyio.current_time() - started, 1),
+              fix="check the prewarm's log and rerun `later-read prewarm`; pushing what is cached")
+    elif marker is not None:
+        event(log, "push.prewarm_done", date=date, finished_at=marker.get("finished_at", "?"))
+    return marker
+
+
+async def _prepare(settings: Settings, options: PushOptions, conns: Connections, summary: Summary,
+                   shutdown: Shutdown) -> PushRun:
+    total = await conns.starrocks.count(_query(settings, options))
+    event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
+          force=options.force, on_miss=options.on_miss)
+    progress = Progress(JOB, settings.push.progress_interval_seconds, total)
+    sorter = Sorter(options.date, options.hour, options.force, summary.counts,
+                    settings.push.miss_log_limit, progress.advance)
+    live = None
+    if options.on_miss == "live":
+        live = LiveResolver(conns.services, conns.store, sorter, date=options.date,
+                            budget=settings.push.live_budget, concurrency=settings.push.concurrency,
+                            failures=summary.failures, write=not options.dry_run)
+    materials = MaterialCache(conns.services.material, settings.push.concurrency)
+    return PushRun(settings, options, conns, summary, shutdown, progress, sorter, materials, live)
+
+
+def _query(settings: Settings, options: PushOptions) -> UserQuery:
+    return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
+                     hour=options.hour)
+
+
+def _collect(run: PushRun) -> None:
+    """Fold the sink's and the material cache's figures into the summary; alert the miss totals."""
+    run.progress.close()
+    summary = run.summary
+    if run.sink is not None:
+        summary.counts["sent"] = run.sink.sent
+        summary.extra.update(run.sink.details())
+    if isinstance(run.sink, Delivery) and run.sink.undelivered:
+        summary.failures["undelivered"] += run.sink.undelivered
+    summary.extra["materials_fetched"] = run.materials.fetched
+    summary.extra["miss_ratio"] = round(summary.counts["misses"] / max(summary.counts["users"], 1), 6)
+    summary.services = run.conns.services.summary()
+    run.sorter.alert_totals()
+
+
+@contextlib.asynccontextmanager
+async def _sink(run: PushRun, stream) -> AsyncIterator[Any]:
+    if run.options.dry_run:
+        printer = DryRunSink(stream)
+        try:
+            yield printer
+        finally:
+            printer.flush()
+        return
+    delivery = Delivery(run.conns.producer, run.settings.kafka.topic, run.conns.store, run.options.date,
+                        run.settings.redis.batch_size)
+    async with delivering(delivery, run.settings.push.flush_timeout_seconds,
+                          stop_early=lambda: run.shutdown.force.cancel_called) as sink:
+        yield sink
+
+
+async def _send_all(run: PushRun, stream) -> None:
+    """The pipeline under the sink, with progress, the grace period after a signal, and force-stop."""
+    async with _sink(run, stream) as sink:
+        run.sink = sink
+        with run.shutdown.force:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run.progress.run)
+                tg.start_soon(_cancel_after_grace, run, tg.cancel_scope)
+                await _pipeline(run)
+                tg.cancel_scope.cancel()
+
+
+async def _cancel_after_grace(run: PushRun, scope: anyio.CancelScope) -> None:
+    """After SIGTERM/SIGINT, in-flight users get `push.grace_seconds` to finish, then are cancelled."""
+    await run.shutdown.requested.wait()
+    await anyio.sleep(run.settings.push.grace_seconds)
+    event(log, "push.grace_expired", grace_seconds=run.settings.push.grace_seconds)
+    scope.cancel()
+
+
+async def _pipeline(run: PushRun) -> None:
+    send, receive = anyio.create_memory_object_stream[Hit](run.settings.redis.batch_size)
+    async with anyio.create_task_group() as tg:
+        for _ in range(run.settings.push.concurrency * WORKERS_PER_FETCH):
+            tg.start_soon(_worker, run, receive.clone())
+        receive.close()
+        async with send:
+            await _read_hits(run, send)
+
+
+async def _read_hits(run: PushRun, send: ObjectSendStream[Hit]) -> None:
+    """The hour's users, batch by batch: values and markers in one round trip, sorted, hits sent on."""
+    batch = run.settings.redis.batch_size
+    async for page in run.conns.starrocks.users(_query(run.settings, run.options)):
+        for start in range(0, len(page), batch):
+            if run.shutdown.stopping:
+                return
+            users = page[start:start + batch]
+            values, sent = await run.conns.store.get_push_state(run.options.date, [u.uid for u in users])
+            hits, missing = run.sorter.sort(users, values, sent)
+            hits += await _resolve_missing(run, missing)
+            for hit in hits:
+                await send.send(hit)
+
+
+async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
+    if run.live is None:
+        run.progress.advance(len(missing))
+        return []
+    return await run.live.resolve(missing)
+
+
+async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
+    async with receive:
+        async for hit in receive:
+            if run.shutdown.stopping:
+                run.summary.counts["not_processed"] += 1  # stop taking new users; the rerun sends them
+                continue
+            await _push_one(run, hit)
+
+
+async def _push_one(run: PushRun, hit: Hit) -> None:
+    """Card, message, sink: one user. A failed card fetch is counted per reason, not fatal."""
+    try:
+        material = await run.materials.get(hit.user.uid, hit.value)
+    except ServiceError as exc:
+        run.summary.failures[f"material_{exc.reason}"] += 1
+        run.progress.advance(1)
+        return
+    if material is None:
+        run.summary.counts["material_not_found"] += 1
+    else:
+        message = build_message(hit.user, hit.value, material, date=run.options.date,
+                                hour=run.options.hour, zone=run.settings.zone)
+        await run.sink.send(hit.user.uid, message["msg_id"], encode(message))
+    run.progress.advance(1)

@@ -1,0 +1,114 @@
+"""Sorting the hour's users by what Redis says about them: who gets a message, who is skipped, why.
+
+For each user (one MGET pipeline per batch reads the value and the sent marker):
+
+    sent marker present (and no --force)      already_sent          quiet
+    value absent, or computed for another day misses (+ stale)      alert line, rate-limited
+    value does not parse                      corrupt               alert line, rate-limited
+    "not in experiment" / "no recommendation" the outcome's name    quiet
+    a recommendation                          a Hit                 goes on to material and Kafka
+
+Misses and corrupt values are returned separately so `--on-miss live` can compute them on the spot.
+Per-user alert lines stop after `push.miss_log_limit` (a million misses must not write a million lines);
+`alert_totals` then writes one line with the exact count and ratio, which is what alert rules match.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from later_read.cache import CachedValue, decode
+from later_read.errors import CorruptValue
+from later_read.log import alert, get_logger
+from later_read.users import TaskUser
+
+log = get_logger("push")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A user with today's recommendation: the material is fetched and a message produced."""
+
+    user: TaskUser
+    value: CachedValue
+
+
+class AlertLimiter:
+    """Alert lines for the first `limit` events of a kind, then one line saying the rest are counted."""
+
+    def __init__(self, name: str, limit: int, **context: object) -> None:
+        self.name, self.limit, self.context = name, limit, context
+        self.count = 0
+
+    def __call__(self, **values: object) -> None:
+        self.count += 1
+        if self.count <= self.limit:
+            alert(log, self.name, **values, **self.context)
+        elif self.count == self.limit + 1:
+            alert(log, f"{self.name}_suppressed", after=self.limit, **self.context,
+                  note="further lines suppressed; the total is in the summary")
+
+
+class Sorter:
+    def __init__(self, date: str, hour: int, force: bool, counts: Counter, miss_log_limit: int,
+                 advance: Callable[[int], None]) -> None:
+        self.date, self.hour, self.force, self.counts, self.advance = date, hour, force, counts, advance
+        self.miss_alert = AlertLimiter("push.cache_miss", miss_log_limit, date=date, hour=hour)
+        self.corrupt_alert = AlertLimiter("push.corrupt_value", miss_log_limit, date=date, hour=hour)
+
+    def sort(self, users: Sequence[TaskUser], values: Sequence[bytes | None],
+             sent: Sequence[bytes | None]) -> tuple[list[Hit], list[TaskUser]]:
+        """(hits, users without a usable value: misses and corrupt ones)."""
+        hits: list[Hit] = []
+        missing: list[TaskUser] = []
+        self.counts["users"] += len(users)
+        for user, raw, marker in zip(users, values, sent):
+            if marker is not None and not self.force:
+                self.counts["already_sent"] += 1
+                self.advance(1)
+            elif raw is None:
+                self._miss(user, "absent", missing)
+            else:
+                self._sort_value(user, raw, hits, missing)
+        return hits, missing
+
+    def _sort_value(self, user: TaskUser, raw: bytes, hits: list[Hit], missing: list[TaskUser]) -> None:
+        try:
+            value = decode(raw)
+        except CorruptValue as exc:
+            self.counts["corrupt"] += 1
+            self.corrupt_alert(uid=user.uid, problem=str(exc),
+                               fix="rerun the prewarm for this uid, or push with --on-miss live")
+            missing.append(user)
+            return
+        if value.date != self.date:
+            self._miss(user, "stale", missing, value_date=value.date)
+            return
+        hit = self.outcome(user, value)
+        if hit is not None:
+            hits.append(hit)
+
+    def outcome(self, user: TaskUser, value: CachedValue) -> Hit | None:
+        """A Hit for a recommendation; the no-push outcomes are counted (and finished) here."""
+        if value.is_rec:
+            return Hit(user, value)
+        self.counts[value.outcome] += 1
+        self.advance(1)
+        return None
+
+    def _miss(self, user: TaskUser, reason: str, missing: list[TaskUser], **extra: object) -> None:
+        self.counts["misses"] += 1
+        if reason == "stale":
+            self.counts["stale"] += 1
+        self.miss_alert(uid=user.uid, reason=reason, **extra)
+        missing.append(user)
+
+    def alert_totals(self) -> None:
+        """The lines alert rules count on: exact miss and corrupt totals with their ratio of the hour."""
+        users = self.counts["users"]
+        for name, key in (("push.misses", "misses"), ("push.corrupt_values", "corrupt")):
+            if self.counts[key]:
+                alert(log, name, count=self.counts[key], users=users,
+                      ratio=f"{self.counts[key] / max(users, 1):.6f}", date=self.date, hour=self.hour)

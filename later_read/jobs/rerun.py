@@ -1,0 +1,221 @@
+"""`later-read rerun UID`: the prewarm and/or push path for one user, printing every step as it happens.
+
+For the on-call engineer who got a miss alert or a user's complaint: instead of rerunning a whole job,
+walk one user through the same code the jobs use and see where it stops.
+
+    task rows   StarRocks rows of the date under the configured task ids (UserQuery with uids=[UID])
+    prewarm     jobs.decide.decide (A/B value and trace_id, then the recommendation), value written
+                with Store.put_values and its TTL read back
+    push        sent marker (stop unless --force), the value (from the prewarm step, else Redis),
+                the material, the message (jobs.message.build_message), produced to Kafka keyed by uid,
+                the delivery's partition/offset, then the sent marker
+
+A user without task rows for the date stops at the first step: the jobs would never pick them up, and
+the message needs the row's project and task id. `--dry-run` prints what would be written and sent and
+writes nothing (no value, no message, no marker). `--hour` only sets the message's push_hour (default:
+the user's earliest push_hour, the hour whose push would have sent it).
+
+No job lock is taken: it is one user, and a push of the same user at the same moment is caught by the
+sent marker or, at worst, deduplicated by consumers through the deterministic msg_id.
+
+Exit codes: 0 done, or stopped for a reason that is no failure (already pushed today, nothing to send);
+1 the user could not be completed (no task rows, a service failed, no usable value with --push-only,
+material not found, delivery not confirmed); 2 bad input; 3 Redis/StarRocks/Kafka unreachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import anyio
+import confluent_kafka
+
+from later_read import cache
+from later_read.cache import CachedValue
+from later_read.config import Settings
+from later_read.connections import Connections, open_connections
+from later_read.errors import EXIT_FAILURES, EXIT_OK, ServiceError
+from later_read.jobs.decide import decide
+from later_read.jobs.message import build_message, encode
+from later_read.jobs.show import CORRUPT, MISS, classify
+from later_read.keys import Keys
+from later_read.runtime import run
+from later_read.users import TaskUser, UserQuery, task_ids_for
+
+ROWS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class RerunOptions:
+    uid: str
+    date: str
+    hour: int | None = None
+    prewarm: bool = True
+    push: bool = True
+    dry_run: bool = False
+    force: bool = False
+
+
+class Stop(Exception):
+    """The walk ends here, for `reason`, with exit `code`."""
+
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(reason)
+        self.reason, self.code = reason, code
+
+
+def run_rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], None] = print) -> int:
+    return run(_rerun, settings, options, echo)
+
+
+async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], None]) -> int:
+    steps = "+".join(name for name, on in (("prewarm", options.prewarm), ("push", options.push)) if on)
+    echo(f"rerun      uid={options.uid} date={options.date} steps={steps}"
+         + (" (dry run: nothing is written or sent)" if options.dry_run else ""))
+    async with open_connections(settings, redis=True, starrocks=True, services=True,
+                                kafka=options.push and not options.dry_run, http_connections=4) as conns:
+        try:
+            await Rerun(settings, conns, options, echo).walk()
+        except Stop as stop:
+            echo(f"stopped    {stop.reason}")
+            return stop.code
+        except ServiceError as exc:
+            echo(f"stopped    {exc} (retries included); nothing more was done; check the service "
+                 "(`later-read check`), then rerun")
+            return EXIT_FAILURES
+    echo("done")
+    return EXIT_OK
+
+
+class Rerun:
+    def __init__(self, settings: Settings, conns: Connections, options: RerunOptions,
+                 echo: Callable[[str], None]) -> None:
+        self.settings, self.conns, self.options = settings, conns, options
+        self.store, self.services = conns.store, conns.services
+        self.echo = echo
+
+    def step(self, name: str, text: str) -> None:
+        self.echo(f"{name:<10} {text}")
+
+    async def walk(self) -> None:
+        user, hour = await self.find_user()
+        value = await self.prewarm(user) if self.options.prewarm else None
+        if self.options.push:
+            await self.push(user, hour, value)
+
+    async def find_user(self) -> tuple[TaskUser, int]:
+        """The user's task rows (printed), the job's pick of project/task id, the message's hour."""
+        o, table = self.options, self.settings.starrocks.table
+        task_ids = task_ids_for(self.settings.tasks.ids, o.date)
+        query = UserQuery(table, task_ids, uids=[o.uid])
+        rows = await self.conns.starrocks.query(*query.rows(ROWS_SHOWN))
+        if not rows:
+            raise Stop(f"no task rows for uid {o.uid} on {o.date} under {', '.join(task_ids)} in {table}: "
+                       "the jobs never pick this user up for that date; check the uid and --date",
+                       EXIT_FAILURES)
+        for task_id, _, project, push_hour, book_id in rows:
+            self.step("task row", f"task_id={task_id} project={project} push_hour={push_hour} book_id={book_id}")
+        user = [u async for page in self.conns.starrocks.users(query) for u in page][0]
+        hours = sorted({int(row[3]) for row in rows})
+        hour = o.hour if o.hour is not None else hours[0]
+        self.step("user", f"project={user.project} task_id={user.task_id} push hours={hours}; "
+                          f"message push_hour={hour}")
+        return user, hour
+
+    async def prewarm(self, user: TaskUser) -> CachedValue:
+        """The prewarm's rule (decide) for the user, then the value written with the configured TTL."""
+        value = await decide(self.services, user.uid, user.project, self.options.date, on_step=self._decided)
+        raw, key = cache.encode(value), self.store.keys.rec(user.uid)
+        if self.options.dry_run:
+            self.step("value", f"would write {key} = {raw.decode()} "
+                               f"ttl={self.settings.redis.ttl_seconds} s (dry run: not written)")
+            return value
+        await self.store.put_values([(user.uid, raw)])
+        _, ttl = await self.store.inspect(key)
+        self.step("value", f"wrote {key} = {raw.decode()} ttl={ttl} s")
+        return value
+
+    def _decided(self, service: str, answer: Any) -> None:
+        if service == "ab":
+            meaning = "in the experiment" if answer.in_experiment else "the default: not in the experiment"
+            self.step("ab", f"value={answer.value} trace_id={answer.trace_id} ({meaning})")
+        elif answer is None:
+            self.step("rec", "no recommendation (empty answer or 404)")
+        else:
+            self.step("rec", f"rec_id={answer.rec_id} rec_type={answer.rec_type} material_id={answer.material_id}")
+
+    async def push(self, user: TaskUser, hour: int, value: CachedValue | None) -> None:
+        """Sent marker, value, material, message, delivery, marker: the push's path for one user."""
+        await self._check_sent(user.uid)
+        if value is None:
+            value = await self._read_value(user.uid)
+        if not value.is_rec:
+            raise Stop(f"nothing to send: the value's outcome is {value.outcome} (a quiet skip for the push)",
+                       EXIT_OK)
+        material = await self.services.material.get(user.uid, value.rec_id, value.rec_type, value.material_id)
+        if material is None:
+            raise Stop(f"material {value.material_id} not found (HTTP 404): no message; the push counts "
+                       "this user as material_not_found", EXIT_FAILURES)
+        self.step("material", f"material_id={material.material_id} title={material.title!r}")
+        message = build_message(user, value, material, date=self.options.date, hour=hour,
+                                zone=self.settings.zone)
+        payload = encode(message)
+        self.step("message", payload.decode())
+        if self.options.dry_run:
+            self.step("kafka", f"would produce to topic {self.settings.kafka.topic} key={user.uid} and mark "
+                               "the user sent (dry run: not produced, no marker)")
+            return
+        partition, offset = await self._produce(user.uid, payload)
+        self.step("kafka", f"delivered topic={self.settings.kafka.topic} partition={partition} "
+                           f"offset={offset} key={user.uid}")
+        await self.store.put_sent(self.options.date, [(user.uid, message["msg_id"])])
+        key = Keys.sent(self.options.date, user.uid)
+        _, ttl = await self.store.inspect(key)
+        self.step("sent", f"marked {key} = {message['msg_id']} ttl={ttl} s")
+
+    async def _check_sent(self, uid: str) -> None:
+        marker = (await self.store.get_sent(self.options.date, [uid]))[0]
+        if marker is None:
+            self.step("sent", f"no marker for {self.options.date}: not pushed yet")
+            return
+        msg_id = marker.decode()
+        if not self.options.force:
+            raise Stop(f"already pushed on {self.options.date} (msg_id {msg_id}); nothing sent. --force "
+                       "sends again (same msg_id, so consumers can drop the duplicate)", EXIT_OK)
+        self.step("sent", f"marker present (msg_id {msg_id}): sending again because of --force")
+
+    async def _read_value(self, uid: str) -> CachedValue:
+        raw = (await self.store.get_values([uid]))[0]
+        outcome, detail, _ = classify(raw, self.options.date)
+        shown = raw.decode("utf-8", "replace") if raw is not None else "(absent)"
+        self.step("value", f"{self.store.keys.rec(uid)} = {shown} -> {outcome}: {detail}")
+        if outcome in (MISS, CORRUPT):
+            raise Stop(f"no usable value for {self.options.date} ({outcome}); rerun without --push-only "
+                       "to compute it first", EXIT_FAILURES)
+        return cache.decode(raw)
+
+    async def _produce(self, uid: str, payload: bytes) -> tuple[int, int]:
+        """Produce one message and wait for its delivery report (flush in a worker thread)."""
+        producer, timeout = self.conns.producer, self.settings.push.flush_timeout_seconds
+        report: dict[str, Any] = {}
+
+        def delivered(error: Any, message: Any) -> None:
+            report.update(error=error, message=message)
+
+        try:
+            producer.produce(self.settings.kafka.topic, payload, key=uid, on_delivery=delivered)
+        except (BufferError, confluent_kafka.KafkaException) as exc:
+            raise Stop(f"Kafka producer refused the message ({exc}); nothing sent, no marker written",
+                       EXIT_FAILURES) from None
+        await anyio.to_thread.run_sync(producer.flush, timeout)
+        if not report:
+            producer.purge()
+            producer.poll(0)
+            raise Stop(f"Kafka did not confirm the message within {timeout:g} s; it was withdrawn and no "
+                       "sent marker was written; check Kafka (`later-read check`), then rerun", EXIT_FAILURES)
+        if report["error"] is not None:
+            raise Stop(f"Kafka did not take the message ({report['error'].str()}); no sent marker was "
+                       "written; check Kafka (`later-read check`), then rerun", EXIT_FAILURES)
+        return report["message"].partition(), report["message"].offset()
+

@@ -1,0 +1,151 @@
+"""`later-read show UID`: what Redis holds for one user on a date, and what the push will make of it.
+
+The on-call engineer's first question after an alert is "what does the cache say for this user?". This
+reads (never writes) the user's value, the date's sent marker and the date's prewarm marker, and says in
+words which case the value stands for, by the same rules the push applies:
+
+    rec                  a recommendation for the date: the push sends it (once)
+    not_in_experiment    the prewarm looked: the A/B value is the default, nothing to send (quiet)
+    no_recommendation    the prewarm looked: recommend had nothing, nothing to send (quiet)
+    miss                 never computed, or a value of another date: the push alerts on it
+    corrupt              the value does not parse: the push counts it and alerts
+
+Exit 0 whatever the case (it is an inspection); 2 for a bad uid or date, 3 when Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable
+
+import orjson
+
+from later_read import cache, constants
+from later_read.config import Settings
+from later_read.connections import open_connections
+from later_read.errors import EXIT_OK, CorruptValue
+from later_read.keys import Keys
+from later_read.runtime import run
+from later_read.store import Store
+
+MISS, CORRUPT = "miss", "corrupt"
+
+_MEANING = {
+    constants.OUTCOME_REC: "a recommendation for the date: the push of the user's hour sends it once",
+    constants.OUTCOME_NOT_IN_EXPERIMENT: "the prewarm looked: not in the experiment, nothing to send (quiet)",
+    constants.OUTCOME_NO_RECOMMENDATION: "the prewarm looked: recommend had nothing, nothing to send (quiet)",
+}
+
+
+def run_show(settings: Settings, uid: str, date: str, as_json: bool = False,
+             echo: Callable[[str], None] = print) -> int:
+    """Print the user's state for the date (text, or one JSON object with --json); always exit 0."""
+    report = run(_gather, settings, uid, date)
+    if as_json:
+        echo(orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode())
+    else:
+        for line in render(report):
+            echo(line)
+    return EXIT_OK
+
+
+async def _gather(settings: Settings, uid: str, date: str) -> dict:
+    async with open_connections(settings, redis=True) as conns:
+        return await inspect_user(conns.store, uid, date, settings)
+
+
+async def inspect_user(store: Store, uid: str, date: str, settings: Settings) -> dict:
+    """The user's value, sent marker and the date's prewarm marker, each with its key and TTL."""
+    key, sent_key, marker_key = store.keys.rec(uid), Keys.sent(date, uid), Keys.prewarm_done(date)
+    raw, ttl = await store.inspect(key)
+    sent, sent_ttl = await store.inspect(sent_key)
+    marker, marker_ttl = await store.inspect(marker_key)
+    outcome, detail, parsed = classify(raw, date)
+    return {
+        "uid": uid, "date": date, "key": key,
+        "raw": _text(raw), "value": parsed, "ttl_seconds": ttl,
+        "expires_at": _expiry(ttl, settings),
+        "outcome": outcome, "detail": detail,
+        "sent": {"key": sent_key, "msg_id": _text(sent), "ttl_seconds": sent_ttl},
+        "prewarm_marker": {"key": marker_key, "info": _marker(marker), "ttl_seconds": marker_ttl},
+        "next": _next_step(outcome, uid, date, sent is not None),
+    }
+
+
+def classify(raw: bytes | None, date: str) -> tuple[str, str, dict | None]:
+    """(outcome, detail in words, parsed value) by the push's rules for `date`."""
+    if raw is None:
+        return MISS, "never computed (no value under this key)", None
+    try:
+        value = cache.decode(raw)
+    except CorruptValue as exc:
+        return CORRUPT, str(exc), None
+    parsed = value.to_dict()
+    if value.date != date:
+        when = value.date or "an unknown date (no date field: the old Go job's format)"
+        return MISS, f"stale value from {when}, not {date}", parsed
+    return value.outcome, _MEANING[value.outcome], parsed
+
+
+def render(report: dict) -> list[str]:
+    """The text form: one `name  value` line per fact."""
+    sent, marker = report["sent"], report["prewarm_marker"]
+    value = report["value"]
+    lines = [
+        f"key        {report['key']}",
+        f"raw        {report['raw'] if report['raw'] is not None else '(absent)'}",
+        f"value      {_fields(value) if value else '-'}",
+        f"ttl        {_ttl(report['ttl_seconds'])}"
+        + (f" (expires {report['expires_at']})" if report["expires_at"] else ""),
+        f"outcome    {report['outcome']}: {report['detail']}",
+        f"sent       {sent['msg_id'] or 'none'} ({sent['key']}"
+        + (f", {_ttl(sent['ttl_seconds'])} left)" if sent["msg_id"] else ")"),
+        f"prewarm    {_marker_text(marker['info'])} ({marker['key']})",
+    ]
+    if report["next"]:
+        lines.append(f"next       {report['next']}")
+    return lines
+
+
+def _next_step(outcome: str, uid: str, date: str, sent: bool) -> str:
+    if outcome in (MISS, CORRUPT):
+        return f"later-read rerun {uid} --date {date}   (recompute and push this user)"
+    if outcome == constants.OUTCOME_REC and not sent:
+        return f"later-read rerun {uid} --date {date} --push-only   (push now instead of at its hour)"
+    return ""
+
+
+def _marker(raw: bytes | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        info = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"unparsable": _text(raw)}
+    return info if isinstance(info, dict) else {"unparsable": _text(raw)}
+
+
+def _marker_text(info: dict | None) -> str:
+    if info is None:
+        return "missing: the date's prewarm has not finished (or never ran)"
+    return _fields(info)
+
+
+def _fields(data: dict) -> str:
+    return " ".join(f"{k}={orjson.dumps(v).decode() if isinstance(v, (dict, list)) else v}"
+                    for k, v in data.items())
+
+
+def _ttl(ttl: int) -> str:
+    return {-2: "absent", -1: "no TTL (never expires!)"}.get(ttl, f"{ttl} s")
+
+
+def _expiry(ttl: int, settings: Settings) -> str | None:
+    if ttl < 0:
+        return None
+    when = dt.datetime.now(settings.zone) + dt.timedelta(seconds=ttl)
+    return when.isoformat(timespec="seconds")
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode("utf-8", "replace") if raw is not None else None

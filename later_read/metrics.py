@@ -1,0 +1,183 @@
+"""Prometheus metrics for the batch jobs: written once at the end of each run, never scraped live.
+
+A cron job is gone before any scrape, so the run's numbers go to the node_exporter textfile collector
+(`[metrics] textfile_dir/later_read_<job>.prom`, temp file + atomic rename) and/or a Pushgateway
+(`[metrics] pushgateway_url`, `pushadd` with grouping key `job="later_read_<job>"`), whichever is configured.
+
+Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the series count stays fixed:
+
+    later_read_<job>_users_total                       counter  users the runs looked at
+    later_read_<job>_outcomes_total{outcome}           counter  per outcome (rec, sent, miss, ...)
+    later_read_<job>_failures_total{reason}            counter  failed users per reason
+    later_read_<job>_duration_seconds                  gauge    the last run's wall time
+    later_read_<job>_last_run_timestamp_seconds        gauge    when the last run ended, whatever its status
+    later_read_<job>_last_status{status}               gauge    1 for the last run's status, 0 for the others
+    later_read_<job>_last_success_timestamp_seconds    gauge    when the last *successful* run ended
+
+"Success" means the run went through every user: status `ok`, or `failures` (finished, some users
+failed; those are counted in `failures_total` and alerted on by their own log lines). A run that was
+interrupted, stopped by a down service or crashed is not a success, and the staleness alert
+`time() - later_read_<job>_last_success_timestamp_seconds > ...` fires when no success comes.
+
+Counters are cumulative across runs, as Prometheus counters must be for `increase()` to work: each run
+adds its counts to the totals of the previous write (read back from the textfile, else from the
+Pushgateway). The previous success timestamp is carried forward the same way, so a failed run never
+erases it. The job name is part of the metric name rather than a `job` label because `job` is the
+label Prometheus gives every scrape target (a `job` label in a textfile would be renamed `exported_job`).
+
+Metrics are a side channel: any failure here logs one `metrics.failed` warning and the job goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, pushadd_to_gateway, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from later_read.config import Settings
+from later_read.jobs.progress import Summary
+from later_read.log import event, get_logger
+from later_read.store import redact_url
+
+log = get_logger("metrics")
+
+SUCCESS_STATUSES = ("ok", "failures")
+KNOWN_STATUSES = ("ok", "failures", "service_down", "interrupted", "error")  # Summary.status
+READ_TIMEOUT_SECONDS = 5.0
+PUSH_TIMEOUT_SECONDS = 10.0
+
+# Previous values: (sample name, label value or "") -> value
+Previous = dict[tuple[str, str], float]
+
+
+def record_job(settings: Settings, job: str, summary: Summary) -> None:
+    """Write the run's metrics to every configured sink; never raises (one warning line instead)."""
+    cfg = settings.metrics
+    if not cfg.textfile_dir and not cfg.pushgateway_url:
+        return
+    name = _metric_job(job)
+    try:
+        previous = _read_previous(settings, name)
+        registry = build_registry(name, summary, previous)
+    except Exception as exc:  # noqa: BLE001 - metrics must never fail the job
+        _failed("build", "-", exc, "this is a bug; the job itself is unaffected")
+        return
+    if cfg.textfile_dir:
+        path = textfile_path(settings, job)
+        try:
+            write_to_textfile(str(path), registry)
+        except Exception as exc:  # noqa: BLE001
+            _failed("textfile", str(path), exc, "check that [metrics] textfile_dir exists and is writable")
+    if cfg.pushgateway_url:
+        try:
+            pushadd_to_gateway(cfg.pushgateway_url, job=f"later_read_{name}", registry=registry,
+                               timeout=PUSH_TIMEOUT_SECONDS)
+        except Exception as exc:  # noqa: BLE001
+            _failed("pushgateway", redact_url(cfg.pushgateway_url), exc,
+                    "check [metrics] pushgateway_url and that the Pushgateway is up")
+
+
+def textfile_path(settings: Settings, job: str) -> Path:
+    """`<textfile_dir>/later_read_<job>.prom` (node_exporter only reads files ending in .prom)."""
+    return Path(settings.metrics.textfile_dir) / f"later_read_{_metric_job(job)}.prom"
+
+
+def build_registry(name: str, summary: Summary, previous: Previous | None = None) -> CollectorRegistry:
+    """A fresh registry holding this run's metrics (totals = previous + this run)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_RunCollector(name, summary, previous or {}))
+    return registry
+
+
+class _RunCollector:
+    """Yields the metric families of one finished run (a custom collector: no `_created` samples,
+    which would claim the cumulative counters were reset at every run)."""
+
+    def __init__(self, name: str, summary: Summary, previous: Previous) -> None:
+        self.name, self.summary, self.previous = name, summary, previous
+
+    def collect(self) -> Iterable[Metric]:
+        p, s = f"later_read_{self.name}", self.summary
+        counts = {k: v for k, v in s.counts.items() if k != "users"}
+        yield self._counter(f"{p}_users", "Users the runs looked at.", None, {"": s.counts.get("users", 0)})
+        yield self._counter(f"{p}_outcomes", "Users per outcome, summed over runs.", "outcome", counts)
+        yield self._counter(f"{p}_failures", "Failed users per reason, summed over runs.", "reason",
+                            dict(s.failures))
+        ended = s.finished_at or time.time()
+        yield GaugeMetricFamily(f"{p}_duration_seconds", "Wall time of the last run.", value=s.duration_seconds)
+        yield GaugeMetricFamily(f"{p}_last_run_timestamp_seconds", "End of the last run (any status).",
+                                value=ended)
+        status = GaugeMetricFamily(f"{p}_last_status", "1 for the last run's status.", labels=["status"])
+        for name in dict.fromkeys((*KNOWN_STATUSES, s.status)):
+            status.add_metric([name], 1.0 if name == s.status else 0.0)
+        yield status
+        success = ended if s.status in SUCCESS_STATUSES else self.previous.get(
+            (f"{p}_last_success_timestamp_seconds", ""))
+        if success is not None:
+            yield GaugeMetricFamily(f"{p}_last_success_timestamp_seconds",
+                                    "End of the last run that went through every user (status ok or "
+                                    "failures).", value=success)
+
+    def _counter(self, name: str, doc: str, label: str | None, run: dict) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, doc, labels=[label] if label else None)
+        sample = f"{name}_total"
+        carried = {value for (sample_name, value) in self.previous if sample_name == sample}
+        for value in sorted(set(run) | carried):
+            total = self.previous.get((sample, value), 0.0) + float(run.get(value, 0))
+            family.add_metric([value] if label else [], total)
+        return family
+
+
+def _read_previous(settings: Settings, name: str) -> Previous:
+    """The values of the last write: from the textfile if configured, else from the Pushgateway."""
+    if settings.metrics.textfile_dir:
+        path = textfile_path(settings, name)
+        try:
+            return parse_previous(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}  # the first run (or the directory is missing: the write will say so)
+        except (OSError, ValueError) as exc:
+            _failed("textfile-read", str(path), exc, "counters restart from this run's values")
+            return {}
+    url = settings.metrics.pushgateway_url.rstrip("/")
+    url = (url if "://" in url else f"http://{url}") + "/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=READ_TIMEOUT_SECONDS) as response:
+            return parse_previous(response.read().decode("utf-8"), job=f"later_read_{name}")
+    except (OSError, ValueError) as exc:
+        _failed("pushgateway-read", redact_url(url), exc, "counters restart from this run's values")
+        return {}
+
+
+def parse_previous(text: str, job: str | None = None) -> Previous:
+    """Samples of a text exposition keyed by (name, the one label value or "").
+
+    With `job`, only samples of that Pushgateway group (its `job` label) are kept.
+    """
+    found: Previous = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            if job is not None and labels.pop("job", None) != job:
+                continue
+            labels.pop("instance", None)
+            if len(labels) <= 1:
+                found[(sample.name, next(iter(labels.values()), ""))] = sample.value
+    return found
+
+
+def _metric_job(job: str) -> str:
+    """A job name usable inside a metric name: lower case, [a-z0-9_]."""
+    return re.sub(r"[^a-z0-9_]", "_", job.lower())
+
+
+def _failed(sink: str, where: str, exc: BaseException, fix: str) -> None:
+    event(log, "metrics.failed", logging.WARNING, sink=sink, where=where,
+          error=f"{type(exc).__name__}: {exc}"[:200], fix=fix)

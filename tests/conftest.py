@@ -1,0 +1,228 @@
+"""Shared fixtures: real servers (started lazily, once per session), the HTTP simulator, configs.
+
+Servers come from `later_read.sandbox.servers`; each can be an already-running one named by an
+environment variable (LATER_READ_TEST_REDIS_URL, LATER_READ_TEST_MYSQL, LATER_READ_TEST_KAFKA). A
+server that cannot start fails the test that needs it with a message saying what to install: a
+missing dependency is never a skip.
+
+Function-scoped fixtures give each test a clean slice of the shared servers: `redis_url` (flushed
+DB), `mysql` (its own database), `kafka_topic` (its own topic), `sim` (simulator reset to defaults).
+`make_config(**overrides)` writes a config.toml pointing at whichever of those the test requested.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from later_read.sandbox import servers
+
+
+@contextmanager
+def _running(factory):
+    """Start a server for the session; turn ServerUnavailable into a failure of the asking test."""
+    server = None
+    try:
+        server = factory()
+        server.start()
+    except servers.ServerUnavailable as error:
+        problem = f"{factory.__name__} unavailable: {error}"
+    else:
+        problem = None
+    if problem:  # failed outside the except block, so the report is just the one line
+        if server is not None:
+            server.stop()
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> servers.RedisServer:
+    with _running(servers.redis_server) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> servers.MariaDBServer:
+    with _running(servers.mariadb_server) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> servers.KafkaServer:
+    with _running(servers.kafka_server) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    """The downstream HTTP simulator (A/B, recommend, material) in its own process, for the session."""
+    from later_read.sandbox.simulator import SimulatorProcess
+
+    process = SimulatorProcess()
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def sim(simulator):
+    """The session simulator with counters reset, and its knobs back to the defaults afterwards."""
+    from later_read.sandbox.simulator import SimulatorKnobs
+
+    simulator.reset()
+    yield simulator
+    simulator.configure(**SimulatorKnobs().to_dict())
+
+
+def _unique(prefix: str, request) -> str:
+    """A short unique name that still says which test made it (handy when reading a broker or DB)."""
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:24]
+    return f"{prefix}_{stem}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session Redis's URL, its DB flushed before the test."""
+    client = redis_server.client()
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def mysql(mariadb_server, request) -> servers.MySQLDatabase:
+    """A fresh, uniquely named database for this test (host, port, user, password, database); dropped after."""
+    name = _unique("t", request)
+    database = mariadb_server.create_database(name)
+    yield database
+    mariadb_server.drop_database(name)
+
+
+@pytest.fixture
+def kafka_topic(kafka_server, request) -> tuple[str, str]:
+    """A fresh topic with 3 partitions, as (bootstrap, topic); deleted after the test."""
+    topic = kafka_server.create_topic(_unique("t", request), partitions=3)
+    yield kafka_server.bootstrap, topic
+    kafka_server.delete_topic(topic)
+
+
+# --------------------------------------------------------------------------------------------------
+# config.toml
+
+
+def default_config() -> dict:
+    """The config.toml structure of later_read/config.py, with its shipped defaults."""
+    return {
+        "timezone": "Asia/Shanghai",
+        "starrocks": {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "",
+                      "database": "later_read", "table": "task_data", "batch_size": 1000},
+        "tasks": {"ids": ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]},
+        "redis": {"url": "redis://127.0.0.1:6379/0", "key_prefix": "rec:later_read:", "ttl_seconds": 86400},
+        "services": {"ab_url": "http://127.0.0.1:8900", "rec_url": "http://127.0.0.1:8900",
+                     "material_url": "http://127.0.0.1:8900", "timeout_seconds": 2.0, "max_attempts": 3},
+        "prewarm": {"concurrency": 50},
+        "push": {"concurrency": 50},
+        "kafka": {"bootstrap_servers": "127.0.0.1:9092", "topic": "later_read_push", "librdkafka": {}},
+    }
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Nested dicts merge key by key; any other value replaces; None deletes the key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value) -> str:
+    """One TOML value; JSON's string escapes are valid TOML basic-string escapes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")
+
+
+def to_toml(data: dict, table: tuple[str, ...] = ()) -> str:
+    """A tiny TOML writer (str/int/float/bool/list/dict): scalars first, then [tables], nested as [a.b]."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            path = (*table, key)
+            body = to_toml(value, path)
+            lines.append(("\n" if lines else "") + f"[{'.'.join(_toml_key(p) for p in path)}]\n" + body)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _servers_in_use(request) -> dict:
+    """Config sections pointing at the fixtures this test requested (and only those)."""
+    wanted = set(request.fixturenames)
+    sections: dict = {}
+    if "redis_url" in wanted:
+        sections["redis"] = {"url": request.getfixturevalue("redis_url")}
+    if "mysql" in wanted:
+        db = request.getfixturevalue("mysql")
+        sections["starrocks"] = {"host": db.host, "port": db.port, "user": db.user,
+                                 "password": db.password, "database": db.database}
+    if "kafka_topic" in wanted:
+        bootstrap, topic = request.getfixturevalue("kafka_topic")
+        sections["kafka"] = {"bootstrap_servers": bootstrap, "topic": topic}
+    sim_name = next((name for name in ("sim", "simulator") if name in wanted), None)
+    if sim_name:
+        url = request.getfixturevalue(sim_name).url.rstrip("/")
+        sections["services"] = {"ab_url": url, "rec_url": url, "material_url": url}
+    return sections
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, request):
+    """Factory: `make_config(**overrides) -> Path` of a config.toml for this test.
+
+    Sections point at the servers the test requested (`redis_url`, `mysql`, `kafka_topic`, `sim` or
+    `simulator`); the rest keep the shipped defaults. Overrides are nested dicts merged on top, e.g.
+    `make_config(prewarm={"concurrency": 10})`; a None value removes a key (to test a missing one).
+    Each call writes a new file (config.toml, config-2.toml, ...).
+    """
+    written: list[Path] = []
+
+    def make(**overrides) -> Path:
+        data = merge(merge(default_config(), _servers_in_use(request)), overrides)
+        path = tmp_path / ("config.toml" if not written else f"config-{len(written) + 1}.toml")
+        path.write_text(to_toml(data), encoding="utf-8")
+        written.append(path)
+        return path
+
+    return make

@@ -1,0 +1,180 @@
+"""The crontab and the Kubernetes manifests: they parse, fire at the right times, and run real commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shlex
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from croniter import croniter
+
+from later_read.cli import cli
+from later_read.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_PATH = "/etc/later-read/config.toml"
+ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def repo_settings():
+    return load_settings(ROOT / "config.toml", environ={})
+
+
+def crontab() -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """(environment lines, job -> (schedule, command)) of the repository's crontab."""
+    env, jobs = {}, {}
+    for line in (ROOT / "crontab").read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if ENV_LINE.match(text):
+            name, value = text.split("=", 1)
+            env[name] = value
+            continue
+        fields = text.split(None, 5)
+        schedule, command = " ".join(fields[:5]), fields[5]
+        job = re.search(r"later-read (\w+)", command).group(1)
+        assert job not in jobs, f"two crontab lines run {job}"
+        jobs[job] = (schedule, command)
+    return env, jobs
+
+
+def assert_cli_accepts(argv: list[str]) -> None:
+    """The arguments parse as a later-read command line (options checked, nothing run)."""
+    assert argv[0] == "later-read", argv
+    command = cli.commands[argv[1]]
+    command.make_context(argv[1], list(argv[2:]))
+
+
+def fire_times(schedule: str, zone: ZoneInfo, start: dt.datetime, count: int) -> list[dt.datetime]:
+    it = croniter(schedule, start)
+    return [it.get_next(dt.datetime).astimezone(zone) for _ in range(count)]
+
+
+# crontab -------------------------------------------------------------------------------------------
+def test_crontab_zone_is_the_configured_timezone():
+    env, jobs = crontab()
+    assert set(jobs) == {"prewarm", "push"}
+    assert env["CRON_TZ"] == repo_settings().timezone == "Asia/Shanghai"
+    assert env["LATER_READ_CONFIG"] == CONFIG_PATH
+
+
+def test_prewarm_fires_at_0001_every_day_in_the_zone():
+    env, jobs = crontab()
+    zone = ZoneInfo(env["CRON_TZ"])
+    start = dt.datetime(2026, 11, 23, 12, 0, tzinfo=zone)
+    times = fire_times(jobs["prewarm"][0], zone, start, 3)
+    assert times == [dt.datetime(2026, 11, d, 0, 1, tzinfo=zone) for d in (24, 25, 26)]
+
+
+def test_push_fires_at_minute_0_of_every_hour_in_the_zone():
+    env, jobs = crontab()
+    zone = ZoneInfo(env["CRON_TZ"])
+    start = dt.datetime(2026, 11, 23, 0, 30, tzinfo=zone)
+    times = fire_times(jobs["push"][0], zone, start, 48)
+    first = dt.datetime(2026, 11, 23, 1, 0, tzinfo=zone)
+    assert times == [first + dt.timedelta(hours=n) for n in range(48)]
+    assert sorted({t.hour for t in times}) == list(range(24))
+
+
+@pytest.mark.parametrize("job", ["prewarm", "push"])
+def test_crontab_lines_use_flock_and_log_redirection(job):
+    _, jobs = crontab()
+    command = jobs[job][1]
+    assert "%" not in command  # cron turns an unescaped % into a newline
+    lock = f"/var/lock/later-read-{job}.lock"
+    assert command.startswith(f"flock -n -E 75 {lock} later-read {job} ")
+    assert f">> /var/log/later-read/{job}.log 2>&1" in command
+    run = command[len(f"flock -n -E 75 {lock} "):command.index(" >>")]
+    assert_cli_accepts(shlex.split(run))
+    mail = command[command.index("||") + 2:]
+    assert "LATER_READ_ALERT" in mail and "exited $?" in mail  # the one line cron mails on failure
+
+
+# Kubernetes ----------------------------------------------------------------------------------------
+def manifests() -> dict[tuple[str, str], dict]:
+    docs = {}
+    for path in sorted((ROOT / "deploy").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc:
+                docs[(doc["kind"], doc["metadata"]["name"])] = doc
+    return docs
+
+
+def configmap_settings(tmp_path: Path):
+    configmap = manifests()[("ConfigMap", "later-read-config")]
+    path = tmp_path / "config.toml"
+    path.write_text(configmap["data"]["config.toml"], encoding="utf-8")
+    return load_settings(path, environ={})
+
+
+def test_the_configmap_holds_a_valid_config_without_secrets(tmp_path):
+    settings = configmap_settings(tmp_path)
+    assert settings.timezone == repo_settings().timezone
+    assert settings.starrocks.password == ""  # passwords come from the Secret
+    assert "@" not in settings.redis.url
+    assert settings.metrics.pushgateway_url  # a pod has no node_exporter textfile directory
+
+
+@pytest.mark.parametrize("job, schedule", [("prewarm", "1 0 * * *"), ("push", "0 * * * *")])
+def test_cronjob_has_the_required_fields(job, schedule):
+    docs = manifests()
+    cronjob = docs[("CronJob", f"later-read-{job}")]
+    assert cronjob["apiVersion"] == "batch/v1"
+    spec = cronjob["spec"]
+    assert spec["schedule"] == schedule == crontab()[1][job][0]  # the same times as the crontab
+    assert spec["timeZone"] == repo_settings().timezone
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert isinstance(spec["startingDeadlineSeconds"], int) and spec["startingDeadlineSeconds"] > 0
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    job_spec = spec["jobTemplate"]["spec"]
+    assert job_spec["backoffLimit"] >= 0 and job_spec["activeDeadlineSeconds"] > 0
+    pod = job_spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    [container] = pod["containers"]
+    assert container["command"] == ["later-read", job, "--config", CONFIG_PATH]
+    assert_cli_accepts(container["command"])
+    for kind in ("cpu", "memory"):
+        assert container["resources"]["requests"][kind]
+    assert container["resources"]["limits"]["memory"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["LATER_READ__STARROCKS__PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "later-read-secrets"
+    [mount] = container["volumeMounts"]
+    assert mount["mountPath"] == str(Path(CONFIG_PATH).parent)
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert ("ConfigMap", volume["configMap"]["name"]) in docs
+
+
+@pytest.mark.parametrize("job", ["prewarm", "push"])
+def test_termination_grace_covers_the_jobs_shutdown_grace(job, tmp_path):
+    pod = manifests()[("CronJob", f"later-read-{job}")]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    for settings in (repo_settings(), configmap_settings(tmp_path)):
+        if job == "prewarm":
+            needed = settings.prewarm.grace_seconds
+        else:  # after the grace, the push waits for Kafka's delivery reports before it marks users
+            needed = settings.push.grace_seconds + settings.push.flush_timeout_seconds
+        assert pod["terminationGracePeriodSeconds"] >= needed
+
+
+def test_the_push_deadline_ends_before_the_next_hour():
+    spec = manifests()[("CronJob", "later-read-push")]["spec"]
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 3600
+    assert spec["startingDeadlineSeconds"] < 3600
+
+
+# docs/alerting.md ----------------------------------------------------------------------------------
+ALERT_CALL = re.compile(r"""(?:alert\(\s*log,\s*|AlertLimiter\(\s*)["']([a-z_]+\.[a-z_]+)["']""")
+
+
+def test_every_alert_line_in_the_code_is_documented():
+    names = set()
+    for path in (ROOT / "later_read").rglob("*.py"):
+        names |= set(ALERT_CALL.findall(path.read_text(encoding="utf-8")))
+    assert {"push.cache_miss", "prewarm.interrupted"} <= names  # the pattern still finds them
+    doc = (ROOT / "docs" / "alerting.md").read_text(encoding="utf-8")
+    missing = sorted(name for name in names if f"`{name}`" not in doc)
+    assert not missing, f"docs/alerting.md does not describe {missing}"

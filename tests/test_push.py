@@ -1,0 +1,716 @@
+"""`later-read push` against real Redis, MariaDB (as StarRocks), Kafka and the simulator.
+
+The day is seeded with `later_read.sandbox.seed` (noise rows included: other task ids, other dates,
+users of other hours) and "prewarmed" by writing the values the prewarm would write, computed from the
+simulator's own answers (`sim.expected`). What the topic holds is read back partition by partition up
+to the high watermarks, so a test knows it saw everything without waiting for an idle timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import orjson
+import redis
+from click.testing import CliRunner
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from later_read.cache import CachedValue, encode
+from later_read.cli import cli
+from later_read.config import RedisSettings
+from later_read.jobs.message import msg_id
+from later_read.keys import Keys
+from later_read.sandbox import seed as seeding
+from later_read.sandbox.simulator_oracle import Oracle
+from later_read.store import Store, open_redis
+
+DATE = "20261123"
+TEMPLATES = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
+ALERT = "LATER_READ_ALERT"
+REPORT_KEYS = {"date", "hour", "users", "sent", "misses", "not_in_experiment", "no_recommendation",
+               "material_not_found", "already_sent", "failed", "duration_seconds"}
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers: seeding, prewarming, running, consuming
+
+
+def seed_day(mysql, users: int) -> None:
+    conn = seeding.connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
+    try:
+        seeding.seed_day(conn, DATE, users, TEMPLATES)
+    finally:
+        conn.close()
+
+
+def seed_hour(mysql, users: int, hour: int, prefix: str = "k") -> dict[str, tuple[str, str]]:
+    """A custom day: `users` users all at `hour` (every 5th also under the second task id)."""
+    task_a, task_b = (t.replace("{date}", DATE) for t in TEMPLATES)
+    rows, expected = [], {}
+    for i in range(users):
+        uid, project = f"{prefix}{i:06d}", seeding.PROJECTS[i % 2]
+        rows.append((task_a, uid, project, hour, "b1"))
+        if i % 5 == 0:
+            rows.append((task_b, uid, project, hour, "b2"))
+        expected[uid] = (project, min(task_a, task_b))
+    conn = seeding.connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
+    try:
+        seeding.create_table(conn)
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO task_data (task_id, source_uid, project, push_hour, book_id) "
+                            "VALUES (%s, %s, %s, %s, %s)", rows)
+    finally:
+        conn.close()
+    return expected
+
+
+def oracle_value(sim, uid: str, date: str = DATE) -> CachedValue:
+    """What the prewarm stores for uid, from the simulator's deterministic answers."""
+    e = sim.expected(uid)
+    if not e["in_experiment"]:
+        return CachedValue("not_in_experiment", date, e["trace_id"])
+    if not e["has_rec"]:
+        return CachedValue("no_recommendation", date, e["trace_id"])
+    return CachedValue("rec", date, e["trace_id"], e["rec_id"], e["rec_type"], e["material_id"])
+
+
+def prewarm(redis_url: str, values: dict[str, CachedValue], done: bool = True) -> None:
+    """Write the values (and the completion marker) the way the prewarm does, through Store."""
+    async def write() -> None:
+        settings = RedisSettings(url=redis_url)
+        client = open_redis(settings)
+        try:
+            store = Store(client, settings)
+            items = [(uid, encode(value)) for uid, value in values.items()]
+            for start in range(0, len(items), 1000):
+                await store.put_values(items[start:start + 1000])
+            if done:
+                await store.put_prewarm_done(DATE, {"users": len(values), "finished_at": time.time()})
+        finally:
+            await client.aclose()
+
+    anyio.run(write)
+
+
+def prewarm_day(redis_url: str, sim, users: int, extra: int = 0) -> dict[str, CachedValue]:
+    """Values for every user of the seeded day (all hours) plus `extra` noise-only uids."""
+    uids = [seeding.uid_of(i) for i in range(users + extra)]
+    values = {uid: oracle_value(sim, uid) for uid in uids}
+    prewarm(redis_url, values)
+    return values
+
+
+def run_push(config: Path, *args: str, hour: int | None = None):
+    argv = ["push", "--config", str(config), "--date", DATE, *args]
+    if hour is not None:
+        argv += ["--hour", str(hour)]
+    return CliRunner().invoke(cli, argv, catch_exceptions=False)
+
+
+def push_command(config: Path, hour: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "later_read", "push", "--config", str(config), "--date", DATE,
+            "--hour", str(hour), *args]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size", "log_level": 3})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    finally:
+        consumer.close()
+
+
+def consume(kafka_topic: tuple[str, str]) -> list[tuple[str, dict]]:
+    """Every message in the topic as (key, value), read up to the high watermarks."""
+    bootstrap, topic = kafka_topic
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "log_level": 3})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        left, found, deadline = {p for p, h in highs.items() if h > 0}, [], time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            found.append((message.key().decode(), orjson.loads(message.value())))
+            if message.offset() + 1 >= highs[message.partition()]:
+                left.discard(message.partition())
+        assert not left, f"could not read partitions {left} of {topic} up to their high watermarks"
+        return found
+    finally:
+        consumer.close()
+
+
+def sent_markers(redis_url: str) -> dict[str, str]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=Keys.sent(DATE, "*"), count=1000))
+        values = client.mget(keys) if keys else []
+        return {k.decode().rsplit(":", 1)[1]: v.decode() for k, v in zip(keys, values)}
+    finally:
+        client.close()
+
+
+def pushable(sim, picked: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """The users among `picked` who get a message: in the experiment, a recommendation, a card."""
+    out = {}
+    for uid, where in picked.items():
+        e = sim.expected(uid)
+        if e["in_experiment"] and e["has_rec"] and e["material_found"]:
+            out[uid] = where
+    return out
+
+
+def summary_line(stderr: str, name: str = "push.summary") -> str:
+    lines = [line for line in stderr.splitlines() if f" {name} " in f" {line} "]
+    assert lines, f"no {name} line in:\n{stderr[-3000:]}"
+    return lines[-1]
+
+
+def push_config(make_config, **push):
+    return make_config(push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, **push})
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure pieces
+
+
+def test_msg_id_is_pinned_for_date_and_uid():
+    # Consumers deduplicate on this value across runs and releases: it must never change.
+    assert msg_id("20261123", "100000001") == "5c80db8a-cd01-5727-ad05-5fc6183c3047"
+    assert msg_id("20261123", "100000001") != msg_id("20261124", "100000001")
+    assert msg_id("20261123", "100000001") != msg_id("20261123", "100000002")
+
+
+def test_alert_limiter_writes_limit_lines_then_one_suppressed_line():
+    import logging
+
+    from later_read.jobs.push_select import AlertLimiter
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("later_read.push")
+    logger.addHandler(handler)
+    try:
+        limiter = AlertLimiter("push.cache_miss", 3, date=DATE)
+        for i in range(1000):
+            limiter(uid=str(i))
+    finally:
+        logger.removeHandler(handler)
+    lines = [r.getMessage() for r in records]
+    assert limiter.count == 1000 and len(lines) == 4
+    assert all(line.endswith(ALERT) for line in lines) and "push.cache_miss_suppressed" in lines[-1]
+
+
+def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zone(make_config):
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from later_read.config import load_settings
+    from later_read.errors import UsageError
+    from later_read.jobs.push import push_options
+
+    settings = load_settings(make_config(timezone="America/New_York"))
+    options = dict(dry_run=False, output=None, force=False, on_miss="skip", report_path=None)
+    zone = ZoneInfo("America/New_York")
+    before = dt.datetime.now(zone)
+    got = push_options(settings, date=None, hour=None, **options)
+    after = dt.datetime.now(zone)
+    assert (got.date, got.hour) in {(t.strftime("%Y%m%d"), t.hour) for t in (before, after)}
+    assert push_options(settings, date="20261123", hour=0, **options).hour == 0
+    try:
+        push_options(settings, date="2026-11-23", hour=None, **options)
+    except UsageError as exc:
+        assert "--date: expected YYYYMMDD" in str(exc)
+    else:
+        raise AssertionError("a bad --date must be a UsageError")
+
+
+# --------------------------------------------------------------------------------------------------
+# A seeded, prewarmed day
+
+
+def test_hour_yields_exactly_its_users_once_with_correct_fields(
+        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    users, hour = 960, 5
+    seed_day(mysql, users)
+    values = prewarm_day(redis_url, sim, users, extra=users // 10)  # noise-only uids get values too
+    report = tmp_path / "push.json"
+    result = run_push(push_config(make_config), "--report", str(report), hour=hour)
+    assert result.exit_code == 0, result.output
+
+    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
+    expected = pushable(sim, picked)
+    messages = consume(kafka_topic)
+    # The precedence bug (`a OR b AND c`) would add other hours' users and the noise task ids' users.
+    assert sorted(key for key, _ in messages) == sorted(expected)
+    oracle = Oracle(sim.knobs)
+    for key, body in messages:
+        project, task_id = expected[key]
+        value, card = values[key], oracle.card(values[key].material_id)
+        assert body["msg_id"] == msg_id(DATE, key) == str(uuid.uuid5(
+            uuid.UUID("56ceba24-d476-55d4-8d79-7a252494d8f7"), f"later_read:{DATE}:{key}"))
+        assert {k: body[k] for k in ("source_uid", "project", "task_id", "push_date", "push_hour")} == {
+            "source_uid": key, "project": project, "task_id": task_id, "push_date": DATE,
+            "push_hour": hour}
+        assert (body["rec_id"], body["rec_type"], body["material_id"], body["trace_id"]) == (
+            value.rec_id, value.rec_type, value.material_id, value.trace_id)
+        assert {k: body[k] for k in ("title", "content", "cover_url", "deeplink")} == {
+            k: card[k] for k in ("title", "content", "cover_url", "deeplink")}
+        assert body["created_at"].startswith(f"{DATE[:4]}-") and body["created_at"].endswith("+08:00")
+
+    data = json.loads(report.read_text())
+    assert REPORT_KEYS <= set(data)
+    outcomes = [sim.expected(uid) for uid in picked]
+    assert data["users"] == len(picked)
+    assert data["sent"] == len(expected)
+    assert data["not_in_experiment"] == sum(not e["in_experiment"] for e in outcomes)
+    assert data["no_recommendation"] == sum(e["in_experiment"] and not e["has_rec"] for e in outcomes)
+    assert data["material_not_found"] == sum(
+        e["in_experiment"] and e["has_rec"] and not e["material_found"] for e in outcomes)
+    assert data["misses"] == data["already_sent"] == data["failed"] == 0
+    assert (data["date"], data["hour"], data["status"]) == (DATE, hour, "ok")
+    assert sent_markers(redis_url) == {uid: msg_id(DATE, uid) for uid in expected}
+    assert sim.stats()["ab"]["calls"] == sim.stats()["rec"]["calls"] == 0  # the push reads Redis only
+
+    # Rerunning the hour sends nothing new.
+    again = run_push(push_config(make_config), "--report", str(report), hour=hour)
+    assert again.exit_code == 0, again.output
+    assert len(consume(kafka_topic)) == len(messages)
+    data = json.loads(report.read_text())
+    assert (data["sent"], data["already_sent"]) == (0, len(expected))
+
+
+def test_later_hour_holding_the_same_uid_sends_nothing_new(
+        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    users = 2400
+    seed_day(mysql, users)
+    prewarm_day(redis_url, sim, users)
+    by_hour = [seeding.expected_users(DATE, users, TEMPLATES, hour=h) for h in range(24)]
+    hour = next(h for h in range(23) if set(pushable(sim, by_hour[h])) & set(by_hour[h + 1]))
+    shared = set(by_hour[hour]) & set(by_hour[hour + 1])  # rows under both task ids, two hours
+    config = push_config(make_config)
+    assert run_push(config, hour=hour).exit_code == 0
+    first = {key for key, _ in consume(kafka_topic)}
+    assert shared & first
+
+    report = tmp_path / "r.json"
+    result = run_push(config, "--report", str(report), hour=hour + 1)
+    assert result.exit_code == 0, result.output
+    messages = consume(kafka_topic)
+    counts: dict[str, int] = {}
+    for key, _ in messages:
+        counts[key] = counts.get(key, 0) + 1
+    assert max(counts.values()) == 1                        # nobody got two pushes today
+    assert set(counts) - first == set(pushable(sim, by_hour[hour + 1])) - first
+    assert json.loads(report.read_text())["already_sent"] == len(shared & first)
+
+
+def test_force_sends_again_with_the_same_msg_id(redis_url, mysql, kafka_topic, sim, make_config):
+    users, hour = 480, 3
+    seed_day(mysql, users)
+    prewarm_day(redis_url, sim, users)
+    config = push_config(make_config)
+    assert run_push(config, hour=hour).exit_code == 0
+    first = consume(kafka_topic)
+    assert first
+    result = run_push(config, "--force", hour=hour)
+    assert result.exit_code == 0, result.output
+    both = consume(kafka_topic)
+    assert len(both) == 2 * len(first)
+    ids: dict[str, set[str]] = {}
+    for key, body in both:
+        ids.setdefault(key, set()).add(body["msg_id"])
+    assert all(len(v) == 1 for v in ids.values()) and set(ids) == {key for key, _ in first}
+
+
+# --------------------------------------------------------------------------------------------------
+# Misses, corrupt values, material not found, prewarm not finished
+
+
+def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
+        redis_url, mysql, kafka_topic, sim, make_config):
+    users, hour = 2400, 7
+    seed_day(mysql, users)
+    prewarm_day(redis_url, sim, users)
+    picked = sorted(seeding.expected_users(DATE, users, TEMPLATES, hour=hour))
+    deleted, stale = picked[:37], picked[37]
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*[Keys().rec(uid) for uid in deleted])
+    client.set(Keys().rec(stale), encode(oracle_value(sim, stale, date="20261122")))  # yesterday's
+    client.close()
+
+    result = run_push(push_config(make_config, miss_log_limit=5), hour=hour)
+    assert result.exit_code == 0, result.output
+    line = summary_line(result.stderr, "push.misses")
+    assert ALERT in line and " count=38 " in line and f" users={len(picked)} " in line
+    assert f" ratio={38 / len(picked):.6f} " in line
+    assert " misses=38 " in summary_line(result.stderr)
+    per_user = [l for l in result.stderr.splitlines() if " push.cache_miss " in f" {l} "]
+    assert len(per_user) == 5 and all(ALERT in l for l in per_user)  # rate-limited
+    assert len([l for l in result.stderr.splitlines() if "push.cache_miss_suppressed" in l]) == 1
+    sent = {key for key, _ in consume(kafka_topic)}
+    assert not sent & set(deleted + [stale])
+    assert sent == set(pushable(sim, dict.fromkeys(set(picked) - set(deleted) - {stale}, ("", ""))))
+
+
+def test_corrupt_value_is_counted_and_alerted_never_a_crash(
+        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    users, hour = 480, 9
+    seed_day(mysql, users)
+    prewarm_day(redis_url, sim, users)
+    picked = sorted(seeding.expected_users(DATE, users, TEMPLATES, hour=hour))
+    client = redis.Redis.from_url(redis_url)
+    client.set(Keys().rec(picked[0]), b'{"rec_id": "r-1", "trunc')
+    client.set(Keys().rec(picked[1]), b'{"outcome": "rec", "date": "20261123", "rec_id": ""}')
+    client.close()
+
+    report = tmp_path / "r.json"
+    result = run_push(push_config(make_config), "--report", str(report), hour=hour)
+    assert result.exit_code == 0, result.output
+    alerts = [l for l in result.stderr.splitlines() if "push.corrupt_value " in l]
+    assert len(alerts) == 2 and all(ALERT in l for l in alerts)
+    assert f"uid={picked[0]}" in alerts[0] and "not JSON" in alerts[0]
+    assert " count=2 " in summary_line(result.stderr, "push.corrupt_values")
+    data = json.loads(report.read_text())
+    assert data["corrupt"] == 2 and data["misses"] == 0 and data["failed"] == 0
+    sent = {key for key, _ in consume(kafka_topic)}
+    assert sent == set(pushable(sim, dict.fromkeys(picked[2:], ("", ""))))
+
+
+def test_material_fetched_once_per_distinct_card_and_not_found_counted(
+        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    sim.configure(materials=12, not_found_ratio=0.25)
+    users, hour = 2400, 4
+    seed_day(mysql, users)
+    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
+    values = {}
+    for uid in picked:  # rec_id shared per book, as a real engine's strategy/slot id is
+        value = oracle_value(sim, uid)
+        if value.is_rec:
+            value = CachedValue("rec", DATE, value.trace_id, f"rec-{value.material_id}", "book",
+                                value.material_id)
+        values[uid] = value
+    prewarm(redis_url, values)
+    sim.reset()
+
+    report = tmp_path / "r.json"
+    result = run_push(push_config(make_config, concurrency=8), "--report", str(report), hour=hour)
+    assert result.exit_code == 0, result.output
+    hits = [v for v in values.values() if v.is_rec]
+    cards = {(v.rec_id, v.rec_type, v.material_id) for v in hits}
+    assert sim.stats()["material"]["calls"] == len(cards) < len(hits)
+    oracle = Oracle(sim.knobs)
+    missing = [v for v in hits if not oracle.material_exists(v.material_id)]
+    assert missing, "the knobs should make some cards not found"
+    data = json.loads(report.read_text())
+    assert data["material_not_found"] == len(missing)
+    assert data["sent"] == len(hits) - len(missing) == len(consume(kafka_topic))
+    assert data["materials_fetched"] == len(cards)
+
+
+def test_missing_prewarm_marker_waits_then_alerts_and_pushes(
+        redis_url, mysql, kafka_topic, sim, make_config):
+    users, hour = 480, 2
+    seed_day(mysql, users)
+    prewarm(redis_url, {seeding.uid_of(i): oracle_value(sim, seeding.uid_of(i)) for i in range(users)},
+            done=False)
+    config = make_config(push={"wait_for_prewarm_seconds": 1.5})
+    started = time.monotonic()
+    result = run_push(config, hour=hour)
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started >= 1.5
+    assert "push.waiting_for_prewarm" in result.stderr
+    line = summary_line(result.stderr, "push.prewarm_unfinished")
+    assert line.rstrip().endswith(ALERT) and f"date={DATE}" in line
+    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
+    assert {key for key, _ in consume(kafka_topic)} == set(pushable(sim, picked))
+
+
+# --------------------------------------------------------------------------------------------------
+# Dry run, live computation, lock
+
+
+def test_dry_run_prints_messages_without_kafka_or_markers(
+        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    users, hour = 480, 6
+    seed_day(mysql, users)
+    prewarm_day(redis_url, sim, users)
+    config = make_config(push={"wait_for_prewarm_seconds": 600})  # a dry run never waits
+    expected = pushable(sim, seeding.expected_users(DATE, users, TEMPLATES, hour=hour))
+
+    result = run_push(config, "--dry-run", hour=hour)
+    assert result.exit_code == 0, result.output
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(m["source_uid"] for m in printed) == sorted(expected)
+    assert all(m["msg_id"] == msg_id(DATE, m["source_uid"]) for m in printed)
+
+    out = tmp_path / "messages.jsonl"
+    result = run_push(config, "--dry-run", "--output", str(out), hour=hour)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert sorted(json.loads(l)["source_uid"] for l in out.read_text().splitlines()) == sorted(expected)
+    assert topic_size(*kafka_topic) == 0
+    assert sent_markers(redis_url) == {}
+
+    bad = run_push(config, "--output", str(out), hour=hour)
+    assert bad.exit_code == 2 and "--output only goes with --dry-run" in bad.stderr
+
+
+def test_on_miss_live_computes_within_budget(redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    users, hour = 2400, 8
+    seed_day(mysql, users)
+    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
+    prewarm(redis_url, {})  # only the marker: the prewarm "missed" everyone
+    budget = 40
+    report = tmp_path / "r.json"
+    result = run_push(push_config(make_config, live_budget=budget, miss_log_limit=2),
+                      "--on-miss", "live", "--report", str(report), hour=hour)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["misses"] == len(picked) and data["live"] == budget
+    assert data["live_budget_exhausted"] == len(picked) - budget
+    assert sim.stats()["ab"]["calls"] == budget
+    assert "push.live_budget_exhausted" in result.stderr
+    computed = {uid for uid, n in sim.calls("ab").items() if n}
+    sent = {key for key, _ in consume(kafka_topic)}
+    assert sent == set(pushable(sim, {uid: picked[uid] for uid in computed}))
+    client = redis.Redis.from_url(redis_url)  # stored like the prewarm stores them
+    assert all(client.exists(Keys().rec(uid)) for uid in computed)
+    client.close()
+
+
+def test_held_lock_exits_5_and_sends_nothing(redis_url, mysql, kafka_topic, sim, make_config):
+    seed_day(mysql, 96)
+    prewarm_day(redis_url, sim, 96)
+    client = redis.Redis.from_url(redis_url)
+    client.set(Keys.lock("push", DATE, 1), "someone-else", ex=60)
+    client.close()
+    result = run_push(push_config(make_config), hour=1)
+    assert result.exit_code == 5
+    assert "another push run for 20261123 hour 1 is in progress" in result.stderr
+    assert topic_size(*kafka_topic) == 0
+
+
+def test_material_service_down_stops_with_exit_4_nothing_sent(
+        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    hour = 13
+    expected = seed_hour(mysql, 400, hour, prefix="m")
+    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    sim.configure(material={"error_5xx_rate": 1.0})
+    report = tmp_path / "r.json"
+    config = make_config(push={"wait_for_prewarm_seconds": 0, "concurrency": 4},
+                         services={"max_attempts": 1})
+    result = run_push(config, "--report", str(report), hour=hour)
+    assert result.exit_code == 4, result.output
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("later-read: error: material service looks down")
+    assert json.loads(report.read_text())["status"] == "service_down"
+    assert topic_size(*kafka_topic) == 0 and sent_markers(redis_url) == {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Crashes, signals, a dead broker
+
+
+def _wait_for_messages(kafka_topic, at_least: int, process: subprocess.Popen, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        size = topic_size(*kafka_topic)
+        if size >= at_least:
+            return size
+        assert process.poll() is None, "the push finished before it could be interrupted"
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} messages after {timeout} s")
+
+
+def test_kill_9_while_producing_then_rerun_leaves_one_msg_id_per_user(
+        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    hour, users = 14, 4000
+    expected = seed_hour(mysql, users, hour)
+    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    sim.configure(material={"latency_ms": 40})
+    config = push_config(make_config, concurrency=8)
+    log = (tmp_path / "kill.log").open("wb")
+    process = subprocess.Popen(push_command(config, hour), stdout=subprocess.DEVNULL, stderr=log,
+                               env=subprocess_env())
+    try:
+        before = _wait_for_messages(kafka_topic, 500, process)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        log.close()
+    assert before < len(pushable(sim, expected)), "kill came too late to test anything"
+    marked_at_kill = len(sent_markers(redis_url))
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(Keys.lock("push", DATE, hour))  # the documented on-call step after a kill -9
+    client.close()
+    sim.configure(material={"latency_ms": 0})
+    rerun = subprocess.run(push_command(config, hour), capture_output=True, text=True, timeout=300,
+                           env=subprocess_env())
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    messages = consume(kafka_topic)
+    ids: dict[str, set[str]] = {}
+    for key, body in messages:
+        ids.setdefault(key, set()).add(body["msg_id"])
+    want = pushable(sim, expected)
+    assert set(ids) == set(want)
+    assert all(v == {msg_id(DATE, k)} for k, v in ids.items())  # exactly one distinct msg_id each
+    duplicates = len(messages) - len(ids)
+    print(f"\nkill -9: {before}+ messages in the topic at the kill, {marked_at_kill} users marked; "
+          f"after the rerun {len(messages)} messages for {len(ids)} users: {duplicates} same-msg_id "
+          "duplicate(s)")
+    assert set(sent_markers(redis_url)) == set(want)
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_adds_no_duplicate(
+        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    hour, users = 15, 1500
+    expected = seed_hour(mysql, users, hour, prefix="s")
+    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    sim.configure(material={"latency_ms": 40})
+    config = push_config(make_config, concurrency=8, grace_seconds=10)
+    report = tmp_path / "r.json"
+    log = tmp_path / "term.log"
+    with log.open("wb") as err:
+        process = subprocess.Popen(push_command(config, hour, "--report", str(report)),
+                                   stdout=subprocess.DEVNULL, stderr=err, env=subprocess_env())
+        try:
+            _wait_for_messages(kafka_topic, 200, process)
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    stderr = log.read_text()
+    assert code == 6, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert "push.interrupted" in stderr and ALERT in stderr
+    data = json.loads(report.read_text())
+    assert data["status"] == "interrupted"
+    in_topic = consume(kafka_topic)
+    assert set(sent_markers(redis_url)) == {key for key, _ in in_topic}  # every delivery marked
+
+    sim.configure(material={"latency_ms": 0})
+    rerun = subprocess.run(push_command(config, hour), capture_output=True, text=True, timeout=300,
+                           env=subprocess_env())
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    keys = [key for key, _ in consume(kafka_topic)]
+    assert len(keys) == len(set(keys)) and set(keys) == set(pushable(sim, expected))
+
+
+def test_broker_unreachable_is_one_clear_error_exit_3_nobody_marked(
+        redis_url, mysql, sim, make_config):
+    seed_day(mysql, 96)
+    prewarm_day(redis_url, sim, 96)
+    config = make_config(kafka={"bootstrap_servers": "127.0.0.1:1", "topic": "later_read_push"},
+                         push={"wait_for_prewarm_seconds": 0})
+    result = run_push(config, hour=0)
+    assert result.exit_code == 3
+    errors = [l for l in result.stderr.splitlines() if l.strip()]
+    assert errors == [errors[-1]] and errors[-1].startswith("later-read: error: Kafka at 127.0.0.1:1 "
+                                                            "unreachable"), result.stderr
+    assert "bootstrap_servers" in errors[-1]
+    assert sent_markers(redis_url) == {}
+    assert sim.stats()["material"]["calls"] == 0
+
+
+def test_undelivered_messages_are_counted_alerted_and_unmarked(
+        redis_url, mysql, kafka_server, kafka_topic, sim, make_config, tmp_path):
+    """Messages the broker refuses (the topic takes nothing over 200 bytes): none is confirmed."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, kafka_topic[1], incremental_configs=[ConfigEntry(
+        "max.message.bytes", "200", incremental_operation=AlterConfigOpType.SET)])
+    admin = kafka_server.admin()  # kept referenced until the result arrives
+    admin.incremental_alter_configs([resource])[resource].result(30)
+    users, hour = 480, 12
+    seed_day(mysql, users)
+    prewarm_day(redis_url, sim, users)
+    config = make_config(push={"wait_for_prewarm_seconds": 0, "flush_timeout_seconds": 10},
+                         kafka={"librdkafka": {"message.timeout.ms": 2000}})
+    report = tmp_path / "r.json"
+    result = run_push(config, "--report", str(report), hour=hour)
+    assert result.exit_code == 1, result.output
+    data = json.loads(report.read_text())
+    expected = pushable(sim, seeding.expected_users(DATE, users, TEMPLATES, hour=hour))
+    assert data["failures"]["undelivered"] == len(expected) and data["sent"] == 0
+    assert data["status"] == "failures"
+    line = summary_line(result.stderr, "push.undelivered")
+    assert ALERT in line and f"count={len(expected)}" in line
+    assert sent_markers(redis_url) == {}
+
+
+def test_broker_dying_mid_run_counts_undelivered_and_marks_only_confirmed(
+        redis_url, mysql, sim, make_config, tmp_path):
+    """A private broker (the session one stays up for other tests) is SIGKILLed while the push produces."""
+    from later_read.sandbox.servers import KafkaServer
+
+    hour, users = 16, 1500
+    expected = seed_hour(mysql, users, hour, prefix="d")
+    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    sim.configure(material={"latency_ms": 40})
+    with KafkaServer() as broker:  # never the external one: this test kills it
+        topic = broker.create_topic("later_read_dying", partitions=3)
+        config = make_config(kafka={"bootstrap_servers": broker.bootstrap, "topic": topic,
+                                    "librdkafka": {"message.timeout.ms": 3000}},
+                             push={"wait_for_prewarm_seconds": 0, "concurrency": 8,
+                                   "flush_timeout_seconds": 5})
+        report = tmp_path / "r.json"
+        with (tmp_path / "dying.log").open("wb") as err:
+            process = subprocess.Popen(push_command(config, hour, "--report", str(report)),
+                                       stdout=subprocess.DEVNULL, stderr=err, env=subprocess_env())
+            try:
+                _wait_for_messages((broker.bootstrap, topic), 200, process)
+                broker.stop_process(graceful=False)
+                code = process.wait(120)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(10)
+        stderr = (tmp_path / "dying.log").read_text()
+        assert code == 1, stderr[-3000:]
+        assert "Traceback" not in stderr
+        data = json.loads(report.read_text())
+        assert data["failures"]["undelivered"] > 0 and data["sent"] > 0
+        assert "push.undelivered" in stderr and ALERT in stderr
+        markers = sent_markers(redis_url)
+        assert len(markers) == data["sent"]
+
+        broker.restart()
+        in_topic = {key for key, _ in consume((broker.bootstrap, topic))}
+        assert set(markers) <= in_topic  # a marker only ever follows a confirmed delivery
+        sim.configure(material={"latency_ms": 0})
+        rerun = subprocess.run(push_command(config, hour), capture_output=True, text=True, timeout=300,
+                               env=subprocess_env())
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        ids: dict[str, set[str]] = {}
+        for key, body in consume((broker.bootstrap, topic)):
+            ids.setdefault(key, set()).add(body["msg_id"])
+        assert set(ids) == set(pushable(sim, expected))
+        assert all(len(v) == 1 for v in ids.values())

@@ -1,0 +1,210 @@
+"""The test servers are real and usable: data makes a round trip through each, overrides are
+honoured, and a missing program fails loudly with one line saying what to install."""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from collections import defaultdict
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+
+from later_read.sandbox import servers
+
+
+def test_redis_round_trip_with_ttl(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.dbsize() == 0
+        client.set("rec:later_read:u1", '{"rec_id": "r1"}', ex=600)
+        assert client.get("rec:later_read:u1") == b'{"rec_id": "r1"}'
+        assert 590 <= client.ttl("rec:later_read:u1") <= 600
+    finally:
+        client.close()
+
+
+TASK_DATA = """CREATE TABLE task_data (
+    task_id VARCHAR(64) NOT NULL, source_uid VARCHAR(64) NOT NULL, project VARCHAR(32) NOT NULL,
+    push_hour TINYINT NOT NULL, book_id VARCHAR(64) NOT NULL)"""
+
+
+def test_mariadb_round_trip(mysql):
+    rows = [("04-026-20261123-r0gdua", f"u{i}", "novel", i % 24, f"b{i}") for i in range(50)]
+    rows.append(("04-026-20261123-qk79ub", "u1", "novel", 1, "b-serial"))  # a uid under both tasks
+    with mysql.connect() as conn, conn.cursor() as cur:
+        cur.execute(TASK_DATA)
+        cur.executemany("INSERT INTO task_data VALUES (%s, %s, %s, %s, %s)", rows)
+        cur.execute("SELECT task_id, source_uid, project, push_hour, book_id FROM task_data "
+                    "WHERE task_id IN (%s, %s) AND push_hour = %s ORDER BY source_uid, task_id",
+                    ("04-026-20261123-r0gdua", "04-026-20261123-qk79ub", 1))
+        got = cur.fetchall()
+    assert got == (("04-026-20261123-qk79ub", "u1", "novel", 1, "b-serial"),
+                   ("04-026-20261123-r0gdua", "u1", "novel", 1, "b1"),
+                   ("04-026-20261123-r0gdua", "u25", "novel", 1, "b25"),
+                   ("04-026-20261123-r0gdua", "u49", "novel", 1, "b49"))
+
+
+def test_mysql_fixture_gives_each_test_its_own_database(mysql, mariadb_server):
+    assert mysql.database.startswith("t_test_mysql_fixture")
+    assert mysql.database != mariadb_server.database
+    with mysql.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT DATABASE(), COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()")
+        assert cur.fetchone() == (mysql.database, 0)
+
+
+def _produce(bootstrap: str, topic: str, messages: list[tuple[str, str]]) -> dict[str, set[int]]:
+    """Produce with acks=all and idempotence; returns the partitions each key was delivered to."""
+    delivered: dict[str, set[int]] = defaultdict(set)
+    errors = []
+
+    def on_delivery(error, message):
+        if error is not None:
+            errors.append(error)
+        else:
+            delivered[message.key().decode()].add(message.partition())
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert errors == []
+    return delivered
+
+
+def _consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    received, deadline = [], time.monotonic() + timeout
+    try:
+        while len(received) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None:
+                assert message.error() is None, message.error()
+                received.append(message)
+    finally:
+        consumer.close()
+    return received
+
+
+def test_kafka_round_trip_keyed(kafka_topic):
+    bootstrap, topic = kafka_topic
+    sent = [(f"uid-{i % 10}", f'{{"seq": {i}}}') for i in range(60)]
+    delivered = _produce(bootstrap, topic, sent)
+    assert all(len(parts) == 1 for parts in delivered.values())  # one key, one partition
+    assert len({p for parts in delivered.values() for p in parts}) > 1  # keys spread over partitions
+
+    received = _consume(bootstrap, topic, len(sent))
+    assert sorted((m.key().decode(), m.value().decode()) for m in received) == sorted(sent)
+    by_key = defaultdict(list)
+    for message in received:
+        assert {message.partition()} == delivered[message.key().decode()]
+        by_key[message.key().decode()].append(message.value().decode())
+    for key, values in by_key.items():  # per key, order is kept
+        assert values == [value for k, value in sent if k == key]
+
+
+def test_kafka_topic_has_three_partitions(kafka_server, kafka_topic):
+    _, topic = kafka_topic
+    metadata = kafka_server.admin().list_topics(topic=topic, timeout=10)
+    assert len(metadata.topics[topic].partitions) == 3
+
+
+def test_env_override_starts_nothing(redis_server, monkeypatch, tmp_path):
+    """With LATER_READ_TEST_REDIS_URL set the factory only points at it: even with no redis-server
+    on PATH it starts, and stopping it leaves the real server running."""
+    monkeypatch.setenv(servers.REDIS_ENV, redis_server.url)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(servers, "SBIN_DIRS", ())
+    with servers.redis_server() as external:
+        assert not external.managed
+        assert external.url == redis_server.url and external.port == redis_server.port
+        assert external.child is None and external.tempdir is None
+    client = redis_server.client()
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    with pytest.raises(servers.ServerUnavailable, match="cannot stop the external redis"):
+        external.stop_process()
+
+
+def test_env_override_that_does_not_answer_says_so(monkeypatch):
+    monkeypatch.setenv(servers.REDIS_ENV, f"redis://127.0.0.1:{servers.free_port()}/0")
+    with pytest.raises(servers.ServerUnavailable, match="does not answer PING") as caught:
+        servers.redis_server().start()
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("server_class, message", [
+    (servers.RedisServer, "redis-server not found: run `apt-get install redis-server` "
+                          "(or set LATER_READ_TEST_REDIS_URL)"),
+    (servers.MariaDBServer, "mariadbd not found: run `apt-get install mariadb-server` "
+                            "(or set LATER_READ_TEST_MYSQL)"),
+    (servers.KafkaServer, "java not found: run `apt-get install openjdk-17-jre-headless` "
+                          "(or set LATER_READ_TEST_KAFKA)"),
+])
+def test_missing_program_is_one_clear_line(server_class, message, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(servers, "SBIN_DIRS", ())
+    server = server_class()
+    with pytest.raises(servers.ServerUnavailable) as caught:
+        server.start()
+    assert str(caught.value) == message
+    assert server.tempdir is None  # nothing left behind
+
+
+def test_redis_stop_process_and_restart():
+    with servers.RedisServer() as server:
+        client = server.client()
+        try:
+            assert client.ping()
+            server.stop_process()
+            with pytest.raises(redis.ConnectionError):
+                client.ping()
+            server.restart()
+            assert client.ping()  # same port
+        finally:
+            client.close()
+        tempdir = server.tempdir
+    assert not tempdir.exists()
+
+
+def test_kafka_restart_keeps_data():
+    """A broker restarted in place still has its topics and messages (what fault tests rely on)."""
+    with servers.KafkaServer() as server:
+        topic = server.create_topic("restart_me", partitions=3)
+        _produce(server.bootstrap, topic, [("k", "before restart")])
+        server.stop_process()
+        server.restart()
+        received = _consume(server.bootstrap, topic, 1)
+        assert [(m.key(), m.value()) for m in received] == [(b"k", b"before restart")]
+        child = server.child
+    assert child.popen is None  # killed and reaped
+
+
+def test_make_config_points_at_requested_servers(make_config, redis_url, mysql, kafka_topic):
+    path = make_config(prewarm={"concurrency": 10}, kafka={"librdkafka": {"linger.ms": 5}})
+    config = tomllib.loads(path.read_text())
+    assert config["redis"] == {"url": redis_url, "key_prefix": "rec:later_read:", "ttl_seconds": 86400}
+    assert config["starrocks"]["port"] == mysql.port and config["starrocks"]["database"] == mysql.database
+    assert config["starrocks"]["table"] == "task_data"
+    assert (config["kafka"]["bootstrap_servers"], config["kafka"]["topic"]) == kafka_topic
+    assert config["kafka"]["librdkafka"] == {"linger.ms": 5}
+    assert config["prewarm"] == {"concurrency": 10} and config["push"] == {"concurrency": 50}
+    assert config["services"]["timeout_seconds"] == 2.0
+    assert config["tasks"]["ids"] == ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
+
+
+def test_make_config_defaults_and_deletions(make_config):
+    first = make_config()
+    second = make_config(redis={"ttl_seconds": None}, timezone="UTC", starrocks={"password": 'p"w\\'})
+    assert first.name == "config.toml" and second.name == "config-2.toml"
+    assert tomllib.loads(first.read_text())["redis"]["url"] == "redis://127.0.0.1:6379/0"
+    config = tomllib.loads(second.read_text())
+    assert "ttl_seconds" not in config["redis"] and config["timezone"] == "UTC"
+    assert config["starrocks"]["password"] == 'p"w\\'
+    assert config["kafka"]["librdkafka"] == {}
