@@ -60,10 +60,13 @@ class Oracle:
         if not self.has_rec(uid):
             return None
         index = int(self.fraction("material", uid) * self.knobs.materials)
+        # A real engine's rec_id names the recommended item (strategy slot + book), not the user, so
+        # everything about the recommendation is derived from the book: `materials` distinct cards.
+        material_id = f"m-{index}"
         return {
-            "rec_id": "rec-" + self.token("rec_id", uid),
-            "rec_type": REC_TYPES[int(self.fraction("rec_type", uid) * len(REC_TYPES))],
-            "material_id": f"m-{index}",
+            "rec_id": "rec-" + self.token("rec_id", material_id),
+            "rec_type": REC_TYPES[int(self.fraction("rec_type", material_id) * len(REC_TYPES))],
+            "material_id": material_id,
         }
 
     # Material ------------------------------------------------------------------------------------
