@@ -77,8 +77,12 @@ def run_job(args: list[str]) -> dict:
 
 
 def knobs_for(s: Scenario) -> SimulatorKnobs:
+    """Prewarm: every user in the experiment, so every user makes both calls and C / (L_ab + L_rec) is
+    the true ceiling (with the default 80 % a fifth of users skip recommend and the ratio passes 1)."""
+    in_experiment = 1.0 if s.job == "prewarm" else 0.8
     return SimulatorKnobs(ab=ServiceKnobs(latency_ms=s.ab_ms), rec=ServiceKnobs(latency_ms=s.rec_ms),
-                          material=ServiceKnobs(latency_ms=s.material_ms), materials=s.materials)
+                          material=ServiceKnobs(latency_ms=s.material_ms), materials=s.materials,
+                          in_experiment_ratio=in_experiment)
 
 
 def seed(stack: Stack, s: Scenario) -> float:
