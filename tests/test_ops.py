@@ -10,20 +10,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import orjson
 import pytest
+
 import redis
 from click.testing import CliRunner
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from later_read.cli import cli
 from later_read.jobs.message import msg_id
 from later_read.keys import Keys
 from later_read.sandbox import servers
+from later_read.sandbox.topic import TopicMessage, read_topic
 from later_read.sandbox.seed import connect, day_rows, seed_day, uid_of
 
 DATE = "20261123"
@@ -66,28 +65,9 @@ def first_push_hour(uid: str) -> int:
     return min(row[3] for row in day_rows(DATE, USERS, TASKS) if row[1] == uid and row[0] in targets)
 
 
-def consume(kafka_topic: tuple[str, str]) -> list[tuple[str, int, int, dict]]:
-    """Every message of the topic as (key, partition, offset, value), read up to the high watermarks."""
-    bootstrap, topic = kafka_topic
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "log_level": 3})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        left, found, deadline = {p for p, h in highs.items() if h > 0}, [], time.monotonic() + 60
-        while left and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            found.append((message.key().decode(), message.partition(), message.offset(),
-                          orjson.loads(message.value())))
-            if message.offset() + 1 >= highs[message.partition()]:
-                left.discard(message.partition())
-        assert not left, f"could not read partitions {left} of {topic} up to their high watermarks"
-        return found
-    finally:
-        consumer.close()
+def consume(kafka_topic: tuple[str, str]) -> list[TopicMessage]:
+    """Every message of the topic as (key, partition, offset, value)."""
+    return read_topic(*kafka_topic)
 
 
 def redis_client(url: str) -> redis.Redis:

@@ -18,10 +18,8 @@ import uuid
 from pathlib import Path
 
 import anyio
-import orjson
 import redis
 from click.testing import CliRunner
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from later_read.cache import CachedValue, encode
 from later_read.cli import cli
@@ -30,6 +28,7 @@ from later_read.jobs.message import msg_id
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.simulator_oracle import Oracle
+from later_read.sandbox.topic import read_topic, topic_size
 from later_read.store import Store, open_redis
 
 DATE = "20261123"
@@ -127,36 +126,9 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def topic_size(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size", "log_level": 3})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
-    finally:
-        consumer.close()
-
-
 def consume(kafka_topic: tuple[str, str]) -> list[tuple[str, dict]]:
-    """Every message in the topic as (key, value), read up to the high watermarks."""
-    bootstrap, topic = kafka_topic
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "log_level": 3})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        left, found, deadline = {p for p, h in highs.items() if h > 0}, [], time.monotonic() + 60
-        while left and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            found.append((message.key().decode(), orjson.loads(message.value())))
-            if message.offset() + 1 >= highs[message.partition()]:
-                left.discard(message.partition())
-        assert not left, f"could not read partitions {left} of {topic} up to their high watermarks"
-        return found
-    finally:
-        consumer.close()
+    """Every message in the topic as (key, value)."""
+    return [(m.key, m.value) for m in read_topic(*kafka_topic)]
 
 
 def sent_markers(redis_url: str) -> dict[str, str]:

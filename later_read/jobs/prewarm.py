@@ -19,9 +19,7 @@ Decisions (docs/design.md has the keys and codes):
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import click
@@ -30,11 +28,11 @@ from later_read import runtime
 from later_read.config import Settings
 from later_read.connections import Connections, open_connections
 from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SERVICE_DOWN,
-                               LaterReadError, UsageError)
+                               LaterReadError)
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.prewarm_fanout import (STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout,
                                             FanoutPlan)
-from later_read.jobs.progress import Progress, Summary, write_report
+from later_read.jobs.progress import Progress, Summary, check_report_path, write_report
 from later_read.log import alert, event, get_logger
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown
@@ -67,7 +65,7 @@ def run_prewarm(settings: Settings, *, date: str | None, concurrency: int | None
                 uids_file: str | None, report_path: str | None) -> int:
     """The CLI's entry point: the exit code. Bad input raises UsageError (exit 2) before any connection."""
     if report_path:
-        _check_report_path(report_path)
+        check_report_path(report_path)
     options = PrewarmOptions(
         date=parse_date(date, settings.zone),
         concurrency=concurrency or settings.prewarm.concurrency,
@@ -76,14 +74,6 @@ def run_prewarm(settings: Settings, *, date: str | None, concurrency: int | None
         uids_file=uids_file,
         report_path=report_path)
     return runtime.run(_main, settings, options)
-
-
-def _check_report_path(path: str) -> None:
-    """Fail now, not after an hour of work, when the report cannot be written."""
-    folder = Path(path).resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UsageError(f"--report: cannot write {path}: {folder} is not a writable directory; "
-                         "create it or pick another path")
 
 
 async def _main(settings: Settings, options: PrewarmOptions) -> int:

@@ -6,6 +6,7 @@ On a terminal: a bar redrawn in place with rate and ETA. Otherwise (cron, Kubern
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import IO, Any
 import anyio
 import orjson
 
+from later_read.errors import UsageError
 from later_read.log import event, fields, get_logger
 
 
@@ -122,6 +124,14 @@ class Summary:
             flat = {k: v for k, v in stats.items() if k != "failures"}
             out.append(f"{self.job}.service name={name} {fields(**flat)}")
         return out
+
+
+def check_report_path(path: str) -> None:
+    """Fail now, not after an hour of work, when the report cannot be written."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"--report: cannot write {path}: {folder} is not a writable directory; "
+                         "create it or pick another path")
 
 
 def write_report(path: str | Path, data: dict) -> None:

@@ -34,8 +34,7 @@ from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, E
 from later_read.inputs import parse_date
 from later_read.jobs.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.message import build_message, encode
-from later_read.jobs.prewarm import _check_report_path as check_report_path  # shared; belongs in progress
-from later_read.jobs.progress import Progress, Summary, write_report
+from later_read.jobs.progress import Progress, Summary, check_report_path, write_report
 from later_read.jobs.push_live import LiveResolver
 from later_read.jobs.push_material import MaterialCache
 from later_read.jobs.push_select import Hit, Sorter

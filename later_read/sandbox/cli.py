@@ -119,20 +119,12 @@ def _seed_today(config_path: Path, users: int) -> None:
 
 def _show_topic(stack) -> None:
     """Count the topic's messages and print one, to show what the push produced."""
-    import confluent_kafka
     import orjson
 
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": stack.kafka.bootstrap, "group.id": "demo",
-                                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([stack.topic])
-    messages, idle_since = [], time.monotonic()
-    while time.monotonic() - idle_since < 5:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            messages.append(msg)
-            idle_since = time.monotonic()
-    consumer.close()
-    ids = {orjson.loads(m.value())["msg_id"] for m in messages}
+    from later_read.sandbox.topic import read_topic
+
+    messages = read_topic(stack.kafka.bootstrap, stack.topic)
+    ids = {m.value["msg_id"] for m in messages}
     click.echo(f"\ntopic {stack.topic}: {len(messages)} messages, {len(ids)} distinct msg_id")
     if messages:
-        click.echo(orjson.dumps(orjson.loads(messages[0].value()), option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(messages[0].value, option=orjson.OPT_INDENT_2).decode())
