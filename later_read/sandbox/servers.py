@@ -106,7 +106,7 @@ def _one_line(text: str, limit: int = 240) -> str:
 # Child processes
 
 
-def _death_signal_setter():
+def death_signal_setter():
     """A function for the forked child: prctl(PR_SET_PDEATHSIG, SIGKILL), so it dies with us.
 
     prctl is looked up here, in the parent: the child between fork and exec should run as little as
@@ -135,7 +135,7 @@ class ChildProcess:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                process_group=0, preexec_fn=_death_signal_setter() if main else None,
+                process_group=0, preexec_fn=death_signal_setter() if main else None,
             )
         atexit.register(self.kill)
 

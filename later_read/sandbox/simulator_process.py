@@ -13,12 +13,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from later_read.sandbox.servers import death_signal_setter
 from later_read.sandbox.simulator_knobs import KnobError, SimulatorKnobs
 from later_read.sandbox.simulator_oracle import Oracle
 
@@ -56,8 +58,11 @@ class SimulatorProcess:
         """Start the child and wait until it answers; RuntimeError (with its output) if it does not."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        # Dies with us (even after kill -9 of a test run), as the real servers do.
+        main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(self.command(), stdout=self._output, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env)
+                                        stdin=subprocess.DEVNULL, env=env,
+                                        preexec_fn=death_signal_setter() if main else None)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
