@@ -29,6 +29,7 @@ from later_read.sandbox.simulator_http import HttpConnection, ResponseHeads
 from later_read.sandbox.simulator_knobs import KnobError, ServiceKnobs, SimulatorKnobs
 from later_read.sandbox.simulator_oracle import Oracle
 from later_read.sandbox.simulator_process import SimulatorProcess
+from later_read.sandbox.simulator_timer import Clock, precise_clock
 
 __all__ = [
     "KnobError", "Oracle", "RunningSimulator", "ServiceKnobs", "SimulatorKnobs", "SimulatorProcess",
@@ -39,10 +40,12 @@ __all__ = [
 class RunningSimulator:
     """A simulator serving in the current event loop; `async with` or `await close()` stops it."""
 
-    def __init__(self, server: asyncio.AbstractServer, app: SimulatorApp, connections: set) -> None:
+    def __init__(self, server: asyncio.AbstractServer, app: SimulatorApp, connections: set,
+                 clock: Clock) -> None:
         self.server = server
         self.app = app
         self._connections = connections
+        self._clock = clock
         host, port = server.sockets[0].getsockname()[:2]
         self.port: int = port
         self.url = f"http://{host}:{port}"
@@ -57,6 +60,7 @@ class RunningSimulator:
             if connection.transport is not None:
                 connection.transport.close()
         await self.server.wait_closed()
+        self._clock.close()
 
     async def __aenter__(self) -> "RunningSimulator":
         return self
@@ -72,9 +76,10 @@ async def serve(knobs: SimulatorKnobs, host: str = "127.0.0.1", port: int = 0) -
     heads = ResponseHeads()
     connections: set = set()
     loop = asyncio.get_running_loop()
+    clock = precise_clock(loop)
     server = await loop.create_server(
-        lambda: HttpConnection(app, heads, connections), host, port, backlog=1024)
-    return RunningSimulator(server, app, connections)
+        lambda: HttpConnection(app, heads, connections, clock), host, port, backlog=1024)
+    return RunningSimulator(server, app, connections, clock)
 
 
 def _require_loopback(host: str) -> None:

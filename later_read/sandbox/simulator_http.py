@@ -4,7 +4,7 @@ Why hand-rolled: aiohttp.web spends several hundred microseconds of CPU per requ
 serve thousands of requests per second on one core without becoming a benchmark's bottleneck. This parser
 handles what HTTP clients send the simulator: a request line, headers, a Content-Length body, keep-alive.
 Requests on one connection are answered in order (a pipelined request waits for the one before it).
-Latency is a `loop.call_later` timer per request, not a sleeping task.
+Latency is a deadline handed to the precise clock (`simulator_timer`), not a sleeping task.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ import traceback
 from http import HTTPStatus
 
 from later_read.sandbox.simulator_app import Reply, SimulatorApp, error
+from later_read.sandbox.simulator_timer import Clock
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
-# libuv keeps timers in whole milliseconds: a timer fires up to 1 ms early or late. Padding every reply by 1 ms
-# would make a 5 ms service a 6 ms one and skew every ceiling computed from the knobs. Instead the timer is
-# armed SPIN_SECONDS early and the last stretch is waited out with call_soon against the precise clock:
-# latency_ms is a floor, overshot by tens of microseconds, at the cost of a short spin per delayed reply.
-SPIN_SECONDS = 0.0015
 
 
 def _status_line(status: int) -> bytes:
@@ -52,16 +48,17 @@ class ResponseHeads:
 class HttpConnection(asyncio.Protocol):
     """One client connection: parse a request, ask the app, write the reply when its delay is over."""
 
-    __slots__ = ("app", "heads", "connections", "loop", "transport", "buffer", "pending")
+    __slots__ = ("app", "heads", "connections", "clock", "loop", "transport", "buffer", "pending")
 
-    def __init__(self, app: SimulatorApp, heads: ResponseHeads, connections: set) -> None:
+    def __init__(self, app: SimulatorApp, heads: ResponseHeads, connections: set, clock: Clock) -> None:
         self.app = app
         self.heads = heads
         self.connections = connections
+        self.clock = clock
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
-        self.pending: asyncio.TimerHandle | None = None
+        self.pending: object | None = None  # the clock's handle of the reply waiting for its deadline
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -75,7 +72,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.pending is not None:
-            self.pending.cancel()
+            self.clock.cancel(self.pending)
             self.pending = None
         self.connections.discard(self)
 
@@ -103,9 +100,7 @@ class HttpConnection(asyncio.Protocol):
         body, self.buffer = data[start:start + length], data[start + length:]
         reply = self._answer(method, target, body)
         if reply.delay > 0:
-            deadline = time.monotonic() + reply.delay
-            self.pending = self.loop.call_later(max(reply.delay - SPIN_SECONDS, 0.0), self._send_at,
-                                                deadline, reply, close)
+            self.pending = self.clock.call_at(time.monotonic() + reply.delay, lambda: self._send(reply, close))
         else:
             self._send(reply, close)
 
@@ -115,17 +110,6 @@ class HttpConnection(asyncio.Protocol):
         except Exception as exc:  # a simulator bug: say so loudly, keep serving
             traceback.print_exc(file=sys.stderr)
             return error(500, f"simulator internal error: {exc!r}")
-
-    def _send_at(self, deadline: float, reply: Reply, close: bool) -> None:
-        """Send once `deadline` has passed: latency_ms is a floor, never undershot, barely overshot."""
-        remaining = deadline - time.monotonic()
-        if remaining > SPIN_SECONDS:
-            self.pending = self.loop.call_later(remaining - SPIN_SECONDS, self._send_at, deadline, reply, close)
-            return
-        if remaining > 0:
-            self.pending = self.loop.call_soon(self._send_at, deadline, reply, close)
-            return
-        self._send(reply, close)
 
     def _send(self, reply: Reply, close: bool) -> None:
         self.pending = None

@@ -113,6 +113,12 @@ class SimulatorProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the simulator process has used so far (Linux /proc)."""
+        assert self.process is not None, "the simulator is not running"
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def __enter__(self) -> "SimulatorProcess":
         return self.start()
 

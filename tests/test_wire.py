@@ -1,0 +1,256 @@
+"""The HTTP/1.1 client behind the service callers, over real loopback TCP.
+
+The simulator covers the common path; a scripted asyncio server covers what real servers do that the
+simulator does not: chunked bodies, `Connection: close`, bodies that end at close, keep-alive connections
+closed while idle, garbage, silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+import orjson
+import pytest
+
+from later_read.clients.wire import HttpPool, Origin, WireClosed, WireError, WireTimeout
+from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs, serve
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    return await reader.readexactly(length)
+
+
+async def scripted(handler: Handler) -> tuple[asyncio.AbstractServer, Origin, list[int]]:
+    """A server running `handler` per connection; the list counts connections accepted."""
+    accepted: list[int] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            await handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, Origin.parse(f"http://127.0.0.1:{port}/v1/x"), accepted
+
+
+def reply(status: int, body: bytes, *headers: str) -> bytes:
+    extra = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def run(coro: Awaitable) -> object:
+    return asyncio.run(coro)
+
+
+def test_the_request_on_the_wire_is_a_plain_json_post():
+    seen: list[bytes] = []
+
+    async def handler(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head + await reader.readexactly(9))
+        writer.write(reply(200, b"{}"))
+        await writer.drain()
+
+    async def main():
+        server, origin, _ = await scripted(handler)
+        async with server:
+            pool = HttpPool(limit=2, timeout_seconds=2)
+            assert await pool.post(origin, b'{"uid":1}') == (200, b"{}")
+            await pool.close()
+
+    run(main())
+    port = seen[0].split(b"Host: 127.0.0.1:")[1].split(b"\r\n")[0]
+    assert seen[0] == (b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nContent-Type: application/json\r\n"
+                       b"Accept: application/json\r\nContent-Length: 9\r\n\r\n{\"uid\":1}" % port)
+
+
+def test_keep_alive_reuses_connections_and_the_pool_never_exceeds_its_limit():
+    async def main():
+        knobs = SimulatorKnobs(ab=ServiceKnobs(latency_ms=5))
+        async with await serve(knobs) as sim:
+            origin = Origin.parse(sim.url + "/v1/ab/assign")
+            pool = HttpPool(limit=4, timeout_seconds=5)
+            body = orjson.dumps({"uid": "u1", "project": "novel", "layer": "later_read", "default": "0"})
+            answers = await asyncio.gather(*(pool.post(origin, body) for _ in range(200)))
+            assert {status for status, _ in answers} == {200}
+            assert all(orjson.loads(raw)["trace_id"] for _, raw in answers)
+            assert len(sim._connections) == 4  # 200 requests, 4 connections, all kept alive
+            await pool.close()
+
+    run(main())
+
+
+def test_chunked_and_read_until_close_bodies():
+    async def chunked(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n")
+        await writer.drain()
+        await read_request(reader)  # the connection stays usable after a chunked reply
+        writer.write(reply(200, b"[2]"))
+        await writer.drain()
+
+    async def until_close(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\n{\"b\": 2}")
+        await writer.drain()
+
+    async def main():
+        server, origin, accepted = await scripted(chunked)
+        async with server:
+            pool = HttpPool(limit=1, timeout_seconds=2)
+            assert await pool.post(origin, b"{}") == (200, b'{"a":1}')
+            assert await pool.post(origin, b"{}") == (200, b"[2]")
+            assert len(accepted) == 1
+            await pool.close()
+        server, origin, accepted = await scripted(until_close)
+        async with server:
+            pool = HttpPool(limit=1, timeout_seconds=2)
+            assert await pool.post(origin, b"{}") == (200, b'{"b": 2}')
+            assert await pool.post(origin, b"{}") == (200, b'{"b": 2}')
+            assert len(accepted) == 2  # HTTP/1.0 without keep-alive: a new connection per request
+            await pool.close()
+
+    run(main())
+
+
+def test_connection_close_is_honoured():
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(reply(503, b"busy", "Connection: close"))
+        await writer.drain()
+
+    async def main():
+        server, origin, accepted = await scripted(handler)
+        async with server:
+            pool = HttpPool(limit=1, timeout_seconds=2)
+            for _ in range(3):
+                assert await pool.post(origin, b"{}") == (503, b"busy")
+            assert len(accepted) == 3
+            await pool.close()
+
+    run(main())
+
+
+def test_a_keep_alive_connection_closed_by_the_server_is_replaced_transparently():
+    async def one_reply_per_connection(reader, writer):
+        await read_request(reader)
+        writer.write(reply(200, b"{}"))
+        await writer.drain()
+        await read_request(reader)  # keep-alive was promised, yet the next request is met by a close
+
+    async def main():
+        server, origin, accepted = await scripted(one_reply_per_connection)
+        async with server:
+            pool = HttpPool(limit=1, timeout_seconds=2)
+            for _ in range(3):  # requests 2 and 3 meet a closing connection, retried on a fresh one
+                assert await pool.post(origin, b"{}") == (200, b"{}")
+            assert len(accepted) == 3
+            await asyncio.sleep(0.05)  # the close of the idle connection has arrived: not reused at all
+            assert await pool.post(origin, b"{}") == (200, b"{}")
+            assert len(accepted) == 4
+            await pool.close()
+
+    run(main())
+
+
+def test_silence_times_out_and_frees_the_connection_slot():
+    async def handler(reader, writer):
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async def main():
+        server, origin, _ = await scripted(handler)
+        async with server:
+            pool = HttpPool(limit=1, timeout_seconds=0.2)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for _ in range(2):  # the second would hang forever if the first kept the only slot
+                with pytest.raises(WireTimeout):
+                    await pool.post(origin, b"{}")
+            assert loop.time() - started < 1.5
+            await pool.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("garbage", [b"SSH-2.0-OpenSSH_9.2\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"])
+def test_garbage_is_a_wire_error(garbage):
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(garbage)
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def main():
+        server, origin, _ = await scripted(handler)
+        async with server:
+            pool = HttpPool(limit=1, timeout_seconds=2)
+            with pytest.raises(WireError) as raised:
+                await pool.post(origin, b"{}")
+            assert not isinstance(raised.value, WireTimeout)
+            await pool.close()
+
+    run(main())
+
+
+def test_refused_and_cut_connections_are_wire_errors():
+    async def cut(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"half")
+        await writer.drain()
+
+    async def main():
+        server, origin, _ = await scripted(cut)
+        async with server:
+            pool = HttpPool(limit=1, timeout_seconds=2)
+            with pytest.raises(WireError, match="mid-reply"):
+                await pool.post(origin, b"{}")
+            await pool.close()
+        pool = HttpPool(limit=1, timeout_seconds=2)
+        with pytest.raises(WireError, match="failed") as raised:
+            await pool.post(origin, b"{}")  # the server is gone: connection refused
+        assert not isinstance(raised.value, (WireTimeout, WireClosed))
+        await pool.close()
+
+    run(main())
+
+
+def test_cancelling_a_request_releases_its_slot():
+    async def handler(reader, writer):
+        while True:
+            await read_request(reader)
+            await asyncio.sleep(0.05)
+            writer.write(reply(200, b"{}"))
+            await writer.drain()
+
+    async def main():
+        server, origin, _ = await scripted(handler)
+        async with server:
+            pool = HttpPool(limit=1, timeout_seconds=2)
+            task = asyncio.create_task(pool.post(origin, b"{}"))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await asyncio.wait_for(pool.post(origin, b"{}"), 1) == (200, b"{}")
+            await pool.close()
+
+    run(main())
+
+
+def test_only_plain_http_urls_are_accepted():
+    with pytest.raises(ValueError, match="only http://"):
+        Origin.parse("https://ab.internal/v1/ab/assign")
+    assert Origin.parse("http://ab.internal/v1/x?a=1").path == "/v1/x?a=1"
+    assert b"Host: ab.internal\r\n" in Origin.parse("http://ab.internal/v1/x").head
