@@ -3,6 +3,7 @@
     python benchmarks/run.py --quick                 # the same shapes, small: under 2 minutes
     python benchmarks/run.py --repeat 3              # S1, S2, S3 at full size, median of 3
     python benchmarks/run.py --scenario S1 --json out.json
+    python benchmarks/run.py --scenario S1 --users 50000 --repeat 3   # S1's shape at another size
 
 Each job runs as its own process (`python -m later_read ...`); its CPU time and peak RSS come from
 wait4() on that process alone. The prewarm's ceiling is C / (L_ab + L_rec) users per second: the most a
@@ -12,11 +13,14 @@ Scenarios (brief + issue 6):
   S1 prewarm 200k users, A/B 5 ms, rec 20 ms, C=50 (ceiling 2,000 users/s)
   S2 push one hour of 100k users, 2,000 distinct materials at 10 ms, C=50
   S3 prewarm 1M users, as S1: the memory curve (peak RSS at 200k vs 1M)
+  G  prewarm 20k users, A/B 10 ms, rec 40 ms, C=50: the conditions the Go job was measured under
+     (91 % of its 1,000 users/s ceiling at 330 us CPU per user), for a like-for-like comparison
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -56,9 +60,9 @@ class Scenario:
 
 
 FULL = [Scenario("S1", "prewarm", 200_000), Scenario("S2", "push", 100_000),
-        Scenario("S3", "prewarm", 1_000_000)]
+        Scenario("S3", "prewarm", 1_000_000), Scenario("G", "prewarm", 20_000, ab_ms=10, rec_ms=40)]
 QUICK = [Scenario("S1", "prewarm", 10_000), Scenario("S2", "push", 10_000),
-         Scenario("S3", "prewarm", 30_000)]
+         Scenario("S3", "prewarm", 30_000), Scenario("G", "prewarm", 5_000, ab_ms=10, rec_ms=40)]
 
 
 def run_job(args: list[str]) -> dict:
@@ -158,14 +162,17 @@ def print_result(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, same shapes (< 2 min)")
-    parser.add_argument("--scenario", default="S1,S2,S3", help="comma-separated subset of S1,S2,S3")
+    parser.add_argument("--scenario", default="S1,S2,S3,G", help="comma-separated subset of S1,S2,S3,G")
     parser.add_argument("--repeat", type=int, default=None, help="runs per scenario (median); default 3, quick 1")
+    parser.add_argument("--users", type=int, default=None, help="override every chosen scenario's user count")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args()
     wanted = set(args.scenario.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     results = []
     for s in QUICK if args.quick else FULL:
+        if args.users:
+            s = dataclasses.replace(s, users=args.users)
         if s.name in wanted:
             results.append(scenario(s, repeat))
             print_result(results[-1])

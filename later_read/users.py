@@ -1,7 +1,14 @@
-"""Which users a job works on: one SQL query, keyset-paginated, deduplicated by uid.
+"""Which users a job works on: per task id, keyset-paginated index range reads, merged by uid.
 
-`WHERE task_id IN (...) AND ...` on purpose: the seed's first bug was `a OR b AND c`, which SQL reads as
-`a OR (b AND c)`. Every condition here is ANDed onto a parenthesised IN list.
+Each page is `WHERE task_id = ? AND [push_hour = ? AND] source_uid > ? GROUP BY source_uid ORDER BY
+source_uid LIMIT n`: with the table sorted (or indexed) on (task_id, [push_hour,] source_uid) that is a
+range read of n rows, whatever the day's size. One query over `task_id IN (...)` would have to merge the
+task ids' ranges and sort every remaining row for every page (measured on MariaDB: 0.4 s per page at 100k
+users, 3 s per page at 1M). `StarRocks.users` merges the task ids' sorted streams and keeps one row per
+uid, so a uid under several task ids is processed once.
+
+Every condition is ANDed, never ORed: the seed's first bug was `a OR b AND c`, which SQL reads as
+`a OR (b AND c)`.
 """
 
 from __future__ import annotations
@@ -27,17 +34,17 @@ class UserQuery:
     uids: Sequence[str] | None = None  # restrict to these (e.g. --uids-file, rerun)
     shard: tuple[int, int] | None = None  # (index, count): CRC32(uid) % count = index
 
-    def page(self, after_uid: str | None, limit: int) -> tuple[str, list]:
-        """SQL and parameters for the next page of distinct uids greater than `after_uid`.
+    def page(self, task_id: str, after_uid: str | None, limit: int) -> tuple[str, list]:
+        """SQL and parameters for the next page of one task id's distinct uids greater than `after_uid`,
+        in byte order (StarRocks compares strings byte-wise; the sandbox table uses a binary collation).
 
-        One row per uid: a uid under both task ids or in several rows is returned once, with the
-        smallest project and task id, so every run picks the same one.
+        A uid in several rows of the task (several hours) comes once, with its smallest project.
         """
-        where, params = self._where()
+        where, params = self._where([task_id])
         if after_uid is not None:
             where.append("source_uid > %s")
             params.append(after_uid)
-        sql = (f"SELECT source_uid, MIN(project), MIN(task_id) FROM `{self.table}` "
+        sql = (f"SELECT source_uid, MIN(project) FROM `{self.table}` "
                f"WHERE {' AND '.join(where)} GROUP BY source_uid ORDER BY source_uid LIMIT %s")
         return sql, params + [limit]
 
@@ -55,9 +62,13 @@ class UserQuery:
         return (f"SELECT COUNT(DISTINCT source_uid) FROM `{self.table}` WHERE {' AND '.join(where)}",
                 params)
 
-    def _where(self) -> tuple[list[str], list]:
-        marks = ", ".join(["%s"] * len(self.task_ids))
-        where, params = [f"task_id IN ({marks})"], list(self.task_ids)
+    def _where(self, task_ids: Sequence[str] | None = None) -> tuple[list[str], list]:
+        task_ids = self.task_ids if task_ids is None else task_ids
+        if len(task_ids) == 1:
+            where, params = ["task_id = %s"], list(task_ids)
+        else:
+            marks = ", ".join(["%s"] * len(task_ids))
+            where, params = [f"task_id IN ({marks})"], list(task_ids)
         if self.hour is not None:
             where.append("push_hour = %s")
             params.append(self.hour)

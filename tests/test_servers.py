@@ -208,3 +208,64 @@ def test_make_config_defaults_and_deletions(make_config):
     assert "ttl_seconds" not in config["redis"] and config["timezone"] == "UTC"
     assert config["starrocks"]["password"] == 'p"w\\'
     assert config["kafka"]["librdkafka"] == {}
+
+
+# The users reader: per-task keyset pages merged by uid, against the real MariaDB -------------------------
+def _reader(mysql, batch_size: int):
+    from later_read.clients.starrocks import StarRocks
+    from later_read.config import StarRocksSettings
+
+    return StarRocks(StarRocksSettings(host=mysql.host, port=mysql.port, user=mysql.user,
+                                       password=mysql.password, database=mysql.database,
+                                       batch_size=batch_size))
+
+
+def _read_all(reader, query) -> list[list]:
+    import asyncio
+
+    async def pages():
+        return [page async for page in reader.users(query)]
+
+    try:
+        return asyncio.run(pages())
+    finally:
+        reader.close()
+
+
+def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
+    from later_read.sandbox.seed import DDL
+    from later_read.users import TaskUser, UserQuery
+
+    a, b, other = "04-026-20261123-r0gdua", "04-026-20261123-qk79ub", "04-026-20261122-r0gdua"
+    uids = [str(n) for n in range(1, 40)] + ["Zed", "alice", "é-uid", "9" * 20]
+    rows = [(a, uid, "novel", 21, "b") for uid in uids[::2]]          # every other uid under task a
+    rows += [(b, uid, "comic", 21, "b") for uid in uids[::3]]         # every third under task b
+    rows += [(a, "7", "comic", 5, "b"), (other, "1000", "novel", 21, "b")]  # another hour, another date
+    with mysql.connect() as conn, conn.cursor() as cur:
+        cur.execute(DDL.format(table="task_data"))
+        cur.executemany("INSERT INTO task_data VALUES (%s, %s, %s, %s, %s)", rows)
+        conn.commit()
+    for batch_size in (1, 4, 1000):  # pages smaller than, and larger than, the data
+        pages = _read_all(_reader(mysql, batch_size), UserQuery("task_data", [a, b], hour=21))
+        users = [user for page in pages for user in page]
+        wanted = sorted(set(uids[::2]) | set(uids[::3]))  # Python order = byte order = StarRocks order
+        assert [u.uid for u in users] == wanted
+        assert all(len(page) <= batch_size for page in pages)
+        both = set(uids[::2]) & set(uids[::3])
+        assert {u.uid: u for u in users}["1"] == TaskUser("1", "comic", b)  # smallest project, task id
+        assert all(u.task_id == b for u in users if u.uid in both)
+    everything = [u for page in _read_all(_reader(mysql, 3), UserQuery("task_data", [a, b])) for u in page]
+    assert {u.uid: u for u in everything}["7"].project == "comic"  # hour 5's row counts without --hour
+
+
+def test_a_case_insensitive_uid_column_is_refused_not_silently_misread(mysql):
+    from later_read.errors import StarRocksError
+    from later_read.users import UserQuery
+
+    with mysql.connect() as conn, conn.cursor() as cur:
+        cur.execute(TASK_DATA + " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        cur.executemany("INSERT INTO task_data VALUES (%s, %s, %s, %s, %s)",
+                        [("t", uid, "novel", 1, "b") for uid in ("B", "a", "c")])
+        conn.commit()
+    with pytest.raises(StarRocksError, match="binary collation"):
+        _read_all(_reader(mysql, 10), UserQuery("task_data", ["t"]))

@@ -50,17 +50,23 @@ def test_corrupt_values_raise_corrupt_value(raw, why):
         decode(raw)
 
 
-def test_user_query_uses_in_list_not_or_precedence():
+def test_user_query_pages_one_task_id_as_an_index_range_read():
     query = UserQuery("task_data", ["a-20261123", "b-20261123"], hour=9)
-    sql, params = query.page("100", 500)
-    assert "task_id IN (%s, %s) AND push_hour = %s AND source_uid > %s" in sql
+    sql, params = query.page("b-20261123", "100", 500)
+    assert "WHERE task_id = %s AND push_hour = %s AND source_uid > %s GROUP BY source_uid" in sql
     assert " OR " not in sql.upper()
-    assert "GROUP BY source_uid ORDER BY source_uid LIMIT %s" in sql
-    assert params == ["a-20261123", "b-20261123", 9, "100", 500]
+    assert sql.endswith("ORDER BY source_uid LIMIT %s")
+    assert params == ["b-20261123", 9, "100", 500]
+
+
+def test_user_query_counts_over_an_in_list_not_or_precedence():
+    sql, params = UserQuery("task_data", ["a-20261123", "b-20261123"], hour=9).count()
+    assert "WHERE task_id IN (%s, %s) AND push_hour = %s" in sql and " OR " not in sql.upper()
+    assert params == ["a-20261123", "b-20261123", 9]
 
 
 def test_user_query_uid_and_shard_filters():
-    sql, params = UserQuery("t", ["a"], uids=["1", "2"], shard=(3, 8)).page(None, 10)
+    sql, params = UserQuery("t", ["a"], uids=["1", "2"], shard=(3, 8)).page("a", None, 10)
     assert "source_uid IN (%s, %s)" in sql and "CRC32(source_uid) %% %s = %s" in sql
     assert params == ["a", "1", "2", 8, 3, 10]
 

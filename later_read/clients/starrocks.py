@@ -1,13 +1,18 @@
 """StarRocks over the MySQL protocol (pymysql), run in a worker thread so the event loop never blocks.
 
-Reads are keyset-paginated (`source_uid > last ORDER BY source_uid LIMIT n`): memory stays bounded by one
-page whatever the day's user count, and StarRocks never builds one giant result set.
+Reads are keyset-paginated per task id (`task_id = ? AND source_uid > last ORDER BY source_uid LIMIT n`,
+see users.py) and the task ids' sorted streams are merged by uid in the worker thread: memory stays bounded
+by one page per task id whatever the day's user count, each page is an index range read, and StarRocks
+never builds one giant result set.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import AsyncIterator
+import heapq
+import itertools
+from operator import itemgetter
+from typing import AsyncIterator, Iterator
 
 import anyio
 import pymysql
@@ -51,22 +56,45 @@ class StarRocks:
         return await anyio.to_thread.run_sync(self._query, sql, params or [])
 
     async def users(self, query: UserQuery) -> AsyncIterator[list[TaskUser]]:
-        """Yield the query's users page by page, `batch_size` distinct uids at a time."""
+        """Yield the query's users page by page, up to `batch_size` distinct uids at a time, in uid order."""
         if query.uids is not None and len(query.uids) > self.settings.batch_size:
             for chunk in _chunks(sorted(set(query.uids)), self.settings.batch_size):
                 async for page in self.users(dataclasses.replace(query, uids=chunk)):
                     yield page
             return
-        after = None
+        merged = self._merged(query)
+        size = self.settings.batch_size
         while True:
-            sql, params = query.page(after, self.settings.batch_size)
-            rows = await self.query(sql, params)
-            if not rows:
+            page = await anyio.to_thread.run_sync(lambda: list(itertools.islice(merged, size)))
+            if not page:
                 return
-            yield [TaskUser(str(uid), str(project), str(task_id)) for uid, project, task_id in rows]
+            yield page
+            if len(page) < size:
+                return
+
+    def _merged(self, query: UserQuery) -> Iterator[TaskUser]:
+        """Every task id's uids merged in uid order, one TaskUser per uid (smallest project and task id).
+        Runs in the worker thread: the pages are read lazily as the merge needs them."""
+        streams = [self._task_rows(query, task_id) for task_id in sorted(set(query.task_ids))]
+        for uid, rows in itertools.groupby(heapq.merge(*streams, key=itemgetter(0)), key=itemgetter(0)):
+            rows = list(rows)
+            yield TaskUser(uid, min(r[1] for r in rows), min(r[2] for r in rows))
+
+    def _task_rows(self, query: UserQuery, task_id: str) -> Iterator[tuple[str, str, str]]:
+        """(uid, project, task_id) of one task id in uid order, one keyset page at a time."""
+        after: str | None = None
+        while True:
+            rows = self._query(*query.page(task_id, after, self.settings.batch_size))
+            for uid, project in rows:
+                uid = str(uid)
+                if after is not None and uid <= after:
+                    raise StarRocksError(
+                        f"{self.settings.table}.source_uid came back out of byte order ({after!r} then "
+                        f"{uid!r}); give the column a binary collation (StarRocks strings are binary)")
+                after = uid
+                yield uid, str(project), task_id
             if len(rows) < self.settings.batch_size:
                 return
-            after = str(rows[-1][0])
 
     async def count(self, query: UserQuery) -> int:
         sql, params = query.count()

@@ -140,7 +140,7 @@ async def _starrocks(settings: Settings, timeout: float) -> str:
     query = UserQuery(sr.table, task_ids_for(settings.tasks.ids, date), hour=hour)
     client = StarRocks(sr)
     try:
-        rows = await client.query(*query.page(None, 1))
+        rows = await client.query(*query.page(query.task_ids[0], None, 1))
     finally:
         client.close()
     found = "a row" if rows else "no row (a quiet hour, or a new day)"

@@ -18,7 +18,7 @@ import pymysql
 
 DDL = """CREATE TABLE IF NOT EXISTS `{table}` (
   task_id VARCHAR(64) NOT NULL,
-  source_uid VARCHAR(64) NOT NULL,
+  source_uid VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,  -- byte order, as StarRocks
   project VARCHAR(32) NOT NULL,
   push_hour TINYINT NOT NULL,
   book_id VARCHAR(64) NOT NULL,

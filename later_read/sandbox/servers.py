@@ -506,8 +506,9 @@ class MariaDBServer(LocalServer):
 
     def _argv(self) -> list[str]:
         d = self.tempdir
+        (d / "tmp").mkdir(exist_ok=True)  # its own temp tables: nothing else cleaning /tmp can break a query
         return [self.binary, "--no-defaults", *self._as_user(), f"--datadir={d / 'data'}",
-                f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}", f"--port={self.port}",
+                f"--tmpdir={d / 'tmp'}", f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}", f"--port={self.port}",
                 "--bind-address=127.0.0.1", *self.TUNING]
 
     def _login(self, user: str, password: str) -> bool:
