@@ -7,7 +7,7 @@ to send" from "never computed").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -17,8 +17,9 @@ from later_read.errors import CorruptValue
 _REC_FIELDS = ("rec_id", "rec_type", "material_id")
 
 
-@dataclass(frozen=True, slots=True)
-class CachedValue:
+class CachedValue(NamedTuple):
+    """Immutable; a NamedTuple because the push builds one per user (a frozen dataclass costs 3x)."""
+
     outcome: str
     date: str | None
     trace_id: str = ""

@@ -14,11 +14,12 @@ Every condition is ANDed, never ORed: the seed's first bug was `a OR b AND c`, w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 
-@dataclass(frozen=True, slots=True)
-class TaskUser:
+class TaskUser(NamedTuple):
+    """One user of a task: immutable, built once per user read (a NamedTuple: cheap to build)."""
+
     uid: str
     project: str
     task_id: str

@@ -27,6 +27,7 @@ import click
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from later_read import runtime
+from later_read.clients.material import Material
 from later_read.config import Settings
 from later_read.connections import Connections, open_connections
 from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, LaterReadError,
@@ -311,7 +312,8 @@ async def _pipeline(run: PushRun) -> None:
 
 
 async def _read_hits(run: PushRun, send: ObjectSendStream[Hit]) -> None:
-    """The hour's users, batch by batch: values and markers in one round trip, sorted, hits sent on."""
+    """The hour's users, batch by batch: values and markers in one round trip, sorted; hits whose card
+    is already known are finished right here, the others go to the workers, which fetch the card."""
     batch = run.settings.redis.batch_size
     async for page in run.conns.starrocks.users(_query(run.settings, run.options)):
         for start in range(0, len(page), batch):
@@ -322,7 +324,11 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit]) -> None:
             hits, missing = run.sorter.sort(users, values, sent)
             hits += await _resolve_missing(run, missing)
             for hit in hits:
-                await send.send(hit)
+                known = run.materials.ready(hit.value)
+                if known is None:
+                    await send.send(hit)
+                else:
+                    await _deliver(run, hit, known.material, known.error)
 
 
 async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
@@ -346,10 +352,16 @@ async def _push_one(run: PushRun, hit: Hit) -> None:
     try:
         material = await run.materials.get(hit.user.uid, hit.value)
     except ServiceError as exc:
-        run.summary.failures[f"material_{exc.reason}"] += 1
-        run.progress.advance(1)
+        await _deliver(run, hit, None, exc)
         return
-    if material is None:
+    await _deliver(run, hit, material, None)
+
+
+async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> None:
+    """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
+    if error is not None:
+        run.summary.failures[f"material_{error.reason}"] += 1
+    elif material is None:
         run.summary.counts["material_not_found"] += 1
     else:
         message = build_message(hit.user, hit.value, material, date=run.options.date,

@@ -36,6 +36,14 @@ class MaterialCache:
         self._entries: dict[Key, _Entry] = {}
         self.fetched = 0
 
+    def ready(self, value: CachedValue) -> _Entry | None:
+        """The finished fetch of the value's card, or None when it is not fetched yet (or in flight):
+        lets the push handle the common case (a card already known) without a task switch."""
+        entry = self._entries.get((value.rec_id, value.rec_type, value.material_id))
+        if entry is None or not entry.done.is_set() or entry.abandoned:
+            return None
+        return entry
+
     async def get(self, uid: str, value: CachedValue) -> Material | None:
         """The card for the user's recommendation; None when the service says it does not exist.
 

@@ -16,8 +16,7 @@ Per-user alert lines stop after `push.miss_log_limit` (a million misses must not
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from later_read.cache import CachedValue, decode
 from later_read.errors import CorruptValue
@@ -27,8 +26,7 @@ from later_read.users import TaskUser
 log = get_logger("push")
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
     """A user with today's recommendation: the material is fetched and a message produced."""
 
     user: TaskUser
