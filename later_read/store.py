@@ -47,11 +47,27 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
+# SET key value EX ttl for every key of the call, in one command. A pipeline of SETs costs the client ~16 us
+# of CPU per key here (redis-py packs and parses each command in Python), this ~2 us: it is most of the
+# push's Redis cost (a sent marker per user) and a tenth of the prewarm's CPU. Atomic per batch, too.
+# Redis Cluster would refuse keys of several hash slots in one call (CROSSSLOT): a cluster Store must
+# group the keys by slot, one call per slot; this is the one place to do it.
+SET_EX_MANY = """local ttl = ARGV[1]
+for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ttl) end
+return #KEYS"""
+
+
 class Store:
     def __init__(self, client: aioredis.Redis, settings: RedisSettings) -> None:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
+        self._set_ex_many = client.register_script(SET_EX_MANY)
+
+    async def _set_many(self, what: str, keys: list[str], values: list, ttl: int) -> None:
+        """SET each key to its value with one TTL, in one round trip (see SET_EX_MANY)."""
+        if keys:
+            await self._run(what, self._set_ex_many(keys=keys, args=[ttl, *values]))
 
     async def _run(self, what: str, coro):
         try:
@@ -72,11 +88,11 @@ class Store:
         return await self._run("MGET values", self.client.mget([self.keys.rec(u) for u in uids]))
 
     async def put_values(self, items: Iterable[tuple[str, bytes]]) -> None:
-        """SET each user's value with the configured TTL, all in one pipeline."""
-        pipe = self.client.pipeline(transaction=False)
-        for uid, raw in items:
-            pipe.set(self.keys.rec(uid), raw, ex=self.settings.ttl_seconds)
-        await self._run("write values", pipe.execute())
+        """SET each user's value with the configured TTL, in one round trip."""
+        rec = self.keys.rec
+        items = list(items)
+        await self._set_many("write values", [rec(uid) for uid, _ in items], [raw for _, raw in items],
+                             self.settings.ttl_seconds)
 
     async def get_sent(self, date: str, uids: Sequence[str]) -> list[bytes | None]:
         if not uids:
@@ -86,10 +102,9 @@ class Store:
 
     async def put_sent(self, date: str, items: Iterable[tuple[str, str]]) -> None:
         """Mark users as pushed for the date (value: the msg_id that was delivered)."""
-        pipe = self.client.pipeline(transaction=False)
-        for uid, msg_id in items:
-            pipe.set(Keys.sent(date, uid), msg_id, ex=constants.SENT_TTL_SECONDS)
-        await self._run("write sent markers", pipe.execute())
+        items = list(items)
+        await self._set_many("write sent markers", [Keys.sent(date, uid) for uid, _ in items],
+                             [msg_id for _, msg_id in items], constants.SENT_TTL_SECONDS)
 
     async def get_push_state(self, date: str, uids: Sequence[str]
                              ) -> tuple[list[bytes | None], list[bytes | None]]:
