@@ -58,10 +58,19 @@ def decode(raw: bytes | str) -> CachedValue:
         raise CorruptValue(f"date/trace_id are not strings: {_preview(raw)}")
     if outcome != constants.OUTCOME_REC:
         return CachedValue(outcome, date, trace_id)
+    rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
+    if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str  # noqa: E721
+            and rec_id and rec_type and material_id):  # the common case, checked fast; else:
+        rec_id, rec_type, material_id = _rec_fields(data, raw)
+    return CachedValue(outcome, date, trace_id, rec_id, rec_type, material_id)
+
+
+def _rec_fields(data: dict, raw: bytes | str) -> tuple[str, str, str]:
+    """rec_id, rec_type, material_id as strings (numbers are accepted and turned into strings)."""
     rec = [data.get(name) for name in _REC_FIELDS]
     if not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for v in rec):
         raise CorruptValue(f"missing or empty {'/'.join(_REC_FIELDS)}: {_preview(raw)}")
-    return CachedValue(outcome, date, trace_id, *(str(v) for v in rec))
+    return str(rec[0]), str(rec[1]), str(rec[2])
 
 
 def _preview(raw: bytes | str) -> str:

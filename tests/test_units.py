@@ -129,3 +129,18 @@ def test_latency_histogram_percentiles_within_two_percent():
     for q, expected in ((50, 500), (95, 950), (99, 990)):
         assert abs(hist.percentile(q) - expected) / expected < 0.03
     assert LatencyHistogram().percentile(50) == 0.0
+
+
+@pytest.mark.parametrize("uid", ["100000001", "0", "", "é-ü 漢字", "x" * 300, "a:b:c"])
+@pytest.mark.parametrize("date", ["20261123", "20270101"])
+def test_msg_id_is_exactly_uuid5_of_the_namespace(uid, date):
+    import uuid
+
+    from later_read.jobs.message import MSG_NAMESPACE, msg_id
+
+    assert msg_id(date, uid) == str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))
+
+
+def test_numeric_rec_fields_are_read_as_strings():
+    value = decode(b'{"outcome":"rec","date":"20261123","rec_id":7,"rec_type":"serial","material_id":12}')
+    assert (value.rec_id, value.rec_type, value.material_id) == ("7", "serial", "12")

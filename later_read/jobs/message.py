@@ -8,6 +8,7 @@ would make every consumer see yesterday's retries as new messages.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from zoneinfo import ZoneInfo
 
@@ -19,11 +20,20 @@ from later_read.users import TaskUser
 
 # uuid5(NAMESPACE_URL, "https://later-read/push-message"), written out so it can never drift.
 MSG_NAMESPACE = uuid.UUID("56ceba24-d476-55d4-8d79-7a252494d8f7")
+_NAMESPACE_BYTES = MSG_NAMESPACE.bytes
 
 
 def msg_id(date: str, uid: str) -> str:
-    """The message id of `uid`'s later-read push on `date` (YYYYMMDD): the same on every run."""
-    return str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))
+    """The message id of `uid`'s later-read push on `date` (YYYYMMDD): the same on every run.
+
+    Exactly `str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))` (a test holds them equal), computed
+    without the UUID object, which costs three times as much and was 7 % of the push's CPU.
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"later_read:{date}:{uid}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def build_message(user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
