@@ -6,7 +6,7 @@ librdkafka reports a delivery only from inside poll()/flush(), so this module ow
   retrying after a short sleep, never by dropping the message;
 - a pump task calls poll(0) every few milliseconds; the delivery callback (run inside poll, on the
   event-loop thread) queues the confirmed (uid, msg_id);
-- a marker task writes the confirmed users' sent markers in pipelined batches as soon as they arrive.
+- a marker task writes the confirmed users' sent markers one batched call at a time, as soon as they arrive.
   The gap between "Kafka has it" and "the marker is written" is what a kill -9 turns into a duplicate
   on the next run (consumers deduplicate by msg_id), so it is kept to one Redis round trip;
 - at the end, `finish` keeps polling until every message is reported or `push.flush_timeout_seconds`
@@ -88,7 +88,7 @@ class Delivery:
             await anyio.sleep(POLL_INTERVAL_SECONDS)
 
     async def write_markers(self) -> None:
-        """Write sent markers for confirmed users as they arrive, one pipeline per batch."""
+        """Write sent markers for confirmed users as they arrive, one Redis call per batch."""
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()

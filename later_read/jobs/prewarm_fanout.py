@@ -1,6 +1,6 @@
 """The prewarm's fan-out: the day's users -> `concurrency` workers (A/B, then recommend) -> Redis in batches.
 
-    reader --(memory stream, about one page)--> N long-lived workers --> BatchWriter (pipelined SETs)
+    reader --(memory stream, about one page)--> N long-lived workers --> BatchWriter (batched SETs)
 
 - The reader pages users out of StarRocks (keyset pagination, `starrocks.batch_size` per page), reads
   the page's existing values with MGETs (unless `--force`) and sends only the users not yet done for the

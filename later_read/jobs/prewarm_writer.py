@@ -1,7 +1,7 @@
-"""BatchWriter: the prewarm's results reach Redis in pipelined batches, never one round trip per user.
+"""BatchWriter: the prewarm's results reach Redis in batches, one round trip per batch, never one per user.
 
 Workers hand each finished user to `add()` (a list append: the per-user hot path stays cheap); one writer
-task sends `Store.put_values` (one non-transactional pipeline) every `batch_size` results or every
+task sends `Store.put_values` (one SET-EX-many call, see store.py) every `batch_size` results or every
 `interval` seconds, whichever comes first, so a slow night still lands its results within ~0.1 s and a
 kill -9 loses at most that much work. `close()` makes the task write everything still buffered and
 return: results are written before the job exits in every case but kill -9.
