@@ -8,7 +8,8 @@ closed while idle, garbage, silence.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+import contextlib
+from typing import AsyncIterator, Awaitable, Callable
 
 import orjson
 import pytest
@@ -25,8 +26,11 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-async def scripted(handler: Handler) -> tuple[asyncio.AbstractServer, Origin, list[int]]:
-    """A server running `handler` per connection; the list counts connections accepted."""
+@contextlib.asynccontextmanager
+async def scripted(handler: Handler, limit: int = 1,
+                   timeout: float = 2) -> AsyncIterator[tuple[HttpPool, Origin, list[int]]]:
+    """A server running `handler` per connection and a pool to call it with (both closed on the way out);
+    the list counts connections accepted."""
     accepted: list[int] = []
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -40,7 +44,12 @@ async def scripted(handler: Handler) -> tuple[asyncio.AbstractServer, Origin, li
 
     server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return server, Origin.parse(f"http://127.0.0.1:{port}/v1/x"), accepted
+    pool = HttpPool(limit=limit, timeout_seconds=timeout)
+    async with server:
+        try:
+            yield pool, Origin.parse(f"http://127.0.0.1:{port}/v1/x"), accepted
+        finally:
+            await pool.close()
 
 
 def reply(status: int, body: bytes, *headers: str) -> bytes:
@@ -62,11 +71,8 @@ def test_the_request_on_the_wire_is_a_plain_json_post():
         await writer.drain()
 
     async def main():
-        server, origin, _ = await scripted(handler)
-        async with server:
-            pool = HttpPool(limit=2, timeout_seconds=2)
+        async with scripted(handler, limit=2) as (pool, origin, _):
             assert await pool.post(origin, b'{"uid":1}') == (200, b"{}")
-            await pool.close()
 
     run(main())
     port = seen[0].split(b"Host: 127.0.0.1:")[1].split(b"\r\n")[0]
@@ -106,20 +112,14 @@ def test_chunked_and_read_until_close_bodies():
         await writer.drain()
 
     async def main():
-        server, origin, accepted = await scripted(chunked)
-        async with server:
-            pool = HttpPool(limit=1, timeout_seconds=2)
+        async with scripted(chunked) as (pool, origin, accepted):
             assert await pool.post(origin, b"{}") == (200, b'{"a":1}')
             assert await pool.post(origin, b"{}") == (200, b"[2]")
             assert len(accepted) == 1
-            await pool.close()
-        server, origin, accepted = await scripted(until_close)
-        async with server:
-            pool = HttpPool(limit=1, timeout_seconds=2)
+        async with scripted(until_close) as (pool, origin, accepted):
             assert await pool.post(origin, b"{}") == (200, b'{"b": 2}')
             assert await pool.post(origin, b"{}") == (200, b'{"b": 2}')
             assert len(accepted) == 2  # HTTP/1.0 without keep-alive: a new connection per request
-            await pool.close()
 
     run(main())
 
@@ -131,13 +131,10 @@ def test_connection_close_is_honoured():
         await writer.drain()
 
     async def main():
-        server, origin, accepted = await scripted(handler)
-        async with server:
-            pool = HttpPool(limit=1, timeout_seconds=2)
+        async with scripted(handler) as (pool, origin, accepted):
             for _ in range(3):
                 assert await pool.post(origin, b"{}") == (503, b"busy")
             assert len(accepted) == 3
-            await pool.close()
 
     run(main())
 
@@ -150,16 +147,13 @@ def test_a_keep_alive_connection_closed_by_the_server_is_replaced_transparently(
         await read_request(reader)  # keep-alive was promised, yet the next request is met by a close
 
     async def main():
-        server, origin, accepted = await scripted(one_reply_per_connection)
-        async with server:
-            pool = HttpPool(limit=1, timeout_seconds=2)
+        async with scripted(one_reply_per_connection) as (pool, origin, accepted):
             for _ in range(3):  # requests 2 and 3 meet a closing connection, retried on a fresh one
                 assert await pool.post(origin, b"{}") == (200, b"{}")
             assert len(accepted) == 3
             await asyncio.sleep(0.05)  # the close of the idle connection has arrived: not reused at all
             assert await pool.post(origin, b"{}") == (200, b"{}")
             assert len(accepted) == 4
-            await pool.close()
 
     run(main())
 
@@ -170,16 +164,13 @@ def test_silence_times_out_and_frees_the_connection_slot():
         await asyncio.sleep(5)
 
     async def main():
-        server, origin, _ = await scripted(handler)
-        async with server:
-            pool = HttpPool(limit=1, timeout_seconds=0.2)
+        async with scripted(handler, timeout=0.2) as (pool, origin, _):
             loop = asyncio.get_running_loop()
             started = loop.time()
             for _ in range(2):  # the second would hang forever if the first kept the only slot
                 with pytest.raises(WireTimeout):
                     await pool.post(origin, b"{}")
             assert loop.time() - started < 1.5
-            await pool.close()
 
     run(main())
 
@@ -193,13 +184,10 @@ def test_garbage_is_a_wire_error(garbage):
         await asyncio.sleep(1)
 
     async def main():
-        server, origin, _ = await scripted(handler)
-        async with server:
-            pool = HttpPool(limit=1, timeout_seconds=2)
+        async with scripted(handler) as (pool, origin, _):
             with pytest.raises(WireError) as raised:
                 await pool.post(origin, b"{}")
             assert not isinstance(raised.value, WireTimeout)
-            await pool.close()
 
     run(main())
 
@@ -211,12 +199,9 @@ def test_refused_and_cut_connections_are_wire_errors():
         await writer.drain()
 
     async def main():
-        server, origin, _ = await scripted(cut)
-        async with server:
-            pool = HttpPool(limit=1, timeout_seconds=2)
+        async with scripted(cut) as (pool, origin, _):
             with pytest.raises(WireError, match="mid-reply"):
                 await pool.post(origin, b"{}")
-            await pool.close()
         pool = HttpPool(limit=1, timeout_seconds=2)
         with pytest.raises(WireError, match="failed") as raised:
             await pool.post(origin, b"{}")  # the server is gone: connection refused
@@ -235,16 +220,13 @@ def test_cancelling_a_request_releases_its_slot():
             await writer.drain()
 
     async def main():
-        server, origin, _ = await scripted(handler)
-        async with server:
-            pool = HttpPool(limit=1, timeout_seconds=2)
+        async with scripted(handler) as (pool, origin, _):
             task = asyncio.create_task(pool.post(origin, b"{}"))
             await asyncio.sleep(0.01)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert await asyncio.wait_for(pool.post(origin, b"{}"), 1) == (200, b"{}")
-            await pool.close()
 
     run(main())
 
