@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs, SimulatorProcess  # noqa: E402
+from later_read.sandbox.simulator_process import process_cpu_seconds as cpu_seconds  # noqa: E402
 
 UIDS = 2000
 
@@ -53,12 +54,6 @@ def request_bodies(count: int) -> list[tuple[str, bytes]]:
         bodies.append(("/v1/rec/get", b'{"uid":"%s","project":"novel","scene":"pre-warming-process",'
                                       b'"trace_id":"t"}' % uid.encode()))
     return bodies
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # Raw generator -----------------------------------------------------------------------------------

@@ -116,8 +116,7 @@ class SimulatorProcess:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the simulator process has used so far (Linux /proc)."""
         assert self.process is not None, "the simulator is not running"
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def __enter__(self) -> "SimulatorProcess":
         return self.start()
@@ -168,3 +167,9 @@ class SimulatorProcess:
         except urllib.error.HTTPError as exc:
             message = f"simulator {method} {path} -> {exc.code}: {exc.read().decode(errors='replace')}"
             raise SimulatorError(message, exc.code) from None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process, from /proc/<pid>/stat (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
