@@ -71,14 +71,49 @@ class TaskSettings:
     ids: list[str] = field(default=REQUIRED, metadata=TASK_IDS)
 
 
+REDIS_MODES = ("standalone", "sentinel", "cluster")
+REDIS_MODE = _check(lambda v: v in REDIS_MODES, 'one of "standalone", "sentinel", "cluster"')
+HOST_PORTS = _check(lambda v: len(v) > 0 and all(_host_port(a) is not None for a in v),
+                    'a non-empty list of "host:port" strings')
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    """("host", port) from "host:port", or None when it is not one."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RedisSettings:
-    url: str = field(default=REQUIRED, metadata=REDIS_URL)
+    # standalone: the server; cluster: any node (the others are discovered); sentinel: optional, only
+    # its password, database number and scheme (rediss:// = TLS) are used for the master.
+    mode: str = field(default="standalone", metadata=REDIS_MODE)
+    url: str = field(default="", metadata=REDIS_URL)
+    sentinels: list[str] = field(default_factory=list, metadata=HOST_PORTS)  # sentinel mode
+    service_name: str = ""  # sentinel mode: the monitored master's name
+    # sentinel and cluster modes: how long one Redis call keeps retrying (re-discovering the master or
+    # the slot map) through a failover before the job stops with exit 3. Sentinel needs about
+    # down-after-milliseconds + a few seconds; Redis Cluster about 2 x cluster-node-timeout.
+    failover_seconds: float = field(default=30.0, metadata=NON_NEGATIVE)
     key_prefix: str = field(default="rec:later_read:", metadata=NON_EMPTY)
     ttl_seconds: int = field(default=86400, metadata=POSITIVE)
     max_connections: int = field(default=32, metadata=POSITIVE)
     batch_size: int = field(default=500, metadata=POSITIVE)  # keys per MGET / pipelined write batch
     socket_timeout_seconds: float = field(default=5.0, metadata=POSITIVE)
+
+    def __post_init__(self) -> None:
+        if self.mode == "sentinel" and not (self.sentinels and self.service_name):
+            raise ConfigError('[redis] mode = "sentinel" needs sentinels = ["host:port", ...] and '
+                              'service_name = "<master name>"')
+        if self.mode != "sentinel" and not self.url:
+            raise ConfigError(f'[redis] url: missing; mode = "{self.mode}" needs it (cluster: any '
+                              "node's URL); set it in the file or in LATER_READ__REDIS__URL")
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [_host_port(a) for a in self.sentinels]  # type: ignore[misc]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +162,13 @@ class KafkaSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ShardSettings:
+    # How many shards (Kubernetes Indexed Job completions) split a day; the shard index comes from
+    # --shard K/N or JOB_COMPLETION_INDEX. 1 = no sharding.
+    count: int = field(default=1, metadata=POSITIVE)
+
+
+@dataclass(frozen=True, kw_only=True)
 class MetricsSettings:
     textfile_dir: str = ""  # node_exporter textfile collector directory; "" disables
     pushgateway_url: str = ""  # Prometheus Pushgateway base URL; "" disables
@@ -144,6 +186,7 @@ class Settings:
     push: PushSettings = field(default_factory=PushSettings)
     kafka: KafkaSettings = REQUIRED
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    shards: ShardSettings = field(default_factory=ShardSettings)
     source: str = field(default="", metadata={"internal": True})
 
     @property

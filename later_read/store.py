@@ -12,14 +12,16 @@ from typing import AsyncIterator, Iterable, Sequence
 
 import anyio
 import orjson
-import redis.asyncio as aioredis
+import stamina
 from redis import exceptions as redis_errors
+from redis.crc import key_slot
 
 from later_read import constants
 from later_read.config import RedisSettings
 from later_read.errors import LockHeld, RedisUnavailable
 from later_read.keys import Keys
-from later_read.log import alert, get_logger
+from later_read.log import alert, event, get_logger
+from later_read.redis_client import open_redis, redact_url, target  # noqa: F401 - re-exported
 
 log = get_logger("store")
 
@@ -29,63 +31,111 @@ _REFRESH = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
             "return redis.call('expire', KEYS[1], ARGV[2]) end return 0")
 
 
-def open_redis(settings: RedisSettings) -> aioredis.Redis:
-    """A client whose pool waits for a free connection instead of raising past max_connections."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.url, max_connections=settings.max_connections,
-        timeout=settings.socket_timeout_seconds * 2,
-        socket_timeout=settings.socket_timeout_seconds,
-        socket_connect_timeout=settings.socket_timeout_seconds)
-    return aioredis.Redis(connection_pool=pool)
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for error messages."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-
-
 # SET key value EX ttl for every key of the call, in one command. A pipeline of SETs costs the client ~16 us
 # of CPU per key here (redis-py packs and parses each command in Python), this ~2 us: it is most of the
 # push's Redis cost (a sent marker per user) and a tenth of the prewarm's CPU. Atomic per batch, too.
-# Redis Cluster would refuse keys of several hash slots in one call (CROSSSLOT): a cluster Store must
-# group the keys by slot, one call per slot; this is the one place to do it.
+# Redis Cluster refuses keys of several hash slots in one call (CROSSSLOT): in cluster mode the keys are
+# grouped by slot, one call per slot with several keys (a plain SET EX for a slot with one), all of them
+# in one cluster pipeline (one round trip per master node).
 SET_EX_MANY = """local ttl = ARGV[1]
 for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ttl) end
 return #KEYS"""
 
 
+# Errors a failover produces while the master is dead or being replaced; retried (sentinel, cluster).
+RETRYABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterDownError,
+             redis_errors.TryAgainError, redis_errors.SlotNotCoveredError, redis_errors.ReadOnlyError,
+             redis_errors.MasterDownError, OSError)
+RETRY_WAIT_MAX_SECONDS = 1.0  # re-ask the sentinels / slot map at least every second during a failover
+
+
 class Store:
-    def __init__(self, client: aioredis.Redis, settings: RedisSettings) -> None:
+    def __init__(self, client, settings: RedisSettings) -> None:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
+        self.cluster = settings.mode == "cluster"
         self._set_ex_many = client.register_script(SET_EX_MANY)
+        # The sentinel and cluster pools raise past max_connections instead of waiting: bound calls here.
+        self._slots = anyio.Semaphore(settings.max_connections)
+        self._retry_for = 0.0 if settings.mode == "standalone" else settings.failover_seconds
 
     async def _set_many(self, what: str, keys: list[str], values: list, ttl: int) -> None:
         """SET each key to its value with one TTL, in one round trip (see SET_EX_MANY)."""
-        if keys:
-            await self._run(what, self._set_ex_many(keys=keys, args=[ttl, *values]))
+        if not keys:
+            return
+        if not self.cluster:
+            await self._run(what, lambda: self._set_ex_many(keys=keys, args=[ttl, *values]))
+            return
+        groups = _by_slot(keys, values)
 
-    async def _run(self, what: str, coro):
+        def calls():
+            pipe = self.client.pipeline()
+            for slot_keys, slot_values in groups:
+                if len(slot_keys) == 1:
+                    pipe.set(slot_keys[0], slot_values[0], ex=ttl)
+                else:
+                    pipe.execute_command("EVAL", SET_EX_MANY, len(slot_keys), *slot_keys, ttl, *slot_values)
+            return pipe.execute()
+        await self._run(what, calls)
+
+    async def _mget(self, what: str, *key_lists: list[str]) -> list[list[bytes | None]]:
+        """MGET each list of keys, all in one round trip; in cluster mode one MGET per hash slot."""
+        if not self.cluster:
+            def calls():
+                pipe = self.client.pipeline(transaction=False)
+                for keys in key_lists:
+                    pipe.mget(keys)
+                return pipe.execute()
+            return list(await self._run(what, calls))
+        flat = [key for keys in key_lists for key in keys]
+        groups = _by_slot(flat, list(range(len(flat))))
+
+        def calls():
+            pipe = self.client.pipeline()
+            for slot_keys, _ in groups:
+                pipe.mget(slot_keys)
+            return pipe.execute()
+        found: list[bytes | None] = [None] * len(flat)
+        for (_, positions), values in zip(groups, await self._run(what, calls)):
+            for position, value in zip(positions, values):
+                found[position] = value
+        out, start = [], 0
+        for keys in key_lists:
+            out.append(found[start:start + len(keys)])
+            start += len(keys)
+        return out
+
+    async def _run(self, what: str, call):
+        """Await `call()`; through a failover (sentinel, cluster) call it again, with backoff, for up
+        to `failover_seconds`; then (or at once in standalone mode) RedisUnavailable, one line."""
         try:
-            return await coro
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            async with self._slots:
+                if not self._retry_for:
+                    return await call()
+                async for attempt in stamina.retry_context(
+                        on=RETRYABLE, attempts=None, timeout=self._retry_for,
+                        wait_initial=0.05, wait_max=RETRY_WAIT_MAX_SECONDS):
+                    with attempt:
+                        if attempt.num > 1:
+                            event(log, "redis.retry", what=what, attempt=attempt.num)
+                        return await call()
+        except RETRYABLE as exc:
             raise RedisUnavailable(
-                f"Redis at {redact_url(self.settings.url)} unreachable during {what}: {exc}; "
-                "check [redis] url and that Redis is up") from None
+                f"Redis ({target(self.settings)}) unreachable during {what}: {exc}; "
+                f"check [redis] {'url' if self.settings.mode == 'standalone' else 'mode/url/sentinels'} "
+                "and that Redis is up") from None
         except redis_errors.RedisError as exc:
             raise RedisUnavailable(f"Redis error during {what}: {exc}") from None
+        raise AssertionError("unreachable: stamina either returns or raises")
 
     async def ping(self) -> None:
-        await self._run("PING", self.client.ping())
+        await self._run("PING", self.client.ping)
 
     async def get_values(self, uids: Sequence[str]) -> list[bytes | None]:
         if not uids:
             return []
-        return await self._run("MGET values", self.client.mget([self.keys.rec(u) for u in uids]))
+        return (await self._mget("MGET values", [self.keys.rec(u) for u in uids]))[0]
 
     async def put_values(self, items: Iterable[tuple[str, bytes]]) -> None:
         """SET each user's value with the configured TTL, in one round trip."""
@@ -97,8 +147,7 @@ class Store:
     async def get_sent(self, date: str, uids: Sequence[str]) -> list[bytes | None]:
         if not uids:
             return []
-        return await self._run("MGET sent markers",
-                               self.client.mget([Keys.sent(date, u) for u in uids]))
+        return (await self._mget("MGET sent markers", [Keys.sent(date, u) for u in uids]))[0]
 
     async def put_sent(self, date: str, items: Iterable[tuple[str, str]]) -> None:
         """Mark users as pushed for the date (value: the msg_id that was delivered)."""
@@ -111,37 +160,40 @@ class Store:
         """Each user's value and sent marker for the date: two MGETs in one pipeline (one round trip)."""
         if not uids:
             return [], []
-        pipe = self.client.pipeline(transaction=False)
-        pipe.mget([self.keys.rec(u) for u in uids])
-        pipe.mget([Keys.sent(date, u) for u in uids])
-        values, sent = await self._run("MGET values and sent markers", pipe.execute())
+        values, sent = await self._mget("MGET values and sent markers", [self.keys.rec(u) for u in uids],
+                                        [Keys.sent(date, u) for u in uids])
         return values, sent
 
     async def get_prewarm_done(self, date: str) -> dict | None:
-        raw = await self._run("GET prewarm marker", self.client.get(Keys.prewarm_done(date)))
+        raw = await self._run("GET prewarm marker", lambda: self.client.get(Keys.prewarm_done(date)))
         return orjson.loads(raw) if raw else None
 
     async def put_prewarm_done(self, date: str, info: dict) -> None:
-        await self._run("SET prewarm marker", self.client.set(
+        await self._run("SET prewarm marker", lambda: self.client.set(
             Keys.prewarm_done(date), orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
 
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.ttl(key)
-        raw, ttl = await self._run(f"GET {key}", pipe.execute())
+        def calls():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.ttl(key)
+            return pipe.execute()
+        raw, ttl = await self._run(f"GET {key}", calls)
         return raw, ttl
 
     async def scratch_roundtrip(self) -> None:
         """SET, GET and DEL a scratch key in one pipeline, for `check`: proves this Redis takes writes
         (a read-only replica answers PING but fails here); RedisUnavailable when it does not."""
         key, token = Keys.check_scratch(secrets.token_hex(8)), secrets.token_hex(8)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, token, ex=constants.CHECK_SCRATCH_TTL_SECONDS)
-        pipe.get(key)
-        pipe.delete(key)
-        _, read, deleted = await self._run("scratch write/read/delete", pipe.execute())
+
+        def calls():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, token, ex=constants.CHECK_SCRATCH_TTL_SECONDS)
+            pipe.get(key)
+            pipe.delete(key)
+            return pipe.execute()
+        _, read, deleted = await self._run("scratch write/read/delete", calls)
         if read != token.encode() or deleted != 1:
             raise RedisUnavailable(f"Redis scratch key {key} read back {read!r} (deleted={deleted}); "
                                    "check [redis] url points at a writable primary")
@@ -150,10 +202,11 @@ class Store:
     async def lock(self, job: str, date: str, hour: int | None = None) -> AsyncIterator[None]:
         """Hold `later_read:lock:<job>:<date>` while the block runs; LockHeld if another run has it."""
         key, token = Keys.lock(job, date, hour), secrets.token_hex(8)
-        taken = await self._run("take lock", self.client.set(
+        taken = await self._run("take lock", lambda: self.client.set(
             key, token, nx=True, ex=constants.LOCK_TTL_SECONDS))
-        if not taken:
-            ttl = await self._run("read lock", self.client.ttl(key))
+        # A retried SET NX whose first reply was lost in a failover finds our own token: we hold it.
+        if not taken and await self._run("read lock", lambda: self.client.get(key)) != token.encode():
+            ttl = await self._run("read lock", lambda: self.client.ttl(key))
             raise LockHeld(f"another {job} run for {date}{'' if hour is None else f' hour {hour}'} "
                            f"is in progress (Redis key {key}, expires in {ttl}s unless refreshed); "
                            "wait for it to finish, or if it died, for the lock to expire")
@@ -182,3 +235,13 @@ class Store:
             if not held:
                 alert(log, "lock.lost", key=key)
                 return
+
+
+def _by_slot(keys: list[str], values: list) -> list[tuple[list[str], list]]:
+    """(keys, values) grouped by Redis Cluster hash slot, in order of first appearance."""
+    groups: dict[int, tuple[list[str], list]] = {}
+    for key, value in zip(keys, values):
+        slot_keys, slot_values = groups.setdefault(key_slot(key.encode()), ([], []))
+        slot_keys.append(key)
+        slot_values.append(value)
+    return list(groups.values())
