@@ -88,8 +88,9 @@ async def describe(client, settings: RedisSettings) -> str:
             raise RuntimeError(f"cluster_state {info.get('cluster_state')}, only "
                                f"{info.get('cluster_slots_ok')}/{SLOTS} slots served; run "
                                "`redis-cli --cluster check <node>` and fix the failed masters")
-        masters = sorted(node.name for node in client.get_primaries())
-        replicas = len(client.get_replicas())
+        nodes = await client.cluster_nodes()  # {"host:port": {"flags": "master,...", ...}}
+        masters = sorted(a for a, n in nodes.items() if "master" in n["flags"] and "fail" not in n["flags"])
+        replicas = sum(1 for n in nodes.values() if "slave" in n["flags"] and "fail" not in n["flags"])
         return (f"mode cluster, state {info.get('cluster_state')}, slots "
                 f"{info.get('cluster_slots_ok')}/{SLOTS} ok ({info.get('cluster_slots_assigned')} assigned), "
                 f"masters {' '.join(masters)}, {replicas} replicas")

@@ -94,7 +94,7 @@ class Store:
         def calls():
             pipe = self.client.pipeline()
             for slot_keys, _ in groups:
-                pipe.mget(slot_keys)
+                pipe.execute_command("MGET", *slot_keys)  # ClusterPipeline blocks .mget()
             return pipe.execute()
         found: list[bytes | None] = [None] * len(flat)
         for (_, positions), values in zip(groups, await self._run(what, calls)):
