@@ -84,6 +84,8 @@ def cli(verbose: bool, quiet: bool) -> None:
 @click.option("--concurrency", type=click.IntRange(1, 2000), help="Users in flight (default: [prewarm] concurrency).")
 @click.option("--force", is_flag=True, help="Recompute users already done for the date.")
 @click.option("--uids-file", type=click.Path(dir_okay=False), help="Only these uids (one per line).")
+@click.option("--shard", metavar="K/N", help="Only shard K of N of the users (CRC32(uid) % N = K, K from 0); "
+              "default: K from $JOB_COMPLETION_INDEX with N = [shards] count, else the whole day.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
 @config_option
 def prewarm(config_path, **options) -> None:
@@ -112,6 +114,8 @@ def prewarm(config_path, **options) -> None:
               "consumers that deduplicate will drop a copy they already have).")
 @click.option("--on-miss", type=click.Choice(["skip", "live"]), default="skip", show_default=True,
               help="A user the prewarm missed: skip with an alert, or compute it live (budgeted).")
+@click.option("--shard", metavar="K/N", help="Only shard K of N of the users (CRC32(uid) % N = K, K from 0); "
+              "default: K from $JOB_COMPLETION_INDEX with N = [shards] count, else the whole day.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
 @config_option
 def push(config_path, **options) -> None:

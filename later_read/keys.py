@@ -27,17 +27,19 @@ class Keys:
         return text[len(self.value_prefix):]
 
     @staticmethod
-    def prewarm_done(date: str) -> str:
-        return f"{constants.PREWARM_DONE_PREFIX}{date}"
+    def prewarm_done(date: str, suffix: str = "") -> str:
+        """The prewarm's completion marker; `suffix` is the shard's (`Shard.suffix`, "" unsharded)."""
+        return f"{constants.PREWARM_DONE_PREFIX}{date}{suffix}"
 
     @staticmethod
     def sent(date: str, uid: str) -> str:
         return f"{constants.SENT_PREFIX}{date}:{uid}"
 
     @staticmethod
-    def lock(job: str, date: str, hour: int | None = None) -> str:
-        suffix = f"{date}" if hour is None else f"{date}:{hour:02d}"
-        return f"{constants.LOCK_PREFIX}{job}:{suffix}"
+    def lock(job: str, date: str, hour: int | None = None, suffix: str = "") -> str:
+        """A run's lock; one per shard when sharded (`suffix` = `Shard.suffix`)."""
+        when = f"{date}" if hour is None else f"{date}:{hour:02d}"
+        return f"{constants.LOCK_PREFIX}{job}:{when}{suffix}"
 
     @staticmethod
     def check_scratch(token: str) -> str:

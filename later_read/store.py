@@ -21,6 +21,7 @@ from later_read.config import RedisSettings
 from later_read.errors import LockHeld, RedisUnavailable
 from later_read.keys import Keys
 from later_read.log import alert, event, get_logger
+from later_read.shard import Shard
 from later_read.redis_client import open_redis, redact_url, target  # noqa: F401 - re-exported
 
 log = get_logger("store")
@@ -164,13 +165,22 @@ class Store:
                                         [Keys.sent(date, u) for u in uids])
         return values, sent
 
-    async def get_prewarm_done(self, date: str) -> dict | None:
-        raw = await self._run("GET prewarm marker", lambda: self.client.get(Keys.prewarm_done(date)))
-        return orjson.loads(raw) if raw else None
+    async def get_prewarm_done(self, date: str, shards: int = 1) -> dict | None:
+        """The day's completion marker: the unsharded one, else (with `shards` > 1) every shard's,
+        merged (counts summed, the last finish); None while any shard's marker is missing."""
+        keys = [Keys.prewarm_done(date)] + [Keys.prewarm_done(date, s.suffix)
+                                            for s in Shard(0, shards).siblings() if s.sharded]
+        found = (await self._mget("GET prewarm markers", keys))[0]
+        if found[0] or shards == 1:
+            return orjson.loads(found[0]) if found[0] else None
+        if not all(found[1:]):
+            return None
+        return merge_markers([orjson.loads(raw) for raw in found[1:]])
 
-    async def put_prewarm_done(self, date: str, info: dict) -> None:
+    async def put_prewarm_done(self, date: str, info: dict, shard: Shard | None = None) -> None:
+        key = Keys.prewarm_done(date, shard.suffix if shard else "")
         await self._run("SET prewarm marker", lambda: self.client.set(
-            Keys.prewarm_done(date), orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
+            key, orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
 
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
@@ -199,9 +209,11 @@ class Store:
                                    "check [redis] url points at a writable primary")
 
     @asynccontextmanager
-    async def lock(self, job: str, date: str, hour: int | None = None) -> AsyncIterator[None]:
-        """Hold `later_read:lock:<job>:<date>` while the block runs; LockHeld if another run has it."""
-        key, token = Keys.lock(job, date, hour), secrets.token_hex(8)
+    async def lock(self, job: str, date: str, hour: int | None = None,
+                   shard: Shard | None = None) -> AsyncIterator[None]:
+        """Hold `later_read:lock:<job>:<date>[:HH][shard suffix]` while the block runs; LockHeld if
+        another run has it (shards of one day each take their own)."""
+        key, token = Keys.lock(job, date, hour, shard.suffix if shard else ""), secrets.token_hex(8)
         taken = await self._run("take lock", lambda: self.client.set(
             key, token, nx=True, ex=constants.LOCK_TTL_SECONDS))
         # A retried SET NX whose first reply was lost in a failover finds our own token: we hold it.
@@ -245,3 +257,17 @@ def _by_slot(keys: list[str], values: list) -> list[tuple[list[str], list]]:
         slot_keys.append(key)
         slot_values.append(value)
     return list(groups.values())
+
+
+def merge_markers(markers: list[dict]) -> dict:
+    """One day's marker from its shards' markers: numbers summed, the earliest start, the latest finish."""
+    merged: dict = {"shards": len(markers)}
+    for marker in markers:
+        for key, value in marker.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in (
+                    "started_at", "finished_at", "duration_seconds", "concurrency", "exit_code", "hour"):
+                merged[key] = merged.get(key, 0) + value
+    merged["started_at"] = min(m.get("started_at", 0) for m in markers)
+    merged["finished_at"] = max(m.get("finished_at", 0) for m in markers)
+    merged["status"] = "ok" if all(m.get("status") == "ok" for m in markers) else "failures"
+    return merged

@@ -37,6 +37,7 @@ from later_read.summary import Summary
 from later_read.log import alert, event, get_logger
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown
+from later_read.shard import Shard, parse_shard
 from later_read.users import UserQuery, task_ids_for
 
 JOB = "prewarm"
@@ -60,10 +61,11 @@ class PrewarmOptions:
     uids: list[str] | None
     uids_file: str | None
     report_path: str | None
+    shard: Shard = Shard.whole()
 
 
 def run_prewarm(settings: Settings, *, date: str | None, concurrency: int | None, force: bool,
-                uids_file: str | None, report_path: str | None) -> int:
+                uids_file: str | None, report_path: str | None, shard: str | None = None) -> int:
     """The CLI's entry point: the exit code. Bad input raises UsageError (exit 2) before any connection."""
     if report_path:
         check_report_path(report_path)
@@ -73,7 +75,8 @@ def run_prewarm(settings: Settings, *, date: str | None, concurrency: int | None
         force=force,
         uids=read_uids_file(uids_file) if uids_file else None,
         uids_file=uids_file,
-        report_path=report_path)
+        report_path=report_path,
+        shard=parse_shard(shard, settings.shards.count))
     return runtime.run(_main, settings, options)
 
 
@@ -95,11 +98,12 @@ async def _main(settings: Settings, options: PrewarmOptions) -> int:
 
 async def _prewarm(settings: Settings, options: PrewarmOptions, shutdown: Shutdown) -> int:
     summary = Summary(JOB, options.date, extra={
-        "concurrency": options.concurrency, "force": options.force, "uids_file": options.uids_file})
+        "concurrency": options.concurrency, "force": options.force, "uids_file": options.uids_file,
+        "shard": options.shard.label})
     async with open_connections(settings, redis=True, starrocks=True, services=True,
                                 http_connections=options.concurrency) as conns:
         assert conns.store is not None
-        async with conns.store.lock(JOB, options.date):
+        async with conns.store.lock(JOB, options.date, shard=options.shard):
             # Nothing may raise in here: the lock's task group would wrap it in an ExceptionGroup.
             fanout, error = await _run_locked(conns, options, shutdown, summary)
     return _conclude(settings, options, summary, fanout, error)
@@ -110,7 +114,7 @@ async def _run_locked(conns: Connections, options: PrewarmOptions, shutdown: Shu
     """Run the fan-out and write the completion marker; returns the fatal error instead of raising it."""
     settings = conns.settings
     query = UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
-                      uids=options.uids)
+                      uids=options.uids, shard=options.shard.sql())
     fanout: Fanout | None = None
     try:
         assert conns.starrocks is not None and conns.store is not None
@@ -119,7 +123,8 @@ async def _run_locked(conns: Connections, options: PrewarmOptions, shutdown: Shu
                           settings.prewarm.grace_seconds)
         fanout = Fanout(conns, plan, shutdown,
                         Progress(JOB, settings.prewarm.progress_interval_seconds, total))
-        event(log, "prewarm.start", date=options.date, users=total, concurrency=options.concurrency,
+        event(log, "prewarm.start", date=options.date, shard=options.shard.label, users=total,
+              concurrency=options.concurrency,
               force=options.force, uids_file=options.uids_file or "-")
         try:
             await fanout.run()
@@ -127,7 +132,7 @@ async def _run_locked(conns: Connections, options: PrewarmOptions, shutdown: Shu
             fanout.progress.close()
         _fill_summary(summary, fanout)
         if summary.status in ("ok", "failures") and options.uids is None:
-            await conns.store.put_prewarm_done(options.date, _marker(summary))
+            await conns.store.put_prewarm_done(options.date, _marker(summary), options.shard)
     except Exception as exc:  # noqa: BLE001 - concluded (summary, alert) and re-raised by the caller
         if fanout is not None and summary.finished_at is None:
             _fill_summary(summary, fanout)
@@ -176,7 +181,7 @@ def _conclude(settings: Settings, options: PrewarmOptions, summary: Summary, fan
             write_report(options.report_path, data)
         except OSError as exc:
             alert(log, "prewarm.report_failed", path=options.report_path, error=exc.strerror)
-    record_job(settings, JOB, summary)  # metrics: never raises
+    record_job(settings, JOB, summary, options.shard)  # metrics: never raises
     _alert(summary, fanout, error)
     if summary.status == STOP_ERROR and error is not None:
         raise error

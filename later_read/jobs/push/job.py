@@ -18,6 +18,7 @@ users failed or messages undelivered), 2, 3, 4, 5 (the hour is locked), 6 (SIGTE
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
@@ -43,6 +44,7 @@ from later_read.jobs.push.select import Hit, Sorter
 from later_read.log import alert, event, get_logger
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown
+from later_read.shard import Shard, parse_shard
 from later_read.users import TaskUser, UserQuery, task_ids_for
 
 log = get_logger("push")
@@ -68,6 +70,7 @@ class PushOptions:
     force: bool
     on_miss: str
     report_path: str | None
+    shard: Shard = Shard.whole()
 
 
 @dataclass
@@ -87,10 +90,12 @@ class PushRun:
 
 
 def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
-             output: str | None, force: bool, on_miss: str, report_path: str | None) -> int:
+             output: str | None, force: bool, on_miss: str, report_path: str | None,
+             shard: str | None = None) -> int:
     """The `push` command: check the options, run the hour, return the exit code."""
     options = push_options(settings, date=date, hour=hour, dry_run=dry_run, output=output, force=force,
                            on_miss=on_miss, report_path=report_path)
+    options = dataclasses.replace(options, shard=parse_shard(shard, settings.shards.count))
     return runtime.run(_main, settings, options)
 
 
@@ -114,6 +119,7 @@ def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_
 async def _main(settings: Settings, options: PushOptions) -> int:
     summary = Summary(JOB, options.date, options.hour)
     summary.extra.update(dry_run=options.dry_run, force=options.force, on_miss=options.on_miss,
+                         shard=options.shard.label,
                          topic=None if options.dry_run else settings.kafka.topic)
     shutdown = Shutdown()
     try:
@@ -163,7 +169,7 @@ def _finish(settings: Settings, options: PushOptions, summary: Summary, code: in
             write_report(options.report_path, data)
         except OSError as exc:
             alert(log, "push.report_failed", path=options.report_path, error=exc.strerror)
-    record_job(settings, JOB, summary)  # never raises
+    record_job(settings, JOB, summary, options.shard)  # never raises
 
 
 def _first_project_error(exc: BaseException) -> BaseException:
@@ -183,10 +189,11 @@ async def _push(settings: Settings, options: PushOptions, summary: Summary, shut
         conns = await stack.enter_async_context(open_connections(
             settings, redis=True, starrocks=True, services=True, kafka=not options.dry_run))
         if not options.dry_run:
-            await stack.enter_async_context(conns.store.lock("push", options.date, options.hour))
+            await stack.enter_async_context(conns.store.lock("push", options.date, options.hour,
+                                                             shard=options.shard))
         summary.extra["prewarm_done"] = await wait_for_prewarm(
             conns, options.date, 0.0 if options.dry_run else settings.push.wait_for_prewarm_seconds,
-            shutdown) is not None
+            shutdown, shards=options.shard.count) is not None
         run = await _prepare(settings, options, conns, summary, shutdown)
         try:
             await _send_all(run, stream)
@@ -205,13 +212,14 @@ def _open_output(stack: contextlib.ExitStack | contextlib.AsyncExitStack, option
 
 
 async def wait_for_prewarm(conns: Connections, date: str, wait_seconds: float,
-                           shutdown: Shutdown) -> dict | None:
-    """The prewarm's completion marker for the date, waiting up to `wait_seconds` for it to appear.
+                           shutdown: Shutdown, shards: int = 1) -> dict | None:
+    """The prewarm's completion marker for the date, waiting up to `wait_seconds` for it to appear
+    (sharded: the day is done when every one of the `shards` markers is there).
 
     If it never does, say so with an alert line and go on: whatever the prewarm wrote is still
     pushed, and every user it did not reach is counted (and alerted) as a miss.
     """
-    marker = await conns.store.get_prewarm_done(date)
+    marker = await conns.store.get_prewarm_done(date, shards)
     started = anyio.current_time()
     if marker is None and wait_seconds > 0:
         event(log, "push.waiting_for_prewarm", date=date, wait_seconds=wait_seconds)
@@ -219,7 +227,7 @@ async def wait_for_prewarm(conns: Connections, date: str, wait_seconds: float,
         while marker is None and not shutdown.stopping and anyio.current_time() < deadline:
             with anyio.move_on_after(min(PREWARM_POLL_SECONDS, deadline - anyio.current_time())):
                 await shutdown.requested.wait()
-            marker = await conns.store.get_prewarm_done(date)
+            marker = await conns.store.get_prewarm_done(date, shards)
     if marker is None and not shutdown.stopping:
         alert(log, "push.prewarm_unfinished", date=date,
               waited_seconds=round(anyio.current_time() - started, 1),
@@ -248,7 +256,7 @@ async def _prepare(settings: Settings, options: PushOptions, conns: Connections,
 
 def _query(settings: Settings, options: PushOptions) -> UserQuery:
     return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
-                     hour=options.hour)
+                     hour=options.hour, shard=options.shard.sql())
 
 
 def _collect(run: PushRun) -> None:
