@@ -123,7 +123,7 @@ class Store:
                         return await call()
         except RETRYABLE as exc:
             raise RedisUnavailable(
-                f"Redis ({target(self.settings)}) unreachable during {what}: {exc}; "
+                f"Redis at {target(self.settings)} unreachable during {what}: {exc}; "
                 f"check [redis] {'url' if self.settings.mode == 'standalone' else 'mode/url/sentinels'} "
                 "and that Redis is up") from None
         except redis_errors.RedisError as exc:

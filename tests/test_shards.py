@@ -117,3 +117,22 @@ def test_four_shard_processes_leave_exactly_what_one_run_leaves(
     finally:
         client.close()
     kafka_server.delete_topic(topic)
+
+
+def test_four_shards_share_one_qps_cap_through_redis(redis_url, mysql, sim, make_config):
+    users = seed_hour(mysql, 2000, HOUR)
+    config = make_config(shards={"count": SHARDS}, services={"ab_qps": 400},
+                         prewarm={"progress_interval_seconds": 60})
+
+    wait_all([job(config, "prewarm", k) for k in range(SHARDS)])
+
+    stats = sim.stats()["ab"]
+    print("ab peak_qps with 4 shards, cap 400:", stats["peak_qps"])
+    assert sim.calls("ab") == {uid: 1 for uid in users}
+    # A cap is a correctness property: 4 shards each allowed 400/s alone would reach ~1600/s together.
+    assert stats["peak_qps"] <= 400 * 1.05, stats
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.keys("later_read:qps*")  # the shared window lives in Redis
+    finally:
+        client.close()

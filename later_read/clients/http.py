@@ -15,10 +15,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-import anyio
 import orjson
 import stamina
 
+from later_read.clients.rate import RateLimiter
 from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout
 from later_read.config import ServiceSettings
 from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, TransientServiceError
@@ -82,23 +82,6 @@ class Breaker:
         return self.failures / len(self.results) if self.results else 0.0
 
 
-class RateLimiter:
-    """Spaces calls at least 1/qps apart (a leaky bucket without a burst); qps 0 = no limit."""
-
-    def __init__(self, qps: float) -> None:
-        self.interval = 1.0 / qps if qps > 0 else 0.0
-        self.next_slot = 0.0
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        slot = max(now, self.next_slot)
-        self.next_slot = slot + self.interval
-        if slot > now:
-            await anyio.sleep(slot - now)
-
-
 @dataclass
 class CallStats:
     calls: int = 0
@@ -115,12 +98,13 @@ class ServiceCaller:
     """POSTs JSON to one service endpoint with the job's retry, rate and breaker policy."""
 
     def __init__(self, name: str, url: str, session: HttpPool,
-                 settings: ServiceSettings, qps: float = 0.0) -> None:
+                 settings: ServiceSettings, qps: float = 0.0, limiter=None) -> None:
+        """`limiter` (a SharedRateLimiter, the cap shared by all shards) replaces the local one."""
         self.name, self.url, self.session, self.settings = name, url, session, settings
         self.origin = Origin.parse(url)
         self.breaker = Breaker(settings.breaker_window, settings.breaker_min_calls,
                                settings.breaker_failure_ratio)
-        self.limiter = RateLimiter(qps)
+        self.limiter = limiter or RateLimiter(qps)
         self.stats = CallStats()
 
     async def post(self, body: dict, parse: Callable[[dict | None], T]) -> T:
