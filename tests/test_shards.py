@@ -136,3 +136,32 @@ def test_four_shards_share_one_qps_cap_through_redis(redis_url, mysql, sim, make
         assert client.keys("later_read:qps*")  # the shared window lives in Redis
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("job", ["prewarm", "push"])
+def test_the_indexed_cronjob_runs_one_shard_per_completion_index(job, tmp_path):
+    import yaml
+    from test_deploy import CONFIG_PATH, ROOT, assert_cli_accepts, configmap_settings, manifests
+
+    path = ROOT / "deploy" / "sharded" / f"{job}-indexed-cronjob.yaml"
+    cronjob = yaml.safe_load(path.read_text(encoding="utf-8"))
+    plain = manifests()[("CronJob", f"later-read-{job}")]  # same schedule and zone as the unsharded one
+    assert (cronjob["spec"]["schedule"], cronjob["spec"]["timeZone"]) == (
+        plain["spec"]["schedule"], plain["spec"]["timeZone"])
+    spec = cronjob["spec"]["jobTemplate"]["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["backoffLimitPerIndex"] >= 1
+    [container] = spec["template"]["spec"]["containers"]
+    assert container["command"] == ["later-read", job, "--config", CONFIG_PATH]
+    assert_cli_accepts(container["command"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    count = int(env["LATER_READ__SHARDS__COUNT"])
+    assert spec["completions"] == spec["parallelism"] == count > 1
+    # Each pod's shard: K from JOB_COMPLETION_INDEX (what Kubernetes sets), N from the config + env.
+    from later_read.config import load_settings
+
+    (tmp_path / "config.toml").write_text(
+        manifests()[("ConfigMap", "later-read-config")]["data"]["config.toml"], encoding="utf-8")
+    settings = load_settings(tmp_path / "config.toml", environ={"LATER_READ__SHARDS__COUNT": str(count)})
+    assert configmap_settings(tmp_path).shards.count == 1  # the unsharded CronJobs keep the whole day
+    assert [parse_shard(None, settings.shards.count, {JOB_INDEX_ENV: str(k)}) for k in range(count)] == \
+        Shard(0, count).siblings()
