@@ -45,16 +45,14 @@ def run_shards(job: str, config: Path, shards: int) -> dict:
                                "--config", str(config), "--shard", f"{k}/{shards}", *extra],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for k in range(shards)]
-    cpu, exits = 0.0, []
+    cpu = 0.0
     for proc in procs:
         _, status, usage = os.wait4(proc.pid, 0)
-        exits.append(round(time.monotonic() - started, 2))
         cpu += usage.ru_utime + usage.ru_stime
         code = os.waitstatus_to_exitcode(status)
         if code not in (0, 1):
             raise RuntimeError(f"{job} shard exited {code}: {proc.stderr.read().decode()[-2000:]}")
         proc.stderr.close()
-    print(f"{job} N={shards}: shards exited at {exits} s", file=sys.stderr, flush=True)
     return {"wall": time.monotonic() - started, "cpu": cpu}
 
 

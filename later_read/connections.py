@@ -55,7 +55,8 @@ def build_services(settings: Settings, session, strategy=None) -> Services:
     s = settings.services
 
     def caller(name: str, url: str, path: str, qps: float) -> ServiceCaller:
-        limiter = (SharedRateLimiter(strategy, name, qps, settings.shards.count)
+        retry_for = 0.0 if settings.redis.mode == "standalone" else settings.redis.failover_seconds
+        limiter = (SharedRateLimiter(strategy, name, qps, settings.shards.count, retry_for)
                    if strategy is not None and qps > 0 else None)
         return ServiceCaller(name, _url(url, path), session, s, qps, limiter)
     return Services(ab=ABClient(caller("ab", s.ab_url, AB_PATH, s.ab_qps)),

@@ -171,3 +171,18 @@ def test_check_reports_the_mode_the_master_or_the_nodes_and_slot_coverage(
         assert all(f"127.0.0.1:{port}" in line for port in ha.masters())
     else:
         assert f"mode sentinel, master 127.0.0.1:{ha.master()} ({SERVICE_NAME}), 1 replicas" in line
+
+
+@pytest.mark.parametrize("redis_section, words", [
+    ({"mode": "sentinel", "url": None}, 'mode = "sentinel" needs sentinels'),
+    ({"mode": "sentinel", "sentinels": ["10.0.0.1:26379"]}, "service_name"),
+    ({"mode": "sentinel", "sentinels": ["10.0.0.1"], "service_name": "m"}, '"host:port"'),
+    ({"mode": "cluster", "url": None}, 'mode = "cluster" needs it'),
+    ({"mode": "replica"}, 'one of "standalone", "sentinel", "cluster"'),
+])
+def test_a_bad_redis_mode_config_is_one_line_and_exit_2(make_config, redis_section, words):
+    config = make_config(redis=redis_section)
+    result = CliRunner().invoke(cli, ["prewarm", "--config", str(config), "--date", DATE])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[redis]" in lines[0] and words in lines[0], result.stderr

@@ -21,6 +21,7 @@ import math
 import time
 
 import anyio
+import stamina
 from limits import RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
@@ -28,6 +29,7 @@ from redis import exceptions as redis_errors
 
 from later_read.config import RedisSettings
 from later_read.errors import RedisUnavailable
+from later_read.store import RETRY_WAIT_MAX_SECONDS, RETRYABLE
 
 KEY_PREFIX = "later_read:qps"  # the limiter's keys, inside the project's Redis namespace
 MIN_WAIT_SECONDS = 0.001       # a full window is re-checked no sooner than this
@@ -78,8 +80,9 @@ def window(qps: float) -> RateLimitItemPerSecond:
 class SharedRateLimiter:
     """`wait()` returns when this request fits the service's shared window (see the module doc)."""
 
-    def __init__(self, strategy: MovingWindowRateLimiter, service: str, qps: float, shards: int = 1) -> None:
-        self.strategy, self.service = strategy, service
+    def __init__(self, strategy: MovingWindowRateLimiter, service: str, qps: float, shards: int = 1,
+                 failover_seconds: float = 0.0) -> None:
+        self.strategy, self.service, self.failover_seconds = strategy, service, failover_seconds
         self.item = window(qps)
         self.local = RateLimiter(qps / shards)  # this shard's even share (see the module doc)
         self.waits = 0  # requests that found the shared window full at least once
@@ -87,15 +90,26 @@ class SharedRateLimiter:
     async def wait(self) -> None:
         await self.local.wait()
         try:
-            waited = False
-            while not await self.strategy.hit(self.item, self.service):
-                waited = True
-                stats = await self.strategy.get_window_stats(self.item, self.service)
-                await anyio.sleep(max(stats.reset_time - time.time(), MIN_WAIT_SECONDS))
-            self.waits += waited
+            if not self.failover_seconds:
+                return await self._take()
+            # sentinel/cluster: ride out a failover like the Store does ([redis] failover_seconds)
+            async for attempt in stamina.retry_context(
+                    on=RETRYABLE, attempts=None, timeout=self.failover_seconds, wait_initial=0.05,
+                    wait_max=RETRY_WAIT_MAX_SECONDS):
+                with attempt:
+                    return await self._take()
         except (redis_errors.RedisError, OSError) as exc:
             raise RedisUnavailable(f"Redis unreachable for the shared [services] *_qps window: {exc}; "
                                    "check [redis] and that Redis is up") from None
+
+    async def _take(self) -> None:
+        """One entry of the shared window, sleeping while it is full."""
+        waited = False
+        while not await self.strategy.hit(self.item, self.service):
+            waited = True
+            stats = await self.strategy.get_window_stats(self.item, self.service)
+            await anyio.sleep(max(stats.reset_time - time.time(), MIN_WAIT_SECONDS))
+        self.waits += waited
 
 
 def shared_strategy(settings: RedisSettings) -> MovingWindowRateLimiter:
