@@ -47,11 +47,8 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
-# SET key value EX ttl for every key of the call, in one command. A pipeline of SETs costs the client ~16 us
-# of CPU per key here (redis-py packs and parses each command in Python), this ~2 us: it is most of the
-# push's Redis cost (a sent marker per user) and a tenth of the prewarm's CPU. Atomic per batch, too.
-# Redis Cluster would refuse keys of several hash slots in one call (CROSSSLOT): a cluster Store must
-# group the keys by slot, one call per slot; this is the one place to do it.
+# SET key value EX ttl for every key of the call, in one command (atomic per batch). Why a script and not
+# a pipeline, and what Redis Cluster needs here: docs/design.md, "Redis keys".
 SET_EX_MANY = """local ttl = ARGV[1]
 for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ttl) end
 return #KEYS"""
