@@ -34,7 +34,7 @@ import confluent_kafka
 from later_read import value_codec
 from later_read.value_codec import CachedValue
 from later_read.config import Settings
-from later_read.connections import Connections, open_connections
+from later_read.connections import PushConnections, open_push
 from later_read.errors import EXIT_FAILURES, EXIT_OK, ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.push.message import build_message, encode
@@ -73,8 +73,7 @@ async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str]
     steps = "+".join(name for name, on in (("prewarm", options.prewarm), ("push", options.push)) if on)
     echo(f"rerun      uid={options.uid} date={options.date} steps={steps}"
          + (" (dry run: nothing is written or sent)" if options.dry_run else ""))
-    async with open_connections(settings, redis=True, starrocks=True, services=True,
-                                kafka=options.push and not options.dry_run, http_connections=4) as conns:
+    async with open_push(settings, kafka=options.push and not options.dry_run, http_connections=4) as conns:
         try:
             await Rerun(settings, conns, options, echo).walk()
         except Stop as stop:
@@ -89,7 +88,7 @@ async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str]
 
 
 class Rerun:
-    def __init__(self, settings: Settings, conns: Connections, options: RerunOptions,
+    def __init__(self, settings: Settings, conns: PushConnections, options: RerunOptions,
                  echo: Callable[[str], None]) -> None:
         self.settings, self.conns, self.options = settings, conns, options
         self.store, self.services = conns.store, conns.services
