@@ -69,7 +69,7 @@ class JobLock:
         if self.settings.wait_seconds <= 0:
             how = "not waiting ([lock] wait_seconds / --lock-wait is 0)"
         else:
-            how = f"waited {waited:.0f} s while its holder kept refreshing it"
+            how = f"waited {waited:.0f} s and it is still held (a live holder keeps refreshing it)"
         return (f"another {self.what} is in progress (held by {holder}, Redis key {self.key}, expires in "
                 f"{ttl}s unless refreshed); {how}; let it finish, or stop that process and rerun "
                 "(a dead holder's lock expires on its own)")
