@@ -171,9 +171,10 @@ def check(config_path, timeout: float) -> None:
 @click.option("--push-only", is_flag=True, help="Send from the value already in Redis; compute nothing.")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and sent; write and send nothing.")
 @click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date.")
+@lock_wait_option
 @config_option
 def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_only: bool, push_only: bool,
-          dry_run: bool, force: bool) -> None:
+          dry_run: bool, force: bool, lock_wait: float | None) -> None:
     """Run the prewarm and/or push path for one user, printing each step as it happens.
 
     Task rows found, A/B value and trace_id, recommendation, value written and its TTL, material,
@@ -192,7 +193,7 @@ def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_onl
                                "(neither runs both paths)")
     settings = settings_from(config_path)
     options = RerunOptions(parse_uid(uid), parse_date(date, settings.zone), hour, prewarm=not push_only,
-                           push=not prewarm_only, dry_run=dry_run, force=force)
+                           push=not prewarm_only, dry_run=dry_run, force=force, lock_wait=lock_wait)
     sys.exit(run_rerun(settings, options, echo=click.echo))
 
 

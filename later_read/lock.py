@@ -2,9 +2,9 @@
 
     lock = JobLock(client, Keys.lock("push", date, hour), "push run for 20261123 hour 9", settings.lock)
     await lock.acquire(stop)              # waits up to [lock] wait_seconds while another run holds it
-    tg.start_soon(lock.keep)              # refreshes the TTL every ttl/3, in the caller's task group
+    lock.refresh_in(tg)                   # refreshes the TTL every ttl/3 from the caller's task group
     ...
-    await lock.release()                  # only if still ours; else it expires on its own
+    await lock.release()                  # stops the refresh; deletes the key only if still ours
 
 The value is `<host>:<pid>:<random>` so a waiter can name the holder. While waiting, one `lock.waiting`
 line every few seconds; after the wait `LockHeld` (exit 5) names the holder; a signal ends the wait with
@@ -19,6 +19,7 @@ import socket
 
 import anyio
 import redis.asyncio as aioredis
+from anyio.abc import TaskGroup
 from redis import exceptions as redis_errors
 from redis.asyncio.lock import Lock
 
@@ -43,6 +44,7 @@ class JobLock:
         self.token = holder_token()
         self._lock = Lock(client, key, timeout=settings.ttl_seconds, thread_local=False)
         self._client = client
+        self._refreshing = anyio.CancelScope()
 
     async def acquire(self, stop: anyio.Event) -> None:
         """Take the lock, waiting up to `wait_seconds` for a holder to finish or its lock to expire."""
@@ -74,6 +76,14 @@ class JobLock:
                 f"{ttl}s unless refreshed); {how}; let it finish, or stop that process and rerun "
                 "(a dead holder's lock expires on its own)")
 
+    def refresh_in(self, tg: TaskGroup) -> None:
+        """Keep the lock refreshed from a task of `tg` (the caller's task group) until `release`."""
+        tg.start_soon(self._refresh)
+
+    async def _refresh(self) -> None:
+        with self._refreshing:
+            await self.keep()
+
     async def keep(self) -> None:
         """Refresh the TTL every ttl/3 until cancelled; alert when a refresh fails or the lock is lost."""
         while True:
@@ -87,7 +97,8 @@ class JobLock:
                 alert(log, "lock.refresh_failed", key=self.key, error=exc)
 
     async def release(self) -> None:
-        """Delete the lock if it is still ours (shielded: runs even when the job is being cancelled)."""
+        """Stop refreshing; delete the lock if it is still ours (shielded: runs even while cancelled)."""
+        self._refreshing.cancel()
         with anyio.CancelScope(shield=True):
             try:
                 await self._lock.release()

@@ -95,3 +95,24 @@ def test_lock_wait_0_fails_at_once_and_says_so(sim, redis_url, mysql, make_confi
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "held by elsewhere:4242:beef" in lines[0] and "--lock-wait is 0" in lines[0]
     assert sim.calls("ab") == {}
+
+
+def test_rerun_holds_the_hours_push_lock_and_waits_for_it(redis_url, mysql, kafka_topic, sim, make_config):
+    from test_ops import consume, first_push_hour, later_read, pick
+    from test_ops import seed as seed_ops
+
+    seed_ops(mysql)
+    config, uid = make_config(), pick(sim, "rec")
+    lock = Keys.lock("push", "20261123", first_push_hour(uid))
+    client = redis.Redis.from_url(redis_url)
+    client.set(lock, "elsewhere:4242:beef", ex=60)
+
+    held = later_read("rerun", uid, "--date", "20261123", "--push-only", "--lock-wait", "0", "--config", str(config))
+    client.set(lock, "elsewhere:4242:beef", ex=1)  # that push ends; its lock expires in a second
+    waited = later_read("rerun", uid, "--date", "20261123", "--lock-wait", "10", "--config", str(config))
+    client.close()
+
+    assert held.exit_code == 5 and "held by elsewhere:4242:beef" in held.stderr
+    assert waited.exit_code == 0, waited.output
+    assert f"holding {lock}" in waited.stdout
+    assert len(consume(kafka_topic)) == 1

@@ -99,18 +99,11 @@ async def _locked(job: Job, conns: Any, shutdown: Shutdown, tg: TaskGroup) -> As
     settings = dataclasses.replace(job.settings.lock, wait_seconds=job.lock_wait)
     lock = JobLock(conns.store.client, key, what, settings)
     await lock.acquire(shutdown.requested)
-    refresh = anyio.CancelScope()
-    tg.start_soon(_refresh, lock, refresh)
+    lock.refresh_in(tg)
     try:
         yield
     finally:
-        refresh.cancel()
         await lock.release()
-
-
-async def _refresh(lock: JobLock, scope: anyio.CancelScope) -> None:
-    with scope:
-        await lock.keep()
 
 
 def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
