@@ -116,3 +116,22 @@ def test_rerun_holds_the_hours_push_lock_and_waits_for_it(redis_url, mysql, kafk
     assert waited.exit_code == 0, waited.output
     assert f"holding {lock}" in waited.stdout
     assert len(consume(kafka_topic)) == 1
+
+
+def test_sigterm_while_waiting_for_the_lock_exits_6_having_done_nothing(
+        sim, redis_url, mysql, make_config, tmp_path, stop_children):
+    seed(mysql, 10)
+    client = redis.Redis.from_url(redis_url)
+    client.set(LOCK, "elsewhere:4242:beef", ex=60)
+    client.close()
+    stderr = tmp_path / "waiter.txt"
+    waiter = start_prewarm(make_config(), stderr, "--lock-wait", "60")
+    stop_children.append(waiter)
+    wait_until(lambda: "lock.waiting" in stderr.read_text(), what="the waiter to be waiting")
+
+    waiter.send_signal(signal.SIGTERM)
+
+    assert waiter.wait(timeout=10) == 6
+    last = stderr.read_text().strip().splitlines()[-1]
+    assert last.startswith("later-read: error: stopped by a signal while waiting for the lock"), last
+    assert holder_of(redis_url) == "elsewhere:4242:beef" and sim.calls("ab") == {}

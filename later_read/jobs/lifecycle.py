@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 from later_read import runtime
 from later_read.config import Settings
 from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SERVICE_DOWN,
-                               INTERNAL_ERROR_LINE, LaterReadError, ServiceDown, error_line)
+                               INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown, error_line)
 from later_read.jobs.progress import write_report
 from later_read.lock import JobLock
 from later_read.log import alert, get_logger
@@ -37,6 +37,7 @@ log = get_logger("lifecycle")
 
 STATUS_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "service_down": EXIT_SERVICE_DOWN,
                "interrupted": EXIT_INTERRUPTED}
+_ERROR_STATUS = {ServiceDown: "service_down", Interrupted: "interrupted"}  # any other error: "error"
 
 
 class Job(Protocol):
@@ -82,7 +83,7 @@ async def _lifecycle(job: Job, shutdown: Shutdown, tg: TaskGroup) -> int:
             started = True
             status = await job.work(conns, shutdown)
     except Exception as error:  # noqa: BLE001 - concluded below: report, metrics, one line, exit code
-        job.summary.finish("service_down" if isinstance(error, ServiceDown) else "error")
+        job.summary.finish(_ERROR_STATUS.get(type(error), "error"))
         return _conclude(job, started, error)
     job.summary.finish(status)
     return _conclude(job, started, None)
