@@ -36,7 +36,11 @@ MIN_WAIT_SECONDS = 0.001       # a full window is re-checked no sooner than this
 
 
 class RateLimiter:
-    """Spaces calls at least 1/qps apart (a leaky bucket without a burst); qps 0 = no limit."""
+    """Spaces calls at least 1/qps apart (a leaky bucket without a burst); qps 0 = no limit.
+
+    A caller that wakes more than one interval after its slot (the event loop was stalled, e.g. by a
+    busy CPU) takes a new slot instead of going at once: otherwise every caller whose slot passed during
+    the stall would go together, a burst the size of the concurrency."""
 
     def __init__(self, qps: float) -> None:
         self.interval = 1.0 / qps if qps > 0 else 0.0
@@ -45,11 +49,15 @@ class RateLimiter:
     async def wait(self) -> None:
         if not self.interval:
             return
-        now = time.monotonic()
-        slot = max(now, self.next_slot)
-        self.next_slot = slot + self.interval
-        if slot > now:
+        while True:
+            now = time.monotonic()
+            slot = max(now, self.next_slot)
+            self.next_slot = slot + self.interval
+            if slot <= now:
+                return
             await anyio.sleep(slot - now)
+            if time.monotonic() - slot <= self.interval:
+                return
 
 
 def storage_uri(settings: RedisSettings) -> tuple[str, dict]:
