@@ -36,6 +36,11 @@ class Shard:
         """The whole day: shard 0 of 1."""
         return cls(0, 1)
 
+    @classmethod
+    def of(cls, uid: str, count: int) -> "Shard":
+        """The shard of `count` that `uid` belongs to."""
+        return cls(zlib.crc32(uid.encode()) % count, count)
+
     @property
     def sharded(self) -> bool:
         return self.count > 1

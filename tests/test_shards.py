@@ -30,6 +30,7 @@ def test_shard_parsing_and_key_suffix():
     assert parse_shard(None, 4, {JOB_INDEX_ENV: "3"}) == Shard(3, 4)
     assert parse_shard(None, 1, {}) == Shard.whole() and Shard.whole().suffix == ""
     assert Shard(2, 4).suffix == ":shard2of4"
+    assert Shard.of("u1", 4) == Shard(zlib.crc32(b"u1") % 4, 4) and Shard.of("u1", 4).owns("u1")
     assert Keys.lock("prewarm", DATE, None, Shard(2, 4).suffix) == f"later_read:lock:prewarm:{DATE}:shard2of4"
     for bad in ("4/4", "x/4", "1", "-1/4"):
         with pytest.raises(UsageError):

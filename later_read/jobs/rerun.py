@@ -44,6 +44,7 @@ from later_read.jobs.decide import decide
 from later_read.jobs.push.message import build_message, encode
 from later_read.jobs.show import CORRUPT, MISS, classify
 from later_read.keys import Keys
+from later_read.shard import Shard
 from later_read.lock import JobLock
 from later_read import runtime
 from later_read.runtime import run
@@ -122,8 +123,9 @@ class Rerun:
             yield
             return
         wait = self.settings.lock.wait_seconds if o.lock_wait is None else o.lock_wait
-        lock = JobLock(self.store.client, Keys.lock("push", o.date, hour), f"push run for {o.date} hour {hour}",
-                       dataclasses.replace(self.settings.lock, wait_seconds=wait))
+        shard = Shard.of(o.uid, self.settings.shards.count)  # the lock the user's shard of the push takes
+        lock = JobLock(self.store.client, Keys.lock("push", o.date, hour, shard.suffix),
+                       f"push run for {o.date} hour {hour}", dataclasses.replace(self.settings.lock, wait_seconds=wait))
         await lock.acquire(anyio.Event())
         self.step("lock", f"holding {lock.key} (no push of the hour runs meanwhile)")
         lock.refresh_in(self.tg)
