@@ -14,6 +14,11 @@ INTERNAL_PREFIX = "later_read:"
 PREWARM_DONE_PREFIX = INTERNAL_PREFIX + "prewarm:done:"
 PREWARM_DONE_TTL_SECONDS = 3 * 86400
 
+# Per-hour readiness: every user of that push hour is prewarmed (written as each hour completes, so the
+# push of hour H waits only for H). Same TTL as the day's marker, for the same reasons.
+PREWARM_READY_PREFIX = INTERNAL_PREFIX + "prewarm:ready:"
+PREWARM_READY_TTL_SECONDS = PREWARM_DONE_TTL_SECONDS
+
 # "This user got today's push" markers. Two days: long enough to cover the whole push date in any
 # timezone offset between the job host and the configured zone, short enough to expire on their own.
 SENT_PREFIX = INTERNAL_PREFIX + "sent:"

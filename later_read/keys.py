@@ -31,6 +31,11 @@ class Keys:
         return f"{constants.PREWARM_DONE_PREFIX}{date}"
 
     @staticmethod
+    def prewarm_ready(date: str, hour: int, suffix: str = "") -> str:
+        """`later_read:prewarm:ready:<date>:<HH>[shard suffix]`: every user of that push hour is prewarmed."""
+        return f"{constants.PREWARM_READY_PREFIX}{date}:{hour:02d}{suffix}"
+
+    @staticmethod
     def sent(date: str, uid: str) -> str:
         return f"{constants.SENT_PREFIX}{date}:{uid}"
 

@@ -107,10 +107,23 @@ class CallStats:
     retries: int = 0
     failures: Counter = field(default_factory=Counter)  # final failures per reason
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    peak_qps: int = 0         # the most calls started within one wall-clock second
+    _second: int = -1
+    _in_second: int = 0
+
+    def count_call(self) -> None:
+        """One more call (every attempt is a call the service serves), counted per second for peak_qps."""
+        self.calls += 1
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        self._in_second += 1
+        if self._in_second > self.peak_qps:
+            self.peak_qps = self._in_second
 
     def summary(self) -> dict:
-        return {"calls": self.calls, "retries": self.retries, "failures": dict(self.failures),
-                **self.latency.summary()}
+        return {"calls": self.calls, "peak_qps": self.peak_qps, "retries": self.retries,
+                "failures": dict(self.failures), **self.latency.summary()}
 
 
 class ServiceCaller:
@@ -159,7 +172,7 @@ class ServiceCaller:
         await self.limiter.wait()
         if self.gate is not None:
             return await self._gated(body, parse, self.gate)
-        self.stats.calls += 1
+        self.stats.count_call()
         started = time.perf_counter()
         try:
             result = parse(await self._request(body))
@@ -180,7 +193,7 @@ class ServiceCaller:
         """
         started = await gate.acquire()
         verdict: str | None = None
-        self.stats.calls += 1
+        self.stats.count_call()
         try:
             result = parse(await self._request(body))
             verdict = "ok"

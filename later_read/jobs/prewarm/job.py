@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import anyio
 import click
 
 from later_read import runtime
+from later_read.clients.adaptive import AdaptiveGate, VegasLimit
 from later_read.config import Settings
-from later_read.connections import Connections, open_connections
+from later_read.connections import Connections, Services, open_connections
 from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SERVICE_DOWN,
                                LaterReadError)
 from later_read.inputs import parse_date, read_uids_file
@@ -37,6 +39,7 @@ from later_read.summary import Summary
 from later_read.log import alert, event, get_logger
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown
+from later_read.saving import with_old_flow
 from later_read.users import UserQuery, task_ids_for
 
 JOB = "prewarm"
@@ -117,10 +120,12 @@ async def _run_locked(conns: Connections, options: PrewarmOptions, shutdown: Shu
         total = await conns.starrocks.count(query)
         plan = FanoutPlan(options.date, query, options.concurrency, options.force,
                           settings.prewarm.grace_seconds)
-        fanout = Fanout(conns, plan, shutdown,
-                        Progress(JOB, settings.prewarm.progress_interval_seconds, total))
+        progress = Progress(JOB, settings.prewarm.progress_interval_seconds, total)
+        if settings.prewarm.adaptive:
+            progress.extra = _adaptive(conns.services, options.concurrency)
+        fanout = Fanout(conns, plan, shutdown, progress)
         event(log, "prewarm.start", date=options.date, users=total, concurrency=options.concurrency,
-              force=options.force, uids_file=options.uids_file or "-")
+              force=options.force, uids_file=options.uids_file or "-", adaptive=settings.prewarm.adaptive)
         try:
             await fanout.run()
         finally:
@@ -136,6 +141,21 @@ async def _run_locked(conns: Connections, options: PrewarmOptions, shutdown: Shu
     return fanout, fanout.error
 
 
+def _adaptive(services: Services, concurrency: int) -> Callable[[], dict[str, object]]:
+    """Adaptive concurrency for A/B and recommend, `concurrency` as the upper bound; the progress
+    lines' extra fields (each service's calls in flight and limit)."""
+    for client in (services.ab, services.rec):
+        client.caller.gate = AdaptiveGate(VegasLimit(max_limit=concurrency))
+    gates = _gates(services)
+    return lambda: {f"{name}_{key}": value for name, gate in gates.items()
+                    for key, value in (("inflight", gate.in_flight), ("limit", gate.limiter.current))}
+
+
+def _gates(services: Services) -> dict[str, AdaptiveGate]:
+    return {name: client.caller.gate for name, client in (("ab", services.ab), ("rec", services.rec))
+            if client.caller.gate is not None}
+
+
 def _fill_summary(summary: Summary, fanout: Fanout) -> None:
     """Counts, failures and per-service stats of the run; the status from why it stopped."""
     counts = fanout.counts
@@ -145,8 +165,12 @@ def _fill_summary(summary: Summary, fanout: Fanout) -> None:
     summary.counts["unfinished"] = counts.get("unfinished", 0)
     summary.failures.update(fanout.failures)
     summary.counts["users"] = sum(summary.counts[k] for k in REPORT_KEYS[1:]) + sum(fanout.failures.values())
-    summary.services = {name: stats for name, stats in fanout.services.summary().items()
-                        if name in ("ab", "rec")}
+    services = {name: stats for name, stats in fanout.services.summary().items() if name in ("ab", "rec")}
+    for name, gate in _gates(fanout.services).items():
+        services[name].update({f"adaptive_{k}": v for k, v in gate.snapshot().items()})
+    handled = summary.counts["users"] - summary.counts["skipped_existing"]
+    summary.services = with_old_flow(services, handled)
+    summary.extra["hours"] = fanout.hours.report()
     summary.extra["written"] = fanout.writer.written
     if fanout.writer.lost:
         summary.extra["not_written"] = fanout.writer.lost
@@ -157,6 +181,7 @@ def _fill_summary(summary: Summary, fanout: Fanout) -> None:
 def _marker(summary: Summary) -> dict:
     data = summary.report(REPORT_KEYS)
     data.pop("services", None)
+    data.pop("hours", None)  # per-hour readiness has its own markers
     return data
 
 
