@@ -113,6 +113,9 @@ def prewarm(config_path, **options) -> None:
 @click.option("--on-miss", type=click.Choice(["skip", "live"]), default="skip", show_default=True,
               help="A user the prewarm missed: skip with an alert, or compute it live (budgeted).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
+@click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Wait up to this long for the prewarm to mark the hour ready, with a progress line "
+                   "every 5 s (default: [push] wait_for_prewarm_seconds; 0 with --dry-run).")
 @config_option
 def push(config_path, **options) -> None:
     """Send the hour's push messages from the prewarmed recommendations.
