@@ -41,6 +41,7 @@ from later_read.sandbox.stack import Stack  # noqa: E402
 DATE = "20261123"
 CAPACITY, BASE_MS, BOUND = 50, 20, 400
 CEILING = CAPACITY / (BASE_MS / 1000)   # users/s: each service 2,500 calls/s, one call of each per user
+VERBOSE = "--verbose" in sys.argv
 STORM_RATE = 0.3                        # below the breaker's 50 %: the job must back off, not stop
 
 
@@ -74,7 +75,8 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
     stack.simulator.configure(**knobs().to_dict())
     stack.simulator.reset()
     poller = Poller(stack)
-    process = subprocess.Popen([sys.executable, "-m", "later_read", "-q", "prewarm", "--force", "--date", DATE,
+    quiet = [] if VERBOSE else ["-q"]
+    process = subprocess.Popen([sys.executable, "-m", "later_read", *quiet, "prewarm", "--force", "--date", DATE,
                                 "--config", str(config), "--report", str(report)], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     poller.start()
@@ -88,6 +90,9 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
     poller.join()
     if process.returncode not in (0, 1, 6):
         raise RuntimeError(f"prewarm exited {process.returncode}: {stderr[-2000:]}")
+    if VERBOSE:
+        print("\n".join(line for line in stderr.splitlines() if "prewarm.progress" in line))
+        print(" ".join(f"{at:.1f}:{ab}/{rec}" for at, ab, rec in poller.samples[::5]))
     return json.loads(report.read_text()), poller
 
 
@@ -104,7 +109,8 @@ def follow_seconds(poller: Poller, cut_at: float, target: int) -> float | None:
 def line(mode: str, phase: str, report: dict, extra: str) -> str:
     services = report["services"]
     latency = " ".join(f"{n}_p50={services[n]['p50_ms']}ms {n}_p99={services[n]['p99_ms']}ms" for n in ("ab", "rec"))
-    limits = " ".join(f"{n}_limit={services[n].get('adaptive_limit', '-')}" for n in ("ab", "rec"))
+    limits = " ".join(f"{n}_limit={services[n].get('adaptive_limit', '-')} "
+                      f"{n}_min_rtt={services[n].get('adaptive_min_rtt_ms', '-')}ms" for n in ("ab", "rec"))
     users = report["cached"] + report["not_in_experiment"] + report["no_recommendation"]
     rate = users / max(report["duration_seconds"], 1e-9)
     return (f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) {latency} "
@@ -115,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter phases (~2 minutes in all)")
     parser.add_argument("--modes", default="adaptive,fixed")
+    parser.add_argument("--verbose", action="store_true", help="print the progress lines and in-flight samples")
     args = parser.parse_args()
     steady, cut_at, storm_at, storm_seconds = (8, 4, 4, 3) if args.quick else (30, 15, 15, 5)
     users = int(CEILING * steady * 1.5)

@@ -8,8 +8,12 @@ adaptive concurrency filter (`min_rtt_calc_params`):
 - Every completed call is a sample (its round trip, whether it was *dropped*: a 429, a 5xx, a timeout, a
   connection error). Samples are gathered in windows of at least WINDOW_SECONDS and WINDOW_SAMPLES; a
   sample of a call started before the limit last changed is ignored (it says nothing about the new limit).
-- The no-load round trip `min_rtt` is the lowest window average. A window whose average `rtt` is above it
-  means calls queue somewhere: Vegas estimates the queue as `limit x (1 - min_rtt / rtt)`.
+- A window's round trip `rtt` is its WINDOW_PERCENTILE-th percentile, not its mean: measured by the
+  client, a round trip also holds the client's own event-loop delays, which come and go with its CPU
+  load (the mean of a busy 2-core host ran 20-40 % above the service's latency); calls queued at the
+  service are *all* late, so a low percentile still sees a queue and ignores the noise (Envoy's
+  `sample_aggregate_percentile`). The no-load round trip `min_rtt` is the lowest window `rtt`. A window
+  whose `rtt` is above it means calls queue: Vegas estimates the queue as `limit x (1 - min_rtt / rtt)`.
 - Per window: more than DROP_TOLERANCE of the samples dropped -> `limit x BACKOFF` (Netflix AIMD's
   backoff ratio); queue > beta -> `limit x max(0.5, min_rtt / rtt) + alpha` (Gradient2's form: at a
   service serving K at once this lands on about K + alpha at once); queue <= threshold -> `limit + beta`
@@ -35,6 +39,7 @@ from typing import Any, Callable
 
 WINDOW_SECONDS = 0.1     # Envoy's sample window; ~5 round trips of a 20 ms service per window
 WINDOW_SAMPLES = 10      # Netflix WindowedLimit's minimum window size: fewer samples are noise
+WINDOW_PERCENTILE = 10   # the window's round trip: its 10th percentile (see the module docstring)
 DROP_TOLERANCE = 0.02    # a few stray 5xx are faults, not overload; a storm is well above 2 %
 BACKOFF = 0.9            # Netflix AIMDLimit's default backoff ratio
 PROBE_SECONDS = 30.0     # re-measure min_rtt this often (jittered 0.5-1x): ~1 % of windows pinned low
@@ -67,7 +72,12 @@ class VegasLimit:
         return int(self.limit)
 
     def _open_window(self, now: float) -> None:
-        self._window_start, self._rtt_sum, self._samples, self._drops, self._peak = now, 0.0, 0, 0, 0
+        self._window_start, self._drops, self._peak = now, 0, 0
+        self._rtts: list[float] = []
+
+    def _window_rtt(self) -> float:
+        rtts = sorted(self._rtts)
+        return rtts[len(rtts) * WINDOW_PERCENTILE // 100]
 
     def sample(self, now: float, started: float, rtt: float, in_flight: int, dropped: bool) -> None:
         """One finished call: its start, round trip, the in-flight count as it ended, dropped or not."""
@@ -80,10 +90,9 @@ class VegasLimit:
         if dropped:
             self._drops += 1
         else:
-            self._samples += 1
-            self._rtt_sum += rtt
+            self._rtts.append(rtt)
         self._peak = max(self._peak, in_flight)
-        if now - self._window_start >= WINDOW_SECONDS and self._samples + self._drops >= WINDOW_SAMPLES:
+        if now - self._window_start >= WINDOW_SECONDS and len(self._rtts) + self._drops >= WINDOW_SAMPLES:
             self._close_window(now)
 
     def _close_window(self, now: float) -> None:
@@ -99,13 +108,13 @@ class VegasLimit:
         self._open_window(now)
 
     def _next_limit(self) -> float:
-        limit, total = self.limit, self._samples + self._drops
+        limit, total = self.limit, len(self._rtts) + self._drops
         if self._drops > DROP_TOLERANCE * total:
             self.backoffs += 1
             return limit * BACKOFF
-        if not self._samples:
+        if not self._rtts:
             return limit
-        rtt = self._rtt_sum / self._samples
+        rtt = self._window_rtt()
         if not self.min_rtt or rtt < self.min_rtt:
             self.min_rtt = rtt
         queue = limit * (1 - self.min_rtt / rtt)
@@ -130,8 +139,8 @@ class VegasLimit:
         self._schedule_probe(now)
 
     def _end_probe(self) -> None:
-        if self._samples:
-            self.min_rtt = self._rtt_sum / self._samples
+        if self._rtts:
+            self.min_rtt = self._window_rtt()
         self.limit, self._probing = self._probing or self.limit, None
 
 
