@@ -51,13 +51,23 @@ class Poller(threading.Thread):
     def __init__(self, stack: Stack) -> None:
         super().__init__(daemon=True)
         self.stack, self.samples, self.stop = stack, [], threading.Event()
-        self.started = time.monotonic()
+        self.first_call: float | None = None
 
     def run(self) -> None:
+        """Samples are timed from the job's first call (its start-up, seconds on a busy host, is not
+        part of any phase)."""
         while not self.stop.wait(0.1):
             stats = self.stack.simulator.stats()
-            self.samples.append((time.monotonic() - self.started,
-                                 *(stats[s]["in_service"] + stats[s]["queued"] for s in ("ab", "rec"))))
+            ab, rec = (stats[s]["in_service"] + stats[s]["queued"] for s in ("ab", "rec"))
+            if self.first_call is None and ab + rec:
+                self.first_call = time.monotonic()
+            if self.first_call is not None:
+                self.samples.append((time.monotonic() - self.first_call, ab, rec))
+
+    def wait_first_call(self) -> float:
+        while self.first_call is None:
+            time.sleep(0.01)
+        return self.first_call
 
     def mean(self, start: float, end: float) -> float:
         values = [(ab + rec) / 2 for at, ab, rec in self.samples if start <= at < end]
@@ -71,7 +81,8 @@ def knobs() -> SimulatorKnobs:
 
 def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[float, dict]],
                 seconds: float) -> tuple[dict, Poller]:
-    """One prewarm run; `events` are (at seconds, knob change); stopped with SIGTERM after `seconds`."""
+    """One prewarm run; `events` are (seconds after the first call, knob change); stopped with SIGTERM
+    `seconds` after the first call."""
     stack.simulator.configure(**knobs().to_dict())
     stack.simulator.reset()
     poller = Poller(stack)
@@ -80,10 +91,11 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
                                 "--config", str(config), "--report", str(report)], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     poller.start()
+    first = poller.wait_first_call()
     for at, change in sorted(events, key=lambda e: e[0]):
-        time.sleep(max(0.0, at - (time.monotonic() - poller.started)))
+        time.sleep(max(0.0, at - (time.monotonic() - first)))
         stack.simulator.configure(**change)
-    time.sleep(max(0.0, seconds - (time.monotonic() - poller.started)))
+    time.sleep(max(0.0, seconds - (time.monotonic() - first)))
     process.send_signal(signal.SIGTERM)
     stderr = process.communicate(timeout=120)[1].decode(errors="replace")
     poller.stop.set()
@@ -135,7 +147,7 @@ def main() -> None:
                                         prewarm={"concurrency": BOUND, "adaptive": mode == "adaptive",
                                                  "progress_interval_seconds": 1})
             report, poller = run_prewarm(stack, config, Path(tmp) / "r.json", [], steady)
-            print(line(mode, "steady", report, f"in_flight_at_service={poller.mean(2, steady)} "
+            print(line(mode, "steady", report, f"in_flight_at_service={poller.mean(1, steady)} "
                        f"(capacity {CAPACITY})"), flush=True)
             cut = [(cut_at, {"ab": {"capacity": CAPACITY // 2}, "rec": {"capacity": CAPACITY // 2}})]
             report, poller = run_prewarm(stack, config, Path(tmp) / "r.json", cut, cut_at * 2)
