@@ -21,7 +21,7 @@ adaptive concurrency filter (`min_rtt_calc_params`):
   threshold < queue < alpha -> `+ threshold`; otherwise (alpha..beta queued) the limit is right.
   alpha, beta and threshold are 3, 6 and 1 x max(1, int(log10(limit))), Netflix's Vegas defaults.
 - Every PROBE_SECONDS (jittered down to half, like Netflix's probe) the limit is pinned to a quarter for
-  one window and that window's average becomes the new `min_rtt` (Envoy's minRTT recalculation), so a
+  one window and that window's `rtt` becomes the new `min_rtt` (Envoy's minRTT recalculation), so a
   service that got permanently slower is not mistaken for a queue forever.
 
 `VegasLimit` is the algorithm alone (time is passed in: unit-tested without a clock); `AdaptiveGate`
