@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import anyio
 
-from later_read.connections import Connections
+from later_read.connections import PushConnections
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
 
@@ -23,7 +23,7 @@ PROGRESS_SECONDS = 5.0   # one line every 5 s while waiting: alive, without floo
 log = get_logger("push")
 
 
-async def wait_for_prewarm(conns: Connections, date: str, hour: int, wait_seconds: float,
+async def wait_for_prewarm(conns: PushConnections, date: str, hour: int, wait_seconds: float,
                            shutdown: Shutdown) -> dict | None:
     """The marker that lets hour `hour` go (the hour's, else the day's), waiting up to `wait_seconds`.
 
@@ -51,7 +51,7 @@ async def wait_for_prewarm(conns: Connections, date: str, hour: int, wait_second
     return marker
 
 
-async def _poll(conns: Connections, date: str, hour: int) -> tuple[dict | None, int]:
+async def _poll(conns: PushConnections, date: str, hour: int) -> tuple[dict | None, int]:
     assert conns.store is not None
     hour_marker, day_marker, ready = await conns.store.get_prewarm_ready(date, hour)
     if hour_marker is not None:
