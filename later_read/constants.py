@@ -19,6 +19,12 @@ PREWARM_DONE_TTL_SECONDS = 3 * 86400
 SENT_PREFIX = INTERNAL_PREFIX + "sent:"
 SENT_TTL_SECONDS = 2 * 86400
 
+# Where an hour's messages start in the topic: {"topic", "offsets": {"<partition>": int}, "at": epoch}, set
+# (NX) by the first push run of that (date, hour). Three days, like the prewarm marker: on-call reads it
+# back with `later-read sent` the morning after a complaint.
+PUSH_START_PREFIX = INTERNAL_PREFIX + "push:start:"
+PUSH_START_TTL_SECONDS = 3 * 86400
+
 # Job locks. The TTL is short and the holder refreshes it, so a job killed with -9 frees the lock
 # within a minute instead of blocking the next cron run for a day.
 LOCK_PREFIX = INTERNAL_PREFIX + "lock:"
