@@ -94,6 +94,8 @@ class Tally:
             return
         self.matching += 1
         msg_id, hour = message["msg_id"], message.get("push_hour")
+        if not isinstance(hour, int):  # a foreign message: any JSON value, shown escaped
+            hour = clean(hour)
         self.per_hour[hour] += 1
         if msg_id in self.first:
             self.copies.setdefault(msg_id, [self.first[msg_id][:2]]).append((partition, offset))
@@ -192,8 +194,8 @@ def plan_ranges(consumer, settings: Settings, query: SentQuery,
     bound_ms = int(time_bound(settings, query).timestamp() * 1000)
     missing = [TopicPartition(topic, p, bound_ms) for p in partitions if p not in recorded]
     try:
-        by_time = {tp.partition: tp.offset
-                   for tp in (consumer.offsets_for_times(missing, timeout=KAFKA_TIMEOUT_SECONDS) if missing else [])}
+        found = consumer.offsets_for_times(missing, timeout=KAFKA_TIMEOUT_SECONDS) if missing else []
+        by_time = {tp.partition: tp.offset for tp in found}
         marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=KAFKA_TIMEOUT_SECONDS)
                  for p in partitions}
     except confluent_kafka.KafkaException as exc:
@@ -218,16 +220,22 @@ def scan_topic(settings: Settings, query: SentQuery, recorded: dict[int, int], k
         consumer.close()
     if tally.full:
         notes.append(f"stopped after --max-messages {query.max_messages} messages; narrow with --hour")
-    start = {"push_start_keys": keys, "time_bound": time_bound(settings, query).isoformat() if used_time else None}
+    bound = time_bound(settings, query).isoformat() if used_time else None
+    start = {"push_start_keys": keys, "time_bound": bound}
     return {"topic": settings.kafka.topic, "date": query.date, "hour": query.hour, "uid": query.uid,
             "start": start, "ranges": {str(p): list(r) for p, r in sorted(ranges.items())},
             "scanned": tally.scanned, "matching": tally.matching, "other": tally.other,
             "unparsable": tally.unparsable, "truncated": tally.full, "notes": notes,
-            "hours": {f"{h:02d}" if isinstance(h, int) else clean(h):
-                      {"messages": n, "distinct_msg_ids": tally.distinct_per_hour[h]}
-                      for h, n in sorted(tally.per_hour.items(), key=lambda kv: str(kv[0]).zfill(2))},
+            "hours": _hours(tally),
             "duplicates_total": len(tally.copies), "duplicates": _duplicates(tally),
             "messages": tally.shown}
+
+
+def _hours(tally: Tally) -> dict[str, dict]:
+    """Per push_hour ("09"; a non-integer hour from a foreign message is shown escaped)."""
+    named = {(f"{h:02d}" if isinstance(h, int) else clean(h)): h for h in tally.per_hour}
+    return {name: {"messages": tally.per_hour[h], "distinct_msg_ids": tally.distinct_per_hour[h]}
+            for name, h in sorted(named.items())}
 
 
 def _duplicates(tally: Tally) -> list[dict]:
@@ -275,7 +283,8 @@ def render(report: dict) -> list[str]:
     for dup in report["duplicates"]:
         at = ",".join(f"{a['partition']}:{a['offset']}" for a in dup["at"])
         lines.append(f"sent.duplicate {fields(msg_id=dup['msg_id'], uid=dup['uid'], copies=dup['copies'], at=at)}")
-    if report["duplicates_total"] > len(report["duplicates"]):
-        lines.append(f"sent.duplicates_not_shown {fields(count=report['duplicates_total'] - len(report['duplicates']), fix='raise --limit, or use --json')}")
+    hidden = report["duplicates_total"] - len(report["duplicates"])
+    if hidden:
+        lines.append(f"sent.duplicates_not_shown {fields(count=hidden, fix='raise --limit')}")
     lines += [f"sent.message {fields(**m)}" for m in report["messages"]]
     return lines
