@@ -101,11 +101,11 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
         noise = [(f"n{i}", orjson.dumps({"msg_id": f"noise-{i}", "source_uid": f"n{i}", "push_date": "20261122",
                                          "push_hour": HOUR}), i % 3) for i in range(6)]
         produce(bootstrap, topic, noise)
-        start_key = Keys.push_start(DATE, HOUR)
-        if client.get(start_key) is None:  # h11's push writes it; until then, the contract's record by hand
-            client.set(start_key, json.dumps({"topic": topic, "offsets": end_offsets(bootstrap, topic),
-                                              "at": time.time()}), nx=True, ex=3 * 86400)
+        start_key, before = Keys.push_start(DATE, HOUR), end_offsets(bootstrap, topic)
         push = later_read(config, "push", "--date", DATE, "--hour", str(HOUR))
+        if client.get(start_key) is None:  # a push that does not record its start yet: the contract's record
+            client.set(start_key, json.dumps({"topic": topic, "offsets": before, "at": time.time()}),
+                       nx=True, ex=3 * 86400)
         pushed = [m for m in read_topic(bootstrap, topic) if m.value.get("push_date") == DATE]
         copy = pushed[0]
         hostile = orjson.dumps({"msg_id": HOSTILE_ID, "source_uid": "x\x1b[31m", "push_date": DATE,
@@ -113,8 +113,8 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
         produce(bootstrap, topic, [(copy.key, orjson.dumps(copy.value), (copy.partition + 1) % 3),
                                    ("x", hostile, 0), ("x", hostile, 1)])
         failed = later_read(tmp / "missing.toml", "push", "--date", DATE)
-        yield {"config": config, "prewarm": prewarm, "push": push, "failed": failed, "pushed": pushed,
-               "copy": copy, "textfiles": textfiles, "client": client, "start_key": start_key,
+        yield {"before": before, "config": config, "prewarm": prewarm, "push": push, "failed": failed,
+               "pushed": pushed, "copy": copy, "textfiles": textfiles, "client": client, "start_key": start_key,
                "bootstrap": bootstrap, "topic": topic}
     finally:
         client.close()
@@ -219,6 +219,12 @@ def sent_json(real_day, *args: str) -> dict:
     result = later_read(real_day["config"], "sent", "--date", DATE, *args, "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
+
+
+def test_the_push_start_record_is_where_the_hours_messages_begin(real_day):
+    record = json.loads(real_day["client"].get(real_day["start_key"]))
+    assert record["topic"] == real_day["topic"] and record["offsets"] == real_day["before"]
+    assert 0 < real_day["client"].ttl(real_day["start_key"]) <= 3 * 86400
 
 
 def test_sent_finds_the_planted_duplicate_from_the_recorded_start(real_day):
