@@ -215,8 +215,8 @@ def show(config_path, uid: str, date: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True,
               help="Duplicates and messages listed at most (counts are always complete).")
-@click.option("--max-messages", type=click.IntRange(1, 100_000_000), default=5_000_000, show_default=True,
-              help="Messages read from the topic at most.")
+@click.option("--max-messages", type=click.IntRange(1, 100_000_000), default=2_000_000, show_default=True,
+              help="Messages read from the topic at most (about 150 bytes of memory each).")
 @click.option("--timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
               help="Seconds to read the topic to its end before giving up (exit 3).")
 @config_option

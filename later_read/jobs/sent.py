@@ -48,6 +48,7 @@ START_SLACK_SECONDS = 3600
 MAX_FIELD_CHARS = 80
 SHOWN_FIELDS = ("msg_id", "source_uid", "push_date", "push_hour", "rec_id", "material_id", "created_at")
 POLL_BATCH = 500
+OFFSET_BITS = 48  # Kafka offsets are int64 but never reach 2**48 (280 trillion messages in a partition)
 KAFKA_TIMEOUT_SECONDS = 10.0
 
 
@@ -57,7 +58,7 @@ class SentQuery:
     hour: int | None = None
     uid: str | None = None
     limit: int = 20
-    max_messages: int = 5_000_000
+    max_messages: int = 2_000_000
     timeout: float = 120.0
 
 
@@ -72,8 +73,10 @@ class Tally:
     unparsable: int = 0
     per_hour: Counter = field(default_factory=Counter)
     distinct_per_hour: Counter = field(default_factory=Counter)
-    first: dict[str, tuple[int, int, str]] = field(default_factory=dict)   # msg_id -> (p, offset, uid)
-    copies: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # msg_id -> partition << OFFSET_BITS | offset of its first copy: one int, not a tuple (memory bound)
+    first: dict[str, int] = field(default_factory=dict)
+    copies: dict[str, list[tuple[int, int]]] = field(default_factory=dict)   # duplicates only
+    uids: dict[str, str] = field(default_factory=dict)                       # duplicates only
     shown: list[dict] = field(default_factory=list)
 
     @property
@@ -97,10 +100,12 @@ class Tally:
         if not isinstance(hour, int):  # a foreign message: any JSON value, shown escaped
             hour = clean(hour)
         self.per_hour[hour] += 1
-        if msg_id in self.first:
-            self.copies.setdefault(msg_id, [self.first[msg_id][:2]]).append((partition, offset))
+        packed = self.first.setdefault(msg_id, partition << OFFSET_BITS | offset)
+        if packed != partition << OFFSET_BITS | offset:  # seen before: a copy (same msg_id = same user)
+            first = (packed >> OFFSET_BITS, packed & ((1 << OFFSET_BITS) - 1))
+            self.copies.setdefault(msg_id, [first]).append((partition, offset))
+            self.uids[msg_id] = str(message.get("source_uid"))
         else:
-            self.first[msg_id] = (partition, offset, str(message.get("source_uid")))
             self.distinct_per_hour[hour] += 1
         if self.query.uid is not None and len(self.shown) < self.query.limit:
             self.shown.append({"partition": partition, "offset": offset,
@@ -239,7 +244,7 @@ def _hours(tally: Tally) -> dict[str, dict]:
 
 
 def _duplicates(tally: Tally) -> list[dict]:
-    return [{"msg_id": clean(msg_id), "uid": clean(tally.first[msg_id][2]), "copies": len(where),
+    return [{"msg_id": clean(msg_id), "uid": clean(tally.uids[msg_id]), "copies": len(where),
              "at": [{"partition": p, "offset": o} for p, o in where]}
             for msg_id, where in list(tally.copies.items())[:tally.query.limit]]
 
