@@ -19,7 +19,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families

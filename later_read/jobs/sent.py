@@ -119,7 +119,7 @@ class Tally:
 
 def clean(value: Any) -> str:
     """A value from the topic made safe for one output line: control characters escaped, length cut."""
-    text = "" if value is None else str(value)
+    text = ("" if value is None else str(value))[:MAX_FIELD_CHARS + 1]  # cut first: a value may be 1 MB
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= MAX_FIELD_CHARS else text[:MAX_FIELD_CHARS - 3] + "..."
 
