@@ -275,3 +275,23 @@ def test_sent_errors_are_one_line_with_the_documented_code(real_day, tmp_path):
     assert dead.returncode == 3, dead.stderr[-2000:]
     errors = [line for line in dead.stderr.splitlines() if line.startswith("later-read: error:")]
     assert len(errors) == 1 and "Kafka" in errors[0]
+
+
+def test_sent_tally_counts_foreign_messages_without_failing():
+    from later_read.jobs.sent import SentQuery, Tally, _duplicates, _hours, clean
+
+    tally = Tally(SentQuery(DATE, limit=5))
+    for offset, raw in enumerate([b"not json", b"[1]", b'{"msg_id": 7}',
+                                  orjson.dumps({"msg_id": "m", "push_date": "20261122"}),
+                                  orjson.dumps({"msg_id": "a", "push_date": DATE, "push_hour": [1]}),
+                                  orjson.dumps({"msg_id": "a", "push_date": DATE, "push_hour": 9,
+                                                "source_uid": "u"}),
+                                  orjson.dumps({"msg_id": "b", "push_date": DATE, "push_hour": 9})]):
+        tally.add(1, offset + 2**40, raw)
+    assert (tally.scanned, tally.unparsable, tally.other, tally.matching) == (7, 3, 1, 3)
+    assert _hours(tally) == {"09": {"messages": 2, "distinct_msg_ids": 1},
+                             "[1]": {"messages": 1, "distinct_msg_ids": 1}}
+    assert _duplicates(tally) == [{"msg_id": "a", "uid": "u", "copies": 2, "at": [
+        {"partition": 1, "offset": 4 + 2**40}, {"partition": 1, "offset": 5 + 2**40}]}]
+    assert clean("x" * 81).endswith("...") and len(clean("x" * 81)) == 80 and clean("x" * 80) == "x" * 80
+    assert clean("a\nb\x1b") == "a\\nb\\x1b"
