@@ -295,3 +295,18 @@ def test_sent_tally_counts_foreign_messages_without_failing():
         {"partition": 1, "offset": 4 + 2**40}, {"partition": 1, "offset": 5 + 2**40}]}]
     assert clean("x" * 81).endswith("...") and len(clean("x" * 81)) == 80 and clean("x" * 80) == "x" * 80
     assert clean("a\nb\x1b") == "a\\nb\\x1b"
+
+
+def test_sent_reads_the_topic_even_when_redis_is_down(real_day, tmp_path):
+    from later_read.sandbox.servers import free_port
+
+    config = tmp_path / "no-redis.toml"
+    text = real_day["config"].read_text(encoding="utf-8")
+    url = re.search(r'url = "(redis://[^"]+)"', text).group(1)
+    config.write_text(text.replace(url, f"redis://127.0.0.1:{free_port()}/0"), encoding="utf-8")
+    result = later_read(config, "sent", "--date", DATE, "--hour", str(HOUR), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["start"]["push_start_keys"] == [] and report["start"]["time_bound"]
+    assert any("push start offsets not read" in note for note in report["notes"])
+    assert report["duplicates_total"] == 2
