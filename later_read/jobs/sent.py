@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 from later_read.clients.kafka import ErrorReporter, LibrdkafkaLog, check_topic
 from later_read.config import Settings
-from later_read.connections import open_connections
+from later_read.connections import open_store
 from later_read.errors import EXIT_OK, KafkaUnavailable, LaterReadError
 from later_read.keys import Keys
 from later_read.log import fields
@@ -149,8 +149,8 @@ async def recorded_starts(settings: Settings, query: SentQuery) -> tuple[dict[in
     """(partition -> earliest recorded start offset, keys used, notes) from Redis; empty when unreadable."""
     keys, offsets, used, notes = start_keys(settings, query), {}, [], []
     try:
-        async with open_connections(settings, redis=True) as conns:
-            raws = await conns.store.client.mget(keys)
+        async with open_store(settings) as store:
+            raws = await store.client.mget(keys)
     except (LaterReadError, RedisError, OSError) as exc:
         return {}, [], [f"push start offsets not read ({exc}); reading from the time bound"]
     for key, raw in zip(keys, raws):
