@@ -24,6 +24,12 @@ PREWARM_READY_TTL_SECONDS = PREWARM_DONE_TTL_SECONDS
 SENT_PREFIX = INTERNAL_PREFIX + "sent:"
 SENT_TTL_SECONDS = 2 * 86400
 
+# Where an hour's messages start in the topic: {"topic", "offsets": {"<partition>": int}, "at": epoch}, set
+# (NX) by the first push run of that (date, hour). Three days, like the prewarm marker: on-call reads it
+# back with `later-read sent` the morning after a complaint.
+PUSH_START_PREFIX = INTERNAL_PREFIX + "push:start:"
+PUSH_START_TTL_SECONDS = 3 * 86400
+
 # Job locks (`later_read.lock`). Their TTL and how long a run waits for one are config ([lock]): short
 # and refreshed, so a job killed with -9 frees the lock within a minute, and the next run takes it over.
 LOCK_PREFIX = INTERNAL_PREFIX + "lock:"

@@ -40,6 +40,11 @@ class Keys:
         return f"{constants.SENT_PREFIX}{date}:{uid}"
 
     @staticmethod
+    def push_start(date: str, hour: int, suffix: str = "") -> str:
+        """`later_read:push:start:<date>:<HH>[shard suffix]`: the topic offsets where the hour's push began."""
+        return f"{constants.PUSH_START_PREFIX}{date}:{hour:02d}{suffix}"
+
+    @staticmethod
     def lock(job: str, date: str, hour: int | None = None) -> str:
         suffix = f"{date}" if hour is None else f"{date}:{hour:02d}"
         return f"{constants.LOCK_PREFIX}{job}:{suffix}"
