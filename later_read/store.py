@@ -158,19 +158,33 @@ class Store:
     async def get_prewarm_done(self, date: str, shards: int = 1) -> dict | None:
         """The day's completion marker: the unsharded one, else (with `shards` > 1) every shard's,
         merged (counts summed, the last finish); None while any shard's marker is missing."""
-        keys = [Keys.prewarm_done(date)] + [Keys.prewarm_done(date, s.suffix)
-                                            for s in Shard(0, shards).siblings() if s.sharded]
-        found = (await self._mget("GET prewarm markers", keys))[0]
-        if found[0] or shards == 1:
-            return orjson.loads(found[0]) if found[0] else None
-        if not all(found[1:]):
-            return None
-        return merge_markers([orjson.loads(raw) for raw in found[1:]])
+        suffixes = _suffixes(shards)
+        found = (await self._mget("GET prewarm markers", [Keys.prewarm_done(date, x) for x in suffixes]))[0]
+        return _merged(found)
 
     async def put_prewarm_done(self, date: str, info: dict, shard: Shard | None = None) -> None:
         key = Keys.prewarm_done(date, shard.suffix if shard else "")
         await self._run("SET prewarm marker", lambda: self.client.set(
             key, orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
+
+    async def put_prewarm_ready(self, date: str, hour: int, info: dict, suffix: str = "") -> None:
+        """Hour `hour` of the date is prewarmed (by the shard whose `suffix` is given, if sharded)."""
+        key = Keys.prewarm_ready(date, hour, suffix)
+        await self._run("SET prewarm hour marker", lambda: self.client.set(
+            key, orjson.dumps(info), ex=constants.PREWARM_READY_TTL_SECONDS))
+
+    async def get_prewarm_ready(self, date: str, hour: int, shards: int = 1
+                                ) -> tuple[dict | None, dict | None, int]:
+        """(hour H's readiness marker, the day's completion marker, how many of the 24 hours are ready):
+        one MGET, what the push polls while it waits. Sharded, an hour or the day is ready when the
+        unsharded marker or every shard's marker is there."""
+        suffixes = _suffixes(shards)
+        keys = [Keys.prewarm_ready(date, h, x) for x in suffixes for h in range(24)]
+        keys += [Keys.prewarm_done(date, x) for x in suffixes]
+        raws = (await self._mget("MGET prewarm markers", keys))[0]
+        hours = [_merged([raws[i * 24 + h] for i in range(len(suffixes))]) for h in range(24)]
+        day = _merged(raws[24 * len(suffixes):])
+        return hours[hour], day, sum(1 for marker in hours if marker is not None)
 
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
@@ -221,3 +235,17 @@ def merge_markers(markers: list[dict]) -> dict:
     merged["finished_at"] = max(m.get("finished_at", 0) for m in markers)
     merged["status"] = "ok" if all(m.get("status") == "ok" for m in markers) else "failures"
     return merged
+
+
+def _suffixes(shards: int) -> list[str]:
+    """The unsharded marker's suffix, then each shard's (when the prewarm runs as `shards` shards)."""
+    return [""] + ([s.suffix for s in Shard(0, shards).siblings()] if shards > 1 else [])
+
+
+def _merged(found: list[bytes | None]) -> dict | None:
+    """The unsharded marker (first), else every shard's merged, else None (some shard not there yet)."""
+    if found[0]:
+        return orjson.loads(found[0])
+    if len(found) > 1 and all(found[1:]):
+        return merge_markers([orjson.loads(raw) for raw in found[1:]])
+    return None

@@ -105,7 +105,7 @@ def test_four_shard_processes_leave_exactly_what_one_run_leaves(
     assert "push.prewarm_unfinished" in early  # shard 3's marker is missing: the day is not done
     wait_all([job(sharded, "prewarm", SHARDS - 1)])
     late = wait_all([job(sharded, "push", k, via_env=k % 2 == 1) for k in range(1, SHARDS)])
-    assert all("push.prewarm_done" in stderr for stderr in late)
+    assert all("push.prewarm_ready" in stderr for stderr in late)
 
     assert sim.calls("ab") == {uid: 1 for uid in users}  # shards disjoint and together complete
     assert snapshot(redis_url) == one_run
