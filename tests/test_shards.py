@@ -23,6 +23,7 @@ from later_read.shard import JOB_INDEX_ENV, Shard, parse_shard
 
 HOUR = 9
 SHARDS = 4
+PER_RUN = (b"later_read:prewarm:done:", b"later_read:prewarm:ready:", b"later_read:push:start:")
 
 
 def test_shard_parsing_and_key_suffix():
@@ -72,10 +73,10 @@ def wait_all(children: list[subprocess.Popen]) -> list[str]:
 
 
 def snapshot(url: str) -> dict[str, bytes]:
-    """Every value and sent marker (the per-run markers and locks are per shard by design)."""
+    """Every value and sent marker (the per-run markers, done and ready, are per shard by design)."""
     client = redis.Redis.from_url(url)
     try:
-        keys = sorted(k for k in client.keys("*") if not k.startswith(b"later_read:prewarm:done:"))
+        keys = sorted(k for k in client.keys("*") if not k.startswith(PER_RUN))
         return dict(zip(keys, client.mget(keys))) if keys else {}
     finally:
         client.close()
