@@ -97,6 +97,9 @@ class RedisSettings:
     # the slot map) through a failover before the job stops with exit 3. Sentinel needs about
     # down-after-milliseconds + a few seconds; Redis Cluster about 2 x cluster-node-timeout.
     failover_seconds: float = field(default=30.0, metadata=NON_NEGATIVE)
+    # standalone/sentinel: after each batch of values or sent markers, WAIT until this many replicas have
+    # it (0 = do not wait). 1 closes the window where a killed master takes acknowledged writes with it.
+    wait_replicas: int = field(default=0, metadata=NON_NEGATIVE)
     key_prefix: str = field(default="rec:later_read:", metadata=NON_EMPTY)
     ttl_seconds: int = field(default=86400, metadata=POSITIVE)
     max_connections: int = field(default=32, metadata=POSITIVE)

@@ -55,6 +55,9 @@ class Store:
         """SET each key to its value with one TTL, in one round trip (see SET_EX_MANY)."""
         if not keys:
             return
+        if self.settings.wait_replicas and not self.cluster:
+            await self._set_and_wait(what, keys, values, ttl)
+            return
         if not self.cluster:
             await self._run(what, lambda: self._set_ex_many(keys=keys, args=[ttl, *values]))
             return
@@ -69,6 +72,21 @@ class Store:
                     pipe.execute_command("EVAL", SET_EX_MANY, len(slot_keys), *slot_keys, ttl, *slot_values)
             return pipe.execute()
         await self._run(what, calls)
+
+    async def _set_and_wait(self, what: str, keys: list[str], values: list, ttl: int) -> None:
+        """SET-EX-many then `WAIT wait_replicas`, on one connection (a pipeline): the call returns once
+        that many replicas have the batch, so a master killed right after cannot take it with it."""
+        wanted = self.settings.wait_replicas
+        timeout_ms = int(self.settings.socket_timeout_seconds * 1000 / 2)
+
+        async def calls():
+            pipe = self.client.pipeline(transaction=False)
+            await self._set_ex_many(keys=keys, args=[ttl, *values], client=pipe)  # queued, not sent
+            pipe.execute_command("WAIT", wanted, timeout_ms)
+            return await pipe.execute()
+        acked = (await self._run(what, calls))[-1]
+        if acked < wanted:
+            event(log, "redis.replicas_behind", what=what, wanted=wanted, acked=acked, timeout_ms=timeout_ms)
 
     async def _mget(self, what: str, *key_lists: list[str]) -> list[list[bytes | None]]:
         """MGET each list of keys, all in one round trip; in cluster mode one MGET per hash slot."""

@@ -46,7 +46,7 @@ def ha_config(make_config, group, **sections):
         target = {"mode": "cluster", "url": group.url}
     else:
         target = {"mode": "sentinel", "url": None, "sentinels": group.sentinels,
-                  "service_name": SERVICE_NAME}
+                  "service_name": SERVICE_NAME, "wait_replicas": 1}
     push = {"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, **sections.pop("push", {})}
     return make_config(redis={**target, "failover_seconds": 30, "batch_size": 50}, push=push, **sections)
 
