@@ -16,7 +16,7 @@ import click
 from later_read import __version__
 from later_read.config import Settings, load_settings
 from later_read.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LaterReadError
-from later_read.log import setup_logging
+from later_read.log import set_zone, setup_logging
 
 CONFIG_HELP = "Config file (default: $LATER_READ_CONFIG, else ./config.toml)."
 
@@ -62,7 +62,10 @@ def config_option(func):
 
 
 def settings_from(config_path: str | None) -> Settings:
-    return load_settings(config_path)
+    """The checked settings; from here on log timestamps are in the configured zone."""
+    settings = load_settings(config_path)
+    set_zone(settings.zone)
+    return settings
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

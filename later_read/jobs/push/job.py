@@ -40,7 +40,7 @@ from later_read.summary import Summary
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
 from later_read.jobs.push.select import Hit, Sorter
-from later_read.log import alert, event, get_logger
+from later_read.log import alert, at, event, get_logger
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown
 from later_read.users import TaskUser, UserQuery, task_ids_for
@@ -225,7 +225,7 @@ async def wait_for_prewarm(conns: Connections, date: str, wait_seconds: float,
               waited_seconds=round(anyio.current_time() - started, 1),
               fix="check the prewarm's log and rerun `later-read prewarm`; pushing what is cached")
     elif marker is not None:
-        event(log, "push.prewarm_done", date=date, finished_at=marker.get("finished_at", "?"))
+        event(log, "push.prewarm_done", date=date, finished_at=at(marker.get("finished_at")))
     return marker
 
 
