@@ -201,12 +201,12 @@ def test_make_config_points_at_requested_servers(make_config, redis_url, mysql, 
 
 def test_make_config_defaults_and_deletions(make_config):
     first = make_config()
-    second = make_config(redis={"ttl_seconds": None}, timezone="UTC", starrocks={"password": 'p"w\\'})
+    second = make_config(redis={"ttl_seconds": None}, timezone="UTC", starrocks={"password": 'p"w\\\nx\x01'})
     assert first.name == "config.toml" and second.name == "config-2.toml"
     assert tomllib.loads(first.read_text())["redis"]["url"] == "redis://127.0.0.1:6379/0"
     config = tomllib.loads(second.read_text())
     assert "ttl_seconds" not in config["redis"] and config["timezone"] == "UTC"
-    assert config["starrocks"]["password"] == 'p"w\\'
+    assert config["starrocks"]["password"] == 'p"w\\\nx\x01'  # tomli-w escapes what TOML needs
     assert config["kafka"]["librdkafka"] == {}
 
 

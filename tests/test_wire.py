@@ -13,8 +13,12 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import orjson
 import pytest
+import stamina
 
+from later_read.clients.http import ServiceCaller
 from later_read.clients.wire import HttpPool, Origin, WireClosed, WireError, WireTimeout
+from later_read.config import ServiceSettings
+from later_read.errors import TransientServiceError
 from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs, serve
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -234,3 +238,53 @@ def test_only_plain_http_urls_are_accepted():
         Origin.parse("https://ab.internal/v1/ab/assign")
     assert Origin.parse("http://ab.internal/v1/x?a=1").path == "/v1/x?a=1"
     assert b"Host: ab.internal\r\n" in Origin.parse("http://ab.internal/v1/x").head
+
+
+# Retries (ServiceCaller over the pool) ---------------------------------------------------------------
+def test_every_retry_waits_its_backoff_even_the_first():
+    """503, 503, then 200: each retry reaches the server no sooner than backoff_initial_seconds after the
+    failure before it (stamina's exponential backoff with jitter; a floor, never early)."""
+    arrivals: list[float] = []
+
+    async def handler(reader, writer):
+        while True:
+            await read_request(reader)
+            arrivals.append(asyncio.get_running_loop().time())
+            writer.write(reply(503 if len(arrivals) < 3 else 200, b'{"ok": 1}'))
+            await writer.drain()
+
+    async def main():
+        async with scripted(handler) as (pool, origin, _):
+            settings = ServiceSettings(ab_url="http://x", rec_url="http://x", material_url="http://x",
+                                       max_attempts=3, backoff_initial_seconds=0.2, backoff_max_seconds=1)
+            caller = ServiceCaller("ab", f"http://{origin.host}:{origin.port}/v1/x", pool, settings)
+            assert await caller.post({}, lambda data: data) == {"ok": 1}
+            assert caller.stats.retries == 2 and caller.stats.calls == 3
+
+    run(main())
+    assert len(arrivals) == 3
+    assert arrivals[1] - arrivals[0] >= 0.2 and arrivals[2] - arrivals[1] >= 0.2
+
+
+def test_stamina_testing_switch_removes_the_waits_not_the_attempts():
+    arrivals: list[float] = []
+
+    async def handler(reader, writer):
+        while True:
+            await read_request(reader)
+            arrivals.append(1)
+            writer.write(reply(503, b"{}"))
+            await writer.drain()
+
+    async def main():
+        async with scripted(handler) as (pool, origin, _):
+            settings = ServiceSettings(ab_url="http://x", rec_url="http://x", material_url="http://x",
+                                       max_attempts=4, backoff_initial_seconds=60, backoff_max_seconds=60)
+            caller = ServiceCaller("ab", f"http://{origin.host}:{origin.port}/v1/x", pool, settings)
+            with pytest.raises(TransientServiceError, match="http_503"):
+                await asyncio.wait_for(caller.post({}, lambda data: data), 30)
+            assert caller.stats.failures == {"http_503": 1}
+
+    with stamina.set_testing(True, attempts=10, cap=True):
+        run(main())
+    assert len(arrivals) == 4
