@@ -162,7 +162,8 @@ def check(config_path, timeout: float) -> None:
 @click.option("--prewarm-only", is_flag=True, help="Compute and store the value; send nothing.")
 @click.option("--push-only", is_flag=True, help="Send from the value already in Redis; compute nothing.")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and sent; write and send nothing.")
-@click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date.")
+@click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date; "
+                                            "replace a value Redis holds for another date.")
 @config_option
 def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_only: bool, push_only: bool,
           dry_run: bool, force: bool) -> None:

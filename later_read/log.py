@@ -78,9 +78,10 @@ def _escape_char(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-def quote(text: str) -> str:
-    """logfmt quoting of one value (see the module docstring); plain values stay as they are."""
-    if text and _PLAIN.fullmatch(text) and text.isprintable() and ALERT_KEYWORD not in text:
+def quote(text: str, always: bool = False) -> str:
+    """logfmt quoting of one value (see the module docstring); plain values stay as they are unless
+    `always`."""
+    if not always and text and _PLAIN.fullmatch(text) and text.isprintable() and ALERT_KEYWORD not in text:
         return text
     escaped = "".join(_escape_char(c) for c in text)
     return '"' + escaped.replace(ALERT_KEYWORD, _DEFUSED) + '"'

@@ -446,7 +446,7 @@ def test_second_concurrent_run_of_the_date_is_refused(sim, redis_url, mysql, mak
 ])
 def test_bad_input_is_one_line_and_exit_2(make_config, tmp_path, args, words):
     bad = tmp_path / "bad.txt"
-    bad.write_text("100000001\nnot a uid!\n")
+    bad.write_text('100000001\n"an unterminated quoted uid\n')
     args = [str(bad) if a == "{bad}" else a for a in args]
     # The config points at nothing that runs: input is checked before any connection.
     result = CliRunner().invoke(cli, ["prewarm", "--config", str(make_config()), *args])

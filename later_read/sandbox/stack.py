@@ -70,6 +70,18 @@ class Stack:
     def __exit__(self, *exc) -> None:
         self._exit.close()
 
+    def dead(self) -> str | None:
+        """The first server (or the simulator) whose process has exited, with its exit code; else None."""
+        sim = self.simulator.process
+        if sim is None or sim.poll() is not None:
+            return f"simulator (exit code {sim.returncode if sim else '?'})"
+        for name in ("redis", "mysql", "kafka"):
+            child = getattr(self, name).child
+            if child is not None and not child.alive():
+                code = child.popen.returncode if child.popen else "?"
+                return f"{'mariadb' if name == 'mysql' else name} (exit code {code})"
+        return None
+
     def config(self, **overrides: dict) -> dict:
         return config_dict(redis_url=self.redis.url, mysql=self.mysql, kafka_bootstrap=self.kafka.bootstrap,
                            topic=self.topic, services_url=self.simulator.url, **overrides)

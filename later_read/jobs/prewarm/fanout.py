@@ -32,6 +32,7 @@ from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
+from later_read.uids import unservable
 from later_read.users import TaskUser, UserQuery
 
 log = get_logger("prewarm")
@@ -60,6 +61,7 @@ class Fanout:
         self.redis_batch = conns.settings.redis.batch_size
         self.counts: Counter[str] = Counter()   # outcomes, skipped_existing, unfinished
         self.failures: Counter[str] = Counter()  # "<service>.<reason>"
+        self.named: list[tuple[str, str]] = []    # (reason, uid) of every user not finished
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed)
@@ -120,6 +122,7 @@ class Fanout:
             async with send:
                 try:
                     async for page in self.starrocks.users(self.plan.query):
+                        page = self._servable(page)
                         todo = page if self.plan.force else await self._not_done(page)
                         skipped = len(page) - len(todo)
                         if skipped:
@@ -129,6 +132,19 @@ class Fanout:
                             await send.send(user)
                 except LaterReadError as exc:
                     self.request_stop(STOP_ERROR, exc)
+
+    def _servable(self, page: list[TaskUser]) -> list[TaskUser]:
+        """The page's users whose uid a job can serve; the others are counted and named, not called."""
+        servable = []
+        for user in page:
+            reason = unservable(user.uid)
+            if reason is None:
+                servable.append(user)
+            else:
+                self.counts["unservable"] += 1
+                self.named.append((reason, user.uid))
+                self.progress.advance(1)
+        return servable
 
     async def _not_done(self, page: list[TaskUser]) -> list[TaskUser]:
         """The users of `page` without a value for the run's date (one MGET per `redis.batch_size`)."""
@@ -159,13 +175,16 @@ class Fanout:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:
                 failures[f"{exc.service}.{exc.reason}"] += 1
+                self.named.append((f"{exc.service}.{exc.reason}", user.uid))
                 event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
             except ServiceDown as exc:
                 counts["unfinished"] += 1
+                self.named.append(("unfinished", user.uid))
                 self.request_stop(STOP_SERVICE_DOWN, exc)
                 return
             except anyio.get_cancelled_exc_class():
                 counts["unfinished"] += 1
+                self.named.append(("unfinished", user.uid))
                 raise
             else:
                 counts[value.outcome] += 1

@@ -41,14 +41,17 @@ from later_read.users import UserQuery, task_ids_for
 
 JOB = "prewarm"
 # The report's counters. `users` = the users this run looked at, each counted once in exactly one of
-# the other five or in `failed`; users still queued when a stop came are not counted (the rerun does them).
+# the others or in `failed`; `remaining` = the day's users (`total`, the count query) never started (a
+# stop came first; the rerun does them), so users + remaining = total. `unservable`: rows whose uid no
+# job can serve (empty, too long), counted and alerted, never sent to A/B.
 REPORT_KEYS = ("users", "cached", "not_in_experiment", "no_recommendation", "skipped_existing",
-               "unfinished")
+               "unfinished", "unservable")
 _OUTCOME_COUNT = {"rec": "cached", "not_in_experiment": "not_in_experiment",
                   "no_recommendation": "no_recommendation"}
 _EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, STOP_SERVICE_DOWN: EXIT_SERVICE_DOWN,
          STOP_INTERRUPTED: EXIT_INTERRUPTED}
 
+BAD_HOUR_ROWS = 1000  # push_hour rows named per run: enough to fix them, bounded if the column is all bad
 log = get_logger(JOB)
 
 
@@ -114,7 +117,8 @@ async def _run_locked(conns: Connections, options: PrewarmOptions, shutdown: Shu
     fanout: Fanout | None = None
     try:
         assert conns.starrocks is not None and conns.store is not None
-        total = await conns.starrocks.count(query)
+        total = summary.total = await conns.starrocks.count(query)
+        await _check_hours(conns, query, summary)
         plan = FanoutPlan(options.date, query, options.concurrency, options.force,
                           settings.prewarm.grace_seconds)
         fanout = Fanout(conns, plan, shutdown,
@@ -136,6 +140,21 @@ async def _run_locked(conns: Connections, options: PrewarmOptions, shutdown: Shu
     return fanout, fanout.error
 
 
+async def _check_hours(conns: Connections, query: UserQuery, summary: Summary) -> None:
+    """Rows with a push_hour outside 0-23 are prewarmed but no hourly push reads them: count, name and
+    alert them (up to BAD_HOUR_ROWS; the alert says when there are more)."""
+    rows = await conns.starrocks.query(*query.bad_hours(BAD_HOUR_ROWS + 1))
+    if not rows:
+        return
+    for uid, _ in rows[:BAD_HOUR_ROWS]:
+        summary.name("push_hour_out_of_range", str(uid))
+    summary.extra["push_hour_out_of_range"] = len(rows[:BAD_HOUR_ROWS])
+    alert(log, "prewarm.unservable_rows", date=summary.date, reason="push_hour_out_of_range",
+          rows=len(rows) if len(rows) <= BAD_HOUR_ROWS else f"more than {BAD_HOUR_ROWS}",
+          first_uid=str(rows[0][0]), push_hour=rows[0][1],
+          fix="fix push_hour (0-23) in StarRocks; these users are prewarmed but never pushed")
+
+
 def _fill_summary(summary: Summary, fanout: Fanout) -> None:
     """Counts, failures and per-service stats of the run; the status from why it stopped."""
     counts = fanout.counts
@@ -143,7 +162,10 @@ def _fill_summary(summary: Summary, fanout: Fanout) -> None:
         summary.counts[key] = counts.get(outcome, 0)
     summary.counts["skipped_existing"] = counts.get("skipped_existing", 0)
     summary.counts["unfinished"] = counts.get("unfinished", 0)
+    summary.counts["unservable"] = counts.get("unservable", 0)
     summary.failures.update(fanout.failures)
+    for reason, uid in fanout.named:
+        summary.name(reason, uid)
     summary.counts["users"] = sum(summary.counts[k] for k in REPORT_KEYS[1:]) + sum(fanout.failures.values())
     summary.services = {name: stats for name, stats in fanout.services.summary().items()
                         if name in ("ab", "rec")}
@@ -163,6 +185,7 @@ def _marker(summary: Summary) -> dict:
 def _conclude(settings: Settings, options: PrewarmOptions, summary: Summary, fanout: Fanout | None,
               error: Exception | None) -> int:
     """Summary on stderr, --report, metrics, the alert line; the exit code (or the fatal error raised)."""
+    summary.save_uids(options.report_path)
     for line in summary.lines(REPORT_KEYS):
         click.echo(line, err=True)
     if summary.status == STOP_ERROR:
@@ -178,6 +201,12 @@ def _conclude(settings: Settings, options: PrewarmOptions, summary: Summary, fan
             alert(log, "prewarm.report_failed", path=options.report_path, error=exc.strerror)
     record_job(settings, JOB, summary)  # metrics: never raises
     _alert(summary, fanout, error)
+    if summary.counts["unservable"]:
+        reasons = {r: len(u) for r, u in summary.named.items() if r.startswith("uid_")}
+        alert(log, "prewarm.unservable", date=summary.date, count=summary.counts["unservable"],
+              reasons=",".join(f"{k}:{v}" for k, v in sorted(reasons.items())),
+              first_uid=summary.named[min(reasons)][0],
+              fix="fix source_uid in StarRocks (empty or longer than 1024 bytes); no job can serve them")
     if summary.status == STOP_ERROR and error is not None:
         raise error
     return code
@@ -200,7 +229,8 @@ def _alert(summary: Summary, fanout: Fanout | None, error: Exception | None) -> 
     elif summary.status == "failures":
         alert(log, "prewarm.failed_users", date=date, failed=sum(summary.failures.values()),
               reasons=",".join(f"{k}:{v}" for k, v in sorted(summary.failures.items())),
-              fix="rerun the prewarm (only users not done are retried)")
+              uids_file=summary.uids_path or "-",
+              fix="rerun the prewarm (only users not done are retried; --uids-file UIDS_FILE for just them)")
     else:
         event(log, "prewarm.done", logging.INFO, date=date, users=counts["users"], done=done,
               skipped_existing=counts["skipped_existing"], duration_seconds=summary.duration_seconds)
