@@ -45,6 +45,10 @@ class Group(click.Group):
         except LaterReadError as exc:
             click.echo(f"later-read: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except click.UsageError as exc:  # click's own three-line usage block, as one line
+            where = exc.ctx.command_path if exc.ctx is not None else "later-read"
+            click.echo(f"later-read: error: {exc.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("later-read: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
