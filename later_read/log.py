@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo
 from later_read.constants import ALERT_KEYWORD
 
 LOGGER_NAME = "later_read"
+SUMMARY = 25  # between INFO and WARNING: a run's summary lines show even with --quiet
+logging.addLevelName(SUMMARY, "SUMMARY")
 _zone: dt.tzinfo | None = None  # None: the process's local zone
 _PLAIN = re.compile(r"[^\s\"=\\]+")  # a value needing no quotes (printable, checked separately)
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -56,7 +58,7 @@ class _Formatter(logging.Formatter):
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Log to stderr, one line per event; stdout stays free for results (JSON, messages)."""
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    level = logging.DEBUG if verbose else SUMMARY if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger(LOGGER_NAME)
@@ -99,6 +101,11 @@ def fields(**values: object) -> str:
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **values: object) -> None:
     if logger.isEnabledFor(level):
         logger.log(level, "%s %s", name, fields(**values))
+
+
+def summary(logger: logging.Logger, line: str) -> None:
+    """One of a run's summary lines (already built with `fields`), timestamped like every other line."""
+    logger.log(SUMMARY, "%s", line)
 
 
 def alert(logger: logging.Logger, name: str, **values: object) -> None:

@@ -113,6 +113,9 @@ def write_file(path: str | Path, named: Iterable[tuple[str, str]]) -> int:
     with open(tmp, "w", encoding="utf-8") as out:
         out.write("# uids this run could not finish, with the reason; rerun with --uids-file THIS_FILE\n")
         for uid, reason in named:
+            if unservable(uid) is not None:  # --uids-file would refuse it; the row needs fixing instead
+                out.write(f"# {reason}: {show(uid)} (no job can serve this uid; fix the row)\n")
+                continue
             out.write(line_of(uid, reason) + "\n")
             count += 1
     tmp.replace(target)

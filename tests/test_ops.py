@@ -335,7 +335,8 @@ def test_check_with_a_bad_config_is_one_line_exit_2(make_config):
     result = run_check(config)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.strip().count("\n") == 0 and "[redis] url: expected a redis:// URL" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "[redis] url: scheme must be redis://, rediss:// or unix://, not http" in result.stderr
 
 
 # metrics -------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import logging
 from dataclasses import dataclass
 
 import anyio
-import click
 
 from later_read import runtime
 from later_read.config import Settings
@@ -34,7 +33,7 @@ from later_read.jobs.prewarm.fanout import (STOP_ERROR, STOP_INTERRUPTED, STOP_S
                                             FanoutPlan)
 from later_read.jobs.progress import Progress, check_report_path, write_report
 from later_read.summary import Summary
-from later_read.log import alert, event, get_logger
+from later_read.log import alert, event, get_logger, summary as log_summary
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown
 from later_read.users import UserQuery, task_ids_for
@@ -187,7 +186,7 @@ def _conclude(settings: Settings, options: PrewarmOptions, summary: Summary, fan
     """Summary on stderr, --report, metrics, the alert line; the exit code (or the fatal error raised)."""
     summary.save_uids(options.report_path)
     for line in summary.lines(REPORT_KEYS):
-        click.echo(line, err=True)
+        log_summary(log, line)
     if summary.status == STOP_ERROR:
         code = error.exit_code if isinstance(error, LaterReadError) else EXIT_INTERNAL
     else:

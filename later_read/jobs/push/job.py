@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
 import anyio
-import click
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from later_read import runtime
@@ -40,7 +39,7 @@ from later_read.summary import Summary
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
 from later_read.jobs.push.select import Hit, Sorter
-from later_read.log import alert, at, event, get_logger
+from later_read.log import alert, at, event, get_logger, summary as log_summary
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown
 from later_read.users import TaskUser, UserQuery, task_ids_for
@@ -158,7 +157,7 @@ def _finish(settings: Settings, options: PushOptions, summary: Summary, code: in
     summary.save_uids(options.report_path)
     if summary.counts["users"]:
         for line in summary.lines(REPORT_KEYS):
-            click.echo(line, err=True)
+            log_summary(log, line)
     if options.report_path:
         data = summary.report(REPORT_KEYS)
         data["exit_code"] = code
