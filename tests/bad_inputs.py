@@ -261,6 +261,11 @@ CASES += [
     value("value that is not UTF-8", b"\xff\xfe{", "outcome    corrupt: not JSON: '\ufffd\ufffd{'"),
 ]
 CASES = [c for c in CASES if c.line != C + "metrics]"] + [
+    Case("cache value", "rerun for a date that is not the value's date",
+         E + "rerun: Redis holds this user's value for 20261123; computing 20261122 would replace it (then the "
+         "20261123 push misses the user); check --date, or add --force to replace it", 2,
+         args=["rerun", "u1", "--date", "20261122", "--prewarm-only", "--config", "<CONFIG>"], value=V,
+         needs_redis=True),
     cfg("Pushgateway URL without a scheme", 'pushgateway_url = ""', 'pushgateway_url = "pushgateway:9091"',
         "[metrics] pushgateway_url: scheme must be http://, not pushgateway://; expected an http(s)://host[:port] "
         'URL, or "" for none, got "pushgateway:9091"'),

@@ -100,6 +100,8 @@ class Rerun:
         self.echo(f"{name:<10} {text}")
 
     async def walk(self) -> None:
+        if self.options.prewarm and not self.options.dry_run:
+            await self._check_value_date(self.options.uid)
         user, hour = await self.find_user()
         value = await self.prewarm(user) if self.options.prewarm else None
         if self.options.push:
@@ -141,8 +143,6 @@ class Rerun:
 
     async def prewarm(self, user: TaskUser) -> CachedValue:
         """The prewarm's rule (decide) for the user, then the value written with the configured TTL."""
-        if not self.options.dry_run:
-            await self._check_value_date(user.uid)
         value = await decide(self.services, user.uid, user.project, self.options.date, on_step=self._decided)
         raw, key = value_codec.encode(value), self.store.keys.rec(user.uid)
         if self.options.dry_run:
