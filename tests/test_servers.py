@@ -269,3 +269,20 @@ def test_a_case_insensitive_uid_column_is_refused_not_silently_misread(mysql):
         conn.commit()
     with pytest.raises(StarRocksError, match="binary collation"):
         _read_all(_reader(mysql, 10), UserQuery("task_data", ["t"]))
+
+
+def test_sandbox_up_notices_a_dead_simulator():
+    """`sandbox up` polls Stack.dead(): a simulator killed under it is named with its exit code."""
+    from types import SimpleNamespace
+
+    from later_read.sandbox.simulator import SimulatorKnobs, SimulatorProcess
+    from later_read.sandbox.stack import Stack
+
+    stack = Stack()
+    stack.redis = stack.mysql = stack.kafka = SimpleNamespace(child=None)  # external servers: nothing to watch
+    with SimulatorProcess(SimulatorKnobs()) as sim:
+        stack.simulator = sim
+        assert stack.dead() is None
+        sim.process.kill()
+        sim.process.wait()
+        assert stack.dead() == "simulator (exit code -9)"
