@@ -240,6 +240,31 @@ def test_only_plain_http_urls_are_accepted():
     assert b"Host: ab.internal\r\n" in Origin.parse("http://ab.internal/v1/x").head
 
 
+def test_oversized_and_unasked_replies_are_refused():
+    async def huge(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n{")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def extra(reader, writer):
+        while True:
+            await read_request(reader)
+            writer.write(reply(200, b"{}") + reply(200, b"[]"))  # a second reply nobody asked for
+            await writer.drain()
+
+    async def main():
+        async with scripted(huge) as (pool, origin, _):
+            with pytest.raises(WireError, match="larger than 16 MiB"):
+                await pool.post(origin, b"{}")
+        async with scripted(extra) as (pool, origin, accepted):
+            assert await pool.post(origin, b"{}") == (200, b"{}")
+            assert await pool.post(origin, b"{}") == (200, b"{}")
+            assert len(accepted) == 2  # the connection that carried the extra reply was dropped
+
+    run(main())
+
+
 # Retries (ServiceCaller over the pool) ---------------------------------------------------------------
 def test_every_retry_waits_its_backoff_even_the_first():
     """503, 503, then 200: each retry reaches the server no sooner than backoff_initial_seconds after the
