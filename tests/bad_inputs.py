@@ -163,6 +163,8 @@ CASES: list[Case] = [
         "sasl.password must be set"),
     cfg("Pushgateway URL without a scheme", 'pushgateway_url = ""', 'pushgateway_url = "pushgateway:9091"',
         'metrics]'),  # replaced below: the exact line is long
+    cfg("lock wait of ten days", "wait_seconds = 75", "wait_seconds = 864000",
+        "[lock] wait_seconds: expected seconds 0-86400, got 864000.0"),
     cfg("unknown key in [redis]", "ttl_seconds = 86400", "ttl_seconds = 86400\nttl = 5",
         "[redis] ttl: unknown key; known keys in [redis]: url, key_prefix, ttl_seconds, max_connections, "
         "batch_size, socket_timeout_seconds"),
@@ -177,7 +179,7 @@ CASES: list[Case] = [
                     "ttl_seconds, max_connections, batch_size, socket_timeout_seconds)")),
     env("variable naming no section", {"LATER_READ__REDISS__URL": "x"},
         NOTE.format(var="LATER_READ__REDISS__URL", problem="the top level has no key 'rediss' (known: timezone, "
-                    "starrocks, tasks, redis, services, prewarm, push, kafka, metrics)")),
+                    "starrocks, tasks, redis, services, prewarm, push, kafka, metrics, lock)")),
     env("variable naming a whole table", {"LATER_READ__REDIS": "x"},
         NOTE.format(var="LATER_READ__REDIS", problem="[redis] is a table; name a key in it")),
     env("variable going below a value", {"LATER_READ__REDIS__URL__HOST": "x"},
