@@ -143,6 +143,8 @@ class PrewarmSettings:
     concurrency: int = field(default=50, metadata=CONCURRENCY)
     progress_interval_seconds: float = field(default=10.0, metadata=INTERVAL)
     grace_seconds: float = field(default=20.0, metadata=GRACE)
+    # Find the calls in flight each service sustains (clients/adaptive.py); `concurrency` is the bound.
+    adaptive: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

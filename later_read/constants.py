@@ -14,10 +14,21 @@ INTERNAL_PREFIX = "later_read:"
 PREWARM_DONE_PREFIX = INTERNAL_PREFIX + "prewarm:done:"
 PREWARM_DONE_TTL_SECONDS = 3 * 86400
 
+# Per-hour readiness: every user of that push hour is prewarmed (written as each hour completes, so the
+# push of hour H waits only for H). Same TTL as the day's marker, for the same reasons.
+PREWARM_READY_PREFIX = INTERNAL_PREFIX + "prewarm:ready:"
+PREWARM_READY_TTL_SECONDS = PREWARM_DONE_TTL_SECONDS
+
 # "This user got today's push" markers. Two days: long enough to cover the whole push date in any
 # timezone offset between the job host and the configured zone, short enough to expire on their own.
 SENT_PREFIX = INTERNAL_PREFIX + "sent:"
 SENT_TTL_SECONDS = 2 * 86400
+
+# Where an hour's messages start in the topic: {"topic", "offsets": {"<partition>": int}, "at": epoch}, set
+# (NX) by the first push run of that (date, hour). Three days, like the prewarm marker: on-call reads it
+# back with `later-read sent` the morning after a complaint.
+PUSH_START_PREFIX = INTERNAL_PREFIX + "push:start:"
+PUSH_START_TTL_SECONDS = 3 * 86400
 
 # Job locks (`later_read.lock`). Their TTL and how long a run waits for one are config ([lock]): short
 # and refreshed, so a job killed with -9 frees the lock within a minute, and the next run takes it over.

@@ -31,8 +31,18 @@ class Keys:
         return f"{constants.PREWARM_DONE_PREFIX}{date}"
 
     @staticmethod
+    def prewarm_ready(date: str, hour: int, suffix: str = "") -> str:
+        """`later_read:prewarm:ready:<date>:<HH>[shard suffix]`: every user of that push hour is prewarmed."""
+        return f"{constants.PREWARM_READY_PREFIX}{date}:{hour:02d}{suffix}"
+
+    @staticmethod
     def sent(date: str, uid: str) -> str:
         return f"{constants.SENT_PREFIX}{date}:{uid}"
+
+    @staticmethod
+    def push_start(date: str, hour: int, suffix: str = "") -> str:
+        """`later_read:push:start:<date>:<HH>[shard suffix]`: the topic offsets where the hour's push began."""
+        return f"{constants.PUSH_START_PREFIX}{date}:{hour:02d}{suffix}"
 
     @staticmethod
     def lock(job: str, date: str, hour: int | None = None) -> str:

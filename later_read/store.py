@@ -111,6 +111,19 @@ class Store:
         await self._run("SET prewarm marker", self.client.set(
             Keys.prewarm_done(date), orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
 
+    async def put_prewarm_ready(self, date: str, hour: int, info: dict) -> None:
+        await self._run("SET prewarm hour marker", self.client.set(
+            Keys.prewarm_ready(date, hour), orjson.dumps(info), ex=constants.PREWARM_READY_TTL_SECONDS))
+
+    async def get_prewarm_ready(self, date: str, hour: int) -> tuple[dict | None, dict | None, int]:
+        """(hour H's readiness marker, the day's completion marker, how many of the 24 hours are ready):
+        one MGET, what the push polls while it waits."""
+        keys = [Keys.prewarm_ready(date, h) for h in range(24)] + [Keys.prewarm_done(date)]
+        raws = await self._run("MGET prewarm markers", self.client.mget(keys))
+        ready = raws[hour]
+        return (orjson.loads(ready) if ready else None, orjson.loads(raws[24]) if raws[24] else None,
+                sum(1 for raw in raws[:24] if raw))
+
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
         pipe = self.client.pipeline(transaction=False)

@@ -85,7 +85,9 @@ class Summary:
         if self.extra.get("dry_run") and "sent" in head:
             head["would_send"] = head.pop("sent")  # a dry run sends nothing
         out = [f"{self.job}.summary status={self.status} {fields(**head)} "
-               f"duration_seconds={self.duration_seconds} users_per_second={data['users_per_second']}"]
+               f"duration_seconds={self.duration_seconds} users_per_second={data['users_per_second']}"
+               + (f" peak_calls_saved={self.extra['peak_calls_saved']}" if "peak_calls_saved" in self.extra
+                  else "")]
         if self.failures:
             out.append(f"{self.job}.failures {fields(**dict(self.failures))}")
         for reason, found in sorted(self.named.items()):

@@ -83,10 +83,10 @@ def test_hostile_uids_through_prewarm_and_push(redis_url, mysql, kafka_topic, si
     assert any(" prewarm.unservable_rows " in line and "first_uid=late-user" in line and "push_hour=99" in line
                for line in lines)
     data = json.loads((tmp_path / "prewarm.json").read_text())
-    assert data["unservable"] == 1 and data["cached"] == len(servable) + 1  # + late-user, prewarmed anyway
-    assert data["users"] + data["remaining"] == data["total"] == len(servable) + 2
+    assert data["unservable"] == 2 and data["cached"] == len(servable)  # the empty uid, late-user
+    assert data["users"] == data["total"] == len(servable) + 2 and data["remaining"] == 0
     assert data["uids"]["push_hour_out_of_range"] == ["late-user"] and data["uids"]["uid_empty"] == [""]
-    assert set(sim.calls("ab")) == set(servable) | {"late-user"}  # the empty uid never reached A/B
+    assert set(sim.calls("ab")) == set(servable)  # the empty uid never reached A/B
 
     push = run(config, "push", "--date", DATE, "--hour", str(HOUR))
     assert push.returncode == 0, push.stderr
