@@ -23,7 +23,8 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import default_config, merge, to_toml
+from conftest import default_config, merge
+from later_read.sandbox.stack import render_toml
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.topic import read_topic
@@ -85,7 +86,7 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
     textfiles = tmp / "textfile"
     textfiles.mkdir()
     config = tmp / "config.toml"
-    config.write_text(to_toml(merge(default_config(), {
+    config.write_text(render_toml(merge(default_config(), {
         "redis": {"url": redis_server.url},
         "starrocks": {"host": db.host, "port": db.port, "user": db.user, "password": db.password,
                       "database": db.database},

@@ -43,7 +43,7 @@ from later_read.jobs.push.message import build_message, encode
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.keys import Keys
-from later_read.log import alert, at, event, get_logger
+from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
 from later_read.saving import peak_calls_saved, with_old_flow
 from later_read.summary import Summary
