@@ -56,11 +56,13 @@ log = get_logger("push")
 JOB = "push"
 # The report's per-user counters (also the metrics' outcomes). With --on-miss skip, every user read is
 # in exactly one of sent, misses, corrupt, not_in_experiment, no_recommendation, material_not_found,
-# already_sent, not_processed (dropped after a signal) or `failed` (per reason, e.g. undelivered).
+# already_sent, not_processed (dropped after a signal), unservable (a uid no job can serve) or `failed`
+# (per reason, e.g. undelivered); `remaining` = the hour's users (`total`) never read (a stop came first).
 # stale and live_budget_exhausted are parts of misses. With --on-miss live, `live` counts the missed or
 # corrupt users computed on the spot; each of those is also counted by its new outcome (sent, ...).
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
-               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed")
+               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
+               "unservable")
 WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
 
 
@@ -193,12 +195,13 @@ def _open_output(stack: contextlib.ExitStack, options: PushOptions):
 
 async def _prepare(settings: Settings, options: PushOptions, conns: PushConnections, summary: Summary,
                    shutdown: Shutdown) -> PushRun:
-    total = await conns.starrocks.count(_query(settings, options))
+    total = summary.total = await conns.starrocks.count(_query(settings, options))
     event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
           force=options.force, on_miss=options.on_miss)
     progress = Progress(JOB, settings.push.progress_interval_seconds, total)
     sorter = Sorter(options.date, options.hour, options.force, summary.counts,
-                    settings.push.miss_log_limit, progress.advance)
+                    settings.push.miss_log_limit, progress.advance,
+                    name=summary.name if options.on_miss == "skip" else None)
     live = None
     if options.on_miss == "live":
         live = LiveResolver(conns.services, conns.store, sorter, date=options.date,
@@ -222,6 +225,8 @@ def _collect(run: PushRun) -> None:
         summary.extra.update(run.sink.details())
     if isinstance(run.sink, Delivery) and run.sink.undelivered:
         summary.failures["undelivered"] += run.sink.undelivered
+        for reason, uid in run.sink.failed_uids:
+            summary.name(f"undelivered_{reason}", uid)
     summary.extra["materials_fetched"] = run.materials.fetched
     summary.extra["miss_ratio"] = round(summary.counts["misses"] / max(summary.counts["users"], 1), 6)
     users = summary.counts["users"]
@@ -308,6 +313,7 @@ async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
         async for hit in receive:
             if run.shutdown.stopping:
                 run.summary.counts["not_processed"] += 1  # stop taking new users; the rerun sends them
+                run.summary.name("not_processed", hit.user.uid)
                 continue
             await _push_one(run, hit)
 
@@ -326,6 +332,7 @@ async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: Ser
     """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
     if error is not None:
         run.summary.failures[f"material_{error.reason}"] += 1
+        run.summary.name(f"material_{error.reason}", hit.user.uid)
     elif material is None:
         run.summary.counts["material_not_found"] += 1
     else:
