@@ -166,8 +166,14 @@ CASES: list[Case] = [
     cfg("lock wait of ten days", "wait_seconds = 75", "wait_seconds = 864000",
         "[lock] wait_seconds: expected seconds 0-86400, got 864000.0"),
     cfg("unknown key in [redis]", "ttl_seconds = 86400", "ttl_seconds = 86400\nttl = 5",
-        "[redis] ttl: unknown key; known keys in [redis]: url, key_prefix, ttl_seconds, max_connections, "
-        "batch_size, socket_timeout_seconds"),
+        "[redis] ttl: unknown key; known keys in [redis]: mode, url, sentinels, service_name, failover_seconds, "
+        "wait_replicas, key_prefix, ttl_seconds, max_connections, batch_size, socket_timeout_seconds"),
+    cfg("unknown [redis] mode", 'mode = "standalone"', 'mode = "master"',
+        '[redis] mode: expected one of "standalone", "sentinel", "cluster", got "master"'),
+    cfg("sentinel mode without sentinels", 'mode = "standalone"', 'mode = "sentinel"',
+        '[redis] mode = "sentinel" needs sentinels = ["host:port", ...] and service_name = "<master name>"'),
+    cfg("[shards] count 0", "count = 1 ", "count = 0 ",
+        "[shards] count: expected an integer from 1 to 1,024, got 0"),
     cfg("missing [kafka] topic", 'topic = "later_read_push"', "",
         "[kafka] topic: missing; set it in the file or in LATER_READ__KAFKA__TOPIC"),
     Case("config", "config file that is not TOML", E + "config error in <CONFIG>: not valid TOML: Expected ']' "
@@ -175,11 +181,12 @@ CASES: list[Case] = [
     Case("config", "config file that does not exist", E + "config error: <TMP>/none.toml not found; pass --config "
          "PATH or set LATER_READ_CONFIG", 2, args=["prewarm", "--config", "<TMP>/none.toml"]),
     env("misspelt variable LATER_READ__REDIS__URLL", {"LATER_READ__REDIS__URLL": "redis://h:1/0"},
-        NOTE.format(var="LATER_READ__REDIS__URLL", problem="[redis] has no key 'urll' (known: url, key_prefix, "
-                    "ttl_seconds, max_connections, batch_size, socket_timeout_seconds)")),
+        NOTE.format(var="LATER_READ__REDIS__URLL", problem="[redis] has no key 'urll' (known: mode, url, sentinels, "
+                    "service_name, failover_seconds, wait_replicas, key_prefix, ttl_seconds, max_connections, "
+                    "batch_size, socket_timeout_seconds)")),
     env("variable naming no section", {"LATER_READ__REDISS__URL": "x"},
         NOTE.format(var="LATER_READ__REDISS__URL", problem="the top level has no key 'rediss' (known: timezone, "
-                    "starrocks, tasks, redis, services, prewarm, push, kafka, metrics, lock)")),
+                    "starrocks, tasks, redis, services, prewarm, push, kafka, metrics, lock, shards)")),
     env("variable naming a whole table", {"LATER_READ__REDIS": "x"},
         NOTE.format(var="LATER_READ__REDIS", problem="[redis] is a table; name a key in it")),
     env("variable going below a value", {"LATER_READ__REDIS__URL__HOST": "x"},
@@ -194,6 +201,15 @@ CASES: list[Case] = [
         f'{REDIS_URL_FORM}, got "redis://h:x/0"'),
     env("LATER_READ_CONFIG naming a missing file", {"LATER_READ_CONFIG": "<TMP>/nope.toml"},
         E + "config error: <TMP>/nope.toml not found; pass --config PATH or set LATER_READ_CONFIG"),
+    Case("cli", "--shard not K/N", E + "--shard 'x': expected K/N (shard K of N, counted from 0), e.g. 2/4", 2,
+         args=[*PREWARM, "--shard", "x"]),
+    Case("cli", "--shard K not below N", E + "shard 4/4: expected K/N with N >= 1 and 0 <= K < N, e.g. --shard 2/4",
+         2, args=[*PREWARM, "--shard", "4/4"]),
+    Case("env", "[shards] count 4 and no shard index", E + "[shards] count = 4 but no shard given: pass --shard "
+         "K/4 or run as an Indexed Job (which sets JOB_COMPLETION_INDEX)", 2, env={"LATER_READ__SHARDS__COUNT": "4"}),
+    Case("env", "JOB_COMPLETION_INDEX beyond [shards] count",
+         E + "shard 7/4: expected K/N with N >= 1 and 0 <= K < N, e.g. --shard 2/4", 2,
+         env={"LATER_READ__SHARDS__COUNT": "4", "JOB_COMPLETION_INDEX": "7"}),
     Case("cli", "--date in the wrong format", E + "--date: expected YYYYMMDD such as 20261123, got '2026-11-23'",
          2, args=[*PREWARM, "--date", "2026-11-23"]),
     Case("cli", "--date outside 2000-2100", E + "--date: 19991231 is outside 2000-2100; check the value", 2,
