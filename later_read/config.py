@@ -15,70 +15,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from later_read import urls
+from later_read.config_checks import (BATCH, BOOTSTRAP, CONCURRENCY, GRACE, HOST, HOST_PORTS, HTTP_URL, INTERVAL,
+                                      NON_EMPTY, PORT, PUSHGATEWAY_URL, QPS, RATIO, REDIS_MODE, REDIS_URL,
+                                      REPLICAS, SHARDS, SQL_NAME, TASK_IDS, TIMEOUT, TOPIC, TTL, above, between,
+                                      check, host_port, valid_zone)
 from later_read.errors import ConfigError
 
 ENV_CONFIG_PATH = "LATER_READ_CONFIG"
 ENV_PREFIX = "LATER_READ__"
 REQUIRED: Any = dataclasses.MISSING
 
-
-def _check(test: Callable[[Any], bool | str], expected: str) -> dict:
-    """A field check: `test(value)` is True (fine), False, or a string saying what is wrong."""
-    return {"check": test, "expected": expected}
-
-
-def _between(low: float, high: float, what: str = "a number") -> dict:
-    return _check(lambda v: low <= v <= high, f"{what} from {low:_} to {high:_}".replace("_", ","))
-
-
-def _above(low: float, high: float) -> dict:
-    return _check(lambda v: low < v <= high, f"a number > {low:_} and <= {high:_}".replace("_", ","))
-
-
-# Upper bounds: far above any sane production value, low enough that a typo (an extra zero run, 2**62)
-# is refused before the job starts instead of failing at Redis or growing until the kernel kills it.
-CONCURRENCY = _between(1, 2000, "an integer")  # the CLI's --concurrency range; 2000 in flight ~ 40 MB
-TIMEOUT = _above(0, 3600)  # one request, query or flush: an hour is already a hang
-INTERVAL = _above(0, 3600)
-GRACE = _between(0, 3600)
-BATCH = _between(1, 100_000, "an integer")  # rows / keys per round trip
-TTL = _between(60, 30 * 86400, "an integer (seconds)")  # Redis EXPIRE; a value lives a day
-QPS = _between(0, 1_000_000)
-REPLICAS = _between(0, 16, "an integer")  # WAIT numreplicas: more than a Redis group ever has
-SHARDS = _between(1, 1024, "an integer")  # Indexed Job completions; each shard is a process
-RATIO = _check(lambda v: 0 < v <= 1, "a ratio in (0, 1]")
-NON_EMPTY = _check(lambda v: len(v) > 0, "a non-empty value")
-PORT = _between(1, 65535, "a port number")
-TASK_IDS = _check(lambda v: len(v) > 0 and all("{date}" in t for t in v),
-                  "a non-empty list of task ids, each containing {date}")
-SQL_NAME = _check(lambda v: v.replace("_", "").isalnum(), "a plain SQL identifier (letters, digits, _)")
-HOST = _check(lambda v: bool(v.strip()) and not any(c.isspace() or c in "/:@" for c in v),
-              "a host name or IP address")
-TOPIC = _check(lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) is not None,
-               "a Kafka topic name (1-249 characters: letters, digits, . _ -)")
-HTTP_URL = _check(lambda v: urls.http_problem(v) or True, "an http://host[:port][/path] URL")
-REDIS_URL = _check(lambda v: urls.redis_problem(v) or True,
-                   "redis://[user:password@]host[:port][/db], rediss://... or unix:///path[?db=N]")
-PUSHGATEWAY_URL = _check(lambda v: not v or urls.http_problem(v, https_ok=True) or True,
-                         'an http(s)://host[:port] URL, or "" for none')
-BOOTSTRAP = _check(lambda v: urls.bootstrap_problem(v) or True, "host:port[,host:port...]")
-
-
-def _valid_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,19 +52,6 @@ class TaskSettings:
     ids: list[str] = field(default=REQUIRED, metadata=TASK_IDS)
 
 
-REDIS_MODES = ("standalone", "sentinel", "cluster")
-REDIS_MODE = _check(lambda v: v in REDIS_MODES, 'one of "standalone", "sentinel", "cluster"')
-HOST_PORTS = _check(lambda v: len(v) > 0 and all(_host_port(a) is not None for a in v),
-                    'a non-empty list of "host:port" strings')
-
-
-def _host_port(text: str) -> tuple[str, int] | None:
-    """("host", port) from "host:port", or None when it is not one."""
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    return host.strip("[]"), int(port)
-
 
 @dataclass(frozen=True, kw_only=True)
 class RedisSettings:
@@ -130,7 +70,7 @@ class RedisSettings:
     wait_replicas: int = field(default=0, metadata=REPLICAS)
     key_prefix: str = field(default="rec:later_read:", metadata=NON_EMPTY)
     ttl_seconds: int = field(default=86400, metadata=TTL)
-    max_connections: int = field(default=32, metadata=_between(1, 10_000, "an integer"))
+    max_connections: int = field(default=32, metadata=between(1, 10_000, "an integer"))
     batch_size: int = field(default=500, metadata=BATCH)  # keys per MGET / pipelined write batch
     socket_timeout_seconds: float = field(default=5.0, metadata=TIMEOUT)
 
@@ -144,7 +84,7 @@ class RedisSettings:
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
-        return [_host_port(a) for a in self.sentinels]  # type: ignore[misc]
+        return [host_port(a) for a in self.sentinels]  # type: ignore[misc]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,18 +92,18 @@ class ServiceSettings:
     ab_url: str = field(default=REQUIRED, metadata=HTTP_URL)
     rec_url: str = field(default=REQUIRED, metadata=HTTP_URL)
     material_url: str = field(default=REQUIRED, metadata=HTTP_URL)
-    timeout_seconds: float = field(default=2.0, metadata=_above(0, 300))
-    max_attempts: int = field(default=3, metadata=_between(1, 20, "an integer"))
-    backoff_initial_seconds: float = field(default=0.1, metadata=_between(0, 60))
-    backoff_max_seconds: float = field(default=2.0, metadata=_between(0, 600))
+    timeout_seconds: float = field(default=2.0, metadata=above(0, 300))
+    max_attempts: int = field(default=3, metadata=between(1, 20, "an integer"))
+    backoff_initial_seconds: float = field(default=0.1, metadata=between(0, 60))
+    backoff_max_seconds: float = field(default=2.0, metadata=between(0, 600))
     # Per-service request rate caps in requests/s; 0 means no cap beyond the concurrency bound.
     ab_qps: float = field(default=0.0, metadata=QPS)
     rec_qps: float = field(default=0.0, metadata=QPS)
     material_qps: float = field(default=0.0, metadata=QPS)
     # Circuit breaker: over the last `breaker_window` calls to one service (after at least
     # `breaker_min_calls`), a failure ratio above `breaker_failure_ratio` stops the job.
-    breaker_window: int = field(default=200, metadata=_between(1, 100_000, "an integer"))
-    breaker_min_calls: int = field(default=50, metadata=_between(1, 100_000, "an integer"))
+    breaker_window: int = field(default=200, metadata=between(1, 100_000, "an integer"))
+    breaker_min_calls: int = field(default=50, metadata=between(1, 100_000, "an integer"))
     breaker_failure_ratio: float = field(default=0.5, metadata=RATIO)
 
     def problems(self) -> list[tuple[str, str]]:
@@ -192,9 +132,9 @@ class PushSettings:
     concurrency: int = field(default=50, metadata=CONCURRENCY)
     progress_interval_seconds: float = field(default=10.0, metadata=INTERVAL)
     grace_seconds: float = field(default=20.0, metadata=GRACE)
-    wait_for_prewarm_seconds: float = field(default=600.0, metadata=_between(0, 3600))
-    miss_log_limit: int = field(default=20, metadata=_between(0, 10_000, "an integer"))
-    live_budget: int = field(default=1000, metadata=_between(0, 1_000_000, "an integer"))
+    wait_for_prewarm_seconds: float = field(default=600.0, metadata=between(0, 3600))
+    miss_log_limit: int = field(default=20, metadata=between(0, 10_000, "an integer"))
+    live_budget: int = field(default=1000, metadata=between(0, 1_000_000, "an integer"))
     flush_timeout_seconds: float = field(default=30.0, metadata=TIMEOUT)
 
 
@@ -229,16 +169,16 @@ class MetricsSettings:
 @dataclass(frozen=True, kw_only=True)
 class LockSettings:
     # The holder refreshes its lock every ttl/3, so a killed run's lock is gone within ttl_seconds.
-    ttl_seconds: int = field(default=60, metadata=_check(lambda v: 3 <= v <= 3600, "an integer 3-3600"))
+    ttl_seconds: int = field(default=60, metadata=check(lambda v: 3 <= v <= 3600, "an integer 3-3600"))
     # A run that finds the lock held waits this long (a little over ttl_seconds, so a dead holder's lock
     # expires and is taken over); 0 = fail at once with exit 5. `--lock-wait SECONDS` overrides it.
-    wait_seconds: float = field(default=75.0, metadata=_check(lambda v: 0 <= v <= 86400, "seconds 0-86400"))
+    wait_seconds: float = field(default=75.0, metadata=check(lambda v: 0 <= v <= 86400, "seconds 0-86400"))
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     timezone: str = field(default="Asia/Shanghai",
-                          metadata=_check(_valid_zone, "an IANA zone name such as Asia/Shanghai"))
+                          metadata=check(valid_zone, "an IANA zone name such as Asia/Shanghai"))
     starrocks: StarRocksSettings = REQUIRED
     tasks: TaskSettings = REQUIRED
     redis: RedisSettings = REQUIRED
