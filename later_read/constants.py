@@ -25,6 +25,19 @@ LOCK_PREFIX = INTERNAL_PREFIX + "lock:"
 LOCK_TTL_SECONDS = 60
 LOCK_REFRESH_SECONDS = 20
 
+# Where the first push run of a (date, hour) started writing in the topic: JSON {"topic", "offsets":
+# {"<partition>": end offset before its first message}, "at"}, written with SET NX so every later run of
+# the hour reads from the same place. A run that finds the hour unfinished reads the topic from there
+# and writes the sent markers of whatever a dead run delivered (jobs/push/recovery.py). Three days, like
+# the prewarm marker: `later-read sent` and an on-call engineer read it the next morning.
+PUSH_START_PREFIX = INTERNAL_PREFIX + "push:start:"
+# "The last push run of this (date, hour) ended with every delivery confirmed and marked": deleted by a
+# run before it produces anything, set again only when it ends clean. Absent while a start key exists =
+# a run died, was stopped, or lost track of some deliveries: the next run recovers from the topic first.
+# Its own key (not a field of the start key) so the start stays write-once (SET NX) for other readers.
+PUSH_FINISHED_PREFIX = INTERNAL_PREFIX + "push:finished:"
+PUSH_RUN_TTL_SECONDS = 3 * 86400
+
 # Scratch key used by `later-read check` to prove Redis accepts writes; deleted right after.
 CHECK_SCRATCH_PREFIX = INTERNAL_PREFIX + "check:"
 CHECK_SCRATCH_TTL_SECONDS = 60

@@ -40,5 +40,15 @@ class Keys:
         return f"{constants.LOCK_PREFIX}{job}:{suffix}"
 
     @staticmethod
+    def push_start(date: str, hour: int, suffix: str = "") -> str:
+        """Where the (date, hour)'s first push run started writing; `suffix` is the shard's."""
+        return f"{constants.PUSH_START_PREFIX}{date}:{hour:02d}{suffix}"
+
+    @staticmethod
+    def push_finished(date: str, hour: int, suffix: str = "") -> str:
+        """Present when the (date, hour)'s last push run ended with every delivery marked."""
+        return f"{constants.PUSH_FINISHED_PREFIX}{date}:{hour:02d}{suffix}"
+
+    @staticmethod
     def check_scratch(token: str) -> str:
         return f"{constants.CHECK_SCRATCH_PREFIX}{token}"

@@ -125,6 +125,29 @@ class Store:
         await self._run("SET prewarm marker", self.client.set(
             Keys.prewarm_done(date), orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
 
+    async def get_push_run(self, date: str, hour: int, suffix: str = "") -> tuple[dict | None, dict | None]:
+        """The hour's start record and finished marker (either None when absent), one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(Keys.push_start(date, hour, suffix))
+        pipe.get(Keys.push_finished(date, hour, suffix))
+        start, finished = await self._run("GET push run state", pipe.execute())
+        return (orjson.loads(start) if start else None), (orjson.loads(finished) if finished else None)
+
+    async def put_push_start(self, date: str, hour: int, info: dict, suffix: str = "") -> bool:
+        """SET NX the hour's start record; False when an earlier run already wrote one."""
+        return bool(await self._run("SET push start", self.client.set(
+            Keys.push_start(date, hour, suffix), orjson.dumps(info), nx=True,
+            ex=constants.PUSH_RUN_TTL_SECONDS)))
+
+    async def set_push_finished(self, date: str, hour: int, info: dict | None, suffix: str = "") -> None:
+        """Write the hour's finished marker, or delete it (`info` None) before producing."""
+        key = Keys.push_finished(date, hour, suffix)
+        if info is None:
+            await self._run("DEL push finished", self.client.delete(key))
+        else:
+            await self._run("SET push finished", self.client.set(
+                key, orjson.dumps(info), ex=constants.PUSH_RUN_TTL_SECONDS))
+
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
         pipe = self.client.pipeline(transaction=False)
