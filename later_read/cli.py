@@ -7,6 +7,7 @@ Exit codes (also in the README): 0 done; 1 done with failed users; 2 bad config 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
@@ -20,8 +21,23 @@ from later_read.log import setup_logging
 CONFIG_HELP = "Config file (default: $LATER_READ_CONFIG, else ./config.toml)."
 
 
+# Commands imported only when asked for: the sandbox (simulator, local servers, seeding) is a third of the
+# package and never needed by the production jobs, so `later-read prewarm` must not pay for importing it.
+LAZY_COMMANDS = {"sandbox": "later_read.sandbox.cli:sandbox"}
+
+
 class Group(click.Group):
-    """Turns the project's errors into one stderr line and their documented exit code."""
+    """Turns the project's errors into one stderr line and their documented exit code; loads the
+    commands named in LAZY_COMMANDS on first use (click's lazy group pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -82,7 +98,7 @@ def prewarm(config_path, **options) -> None:
         later-read prewarm --date 20261123 --report /var/log/later-read/prewarm.json
     """
     settings = settings_from(config_path)
-    from later_read.jobs.prewarm import run_prewarm
+    from later_read.jobs.prewarm.job import run_prewarm
 
     sys.exit(run_prewarm(settings, **options))
 
@@ -109,7 +125,7 @@ def push(config_path, **options) -> None:
         later-read push --date 20261123 --hour 23 --report /var/log/later-read/push.json
     """
     settings = settings_from(config_path)
-    from later_read.jobs.push import run_push
+    from later_read.jobs.push.job import run_push
 
     sys.exit(run_push(settings, **options))
 
@@ -190,15 +206,6 @@ def show(config_path, uid: str, date: str | None, as_json: bool) -> None:
 
     settings = settings_from(config_path)
     sys.exit(run_show(settings, parse_uid(uid), parse_date(date, settings.zone), as_json, echo=click.echo))
-
-
-def _register_sandbox() -> None:
-    from later_read.sandbox.cli import sandbox
-
-    cli.add_command(sandbox)
-
-
-_register_sandbox()
 
 
 def main() -> None:

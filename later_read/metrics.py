@@ -42,7 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 
 from later_read.config import Settings
-from later_read.jobs.progress import Summary
+from later_read.summary import Summary
 from later_read.log import event, get_logger
 from later_read.store import redact_url
 

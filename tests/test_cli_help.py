@@ -16,7 +16,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command and subcommand as its path of names, the root group being ()."""
     paths = [prefix]
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the lazy `sandbox` group is loaded here
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             paths += command_paths(command, (*prefix, name))
         else:
@@ -27,7 +29,7 @@ def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> lis
 def command_at(path: tuple[str, ...]) -> click.Command:
     command: click.Command = cli
     for name in path:
-        command = command.commands[name]  # type: ignore[attr-defined]
+        command = command.get_command(click.Context(command), name)  # type: ignore[attr-defined]
     return command
 
 

@@ -19,7 +19,7 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.jobs.message import msg_id
+from later_read.jobs.push.message import msg_id
 from later_read.keys import Keys
 from later_read.sandbox import servers
 from later_read.sandbox.topic import TopicMessage, read_topic
@@ -348,7 +348,7 @@ def metrics_settings(make_config, **metrics):
 def finished(job: str, status: str, counts: dict, failures: dict | None = None):
     from collections import Counter
 
-    from later_read.jobs.progress import Summary
+    from later_read.summary import Summary
 
     summary = Summary(job, DATE, counts=Counter(counts), failures=Counter(failures or {}))
     summary.finish(status)

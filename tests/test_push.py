@@ -21,10 +21,10 @@ import anyio
 import redis
 from click.testing import CliRunner
 
-from later_read.cache import CachedValue, encode
+from later_read.value_codec import CachedValue, encode
 from later_read.cli import cli
 from later_read.config import RedisSettings
-from later_read.jobs.message import msg_id
+from later_read.jobs.push.message import msg_id
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.simulator_oracle import Oracle
@@ -175,7 +175,7 @@ def test_msg_id_is_pinned_for_date_and_uid():
 def test_alert_limiter_writes_limit_lines_then_one_suppressed_line():
     import logging
 
-    from later_read.jobs.push_select import AlertLimiter
+    from later_read.jobs.push.select import AlertLimiter
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
@@ -199,7 +199,7 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
 
     from later_read.config import load_settings
     from later_read.errors import UsageError
-    from later_read.jobs.push import push_options
+    from later_read.jobs.push.job import push_options
 
     settings = load_settings(make_config(timezone="America/New_York"))
     options = dict(dry_run=False, output=None, force=False, on_miss="skip", report_path=None)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from later_read import constants
-from later_read.cache import CachedValue, decode, encode
+from later_read.value_codec import CachedValue, decode, encode
 from later_read.clients.http import Breaker, LatencyHistogram
 from later_read.errors import CorruptValue, UsageError
 from later_read.inputs import parse_date, parse_uid, read_uids_file
@@ -136,7 +136,7 @@ def test_latency_histogram_percentiles_within_two_percent():
 def test_msg_id_is_exactly_uuid5_of_the_namespace(uid, date):
     import uuid
 
-    from later_read.jobs.message import MSG_NAMESPACE, msg_id
+    from later_read.jobs.push.message import MSG_NAMESPACE, msg_id
 
     assert msg_id(date, uid) == str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))
 

@@ -1,7 +1,7 @@
 """Kafka producer (confluent-kafka): idempotent, acks=all, compressed, batched.
 
 librdkafka reports delivery only inside poll()/flush(); the push job owns the delivery loop
-(`later_read.jobs.delivery`). librdkafka's own log lines are routed to our logger at DEBUG level (by
+(`later_read.jobs.push.delivery`). librdkafka's own log lines are routed to our logger at DEBUG level (by
 default it writes one stderr line per reconnect attempt, dozens a second while a broker is down), and
 its error callback becomes one alert line per distinct error code.
 """

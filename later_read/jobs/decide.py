@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from later_read import constants
-from later_read.cache import CachedValue
+from later_read.value_codec import CachedValue
 from later_read.connections import Services
 
 

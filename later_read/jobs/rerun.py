@@ -31,13 +31,13 @@ from typing import Any, Callable
 import anyio
 import confluent_kafka
 
-from later_read import cache
-from later_read.cache import CachedValue
+from later_read import value_codec
+from later_read.value_codec import CachedValue
 from later_read.config import Settings
 from later_read.connections import Connections, open_connections
 from later_read.errors import EXIT_FAILURES, EXIT_OK, ServiceError
 from later_read.jobs.decide import decide
-from later_read.jobs.message import build_message, encode
+from later_read.jobs.push.message import build_message, encode
 from later_read.jobs.show import CORRUPT, MISS, classify
 from later_read.keys import Keys
 from later_read.runtime import run
@@ -126,7 +126,7 @@ class Rerun:
     async def prewarm(self, user: TaskUser) -> CachedValue:
         """The prewarm's rule (decide) for the user, then the value written with the configured TTL."""
         value = await decide(self.services, user.uid, user.project, self.options.date, on_step=self._decided)
-        raw, key = cache.encode(value), self.store.keys.rec(user.uid)
+        raw, key = value_codec.encode(value), self.store.keys.rec(user.uid)
         if self.options.dry_run:
             self.step("value", f"would write {key} = {raw.decode()} "
                                f"ttl={self.settings.redis.ttl_seconds} s (dry run: not written)")
@@ -193,7 +193,7 @@ class Rerun:
         if outcome in (MISS, CORRUPT):
             raise Stop(f"no usable value for {self.options.date} ({outcome}); rerun without --push-only "
                        "to compute it first", EXIT_FAILURES)
-        return cache.decode(raw)
+        return value_codec.decode(raw)
 
     async def _produce(self, uid: str, payload: bytes) -> tuple[int, int]:
         """Produce one message and wait for its delivery report (flush in a worker thread)."""

@@ -20,7 +20,7 @@ from typing import Callable
 
 import orjson
 
-from later_read import cache, constants
+from later_read import constants, value_codec
 from later_read.config import Settings
 from later_read.connections import open_connections
 from later_read.errors import EXIT_OK, CorruptValue
@@ -77,7 +77,7 @@ def classify(raw: bytes | None, date: str) -> tuple[str, str, dict | None]:
     if raw is None:
         return MISS, "never computed (no value under this key)", None
     try:
-        value = cache.decode(raw)
+        value = value_codec.decode(raw)
     except CorruptValue as exc:
         return CORRUPT, str(exc), None
     parsed = value.to_dict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,3 +129,69 @@ def _show_topic(stack) -> None:
     click.echo(f"\ntopic {stack.topic}: {len(messages)} messages, {len(ids)} distinct msg_id")
     if messages:
         click.echo(orjson.dumps(messages[0].value, option=orjson.OPT_INDENT_2).decode())
+
+
+@sandbox.command("fetch-kafka")
+def fetch_kafka() -> None:
+    """Download the Kafka broker's jars from Maven Central into the cache and print the folder.
+
+    The cache is $LATER_READ_CACHE, else ~/.cache/later-read; a filled cache is reused as it is.
+
+    \b
+    Example:
+        later-read sandbox fetch-kafka
+    """
+    from later_read.sandbox.servers import ServerUnavailable, ensure_kafka_classpath
+
+    try:
+        click.echo(ensure_kafka_classpath())
+    except ServerUnavailable as error:
+        raise click.ClickException(str(error)) from None
+
+
+@sandbox.command("servers")
+@click.argument("kinds", nargs=-1, type=click.Choice(["redis", "mariadb", "kafka"]))
+def servers_command(kinds: tuple[str, ...]) -> None:
+    """Run real local servers until Ctrl-C, printing the `export` lines that point the tests at them.
+
+    KINDS are redis, mariadb and kafka (default: all three).
+
+    \b
+    Example:
+        later-read sandbox servers redis kafka
+    """
+    from later_read.sandbox.servers import FACTORIES, ServerUnavailable
+
+    running = []
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for kind in kinds or tuple(FACTORIES):
+            running.append(FACTORIES[kind]().start())
+            click.echo(f"# {kind} ready in {running[-1].startup_seconds:.2f} s", err=True)
+            click.echo(_env_line(running[-1]))
+        click.echo("# servers are up; Ctrl-C stops them", err=True)
+        while True:
+            time.sleep(3600)
+    except ServerUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in reversed(running):
+            server.stop()
+
+
+def _env_line(server) -> str:
+    """The `export` line that points later tests (or a demo) at this running server."""
+    from later_read.sandbox import servers
+
+    if isinstance(server, servers.RedisServer):
+        return f"export {servers.REDIS_ENV}={server.url}"
+    if isinstance(server, servers.MariaDBServer):
+        return f"export {servers.MYSQL_ENV}={server.dsn()}"
+    return f"export {servers.KAFKA_ENV}={server.bootstrap}"
+
+
+def _interrupt(*_) -> None:
+    """SIGTERM handler for `servers`: stop like Ctrl-C does, so the servers are stopped too."""
+    raise KeyboardInterrupt

@@ -6,8 +6,8 @@ marks the user sent once Kafka confirmed it.
 
 The pipeline streams: a reader takes the hour's users from StarRocks page by page (deduplicated by
 uid, other hours/dates/task ids excluded by the query), reads each batch's values and sent markers in
-one Redis round trip and sorts the users (`push_select`); hits flow through a bounded stream to
-workers that fetch the card (`push_material`) and hand the message (`message`) to the sink
+one Redis round trip and sorts the users (`select`); hits flow through a bounded stream to
+workers that fetch the card (`material`) and hand the message (`message`) to the sink
 (`delivery`: Kafka with confirmed delivery and sent markers, or the dry-run printer).
 
 At most one push per user per day: a user with a sent marker is skipped (unless --force), and the
@@ -33,12 +33,13 @@ from later_read.connections import Connections, open_connections
 from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, LaterReadError,
                                ServiceDown, ServiceError, UsageError)
 from later_read.inputs import parse_date
-from later_read.jobs.delivery import Delivery, DryRunSink, delivering
-from later_read.jobs.message import build_message, encode
-from later_read.jobs.progress import Progress, Summary, check_report_path, write_report
-from later_read.jobs.push_live import LiveResolver
-from later_read.jobs.push_material import MaterialCache
-from later_read.jobs.push_select import Hit, Sorter
+from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
+from later_read.jobs.push.message import build_message, encode
+from later_read.jobs.progress import Progress, check_report_path, write_report
+from later_read.summary import Summary
+from later_read.jobs.push.live import LiveResolver
+from later_read.jobs.push.material import MaterialCache
+from later_read.jobs.push.select import Hit, Sorter
 from later_read.log import alert, event, get_logger
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown

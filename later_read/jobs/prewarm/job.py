@@ -1,7 +1,7 @@
 """`later-read prewarm`: compute every user's recommendation for a day and store it in Redis.
 
 This module is the job's frame: check the inputs (exit 2 before anything is touched), open the
-connections, take the date's lock, run the fan-out (`prewarm_fanout`), then conclude: the completion
+connections, take the date's lock, run the fan-out (`fanout`), then conclude: the completion
 marker, the summary on stderr, `--report`, metrics, one alert line when something needs a person, and
 the exit code.
 
@@ -30,9 +30,10 @@ from later_read.connections import Connections, open_connections
 from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SERVICE_DOWN,
                                LaterReadError)
 from later_read.inputs import parse_date, read_uids_file
-from later_read.jobs.prewarm_fanout import (STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout,
+from later_read.jobs.prewarm.fanout import (STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout,
                                             FanoutPlan)
-from later_read.jobs.progress import Progress, Summary, check_report_path, write_report
+from later_read.jobs.progress import Progress, check_report_path, write_report
+from later_read.summary import Summary
 from later_read.log import alert, event, get_logger
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown

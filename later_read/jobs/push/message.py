@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from later_read.cache import CachedValue
+from later_read.value_codec import CachedValue
 from later_read.clients.material import Material
 from later_read.users import TaskUser
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, NamedTuple, Sequence
 
-from later_read.cache import CachedValue, decode
+from later_read.value_codec import CachedValue, decode
 from later_read.errors import CorruptValue
 from later_read.log import alert, get_logger
 from later_read.users import TaskUser

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import anyio
 
-from later_read.cache import decode, encode
+from later_read.value_codec import decode, encode
 from later_read.connections import Connections
 from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
-from later_read.jobs.prewarm_writer import BatchWriter
+from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
