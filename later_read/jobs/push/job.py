@@ -33,6 +33,7 @@ from later_read.connections import Connections, open_connections
 from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, LaterReadError,
                                ServiceDown, ServiceError, UsageError)
 from later_read.inputs import parse_date
+from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.message import build_message, encode
 from later_read.jobs.progress import Progress, check_report_path, write_report
@@ -53,8 +54,11 @@ JOB = "push"
 # already_sent, not_processed (dropped after a signal) or `failed` (per reason, e.g. undelivered).
 # stale and live_budget_exhausted are parts of misses. With --on-miss live, `live` counts the missed or
 # corrupt users computed on the spot; each of those is also counted by its new outcome (sent, ...).
+# `recovered`: users marked sent from the topic before reading any user (an earlier run of the hour
+# died after Kafka took their message; jobs/push/recovery.py); they then count as already_sent.
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
-               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed")
+               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
+               "recovered")
 PREWARM_POLL_SECONDS = 5.0
 WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
 
@@ -84,6 +88,7 @@ class PushRun:
     materials: MaterialCache
     live: LiveResolver | None
     sink: Any = None  # Delivery or DryRunSink
+    hour_run: recovery.HourRun | None = None  # None in a dry run
 
 
 def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
@@ -182,12 +187,16 @@ async def _push(settings: Settings, options: PushOptions, summary: Summary, shut
         stream = _open_output(stack, options)
         conns = await stack.enter_async_context(open_connections(
             settings, redis=True, starrocks=True, services=True, kafka=not options.dry_run))
+        hour_run = None
         if not options.dry_run:
             await stack.enter_async_context(conns.store.lock("push", options.date, options.hour))
+            hour_run = await recovery.begin(conns.store, settings.kafka, options.date, options.hour)
+            summary.counts["recovered"] = hour_run.recovered or 0
         summary.extra["prewarm_done"] = await wait_for_prewarm(
             conns, options.date, 0.0 if options.dry_run else settings.push.wait_for_prewarm_seconds,
             shutdown) is not None
         run = await _prepare(settings, options, conns, summary, shutdown)
+        run.hour_run = hour_run
         try:
             await _send_all(run, stream)
         finally:
@@ -280,6 +289,8 @@ async def _sink(run: PushRun, stream) -> AsyncIterator[Any]:
     async with delivering(delivery, run.settings.push.flush_timeout_seconds,
                           stop_early=lambda: run.shutdown.force.cancel_called) as sink:
         yield sink
+    if delivery.clean and run.hour_run is not None:  # nothing produced is left unconfirmed or unmarked
+        await recovery.end(run.conns.store, run.hour_run, produced=delivery.produced)
 
 
 async def _send_all(run: PushRun, stream) -> None:

@@ -28,7 +28,7 @@ import orjson
 from later_read.clients import kafka_topic
 from later_read.config import KafkaSettings
 from later_read.errors import KafkaUnavailable
-from later_read.log import alert, event, get_logger
+from later_read.log import alert, get_logger
 from later_read.store import Store
 
 log = get_logger("push")
@@ -51,7 +51,7 @@ class HourRun:
     suffix: str
     start: dict
     was_finished: bool
-    recovered: int = 0  # users whose sent marker was written from the topic
+    recovered: int | None = None  # users marked sent from the topic; None: no recovery was needed
 
 
 async def begin(store: Store, kafka: KafkaSettings, date: str, hour: int, suffix: str = "") -> HourRun:
