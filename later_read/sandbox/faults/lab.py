@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -81,14 +82,26 @@ class Job:
         with log.open("wb") as err:
             self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
         self.code: int | None = None
-        self.signalled_at: float | None = None
-        self.stop_seconds: float | None = None
+        self.faulted_at: float | None = None    # when a fault hit it (signal, server killed, ...)
+        self.ended_at: float | None = None
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        self.process.wait()
+        self.ended_at = time.monotonic()
+
+    @property
+    def stop_seconds(self) -> float | None:
+        """From the fault to the process's exit."""
+        if self.faulted_at is None or self.ended_at is None:
+            return None
+        return round(max(self.ended_at - self.faulted_at, 0.0), 2)
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def signal(self, signum: int) -> None:
-        self.signalled_at = time.monotonic()
+        self.faulted_at = time.monotonic()
         if self.alive():
             self.process.send_signal(signum)
 
@@ -99,8 +112,6 @@ class Job:
             self.process.kill()
             self.code = self.process.wait(10)
             self.log.open("a").write(f"\nFAULT LAB: killed after {timeout:g} s without exiting\n")
-        if self.signalled_at is not None:
-            self.stop_seconds = time.monotonic() - self.signalled_at
         return self.code
 
     def stderr(self) -> str:
