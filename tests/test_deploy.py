@@ -160,6 +160,23 @@ def test_termination_grace_covers_the_jobs_shutdown_grace(job, tmp_path):
         assert pod["terminationGracePeriodSeconds"] >= needed
 
 
+@pytest.mark.parametrize("job", ["prewarm", "push"])
+def test_a_retry_after_a_crash_runs_and_only_hopeless_exits_fail_the_job(job):
+    """A kill -9 / OOM kill (exit 137) is retried; the retry waits out the dead run's lock within its
+    own --lock-wait and, for the push, marks what the dead run delivered before sending the rest."""
+    from later_read.constants import LOCK_TTL_SECONDS
+
+    job_spec = manifests()[("CronJob", f"later-read-{job}")]["spec"]["jobTemplate"]["spec"]
+    rules = job_spec["podFailurePolicy"]["rules"]
+    failing = {code for rule in rules if rule["action"] == "FailJob" for code in rule["onExitCodes"]["values"]}
+    assert failing == {2, 5}  # bad input; a live run held the lock through the whole wait
+    assert any(rule["action"] == "Ignore" and {"type": "DisruptionTarget"} in rule.get("onPodConditions", [])
+               for rule in rules)
+    assert job_spec["backoffLimit"] >= 2
+    # every retry may first wait for a dead holder's lock: the deadline leaves room for that
+    assert job_spec["activeDeadlineSeconds"] > job_spec["backoffLimit"] * 2 * LOCK_TTL_SECONDS
+
+
 def test_the_push_deadline_ends_before_the_next_hour():
     spec = manifests()[("CronJob", "later-read-push")]["spec"]
     assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 3600
