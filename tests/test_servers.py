@@ -118,7 +118,7 @@ def test_env_override_starts_nothing(redis_server, monkeypatch, tmp_path):
     on PATH it starts, and stopping it leaves the real server running."""
     monkeypatch.setenv(servers.REDIS_ENV, redis_server.url)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(servers, "SBIN_DIRS", ())
+    monkeypatch.setattr(servers.process, "SBIN_DIRS", ())
     with servers.redis_server() as external:
         assert not external.managed
         assert external.url == redis_server.url and external.port == redis_server.port
@@ -149,7 +149,7 @@ def test_env_override_that_does_not_answer_says_so(monkeypatch):
 ])
 def test_missing_program_is_one_clear_line(server_class, message, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(servers, "SBIN_DIRS", ())
+    monkeypatch.setattr(servers.process, "SBIN_DIRS", ())
     server = server_class()
     with pytest.raises(servers.ServerUnavailable) as caught:
         server.start()
