@@ -19,6 +19,7 @@ from typing import Callable
 from later_read.keys import Keys
 from later_read.sandbox.faults.checks import Verdict, check_day, check_job, pushable_users
 from later_read.sandbox.faults.lab import DATE, HOUR, KNOBS, Day, Job, Lab
+from later_read.sandbox.simulator import SimulatorKnobs
 
 MAX_RERUNS = 4
 LOCK_WAIT_SECONDS = 75  # a lock left by a dead run expires within its 60 s TTL
@@ -122,10 +123,10 @@ def _silence(lab: Lab, day: Day, job: Job, rng: random.Random) -> None:
 
 
 def _heal_services(lab: Lab) -> None:
+    """The simulator up again, every knob back to the lab's (a partial update would keep fault rates)."""
     if lab.simulator.process is None:
         lab.simulator.start()
-    lab.simulator.configure(**{name: KNOBS[name] for name in ("ab", "rec", "material")},
-                            timeout_hold_seconds=KNOBS["timeout_hold_seconds"])
+    lab.simulator.configure(**SimulatorKnobs.from_dict(KNOBS).to_dict())
 
 
 FLAKY = {name: {"error_5xx_rate": 0.30, "timeout_rate": 0.05} for name in ("ab", "rec", "material")}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from later_read.constants import ALERT_KEYWORD
 from later_read.jobs.push.message import msg_id
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
@@ -129,8 +130,16 @@ def check_job(job: Job) -> list[str]:
         problems.append(f"{name} ({job.log.name}): a traceback on stderr")
     if code != KILLED and code not in DOCUMENTED_EXIT_CODES:
         problems.append(f"{name} ({job.log.name}): exit {code} is not a documented exit code")
-    if code in ONE_LINE_ERROR_CODES:
-        errors = [line for line in text.splitlines() if line.startswith("later-read: error:")]
-        if len(errors) != 1 or not text.rstrip().endswith(errors[0]):
-            problems.append(f"{name} ({job.log.name}): exit {code} without exactly one final error line")
+    if code in ONE_LINE_ERROR_CODES and not _ends_with_one_error(text):
+        problems.append(f"{name} ({job.log.name}): exit {code} without exactly one final error line")
     return problems
+
+
+def _ends_with_one_error(text: str) -> bool:
+    """The last line says what failed and what to do: the CLI's `later-read: error: ...` line (only one),
+    or, when the job stopped itself (the prewarm's circuit breaker), its alert line with a `fix=`."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("later-read: error:")]
+    if errors:
+        return len(errors) == 1 and lines[-1] == errors[0]
+    return bool(lines) and lines[-1].endswith(ALERT_KEYWORD) and " fix=" in lines[-1]
