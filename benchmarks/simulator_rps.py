@@ -4,13 +4,14 @@ The simulator must never be a benchmark's bottleneck (the prewarm benchmark driv
 recommend at 50 connections with 5-20 ms latencies). This starts it pinned to one CPU, drives it with a
 load generator pinned to another, and prints requests/s with both sides' CPU use, median of --repeats runs.
 
-Two load generators: "aiohttp" (what the product's clients use) and "raw" (a minimal asyncio.Protocol
-HTTP/1.1 client). aiohttp spends more CPU per request than the simulator does, so on a two-core machine it
-saturates its core first and cannot show the simulator's limit; the raw client can. The verdict line says
+Three load generators: "wire" (the product's `wire.HttpPool`), "aiohttp" and "raw" (a minimal
+asyncio.Protocol HTTP/1.1 client); the summary line gives both sides' CPU per request. aiohttp spends
+more CPU per request than the simulator does, so on a two-core machine it saturates its core first and cannot show the simulator's limit; the raw client can. The verdict line says
 which side ran out of CPU.
 
     python benchmarks/simulator_rps.py                      # raw and aiohttp, latency 0 and 5 ms
     python benchmarks/simulator_rps.py --client raw --latency-ms 0 --connections 200
+    python benchmarks/simulator_rps.py --client wire --latency-ms 5   # the product client's CPU per request
 """
 
 from __future__ import annotations
@@ -156,8 +157,35 @@ def generator_main(kind: str, url: str, connections: int, seconds: float, cpu: i
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    drive = drive_raw if kind == "raw" else drive_aiohttp
+    drive = DRIVERS[kind]
     results.put(run(drive(url, connections, seconds, ready, go)))
+
+
+# wire generator ----------------------------------------------------------------------------------
+async def drive_wire(url: str, connections: int, seconds: float, ready: Any, go: Any) -> tuple[int, int]:
+    from later_read.clients.wire import HttpPool, Origin
+
+    origins = {path: Origin.parse(url + path) for path in ("/v1/ab/assign", "/v1/rec/get")}
+    bodies = [(origins[path], body) for path, body in request_bodies(UIDS)]
+    counters = [0, 0]
+    loop = asyncio.get_running_loop()
+
+    async def worker(offset: int, stop_at: float) -> None:
+        index = offset
+        while loop.time() < stop_at:
+            index = (index + 1) % len(bodies)
+            status, _ = await pool.post(*bodies[index])
+            counters[0 if status == 200 else 1] += 1
+
+    async with HttpPool(limit=connections, timeout_seconds=5.0) as pool:
+        ready.put(os.getpid())
+        await loop.run_in_executor(None, go.wait)
+        stop_at = loop.time() + seconds
+        await asyncio.gather(*(worker(n * 37, stop_at) for n in range(connections)))
+    return counters[0], counters[1]
+
+
+DRIVERS = {"raw": drive_raw, "aiohttp": drive_aiohttp, "wire": drive_wire}
 
 
 # Orchestration -----------------------------------------------------------------------------------
@@ -206,13 +234,14 @@ def bench(args: argparse.Namespace, kind: str, latency_ms: float) -> None:
     peak = max(stats[name]["peak_qps"] for name in ("ab", "rec"))
     print(f"{kind:8s} latency {latency_ms:g} ms, {args.connections} connections: median {median.rps:.0f} req/s, "
           f"simulator CPU {median.sim_cpu:.0%} of one core, "
-          f"{median.sim_cpu / median.rps * 1e6:.0f} us CPU/request; last run peak_qps per endpoint {peak}")
+          f"{median.sim_cpu / median.rps * 1e6:.0f} us CPU/request; client {median.load_cpu / median.rps * 1e6:.0f} us "
+          f"CPU/request; last run peak_qps per endpoint {peak}")
     print(f"         -> {verdict(median)}")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--client", choices=("raw", "aiohttp", "both"), default="both")
+    parser.add_argument("--client", choices=("raw", "aiohttp", "wire", "both"), default="both")
     parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 5.0])
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--generators", type=int, default=1, help="load generator processes")

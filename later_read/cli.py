@@ -15,7 +15,7 @@ import click
 
 from later_read import __version__
 from later_read.config import Settings, load_settings
-from later_read.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LaterReadError
+from later_read.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, error_line
 from later_read.log import setup_logging
 
 CONFIG_HELP = "Config file (default: $LATER_READ_CONFIG, else ./config.toml)."
@@ -43,7 +43,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except LaterReadError as exc:
-            click.echo(f"later-read: error: {exc}", err=True)
+            click.echo(error_line(exc), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("later-read: interrupted", err=True)
@@ -52,13 +52,22 @@ class Group(click.Group):
             raise
         except Exception:  # a bug: keep the traceback, but still a documented exit code
             traceback.print_exc()
-            click.echo("later-read: internal error (a bug); the traceback is above", err=True)
+            click.echo(INTERNAL_ERROR_LINE, err=True)
             sys.exit(EXIT_INTERNAL)
 
 
 def config_option(func):
     return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                         help=CONFIG_HELP)(func)
+
+
+LOCK_WAIT_HELP = ("Seconds to wait for another run holding this job's lock (default: [lock] wait_seconds, "
+                  "a little over the lock's TTL, so a killed run's lock is taken over); 0 = fail at once.")
+
+
+def lock_wait_option(func):
+    return click.option("--lock-wait", "lock_wait", type=click.FloatRange(0, 86400), default=None,
+                        metavar="SECONDS", help=LOCK_WAIT_HELP)(func)
 
 
 def settings_from(config_path: str | None) -> Settings:
@@ -85,6 +94,7 @@ def cli(verbose: bool, quiet: bool) -> None:
 @click.option("--force", is_flag=True, help="Recompute users already done for the date.")
 @click.option("--uids-file", type=click.Path(dir_okay=False), help="Only these uids (one per line).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
+@lock_wait_option
 @config_option
 def prewarm(config_path, **options) -> None:
     """Compute every user's recommendation for the day and store it in Redis.
@@ -113,6 +123,7 @@ def prewarm(config_path, **options) -> None:
 @click.option("--on-miss", type=click.Choice(["skip", "live"]), default="skip", show_default=True,
               help="A user the prewarm missed: skip with an alert, or compute it live (budgeted).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
+@lock_wait_option
 @config_option
 def push(config_path, **options) -> None:
     """Send the hour's push messages from the prewarmed recommendations.
@@ -160,9 +171,10 @@ def check(config_path, timeout: float) -> None:
 @click.option("--push-only", is_flag=True, help="Send from the value already in Redis; compute nothing.")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and sent; write and send nothing.")
 @click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date.")
+@lock_wait_option
 @config_option
 def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_only: bool, push_only: bool,
-          dry_run: bool, force: bool) -> None:
+          dry_run: bool, force: bool, lock_wait: float | None) -> None:
     """Run the prewarm and/or push path for one user, printing each step as it happens.
 
     Task rows found, A/B value and trace_id, recommendation, value written and its TTL, material,
@@ -181,7 +193,7 @@ def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_onl
                                "(neither runs both paths)")
     settings = settings_from(config_path)
     options = RerunOptions(parse_uid(uid), parse_date(date, settings.zone), hour, prewarm=not push_only,
-                           push=not prewarm_only, dry_run=dry_run, force=force)
+                           push=not prewarm_only, dry_run=dry_run, force=force, lock_wait=lock_wait)
     sys.exit(run_rerun(settings, options, echo=click.echo))
 
 

@@ -133,6 +133,15 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LockSettings:
+    # The holder refreshes its lock every ttl/3, so a killed run's lock is gone within ttl_seconds.
+    ttl_seconds: int = field(default=60, metadata=_check(lambda v: 3 <= v <= 3600, "an integer 3-3600"))
+    # A run that finds the lock held waits this long (a little over ttl_seconds, so a dead holder's lock
+    # expires and is taken over); 0 = fail at once with exit 5. `--lock-wait SECONDS` overrides it.
+    wait_seconds: float = field(default=75.0, metadata=_check(lambda v: 0 <= v <= 86400, "seconds 0-86400"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     timezone: str = field(default="Asia/Shanghai",
                           metadata=_check(_valid_zone, "an IANA zone name such as Asia/Shanghai"))
@@ -144,6 +153,7 @@ class Settings:
     push: PushSettings = field(default_factory=PushSettings)
     kafka: KafkaSettings = REQUIRED
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    lock: LockSettings = field(default_factory=LockSettings)
     source: str = field(default="", metadata={"internal": True})
 
     @property

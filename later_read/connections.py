@@ -1,7 +1,9 @@
-"""Connections: every client a job uses, opened once per job and passed down as one object.
+"""Connections: every client a job uses, opened once per job and passed down as one typed object.
 
-    async with open_connections(settings, redis=True, starrocks=True, services=True) as conns:
+    async with open_job(settings) as conns:          # JobConnections: store, starrocks, services
         await prewarm(conns, options)
+    async with open_push(settings, kafka=True) as conns:   # PushConnections: the same + producer
+    async with open_store(settings) as store:        # Redis alone (show)
 
 Nothing else in the project creates a client; tests and future deployments (Redis Sentinel/Cluster,
 sharded runs) change how clients are built here and nowhere else.
@@ -35,13 +37,21 @@ class Services:
                 for name, client in (("ab", self.ab), ("rec", self.rec), ("material", self.material))}
 
 
-@dataclass
-class Connections:
+@dataclass(frozen=True)
+class JobConnections:
+    """What the prewarm (and `rerun`'s prewarm step) use: Redis, StarRocks and the three services."""
+
     settings: Settings
-    store: Store | None = None
-    starrocks: StarRocks | None = None
-    services: Services | None = None
-    producer: Any | None = None  # confluent_kafka.Producer
+    store: Store
+    starrocks: StarRocks
+    services: Services
+
+
+@dataclass(frozen=True)
+class PushConnections(JobConnections):
+    """The push's: the same plus the Kafka producer (confluent_kafka.Producer; None on a dry run)."""
+
+    producer: Any
 
 
 def _url(base: str, path: str) -> str:
@@ -58,27 +68,37 @@ def build_services(settings: Settings, session) -> Services:
 
 
 @asynccontextmanager
-async def open_connections(settings: Settings, *, redis: bool = False, starrocks: bool = False,
-                           services: bool = False, kafka: bool = False,
-                           http_connections: int | None = None) -> AsyncIterator[Connections]:
-    """Open the requested clients; Redis and Kafka are checked up front so a dead one fails fast."""
-    conns = Connections(settings)
-    async with AsyncExitStack() as stack:
-        if redis:
-            client = open_redis(settings.redis)
-            stack.push_async_callback(client.aclose)
-            conns.store = Store(client, settings.redis)
-            await conns.store.ping()
-        if starrocks:
-            conns.starrocks = StarRocks(settings.starrocks)
-            stack.callback(conns.starrocks.close)
-        if services:
-            limit = http_connections or max(settings.prewarm.concurrency, settings.push.concurrency)
-            session = open_session(limit, settings.services.timeout_seconds)
-            stack.push_async_callback(session.close)
-            conns.services = build_services(settings, session)
-        if kafka:
-            conns.producer = open_producer(settings.kafka)
-            check_topic(conns.producer, settings.kafka)
-        yield conns
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """A Store on a fresh client, pinged first so a dead Redis fails fast (RedisUnavailable)."""
+    client = open_redis(settings.redis)
+    try:
+        store = Store(client, settings.redis)
+        await store.ping()
+        yield store
+    finally:
+        await client.aclose()
 
+
+@asynccontextmanager
+async def open_job(settings: Settings, http_connections: int | None = None) -> AsyncIterator[JobConnections]:
+    """Redis (checked first), StarRocks and the services, closed in reverse order on the way out."""
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(settings))
+        starrocks = StarRocks(settings.starrocks)
+        stack.callback(starrocks.close)
+        limit = http_connections or max(settings.prewarm.concurrency, settings.push.concurrency)
+        session = open_session(limit, settings.services.timeout_seconds)
+        stack.push_async_callback(session.close)
+        yield JobConnections(settings, store, starrocks, build_services(settings, session))
+
+
+@asynccontextmanager
+async def open_push(settings: Settings, *, kafka: bool,
+                    http_connections: int | None = None) -> AsyncIterator[PushConnections]:
+    """`open_job` plus a Kafka producer whose topic was checked (`kafka=False`: producer is None)."""
+    async with open_job(settings, http_connections) as job:
+        producer = None
+        if kafka:
+            producer = open_producer(settings.kafka)
+            check_topic(producer, settings.kafka)
+        yield PushConnections(job.settings, job.store, job.starrocks, job.services, producer)

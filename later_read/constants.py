@@ -19,11 +19,9 @@ PREWARM_DONE_TTL_SECONDS = 3 * 86400
 SENT_PREFIX = INTERNAL_PREFIX + "sent:"
 SENT_TTL_SECONDS = 2 * 86400
 
-# Job locks. The TTL is short and the holder refreshes it, so a job killed with -9 frees the lock
-# within a minute instead of blocking the next cron run for a day.
+# Job locks (`later_read.lock`). Their TTL and how long a run waits for one are config ([lock]): short
+# and refreshed, so a job killed with -9 frees the lock within a minute, and the next run takes it over.
 LOCK_PREFIX = INTERNAL_PREFIX + "lock:"
-LOCK_TTL_SECONDS = 60
-LOCK_REFRESH_SECONDS = 20
 
 # Where the first push run of a (date, hour) started writing in the topic: JSON {"topic", "offsets":
 # {"<partition>": end offset before its first message}, "at"}, written with SET NX so every later run of

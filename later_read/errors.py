@@ -12,7 +12,7 @@
     │   └── PermanentServiceError      other 4xx, malformed body: not retried
     ├── ServiceDown                    exit 4: a service's failure ratio crossed the threshold; job stopped
     ├── CorruptValue                   a cached Redis value does not parse (counted per user, never fatal)
-    ├── LockHeld                       exit 5: another run of the same job and date holds the lock
+    ├── LockHeld                       exit 5: another run of the same job and date held the lock past the wait
     └── Interrupted                    exit 6: SIGTERM/SIGINT; work done is kept, rerun to finish
 
 Every message is one line that names the problem and the fix. Jobs that finish with failed users exit 1
@@ -97,3 +97,11 @@ class LockHeld(LaterReadError):
 
 class Interrupted(LaterReadError):
     exit_code = EXIT_INTERRUPTED
+
+
+INTERNAL_ERROR_LINE = "later-read: internal error (a bug); the traceback is above"
+
+
+def error_line(error: LaterReadError) -> str:
+    """The one stderr line the CLI ends with for a project error."""
+    return f"later-read: error: {error}"

@@ -14,18 +14,10 @@ Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the serie
     later_read_<job>_last_status{status}               gauge    1 for the last run's status, 0 for the others
     later_read_<job>_last_success_timestamp_seconds    gauge    when the last *successful* run ended
 
-"Success" means the run went through every user: status `ok`, or `failures` (finished, some users
-failed; those are counted in `failures_total` and alerted on by their own log lines). A run that was
-interrupted, stopped by a down service or crashed is not a success, and the staleness alert
-`time() - later_read_<job>_last_success_timestamp_seconds > ...` fires when no success comes.
-
-Counters are cumulative across runs, as Prometheus counters must be for `increase()` to work: each run
-adds its counts to the totals of the previous write (read back from the textfile, else from the
-Pushgateway). The previous success timestamp is carried forward the same way, so a failed run never
-erases it. The job name is part of the metric name rather than a `job` label because `job` is the
-label Prometheus gives every scrape target (a `job` label in a textfile would be renamed `exported_job`).
-
-Metrics are a side channel: any failure here logs one `metrics.failed` warning and the job goes on.
+A run is a success when it went through every user (status `ok` or `failures`). Counters are cumulative:
+each run adds its counts to the previous write's totals (the textfile, else the Pushgateway), and the last
+success timestamp is carried forward. Any failure here logs one `metrics.failed` warning and the job goes
+on. Why these choices: docs/design.md, "Metrics".
 """
 
 from __future__ import annotations

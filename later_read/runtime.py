@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
-from typing import Any, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 import stamina.instrumentation
+from anyio.abc import TaskGroup
 
 from later_read.log import alert, get_logger
 
@@ -24,6 +26,20 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     except ImportError:
         options = {}
     return anyio.run(main, *args, backend="asyncio", backend_options=options)
+
+
+@asynccontextmanager
+async def task_group() -> AsyncIterator[TaskGroup]:
+    """anyio's task group, whose failure comes out as the exception that failed it rather than inside an
+    ExceptionGroup: the first one raised (a failure cancels the group, so later ones are its echoes)."""
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 class Shutdown:

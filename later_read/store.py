@@ -7,27 +7,16 @@ Batching is the caller's choice (`redis.batch_size` keys per call); each method 
 from __future__ import annotations
 
 import secrets
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Iterable, Sequence
+from typing import Iterable, Sequence
 
-import anyio
 import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from later_read import constants
 from later_read.config import RedisSettings
-from later_read.errors import LockHeld, RedisUnavailable
+from later_read.errors import RedisUnavailable
 from later_read.keys import Keys
-from later_read.log import alert, get_logger
-
-log = get_logger("store")
-
-# Delete the lock only if we still hold it (a lock that expired and was taken by another run stays).
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-_REFRESH = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-            "return redis.call('expire', KEYS[1], ARGV[2]) end return 0")
-
 
 def open_redis(settings: RedisSettings) -> aioredis.Redis:
     """A client whose pool waits for a free connection instead of raising past max_connections."""
@@ -47,11 +36,8 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
-# SET key value EX ttl for every key of the call, in one command. A pipeline of SETs costs the client ~16 us
-# of CPU per key here (redis-py packs and parses each command in Python), this ~2 us: it is most of the
-# push's Redis cost (a sent marker per user) and a tenth of the prewarm's CPU. Atomic per batch, too.
-# Redis Cluster would refuse keys of several hash slots in one call (CROSSSLOT): a cluster Store must
-# group the keys by slot, one call per slot; this is the one place to do it.
+# SET key value EX ttl for every key of the call, in one command (atomic per batch). Why a script and not
+# a pipeline, and what Redis Cluster needs here: docs/design.md, "Redis keys".
 SET_EX_MANY = """local ttl = ARGV[1]
 for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ttl) end
 return #KEYS"""
@@ -168,40 +154,3 @@ class Store:
         if read != token.encode() or deleted != 1:
             raise RedisUnavailable(f"Redis scratch key {key} read back {read!r} (deleted={deleted}); "
                                    "check [redis] url points at a writable primary")
-
-    @asynccontextmanager
-    async def lock(self, job: str, date: str, hour: int | None = None) -> AsyncIterator[None]:
-        """Hold `later_read:lock:<job>:<date>` while the block runs; LockHeld if another run has it."""
-        key, token = Keys.lock(job, date, hour), secrets.token_hex(8)
-        taken = await self._run("take lock", self.client.set(
-            key, token, nx=True, ex=constants.LOCK_TTL_SECONDS))
-        if not taken:
-            ttl = await self._run("read lock", self.client.ttl(key))
-            raise LockHeld(f"another {job} run for {date}{'' if hour is None else f' hour {hour}'} "
-                           f"is in progress (Redis key {key}, expires in {ttl}s unless refreshed); "
-                           "wait for it to finish, or if it died, for the lock to expire")
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._refresh_lock, key, token)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.client.eval(_RELEASE, 1, key, token)
-                except redis_errors.RedisError:
-                    pass  # it expires on its own within LOCK_TTL_SECONDS
-
-    async def _refresh_lock(self, key: str, token: str) -> None:
-        while True:
-            await anyio.sleep(constants.LOCK_REFRESH_SECONDS)
-            try:
-                held = await self.client.eval(_REFRESH, 1, key, token, constants.LOCK_TTL_SECONDS)
-            except redis_errors.RedisError as exc:
-                alert(log, "lock.refresh_failed", key=key, error=exc)
-                continue
-            if not held:
-                alert(log, "lock.lost", key=key)
-                return

@@ -1,11 +1,9 @@
 """Which users a job works on: per task id, keyset-paginated index range reads, merged by uid.
 
 Each page is `WHERE task_id = ? AND [push_hour = ? AND] source_uid > ? GROUP BY source_uid ORDER BY
-source_uid LIMIT n`: with the table sorted (or indexed) on (task_id, [push_hour,] source_uid) that is a
-range read of n rows, whatever the day's size. One query over `task_id IN (...)` would have to merge the
-task ids' ranges and sort every remaining row for every page (measured on MariaDB: 0.4 s per page at 100k
-users, 3 s per page at 1M). `StarRocks.users` merges the task ids' sorted streams and keeps one row per
-uid, so a uid under several task ids is processed once.
+source_uid LIMIT n`: a range read of n rows on (task_id, [push_hour,] source_uid). `StarRocks.users`
+merges the task ids' sorted streams and keeps one row per uid, so a uid under several task ids is processed
+once. Why not one `task_id IN (...)` query: docs/design.md, "Reading the users".
 
 Every condition is ANDed, never ORed: the seed's first bug was `a OR b AND c`, which SQL reads as
 `a OR (b AND c)`.

@@ -137,6 +137,7 @@ def default_config() -> dict:
         "prewarm": {"concurrency": 50},
         "push": {"concurrency": 50},
         "kafka": {"bootstrap_servers": "127.0.0.1:9092", "topic": "later_read_push", "librdkafka": {}},
+        "lock": {"wait_seconds": 0},  # a held lock fails at once unless a test asks for the wait
     }
 
 

@@ -236,3 +236,28 @@ def test_only_plain_http_urls_are_accepted():
         Origin.parse("https://ab.internal/v1/ab/assign")
     assert Origin.parse("http://ab.internal/v1/x?a=1").path == "/v1/x?a=1"
     assert b"Host: ab.internal\r\n" in Origin.parse("http://ab.internal/v1/x").head
+
+
+def test_oversized_and_unasked_replies_are_refused():
+    async def huge(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n{")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def extra(reader, writer):
+        while True:
+            await read_request(reader)
+            writer.write(reply(200, b"{}") + reply(200, b"[]"))  # a second reply nobody asked for
+            await writer.drain()
+
+    async def main():
+        async with scripted(huge) as (pool, origin, _):
+            with pytest.raises(WireError, match="larger than 16 MiB"):
+                await pool.post(origin, b"{}")
+        async with scripted(extra) as (pool, origin, accepted):
+            assert await pool.post(origin, b"{}") == (200, b"{}")
+            assert await pool.post(origin, b"{}") == (200, b"{}")
+            assert len(accepted) == 2  # the connection that carried the extra reply was dropped
+
+    run(main())

@@ -1,19 +1,16 @@
-"""A small HTTP/1.1 client on `asyncio.Protocol`: keep-alive POSTs of JSON to the three internal services.
+"""Keep-alive HTTP/1.1 POSTs of JSON on `asyncio.Protocol`, replies parsed by `httptools` (llhttp).
 
-Why not aiohttp or httpx: the prewarm is a bounded fan-out whose ceiling is C / (L_ab + L_rec), and the
-client's CPU per request decides how close it gets. Measured here per prewarm user (two requests, 50
-connections, the simulator at 5 + 20 ms): aiohttp 310-355 us, this client 97-108 us; httpx's default
-transport spends 3.5 ms per request (docs/design.md, "HTTP stack"). What it speaks is
-what the services speak: `POST` with a Content-Length body; replies with Content-Length, chunked, or
-read-until-close bodies; keep-alive unless the server says `Connection: close`. No redirects, cookies,
-proxies, compression or TLS (the services are plain HTTP on the internal network; see docs/design.md).
+`HttpPool` keeps at most `limit` connections open (idle ones reused per origin, waiters served in order),
+gives each request a deadline, and retries once on a fresh connection when a pooled one turns out closed.
+Replies may carry a Content-Length, chunked or read-until-close body. Plain HTTP only (no TLS, redirects,
+proxies, cookies or compression); docs/design.md, "HTTP stack", says why this client exists.
 
     pool = HttpPool(limit=50, timeout_seconds=2.0)
     status, body = await pool.post(Origin.parse("http://ab:8080/v1/ab/assign"), b'{"uid": "1"}')
     await pool.close()
 
 Errors: `WireTimeout` (no complete reply within the timeout) and `WireError` (refused, reset, closed
-early, unparsable reply); `ServiceCaller` translates both into the project's exception tree.
+early, unparsable or oversized reply); `ServiceCaller` translates both into the project's exception tree.
 """
 
 from __future__ import annotations
@@ -24,6 +21,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httptools
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
@@ -63,14 +62,19 @@ class Origin:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+    """One keep-alive connection carrying one request at a time; replies are parsed by llhttp."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future | None = None
-        self.buffer = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.received = 0       # bytes of the current reply so far
+        self.head_done = False  # the current reply's head is parsed
+        self.framed = False     # the current reply has a Content-Length or chunked body (else: until close)
         self.open = False
-        self.used = 0          # replies completed on this connection
+        self.used = 0           # replies completed on this connection
         self.idle_since = 0.0
 
     # asyncio.Protocol ------------------------------------------------------------------------------
@@ -82,29 +86,65 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-        if self.waiter is not None and not self.waiter.done():
-            if self._body_until_close():
-                return
-            if self.buffer:
-                self.waiter.set_exception(WireError(f"connection lost mid-reply: {exc or 'closed'}"))
-            else:
-                self.waiter.set_exception(WireClosed(f"connection closed before the reply: {exc or 'closed'}"))
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if self.head_done and not self.framed:  # a body that ends at close has ended
+            waiter.set_result((self.parser.get_status_code(), b"".join(self.body), False))
+        elif self.received:
+            waiter.set_exception(WireError(f"connection lost mid-reply: {exc or 'closed'}"))
+        else:
+            waiter.set_exception(WireClosed(f"connection closed before the reply: {exc or 'closed'}"))
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None or self.waiter.done():
             self.close()  # bytes nobody asked for: the connection cannot be trusted any more
             return
-        self.buffer += data
+        self.received += len(data)
         try:
-            self._try_complete()
-        except WireError as exc:
-            self.waiter.set_exception(exc)
+            self.parser.feed_data(data)
+            if not self.head_done and self.received > MAX_HEAD:
+                raise WireError("reply head larger than 64 KiB")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade, WireError) as exc:
+            if not self.waiter.done():
+                self.waiter.set_exception(_wire_error(exc))
             self.close()
+
+    # llhttp callbacks ------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.waiter is None or self.waiter.done():
+            raise WireError("a reply nobody asked for")  # bytes after the reply: drop the connection
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            if value.strip().isdigit() and int(value) > MAX_BODY:
+                raise WireError(f"Content-Length {int(value)} larger than 16 MiB")
+            self.framed = True
+        elif name == b"transfer-encoding":
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > MAX_BODY:
+            raise WireError("reply body larger than 16 MiB")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.waiter is None or self.waiter.done():
+            raise WireError("a reply nobody asked for")
+        parser = self.parser
+        self.waiter.set_result((parser.get_status_code(), b"".join(self.body), parser.should_keep_alive()))
 
     # requests --------------------------------------------------------------------------------------
     def send(self, request: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
         self.waiter = loop.create_future()
-        self.buffer.clear()
+        self.body = []
+        self.body_size = self.received = 0
+        self.head_done = self.framed = False
         assert self.transport is not None
         self.transport.write(request)
         return self.waiter
@@ -114,98 +154,14 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _try_complete(self) -> None:
-        """Resolve the waiter with (status, body, keep_alive) once the whole reply is buffered."""
-        buffer = self.buffer
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > MAX_HEAD:
-                raise WireError("reply head larger than 64 KiB")
-            return
-        status, length, chunked, keep_alive = _parse_head(bytes(buffer[:end]))
-        start = end + 4
-        if chunked:
-            body = _dechunk(buffer, start)
-            if body is None:
-                return
-        elif length is None:
-            return  # read until the server closes (connection_lost completes it)
-        else:
-            if len(buffer) < start + length:
-                return
-            body = bytes(buffer[start:start + length])
-        self.waiter.set_result((status, body, keep_alive))  # type: ignore[union-attr]
 
-    def _body_until_close(self) -> bool:
-        """A reply without length or chunking ends at close; True when that completed the waiter."""
-        buffer = self.buffer
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return False
-        try:
-            status, length, chunked, _ = _parse_head(bytes(buffer[:end]))
-        except WireError:
-            return False
-        if length is not None or chunked:
-            return False
-        self.waiter.set_result((status, bytes(buffer[end + 4:]), False))  # type: ignore[union-attr]
-        return True
-
-
-def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
-    """(status, content length or None, chunked, keep-alive) of a reply head."""
-    line_end = head.find(b"\r\n")
-    status_line = head if line_end < 0 else head[:line_end]
-    if not status_line.startswith(b"HTTP/1.") or len(status_line) < 12 or not status_line[9:12].isdigit():
-        raise WireError(f"not an HTTP/1.x reply: {status_line[:40]!r}")
-    status = int(status_line[9:12])
-    keep_alive = status_line[5:8] == b"1.1"
-    length: int | None = None
-    chunked = False
-    if line_end >= 0:
-        for line in head[line_end + 2:].split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                value = value.strip()
-                if not value.isdigit() or int(value) > MAX_BODY:
-                    raise WireError(f"bad Content-Length {value[:20]!r}")
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                token = value.strip().lower()
-                keep_alive = token == b"keep-alive" or (keep_alive and token != b"close")
-    if status in (204, 304) or 100 <= status < 200:
-        length = 0
-    return status, (None if chunked else length), chunked, keep_alive
-
-
-def _dechunk(buffer: bytearray, start: int) -> bytes | None:
-    """The body of a complete chunked reply starting at `start`, or None while it is incomplete."""
-    body = bytearray()
-    pos = start
-    while True:
-        line_end = buffer.find(b"\r\n", pos)
-        if line_end < 0:
-            return None
-        size_text = bytes(buffer[pos:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise WireError(f"bad chunk size {size_text[:20]!r}") from None
-        if size == 0:
-            trailer_end = buffer.find(b"\r\n\r\n", line_end)
-            if trailer_end < 0 and buffer[line_end:line_end + 4] != b"\r\n\r\n":
-                return None
-            return bytes(body)
-        chunk_start = line_end + 2
-        if len(buffer) < chunk_start + size + 2:
-            return None
-        body += buffer[chunk_start:chunk_start + size]
-        if len(body) > MAX_BODY:
-            raise WireError("chunked body larger than 16 MiB")
-        pos = chunk_start + size + 2
+def _wire_error(exc: Exception) -> WireError:
+    """The WireError behind a parser failure (a callback's own WireError, else the parser's reason)."""
+    if isinstance(exc, WireError):
+        return exc
+    if isinstance(exc.__context__, WireError):
+        return exc.__context__
+    return WireError(f"unparsable reply: {exc}")
 
 
 class HttpPool:

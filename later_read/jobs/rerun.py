@@ -17,32 +17,38 @@ the message needs the row's project and task id. `--dry-run` prints what would b
 writes nothing (no value, no message, no marker). `--hour` only sets the message's push_hour (default:
 the user's earliest push_hour, the hour whose push would have sent it).
 
-No job lock is taken: it is one user, and a push of the same user at the same moment is caught by the
-sent marker or, at worst, deduplicated by consumers through the deterministic msg_id.
+The push step (unless --dry-run) holds that hour's push lock, as the push does, waiting `--lock-wait`
+seconds (default [lock] wait_seconds) for a running push of the hour to finish.
 
 Exit codes: 0 done, or stopped for a reason that is no failure (already pushed today, nothing to send);
 1 the user could not be completed (no task rows, a service failed, no usable value with --push-only,
-material not found, delivery not confirmed); 2 bad input; 3 Redis/StarRocks/Kafka unreachable.
+material not found, delivery not confirmed); 2 bad input; 3 Redis/StarRocks/Kafka unreachable; 5 the
+hour's push lock stayed held for the whole wait.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import anyio
 import confluent_kafka
+from anyio.abc import TaskGroup
 
 from later_read import value_codec
 from later_read.value_codec import CachedValue
 from later_read.config import Settings
-from later_read.connections import Connections, open_connections
+from later_read.connections import PushConnections, open_push
 from later_read.errors import EXIT_FAILURES, EXIT_OK, ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.push import recovery
 from later_read.jobs.push.message import build_message, encode
 from later_read.jobs.show import CORRUPT, MISS, classify
 from later_read.keys import Keys
+from later_read.lock import JobLock
+from later_read import runtime
 from later_read.runtime import run
 from later_read.users import TaskUser, UserQuery, task_ids_for
 
@@ -58,6 +64,7 @@ class RerunOptions:
     push: bool = True
     dry_run: bool = False
     force: bool = False
+    lock_wait: float | None = None  # None: [lock] wait_seconds
 
 
 class Stop(Exception):
@@ -76,10 +83,10 @@ async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str]
     steps = "+".join(name for name, on in (("prewarm", options.prewarm), ("push", options.push)) if on)
     echo(f"rerun      uid={options.uid} date={options.date} steps={steps}"
          + (" (dry run: nothing is written or sent)" if options.dry_run else ""))
-    async with open_connections(settings, redis=True, starrocks=True, services=True,
-                                kafka=options.push and not options.dry_run, http_connections=4) as conns:
+    kafka = options.push and not options.dry_run
+    async with open_push(settings, kafka=kafka, http_connections=4) as conns, runtime.task_group() as tg:
         try:
-            await Rerun(settings, conns, options, echo).walk()
+            await Rerun(settings, conns, options, echo, tg).walk()
         except Stop as stop:
             echo(f"stopped    {stop.reason}")
             return stop.code
@@ -87,14 +94,16 @@ async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str]
             echo(f"stopped    {exc} (retries included); nothing more was done; check the service "
                  "(`later-read check`), then rerun")
             return EXIT_FAILURES
+        finally:
+            tg.cancel_scope.cancel()
     echo("done")
     return EXIT_OK
 
 
 class Rerun:
-    def __init__(self, settings: Settings, conns: Connections, options: RerunOptions,
-                 echo: Callable[[str], None]) -> None:
-        self.settings, self.conns, self.options = settings, conns, options
+    def __init__(self, settings: Settings, conns: PushConnections, options: RerunOptions,
+                 echo: Callable[[str], None], tg: TaskGroup) -> None:
+        self.settings, self.conns, self.options, self.tg = settings, conns, options, tg
         self.store, self.services = conns.store, conns.services
         self.echo = echo
 
@@ -104,10 +113,30 @@ class Rerun:
     async def walk(self) -> None:
         user, hour = await self.find_user()
         value = await self.prewarm(user) if self.options.prewarm else None
-        if self.options.push and self.options.dry_run:
-            await self.push(user, hour, value)
-        elif self.options.push:
-            await self.push_recorded(user, hour, value)
+        if self.options.push:
+            async with self._push_lock(hour):
+                if self.options.dry_run:
+                    await self.push(user, hour, value)
+                else:
+                    await self.push_recorded(user, hour, value)
+
+    @asynccontextmanager
+    async def _push_lock(self, hour: int) -> AsyncIterator[None]:
+        """The hour's push lock around the push step (none on a dry run), refreshed from the walk's group."""
+        o = self.options
+        if o.dry_run:
+            yield
+            return
+        wait = self.settings.lock.wait_seconds if o.lock_wait is None else o.lock_wait
+        lock = JobLock(self.store.client, Keys.lock("push", o.date, hour), f"push run for {o.date} hour {hour}",
+                       dataclasses.replace(self.settings.lock, wait_seconds=wait))
+        await lock.acquire(anyio.Event())
+        self.step("lock", f"holding {lock.key} (no push of the hour runs meanwhile)")
+        lock.refresh_in(self.tg)
+        try:
+            yield
+        finally:
+            await lock.release()
 
     async def push_recorded(self, user: TaskUser, hour: int, value: CachedValue | None) -> None:
         """`push` inside the hour's record, as the push job does (jobs/push/recovery.py): what an

@@ -22,7 +22,7 @@ import orjson
 
 from later_read import constants, value_codec
 from later_read.config import Settings
-from later_read.connections import open_connections
+from later_read.connections import open_store
 from later_read.errors import EXIT_OK, CorruptValue
 from later_read.keys import Keys
 from later_read.runtime import run
@@ -50,8 +50,8 @@ def run_show(settings: Settings, uid: str, date: str, as_json: bool = False,
 
 
 async def _gather(settings: Settings, uid: str, date: str) -> dict:
-    async with open_connections(settings, redis=True) as conns:
-        return await inspect_user(conns.store, uid, date, settings)
+    async with open_store(settings) as store:
+        return await inspect_user(store, uid, date, settings)
 
 
 async def inspect_user(store: Store, uid: str, date: str, settings: Settings) -> dict:

@@ -1,20 +1,12 @@
 """Replies sent at their deadline, to the microsecond, without spinning the simulator's CPU.
 
-The event loop's own timers are not precise enough: libuv (uvloop) keeps them in whole milliseconds and
-fires up to 1 ms early or late; asyncio's selector loop rounds its poll timeout up to the next
-millisecond. A 5 ms service must answer in 5 ms, not 4 or 6, or every ceiling computed from the knobs is
-off by 20 %. Two ways to get there:
-
-- `TimerfdClock` (Linux): one `timerfd` armed with an absolute CLOCK_MONOTONIC deadline in nanoseconds
-  (the clock `time.monotonic()` reads), watched by the loop like any socket. The kernel wakes the loop at
-  the earliest pending deadline (plus its ~50 us timer slack); every reply due by then is sent. Costs one
-  `timerfd_settime` per new earliest deadline and one read per wake-up, so the simulator stays at a few
-  percent of a core at 3,000 delayed replies/s.
+- `TimerfdClock` (Linux): one `timerfd` armed with an absolute CLOCK_MONOTONIC deadline in nanoseconds,
+  watched by the loop like a socket; each wake-up sends every reply due by then.
 - `SpinClock` (elsewhere): a loop timer armed SPIN_SECONDS early, the last stretch waited out with
-  `call_soon` against the precise clock. Just as exact, but the loop spins whenever a reply is due within
-  SPIN_SECONDS: under load that is a whole core.
+  `call_soon` against the precise clock (spins the loop while a reply is due within SPIN_SECONDS).
 
-Both give latency_ms as a floor: a reply never leaves before its deadline.
+Both give latency_ms as a floor: a reply never leaves before its deadline. Why the loop's own timers do
+not do: docs/design.md, "The simulator's clock".
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import anyio
 
 from later_read.value_codec import decode, encode
-from later_read.connections import Connections
+from later_read.connections import JobConnections
 from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.prewarm.writer import BatchWriter
@@ -53,8 +53,7 @@ class FanoutPlan:
 class Fanout:
     """One prewarm pass over the plan's users; `counts` per outcome, `failures` per reason."""
 
-    def __init__(self, conns: Connections, plan: FanoutPlan, shutdown: Shutdown, progress: Progress) -> None:
-        assert conns.store and conns.starrocks and conns.services, "prewarm needs Redis, StarRocks, services"
+    def __init__(self, conns: JobConnections, plan: FanoutPlan, shutdown: Shutdown, progress: Progress) -> None:
         self.store, self.starrocks, self.services = conns.store, conns.starrocks, conns.services
         self.plan, self.shutdown, self.progress = plan, shutdown, progress
         self.redis_batch = conns.settings.redis.batch_size

@@ -28,6 +28,7 @@ from typing import IO, Any, AsyncIterator, Callable
 import anyio
 import confluent_kafka
 
+from later_read import runtime
 from later_read.clients.kafka import delivery_reason
 from later_read.log import alert, event, get_logger
 from later_read.store import Store
@@ -142,7 +143,7 @@ async def delivering(delivery: Delivery, flush_timeout: float,
                      stop_early: Callable[[], bool] = lambda: False) -> AsyncIterator[Delivery]:
     """Run the pump and the marker writer around the body; always finish (shielded, bounded)."""
     try:
-        async with anyio.create_task_group() as tg:
+        async with runtime.task_group() as tg:
             tg.start_soon(delivery.pump)
             tg.start_soon(delivery.write_markers)
             try:

@@ -4,6 +4,9 @@ marks the user sent once Kafka confirmed it.
 
     lock push:<date>:<hour>  ->  wait for the prewarm marker (bounded)  ->  pipeline  ->  summary
 
+`run_push` checks the options and hands a `PushJob` to the shared lifecycle (`jobs/lifecycle.py`:
+signals, connections, the hour's lock, summary, report, metrics, exit code).
+
 The pipeline streams: a reader takes the hour's users from StarRocks page by page (deduplicated by
 uid, other hours/dates/task ids excluded by the query), reads each batch's values and sent markers in
 one Redis round trip and sorts the users (`select`); hits flow through a bounded stream to
@@ -23,27 +26,26 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
 import anyio
-import click
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from later_read import runtime
 from later_read.clients.material import Material
 from later_read.config import Settings
-from later_read.connections import Connections, open_connections
-from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, LaterReadError,
-                               ServiceDown, ServiceError, UsageError)
+from later_read.connections import PushConnections, open_push
+from later_read.errors import ServiceError, UsageError
 from later_read.inputs import parse_date
+from later_read.jobs.lifecycle import run_job
+from later_read.jobs.progress import Progress, check_report_path
 from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
-from later_read.jobs.push.message import build_message, encode
-from later_read.jobs.progress import Progress, check_report_path, write_report
-from later_read.summary import Summary
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
+from later_read.jobs.push.message import build_message, encode
 from later_read.jobs.push.select import Hit, Sorter
+from later_read.keys import Keys
 from later_read.log import alert, event, get_logger
-from later_read.metrics import record_job
 from later_read.runtime import Shutdown
+from later_read.summary import Summary
 from later_read.users import TaskUser, UserQuery, task_ids_for
 
 log = get_logger("push")
@@ -72,15 +74,16 @@ class PushOptions:
     force: bool
     on_miss: str
     report_path: str | None
+    lock_wait: float
 
 
 @dataclass
 class PushRun:
-    """Everything one run's pipeline needs, built once in `_push`."""
+    """Everything one run's pipeline needs, built once in `PushJob.work`."""
 
     settings: Settings
     options: PushOptions
-    conns: Connections
+    conns: PushConnections
     summary: Summary
     shutdown: Shutdown
     progress: Progress
@@ -92,15 +95,17 @@ class PushRun:
 
 
 def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
-             output: str | None, force: bool, on_miss: str, report_path: str | None) -> int:
+             output: str | None, force: bool, on_miss: str, report_path: str | None,
+             lock_wait: float | None = None) -> int:
     """The `push` command: check the options, run the hour, return the exit code."""
     options = push_options(settings, date=date, hour=hour, dry_run=dry_run, output=output, force=force,
-                           on_miss=on_miss, report_path=report_path)
-    return runtime.run(_main, settings, options)
+                           on_miss=on_miss, report_path=report_path, lock_wait=lock_wait)
+    return run_job(PushJob(settings, options))
 
 
 def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
-                 output: str | None, force: bool, on_miss: str, report_path: str | None) -> PushOptions:
+                 output: str | None, force: bool, on_miss: str, report_path: str | None,
+                 lock_wait: float | None = None) -> PushOptions:
     """Checked options; date and hour default to one reading of the clock in the configured zone."""
     if output is not None and not dry_run:
         raise UsageError("--output only goes with --dry-run (a real run sends to Kafka); add --dry-run")
@@ -113,83 +118,43 @@ def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_
     now = dt.datetime.now(settings.zone)
     day = parse_date(date, settings.zone) if date is not None else now.strftime("%Y%m%d")
     return PushOptions(day, now.hour if hour is None else hour, dry_run, output, force, on_miss,
-                       report_path)
+                       report_path, settings.lock.wait_seconds if lock_wait is None else lock_wait)
 
 
-async def _main(settings: Settings, options: PushOptions) -> int:
-    summary = Summary(JOB, options.date, options.hour)
-    summary.extra.update(dry_run=options.dry_run, force=options.force, on_miss=options.on_miss,
-                         topic=None if options.dry_run else settings.kafka.topic)
-    shutdown = Shutdown()
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(shutdown.watch)
-            try:
-                await _push(settings, options, summary, shutdown)
-            finally:
-                tg.cancel_scope.cancel()
-    except BaseException as exc:  # noqa: BLE001 - every exit writes the report first
-        error = _first_project_error(exc)
-        summary.finish("service_down" if isinstance(error, ServiceDown) else "error")
-        _finish(settings, options, summary,
-                error.exit_code if isinstance(error, LaterReadError) else EXIT_INTERNAL)
-        if error is exc or not isinstance(error, LaterReadError):
-            raise
-        raise error from None
-    return _conclude(settings, options, summary, shutdown)
+class PushJob:
+    """The push's part of the lifecycle (see `jobs.lifecycle.Job`)."""
 
+    name = JOB
+    report_keys = REPORT_KEYS
 
-def _conclude(settings: Settings, options: PushOptions, summary: Summary, shutdown: Shutdown) -> int:
-    if shutdown.stopping:
-        summary.finish("interrupted")
-        alert(log, "push.interrupted", signal=shutdown.signal_name, date=options.date, hour=options.hour,
-              fix="rerun the same hour: users already sent are skipped")
-        code = EXIT_INTERRUPTED
-    elif summary.failures:
-        summary.finish("failures")
-        code = EXIT_FAILURES
-    else:
-        summary.finish("ok")
-        code = EXIT_OK
-    _finish(settings, options, summary, code)
-    return code
+    def __init__(self, settings: Settings, options: PushOptions) -> None:
+        self.settings, self.options = settings, options
+        self.report_path, self.lock_wait = options.report_path, options.lock_wait
+        self.summary = Summary(JOB, options.date, options.hour)
+        self.summary.extra.update(dry_run=options.dry_run, force=options.force, on_miss=options.on_miss,
+                                  topic=None if options.dry_run else settings.kafka.topic)
+        self.stream: Any = None
+        self.shutdown: Shutdown | None = None
 
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[PushConnections]:
+        """The --output file first (a bad path fails before any connection), then the connections."""
+        with contextlib.ExitStack() as stack:
+            self.stream = _open_output(stack, self.options)
+            async with open_push(self.settings, kafka=not self.options.dry_run) as conns:
+                yield conns
 
-def _finish(settings: Settings, options: PushOptions, summary: Summary, code: int) -> None:
-    """Summary lines on stderr (once users were read: a failure before that is only the CLI's error
-    line), the --report JSON and the metrics, whatever the outcome."""
-    if summary.counts["users"]:
-        for line in summary.lines(REPORT_KEYS):
-            click.echo(line, err=True)
-    if options.report_path:
-        data = summary.report(REPORT_KEYS)
-        data["exit_code"] = code
-        try:
-            write_report(options.report_path, data)
-        except OSError as exc:
-            alert(log, "push.report_failed", path=options.report_path, error=exc.strerror)
-    record_job(settings, JOB, summary)  # never raises
+    def lock(self) -> tuple[str, str] | None:
+        o = self.options
+        return None if o.dry_run else (Keys.lock(JOB, o.date, o.hour), f"push run for {o.date} hour {o.hour}")
 
-
-def _first_project_error(exc: BaseException) -> BaseException:
-    """The LaterReadError inside (possibly nested) exception groups, else the exception itself."""
-    if isinstance(exc, BaseExceptionGroup):
-        found = [_first_project_error(e) for e in exc.exceptions]
-        for error in found:
-            if isinstance(error, LaterReadError):
-                return error
-        return found[0] if found else exc
-    return exc
-
-
-async def _push(settings: Settings, options: PushOptions, summary: Summary, shutdown: Shutdown) -> None:
-    async with contextlib.AsyncExitStack() as stack:
-        stream = _open_output(stack, options)
-        conns = await stack.enter_async_context(open_connections(
-            settings, redis=True, starrocks=True, services=True, kafka=not options.dry_run))
+    async def work(self, conns: PushConnections, shutdown: Shutdown) -> str:
+        """Recover an unfinished earlier run of the hour, wait for the prewarm (bounded), then the
+        pipeline; the status. The lifecycle holds the hour's lock around this."""
+        settings, options, summary = self.settings, self.options, self.summary
+        self.shutdown = shutdown
         hour_run = None
         if not options.dry_run:
-            await stack.enter_async_context(conns.store.lock("push", options.date, options.hour))
             hour_run = await recovery.begin(conns.store, settings.kafka, options.date, options.hour)
             summary.counts["recovered"] = hour_run.recovered or 0
         summary.extra["prewarm_done"] = await wait_for_prewarm(
@@ -198,12 +163,21 @@ async def _push(settings: Settings, options: PushOptions, summary: Summary, shut
         run = await _prepare(settings, options, conns, summary, shutdown)
         run.hour_run = hour_run
         try:
-            await _send_all(run, stream)
+            await _send_all(run, self.stream)
         finally:
             _collect(run)
+        if shutdown.stopping:
+            return "interrupted"
+        return "failures" if summary.failures else "ok"
+
+    def alert(self, error: BaseException | None) -> None:
+        """The push's closing alert: only an interrupted run needs one (the others have their own lines)."""
+        if self.summary.status == "interrupted" and self.shutdown is not None:
+            alert(log, "push.interrupted", signal=self.shutdown.signal_name, date=self.options.date,
+                  hour=self.options.hour, fix="rerun the same hour: users already sent are skipped")
 
 
-def _open_output(stack: contextlib.ExitStack | contextlib.AsyncExitStack, options: PushOptions):
+def _open_output(stack: contextlib.ExitStack, options: PushOptions):
     """The --output file (opened before anything else, so a bad path fails first), else None."""
     if options.output is None:
         return None
@@ -213,7 +187,7 @@ def _open_output(stack: contextlib.ExitStack | contextlib.AsyncExitStack, option
         raise UsageError(f"--output: cannot write {options.output}: {exc.strerror}") from None
 
 
-async def wait_for_prewarm(conns: Connections, date: str, wait_seconds: float,
+async def wait_for_prewarm(conns: PushConnections, date: str, wait_seconds: float,
                            shutdown: Shutdown) -> dict | None:
     """The prewarm's completion marker for the date, waiting up to `wait_seconds` for it to appear.
 
@@ -238,7 +212,7 @@ async def wait_for_prewarm(conns: Connections, date: str, wait_seconds: float,
     return marker
 
 
-async def _prepare(settings: Settings, options: PushOptions, conns: Connections, summary: Summary,
+async def _prepare(settings: Settings, options: PushOptions, conns: PushConnections, summary: Summary,
                    shutdown: Shutdown) -> PushRun:
     total = await conns.starrocks.count(_query(settings, options))
     event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
@@ -298,7 +272,7 @@ async def _send_all(run: PushRun, stream) -> None:
     async with _sink(run, stream) as sink:
         run.sink = sink
         with run.shutdown.force:
-            async with anyio.create_task_group() as tg:
+            async with runtime.task_group() as tg:
                 tg.start_soon(run.progress.run)
                 tg.start_soon(_cancel_after_grace, run, tg.cancel_scope)
                 await _pipeline(run)
@@ -315,7 +289,7 @@ async def _cancel_after_grace(run: PushRun, scope: anyio.CancelScope) -> None:
 
 async def _pipeline(run: PushRun) -> None:
     send, receive = anyio.create_memory_object_stream[Hit](run.settings.redis.batch_size)
-    async with anyio.create_task_group() as tg:
+    async with runtime.task_group() as tg:
         for _ in range(run.settings.push.concurrency * WORKERS_PER_FETCH):
             tg.start_soon(_worker, run, receive.clone())
         receive.close()

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import anyio
 
+from later_read import runtime
 from later_read.value_codec import CachedValue, encode
 from later_read.connections import Services
 from later_read.errors import ServiceError
@@ -45,7 +46,7 @@ class LiveResolver:
             return []
         self.remaining -= len(take)
         results: dict[str, CachedValue] = {}
-        async with anyio.create_task_group() as tg:
+        async with runtime.task_group() as tg:
             for user in take:
                 tg.start_soon(self._decide, user, results)
         if self.write and results:

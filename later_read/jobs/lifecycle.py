@@ -1,0 +1,144 @@
+"""One lifecycle for the prewarm and the push: signals, connections, lock, work, then the conclusion.
+
+    sys.exit(run_job(PrewarmJob(settings, options)))
+
+`run_job` owns the run the way arq's `Worker` does: it watches SIGTERM/SIGINT for the whole run
+(`Shutdown`), opens the job's typed connections, takes the job's lock (waiting `lock_wait` seconds for a
+holder, `JobLock`) and refreshes it in its own task group, awaits `job.work`, then concludes once: the
+summary on stderr, `--report`, metrics, the job's alert line, the one-line error and the exit code.
+The work raises its errors plainly; they are caught here, never inside a task group of the lock.
+
+A job is any object with the attributes and methods of `Job` below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from contextlib import asynccontextmanager
+from typing import Any, AsyncContextManager, AsyncIterator, Protocol
+
+import anyio
+import click
+from anyio.abc import TaskGroup
+
+from later_read import runtime
+from later_read.config import Settings
+from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SERVICE_DOWN,
+                               INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown, error_line)
+from later_read.jobs.progress import write_report
+from later_read.lock import JobLock
+from later_read.log import alert, get_logger
+from later_read.metrics import record_job
+from later_read.runtime import Shutdown
+from later_read.summary import Summary
+
+log = get_logger("lifecycle")
+
+STATUS_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "service_down": EXIT_SERVICE_DOWN,
+               "interrupted": EXIT_INTERRUPTED}
+_ERROR_STATUS = {ServiceDown: "service_down", Interrupted: "interrupted"}  # any other error: "error"
+
+
+class Job(Protocol):
+    name: str                       # "prewarm" or "push": log names, metric names
+    settings: Settings
+    summary: Summary
+    report_keys: tuple[str, ...]    # the report's counters
+    report_path: str | None
+    lock_wait: float                # seconds to wait for a held lock; 0 = fail at once
+
+    def connect(self) -> AsyncContextManager[Any]:
+        """The job's typed connections (an object with a `store`)."""
+
+    def lock(self) -> tuple[str, str] | None:
+        """(Redis key, "<job> run for <date>[ hour <h>]") of the job's lock, or None for no lock."""
+
+    async def work(self, conns: Any, shutdown: Shutdown) -> str:
+        """Do the job, filling `summary`; the status: ok, failures, service_down or interrupted."""
+
+    def alert(self, error: BaseException | None) -> None:
+        """The run's one closing line: an alert when a person must act, else an INFO `<job>.done`."""
+
+
+def run_job(job: Job) -> int:
+    """Run `job` on a fresh event loop; the process's exit code (the error line already printed)."""
+    return runtime.run(_run, job)
+
+
+async def _run(job: Job) -> int:
+    shutdown = Shutdown()
+    async with anyio.create_task_group() as tg:
+        await tg.start(shutdown.watch)
+        code = await _lifecycle(job, shutdown, tg)
+        tg.cancel_scope.cancel()
+    return code
+
+
+async def _lifecycle(job: Job, shutdown: Shutdown, tg: TaskGroup) -> int:
+    """Connections, lock, work; every failure is concluded here, once."""
+    started = False
+    try:
+        async with job.connect() as conns, _locked(job, conns, shutdown, tg):
+            started = True
+            status = await job.work(conns, shutdown)
+    except Exception as error:  # noqa: BLE001 - concluded below: report, metrics, one line, exit code
+        job.summary.finish(_ERROR_STATUS.get(type(error), "error"))
+        return _conclude(job, started, error)
+    job.summary.finish(status)
+    return _conclude(job, started, None)
+
+
+@asynccontextmanager
+async def _locked(job: Job, conns: Any, shutdown: Shutdown, tg: TaskGroup) -> AsyncIterator[None]:
+    """Hold the job's lock around the block; its refresh runs in the lifecycle's task group."""
+    spec = job.lock()
+    if spec is None:
+        yield
+        return
+    key, what = spec
+    settings = dataclasses.replace(job.settings.lock, wait_seconds=job.lock_wait)
+    lock = JobLock(conns.store.client, key, what, settings)
+    await lock.acquire(shutdown.requested)
+    lock.refresh_in(tg)
+    try:
+        yield
+    finally:
+        await lock.release()
+
+
+def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
+    """Summary lines, --report, metrics, the alert line, then the error line; the exit code."""
+    summary = job.summary
+    code = exit_code(summary.status, error)
+    if started and (error is None or summary.counts["users"]):
+        for line in summary.lines(job.report_keys):
+            click.echo(line, err=True)
+    if job.report_path:
+        data = summary.report(job.report_keys)
+        data["exit_code"] = code
+        try:
+            write_report(job.report_path, data)
+        except OSError as exc:
+            alert(log, f"{job.name}.report_failed", path=job.report_path, error=exc.strerror)
+    record_job(job.settings, job.name, summary)  # metrics: never raises
+    if started:
+        job.alert(error)
+    if error is not None:
+        say_error(error)
+    return code
+
+
+def exit_code(status: str, error: BaseException | None) -> int:
+    if error is None:
+        return STATUS_EXIT[status]
+    return error.exit_code if isinstance(error, LaterReadError) else EXIT_INTERNAL
+
+
+def say_error(error: BaseException) -> None:
+    """The CLI's last line for an error: one line for the project's errors, the traceback for a bug."""
+    if isinstance(error, LaterReadError):
+        click.echo(error_line(error), err=True)
+    else:
+        traceback.print_exception(error)
+        click.echo(INTERNAL_ERROR_LINE, err=True)

@@ -1,0 +1,85 @@
+"""The package's shape: module and function sizes, the sandbox off the production path, docs/design.md's
+layout section against the tree."""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "later_read"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 50
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_no_module_over_400_lines_and_no_function_over_50():
+    too_long = []
+    for path in modules():
+        source = path.read_text(encoding="utf-8")
+        lines = len(source.splitlines())
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                length = node.end_lineno - first + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}(): {length} lines")
+    assert not too_long, "\n".join(too_long)
+
+
+def test_prewarm_help_imports_no_sandbox_module():
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "later_read", "prewarm", "--help"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Example:" in result.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+    assert "later_read.cli" in imported  # -X importtime did list the package's imports
+    assert [name for name in imported if name.startswith("later_read.sandbox")] == []
+
+
+def test_prewarm_runs_without_loading_the_sandbox():
+    """The job's whole import graph (not only --help): everything run_prewarm needs, then sys.modules."""
+    code = ("import sys; import later_read.cli, later_read.jobs.prewarm, later_read.jobs.push, "
+            "later_read.jobs.rerun; print([m for m in sys.modules if m.startswith('later_read.sandbox')])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def layout_block() -> str:
+    text = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    return section.split("```", 2)[1]
+
+
+def documented_names(block: str) -> set[str]:
+    """Every file name (or glob like simulator*.py) the layout block mentions, and the folders that head
+    its lines (`jobs/`, `prewarm/`, ...)."""
+    names = set(re.findall(r"[\w*]+\.(?:py|xml)", block))
+    for line in block.splitlines():
+        head = re.match(r"\s*(\S+/)(?:\s|$)", line)
+        if head:
+            names.add(head.group(1))
+    return names
+
+
+def test_design_layout_section_matches_the_tree():
+    names = documented_names(layout_block())
+    files = [p for p in modules() if p.name not in ("__init__.py", "__main__.py")]
+    missing = [str(p.relative_to(PACKAGE)) for p in files
+               if not any(fnmatch.fnmatch(p.name, name) for name in names)]
+    assert not missing, f"modules not in docs/design.md's layout section: {missing}"
+    folders = {p.name + "/" for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    stale = [name for name in names if name.endswith("/") and name != "later_read/" and name not in folders]
+    stale += [name for name in names if name.endswith(".py")
+              and not any(fnmatch.fnmatch(p.name, name) for p in files)]
+    assert not stale, f"docs/design.md's layout section names what the tree does not have: {stale}"
