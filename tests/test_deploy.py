@@ -161,11 +161,9 @@ def test_termination_grace_covers_the_jobs_shutdown_grace(job, tmp_path):
 
 
 @pytest.mark.parametrize("job", ["prewarm", "push"])
-def test_a_retry_after_a_crash_runs_and_only_hopeless_exits_fail_the_job(job):
+def test_a_retry_after_a_crash_runs_and_only_hopeless_exits_fail_the_job(job, tmp_path):
     """A kill -9 / OOM kill (exit 137) is retried; the retry waits out the dead run's lock within its
-    own --lock-wait and, for the push, marks what the dead run delivered before sending the rest."""
-    from later_read.constants import LOCK_TTL_SECONDS
-
+    own lock wait and, for the push, marks what the dead run delivered before sending the rest."""
     job_spec = manifests()[("CronJob", f"later-read-{job}")]["spec"]["jobTemplate"]["spec"]
     rules = job_spec["podFailurePolicy"]["rules"]
     failing = {code for rule in rules if rule["action"] == "FailJob" for code in rule["onExitCodes"]["values"]}
@@ -173,8 +171,11 @@ def test_a_retry_after_a_crash_runs_and_only_hopeless_exits_fail_the_job(job):
     assert any(rule["action"] == "Ignore" and {"type": "DisruptionTarget"} in rule.get("onPodConditions", [])
                for rule in rules)
     assert job_spec["backoffLimit"] >= 2
-    # every retry may first wait for a dead holder's lock: the deadline leaves room for that
-    assert job_spec["activeDeadlineSeconds"] > job_spec["backoffLimit"] * 2 * LOCK_TTL_SECONDS
+    for settings in (repo_settings(), configmap_settings(tmp_path)):
+        lock = settings.lock
+        assert lock.wait_seconds > lock.ttl_seconds  # a dead holder's lock expires inside the wait: no 5
+        # every retry may first wait for a dead holder's lock: the deadline leaves room for that
+        assert job_spec["activeDeadlineSeconds"] > job_spec["backoffLimit"] * 2 * lock.wait_seconds
 
 
 def test_the_push_deadline_ends_before_the_next_hour():

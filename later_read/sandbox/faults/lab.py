@@ -47,6 +47,9 @@ OVERRIDES = {
     "push": {"concurrency": 6, "grace_seconds": 3, "flush_timeout_seconds": 20,
              "wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60},
     "kafka": {"librdkafka": {"message.timeout.ms": 30000}},
+    # The shipped relation (wait a little over the TTL: a dead holder's lock expires inside the wait) at a
+    # quarter of the scale, so a kill -9 run waits ~15 s instead of ~60 s for the dead run's lock.
+    "lock": {"ttl_seconds": 15, "wait_seconds": 20},
 }
 
 
