@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from later_read.keys import Keys
-from later_read.sandbox.faults.checks import Verdict, check_day, check_job, pushable_users
+from later_read.sandbox.faults.checks import (Verdict, check_day, check_job, pushable_users,
+                                              unmarked_deliveries)
 from later_read.sandbox.faults.lab import DATE, HOUR, KNOBS, Day, Job, Lab
 from later_read.sandbox.simulator import SimulatorKnobs
 
@@ -41,6 +42,7 @@ class Outcome:
     codes: list[int] = field(default_factory=list)   # the faulted run's, then each rerun's
     stop_seconds: float | None = None                 # from the fault to the faulted job's exit
     exit5_seen: bool = False
+    gap: int = 0  # users with a message but no sent marker right after the fault: duplicates without recovery
 
     @property
     def ok(self) -> bool:
@@ -184,6 +186,8 @@ def _phase(lab: Lab, day: Day, job_name: str, fault: Fault | None, rng: random.R
     if fault is not None:
         outcome.stop_seconds = job.stop_seconds
         fault.heal(lab)
+        if job_name == "push":
+            outcome.gap = unmarked_deliveries(lab, day)
     if fault is not None or code != 0:
         outcome.codes.append(code)
     for _ in range(MAX_RERUNS):

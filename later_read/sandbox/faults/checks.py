@@ -93,10 +93,21 @@ def _check_fields(sim: Oracle, messages, users: dict, verdict: Verdict) -> None:
         verdict.problems.append(f"{wrong} message(s) with a field that differs from the oracle")
 
 
-def _check_markers(lab: Lab, seen: set[str], verdict: Verdict) -> None:
+def _markers(lab: Lab) -> tuple[list[bytes], list[bytes | None]]:
     client = lab.redis_client()
     keys = list(client.scan_iter(match=Keys.sent(DATE, "*"), count=1000))
-    values = client.mget(keys) if keys else []
+    return keys, (client.mget(keys) if keys else [])
+
+
+def unmarked_deliveries(lab: Lab, day: Day) -> int:
+    """Users whose message is in the topic without a sent marker: what a plain rerun would send twice."""
+    keys, _ = _markers(lab)
+    marked = {key.decode().rsplit(":", 1)[1] for key in keys}
+    return len({m.key for m in read_topic(lab.kafka.bootstrap, day.topic)} - marked)
+
+
+def _check_markers(lab: Lab, seen: set[str], verdict: Verdict) -> None:
+    keys, values = _markers(lab)
     orphans = wrong = 0
     for key, value in zip(keys, values):
         uid = key.decode().rsplit(":", 1)[1]
