@@ -123,6 +123,9 @@ def prewarm(config_path, **options) -> None:
 @click.option("--on-miss", type=click.Choice(["skip", "live"]), default="skip", show_default=True,
               help="A user the prewarm missed: skip with an alert, or compute it live (budgeted).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
+@click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Wait up to this long for the prewarm to mark the hour ready, with a progress line "
+                   "every 5 s (default: [push] wait_for_prewarm_seconds; 0 with --dry-run).")
 @lock_wait_option
 @config_option
 def push(config_path, **options) -> None:
@@ -218,6 +221,40 @@ def show(config_path, uid: str, date: str | None, as_json: bool) -> None:
 
     settings = settings_from(config_path)
     sys.exit(run_show(settings, parse_uid(uid), parse_date(date, settings.zone), as_json, echo=click.echo))
+
+
+@cli.command()
+@click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
+@click.option("--hour", type=click.IntRange(0, 23), help="Only this push hour 0-23 (default: the whole date).")
+@click.option("--uid", help="Only this user's messages, each listed with its partition and offset.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True,
+              help="Duplicates and messages listed at most (counts are always complete).")
+@click.option("--max-messages", type=click.IntRange(1, 100_000_000), default=2_000_000, show_default=True,
+              help="Messages read from the topic at most (about 150 bytes of memory each).")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
+              help="Seconds to read the topic to its end before giving up (exit 3).")
+@config_option
+def sent(config_path, date: str | None, hour: int | None, uid: str | None, as_json: bool, limit: int,
+         max_messages: int, timeout: float) -> None:
+    """Read back from the topic what the push sent: counts per hour and any msg_id seen twice.
+
+    Starts at the offsets the push recorded for the date's hours in Redis (later_read:push:start:*),
+    or, without them, at the start of the hour (or date) by message time; reads each partition to its
+    current end and keeps the messages of the date (hour, uid). Read-only. Exit 0 whatever it finds
+    (duplicates included), 2 bad input, 3 Kafka unreachable or the topic not read in --timeout.
+
+    \b
+    Example:
+        later-read sent --date 20261123 --hour 9 --uid 100000042 --config /etc/later-read/config.toml
+    """
+    from later_read.inputs import parse_date, parse_uid
+    from later_read.jobs.sent import SentQuery, run_sent
+
+    settings = settings_from(config_path)
+    query = SentQuery(parse_date(date, settings.zone), hour, None if uid is None else parse_uid(uid),
+                      limit, max_messages, timeout)
+    sys.exit(run_sent(settings, query, as_json, echo=click.echo))
 
 
 def main() -> None:

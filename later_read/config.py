@@ -106,6 +106,8 @@ class PrewarmSettings:
     concurrency: int = field(default=50, metadata=POSITIVE)
     progress_interval_seconds: float = field(default=10.0, metadata=POSITIVE)
     grace_seconds: float = field(default=20.0, metadata=NON_NEGATIVE)
+    # Find the calls in flight each service sustains (clients/adaptive.py); `concurrency` is the bound.
+    adaptive: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

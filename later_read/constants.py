@@ -14,27 +14,34 @@ INTERNAL_PREFIX = "later_read:"
 PREWARM_DONE_PREFIX = INTERNAL_PREFIX + "prewarm:done:"
 PREWARM_DONE_TTL_SECONDS = 3 * 86400
 
+# Per-hour readiness: every user of that push hour is prewarmed (written as each hour completes, so the
+# push of hour H waits only for H). Same TTL as the day's marker, for the same reasons.
+PREWARM_READY_PREFIX = INTERNAL_PREFIX + "prewarm:ready:"
+PREWARM_READY_TTL_SECONDS = PREWARM_DONE_TTL_SECONDS
+
 # "This user got today's push" markers. Two days: long enough to cover the whole push date in any
 # timezone offset between the job host and the configured zone, short enough to expire on their own.
 SENT_PREFIX = INTERNAL_PREFIX + "sent:"
 SENT_TTL_SECONDS = 2 * 86400
 
+# Where an hour's messages start in the topic: {"topic", "offsets": {"<partition>": int}, "at": epoch}, set
+# (NX) by the first push run of that (date, hour). Three days, like the prewarm marker: on-call reads it
+# back with `later-read sent` the morning after a complaint.
+PUSH_START_PREFIX = INTERNAL_PREFIX + "push:start:"
+PUSH_START_TTL_SECONDS = 3 * 86400
+
 # Job locks (`later_read.lock`). Their TTL and how long a run waits for one are config ([lock]): short
 # and refreshed, so a job killed with -9 frees the lock within a minute, and the next run takes it over.
 LOCK_PREFIX = INTERNAL_PREFIX + "lock:"
 
-# Where the first push run of a (date, hour) started writing in the topic: JSON {"topic", "offsets":
-# {"<partition>": end offset before its first message}, "at"}, written with SET NX so every later run of
-# the hour reads from the same place. A run that finds the hour unfinished reads the topic from there
-# and writes the sent markers of whatever a dead run delivered (jobs/push/recovery.py). Three days, like
-# the prewarm marker: `later-read sent` and an on-call engineer read it the next morning.
-PUSH_START_PREFIX = INTERNAL_PREFIX + "push:start:"
+# A push run that finds its hour unfinished (below) reads the topic from the start offsets above to the
+# end and writes the sent markers of whatever a dead run delivered (jobs/push/recovery.py).
 # "The last push run of this (date, hour) ended with every delivery confirmed and marked": deleted by a
 # run before it produces anything, set again only when it ends clean. Absent while a start key exists =
 # a run died, was stopped, or lost track of some deliveries: the next run recovers from the topic first.
 # Its own key (not a field of the start key) so the start stays write-once (SET NX) for other readers.
 PUSH_FINISHED_PREFIX = INTERNAL_PREFIX + "push:finished:"
-PUSH_RUN_TTL_SECONDS = 3 * 86400
+PUSH_FINISHED_TTL_SECONDS = PUSH_START_TTL_SECONDS  # read together with the start record
 
 # Scratch key used by `later-read check` to prove Redis accepts writes; deleted right after.
 CHECK_SCRATCH_PREFIX = INTERNAL_PREFIX + "check:"

@@ -31,18 +31,23 @@ class Keys:
         return f"{constants.PREWARM_DONE_PREFIX}{date}"
 
     @staticmethod
+    def prewarm_ready(date: str, hour: int, suffix: str = "") -> str:
+        """`later_read:prewarm:ready:<date>:<HH>[shard suffix]`: every user of that push hour is prewarmed."""
+        return f"{constants.PREWARM_READY_PREFIX}{date}:{hour:02d}{suffix}"
+
+    @staticmethod
     def sent(date: str, uid: str) -> str:
         return f"{constants.SENT_PREFIX}{date}:{uid}"
+
+    @staticmethod
+    def push_start(date: str, hour: int, suffix: str = "") -> str:
+        """`later_read:push:start:<date>:<HH>[shard suffix]`: the topic offsets where the hour's push began."""
+        return f"{constants.PUSH_START_PREFIX}{date}:{hour:02d}{suffix}"
 
     @staticmethod
     def lock(job: str, date: str, hour: int | None = None) -> str:
         suffix = f"{date}" if hour is None else f"{date}:{hour:02d}"
         return f"{constants.LOCK_PREFIX}{job}:{suffix}"
-
-    @staticmethod
-    def push_start(date: str, hour: int, suffix: str = "") -> str:
-        """Where the (date, hour)'s first push run started writing; `suffix` is the shard's."""
-        return f"{constants.PUSH_START_PREFIX}{date}:{hour:02d}{suffix}"
 
     @staticmethod
     def push_finished(date: str, hour: int, suffix: str = "") -> str:

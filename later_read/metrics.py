@@ -13,6 +13,10 @@ Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the serie
     later_read_<job>_last_run_timestamp_seconds        gauge    when the last run ended, whatever its status
     later_read_<job>_last_status{status}               gauge    1 for the last run's status, 0 for the others
     later_read_<job>_last_success_timestamp_seconds    gauge    when the last *successful* run ended
+    later_read_<job>_service_calls_total{service}      counter  calls to ab / rec / material (saving.py)
+    later_read_<job>_service_peak_qps{service}         gauge    the last run's most calls in one second
+    later_read_push_peak_calls_saved                   gauge    the old real-time flow's calls for the
+                                                                hour's users minus the push's own calls
 
 A run is a success when it went through every user (status `ok` or `failures`). Counters are cumulative:
 each run adds its counts to the previous write's totals (the textfile, else the Pushgateway), and the last
@@ -110,12 +114,29 @@ class _RunCollector:
         for name in dict.fromkeys((*KNOWN_STATUSES, s.status)):
             status.add_metric([name], 1.0 if name == s.status else 0.0)
         yield status
+        yield from self._services(p)
         success = ended if s.status in SUCCESS_STATUSES else self.previous.get(
             (f"{p}_last_success_timestamp_seconds", ""))
         if success is not None:
             yield GaugeMetricFamily(f"{p}_last_success_timestamp_seconds",
                                     "End of the last run that went through every user (status ok or "
                                     "failures).", value=success)
+
+    def _services(self, p: str) -> Iterable[Metric]:
+        """Calls per service (cumulative), the last run's peak QPS, and the push's peak calls saved."""
+        services = self.summary.services
+        yield self._counter(f"{p}_service_calls", "Calls to each downstream service, summed over runs.",
+                            "service", {name: stats.get("calls", 0) for name, stats in services.items()})
+        peak = GaugeMetricFamily(f"{p}_service_peak_qps", "The last run's most calls started in one second.",
+                                 labels=["service"])
+        for name, stats in sorted(services.items()):
+            peak.add_metric([name], float(stats.get("peak_qps", 0)))
+        yield peak
+        if "peak_calls_saved" in self.summary.extra:
+            yield GaugeMetricFamily(f"{p}_peak_calls_saved", "Calls the old real-time flow would have made "
+                                    "at push time for this hour's users (A/B + recommend + material per "
+                                    "user), minus the calls this push made.",
+                                    value=float(self.summary.extra["peak_calls_saved"]))
 
     def _counter(self, name: str, doc: str, label: str | None, run: dict) -> CounterMetricFamily:
         family = CounterMetricFamily(name, doc, labels=[label] if label else None)

@@ -123,7 +123,7 @@ class Store:
         """SET NX the hour's start record; False when an earlier run already wrote one."""
         return bool(await self._run("SET push start", self.client.set(
             Keys.push_start(date, hour, suffix), orjson.dumps(info), nx=True,
-            ex=constants.PUSH_RUN_TTL_SECONDS)))
+            ex=constants.PUSH_START_TTL_SECONDS)))
 
     async def set_push_finished(self, date: str, hour: int, info: dict | None, suffix: str = "") -> None:
         """Write the hour's finished marker, or delete it (`info` None) before producing."""
@@ -132,7 +132,20 @@ class Store:
             await self._run("DEL push finished", self.client.delete(key))
         else:
             await self._run("SET push finished", self.client.set(
-                key, orjson.dumps(info), ex=constants.PUSH_RUN_TTL_SECONDS))
+                key, orjson.dumps(info), ex=constants.PUSH_FINISHED_TTL_SECONDS))
+
+    async def put_prewarm_ready(self, date: str, hour: int, info: dict) -> None:
+        await self._run("SET prewarm hour marker", self.client.set(
+            Keys.prewarm_ready(date, hour), orjson.dumps(info), ex=constants.PREWARM_READY_TTL_SECONDS))
+
+    async def get_prewarm_ready(self, date: str, hour: int) -> tuple[dict | None, dict | None, int]:
+        """(hour H's readiness marker, the day's completion marker, how many of the 24 hours are ready):
+        one MGET, what the push polls while it waits."""
+        keys = [Keys.prewarm_ready(date, h) for h in range(24)] + [Keys.prewarm_done(date)]
+        raws = await self._run("MGET prewarm markers", self.client.mget(keys))
+        ready = raws[hour]
+        return (orjson.loads(ready) if ready else None, orjson.loads(raws[24]) if raws[24] else None,
+                sum(1 for raw in raws[:24] if raw))
 
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""

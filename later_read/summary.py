@@ -54,7 +54,9 @@ class Summary:
         data = self.report(keys)
         head = {k: data[k] for k in ("date", "hour", *keys, "failed") if k in data}
         out = [f"{self.job}.summary status={self.status} {fields(**head)} "
-               f"duration_seconds={self.duration_seconds} users_per_second={data['users_per_second']}"]
+               f"duration_seconds={self.duration_seconds} users_per_second={data['users_per_second']}"
+               + (f" peak_calls_saved={self.extra['peak_calls_saved']}" if "peak_calls_saved" in self.extra
+                  else "")]
         if self.failures:
             out.append(f"{self.job}.failures {fields(**dict(self.failures))}")
         for name, stats in self.services.items():

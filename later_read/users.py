@@ -11,6 +11,7 @@ Every condition is ANDed, never ORed: the seed's first bug was `a OR b AND c`, w
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -46,6 +47,15 @@ class UserQuery:
         sql = (f"SELECT source_uid, MIN(project) FROM `{self.table}` "
                f"WHERE {' AND '.join(where)} GROUP BY source_uid ORDER BY source_uid LIMIT %s")
         return sql, params + [limit]
+
+    def earlier(self, hour: int, uids: Sequence[str]) -> tuple[str, list]:
+        """SQL for which of `uids` (one page, <= batch_size) also have a row at a push hour before `hour`
+        under the query's task ids: the prewarm handles a user with its earliest hour only. Point lookups
+        on (task_id, source_uid), so O(page) whatever the day's size."""
+        where, params = dataclasses.replace(self, hour=None, uids=uids)._where()
+        where.append("push_hour < %s")
+        return (f"SELECT DISTINCT source_uid FROM `{self.table}` WHERE {' AND '.join(where)}",
+                params + [hour])
 
     def rows(self, limit: int) -> tuple[str, list]:
         """SQL for the raw task rows behind the query (task_id, source_uid, project, push_hour, book_id),

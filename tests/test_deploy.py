@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import kubernetes_validate
 import pytest
 import yaml
 from croniter import croniter
@@ -176,6 +177,29 @@ def test_a_retry_after_a_crash_runs_and_only_hopeless_exits_fail_the_job(job, tm
         assert lock.wait_seconds > lock.ttl_seconds  # a dead holder's lock expires inside the wait: no 5
         # every retry may first wait for a dead holder's lock: the deadline leaves room for that
         assert job_spec["activeDeadlineSeconds"] > job_spec["backoffLimit"] * 2 * lock.wait_seconds
+
+# The versions deploy/README.md names: timeZone is GA from 1.27 (the oldest supported), podFailurePolicy GA
+# from 1.31 (beta and on by default before); the newest schema kubernetes-validate ships catches removals.
+K8S_VERSIONS = ["1.27", "1.31", kubernetes_validate.latest_version()]
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_validate_against_the_kubernetes_schema(version):
+    """Every document in deploy/*.yaml against Kubernetes' own OpenAPI schema (offline, strict: an
+    unknown or misspelled field fails too)."""
+    checked, problems = [], []
+    for path in sorted((ROOT / "deploy").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc:
+                checked.append(doc["kind"])
+                try:
+                    kubernetes_validate.validate(doc, version, strict=True)
+                except kubernetes_validate.ValidationError as exc:
+                    problems.append(f"{path.name} {doc['kind']}/{doc['metadata']['name']}: "
+                                    f"{'.'.join(map(str, exc.path))}: {exc.message}")
+    if problems:  # outside the except block: one line each, not the schema jsonschema would print
+        pytest.fail(f"not valid on Kubernetes {version}: " + "; ".join(problems), pytrace=False)
+    assert sorted(checked) == ["ConfigMap", "CronJob", "CronJob"]
 
 
 def test_the_push_deadline_ends_before_the_next_hour():

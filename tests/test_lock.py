@@ -72,9 +72,14 @@ def test_a_killed_holders_lock_expires_and_the_waiter_takes_over(
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=10)
     assert holder_of(redis_url)  # the dead run's lock is still there
+    # Give the orphaned lock 15 s more to live, so it is still there when the waiter has started even on
+    # a loaded machine (a Python start can take seconds); it still expires by itself, nobody deletes it.
+    client = redis.Redis.from_url(redis_url)
+    client.expire(LOCK, 15)
+    client.close()
 
     sim.configure(ab={"latency_ms": 0})
-    waiter = run_prewarm(config, "--lock-wait", "10")
+    waiter = run_prewarm(config, "--lock-wait", "40")
 
     assert waiter.returncode == 0, waiter.stderr
     assert "lock.waiting" in waiter.stderr and "lock.taken" in waiter.stderr

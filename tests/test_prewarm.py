@@ -154,7 +154,8 @@ def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp
     try:
         ttls = [client.ttl(KEYS.rec(uid)) for uid in expected]
         assert all(TTL - 60 <= t <= TTL for t in ttls)
-        assert set(client.keys("*")) == {KEYS.rec(u).encode() for u in expected} | {MARKER.encode()}
+        ready = {Keys.prewarm_ready(DATE, hour).encode() for hour in range(24)}
+        assert set(client.keys("*")) == {KEYS.rec(u).encode() for u in expected} | {MARKER.encode()} | ready
     finally:
         client.close()
 
@@ -170,7 +171,8 @@ def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp
     assert data["cached"] == outcomes.count("rec")
     assert data["not_in_experiment"] == outcomes.count("not_in_experiment")
     assert data["no_recommendation"] == outcomes.count("no_recommendation")
-    assert set(data["services"]) == {"ab", "rec"} and data["services"]["ab"]["calls"] == len(expected)
+    assert set(data["services"]) == {"ab", "rec", "material"}
+    assert data["services"]["ab"]["calls"] == len(expected) and data["services"]["material"]["calls"] == 0
     done = marker(redis_url)
     assert done is not None and done["users"] == len(expected) and done["status"] == "ok"
     assert done["started_at"] <= done["finished_at"]

@@ -3,8 +3,9 @@
 One `HttpPool` per job (`wire.py`: keep-alive HTTP/1.1 on asyncio, a third of aiohttp's CPU per request
 here; docs/design.md, "HTTP stack"). `ServiceCaller` wraps it for one service: a per-request timeout,
 retries of transient failures with exponential backoff and jitter (stamina, declared at the call), an
-optional request-rate cap, a circuit breaker, and per-reason counters and a latency histogram for the
-job summary. Wire errors are translated into `later_read.errors` here and nowhere else.
+optional request-rate cap, optional adaptive concurrency (`gate`, clients/adaptive.py), a circuit breaker,
+and per-reason counters and a latency histogram for the job summary. Wire errors are translated into
+`later_read.errors` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import anyio
 import orjson
 import stamina
 
+from later_read.clients.adaptive import AdaptiveGate
 from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout
 from later_read.config import ServiceSettings
 from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, TransientServiceError
@@ -105,10 +107,23 @@ class CallStats:
     retries: int = 0
     failures: Counter = field(default_factory=Counter)  # final failures per reason
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    peak_qps: int = 0         # the most calls started within one wall-clock second
+    _second: int = -1
+    _in_second: int = 0
+
+    def count_call(self) -> None:
+        """One more call (every attempt is a call the service serves), counted per second for peak_qps."""
+        self.calls += 1
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        self._in_second += 1
+        if self._in_second > self.peak_qps:
+            self.peak_qps = self._in_second
 
     def summary(self) -> dict:
-        return {"calls": self.calls, "retries": self.retries, "failures": dict(self.failures),
-                **self.latency.summary()}
+        return {"calls": self.calls, "peak_qps": self.peak_qps, "retries": self.retries,
+                "failures": dict(self.failures), **self.latency.summary()}
 
 
 class ServiceCaller:
@@ -122,6 +137,7 @@ class ServiceCaller:
                                settings.breaker_failure_ratio)
         self.limiter = RateLimiter(qps)
         self.stats = CallStats()
+        self.gate: AdaptiveGate | None = None  # adaptive concurrency (the prewarm's `adaptive = true`)
 
     async def post(self, body: dict, parse: Callable[[dict | None], T]) -> T:
         """`parse` of the decoded reply (None for 404); ServiceError when every attempt failed.
@@ -154,7 +170,9 @@ class ServiceCaller:
                               f"last {len(self.breaker.results)} calls failed ({self.url}); "
                               "check the service, then rerun (finished users are kept)")
         await self.limiter.wait()
-        self.stats.calls += 1
+        if self.gate is not None:
+            return await self._gated(body, parse, self.gate)
+        self.stats.count_call()
         started = time.perf_counter()
         try:
             result = parse(await self._request(body))
@@ -165,6 +183,32 @@ class ServiceCaller:
             raise
         self.breaker.record(True)
         self.stats.latency.add(time.perf_counter() - started)
+        return result
+
+    async def _gated(self, body: dict, parse: Callable[[dict | None], T], gate: AdaptiveGate) -> T:
+        """One attempt under an adaptive permit; its round trip and verdict are the limit's sample.
+
+        Transient failures (429, 5xx, timeouts, connection errors) are "drop" (overload); a permanent
+        error or a cancellation is no signal. The latency histogram starts with the permit, not the wait.
+        """
+        started = await gate.acquire()
+        verdict: str | None = None
+        self.stats.count_call()
+        try:
+            result = parse(await self._request(body))
+            verdict = "ok"
+        except TransientServiceError:
+            verdict = "drop"
+            self.breaker.record(False)
+            raise
+        except ServiceError as exc:
+            self.breaker.record(False)
+            self.stats.failures[exc.reason] += 1
+            raise
+        finally:
+            gate.release(started, verdict)
+        self.breaker.record(True)
+        self.stats.latency.add(gate.clock() - started)
         return result
 
     async def _request(self, body: dict) -> dict | None:

@@ -96,6 +96,13 @@ class StarRocks:
             if len(rows) < self.settings.batch_size:
                 return
 
+    async def earlier(self, query: UserQuery, hour: int, uids: list[str]) -> set[str]:
+        """Which of `uids` have a row at a push hour before `hour` (see `UserQuery.earlier`)."""
+        if hour <= 0 or not uids:
+            return set()
+        rows = await self.query(*query.earlier(hour, uids))
+        return {str(row[0]) for row in rows}
+
     async def count(self, query: UserQuery) -> int:
         sql, params = query.count()
         rows = await self.query(sql, params)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 import anyio
 import orjson
@@ -28,6 +28,7 @@ class Progress:
         self.done = 0
         self.started = time.monotonic()
         self.log = get_logger(job)
+        self.extra: Callable[[], dict[str, object]] | None = None  # more fields for each line (adaptive)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -56,7 +57,8 @@ class Progress:
             self.stream.flush()
         else:
             event(self.log, f"{self.job}.progress", done=self.done, total=self.total or "?",
-                  rate=round(self.rate(), 1), eta_seconds=round(eta) if eta is not None else "?")
+                  rate=round(self.rate(), 1), eta_seconds=round(eta) if eta is not None else "?",
+                  **(self.extra() if self.extra is not None else {}))
 
     def close(self) -> None:
         if self.tty:
@@ -71,7 +73,8 @@ class Progress:
         else:
             bar = f"{self.done}"
         eta_text = f" ETA {eta:.0f}s" if eta is not None else ""
-        return f"{self.job} {bar} {self.rate():.0f}/s{eta_text}   "
+        extra = "".join(f" {k}={v}" for k, v in self.extra().items()) if self.extra is not None else ""
+        return f"{self.job} {bar} {self.rate():.0f}/s{eta_text}{extra}   "
 
 
 def check_report_path(path: str) -> None:

@@ -90,7 +90,8 @@ def up(users: int, config_out: str) -> None:
 @sandbox.command()
 @click.option("--users", type=click.IntRange(1, 1_000_000), default=5000, show_default=True)
 def demo(users: int) -> None:
-    """Run the whole flow on the sandbox: seed, prewarm, push of the current hour, read the topic.
+    """Run the whole flow on the sandbox: seed, prewarm, push of the current hour, read the topic, then
+    send one user twice and find the copy with `later-read sent`.
 
     \b
     Example:
@@ -109,6 +110,7 @@ def demo(users: int) -> None:
             if code not in (0, 1):
                 raise SystemExit(code)
         _show_topic(stack)
+        _got_it_twice(stack, path, hour)
 
 
 def _seed_today(config_path: Path, users: int) -> None:
@@ -129,6 +131,22 @@ def _show_topic(stack) -> None:
     click.echo(f"\ntopic {stack.topic}: {len(messages)} messages, {len(ids)} distinct msg_id")
     if messages:
         click.echo(orjson.dumps(messages[0].value, option=orjson.OPT_INDENT_2).decode())
+
+
+def _got_it_twice(stack, config_path: Path, hour: int) -> None:
+    """On-call's "I got it twice": send one user's message again (`rerun --force`), then find the copy
+    with `later-read sent`."""
+    from later_read.sandbox.topic import read_topic
+
+    messages = read_topic(stack.kafka.bootstrap, stack.topic)
+    if not messages:
+        return
+    uid, date = messages[0].key, messages[0].value["push_date"]
+    for args in (["rerun", uid, "--date", date, "--push-only", "--force"],
+                 ["sent", "--date", date, "--hour", str(hour), "--uid", uid]):
+        click.echo(f"\n$ later-read {' '.join(args)} --config {config_path}")
+        code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(config_path)])
+        click.echo(f"(exit code {code})")
 
 
 @sandbox.command("fetch-kafka")

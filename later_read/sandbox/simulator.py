@@ -7,6 +7,7 @@ per uid for a seed, injects faults and latency per request from knobs that can b
   simulator_knobs.py    ServiceKnobs, SimulatorKnobs (validation, dict round trip)
   simulator_oracle.py   Oracle: the deterministic answers (also used by tests via `expected`)
   simulator_app.py      SimulatorApp: routing, faults, control endpoints; no I/O
+  simulator_capacity.py Station: K requests served at once per service, the rest queued FIFO
   simulator_stats.py    call counters
   simulator_http.py     the HTTP/1.1 protocol on asyncio (uvloop when installed)
   simulator_process.py  SimulatorProcess: the simulator in its own OS process, with a urllib control client
@@ -72,11 +73,11 @@ class RunningSimulator:
 async def serve(knobs: SimulatorKnobs, host: str = "127.0.0.1", port: int = 0) -> RunningSimulator:
     """Start serving in the running loop and return at once; the server lives until closed."""
     _require_loopback(host)
-    app = SimulatorApp(knobs)
-    heads = ResponseHeads()
-    connections: set = set()
     loop = asyncio.get_running_loop()
     clock = precise_clock(loop)
+    app = SimulatorApp(knobs, clock)
+    heads = ResponseHeads()
+    connections: set = set()
     server = await loop.create_server(
         lambda: HttpConnection(app, heads, connections, clock), host, port, backlog=1024)
     return RunningSimulator(server, app, connections, clock)

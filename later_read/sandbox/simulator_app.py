@@ -6,6 +6,11 @@ that decides *what* is answered lives here, so it can be read in one place.
 Faults are drawn per request from one `random.Random(seed)` (a retry can succeed), with a single draw
 deciding among 5xx / 429 / timeout / malformed / none, so each rate is exactly its own share. The
 deterministic part of the answer comes from `Oracle`.
+
+Capacity (simulator_capacity.py): a reply that does work (200, 404, 5xx, malformed) goes through its
+service's `Station` (K at once, FIFO queue); a drawn 429 or timeout does not (a rate limiter in front of
+the service, a request lost on the way). A request refused by a full queue (`max_queue`) is answered 429
+at once and counted as fault "shed".
 """
 
 from __future__ import annotations
@@ -16,22 +21,27 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from later_read.sandbox.simulator_capacity import Station
 from later_read.sandbox.simulator_knobs import SERVICES, KnobError, ServiceKnobs, SimulatorKnobs
 from later_read.sandbox.simulator_oracle import Oracle
 from later_read.sandbox.simulator_stats import EndpointStats, SimulatorStats
+from later_read.sandbox.simulator_timer import Clock
 
 SERVICE_PATHS = {b"/v1/ab/assign": "ab", b"/v1/rec/get": "rec", b"/v1/material/get": "material"}
 NO_REC_BODY = orjson.dumps({"error": "no recommendation"})
 NOT_FOUND_BODY = orjson.dumps({"error": "material not found"})
+TOO_MANY_BODY = b'{"error":"too many requests"}'
 
 
 class Reply(NamedTuple):
-    """What to answer and when; `stats` is told when the reply is written (for peak_qps)."""
+    """What to answer and when; `stats` is told when the reply is written (for peak_qps); a reply with a
+    `station` waits there for a free slot before its `delay` starts."""
 
     status: int
     body: bytes
     delay: float = 0.0
     stats: EndpointStats | None = None
+    station: Station | None = None
 
 
 def error(status: int, message: str) -> Reply:
@@ -45,18 +55,20 @@ class BadRequest(Exception):
 class SimulatorApp:
     """The simulator's state: knobs, oracle, fault RNG and counters."""
 
-    def __init__(self, knobs: SimulatorKnobs) -> None:
+    def __init__(self, knobs: SimulatorKnobs, clock: Clock) -> None:
         knobs.validate()
         self.knobs = knobs
         self.oracle = Oracle(knobs)
         self.rng = random.Random(knobs.seed)
         self.stats = SimulatorStats(SERVICES)
+        self.stations = {name: Station(clock, knobs.service(name).capacity, knobs.service(name).max_queue)
+                         for name in SERVICES}
         self._malformed_turn = dict.fromkeys(SERVICES, False)
         self._answers: dict[str, Callable[[dict[str, Any]], tuple[int, bytes]]] = {
             "ab": self._ab, "rec": self._rec, "material": self._material,
         }
         self._control = {
-            (b"GET", "stats"): lambda query, body: self.stats.to_dict(),
+            (b"GET", "stats"): self._stats,
             (b"GET", "calls"): self._calls,
             (b"POST", "reset"): self._reset,
             (b"GET", "config"): lambda query, body: self.knobs.to_dict(),
@@ -85,17 +97,22 @@ class SimulatorApp:
         except BadRequest as exc:
             stats.decided(None, 400, "none")
             return Reply(400, orjson.dumps({"error": str(exc)}), 0.0, stats)
-        knobs = self.knobs.service(name)
+        knobs, station = self.knobs.service(name), self.stations[name]
+        if station.full():
+            stats.decided(uid, 429, "shed")
+            return Reply(429, TOO_MANY_BODY, 0.0, stats)
         fault = self._draw_fault(knobs)
         if fault == "5xx":
             status, payload = self._server_error()
         elif fault == "429":
-            status, payload = 429, b'{"error":"too many requests"}'
+            status, payload = 429, TOO_MANY_BODY
         elif fault == "malformed":
             status, payload = 200, self._malformed(name, request)
         stats.decided(uid, status, fault)
-        delay = self.knobs.timeout_hold_seconds if fault == "timeout" else self._latency(knobs)
-        return Reply(status, payload, delay, stats)
+        if fault == "timeout":
+            return Reply(status, payload, self.knobs.timeout_hold_seconds, stats)
+        queued = station if station.capacity > 0 and fault != "429" else None  # no capacity: no queue
+        return Reply(status, payload, self._latency(knobs), stats, queued)
 
     def _ab(self, request: dict[str, Any]) -> tuple[int, bytes]:
         default = request.get("default", "0")
@@ -167,9 +184,18 @@ class SimulatorApp:
             raise BadRequest(f"endpoint must be one of {', '.join(SERVICES)}, got {endpoint!r}")
         return self.stats.endpoints[endpoint].per_uid
 
+    def _stats(self, query: bytes, body: bytes) -> dict[str, Any]:
+        """The counters, plus each service's capacity state (in service, queued, most queued)."""
+        stats = self.stats.to_dict()
+        for name, station in self.stations.items():
+            stats[name].update(station.snapshot())
+        return stats
+
     def _reset(self, query: bytes, body: bytes) -> dict[str, bool]:
         """Zero the counters and restart the fault sequence, so a test's faults are reproducible."""
         self.stats = SimulatorStats(SERVICES)
+        for station in self.stations.values():
+            station.reset_peaks()
         self.rng = random.Random(self.knobs.seed)
         self._malformed_turn = dict.fromkeys(SERVICES, False)
         return {"ok": True}
@@ -179,6 +205,8 @@ class SimulatorApp:
         if knobs.seed != self.knobs.seed:
             self.rng = random.Random(knobs.seed)
         self.knobs, self.oracle = knobs, Oracle(knobs)
+        for name, station in self.stations.items():
+            station.resize(knobs.service(name).capacity, knobs.service(name).max_queue)
         return knobs.to_dict()
 
 

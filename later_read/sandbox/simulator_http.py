@@ -4,7 +4,8 @@ Why hand-rolled: aiohttp.web spends several hundred microseconds of CPU per requ
 serve thousands of requests per second on one core without becoming a benchmark's bottleneck. This parser
 handles what HTTP clients send the simulator: a request line, headers, a Content-Length body, keep-alive.
 Requests on one connection are answered in order (a pipelined request waits for the one before it).
-Latency is a deadline handed to the precise clock (`simulator_timer`), not a sleeping task.
+Latency is a deadline handed to the precise clock (`simulator_timer`), not a sleeping task; a reply that
+needs one of its service's slots first waits in that service's `Station` (simulator_capacity.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import traceback
 from http import HTTPStatus
 
 from later_read.sandbox.simulator_app import Reply, SimulatorApp, error
+from later_read.sandbox.simulator_capacity import Station
 from later_read.sandbox.simulator_timer import Clock
 
 MAX_HEAD = 64 * 1024
@@ -48,7 +50,7 @@ class ResponseHeads:
 class HttpConnection(asyncio.Protocol):
     """One client connection: parse a request, ask the app, write the reply when its delay is over."""
 
-    __slots__ = ("app", "heads", "connections", "clock", "loop", "transport", "buffer", "pending")
+    __slots__ = ("app", "heads", "connections", "clock", "loop", "transport", "buffer", "pending", "owner")
 
     def __init__(self, app: SimulatorApp, heads: ResponseHeads, connections: set, clock: Clock) -> None:
         self.app = app
@@ -58,7 +60,8 @@ class HttpConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
-        self.pending: object | None = None  # the clock's handle of the reply waiting for its deadline
+        self.pending: object | None = None  # the handle of the reply waiting for its deadline / a slot
+        self.owner: Clock | Station = clock  # who holds `pending` (the clock, or a service's station)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -72,7 +75,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.pending is not None:
-            self.clock.cancel(self.pending)
+            self.owner.cancel(self.pending)  # type: ignore[arg-type]
             self.pending = None
         self.connections.discard(self)
 
@@ -99,7 +102,11 @@ class HttpConnection(asyncio.Protocol):
             return
         body, self.buffer = data[start:start + length], data[start + length:]
         reply = self._answer(method, target, body)
-        if reply.delay > 0:
+        if reply.station is not None:
+            self.owner = reply.station
+            self.pending = reply.station.submit(reply.delay, lambda: self._send(reply, close))
+        elif reply.delay > 0:
+            self.owner = self.clock
             self.pending = self.clock.call_at(time.monotonic() + reply.delay, lambda: self._send(reply, close))
         else:
             self._send(reply, close)

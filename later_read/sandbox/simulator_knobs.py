@@ -12,6 +12,7 @@ from typing import Any
 
 SERVICES = ("ab", "rec", "material")
 NO_REC_STYLES = ("empty", "404", "mixed")
+INTEGER_KNOBS = ("capacity", "max_queue")  # per service; counts of requests
 
 
 class KnobError(ValueError):
@@ -20,7 +21,12 @@ class KnobError(ValueError):
 
 @dataclass
 class ServiceKnobs:
-    """Latency and fault rates of one simulated service (rates are per request, 0..1)."""
+    """Latency, capacity and fault rates of one simulated service (rates are per request, 0..1).
+
+    `capacity`: requests served at once, the rest wait in a FIFO queue (0 = no limit);
+    `max_queue`: a request finding that many already waiting is refused with a 429 (0 = unbounded).
+    See simulator_capacity.py.
+    """
 
     latency_ms: float = 0
     jitter_ms: float = 0
@@ -28,6 +34,8 @@ class ServiceKnobs:
     error_429_rate: float = 0
     timeout_rate: float = 0
     malformed_rate: float = 0
+    capacity: int = 0
+    max_queue: int = 0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -42,7 +50,10 @@ class ServiceKnobs:
         for name, value in _mapping(changes, where).items():
             if name not in values:
                 raise KnobError(f"unknown knob {where}.{name}; known: {', '.join(values)}")
-            values[name] = _number(value, f"{where}.{name}", 0, None)
+            if name in INTEGER_KNOBS:
+                values[name] = _integer(value, f"{where}.{name}", 0)
+            else:
+                values[name] = _number(value, f"{where}.{name}", 0, None)
         knobs = ServiceKnobs(**values)
         knobs.validate(where)
         return knobs
@@ -50,6 +61,8 @@ class ServiceKnobs:
     def validate(self, where: str = "service") -> None:
         for name in ("latency_ms", "jitter_ms"):
             _number(getattr(self, name), f"{where}.{name}", 0, None)
+        for name in INTEGER_KNOBS:
+            _integer(getattr(self, name), f"{where}.{name}", 0)
         for name in ("error_5xx_rate", "error_429_rate", "timeout_rate", "malformed_rate"):
             _number(getattr(self, name), f"{where}.{name}", 0, 1)
         if self.fault_rate() > 1 + 1e-9:

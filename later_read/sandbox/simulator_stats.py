@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-FAULTS = ("none", "5xx", "429", "timeout", "malformed")
+FAULTS = ("none", "5xx", "429", "timeout", "malformed", "shed")  # shed: refused by a full queue
 
 
 class EndpointStats:

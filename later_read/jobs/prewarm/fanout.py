@@ -1,11 +1,14 @@
 """The prewarm's fan-out: the day's users -> `concurrency` workers (A/B, then recommend) -> Redis in batches.
 
     reader --(memory stream, about one page)--> N long-lived workers --> BatchWriter (batched SETs)
+                                                                           `-> HourTracker (ready markers)
 
-- The reader pages users out of StarRocks (keyset pagination, `starrocks.batch_size` per page), reads
-  the page's existing values with MGETs (unless `--force`) and sends only the users not yet done for the
-  date. The stream's buffer is one page, so the workers keep busy while the next page is read, and memory
-  stays bounded by about two pages whatever the day's user count.
+- The reader goes through the push hours in order (0 .. 23, hours.py): per hour it pages that hour's
+  users out of StarRocks (keyset pagination, `starrocks.batch_size` per page), drops those with an earlier
+  push hour (handled there: one point-lookup query per page), reads the page's existing values with MGETs
+  (unless `--force`) and sends only the users not yet done for the date. The stream's buffer is one page,
+  so the workers keep busy while the next page is read, and memory stays bounded by about two pages
+  whatever the day's user count. A rerun goes through the hours in the same order.
 - Exactly `concurrency` worker tasks live for the whole run and loop over the stream: no task, cancel
   scope or timeout object is created per user, so the per-user CPU is the two HTTP calls and little else.
 - Stopping (SIGTERM/SIGINT, a service down, a fatal error): the reader is cancelled at once, workers take
@@ -18,6 +21,7 @@ and `run()` returns; the caller reads `stop_reason` and `error`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from later_read.value_codec import decode, encode
 from later_read.connections import JobConnections
 from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
+from later_read.jobs.prewarm.hours import HOURS, HourTracker
 from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
@@ -61,7 +66,8 @@ class Fanout:
         self.failures: Counter[str] = Counter()  # "<service>.<reason>"
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
-        self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed)
+        self.hours = HourTracker(self.store, plan.date, plan.query.uids is None, self._writer_failed)
+        self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
         self._stopped = anyio.Event()
         self._read_scope = anyio.CancelScope()
         self._work_scope = anyio.CancelScope()
@@ -93,14 +99,22 @@ class Fanout:
     async def run(self) -> None:
         """Process every user of the plan (or until stopped); buffered results are written before return."""
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self.writer.run)
+            outer.start_soon(self._write)
+            outer.start_soon(self.hours.run)
             try:
                 await self._fan_out()
             finally:
                 self.writer.close()
 
+    async def _write(self) -> None:
+        """The writer's task; the hour markers still due are written after its last batch."""
+        try:
+            await self.writer.run()
+        finally:
+            self.hours.finish()
+
     async def _fan_out(self) -> None:
-        send, receive = anyio.create_memory_object_stream[TaskUser](
+        send, receive = anyio.create_memory_object_stream[tuple[int, TaskUser]](
             max(self.starrocks.settings.batch_size, self.plan.concurrency))
         async with anyio.create_task_group() as guard:
             guard.start_soon(self._follow_shutdown)
@@ -118,16 +132,27 @@ class Fanout:
         with self._read_scope:
             async with send:
                 try:
-                    async for page in self.starrocks.users(self.plan.query):
-                        todo = page if self.plan.force else await self._not_done(page)
-                        skipped = len(page) - len(todo)
-                        if skipped:
-                            self.counts["skipped_existing"] += skipped
-                            self.progress.advance(skipped)
-                        for user in todo:
-                            await send.send(user)
+                    for hour in HOURS:
+                        await self._read_hour(hour, send)
                 except LaterReadError as exc:
                     self.request_stop(STOP_ERROR, exc)
+
+    async def _read_hour(self, hour: int, send) -> None:
+        """The users whose earliest push hour is `hour`, page by page, minus those already done."""
+        query = dataclasses.replace(self.plan.query, hour=hour)
+        async for page in self.starrocks.users(query):
+            earlier = await self.starrocks.earlier(self.plan.query, hour, [user.uid for user in page])
+            if earlier:
+                page = [user for user in page if user.uid not in earlier]
+            todo = page if self.plan.force else await self._not_done(page)
+            skipped = len(page) - len(todo)
+            if skipped:
+                self.counts["skipped_existing"] += skipped
+                self.progress.advance(skipped)
+            self.hours.sent(hour, len(todo), skipped)
+            for user in todo:
+                await send.send((hour, user))
+        self.hours.close(hour)
 
     async def _not_done(self, page: list[TaskUser]) -> list[TaskUser]:
         """The users of `page` without a value for the run's date (one MGET per `redis.batch_size`)."""
@@ -151,13 +176,14 @@ class Fanout:
         """One long-lived worker: the per-user hot path (no per-user tasks, scopes or INFO logging)."""
         services, date, counts, failures = self.services, self.plan.date, self.counts, self.failures
         add, advance = self.writer.add, self.progress.advance
-        async for user in receive:
+        async for hour, user in receive:
             if self.stop_reason is not None:
                 return  # users still buffered are left for the rerun
             try:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:
                 failures[f"{exc.service}.{exc.reason}"] += 1
+                self.hours.settled(hour, failed=True)
                 event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
             except ServiceDown as exc:
                 counts["unfinished"] += 1
@@ -168,7 +194,7 @@ class Fanout:
                 raise
             else:
                 counts[value.outcome] += 1
-                add(user.uid, encode(value))
+                add(user.uid, encode(value), hour)
             advance()
 
     def tripped_service(self) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import AsyncContextManager
+from typing import AsyncContextManager, Callable
 
+from later_read.clients.adaptive import AdaptiveGate, VegasLimit
 from later_read.config import Settings
-from later_read.connections import JobConnections, open_job
+from later_read.connections import JobConnections, Services, open_job
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.prewarm.fanout import STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout, FanoutPlan
@@ -27,6 +28,7 @@ from later_read.jobs.progress import Progress, check_report_path
 from later_read.keys import Keys
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
+from later_read.saving import with_old_flow
 from later_read.summary import Summary
 from later_read.users import UserQuery, task_ids_for
 
@@ -94,10 +96,12 @@ class PrewarmJob:
                           uids=options.uids)
         total = await conns.starrocks.count(query)
         plan = FanoutPlan(options.date, query, options.concurrency, options.force, settings.prewarm.grace_seconds)
-        fanout = self.fanout = Fanout(conns, plan, shutdown,
-                                      Progress(JOB, settings.prewarm.progress_interval_seconds, total))
+        progress = Progress(JOB, settings.prewarm.progress_interval_seconds, total)
+        if settings.prewarm.adaptive:
+            progress.extra = _adaptive(conns.services, options.concurrency)
+        fanout = self.fanout = Fanout(conns, plan, shutdown, progress)
         event(log, "prewarm.start", date=options.date, users=total, concurrency=options.concurrency,
-              force=options.force, uids_file=options.uids_file or "-")
+              force=options.force, uids_file=options.uids_file or "-", adaptive=settings.prewarm.adaptive)
         try:
             await fanout.run()
         finally:
@@ -119,8 +123,11 @@ class PrewarmJob:
         summary.counts["unfinished"] = counts.get("unfinished", 0)
         summary.failures.update(fanout.failures)
         summary.counts["users"] = sum(summary.counts[k] for k in REPORT_KEYS[1:]) + sum(fanout.failures.values())
-        summary.services = {name: stats for name, stats in fanout.services.summary().items()
-                            if name in ("ab", "rec")}
+        services = {name: stats for name, stats in fanout.services.summary().items() if name in ("ab", "rec")}
+        for name, gate in _gates(fanout.services).items():
+            services[name].update({f"adaptive_{k}": v for k, v in gate.snapshot().items()})
+        summary.services = with_old_flow(services, summary.counts["users"] - summary.counts["skipped_existing"])
+        summary.extra["hours"] = fanout.hours.report()
         summary.extra["written"] = fanout.writer.written
         if fanout.writer.lost:
             summary.extra["not_written"] = fanout.writer.lost
@@ -130,6 +137,7 @@ class PrewarmJob:
         self.summary.finish(status)
         data = self.summary.report(REPORT_KEYS)
         data.pop("services", None)
+        data.pop("hours", None)  # per-hour readiness has its own markers
         return data
 
     def alert(self, error: BaseException | None) -> None:
@@ -154,6 +162,21 @@ class PrewarmJob:
         else:
             event(log, "prewarm.done", logging.INFO, date=date, users=counts["users"], done=done,
                   skipped_existing=counts["skipped_existing"], duration_seconds=summary.duration_seconds)
+
+
+def _adaptive(services: Services, concurrency: int) -> Callable[[], dict[str, object]]:
+    """Adaptive concurrency for A/B and recommend, `concurrency` as the upper bound; returns the progress
+    lines' extra fields (each service's calls in flight and limit)."""
+    for client in (services.ab, services.rec):
+        client.caller.gate = AdaptiveGate(VegasLimit(max_limit=concurrency))
+    gates = _gates(services)
+    return lambda: {f"{name}_{key}": value for name, gate in gates.items()
+                    for key, value in (("inflight", gate.in_flight), ("limit", gate.limiter.current))}
+
+
+def _gates(services: Services) -> dict[str, AdaptiveGate]:
+    return {name: client.caller.gate for name, client in (("ab", services.ab), ("rec", services.rec))
+            if client.caller.gate is not None}
 
 
 def _signal_name(fanout: Fanout | None) -> str:

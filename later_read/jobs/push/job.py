@@ -2,7 +2,7 @@
 `--on-miss live`), fetches each distinct book card once, produces one message per user to Kafka and
 marks the user sent once Kafka confirmed it.
 
-    lock push:<date>:<hour>  ->  wait for the prewarm marker (bounded)  ->  pipeline  ->  summary
+    lock push:<date>:<hour>  ->  wait for the hour's prewarm marker (bounded, wait.py)  ->  pipeline  ->  summary
 
 `run_push` checks the options and hands a `PushJob` to the shared lifecycle (`jobs/lifecycle.py`:
 signals, connections, the hour's lock, summary, report, metrics, exit code).
@@ -42,9 +42,11 @@ from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
 from later_read.jobs.push.message import build_message, encode
 from later_read.jobs.push.select import Hit, Sorter
+from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.keys import Keys
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
+from later_read.saving import peak_calls_saved, with_old_flow
 from later_read.summary import Summary
 from later_read.users import TaskUser, UserQuery, task_ids_for
 
@@ -61,7 +63,6 @@ JOB = "push"
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
                "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
                "recovered")
-PREWARM_POLL_SECONDS = 5.0
 WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
 
 
@@ -75,6 +76,7 @@ class PushOptions:
     on_miss: str
     report_path: str | None
     lock_wait: float
+    wait_seconds: float = 0.0  # for the prewarm's marker (jobs/push/wait.py)
 
 
 @dataclass
@@ -96,17 +98,18 @@ class PushRun:
 
 def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
              output: str | None, force: bool, on_miss: str, report_path: str | None,
-             lock_wait: float | None = None) -> int:
+             lock_wait: float | None = None, wait: float | None = None) -> int:
     """The `push` command: check the options, run the hour, return the exit code."""
     options = push_options(settings, date=date, hour=hour, dry_run=dry_run, output=output, force=force,
-                           on_miss=on_miss, report_path=report_path, lock_wait=lock_wait)
+                           on_miss=on_miss, report_path=report_path, lock_wait=lock_wait, wait=wait)
     return run_job(PushJob(settings, options))
 
 
 def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
                  output: str | None, force: bool, on_miss: str, report_path: str | None,
-                 lock_wait: float | None = None) -> PushOptions:
-    """Checked options; date and hour default to one reading of the clock in the configured zone."""
+                 lock_wait: float | None = None, wait: float | None = None) -> PushOptions:
+    """Checked options; date and hour default to one reading of the clock in the configured zone.
+    The wait for the prewarm: `wait`, else the config's (0 for a dry run: it must not block)."""
     if output is not None and not dry_run:
         raise UsageError("--output only goes with --dry-run (a real run sends to Kafka); add --dry-run")
     if on_miss not in ("skip", "live"):
@@ -117,8 +120,12 @@ def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_
         check_report_path(report_path)
     now = dt.datetime.now(settings.zone)
     day = parse_date(date, settings.zone) if date is not None else now.strftime("%Y%m%d")
+    if wait is not None and wait < 0:
+        raise UsageError(f"--wait: expected seconds >= 0, got {wait:g}")
+    wait_seconds = wait if wait is not None else 0.0 if dry_run else settings.push.wait_for_prewarm_seconds
     return PushOptions(day, now.hour if hour is None else hour, dry_run, output, force, on_miss,
-                       report_path, settings.lock.wait_seconds if lock_wait is None else lock_wait)
+                       report_path, settings.lock.wait_seconds if lock_wait is None else lock_wait,
+                       wait_seconds)
 
 
 class PushJob:
@@ -157,9 +164,9 @@ class PushJob:
         if not options.dry_run:
             hour_run = await recovery.begin(conns.store, settings.kafka, options.date, options.hour)
             summary.counts["recovered"] = hour_run.recovered or 0
-        summary.extra["prewarm_done"] = await wait_for_prewarm(
-            conns, options.date, 0.0 if options.dry_run else settings.push.wait_for_prewarm_seconds,
-            shutdown) is not None
+        marker = await wait_for_prewarm(conns, options.date, options.hour, options.wait_seconds, shutdown)
+        summary.extra["prewarm_done"] = marker is not None
+        summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
         run = await _prepare(settings, options, conns, summary, shutdown)
         run.hour_run = hour_run
         try:
@@ -185,31 +192,6 @@ def _open_output(stack: contextlib.ExitStack, options: PushOptions):
         return stack.enter_context(open(options.output, "wb"))
     except OSError as exc:
         raise UsageError(f"--output: cannot write {options.output}: {exc.strerror}") from None
-
-
-async def wait_for_prewarm(conns: PushConnections, date: str, wait_seconds: float,
-                           shutdown: Shutdown) -> dict | None:
-    """The prewarm's completion marker for the date, waiting up to `wait_seconds` for it to appear.
-
-    If it never does, say so with an alert line and go on: whatever the prewarm wrote is still
-    pushed, and every user it did not reach is counted (and alerted) as a miss.
-    """
-    marker = await conns.store.get_prewarm_done(date)
-    started = anyio.current_time()
-    if marker is None and wait_seconds > 0:
-        event(log, "push.waiting_for_prewarm", date=date, wait_seconds=wait_seconds)
-        deadline = started + wait_seconds
-        while marker is None and not shutdown.stopping and anyio.current_time() < deadline:
-            with anyio.move_on_after(min(PREWARM_POLL_SECONDS, deadline - anyio.current_time())):
-                await shutdown.requested.wait()
-            marker = await conns.store.get_prewarm_done(date)
-    if marker is None and not shutdown.stopping:
-        alert(log, "push.prewarm_unfinished", date=date,
-              waited_seconds=round(anyio.current_time() - started, 1),
-              fix="check the prewarm's log and rerun `later-read prewarm`; pushing what is cached")
-    elif marker is not None:
-        event(log, "push.prewarm_done", date=date, finished_at=marker.get("finished_at", "?"))
-    return marker
 
 
 async def _prepare(settings: Settings, options: PushOptions, conns: PushConnections, summary: Summary,
@@ -245,7 +227,9 @@ def _collect(run: PushRun) -> None:
         summary.failures["undelivered"] += run.sink.undelivered
     summary.extra["materials_fetched"] = run.materials.fetched
     summary.extra["miss_ratio"] = round(summary.counts["misses"] / max(summary.counts["users"], 1), 6)
-    summary.services = run.conns.services.summary()
+    users = summary.counts["users"]
+    summary.services = with_old_flow(run.conns.services.summary(), users)
+    summary.extra["peak_calls_saved"] = peak_calls_saved(summary.services, users)
     run.sorter.alert_totals()
 
 

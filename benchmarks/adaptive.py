@@ -1,0 +1,170 @@
+"""Adaptive concurrency against services that queue: the prewarm with `adaptive = true` vs a fixed pool.
+
+    python benchmarks/adaptive.py --quick      # small: ~2 minutes
+    python benchmarks/adaptive.py              # the issue's figures (run on a quiet machine)
+
+The simulator serves A/B and recommend with capacity 50 each (50 calls at once, the rest queued FIFO)
+at a base latency of 20 ms, so each service does at most 50 / 0.020 = 2,500 calls/s and a user (A/B
+then recommend) at most 2,500 users/s. `[prewarm] concurrency = 400` is the bound. Three runs per mode
+(adaptive, fixed), each a `later-read prewarm --force` process:
+
+  steady  capacity 50 all along: in flight at the service (simulator: in service + queued, polled every
+          0.1 s), users/s against 2,500, the job's p50/p99 call latency against the 20 ms base
+  cut     capacity cut to 25 after CUT_AT s: how long until the in-flight count at the service stays
+          within 20 % of 25 (for a whole second)
+  storm   30 % of A/B and recommend calls answered 429 for STORM_SECONDS: in flight before, during, after
+
+Prints one line per run; nothing is asserted. Taken on a loaded 2-core machine the figures are noisy:
+rerun on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from later_read.sandbox.seed import connect, seed_day  # noqa: E402
+from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs  # noqa: E402
+from later_read.sandbox.stack import Stack  # noqa: E402
+
+DATE = "20261123"
+CAPACITY, BASE_MS, BOUND = 50, 20, 400
+CEILING = CAPACITY / (BASE_MS / 1000)   # users/s: each service 2,500 calls/s, one call of each per user
+VERBOSE = "--verbose" in sys.argv
+STORM_RATE = 0.3                        # below the breaker's 50 %: the job must back off, not stop
+
+
+class Poller(threading.Thread):
+    """(seconds since start, ab in flight, rec in flight) at the simulator every 0.1 s."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.samples, self.stop = stack, [], threading.Event()
+        self.first_call: float | None = None
+
+    def run(self) -> None:
+        """Samples are timed from the job's first call (its start-up, seconds on a busy host, is not
+        part of any phase)."""
+        while not self.stop.wait(0.1):
+            stats = self.stack.simulator.stats()
+            ab, rec = (stats[s]["in_service"] + stats[s]["queued"] for s in ("ab", "rec"))
+            if self.first_call is None and ab + rec:
+                self.first_call = time.monotonic()
+            if self.first_call is not None:
+                self.samples.append((time.monotonic() - self.first_call, ab, rec))
+
+    def wait_first_call(self) -> float:
+        while self.first_call is None:
+            time.sleep(0.01)
+        return self.first_call
+
+    def mean(self, start: float, end: float) -> float:
+        values = [(ab + rec) / 2 for at, ab, rec in self.samples if start <= at < end]
+        return round(statistics.fmean(values), 1) if values else float("nan")
+
+
+def knobs() -> SimulatorKnobs:
+    service = ServiceKnobs(latency_ms=BASE_MS, capacity=CAPACITY)
+    return SimulatorKnobs(ab=service, rec=service, in_experiment_ratio=1.0)
+
+
+def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[float, dict]],
+                seconds: float) -> tuple[dict, Poller]:
+    """One prewarm run; `events` are (seconds after the first call, knob change); stopped with SIGTERM
+    `seconds` after the first call."""
+    stack.simulator.configure(**knobs().to_dict())
+    stack.simulator.reset()
+    poller = Poller(stack)
+    quiet = [] if VERBOSE else ["-q"]
+    process = subprocess.Popen([sys.executable, "-m", "later_read", *quiet, "prewarm", "--force", "--date", DATE,
+                                "--config", str(config), "--report", str(report)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    poller.start()
+    first = poller.wait_first_call()
+    for at, change in sorted(events, key=lambda e: e[0]):
+        time.sleep(max(0.0, at - (time.monotonic() - first)))
+        stack.simulator.configure(**change)
+    time.sleep(max(0.0, seconds - (time.monotonic() - first)))
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1].decode(errors="replace")
+    poller.stop.set()
+    poller.join()
+    if process.returncode not in (0, 1, 6):
+        raise RuntimeError(f"prewarm exited {process.returncode}: {stderr[-2000:]}")
+    if VERBOSE:
+        print("\n".join(line for line in stderr.splitlines() if "prewarm.progress" in line))
+        print(" ".join(f"{at:.1f}:{ab}/{rec}" for at, ab, rec in poller.samples[::5]))
+    return json.loads(report.read_text()), poller
+
+
+def follow_seconds(poller: Poller, cut_at: float, target: int) -> float | None:
+    """Seconds after the cut until in flight stays within 20 % of `target` for a whole second."""
+    inside = [(at, max(ab, rec) <= target * 1.2) for at, ab, rec in poller.samples if at >= cut_at]
+    for i, (at, ok) in enumerate(inside):
+        window = [good for when, good in inside[i:] if when < at + 1.0]
+        if ok and all(window) and inside[-1][0] >= at + 1.0:
+            return round(at - cut_at, 2)
+    return None
+
+
+def line(mode: str, phase: str, report: dict, extra: str) -> str:
+    services = report["services"]
+    latency = " ".join(f"{n}_p50={services[n]['p50_ms']}ms {n}_p99={services[n]['p99_ms']}ms" for n in ("ab", "rec"))
+    limits = " ".join(f"{n}_limit={services[n].get('adaptive_limit', '-')} "
+                      f"{n}_min_rtt={services[n].get('adaptive_min_rtt_ms', '-')}ms" for n in ("ab", "rec"))
+    users = report["cached"] + report["not_in_experiment"] + report["no_recommendation"]
+    rate = users / max(report["duration_seconds"], 1e-9)
+    return (f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) {latency} "
+            f"{limits} {extra}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter phases (~2 minutes in all)")
+    parser.add_argument("--modes", default="adaptive,fixed")
+    parser.add_argument("--verbose", action="store_true", help="print the progress lines and in-flight samples")
+    args = parser.parse_args()
+    steady, cut_at, storm_at, storm_seconds = (8, 4, 4, 3) if args.quick else (30, 15, 15, 5)
+    users = int(CEILING * steady * 1.5)
+    with tempfile.TemporaryDirectory(prefix="later-read-adaptive-") as tmp, Stack(knobs()) as stack:
+        conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
+                       stack.mysql.database)
+        seed_day(conn, DATE, users, stack.config()["tasks"]["ids"])
+        conn.close()
+        for mode in args.modes.split(","):
+            config = stack.write_config(Path(tmp) / f"{mode}.toml", starrocks={"batch_size": 5000},
+                                        prewarm={"concurrency": BOUND, "adaptive": mode == "adaptive",
+                                                 "progress_interval_seconds": 1})
+            report, poller = run_prewarm(stack, config, Path(tmp) / "r.json", [], steady)
+            print(line(mode, "steady", report, f"in_flight_at_service={poller.mean(1, steady)} "
+                       f"(capacity {CAPACITY})"), flush=True)
+            cut = [(cut_at, {"ab": {"capacity": CAPACITY // 2}, "rec": {"capacity": CAPACITY // 2}})]
+            report, poller = run_prewarm(stack, config, Path(tmp) / "r.json", cut, cut_at * 2)
+            follow = follow_seconds(poller, cut_at, CAPACITY // 2)
+            print(line(mode, "cut", report, f"in_flight before={poller.mean(1, cut_at)} "
+                       f"after={poller.mean(cut_at + 2, cut_at * 2)} (capacity {CAPACITY // 2}) "
+                       f"follows_in={follow if follow is not None else 'never'}s"), flush=True)
+            storm = [(storm_at, {"ab": {"error_429_rate": STORM_RATE}, "rec": {"error_429_rate": STORM_RATE}}),
+                     (storm_at + storm_seconds, {"ab": {"error_429_rate": 0}, "rec": {"error_429_rate": 0}})]
+            end = storm_at + storm_seconds * 2
+            report, poller = run_prewarm(stack, config, Path(tmp) / "r.json", storm, end)
+            backoffs = ",".join(str(report["services"][n].get("adaptive_backoffs", "-")) for n in ("ab", "rec"))
+            print(line(mode, "storm", report, f"in_flight before={poller.mean(1, storm_at)} "
+                       f"during={poller.mean(storm_at + 1, storm_at + storm_seconds)} "
+                       f"after={poller.mean(storm_at + storm_seconds + 1, end)} backoffs={backoffs} "
+                       f"failed={report['failed']}"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
