@@ -169,8 +169,8 @@ def test_a_retry_after_a_crash_runs_and_only_hopeless_exits_fail_the_job(job, tm
     rules = job_spec["podFailurePolicy"]["rules"]
     failing = {code for rule in rules if rule["action"] == "FailJob" for code in rule["onExitCodes"]["values"]}
     assert failing == {2, 5}  # bad input; a live run held the lock through the whole wait
-    assert any(rule["action"] == "Ignore" and {"type": "DisruptionTarget"} in rule.get("onPodConditions", [])
-               for rule in rules)
+    assert any(rule["action"] == "Ignore" and {"type": "DisruptionTarget", "status": "True"}
+               in rule.get("onPodConditions", []) for rule in rules)
     assert job_spec["backoffLimit"] >= 2
     for settings in (repo_settings(), configmap_settings(tmp_path)):
         lock = settings.lock
