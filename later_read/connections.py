@@ -19,6 +19,7 @@ from later_read.clients.ab import PATH as AB_PATH, ABClient
 from later_read.clients.http import ServiceCaller, open_session
 from later_read.clients.kafka import check_topic, open_producer
 from later_read.clients.material import PATH as MATERIAL_PATH, MaterialClient
+from later_read.clients.rate import SharedRateLimiter, shared_strategy
 from later_read.clients.recommend import PATH as REC_PATH, RecClient
 from later_read.clients.starrocks import StarRocks
 from later_read.config import Settings
@@ -58,13 +59,19 @@ def _url(base: str, path: str) -> str:
     return base.rstrip("/") + path
 
 
-def build_services(settings: Settings, session) -> Services:
+def build_services(settings: Settings, session, strategy=None) -> Services:
+    """The three clients; with `strategy` (a limits strategy on Redis) each `*_qps` cap is a total
+    shared by every process of the run (clients/rate.py), else a cap of this process alone."""
     s = settings.services
-    return Services(
-        ab=ABClient(ServiceCaller("ab", _url(s.ab_url, AB_PATH), session, s, s.ab_qps)),
-        rec=RecClient(ServiceCaller("rec", _url(s.rec_url, REC_PATH), session, s, s.rec_qps)),
-        material=MaterialClient(ServiceCaller("material", _url(s.material_url, MATERIAL_PATH),
-                                              session, s, s.material_qps)))
+    retry_for = 0.0 if settings.redis.mode == "standalone" else settings.redis.failover_seconds
+
+    def caller(name: str, url: str, path: str, qps: float) -> ServiceCaller:
+        limiter = (SharedRateLimiter(strategy, name, qps, settings.shards.count, retry_for)
+                   if strategy is not None and qps > 0 else None)
+        return ServiceCaller(name, _url(url, path), session, s, qps, limiter)
+    return Services(ab=ABClient(caller("ab", s.ab_url, AB_PATH, s.ab_qps)),
+                    rec=RecClient(caller("rec", s.rec_url, REC_PATH, s.rec_qps)),
+                    material=MaterialClient(caller("material", s.material_url, MATERIAL_PATH, s.material_qps)))
 
 
 @asynccontextmanager
@@ -89,7 +96,9 @@ async def open_job(settings: Settings, http_connections: int | None = None) -> A
         limit = http_connections or max(settings.prewarm.concurrency, settings.push.concurrency)
         session = open_session(limit, settings.services.timeout_seconds)
         stack.push_async_callback(session.close)
-        yield JobConnections(settings, store, starrocks, build_services(settings, session))
+        capped = settings.services.ab_qps or settings.services.rec_qps or settings.services.material_qps
+        strategy = shared_strategy(settings.redis) if capped else None
+        yield JobConnections(settings, store, starrocks, build_services(settings, session, strategy))
 
 
 @asynccontextmanager

@@ -27,8 +27,9 @@ class Keys:
         return text[len(self.value_prefix):]
 
     @staticmethod
-    def prewarm_done(date: str) -> str:
-        return f"{constants.PREWARM_DONE_PREFIX}{date}"
+    def prewarm_done(date: str, suffix: str = "") -> str:
+        """The prewarm's completion marker; `suffix` is the shard's (`Shard.suffix`, "" unsharded)."""
+        return f"{constants.PREWARM_DONE_PREFIX}{date}{suffix}"
 
     @staticmethod
     def prewarm_ready(date: str, hour: int, suffix: str = "") -> str:
@@ -45,9 +46,10 @@ class Keys:
         return f"{constants.PUSH_START_PREFIX}{date}:{hour:02d}{suffix}"
 
     @staticmethod
-    def lock(job: str, date: str, hour: int | None = None) -> str:
-        suffix = f"{date}" if hour is None else f"{date}:{hour:02d}"
-        return f"{constants.LOCK_PREFIX}{job}:{suffix}"
+    def lock(job: str, date: str, hour: int | None = None, suffix: str = "") -> str:
+        """A run's lock; one per shard when sharded (`suffix` = `Shard.suffix`)."""
+        when = f"{date}" if hour is None else f"{date}:{hour:02d}"
+        return f"{constants.LOCK_PREFIX}{job}:{when}{suffix}"
 
     @staticmethod
     def push_finished(date: str, hour: int, suffix: str = "") -> str:

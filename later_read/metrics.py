@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from later_read.config import Settings
 from later_read.summary import Summary
 from later_read.log import event, get_logger
+from later_read.shard import Shard
 from later_read.store import redact_url
 
 log = get_logger("metrics")
@@ -53,36 +54,39 @@ PUSH_TIMEOUT_SECONDS = 10.0
 Previous = dict[tuple[str, str], float]
 
 
-def record_job(settings: Settings, job: str, summary: Summary) -> None:
-    """Write the run's metrics to every configured sink; never raises (one warning line instead)."""
+def record_job(settings: Settings, job: str, summary: Summary, shard: Shard | None = None) -> None:
+    """Write the run's metrics to every configured sink; never raises (one warning line instead).
+    A shard's run writes its own file / Pushgateway group (`_shard<K>of<N>`), so shards never
+    overwrite each other's totals."""
     cfg = settings.metrics
     if not cfg.textfile_dir and not cfg.pushgateway_url:
         return
     name = _metric_job(job)
+    suffix = shard.suffix.replace(":", "_") if shard else ""
     try:
-        previous = _read_previous(settings, name)
+        previous = _read_previous(settings, name, suffix)
         registry = build_registry(name, summary, previous)
     except Exception as exc:  # noqa: BLE001 - metrics must never fail the job
         _failed("build", "-", exc, "this is a bug; the job itself is unaffected")
         return
     if cfg.textfile_dir:
-        path = textfile_path(settings, job)
+        path = textfile_path(settings, job, suffix)
         try:
             write_to_textfile(str(path), registry)
         except Exception as exc:  # noqa: BLE001
             _failed("textfile", str(path), exc, "check that [metrics] textfile_dir exists and is writable")
     if cfg.pushgateway_url:
         try:
-            pushadd_to_gateway(cfg.pushgateway_url, job=f"later_read_{name}", registry=registry,
+            pushadd_to_gateway(cfg.pushgateway_url, job=f"later_read_{name}{suffix}", registry=registry,
                                timeout=PUSH_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001
             _failed("pushgateway", redact_url(cfg.pushgateway_url), exc,
                     "check [metrics] pushgateway_url and that the Pushgateway is up")
 
 
-def textfile_path(settings: Settings, job: str) -> Path:
-    """`<textfile_dir>/later_read_<job>.prom` (node_exporter only reads files ending in .prom)."""
-    return Path(settings.metrics.textfile_dir) / f"later_read_{_metric_job(job)}.prom"
+def textfile_path(settings: Settings, job: str, suffix: str = "") -> Path:
+    """`<textfile_dir>/later_read_<job>[_shard<K>of<N>].prom` (node_exporter reads only *.prom)."""
+    return Path(settings.metrics.textfile_dir) / f"later_read_{_metric_job(job)}{suffix}.prom"
 
 
 def build_registry(name: str, summary: Summary, previous: Previous | None = None) -> CollectorRegistry:
@@ -148,10 +152,10 @@ class _RunCollector:
         return family
 
 
-def _read_previous(settings: Settings, name: str) -> Previous:
+def _read_previous(settings: Settings, name: str, suffix: str = "") -> Previous:
     """The values of the last write: from the textfile if configured, else from the Pushgateway."""
     if settings.metrics.textfile_dir:
-        path = textfile_path(settings, name)
+        path = textfile_path(settings, name, suffix)
         try:
             return parse_previous(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -163,7 +167,7 @@ def _read_previous(settings: Settings, name: str) -> Previous:
     url = (url if "://" in url else f"http://{url}") + "/metrics"
     try:
         with urllib.request.urlopen(url, timeout=READ_TIMEOUT_SECONDS) as response:
-            return parse_previous(response.read().decode("utf-8"), job=f"later_read_{name}")
+            return parse_previous(response.read().decode("utf-8"), job=f"later_read_{name}{suffix}")
     except (OSError, ValueError) as exc:
         _failed("pushgateway-read", redact_url(url), exc, "counters restart from this run's values")
         return {}

@@ -9,69 +9,142 @@ from __future__ import annotations
 import secrets
 from typing import Iterable, Sequence
 
+import anyio
 import orjson
-import redis.asyncio as aioredis
+import stamina
 from redis import exceptions as redis_errors
+from redis.crc import key_slot
 
 from later_read import constants
 from later_read.config import RedisSettings
 from later_read.errors import RedisUnavailable
 from later_read.keys import Keys
+from later_read.log import event, get_logger
+from later_read.shard import Shard
+from later_read.redis_client import open_redis, redact_url, target  # noqa: F401 - re-exported
 
-def open_redis(settings: RedisSettings) -> aioredis.Redis:
-    """A client whose pool waits for a free connection instead of raising past max_connections."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.url, max_connections=settings.max_connections,
-        timeout=settings.socket_timeout_seconds * 2,
-        socket_timeout=settings.socket_timeout_seconds,
-        socket_connect_timeout=settings.socket_timeout_seconds)
-    return aioredis.Redis(connection_pool=pool)
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for error messages."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-
+log = get_logger("store")
 
 # SET key value EX ttl for every key of the call, in one command (atomic per batch). Why a script and not
-# a pipeline, and what Redis Cluster needs here: docs/design.md, "Redis keys".
+# a pipeline, and what Redis Cluster needs here (keys grouped by slot): docs/design.md, "Redis keys" and
+# "Redis deployments".
 SET_EX_MANY = """local ttl = ARGV[1]
 for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ttl) end
 return #KEYS"""
 
 
+# Errors a failover produces while the master is dead or being replaced; retried (sentinel, cluster).
+RETRYABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterDownError,
+             redis_errors.TryAgainError, redis_errors.SlotNotCoveredError, redis_errors.ReadOnlyError,
+             redis_errors.MasterDownError, OSError)
+RETRY_WAIT_MAX_SECONDS = 1.0  # re-ask the sentinels / slot map at least every second during a failover
+
+
 class Store:
-    def __init__(self, client: aioredis.Redis, settings: RedisSettings) -> None:
+    def __init__(self, client, settings: RedisSettings) -> None:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
+        self.cluster = settings.mode == "cluster"
         self._set_ex_many = client.register_script(SET_EX_MANY)
+        # The sentinel and cluster pools raise past max_connections instead of waiting: bound calls here.
+        self._slots = anyio.Semaphore(settings.max_connections)
+        self._retry_for = 0.0 if settings.mode == "standalone" else settings.failover_seconds
 
     async def _set_many(self, what: str, keys: list[str], values: list, ttl: int) -> None:
         """SET each key to its value with one TTL, in one round trip (see SET_EX_MANY)."""
-        if keys:
-            await self._run(what, self._set_ex_many(keys=keys, args=[ttl, *values]))
+        if not keys:
+            return
+        if self.settings.wait_replicas and not self.cluster:
+            await self._set_and_wait(what, keys, values, ttl)
+            return
+        if not self.cluster:
+            await self._run(what, lambda: self._set_ex_many(keys=keys, args=[ttl, *values]))
+            return
+        groups = _by_slot(keys, values)
 
-    async def _run(self, what: str, coro):
+        def calls():
+            pipe = self.client.pipeline()
+            for slot_keys, slot_values in groups:
+                if len(slot_keys) == 1:
+                    pipe.set(slot_keys[0], slot_values[0], ex=ttl)
+                else:
+                    pipe.execute_command("EVAL", SET_EX_MANY, len(slot_keys), *slot_keys, ttl, *slot_values)
+            return pipe.execute()
+        await self._run(what, calls)
+
+    async def _set_and_wait(self, what: str, keys: list[str], values: list, ttl: int) -> None:
+        """SET-EX-many then `WAIT wait_replicas`, on one connection (a pipeline): the call returns once
+        that many replicas have the batch, so a master killed right after cannot take it with it."""
+        wanted = self.settings.wait_replicas
+        timeout_ms = int(self.settings.socket_timeout_seconds * 1000 / 2)
+
+        async def calls():
+            pipe = self.client.pipeline(transaction=False)
+            await self._set_ex_many(keys=keys, args=[ttl, *values], client=pipe)  # queued, not sent
+            pipe.execute_command("WAIT", wanted, timeout_ms)
+            return await pipe.execute()
+        acked = (await self._run(what, calls))[-1]
+        if acked < wanted:
+            event(log, "redis.replicas_behind", what=what, wanted=wanted, acked=acked, timeout_ms=timeout_ms)
+
+    async def _mget(self, what: str, *key_lists: list[str]) -> list[list[bytes | None]]:
+        """MGET each list of keys, all in one round trip; in cluster mode one MGET per hash slot."""
+        if not self.cluster:
+            def calls():
+                pipe = self.client.pipeline(transaction=False)
+                for keys in key_lists:
+                    pipe.mget(keys)
+                return pipe.execute()
+            return list(await self._run(what, calls))
+        flat = [key for keys in key_lists for key in keys]
+        groups = _by_slot(flat, list(range(len(flat))))
+
+        def calls():
+            pipe = self.client.pipeline()
+            for slot_keys, _ in groups:
+                pipe.execute_command("MGET", *slot_keys)  # ClusterPipeline blocks .mget()
+            return pipe.execute()
+        found: list[bytes | None] = [None] * len(flat)
+        for (_, positions), values in zip(groups, await self._run(what, calls)):
+            for position, value in zip(positions, values):
+                found[position] = value
+        out, start = [], 0
+        for keys in key_lists:
+            out.append(found[start:start + len(keys)])
+            start += len(keys)
+        return out
+
+    async def _run(self, what: str, call):
+        """Await `call()`; through a failover (sentinel, cluster) call it again, with backoff, for up
+        to `failover_seconds`; then (or at once in standalone mode) RedisUnavailable, one line."""
         try:
-            return await coro
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            async with self._slots:
+                if not self._retry_for:
+                    return await call()
+                async for attempt in stamina.retry_context(
+                        on=RETRYABLE, attempts=None, timeout=self._retry_for,
+                        wait_initial=0.05, wait_max=RETRY_WAIT_MAX_SECONDS):
+                    with attempt:
+                        if attempt.num > 1:
+                            event(log, "redis.retry", what=what, attempt=attempt.num)
+                        return await call()
+        except RETRYABLE as exc:
             raise RedisUnavailable(
-                f"Redis at {redact_url(self.settings.url)} unreachable during {what}: {exc}; "
-                "check [redis] url and that Redis is up") from None
+                f"Redis at {target(self.settings)} unreachable during {what}: {exc}; "
+                f"check [redis] {'url' if self.settings.mode == 'standalone' else 'mode/url/sentinels'} "
+                "and that Redis is up") from None
         except redis_errors.RedisError as exc:
             raise RedisUnavailable(f"Redis error during {what}: {exc}") from None
+        raise AssertionError("unreachable: stamina either returns or raises")
 
     async def ping(self) -> None:
-        await self._run("PING", self.client.ping())
+        await self._run("PING", self.client.ping)
 
     async def get_values(self, uids: Sequence[str]) -> list[bytes | None]:
         if not uids:
             return []
-        return await self._run("MGET values", self.client.mget([self.keys.rec(u) for u in uids]))
+        return (await self._mget("MGET values", [self.keys.rec(u) for u in uids]))[0]
 
     async def put_values(self, items: Iterable[tuple[str, bytes]]) -> None:
         """SET each user's value with the configured TTL, in one round trip."""
@@ -83,8 +156,7 @@ class Store:
     async def get_sent(self, date: str, uids: Sequence[str]) -> list[bytes | None]:
         if not uids:
             return []
-        return await self._run("MGET sent markers",
-                               self.client.mget([Keys.sent(date, u) for u in uids]))
+        return (await self._mget("MGET sent markers", [Keys.sent(date, u) for u in uids]))[0]
 
     async def put_sent(self, date: str, items: Iterable[tuple[str, str]]) -> None:
         """Mark users as pushed for the date (value: the msg_id that was delivered)."""
@@ -97,73 +169,122 @@ class Store:
         """Each user's value and sent marker for the date: two MGETs in one pipeline (one round trip)."""
         if not uids:
             return [], []
-        pipe = self.client.pipeline(transaction=False)
-        pipe.mget([self.keys.rec(u) for u in uids])
-        pipe.mget([Keys.sent(date, u) for u in uids])
-        values, sent = await self._run("MGET values and sent markers", pipe.execute())
+        values, sent = await self._mget("MGET values and sent markers", [self.keys.rec(u) for u in uids],
+                                        [Keys.sent(date, u) for u in uids])
         return values, sent
 
-    async def get_prewarm_done(self, date: str) -> dict | None:
-        raw = await self._run("GET prewarm marker", self.client.get(Keys.prewarm_done(date)))
-        return orjson.loads(raw) if raw else None
+    async def get_prewarm_done(self, date: str, shards: int = 1) -> dict | None:
+        """The day's completion marker: the unsharded one, else (with `shards` > 1) every shard's,
+        merged (counts summed, the last finish); None while any shard's marker is missing."""
+        suffixes = _suffixes(shards)
+        found = (await self._mget("GET prewarm markers", [Keys.prewarm_done(date, x) for x in suffixes]))[0]
+        return _merged(found)
 
-    async def put_prewarm_done(self, date: str, info: dict) -> None:
-        await self._run("SET prewarm marker", self.client.set(
-            Keys.prewarm_done(date), orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
+    async def put_prewarm_done(self, date: str, info: dict, shard: Shard | None = None) -> None:
+        key = Keys.prewarm_done(date, shard.suffix if shard else "")
+        await self._run("SET prewarm marker", lambda: self.client.set(
+            key, orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
 
     async def get_push_run(self, date: str, hour: int, suffix: str = "") -> tuple[dict | None, dict | None]:
         """The hour's start record and finished marker (either None when absent), one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(Keys.push_start(date, hour, suffix))
-        pipe.get(Keys.push_finished(date, hour, suffix))
-        start, finished = await self._run("GET push run state", pipe.execute())
+        start, finished = (await self._mget("GET push run state", [Keys.push_start(date, hour, suffix),
+                                                                    Keys.push_finished(date, hour, suffix)]))[0]
         return (orjson.loads(start) if start else None), (orjson.loads(finished) if finished else None)
 
     async def put_push_start(self, date: str, hour: int, info: dict, suffix: str = "") -> bool:
         """SET NX the hour's start record; False when an earlier run already wrote one."""
-        return bool(await self._run("SET push start", self.client.set(
-            Keys.push_start(date, hour, suffix), orjson.dumps(info), nx=True,
-            ex=constants.PUSH_START_TTL_SECONDS)))
+        key = Keys.push_start(date, hour, suffix)
+        return bool(await self._run("SET push start", lambda: self.client.set(
+            key, orjson.dumps(info), nx=True, ex=constants.PUSH_START_TTL_SECONDS)))
 
     async def set_push_finished(self, date: str, hour: int, info: dict | None, suffix: str = "") -> None:
         """Write the hour's finished marker, or delete it (`info` None) before producing."""
         key = Keys.push_finished(date, hour, suffix)
         if info is None:
-            await self._run("DEL push finished", self.client.delete(key))
+            await self._run("DEL push finished", lambda: self.client.delete(key))
         else:
-            await self._run("SET push finished", self.client.set(
+            await self._run("SET push finished", lambda: self.client.set(
                 key, orjson.dumps(info), ex=constants.PUSH_FINISHED_TTL_SECONDS))
 
-    async def put_prewarm_ready(self, date: str, hour: int, info: dict) -> None:
-        await self._run("SET prewarm hour marker", self.client.set(
-            Keys.prewarm_ready(date, hour), orjson.dumps(info), ex=constants.PREWARM_READY_TTL_SECONDS))
+    async def put_prewarm_ready(self, date: str, hour: int, info: dict, suffix: str = "") -> None:
+        """Hour `hour` of the date is prewarmed (by the shard whose `suffix` is given, if sharded)."""
+        key = Keys.prewarm_ready(date, hour, suffix)
+        await self._run("SET prewarm hour marker", lambda: self.client.set(
+            key, orjson.dumps(info), ex=constants.PREWARM_READY_TTL_SECONDS))
 
-    async def get_prewarm_ready(self, date: str, hour: int) -> tuple[dict | None, dict | None, int]:
+    async def get_prewarm_ready(self, date: str, hour: int, shards: int = 1
+                                ) -> tuple[dict | None, dict | None, int]:
         """(hour H's readiness marker, the day's completion marker, how many of the 24 hours are ready):
-        one MGET, what the push polls while it waits."""
-        keys = [Keys.prewarm_ready(date, h) for h in range(24)] + [Keys.prewarm_done(date)]
-        raws = await self._run("MGET prewarm markers", self.client.mget(keys))
-        ready = raws[hour]
-        return (orjson.loads(ready) if ready else None, orjson.loads(raws[24]) if raws[24] else None,
-                sum(1 for raw in raws[:24] if raw))
+        one MGET, what the push polls while it waits. Sharded, an hour or the day is ready when the
+        unsharded marker or every shard's marker is there."""
+        suffixes = _suffixes(shards)
+        keys = [Keys.prewarm_ready(date, h, x) for x in suffixes for h in range(24)]
+        keys += [Keys.prewarm_done(date, x) for x in suffixes]
+        raws = (await self._mget("MGET prewarm markers", keys))[0]
+        hours = [_merged([raws[i * 24 + h] for i in range(len(suffixes))]) for h in range(24)]
+        day = _merged(raws[24 * len(suffixes):])
+        return hours[hour], day, sum(1 for marker in hours if marker is not None)
 
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.ttl(key)
-        raw, ttl = await self._run(f"GET {key}", pipe.execute())
+        def calls():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.ttl(key)
+            return pipe.execute()
+        raw, ttl = await self._run(f"GET {key}", calls)
         return raw, ttl
 
     async def scratch_roundtrip(self) -> None:
         """SET, GET and DEL a scratch key in one pipeline, for `check`: proves this Redis takes writes
         (a read-only replica answers PING but fails here); RedisUnavailable when it does not."""
         key, token = Keys.check_scratch(secrets.token_hex(8)), secrets.token_hex(8)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, token, ex=constants.CHECK_SCRATCH_TTL_SECONDS)
-        pipe.get(key)
-        pipe.delete(key)
-        _, read, deleted = await self._run("scratch write/read/delete", pipe.execute())
+
+        def calls():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, token, ex=constants.CHECK_SCRATCH_TTL_SECONDS)
+            pipe.get(key)
+            pipe.delete(key)
+            return pipe.execute()
+        _, read, deleted = await self._run("scratch write/read/delete", calls)
         if read != token.encode() or deleted != 1:
             raise RedisUnavailable(f"Redis scratch key {key} read back {read!r} (deleted={deleted}); "
                                    "check [redis] url points at a writable primary")
+
+
+def _by_slot(keys: list[str], values: list) -> list[tuple[list[str], list]]:
+    """(keys, values) grouped by Redis Cluster hash slot, in order of first appearance."""
+    groups: dict[int, tuple[list[str], list]] = {}
+    for key, value in zip(keys, values):
+        slot_keys, slot_values = groups.setdefault(key_slot(key.encode()), ([], []))
+        slot_keys.append(key)
+        slot_values.append(value)
+    return list(groups.values())
+
+
+def merge_markers(markers: list[dict]) -> dict:
+    """One day's marker from its shards' markers: numbers summed, the earliest start, the latest finish."""
+    merged: dict = {"shards": len(markers)}
+    for marker in markers:
+        for key, value in marker.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in (
+                    "started_at", "finished_at", "duration_seconds", "concurrency", "exit_code", "hour"):
+                merged[key] = merged.get(key, 0) + value
+    merged["started_at"] = min(m.get("started_at", 0) for m in markers)
+    merged["finished_at"] = max(m.get("finished_at", 0) for m in markers)
+    merged["status"] = "ok" if all(m.get("status") == "ok" for m in markers) else "failures"
+    return merged
+
+
+def _suffixes(shards: int) -> list[str]:
+    """The unsharded marker's suffix, then each shard's (when the prewarm runs as `shards` shards)."""
+    return [""] + ([s.suffix for s in Shard(0, shards).siblings()] if shards > 1 else [])
+
+
+def _merged(found: list[bytes | None]) -> dict | None:
+    """The unsharded marker (first), else every shard's merged, else None (some shard not there yet)."""
+    if found[0]:
+        return orjson.loads(found[0])
+    if len(found) > 1 and all(found[1:]):
+        return merge_markers([orjson.loads(raw) for raw in found[1:]])
+    return None

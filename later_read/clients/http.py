@@ -16,10 +16,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-import anyio
 import orjson
 import stamina
 
+from later_read.clients.rate import RateLimiter
 from later_read.clients.adaptive import AdaptiveGate
 from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout
 from later_read.config import ServiceSettings
@@ -84,23 +84,6 @@ class Breaker:
         return self.failures / len(self.results) if self.results else 0.0
 
 
-class RateLimiter:
-    """Spaces calls at least 1/qps apart (a leaky bucket without a burst); qps 0 = no limit."""
-
-    def __init__(self, qps: float) -> None:
-        self.interval = 1.0 / qps if qps > 0 else 0.0
-        self.next_slot = 0.0
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        slot = max(now, self.next_slot)
-        self.next_slot = slot + self.interval
-        if slot > now:
-            await anyio.sleep(slot - now)
-
-
 @dataclass
 class CallStats:
     calls: int = 0
@@ -130,19 +113,22 @@ class ServiceCaller:
     """POSTs JSON to one service endpoint with the job's retry, rate and breaker policy."""
 
     def __init__(self, name: str, url: str, session: HttpPool,
-                 settings: ServiceSettings, qps: float = 0.0) -> None:
+                 settings: ServiceSettings, qps: float = 0.0, limiter=None) -> None:
+        """`limiter` (a SharedRateLimiter, the cap shared by all shards) replaces the local one."""
         self.name, self.url, self.session, self.settings = name, url, session, settings
         self.origin = Origin.parse(url)
         self.breaker = Breaker(settings.breaker_window, settings.breaker_min_calls,
                                settings.breaker_failure_ratio)
-        self.limiter = RateLimiter(qps)
+        self.limiter = limiter or RateLimiter(qps)
         self.stats = CallStats()
         self.gate: AdaptiveGate | None = None  # adaptive concurrency (the prewarm's `adaptive = true`)
 
     async def post(self, body: dict, parse: Callable[[dict | None], T]) -> T:
         """`parse` of the decoded reply (None for 404); ServiceError when every attempt failed.
 
-        The first attempt runs outside stamina so the common case costs no retry machinery.
+        The first attempt runs outside stamina so the common case costs no retry machinery; when it
+        fails, stamina's loop starts by re-raising that failure, so even the first retry waits its
+        backoff with jitter (tests switch the waits off with `stamina.set_testing`).
         """
         try:
             return await self._attempt(body, parse)
@@ -150,13 +136,17 @@ class ServiceCaller:
             if self.settings.max_attempts <= 1:
                 self.stats.failures[exc.reason] += 1
                 raise
+            first: TransientServiceError | None = exc
         try:
             async for attempt in stamina.retry_context(
-                    on=TransientServiceError, attempts=self.settings.max_attempts - 1, timeout=None,
+                    on=TransientServiceError, attempts=self.settings.max_attempts, timeout=None,
                     wait_initial=self.settings.backoff_initial_seconds,
                     wait_max=self.settings.backoff_max_seconds,
                     wait_jitter=self.settings.backoff_initial_seconds):
                 with attempt:
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
                     self.stats.retries += 1
                     return await self._attempt(body, parse)
         except TransientServiceError as exc:

@@ -35,7 +35,8 @@ from later_read.connections import build_services
 from later_read.errors import EXIT_DEPENDENCY, EXIT_OK, ServiceError
 from later_read.inputs import current_hour, parse_date
 from later_read.runtime import run
-from later_read.store import Store, open_redis, redact_url
+from later_read.redis_client import describe, open_redis, target
+from later_read.store import Store
 from later_read.users import UserQuery, task_ids_for
 
 PROBE_UID = "later-read-check"
@@ -111,8 +112,8 @@ def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     probes = [
         Probe("starrocks", f"{sr.user}@{sr.host}:{sr.port}/{sr.database}.{sr.table}",
               lambda: _starrocks(settings, timeout), "check [starrocks] host/port and that it is up"),
-        Probe("redis", redact_url(settings.redis.url), lambda: _redis(settings, timeout),
-              "check [redis] url and that Redis is up"),
+        Probe("redis", target(settings.redis), lambda: _redis(settings, timeout),
+              "check [redis] mode/url/sentinels and that Redis is up"),
         Probe("kafka", f"{k.bootstrap_servers} topic={k.topic}", lambda: _kafka(settings, timeout),
               "check [kafka] bootstrap_servers and that the brokers are up"),
     ]
@@ -148,16 +149,19 @@ async def _starrocks(settings: Settings, timeout: float) -> str:
 
 
 async def _redis(settings: Settings, timeout: float) -> str:
-    cfg = dataclasses.replace(settings.redis, max_connections=2,
+    """PING and a scratch key written, read and deleted; the mode, and the master (sentinel) or the
+    nodes and slot coverage (cluster). No failover retries: check reports the state now."""
+    cfg = dataclasses.replace(settings.redis, max_connections=2, failover_seconds=0,
                               socket_timeout_seconds=min(settings.redis.socket_timeout_seconds, timeout))
     client = open_redis(cfg)
     try:
         store = Store(client, cfg)
         await store.ping()
         await store.scratch_roundtrip()
+        topology = await describe(client, cfg)
     finally:
         await client.aclose()
-    return "PING, scratch write/read/delete"
+    return f"{topology}; PING, scratch write/read/delete"
 
 
 async def _kafka(settings: Settings, timeout: float) -> str:

@@ -28,9 +28,10 @@ from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, E
                                INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown, error_line)
 from later_read.jobs.progress import write_report
 from later_read.lock import JobLock
-from later_read.log import alert, get_logger
+from later_read.log import alert, get_logger, summary as log_summary
 from later_read.metrics import record_job
 from later_read.runtime import Shutdown
+from later_read.shard import Shard
 from later_read.summary import Summary
 
 log = get_logger("lifecycle")
@@ -47,6 +48,7 @@ class Job(Protocol):
     report_keys: tuple[str, ...]    # the report's counters
     report_path: str | None
     lock_wait: float                # seconds to wait for a held lock; 0 = fail at once
+    shard: Shard                    # the slice of users this run works on (Shard.whole(): all of them)
 
     def connect(self) -> AsyncContextManager[Any]:
         """The job's typed connections (an object with a `store`)."""
@@ -111,9 +113,10 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
     """Summary lines, --report, metrics, the alert line, then the error line; the exit code."""
     summary = job.summary
     code = exit_code(summary.status, error)
+    summary.save_uids(job.report_path)
     if started and (error is None or summary.counts["users"]):
         for line in summary.lines(job.report_keys):
-            click.echo(line, err=True)
+            log_summary(log, line)
     if job.report_path:
         data = summary.report(job.report_keys)
         data["exit_code"] = code
@@ -121,7 +124,7 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
             write_report(job.report_path, data)
         except OSError as exc:
             alert(log, f"{job.name}.report_failed", path=job.report_path, error=exc.strerror)
-    record_job(job.settings, job.name, summary)  # metrics: never raises
+    record_job(job.settings, job.name, summary, job.shard)  # metrics: never raises
     if started:
         job.alert(error)
     if error is not None:

@@ -33,10 +33,12 @@ from later_read.connections import JobConnections
 from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.prewarm.hours import HOURS, HourTracker
+from later_read.shard import Shard
 from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
+from later_read.uids import unservable
 from later_read.users import TaskUser, UserQuery
 
 log = get_logger("prewarm")
@@ -64,9 +66,12 @@ class Fanout:
         self.redis_batch = conns.settings.redis.batch_size
         self.counts: Counter[str] = Counter()   # outcomes, skipped_existing, unfinished
         self.failures: Counter[str] = Counter()  # "<service>.<reason>"
+        self.named: list[tuple[str, str]] = []    # (reason, uid) of every user not finished
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
-        self.hours = HourTracker(self.store, plan.date, plan.query.uids is None, self._writer_failed)
+        shard = Shard(*plan.query.shard) if plan.query.shard else Shard.whole()
+        self.hours = HourTracker(self.store, plan.date, plan.query.uids is None, self._writer_failed,
+                                 shard.suffix)
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
         self._stopped = anyio.Event()
         self._read_scope = anyio.CancelScope()
@@ -144,6 +149,7 @@ class Fanout:
             earlier = await self.starrocks.earlier(self.plan.query, hour, [user.uid for user in page])
             if earlier:
                 page = [user for user in page if user.uid not in earlier]
+            page = self._servable(page)
             todo = page if self.plan.force else await self._not_done(page)
             skipped = len(page) - len(todo)
             if skipped:
@@ -153,6 +159,19 @@ class Fanout:
             for user in todo:
                 await send.send((hour, user))
         self.hours.close(hour)
+
+    def _servable(self, page: list[TaskUser]) -> list[TaskUser]:
+        """The page's users whose uid a job can serve; the others are counted and named, not called."""
+        servable = []
+        for user in page:
+            reason = unservable(user.uid)
+            if reason is None:
+                servable.append(user)
+            else:
+                self.counts["unservable"] += 1
+                self.named.append((reason, user.uid))
+                self.progress.advance(1)
+        return servable
 
     async def _not_done(self, page: list[TaskUser]) -> list[TaskUser]:
         """The users of `page` without a value for the run's date (one MGET per `redis.batch_size`)."""
@@ -183,14 +202,17 @@ class Fanout:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:
                 failures[f"{exc.service}.{exc.reason}"] += 1
+                self.named.append((f"{exc.service}.{exc.reason}", user.uid))
                 self.hours.settled(hour, failed=True)
                 event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
             except ServiceDown as exc:
                 counts["unfinished"] += 1
+                self.named.append(("unfinished", user.uid))
                 self.request_stop(STOP_SERVICE_DOWN, exc)
                 return
             except anyio.get_cancelled_exc_class():
                 counts["unfinished"] += 1
+                self.named.append(("unfinished", user.uid))
                 raise
             else:
                 counts[value.outcome] += 1

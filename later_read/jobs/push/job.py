@@ -21,6 +21,7 @@ users failed or messages undelivered), 2, 3, 4, 5 (the hour is locked), 6 (SIGTE
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
@@ -46,6 +47,7 @@ from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.keys import Keys
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
+from later_read.shard import Shard, parse_shard
 from later_read.saving import peak_calls_saved, with_old_flow
 from later_read.summary import Summary
 from later_read.users import TaskUser, UserQuery, task_ids_for
@@ -55,14 +57,15 @@ log = get_logger("push")
 JOB = "push"
 # The report's per-user counters (also the metrics' outcomes). With --on-miss skip, every user read is
 # in exactly one of sent, misses, corrupt, not_in_experiment, no_recommendation, material_not_found,
-# already_sent, not_processed (dropped after a signal) or `failed` (per reason, e.g. undelivered).
+# already_sent, not_processed (dropped after a signal), unservable (a uid no job can serve) or `failed`
+# (per reason, e.g. undelivered); `remaining` = the hour's users (`total`) never read (a stop came first).
 # stale and live_budget_exhausted are parts of misses. With --on-miss live, `live` counts the missed or
 # corrupt users computed on the spot; each of those is also counted by its new outcome (sent, ...).
 # `recovered`: users marked sent from the topic before reading any user (an earlier run of the hour
 # died after Kafka took their message; jobs/push/recovery.py); they then count as already_sent.
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
                "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
-               "recovered")
+               "unservable", "recovered")
 WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
 
 
@@ -77,6 +80,7 @@ class PushOptions:
     report_path: str | None
     lock_wait: float
     wait_seconds: float = 0.0  # for the prewarm's marker (jobs/push/wait.py)
+    shard: Shard = Shard.whole()
 
 
 @dataclass
@@ -98,10 +102,11 @@ class PushRun:
 
 def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
              output: str | None, force: bool, on_miss: str, report_path: str | None,
-             lock_wait: float | None = None, wait: float | None = None) -> int:
+             lock_wait: float | None = None, wait: float | None = None, shard: str | None = None) -> int:
     """The `push` command: check the options, run the hour, return the exit code."""
     options = push_options(settings, date=date, hour=hour, dry_run=dry_run, output=output, force=force,
                            on_miss=on_miss, report_path=report_path, lock_wait=lock_wait, wait=wait)
+    options = dataclasses.replace(options, shard=parse_shard(shard, settings.shards.count))
     return run_job(PushJob(settings, options))
 
 
@@ -136,9 +141,10 @@ class PushJob:
 
     def __init__(self, settings: Settings, options: PushOptions) -> None:
         self.settings, self.options = settings, options
-        self.report_path, self.lock_wait = options.report_path, options.lock_wait
+        self.report_path, self.lock_wait, self.shard = options.report_path, options.lock_wait, options.shard
         self.summary = Summary(JOB, options.date, options.hour)
         self.summary.extra.update(dry_run=options.dry_run, force=options.force, on_miss=options.on_miss,
+                                  shard=options.shard.label,
                                   topic=None if options.dry_run else settings.kafka.topic)
         self.stream: Any = None
         self.shutdown: Shutdown | None = None
@@ -153,7 +159,9 @@ class PushJob:
 
     def lock(self) -> tuple[str, str] | None:
         o = self.options
-        return None if o.dry_run else (Keys.lock(JOB, o.date, o.hour), f"push run for {o.date} hour {o.hour}")
+        shard = f" shard {o.shard.label}" if o.shard.sharded else ""
+        return None if o.dry_run else (Keys.lock(JOB, o.date, o.hour, o.shard.suffix),
+                                       f"push run for {o.date} hour {o.hour}{shard}")
 
     async def work(self, conns: PushConnections, shutdown: Shutdown) -> str:
         """Recover an unfinished earlier run of the hour, wait for the prewarm (bounded), then the
@@ -162,9 +170,11 @@ class PushJob:
         self.shutdown = shutdown
         hour_run = None
         if not options.dry_run:
-            hour_run = await recovery.begin(conns.store, settings.kafka, options.date, options.hour)
+            hour_run = await recovery.begin(conns.store, settings.kafka, options.date, options.hour,
+                                            options.shard.suffix)
             summary.counts["recovered"] = hour_run.recovered or 0
-        marker = await wait_for_prewarm(conns, options.date, options.hour, options.wait_seconds, shutdown)
+        marker = await wait_for_prewarm(conns, options.date, options.hour, options.wait_seconds, shutdown,
+                                       options.shard.count)
         summary.extra["prewarm_done"] = marker is not None
         summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
         run = await _prepare(settings, options, conns, summary, shutdown)
@@ -196,12 +206,13 @@ def _open_output(stack: contextlib.ExitStack, options: PushOptions):
 
 async def _prepare(settings: Settings, options: PushOptions, conns: PushConnections, summary: Summary,
                    shutdown: Shutdown) -> PushRun:
-    total = await conns.starrocks.count(_query(settings, options))
+    total = summary.total = await conns.starrocks.count(_query(settings, options))
     event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
           force=options.force, on_miss=options.on_miss)
     progress = Progress(JOB, settings.push.progress_interval_seconds, total)
     sorter = Sorter(options.date, options.hour, options.force, summary.counts,
-                    settings.push.miss_log_limit, progress.advance)
+                    settings.push.miss_log_limit, progress.advance,
+                    name=summary.name if options.on_miss == "skip" else None)
     live = None
     if options.on_miss == "live":
         live = LiveResolver(conns.services, conns.store, sorter, date=options.date,
@@ -213,7 +224,7 @@ async def _prepare(settings: Settings, options: PushOptions, conns: PushConnecti
 
 def _query(settings: Settings, options: PushOptions) -> UserQuery:
     return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
-                     hour=options.hour)
+                     hour=options.hour, shard=options.shard.sql())
 
 
 def _collect(run: PushRun) -> None:
@@ -225,6 +236,8 @@ def _collect(run: PushRun) -> None:
         summary.extra.update(run.sink.details())
     if isinstance(run.sink, Delivery) and run.sink.undelivered:
         summary.failures["undelivered"] += run.sink.undelivered
+        for reason, uid in run.sink.failed_uids:
+            summary.name(f"undelivered_{reason}", uid)
     summary.extra["materials_fetched"] = run.materials.fetched
     summary.extra["miss_ratio"] = round(summary.counts["misses"] / max(summary.counts["users"], 1), 6)
     users = summary.counts["users"]
@@ -313,6 +326,7 @@ async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
         async for hit in receive:
             if run.shutdown.stopping:
                 run.summary.counts["not_processed"] += 1  # stop taking new users; the rerun sends them
+                run.summary.name("not_processed", hit.user.uid)
                 continue
             await _push_one(run, hit)
 
@@ -331,6 +345,7 @@ async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: Ser
     """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
     if error is not None:
         run.summary.failures[f"material_{error.reason}"] += 1
+        run.summary.name(f"material_{error.reason}", hit.user.uid)
     elif material is None:
         run.summary.counts["material_not_found"] += 1
     else:

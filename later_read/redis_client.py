@@ -1,0 +1,101 @@
+"""The Redis client for each `[redis] mode`, built with redis-py's own support for each deployment.
+
+- standalone: one server from `url`, a pool that waits for a free connection (BlockingConnectionPool).
+- sentinel: `redis.asyncio.sentinel.Sentinel(sentinels).master_for(service_name)`: every new connection
+  asks the sentinels where the master is, so after a failover the pool reconnects to the promoted one.
+- cluster: `redis.asyncio.cluster.RedisCluster.from_url(url)`: the slot map is read from any node and
+  read again after a MOVED reply or a dead node.
+
+Retrying through a failover (with re-discovery) is the Store's job (`Store._run`), because redis-py's
+cluster client retries at once, with no pause, and would give up before a replica is promoted.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from later_read.config import RedisSettings
+
+SLOTS = 16384  # hash slots in every Redis Cluster
+
+
+def open_redis(settings: RedisSettings):
+    """A client for the configured mode (the caller closes it with `aclose()`)."""
+    timeouts = {"socket_timeout": settings.socket_timeout_seconds,
+                "socket_connect_timeout": settings.socket_timeout_seconds}
+    if settings.mode == "cluster":
+        return RedisCluster.from_url(settings.url, max_connections=settings.max_connections,
+                                     require_full_coverage=True, **timeouts)
+    if settings.mode == "sentinel":
+        return _sentinel(settings).master_for(settings.service_name, **_url_options(settings.url),
+                                              **timeouts)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.url, max_connections=settings.max_connections,
+        timeout=settings.socket_timeout_seconds * 2, **timeouts)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _sentinel(settings: RedisSettings) -> Sentinel:
+    timeouts = {"socket_timeout": settings.socket_timeout_seconds,
+                "socket_connect_timeout": settings.socket_timeout_seconds}
+    return Sentinel(settings.sentinel_addresses, sentinel_kwargs=dict(timeouts), **timeouts)
+
+
+def _url_options(url: str) -> dict:
+    """Password, username, database and TLS for the sentinel-found master, taken from `url`."""
+    if not url:
+        return {}
+    parts = urlsplit(url)
+    options: dict = {}
+    if parts.password:
+        options["password"] = parts.password
+    if parts.username:
+        options["username"] = parts.username
+    db = parts.path.strip("/") or parse_qs(parts.query).get("db", [""])[0]
+    if db.isdigit():
+        options["db"] = int(db)
+    if parts.scheme == "rediss":
+        options["ssl"] = True
+    return options
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+def target(settings: RedisSettings) -> str:
+    """Where this configuration points, for messages: the URL, or the sentinels and service name."""
+    if settings.mode == "sentinel":
+        return f"sentinel {settings.service_name} via {','.join(settings.sentinels)}"
+    if settings.mode == "cluster":
+        return f"cluster via {redact_url(settings.url)}"
+    return redact_url(settings.url)
+
+
+async def describe(client, settings: RedisSettings) -> str:
+    """For `later-read check`: the mode, and the master (sentinel) or nodes and slot coverage (cluster)."""
+    if settings.mode == "cluster":
+        info = await client.cluster_info()
+        if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) < SLOTS:
+            raise RuntimeError(f"cluster_state {info.get('cluster_state')}, only "
+                               f"{info.get('cluster_slots_ok')}/{SLOTS} slots served; run "
+                               "`redis-cli --cluster check <node>` and fix the failed masters")
+        nodes = await client.cluster_nodes()  # {"host:port": {"flags": "master,...", ...}}
+        masters = sorted(a for a, n in nodes.items() if "master" in n["flags"] and "fail" not in n["flags"])
+        replicas = sum(1 for n in nodes.values() if "slave" in n["flags"] and "fail" not in n["flags"])
+        return (f"mode cluster, state {info.get('cluster_state')}, slots "
+                f"{info.get('cluster_slots_ok')}/{SLOTS} ok ({info.get('cluster_slots_assigned')} assigned), "
+                f"masters {' '.join(masters)}, {replicas} replicas")
+    if settings.mode == "sentinel":
+        host, port = await client.connection_pool.get_master_address()
+        replicas = await client.connection_pool.sentinel_manager.discover_slaves(settings.service_name)
+        return f"mode sentinel, master {host}:{port} ({settings.service_name}), {len(replicas)} replicas"
+    return "mode standalone"

@@ -1,0 +1,89 @@
+"""Shard: which slice of a day's users one process works on (a Kubernetes Indexed Job completion).
+
+A user belongs to shard `CRC32(source_uid) % count`; the database evaluates it (`UserQuery.shard`), so a
+shard reads only its own users. MariaDB's CRC32() and StarRocks' crc32() (StarRocks >= 3.3) are zlib's
+CRC-32, the same function as Python's `zlib.crc32` (`Shard.owns` below), so the split is the same
+everywhere. Per-run Redis keys (locks, markers) take `.suffix`, empty for the unsharded whole day, so
+an unsharded deployment keeps every key it had.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+
+from later_read.errors import UsageError
+
+#: Set by Kubernetes in every pod of an Indexed Job (completionMode: Indexed): 0 .. completions-1.
+JOB_INDEX_ENV = "JOB_COMPLETION_INDEX"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0 <= index < count)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not (self.count >= 1 and 0 <= self.index < self.count):
+            raise UsageError(f"shard {self.index}/{self.count}: expected K/N with N >= 1 and "
+                             "0 <= K < N, e.g. --shard 2/4")
+
+    @classmethod
+    def whole(cls) -> "Shard":
+        """The whole day: shard 0 of 1."""
+        return cls(0, 1)
+
+    @classmethod
+    def of(cls, uid: str, count: int) -> "Shard":
+        """The shard of `count` that `uid` belongs to."""
+        return cls(zlib.crc32(uid.encode()) % count, count)
+
+    @property
+    def sharded(self) -> bool:
+        return self.count > 1
+
+    @property
+    def suffix(self) -> str:
+        """What per-run Redis keys end with: "" for the whole day, else ":shard<K>of<N>"."""
+        return "" if self.count == 1 else f":shard{self.index}of{self.count}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def siblings(self) -> list["Shard"]:
+        """Every shard of the same split (this one included), in index order."""
+        return [Shard(i, self.count) for i in range(self.count)]
+
+    def owns(self, uid: str) -> bool:
+        """Whether `uid` is in this shard: the same test as the SQL (zlib CRC-32 of the UTF-8 uid)."""
+        return zlib.crc32(uid.encode()) % self.count == self.index
+
+    def sql(self) -> tuple[int, int] | None:
+        """The (index, count) UserQuery filters on, or None for the whole day."""
+        return (self.index, self.count) if self.sharded else None
+
+
+def parse_shard(text: str | None, count: int, environ=None) -> Shard:
+    """The shard from `--shard K/N`, else K from JOB_COMPLETION_INDEX with N = `[shards] count`, else
+    the whole day. UsageError (exit 2) names the problem and the fix."""
+    environ = os.environ if environ is None else environ
+    if text:
+        index, sep, total = text.partition("/")
+        if not (sep and index.strip().isdigit() and total.strip().isdigit()):
+            raise UsageError(f"--shard {text!r}: expected K/N (shard K of N, counted from 0), e.g. 2/4")
+        return Shard(int(index), int(total))
+    job_index = environ.get(JOB_INDEX_ENV)
+    if job_index is not None and count > 1:
+        if not job_index.strip().isdigit():
+            raise UsageError(f"{JOB_INDEX_ENV}={job_index!r}: expected a number 0..{count - 1}")
+        return Shard(int(job_index), count)
+    return Shard.whole() if count == 1 else _needs_index(count)
+
+
+def _needs_index(count: int) -> Shard:
+    raise UsageError(f"[shards] count = {count} but no shard given: pass --shard K/{count} or run "
+                     f"as an Indexed Job (which sets {JOB_INDEX_ENV})")

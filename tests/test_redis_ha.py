@@ -1,0 +1,188 @@
+"""Prewarm and push against a real Redis Cluster (3 masters + 3 replicas) and a real Sentinel group
+(1 master, 1 replica, 3 sentinels), with a master SIGKILLed mid-run.
+
+A job either rides the failover out (its Redis calls retry, re-discovering the master or the slot map)
+or stops with one line and exit 3, and a rerun finishes; either way every value is right and every
+user gets exactly one message. Each test gets its own group (a failover changes it for good).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import redis
+from redis.sentinel import Sentinel
+from test_push import DATE, consume, pushable, seed_hour, subprocess_env
+from test_push import oracle_value
+from click.testing import CliRunner
+
+from later_read.cli import cli
+from later_read.keys import Keys
+from later_read.sandbox.servers.process import ServerUnavailable
+from later_read.sandbox.servers.redis_ha import SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup
+from later_read.value_codec import decode
+
+HOUR = 9
+USERS = 600
+KEYS = Keys()
+
+
+@pytest.fixture(params=["cluster", "sentinel"])
+def ha(request):
+    group = RedisClusterGroup() if request.param == "cluster" else RedisSentinelGroup()
+    try:
+        group.start()
+    except ServerUnavailable as error:
+        pytest.fail(f"{type(group).__name__} unavailable: {error}", pytrace=False)
+    yield group
+    group.stop()
+
+
+def ha_config(make_config, group, **sections):
+    """A config pointing [redis] at the group (cluster: one node's URL; sentinel: the sentinels)."""
+    if isinstance(group, RedisClusterGroup):
+        target = {"mode": "cluster", "url": group.url}
+    else:
+        target = {"mode": "sentinel", "url": None, "sentinels": group.sentinels,
+                  "service_name": SERVICE_NAME, "wait_replicas": 1}
+    push = {"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, **sections.pop("push", {})}
+    return make_config(redis={**target, "failover_seconds": 30, "batch_size": 50}, push=push, **sections)
+
+
+def reader(group):
+    """A synchronous client for reading what the jobs wrote (it follows failovers too)."""
+    if isinstance(group, RedisClusterGroup):
+        return redis.RedisCluster.from_url(group.url)
+    return Sentinel([tuple(a.split(":")) for a in group.sentinels]).master_for(SERVICE_NAME)
+
+
+def read(group, keys: list[str]) -> list[bytes | None]:
+    client = reader(group)
+    try:
+        if isinstance(client, redis.RedisCluster):
+            return client.mget_nonatomic(keys)
+        return client.mget(keys)
+    finally:
+        client.close()
+
+
+def kill_master_when(group, predicate, timeout: float = 60.0) -> int:
+    """SIGKILL a master (cluster: not the node the config names) once `predicate()` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the job never reached the point to kill the master at"
+        time.sleep(0.02)
+    if isinstance(group, RedisClusterGroup):
+        named = int(group.url.rsplit(":", 1)[1].split("/")[0])
+        return group.kill_master(next(p for p in group.masters() if p != named))
+    return group.kill_master()
+
+
+def run_job(config, job: str, *args: str) -> subprocess.CompletedProcess:
+    dated = ("--date", DATE) if job != "check" else ()
+    argv = ["python3", "-m", "later_read", job, "--config", str(config), *dated, *args]
+    return subprocess.run(argv, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+
+
+def start_job(config, job: str, *args: str) -> subprocess.Popen:
+    argv = ["python3", "-m", "later_read", job, "--config", str(config), "--date", DATE, *args]
+    return subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish(child: subprocess.Popen, group, config, job: str, *args: str) -> list[int]:
+    """Wait for the child; after an exit 3 (one line) free the lock and rerun. The exit codes seen."""
+    _, stderr = child.communicate(timeout=180)
+    print(job, "exit", child.returncode, "redis retries:", stderr.count("redis.retry"))
+    codes = [child.returncode]
+    assert child.returncode in (0, 1, 3), stderr[-3000:]
+    if child.returncode == 3:
+        assert "Redis" in stderr.strip().splitlines()[-1], stderr[-3000:]
+        client = reader(group)
+        try:
+            client.delete(*[k for k in (Keys.lock(job, DATE), Keys.lock(job, DATE, HOUR))])
+        finally:
+            client.close()
+        rerun = run_job(config, job, *args)
+        codes.append(rerun.returncode)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+    return codes
+
+
+def assert_values(group, sim, users) -> None:
+    raw = read(group, [KEYS.rec(uid) for uid in users])
+    assert [decode(r) if r else None for r in raw] == [oracle_value(sim, uid) for uid in users]
+
+
+def assert_exactly_once(group, sim, users, kafka_topic) -> None:
+    wanted = pushable(sim, users)
+    keys = sorted(key for key, _ in consume(kafka_topic))
+    assert keys == sorted(wanted)  # every pushable user, each exactly once
+    markers = read(group, [Keys.sent(DATE, uid) for uid in wanted])
+    assert all(markers)
+
+
+def test_prewarm_rides_out_a_master_killed_mid_run_then_push_sends_once(
+        ha, sim, mysql, kafka_topic, make_config):
+    users = seed_hour(mysql, USERS, HOUR)
+    sim.configure(ab={"latency_ms": 20})
+    config = ha_config(make_config, ha, prewarm={"concurrency": 8})
+    child = start_job(config, "prewarm")
+    keys = [KEYS.rec(uid) for uid in users]
+
+    kill_master_when(ha, lambda: sum(1 for v in read(ha, keys) if v) >= USERS // 4)
+    codes = finish(child, ha, config, "prewarm")
+
+    assert_values(ha, sim, users)
+    push = run_job(config, "push", "--hour", str(HOUR))
+    assert push.returncode == 0, (codes, push.stderr[-3000:])
+    assert_exactly_once(ha, sim, users, kafka_topic)
+
+
+def test_push_rides_out_a_master_killed_mid_run_every_message_once(
+        ha, sim, mysql, kafka_topic, make_config):
+    users = seed_hour(mysql, USERS, HOUR)
+    config = ha_config(make_config, ha, push={"concurrency": 4})
+    prewarm = CliRunner().invoke(cli, ["prewarm", "--config", str(config), "--date", DATE])
+    assert prewarm.exit_code == 0, prewarm.stderr
+    sim.configure(material={"latency_ms": 15})
+    wanted = sorted(pushable(sim, users))
+    child = start_job(config, "push", "--hour", str(HOUR))
+
+    sent_keys = [Keys.sent(DATE, uid) for uid in wanted]
+    kill_master_when(ha, lambda: sum(1 for v in read(ha, sent_keys) if v) >= 20)
+    finish(child, ha, config, "push", "--hour", str(HOUR))
+
+    assert_values(ha, sim, users)
+    assert_exactly_once(ha, sim, users, kafka_topic)
+
+
+def test_check_reports_the_mode_the_master_or_the_nodes_and_slot_coverage(
+        ha, mysql, kafka_topic, sim, make_config):
+    seed_hour(mysql, 10, HOUR)
+    config = ha_config(make_config, ha)
+    done = run_job(config, "check")
+    line = next(ln for ln in done.stdout.splitlines() if ln.split()[1:2] == ["redis"])
+    assert done.returncode == 0 and line.split()[0] == "ok", done.stdout + done.stderr
+    if isinstance(ha, RedisClusterGroup):
+        assert "mode cluster, state ok, slots 16384/16384 ok" in line and "3 replicas" in line
+        assert all(f"127.0.0.1:{port}" in line for port in ha.masters())
+    else:
+        assert f"mode sentinel, master 127.0.0.1:{ha.master()} ({SERVICE_NAME}), 1 replicas" in line
+
+
+@pytest.mark.parametrize("redis_section, words", [
+    ({"mode": "sentinel", "url": None}, 'mode = "sentinel" needs sentinels'),
+    ({"mode": "sentinel", "sentinels": ["10.0.0.1:26379"]}, "service_name"),
+    ({"mode": "sentinel", "sentinels": ["10.0.0.1"], "service_name": "m"}, '"host:port"'),
+    ({"mode": "cluster", "url": None}, 'mode = "cluster" needs it'),
+    ({"mode": "replica"}, 'one of "standalone", "sentinel", "cluster"'),
+])
+def test_a_bad_redis_mode_config_is_one_line_and_exit_2(make_config, redis_section, words):
+    config = make_config(redis=redis_section)
+    result = CliRunner().invoke(cli, ["prewarm", "--config", str(config), "--date", DATE])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[redis]" in lines[0] and words in lines[0], result.stderr
