@@ -6,6 +6,8 @@ walk one user through the same code the jobs use and see where it stops.
     task rows   StarRocks rows of the date under the configured task ids (UserQuery with uids=[UID])
     prewarm     jobs.decide.decide (A/B value and trace_id, then the recommendation), value written
                 with Store.put_values and its TTL read back
+    recovery    an unfinished push run of the user's hours: its deliveries marked from the topic first
+                (jobs/push/recovery.py, the push's own path); the message hour's start is recorded
     push        sent marker (stop unless --force), the value (from the prewarm step, else Redis),
                 the material, the message (jobs.message.build_message), produced to Kafka keyed by uid,
                 the delivery's partition/offset, then the sent marker
@@ -41,6 +43,7 @@ from later_read.config import Settings
 from later_read.connections import PushConnections, open_push
 from later_read.errors import EXIT_FAILURES, EXIT_OK, CorruptValue, ServiceError, UsageError
 from later_read.jobs.decide import decide
+from later_read.jobs.push import recovery
 from later_read.jobs.push.message import build_message, encode
 from later_read.jobs.show import CORRUPT, MISS, classify, cut
 from later_read.keys import Keys
@@ -116,7 +119,10 @@ class Rerun:
         value = await self.prewarm(user) if self.options.prewarm else None
         if self.options.push:
             async with self._push_lock(hour):
-                await self.push(user, hour, value)
+                if self.options.dry_run:
+                    await self.push(user, hour, value)
+                else:
+                    await self.push_recorded(user, hour, value)
 
     @asynccontextmanager
     async def _push_lock(self, hour: int) -> AsyncIterator[None]:
@@ -137,6 +143,30 @@ class Rerun:
         finally:
             await lock.release()
 
+    async def push_recorded(self, user: TaskUser, hour: int, value: CachedValue | None) -> None:
+        """`push` inside the hour's record, as the push job does (jobs/push/recovery.py): what an
+        unfinished run of the user's hours delivered is marked first; the hour stays finished if it was
+        and this message's fate is known (confirmed and marked, or never produced)."""
+        suffix = Shard.of(self.options.uid, self.settings.shards.count).suffix  # the user's shard's record
+        for other in self.hours:
+            if other != hour:
+                found = await recovery.recover_if_unfinished(self.store, self.settings.kafka,
+                                                             self.options.date, other, suffix)
+                self._recovered(other, found)
+        hour_run = await recovery.begin(self.store, self.settings.kafka, self.options.date, hour, suffix)
+        self._recovered(hour, hour_run.recovered)
+        self.in_doubt = False
+        try:
+            await self.push(user, hour, value)
+        finally:
+            if hour_run.was_finished and not self.in_doubt:
+                await recovery.end(self.store, hour_run, rerun_uid=user.uid)
+
+    def _recovered(self, hour: int, users: int | None) -> None:
+        if users is not None:
+            self.step("recovery", f"hour {hour} had an unfinished push run: {users} user(s) it delivered "
+                                  "to marked sent from the topic")
+
     async def find_user(self) -> tuple[TaskUser, int]:
         """The user's task rows (printed), the job's pick of project/task id, the message's hour."""
         o, table = self.options, self.settings.starrocks.table
@@ -150,7 +180,7 @@ class Rerun:
         for task_id, _, project, push_hour, book_id in rows:
             self.step("task row", f"task_id={task_id} project={project} push_hour={push_hour} book_id={book_id}")
         user = [u async for page in self.conns.starrocks.users(query) for u in page][0]
-        hours = sorted({int(row[3]) for row in rows})
+        hours = self.hours = sorted({int(row[3]) for row in rows})
         hour = o.hour if o.hour is not None else hours[0]
         self.step("user", f"project={user.project} task_id={user.task_id} push hours={hours}; "
                           f"message push_hour={hour}")
@@ -214,6 +244,7 @@ class Rerun:
             self.step("kafka", f"would produce to topic {self.settings.kafka.topic} key={quote(user.uid)} and mark "
                                "the user sent (dry run: not produced, no marker)")
             return
+        self.in_doubt = True  # until the marker is written, a crash leaves this message unmarked
         partition, offset = await self._produce(user.uid, payload)
         self.step("kafka", f"delivered topic={self.settings.kafka.topic} partition={partition} "
                            f"offset={offset} key={quote(user.uid)}")
@@ -221,6 +252,7 @@ class Rerun:
         key = Keys.sent(self.options.date, user.uid)
         _, ttl = await self.store.inspect(key)
         self.step("sent", f"marked {quote(key)} = {message['msg_id']} ttl={ttl} s")
+        self.in_doubt = False
 
     async def _check_sent(self, uid: str) -> None:
         marker = (await self.store.get_sent(self.options.date, [uid]))[0]

@@ -127,6 +127,11 @@ class Delivery:
         return self.produced - self.delivered
 
     @property
+    def clean(self) -> bool:
+        """Every message produced was confirmed and its user marked: nothing whose fate is unknown."""
+        return self.undelivered == 0 and not self.confirmed and self.marked == self.delivered
+
+    @property
     def sent(self) -> int:
         """Messages Kafka confirmed (their users are marked sent unless Redis failed meanwhile)."""
         return self.delivered

@@ -37,6 +37,7 @@ from later_read.errors import ServiceError, UsageError
 from later_read.inputs import parse_date
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.progress import Progress, check_report_path
+from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
@@ -60,9 +61,11 @@ JOB = "push"
 # (per reason, e.g. undelivered); `remaining` = the hour's users (`total`) never read (a stop came first).
 # stale and live_budget_exhausted are parts of misses. With --on-miss live, `live` counts the missed or
 # corrupt users computed on the spot; each of those is also counted by its new outcome (sent, ...).
+# `recovered`: users marked sent from the topic before reading any user (an earlier run of the hour
+# died after Kafka took their message; jobs/push/recovery.py); they then count as already_sent.
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
                "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
-               "unservable")
+               "unservable", "recovered")
 WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
 
 
@@ -94,6 +97,7 @@ class PushRun:
     materials: MaterialCache
     live: LiveResolver | None
     sink: Any = None  # Delivery or DryRunSink
+    hour_run: recovery.HourRun | None = None  # None in a dry run
 
 
 def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
@@ -160,14 +164,21 @@ class PushJob:
                                        f"push run for {o.date} hour {o.hour}{shard}")
 
     async def work(self, conns: PushConnections, shutdown: Shutdown) -> str:
-        """Wait for the prewarm (bounded), then the pipeline; the status."""
+        """Recover an unfinished earlier run of the hour, wait for the prewarm (bounded), then the
+        pipeline; the status. The lifecycle holds the hour's lock around this."""
         settings, options, summary = self.settings, self.options, self.summary
         self.shutdown = shutdown
+        hour_run = None
+        if not options.dry_run:
+            hour_run = await recovery.begin(conns.store, settings.kafka, options.date, options.hour,
+                                            options.shard.suffix)
+            summary.counts["recovered"] = hour_run.recovered or 0
         marker = await wait_for_prewarm(conns, options.date, options.hour, options.wait_seconds, shutdown,
                                        options.shard.count)
         summary.extra["prewarm_done"] = marker is not None
         summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
         run = await _prepare(settings, options, conns, summary, shutdown)
+        run.hour_run = hour_run
         try:
             await _send_all(run, self.stream)
         finally:
@@ -249,6 +260,8 @@ async def _sink(run: PushRun, stream) -> AsyncIterator[Any]:
     async with delivering(delivery, run.settings.push.flush_timeout_seconds,
                           stop_early=lambda: run.shutdown.force.cancel_called) as sink:
         yield sink
+    if delivery.clean and run.hour_run is not None:  # nothing produced is left unconfirmed or unmarked
+        await recovery.end(run.conns.store, run.hour_run, produced=delivery.produced)
 
 
 async def _send_all(run: PushRun, stream) -> None:
