@@ -23,7 +23,8 @@ from later_read.shard import JOB_INDEX_ENV, Shard, parse_shard
 
 HOUR = 9
 SHARDS = 4
-PER_RUN = (b"later_read:prewarm:done:", b"later_read:prewarm:ready:", b"later_read:push:start:")
+PER_RUN = (b"later_read:prewarm:done:", b"later_read:prewarm:ready:", b"later_read:push:start:",
+           b"later_read:push:finished:")
 
 
 def test_shard_parsing_and_key_suffix():
@@ -73,7 +74,8 @@ def wait_all(children: list[subprocess.Popen]) -> list[str]:
 
 
 def snapshot(url: str) -> dict[str, bytes]:
-    """Every value and sent marker (the per-run markers, done and ready, are per shard by design)."""
+    """Every value and sent marker (the per-run markers, done, ready, push start and finished, are per
+    shard by design)."""
     client = redis.Redis.from_url(url)
     try:
         keys = sorted(k for k in client.keys("*") if not k.startswith(PER_RUN))
@@ -116,6 +118,9 @@ def test_four_shard_processes_leave_exactly_what_one_run_leaves(
         markers = client.keys("later_read:prewarm:done:*")
         assert sorted(markers) == sorted(Keys.prewarm_done(DATE, Shard(k, SHARDS).suffix).encode()
                                          for k in range(SHARDS))
+        finished = client.keys("later_read:push:finished:*")
+        assert sorted(finished) == sorted(Keys.push_finished(DATE, HOUR, Shard(k, SHARDS).suffix).encode()
+                                          for k in range(SHARDS))
     finally:
         client.close()
     kafka_server.delete_topic(topic)
