@@ -17,7 +17,6 @@ from typing import Any, AsyncIterator
 
 from later_read.clients.ab import PATH as AB_PATH, ABClient
 from later_read.clients.http import ServiceCaller, open_session
-from later_read.clients.kafka import check_topic, open_producer
 from later_read.clients.material import PATH as MATERIAL_PATH, MaterialClient
 from later_read.clients.rate import SharedRateLimiter, shared_strategy
 from later_read.clients.recommend import PATH as REC_PATH, RecClient
@@ -108,6 +107,7 @@ async def open_push(settings: Settings, *, kafka: bool,
     async with open_job(settings, http_connections) as job:
         producer = None
         if kafka:
+            from later_read.clients.kafka import check_topic, open_producer  # confluent_kafka: push only
             producer = open_producer(settings.kafka)
             check_topic(producer, settings.kafka)
         yield PushConnections(job.settings, job.store, job.starrocks, job.services, producer)
