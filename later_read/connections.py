@@ -89,9 +89,10 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 async def open_job(settings: Settings, http_connections: int | None = None) -> AsyncIterator[JobConnections]:
     """Redis (checked first), StarRocks and the services, closed in reverse order on the way out."""
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(settings))
         starrocks = StarRocks(settings.starrocks)
         stack.callback(starrocks.close)
+        starrocks.warm_up()  # connects while Redis is pinged and the lock taken
+        store = await stack.enter_async_context(open_store(settings))
         limit = http_connections or max(settings.prewarm.concurrency, settings.push.concurrency)
         session = open_session(limit, settings.services.timeout_seconds)
         stack.push_async_callback(session.close)
