@@ -16,7 +16,7 @@ import click
 from later_read import __version__
 from later_read.config import Settings, load_settings
 from later_read.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, error_line
-from later_read.log import setup_logging
+from later_read.log import set_zone, setup_logging
 
 CONFIG_HELP = "Config file (default: $LATER_READ_CONFIG, else ./config.toml)."
 
@@ -45,6 +45,10 @@ class Group(click.Group):
         except LaterReadError as exc:
             click.echo(error_line(exc), err=True)
             sys.exit(exc.exit_code)
+        except click.UsageError as exc:  # click's own three-line usage block, as one line
+            where = exc.ctx.command_path if exc.ctx is not None else "later-read"
+            click.echo(f"later-read: error: {exc.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("later-read: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -71,7 +75,10 @@ def lock_wait_option(func):
 
 
 def settings_from(config_path: str | None) -> Settings:
-    return load_settings(config_path)
+    """The checked settings; from here on log timestamps are in the configured zone."""
+    settings = load_settings(config_path)
+    set_zone(settings.zone)
+    return settings
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -177,7 +184,8 @@ def check(config_path, timeout: float) -> None:
 @click.option("--prewarm-only", is_flag=True, help="Compute and store the value; send nothing.")
 @click.option("--push-only", is_flag=True, help="Send from the value already in Redis; compute nothing.")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and sent; write and send nothing.")
-@click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date.")
+@click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date; "
+                                            "replace a value Redis holds for another date.")
 @lock_wait_option
 @config_option
 def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_only: bool, push_only: bool,

@@ -19,9 +19,13 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from later_read.config_checks import (BATCH, BOOTSTRAP, CONCURRENCY, GRACE, HOST, HOST_PORTS, HTTP_URL, INTERVAL,
+                                      NON_EMPTY, PORT, PUSHGATEWAY_URL, QPS, RATIO, REDIS_MODE, REDIS_URL,
+                                      REPLICAS, SHARDS, SQL_NAME, TASK_IDS, TIMEOUT, TOPIC, TTL, above, between,
+                                      check, host_port, valid_zone)
 from later_read.errors import ConfigError
 
 ENV_CONFIG_PATH = "LATER_READ_CONFIG"
@@ -29,60 +33,24 @@ ENV_PREFIX = "LATER_READ__"
 REQUIRED: Any = dataclasses.MISSING
 
 
-def _check(test: Callable[[Any], bool], expected: str) -> dict:
-    return {"check": test, "expected": expected}
-
-
-POSITIVE = _check(lambda v: v > 0, "a number > 0")
-NON_NEGATIVE = _check(lambda v: v >= 0, "a number >= 0")
-RATIO = _check(lambda v: 0 < v <= 1, "a ratio in (0, 1]")
-NON_EMPTY = _check(lambda v: len(v) > 0, "a non-empty value")
-HTTP_URL = _check(lambda v: v.startswith(("http://", "https://")), "an http:// or https:// URL")
-REDIS_URL = _check(lambda v: v.startswith(("redis://", "rediss://", "unix://")), "a redis:// URL")
-PORT = _check(lambda v: 0 < v < 65536, "a port number 1-65535")
-TASK_IDS = _check(lambda v: len(v) > 0 and all("{date}" in t for t in v),
-                  "a non-empty list of task ids, each containing {date}")
-SQL_NAME = _check(lambda v: v.replace("_", "").isalnum(), "a plain SQL identifier (letters, digits, _)")
-
-
-def _valid_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
 
 @dataclass(frozen=True, kw_only=True)
 class StarRocksSettings:
-    host: str = REQUIRED
+    host: str = field(default=REQUIRED, metadata=HOST)
     port: int = field(default=9030, metadata=PORT)
-    user: str = REQUIRED
+    user: str = field(default=REQUIRED, metadata=NON_EMPTY)
     password: str = ""
     database: str = field(default=REQUIRED, metadata=SQL_NAME)
     table: str = field(default="task_data", metadata=SQL_NAME)
-    batch_size: int = field(default=5000, metadata=POSITIVE)
-    connect_timeout_seconds: float = field(default=5.0, metadata=POSITIVE)
-    read_timeout_seconds: float = field(default=120.0, metadata=POSITIVE)
+    batch_size: int = field(default=5000, metadata=BATCH)
+    connect_timeout_seconds: float = field(default=5.0, metadata=TIMEOUT)
+    read_timeout_seconds: float = field(default=120.0, metadata=TIMEOUT)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TaskSettings:
     ids: list[str] = field(default=REQUIRED, metadata=TASK_IDS)
 
-
-REDIS_MODES = ("standalone", "sentinel", "cluster")
-REDIS_MODE = _check(lambda v: v in REDIS_MODES, 'one of "standalone", "sentinel", "cluster"')
-HOST_PORTS = _check(lambda v: len(v) > 0 and all(_host_port(a) is not None for a in v),
-                    'a non-empty list of "host:port" strings')
-
-
-def _host_port(text: str) -> tuple[str, int] | None:
-    """("host", port) from "host:port", or None when it is not one."""
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,15 +64,15 @@ class RedisSettings:
     # sentinel and cluster modes: how long one Redis call keeps retrying (re-discovering the master or
     # the slot map) through a failover before the job stops with exit 3. Sentinel needs about
     # down-after-milliseconds + a few seconds; Redis Cluster about 2 x cluster-node-timeout.
-    failover_seconds: float = field(default=30.0, metadata=NON_NEGATIVE)
+    failover_seconds: float = field(default=30.0, metadata=GRACE)
     # standalone/sentinel: after each batch of values or sent markers, WAIT until this many replicas have
     # it (0 = do not wait). 1 closes the window where a killed master takes acknowledged writes with it.
-    wait_replicas: int = field(default=0, metadata=NON_NEGATIVE)
+    wait_replicas: int = field(default=0, metadata=REPLICAS)
     key_prefix: str = field(default="rec:later_read:", metadata=NON_EMPTY)
-    ttl_seconds: int = field(default=86400, metadata=POSITIVE)
-    max_connections: int = field(default=32, metadata=POSITIVE)
-    batch_size: int = field(default=500, metadata=POSITIVE)  # keys per MGET / pipelined write batch
-    socket_timeout_seconds: float = field(default=5.0, metadata=POSITIVE)
+    ttl_seconds: int = field(default=86400, metadata=TTL)
+    max_connections: int = field(default=32, metadata=between(1, 10_000, "an integer"))
+    batch_size: int = field(default=500, metadata=BATCH)  # keys per MGET / pipelined write batch
+    socket_timeout_seconds: float = field(default=5.0, metadata=TIMEOUT)
 
     def __post_init__(self) -> None:
         if self.mode == "sentinel" and not (self.sentinels and self.service_name):
@@ -116,7 +84,7 @@ class RedisSettings:
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
-        return [_host_port(a) for a in self.sentinels]  # type: ignore[misc]
+        return [host_port(a) for a in self.sentinels]  # type: ignore[misc]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,74 +92,93 @@ class ServiceSettings:
     ab_url: str = field(default=REQUIRED, metadata=HTTP_URL)
     rec_url: str = field(default=REQUIRED, metadata=HTTP_URL)
     material_url: str = field(default=REQUIRED, metadata=HTTP_URL)
-    timeout_seconds: float = field(default=2.0, metadata=POSITIVE)
-    max_attempts: int = field(default=3, metadata=POSITIVE)
-    backoff_initial_seconds: float = field(default=0.1, metadata=NON_NEGATIVE)
-    backoff_max_seconds: float = field(default=2.0, metadata=NON_NEGATIVE)
+    timeout_seconds: float = field(default=2.0, metadata=above(0, 300))
+    max_attempts: int = field(default=3, metadata=between(1, 20, "an integer"))
+    backoff_initial_seconds: float = field(default=0.1, metadata=between(0, 60))
+    backoff_max_seconds: float = field(default=2.0, metadata=between(0, 600))
     # Per-service request rate caps in requests/s; 0 means no cap beyond the concurrency bound.
-    ab_qps: float = field(default=0.0, metadata=NON_NEGATIVE)
-    rec_qps: float = field(default=0.0, metadata=NON_NEGATIVE)
-    material_qps: float = field(default=0.0, metadata=NON_NEGATIVE)
+    ab_qps: float = field(default=0.0, metadata=QPS)
+    rec_qps: float = field(default=0.0, metadata=QPS)
+    material_qps: float = field(default=0.0, metadata=QPS)
     # Circuit breaker: over the last `breaker_window` calls to one service (after at least
     # `breaker_min_calls`), a failure ratio above `breaker_failure_ratio` stops the job.
-    breaker_window: int = field(default=200, metadata=POSITIVE)
-    breaker_min_calls: int = field(default=50, metadata=POSITIVE)
+    breaker_window: int = field(default=200, metadata=between(1, 100_000, "an integer"))
+    breaker_min_calls: int = field(default=50, metadata=between(1, 100_000, "an integer"))
     breaker_failure_ratio: float = field(default=0.5, metadata=RATIO)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, what is wrong) for values that are fine alone but not together."""
+        found = []
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            found.append(("backoff_max_seconds", f"{self.backoff_max_seconds:g} is below "
+                                                 f"backoff_initial_seconds = {self.backoff_initial_seconds:g}"))
+        if self.breaker_min_calls > self.breaker_window:
+            found.append(("breaker_min_calls", f"{self.breaker_min_calls} is above breaker_window = "
+                                               f"{self.breaker_window}: the breaker could never trip"))
+        return found
 
 
 @dataclass(frozen=True, kw_only=True)
 class PrewarmSettings:
-    concurrency: int = field(default=50, metadata=POSITIVE)
-    progress_interval_seconds: float = field(default=10.0, metadata=POSITIVE)
-    grace_seconds: float = field(default=20.0, metadata=NON_NEGATIVE)
+    concurrency: int = field(default=50, metadata=CONCURRENCY)
+    progress_interval_seconds: float = field(default=10.0, metadata=INTERVAL)
+    grace_seconds: float = field(default=20.0, metadata=GRACE)
     # Find the calls in flight each service sustains (clients/adaptive.py); `concurrency` is the bound.
     adaptive: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class PushSettings:
-    concurrency: int = field(default=50, metadata=POSITIVE)
-    progress_interval_seconds: float = field(default=10.0, metadata=POSITIVE)
-    grace_seconds: float = field(default=20.0, metadata=NON_NEGATIVE)
-    wait_for_prewarm_seconds: float = field(default=600.0, metadata=NON_NEGATIVE)
-    miss_log_limit: int = field(default=20, metadata=NON_NEGATIVE)
-    live_budget: int = field(default=1000, metadata=NON_NEGATIVE)
-    flush_timeout_seconds: float = field(default=30.0, metadata=POSITIVE)
+    concurrency: int = field(default=50, metadata=CONCURRENCY)
+    progress_interval_seconds: float = field(default=10.0, metadata=INTERVAL)
+    grace_seconds: float = field(default=20.0, metadata=GRACE)
+    wait_for_prewarm_seconds: float = field(default=600.0, metadata=between(0, 3600))
+    miss_log_limit: int = field(default=20, metadata=between(0, 10_000, "an integer"))
+    live_budget: int = field(default=1000, metadata=between(0, 1_000_000, "an integer"))
+    flush_timeout_seconds: float = field(default=30.0, metadata=TIMEOUT)
 
 
 @dataclass(frozen=True, kw_only=True)
 class KafkaSettings:
-    bootstrap_servers: str = field(default=REQUIRED, metadata=NON_EMPTY)
-    topic: str = field(default=REQUIRED, metadata=NON_EMPTY)
+    bootstrap_servers: str = field(default=REQUIRED, metadata=BOOTSTRAP)
+    topic: str = field(default=REQUIRED, metadata=TOPIC)
     librdkafka: dict[str, Any] = field(default_factory=dict)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """librdkafka's own verdict on the pass-through table (a producer built, never connected)."""
+        if not self.librdkafka:
+            return []
+        from later_read.clients.kafka import librdkafka_problem  # confluent_kafka: ~60 ms to import
+        problem = librdkafka_problem(self)
+        return [("librdkafka", problem)] if problem else []
 
 
 @dataclass(frozen=True, kw_only=True)
 class ShardSettings:
     # How many shards (Kubernetes Indexed Job completions) split a day; the shard index comes from
     # --shard K/N or JOB_COMPLETION_INDEX. 1 = no sharding.
-    count: int = field(default=1, metadata=POSITIVE)
+    count: int = field(default=1, metadata=SHARDS)
 
 
 @dataclass(frozen=True, kw_only=True)
 class MetricsSettings:
     textfile_dir: str = ""  # node_exporter textfile collector directory; "" disables
-    pushgateway_url: str = ""  # Prometheus Pushgateway base URL; "" disables
+    pushgateway_url: str = field(default="", metadata=PUSHGATEWAY_URL)  # Pushgateway base URL; "" disables
 
 
 @dataclass(frozen=True, kw_only=True)
 class LockSettings:
     # The holder refreshes its lock every ttl/3, so a killed run's lock is gone within ttl_seconds.
-    ttl_seconds: int = field(default=60, metadata=_check(lambda v: 3 <= v <= 3600, "an integer 3-3600"))
+    ttl_seconds: int = field(default=60, metadata=check(lambda v: 3 <= v <= 3600, "an integer 3-3600"))
     # A run that finds the lock held waits this long (a little over ttl_seconds, so a dead holder's lock
     # expires and is taken over); 0 = fail at once with exit 5. `--lock-wait SECONDS` overrides it.
-    wait_seconds: float = field(default=75.0, metadata=_check(lambda v: 0 <= v <= 86400, "seconds 0-86400"))
+    wait_seconds: float = field(default=75.0, metadata=check(lambda v: 0 <= v <= 86400, "seconds 0-86400"))
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     timezone: str = field(default="Asia/Shanghai",
-                          metadata=_check(_valid_zone, "an IANA zone name such as Asia/Shanghai"))
+                          metadata=check(valid_zone, "an IANA zone name such as Asia/Shanghai"))
     starrocks: StarRocksSettings = REQUIRED
     tasks: TaskSettings = REQUIRED
     redis: RedisSettings = REQUIRED
@@ -243,7 +230,8 @@ def load_settings(path: str | os.PathLike | None = None,
     try:
         settings = _build(Settings, raw, "")
     except ConfigError as exc:
-        raise ConfigError(f"config error in {file}: {exc}") from None
+        where = "the environment" if "(from LATER_READ__" in str(exc) else file
+        raise ConfigError(f"config error in {where}: {exc}") from None
     return dataclasses.replace(settings, source=str(file))
 
 
@@ -255,6 +243,7 @@ def _apply_env(raw: dict, environ: typing.Mapping[str, str]) -> None:
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         if parts[:2] == ["kafka", "librdkafka"] and len(parts) == 3:
             parts[2] = parts[2].replace("_", ".")
+        _check_env_name(name, parts)
         node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -262,6 +251,32 @@ def _apply_env(raw: dict, environ: typing.Mapping[str, str]) -> None:
                 raise ConfigError(f"config error: environment variable {name} names a key "
                                   f"inside [{part}], which is not a table")
         node[parts[-1]] = _EnvValue(value, name)
+
+
+def _check_env_name(variable: str, parts: list[str]) -> None:
+    """A LATER_READ__ variable must name a setting; the error blames the variable, not the file."""
+    cls: Any = Settings
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth])
+        if cls is dict:  # the librdkafka pass-through table takes any key, librdkafka checks it later
+            if depth == len(parts) - 1:
+                return
+            raise _env_error(variable, f"[{where}] holds values, not tables")
+        fields = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+        if part not in fields:
+            label = f"[{where}]" if where else "the top level"
+            raise _env_error(variable, f"{label} has no key {part!r} (known: {', '.join(fields)})")
+        hint = typing.get_type_hints(cls)[part]
+        cls = typing.get_origin(hint) or hint
+        if depth < len(parts) - 1 and not (cls is dict or dataclasses.is_dataclass(cls)):
+            raise _env_error(variable, f"{_key(where, part)} is a value, not a table")
+    if cls is dict or dataclasses.is_dataclass(cls):
+        raise _env_error(variable, f"[{'.'.join(parts)}] is a table; name a key in it")
+
+
+def _env_error(variable: str, problem: str) -> ConfigError:
+    return ConfigError(f"config error: environment variable {variable} names no setting: {problem}; "
+                       "fix or unset the variable")
 
 
 class _EnvValue(str):
@@ -291,18 +306,24 @@ def _build(cls: type, raw: Any, where: str):
                                   f"{_env_name(where, name)}")
             continue
         values[name] = _value(hints[name], raw[name], spec, where)
-    return cls(**values)
+    built = cls(**values)
+    for name, problem in getattr(built, "problems", list)():
+        raise ConfigError(f"{_key(where, name)}: {problem}")
+    return built
 
 
 def _value(hint: Any, value: Any, spec: dataclasses.Field, where: str) -> Any:
     key = _key(where, spec.name)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{where}.{spec.name}" if where else spec.name)
-    value = _coerce(hint, value, key)
+    checked = _coerce(hint, value, key)
     check = spec.metadata.get("check")
-    if check is not None and not check(value):
-        raise ConfigError(f"{key}: expected {spec.metadata['expected']}, got {_show(value)}")
-    return value
+    verdict = True if check is None else check(checked)
+    if verdict is not True:
+        origin = f" (from {value.variable})" if isinstance(value, _EnvValue) else ""
+        problem = f"{verdict}; " if isinstance(verdict, str) else ""
+        raise ConfigError(f"{key}{origin}: {problem}expected {spec.metadata['expected']}, got {_show(checked)}")
+    return checked
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

@@ -34,6 +34,15 @@ PUSH_START_TTL_SECONDS = 3 * 86400
 # and refreshed, so a job killed with -9 frees the lock within a minute, and the next run takes it over.
 LOCK_PREFIX = INTERNAL_PREFIX + "lock:"
 
+# A push run that finds its hour unfinished (below) reads the topic from the start offsets above to the
+# end and writes the sent markers of whatever a dead run delivered (jobs/push/recovery.py).
+# "The last push run of this (date, hour) ended with every delivery confirmed and marked": deleted by a
+# run before it produces anything, set again only when it ends clean. Absent while a start key exists =
+# a run died, was stopped, or lost track of some deliveries: the next run recovers from the topic first.
+# Its own key (not a field of the start key) so the start stays write-once (SET NX) for other readers.
+PUSH_FINISHED_PREFIX = INTERNAL_PREFIX + "push:finished:"
+PUSH_FINISHED_TTL_SECONDS = PUSH_START_TTL_SECONDS  # read together with the start record
+
 # Scratch key used by `later-read check` to prove Redis accepts writes; deleted right after.
 CHECK_SCRATCH_PREFIX = INTERNAL_PREFIX + "check:"
 CHECK_SCRATCH_TTL_SECONDS = 60

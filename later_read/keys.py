@@ -52,5 +52,10 @@ class Keys:
         return f"{constants.LOCK_PREFIX}{job}:{when}{suffix}"
 
     @staticmethod
+    def push_finished(date: str, hour: int, suffix: str = "") -> str:
+        """Present when the (date, hour)'s last push run ended with every delivery marked."""
+        return f"{constants.PUSH_FINISHED_PREFIX}{date}:{hour:02d}{suffix}"
+
+    @staticmethod
     def check_scratch(token: str) -> str:
         return f"{constants.CHECK_SCRATCH_PREFIX}{token}"

@@ -1,26 +1,66 @@
 """Log lines are event names with details as key=value fields, so alert rules can match them.
 
-    2026-11-24T00:01:07+0800 WARNING push.cache_miss uid=1042 date=20261124 hour=9 LATER_READ_ALERT
+    2026-11-24T00:01:07.412+08:00 WARNING push.cache_miss uid=1042 date=20261124 hour=9 LATER_READ_ALERT
 
-Alert lines carry `constants.ALERT_KEYWORD`; docs/alerting.md lists every one of them.
+Every field value goes through logfmt quoting (`quote`): a value with a space, `"`, `=` or `\\` is
+quoted, `"` and `\\` are backslash-escaped, and newlines, control and other non-printable characters are
+written as `\\n`, `\\t`, `\\xNN`, `\\uNNNN`; the alert keyword inside a value is written `LATER_READ\\x5fALERT`.
+So one event is always one line, no value can end its field or start another, and only `alert()` puts
+the keyword on a line (a uid such as `x LATER_READ_ALERT" reason=y` cannot forge an alert).
+
+Timestamps are in the configured zone with its offset (`set_zone`, called once the settings are read;
+the process's zone until then), like the dates and hours the jobs work on. Epoch times meant for people
+go through `at()`. Alert lines carry `constants.ALERT_KEYWORD`; docs/alerting.md lists every one of them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 import sys
+from zoneinfo import ZoneInfo
 
 from later_read.constants import ALERT_KEYWORD
 
 LOGGER_NAME = "later_read"
+SUMMARY = 25  # between INFO and WARNING: a run's summary lines show even with --quiet
+logging.addLevelName(SUMMARY, "SUMMARY")
+_zone: dt.tzinfo | None = None  # None: the process's local zone
+_PLAIN = re.compile(r"[^\s\"=\\]+")  # a value needing no quotes (printable, checked separately)
+_SAFE_KEY = re.compile(r"[^A-Za-z0-9_.:-]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+_DEFUSED = ALERT_KEYWORD.replace("_ALERT", "\\x5fALERT")
+
+
+def set_zone(zone: ZoneInfo | None) -> None:
+    """Write timestamps (and `at()` times) in this zone from now on."""
+    global _zone
+    _zone = zone
+
+
+def at(epoch: object) -> str:
+    """An epoch time as people read it: `2026-11-24T00:01:07+08:00` in the configured zone; "-" for None
+    (anything that is not a number is shown as it is)."""
+    if epoch is None:
+        return "-"
+    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
+        return str(epoch)
+    return dt.datetime.fromtimestamp(epoch, _zone or dt.datetime.now().astimezone().tzinfo).isoformat(
+        timespec="seconds")
+
+
+class _Formatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        zone = _zone or dt.datetime.now().astimezone().tzinfo
+        return dt.datetime.fromtimestamp(record.created, zone).isoformat(timespec="milliseconds")
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Log to stderr, one line per event; stdout stays free for results (JSON, messages)."""
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    level = logging.DEBUG if verbose else SUMMARY if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                           datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger(LOGGER_NAME)
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -31,20 +71,41 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}")
 
 
+def _escape_char(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def quote(text: str, always: bool = False) -> str:
+    """logfmt quoting of one value (see the module docstring); plain values stay as they are unless
+    `always`."""
+    if not always and text and _PLAIN.fullmatch(text) and text.isprintable() and ALERT_KEYWORD not in text:
+        return text
+    escaped = "".join(_escape_char(c) for c in text)
+    return '"' + escaped.replace(ALERT_KEYWORD, _DEFUSED) + '"'
+
+
 def fields(**values: object) -> str:
-    """Render key=value pairs; values with spaces are quoted so a line stays one parseable record."""
+    """Render key=value pairs with every value quoted as logfmt needs: one parseable record per line."""
     parts = []
     for key, value in values.items():
         text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        if not text or any(c in text for c in ' "='):
-            text = '"' + text.replace('"', "'") + '"'
-        parts.append(f"{key}={text}")
+        parts.append(f"{_SAFE_KEY.sub('_', key) or '_'}={quote(text)}")
     return " ".join(parts)
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **values: object) -> None:
     if logger.isEnabledFor(level):
         logger.log(level, "%s %s", name, fields(**values))
+
+
+def summary(logger: logging.Logger, line: str) -> None:
+    """One of a run's summary lines (already built with `fields`), timestamped like every other line."""
+    logger.log(SUMMARY, "%s", line)
 
 
 def alert(logger: logging.Logger, name: str, **values: object) -> None:

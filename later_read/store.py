@@ -185,6 +185,27 @@ class Store:
         await self._run("SET prewarm marker", lambda: self.client.set(
             key, orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
 
+    async def get_push_run(self, date: str, hour: int, suffix: str = "") -> tuple[dict | None, dict | None]:
+        """The hour's start record and finished marker (either None when absent), one round trip."""
+        start, finished = (await self._mget("GET push run state", [Keys.push_start(date, hour, suffix),
+                                                                    Keys.push_finished(date, hour, suffix)]))[0]
+        return (orjson.loads(start) if start else None), (orjson.loads(finished) if finished else None)
+
+    async def put_push_start(self, date: str, hour: int, info: dict, suffix: str = "") -> bool:
+        """SET NX the hour's start record; False when an earlier run already wrote one."""
+        key = Keys.push_start(date, hour, suffix)
+        return bool(await self._run("SET push start", lambda: self.client.set(
+            key, orjson.dumps(info), nx=True, ex=constants.PUSH_START_TTL_SECONDS)))
+
+    async def set_push_finished(self, date: str, hour: int, info: dict | None, suffix: str = "") -> None:
+        """Write the hour's finished marker, or delete it (`info` None) before producing."""
+        key = Keys.push_finished(date, hour, suffix)
+        if info is None:
+            await self._run("DEL push finished", lambda: self.client.delete(key))
+        else:
+            await self._run("SET push finished", lambda: self.client.set(
+                key, orjson.dumps(info), ex=constants.PUSH_FINISHED_TTL_SECONDS))
+
     async def put_prewarm_ready(self, date: str, hour: int, info: dict, suffix: str = "") -> None:
         """Hour `hour` of the date is prewarmed (by the shard whose `suffix` is given, if sharded)."""
         key = Keys.prewarm_ready(date, hour, suffix)

@@ -10,7 +10,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from later_read.log import fields
+from later_read import uids as uid_rule
+from later_read.log import alert, fields, get_logger
+
+NAMED_IN_JSON = 20  # uids per reason in the JSON report and its alert; the full list goes to a uids file
 
 
 @dataclass
@@ -27,6 +30,26 @@ class Summary:
     finished_at: float | None = None
     status: str = "running"   # ok | failures | service_down | interrupted | error
     extra: dict[str, Any] = field(default_factory=dict)
+    total: int | None = None  # the day's (or the hour's) users by the count query, when known
+    named: dict[str, list[str]] = field(default_factory=dict)  # reason -> uids not finished for it
+    uids_path: str | None = None
+
+    def name(self, reason: str, uid: str) -> None:
+        """Remember that `uid` was not finished for `reason` (failed, missed, unservable, unfinished)."""
+        self.named.setdefault(reason, []).append(uid)
+
+    def save_uids(self, report_path: str | None) -> None:
+        """Write every named uid next to the report (`<report>.uids.txt`, read by --uids-file)."""
+        if not report_path or not self.named:
+            return
+        path = f"{report_path.removesuffix('.json')}.uids.txt"
+        try:
+            uid_rule.write_file(path, ((uid, reason) for reason, found in sorted(self.named.items())
+                                       for uid in found))
+        except OSError as exc:
+            alert(get_logger(self.job), f"{self.job}.uids_file_failed", path=path, error=exc.strerror)
+            return
+        self.uids_path = path
 
     def finish(self, status: str) -> None:
         self.status = status
@@ -42,6 +65,12 @@ class Summary:
         if self.hour is not None:
             data["hour"] = self.hour
         data.update({k: self.counts.get(k, 0) for k in keys})
+        if self.total is not None:
+            data.update(total=self.total, remaining=max(self.total - self.counts.get("users", 0), 0))
+        data["uids"] = {reason: found[:NAMED_IN_JSON] for reason, found in sorted(self.named.items())}
+        data["uids_count"] = {reason: len(found) for reason, found in sorted(self.named.items())}
+        if self.uids_path:
+            data["uids_file"] = self.uids_path
         data.update(failed=sum(self.failures.values()), failures=dict(self.failures),
                     duration_seconds=self.duration_seconds, status=self.status,
                     users_per_second=round(self.counts.get("users", 0) / max(self.duration_seconds, 1e-9), 1),
@@ -52,13 +81,18 @@ class Summary:
     def lines(self, keys: tuple[str, ...]) -> list[str]:
         """Human summary: one `<job>.summary` line with every count, then one line per service."""
         data = self.report(keys)
-        head = {k: data[k] for k in ("date", "hour", *keys, "failed") if k in data}
+        head = {k: data[k] for k in ("date", "hour", *keys, "failed", "remaining", "total") if k in data}
+        if self.extra.get("dry_run") and "sent" in head:
+            head["would_send"] = head.pop("sent")  # a dry run sends nothing
         out = [f"{self.job}.summary status={self.status} {fields(**head)} "
                f"duration_seconds={self.duration_seconds} users_per_second={data['users_per_second']}"
                + (f" peak_calls_saved={self.extra['peak_calls_saved']}" if "peak_calls_saved" in self.extra
                   else "")]
         if self.failures:
             out.append(f"{self.job}.failures {fields(**dict(self.failures))}")
+        for reason, found in sorted(self.named.items()):
+            out.append(f"{self.job}.uids " + fields(reason=reason, count=len(found), first=found[0],
+                                                      uids_file=self.uids_path or "-"))
         for name, stats in self.services.items():
             flat = {k: v for k, v in stats.items() if k != "failures"}
             out.append(f"{self.job}.service name={name} {fields(**flat)}")

@@ -65,6 +65,13 @@ class UserQuery:
                f"WHERE {' AND '.join(where)} ORDER BY source_uid, task_id, push_hour LIMIT %s")
         return sql, params + [limit]
 
+    def bad_hours(self, limit: int) -> tuple[str, list]:
+        """SQL for up to `limit` rows whose push_hour is not 0-23 (or NULL): users no push will reach."""
+        where, params = self._where()
+        sql = (f"SELECT source_uid, push_hour FROM `{self.table}` WHERE {' AND '.join(where)} AND "
+               "(push_hour IS NULL OR push_hour < 0 OR push_hour > 23) ORDER BY source_uid LIMIT %s")
+        return sql, params + [limit]
+
     def count(self) -> tuple[str, list]:
         """SQL counting the distinct users (for progress ETA)."""
         where, params = self._where()

@@ -12,8 +12,6 @@ DB), `mysql` (its own database), `kafka_topic` (its own topic), `sim` (simulator
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import uuid
 from contextlib import contextmanager
@@ -22,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from later_read.sandbox import servers
+from later_read.sandbox.stack import render_toml
 
 
 @contextmanager
@@ -154,40 +153,6 @@ def merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml_value(value) -> str:
-    """One TOML value; JSON's string escapes are valid TOML basic-string escapes."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")
-
-
-def to_toml(data: dict, table: tuple[str, ...] = ()) -> str:
-    """A tiny TOML writer (str/int/float/bool/list/dict): scalars first, then [tables], nested as [a.b]."""
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for key, value in data.items():
-        if isinstance(value, dict):
-            path = (*table, key)
-            body = to_toml(value, path)
-            lines.append(("\n" if lines else "") + f"[{'.'.join(_toml_key(p) for p in path)}]\n" + body)
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
 def _servers_in_use(request) -> dict:
     """Config sections pointing at the fixtures this test requested (and only those)."""
     wanted = set(request.fixturenames)
@@ -222,7 +187,7 @@ def make_config(tmp_path: Path, request):
     def make(**overrides) -> Path:
         data = merge(merge(default_config(), _servers_in_use(request)), overrides)
         path = tmp_path / ("config.toml" if not written else f"config-{len(written) + 1}.toml")
-        path.write_text(to_toml(data), encoding="utf-8")
+        path.write_text(render_toml(data), encoding="utf-8")
         written.append(path)
         return path
 

@@ -161,6 +161,23 @@ def test_termination_grace_covers_the_jobs_shutdown_grace(job, tmp_path):
         assert pod["terminationGracePeriodSeconds"] >= needed
 
 
+@pytest.mark.parametrize("job", ["prewarm", "push"])
+def test_a_retry_after_a_crash_runs_and_only_hopeless_exits_fail_the_job(job, tmp_path):
+    """A kill -9 / OOM kill (exit 137) is retried; the retry waits out the dead run's lock within its
+    own lock wait and, for the push, marks what the dead run delivered before sending the rest."""
+    job_spec = manifests()[("CronJob", f"later-read-{job}")]["spec"]["jobTemplate"]["spec"]
+    rules = job_spec["podFailurePolicy"]["rules"]
+    failing = {code for rule in rules if rule["action"] == "FailJob" for code in rule["onExitCodes"]["values"]}
+    assert failing == {2, 5}  # bad input; a live run held the lock through the whole wait
+    assert any(rule["action"] == "Ignore" and {"type": "DisruptionTarget", "status": "True"}
+               in rule.get("onPodConditions", []) for rule in rules)
+    assert job_spec["backoffLimit"] >= 2
+    for settings in (repo_settings(), configmap_settings(tmp_path)):
+        lock = settings.lock
+        assert lock.wait_seconds > lock.ttl_seconds  # a dead holder's lock expires inside the wait: no 5
+        # every retry may first wait for a dead holder's lock: the deadline leaves room for that
+        assert job_spec["activeDeadlineSeconds"] > job_spec["backoffLimit"] * 2 * lock.wait_seconds
+
 # The versions deploy/README.md names: timeZone is GA from 1.27 (the oldest supported), podFailurePolicy GA
 # from 1.31 (beta and on by default before); the newest schema kubernetes-validate ships catches removals.
 K8S_VERSIONS = ["1.27", "1.31", kubernetes_validate.latest_version()]

@@ -16,6 +16,7 @@ import redis
 
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
+from test_prewarm import wait_until
 
 DATE = "20261123"
 TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
@@ -56,16 +57,6 @@ def start(config: Path, log: Path, *args: str) -> subprocess.Popen:
 def run(config: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "later_read", *args, "--config", str(config), "--date", DATE],
                           capture_output=True, text=True, env=env(), timeout=300)
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def ready_marker(client: redis.Redis, hour: int) -> dict | None:

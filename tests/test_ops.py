@@ -198,8 +198,8 @@ def test_rerun_bad_input_is_one_line_and_exit_2(redis_url, mysql, kafka_topic, s
     config = str(make_config())
     both = later_read("rerun", "100000001", "--prewarm-only", "--push-only", "--config", config)
     assert both.exit_code == 2 and "--prewarm-only and --push-only exclude each other" in both.stderr
-    bad_uid = later_read("rerun", "no such uid", "--config", config)
-    assert bad_uid.exit_code == 2 and "is not a valid uid" in bad_uid.stderr
+    bad_uid = later_read("rerun", "", "--config", config)
+    assert bad_uid.exit_code == 2 and "uid: empty" in bad_uid.stderr
     bad_date = later_read("rerun", "100000001", "--date", "2026-11-23", "--config", config)
     assert bad_date.exit_code == 2 and "--date: expected YYYYMMDD" in bad_date.stderr
 
@@ -249,7 +249,7 @@ def test_show_text_names_markers_and_the_next_step(redis_url, mysql, kafka_topic
 
 def test_show_exit_codes(redis_url, make_config):
     config = str(make_config())
-    assert later_read("show", "x" * 80, "--config", config).exit_code == 2
+    assert later_read("show", "x" * 1025, "--config", config).exit_code == 2
     dead = later_read("show", "100000001", "--config", str(make_config(
         redis={"url": f"redis://127.0.0.1:{servers.free_port()}/0"})))
     assert dead.exit_code == 3
@@ -335,7 +335,8 @@ def test_check_with_a_bad_config_is_one_line_exit_2(make_config):
     result = run_check(config)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.strip().count("\n") == 0 and "[redis] url: expected a redis:// URL" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "[redis] url: scheme must be redis://, rediss:// or unix://, not http" in result.stderr
 
 
 # metrics -------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import stamina
 import redis
 from click.testing import CliRunner
 
@@ -39,7 +40,6 @@ LOCK = Keys.lock("prewarm", DATE)
 TTL = 86400
 REPORT_KEYS = {"date", "users", "cached", "not_in_experiment", "no_recommendation", "failed",
                "skipped_existing", "duration_seconds"}
-FAST_RETRIES = {"backoff_initial_seconds": 0.001, "backoff_max_seconds": 0.01}
 
 
 # Helpers -------------------------------------------------------------------------------------------
@@ -223,7 +223,15 @@ def test_uids_file_restricts_the_run_and_writes_no_marker(sim, redis_url, mysql,
 
 
 # Failures -------------------------------------------------------------------------------------------
-def test_thirty_percent_transient_errors_are_recovered_by_retries(sim, redis_url, mysql, make_config):
+@pytest.fixture
+def no_backoff():
+    """stamina's testing switch: retries happen at once (each still counted and made), in this process."""
+    with stamina.set_testing(True, attempts=10, cap=True):
+        yield
+
+
+def test_thirty_percent_transient_errors_are_recovered_by_retries(sim, redis_url, mysql, make_config,
+                                                                   no_backoff):
     expected = seed(mysql, 400)
     sim.configure(timeout_hold_seconds=3,
                   ab={"error_5xx_rate": 0.2, "error_429_rate": 0.1},
@@ -232,8 +240,7 @@ def test_thirty_percent_transient_errors_are_recovered_by_retries(sim, redis_url
     # breaker_min_calls 100: a 30 % error rate must never look like a down service, even by chance in
     # the first small window (with 50 that happens in ~0.2 % of runs).
     config = make_config(prewarm={"concurrency": 20},
-                         services={"max_attempts": 10, "timeout_seconds": 0.3, "breaker_min_calls": 100,
-                                   **FAST_RETRIES})
+                         services={"max_attempts": 10, "timeout_seconds": 0.3, "breaker_min_calls": 100})
 
     result = prewarm(config)
 
@@ -284,10 +291,10 @@ def test_per_service_qps_cap_is_respected(sim, redis_url, mysql, make_config):
     assert sim.stats()["ab"]["peak_qps"] <= 101
 
 
-def test_hard_down_service_stops_the_job_early(sim, redis_url, mysql, make_config):
+def test_hard_down_service_stops_the_job_early(sim, redis_url, mysql, make_config, no_backoff):
     expected = seed(mysql, 2000)
     sim.configure(rec={"error_5xx_rate": 1.0})
-    config = make_config(prewarm={"concurrency": 10}, services=FAST_RETRIES)
+    config = make_config(prewarm={"concurrency": 10})
 
     result = prewarm(config)
 
@@ -441,7 +448,7 @@ def test_second_concurrent_run_of_the_date_is_refused(sim, redis_url, mysql, mak
 ])
 def test_bad_input_is_one_line_and_exit_2(make_config, tmp_path, args, words):
     bad = tmp_path / "bad.txt"
-    bad.write_text("100000001\nnot a uid!\n")
+    bad.write_text('100000001\n"an unterminated quoted uid\n')
     args = [str(bad) if a == "{bad}" else a for a in args]
     # The config points at nothing that runs: input is checked before any connection.
     result = CliRunner().invoke(cli, ["prewarm", "--config", str(make_config()), *args])

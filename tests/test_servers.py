@@ -201,12 +201,12 @@ def test_make_config_points_at_requested_servers(make_config, redis_url, mysql, 
 
 def test_make_config_defaults_and_deletions(make_config):
     first = make_config()
-    second = make_config(redis={"ttl_seconds": None}, timezone="UTC", starrocks={"password": 'p"w\\'})
+    second = make_config(redis={"ttl_seconds": None}, timezone="UTC", starrocks={"password": 'p"w\\\nx\x01'})
     assert first.name == "config.toml" and second.name == "config-2.toml"
     assert tomllib.loads(first.read_text())["redis"]["url"] == "redis://127.0.0.1:6379/0"
     config = tomllib.loads(second.read_text())
     assert "ttl_seconds" not in config["redis"] and config["timezone"] == "UTC"
-    assert config["starrocks"]["password"] == 'p"w\\'
+    assert config["starrocks"]["password"] == 'p"w\\\nx\x01'  # tomli-w escapes what TOML needs
     assert config["kafka"]["librdkafka"] == {}
 
 
@@ -269,3 +269,20 @@ def test_a_case_insensitive_uid_column_is_refused_not_silently_misread(mysql):
         conn.commit()
     with pytest.raises(StarRocksError, match="binary collation"):
         _read_all(_reader(mysql, 10), UserQuery("task_data", ["t"]))
+
+
+def test_sandbox_up_notices_a_dead_simulator():
+    """`sandbox up` polls Stack.dead(): a simulator killed under it is named with its exit code."""
+    from types import SimpleNamespace
+
+    from later_read.sandbox.simulator import SimulatorKnobs, SimulatorProcess
+    from later_read.sandbox.stack import Stack
+
+    stack = Stack()
+    stack.redis = stack.mysql = stack.kafka = SimpleNamespace(child=None)  # external servers: nothing to watch
+    with SimulatorProcess(SimulatorKnobs()) as sim:
+        stack.simulator = sim
+        assert stack.dead() is None
+        sim.process.kill()
+        sim.process.wait()
+        assert stack.dead() == "simulator (exit code -9)"

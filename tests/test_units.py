@@ -11,6 +11,7 @@ from later_read.value_codec import CachedValue, decode, encode
 from later_read.clients.http import Breaker, LatencyHistogram
 from later_read.errors import CorruptValue, UsageError
 from later_read.inputs import parse_date, parse_uid, read_uids_file
+from later_read.uids import write_file
 from later_read.keys import Keys
 from later_read.users import UserQuery, task_ids_for
 
@@ -91,9 +92,10 @@ def test_dates_and_uids():
     for bad in ("2026-11-23", "20261332", "19991231", ""):
         with pytest.raises(UsageError, match="--date"):
             parse_date(bad, zone)
-    assert parse_uid("100000042") == "100000042"
-    for bad in ("", "a b", "x" * 65, "1;DROP TABLE", "ü"):
-        with pytest.raises(UsageError, match="is not a valid uid"):
+    for uid in ("100000042", "a b", "x" * 65, "1;DROP TABLE", "ü", "ユーザー", "20000\n0002"):
+        assert parse_uid(uid) == uid  # one rule: whatever StarRocks holds and the jobs serve
+    for bad, words in (("", "uid: empty"), ("x" * 1025, "longer than 1024 bytes"), ("\udcff", "not valid UTF-8")):
+        with pytest.raises(UsageError, match=words):
             parse_uid(bad)
 
 
@@ -101,9 +103,12 @@ def test_uids_file(tmp_path):
     path = tmp_path / "uids.txt"
     path.write_text("# on-call list\n1\n2  # dup below\n\n2\n3\n")
     assert read_uids_file(path) == ["1", "2", "3"]
-    path.write_text("1\nbad uid\n")
+    path.write_text('1\n"unterminated\n')
     with pytest.raises(UsageError, match="line 2"):
         read_uids_file(path)
+    hostile = ["bad uid", "ユーザー", "20000\n0002", 'x LATER_READ_ALERT" reason=y', "#1", " pad ", '"q"', "a\\b"]
+    write_file(path, ((uid, "test") for uid in hostile))
+    assert read_uids_file(path) == hostile  # what a job writes, --uids-file reads back
     with pytest.raises(UsageError, match="cannot read"):
         read_uids_file(tmp_path / "missing.txt")
 

@@ -127,7 +127,9 @@ class ServiceCaller:
     async def post(self, body: dict, parse: Callable[[dict | None], T]) -> T:
         """`parse` of the decoded reply (None for 404); ServiceError when every attempt failed.
 
-        The first attempt runs outside stamina so the common case costs no retry machinery.
+        The first attempt runs outside stamina so the common case costs no retry machinery; when it
+        fails, stamina's loop starts by re-raising that failure, so even the first retry waits its
+        backoff with jitter (tests switch the waits off with `stamina.set_testing`).
         """
         try:
             return await self._attempt(body, parse)
@@ -135,13 +137,17 @@ class ServiceCaller:
             if self.settings.max_attempts <= 1:
                 self.stats.failures[exc.reason] += 1
                 raise
+            first: TransientServiceError | None = exc
         try:
             async for attempt in stamina.retry_context(
-                    on=TransientServiceError, attempts=self.settings.max_attempts - 1, timeout=None,
+                    on=TransientServiceError, attempts=self.settings.max_attempts, timeout=None,
                     wait_initial=self.settings.backoff_initial_seconds,
                     wait_max=self.settings.backoff_max_seconds,
                     wait_jitter=self.settings.backoff_initial_seconds):
                 with attempt:
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
                     self.stats.retries += 1
                     return await self._attempt(body, parse)
         except TransientServiceError as exc:

@@ -65,6 +65,24 @@ def delivery_reason(error: confluent_kafka.KafkaError) -> str:
     return error.name().lstrip("_").lower() or f"code_{error.code()}"
 
 
+def librdkafka_problem(settings: KafkaSettings) -> str | None:
+    """librdkafka's verdict on the producer config, or None: a producer is built without
+    bootstrap.servers (so it never connects) and dropped. Unknown properties, bad values and
+    conflicting ones (acks=1 with idempotence) are refused here, at config time."""
+    config = {k: v for k, v in producer_config(settings).items() if k != "bootstrap.servers"}
+    try:
+        confluent_kafka.Producer({"logger": _SILENT, **config})
+    except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if isinstance(error, confluent_kafka.KafkaError) else str(error)
+        return f"librdkafka refuses it: {' '.join(text.split())}"
+    return None
+
+
+_SILENT = logging.getLogger("later_read.kafka.config_check")  # a configuration check logs nothing
+_SILENT.disabled = True
+
+
 def open_producer(settings: KafkaSettings) -> confluent_kafka.Producer:
     config = {"logger": LibrdkafkaLog(), "error_cb": ErrorReporter(), **producer_config(settings)}
     try:

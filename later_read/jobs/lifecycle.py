@@ -28,7 +28,7 @@ from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, E
                                INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown, error_line)
 from later_read.jobs.progress import write_report
 from later_read.lock import JobLock
-from later_read.log import alert, get_logger
+from later_read.log import alert, get_logger, summary as log_summary
 from later_read.runtime import Shutdown
 from later_read.shard import Shard
 from later_read.summary import Summary
@@ -112,9 +112,10 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
     """Summary lines, --report, metrics, the alert line, then the error line; the exit code."""
     summary = job.summary
     code = exit_code(summary.status, error)
+    summary.save_uids(job.report_path)
     if started and (error is None or summary.counts["users"]):
         for line in summary.lines(job.report_keys):
-            click.echo(line, err=True)
+            log_summary(log, line)
     if job.report_path:
         data = summary.report(job.report_keys)
         data["exit_code"] = code

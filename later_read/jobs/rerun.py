@@ -6,6 +6,8 @@ walk one user through the same code the jobs use and see where it stops.
     task rows   StarRocks rows of the date under the configured task ids (UserQuery with uids=[UID])
     prewarm     jobs.decide.decide (A/B value and trace_id, then the recommendation), value written
                 with Store.put_values and its TTL read back
+    recovery    an unfinished push run of the user's hours: its deliveries marked from the topic first
+                (jobs/push/recovery.py, the push's own path); the message hour's start is recorded
     push        sent marker (stop unless --force), the value (from the prewarm step, else Redis),
                 the material, the message (jobs.message.build_message), produced to Kafka keyed by uid,
                 the delivery's partition/offset, then the sent marker
@@ -39,13 +41,15 @@ from later_read import value_codec
 from later_read.value_codec import CachedValue
 from later_read.config import Settings
 from later_read.connections import PushConnections, open_push
-from later_read.errors import EXIT_FAILURES, EXIT_OK, ServiceError
+from later_read.errors import EXIT_FAILURES, EXIT_OK, CorruptValue, ServiceError, UsageError
 from later_read.jobs.decide import decide
+from later_read.jobs.push import recovery
 from later_read.jobs.push.message import build_message, encode
-from later_read.jobs.show import CORRUPT, MISS, classify
+from later_read.jobs.show import CORRUPT, MISS, classify, cut
 from later_read.keys import Keys
 from later_read.shard import Shard
 from later_read.lock import JobLock
+from later_read.log import quote
 from later_read import runtime
 from later_read.runtime import run
 from later_read.users import TaskUser, UserQuery, task_ids_for
@@ -79,7 +83,7 @@ def run_rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], N
 
 async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], None]) -> int:
     steps = "+".join(name for name, on in (("prewarm", options.prewarm), ("push", options.push)) if on)
-    echo(f"rerun      uid={options.uid} date={options.date} steps={steps}"
+    echo(f"rerun      uid={quote(options.uid)} date={options.date} steps={steps}"
          + (" (dry run: nothing is written or sent)" if options.dry_run else ""))
     kafka = options.push and not options.dry_run
     async with open_push(settings, kafka=kafka, http_connections=4) as conns, runtime.task_group() as tg:
@@ -109,11 +113,16 @@ class Rerun:
         self.echo(f"{name:<10} {text}")
 
     async def walk(self) -> None:
+        if self.options.prewarm and not self.options.dry_run:
+            await self._check_value_date(self.options.uid)
         user, hour = await self.find_user()
         value = await self.prewarm(user) if self.options.prewarm else None
         if self.options.push:
             async with self._push_lock(hour):
-                await self.push(user, hour, value)
+                if self.options.dry_run:
+                    await self.push(user, hour, value)
+                else:
+                    await self.push_recorded(user, hour, value)
 
     @asynccontextmanager
     async def _push_lock(self, hour: int) -> AsyncIterator[None]:
@@ -134,6 +143,30 @@ class Rerun:
         finally:
             await lock.release()
 
+    async def push_recorded(self, user: TaskUser, hour: int, value: CachedValue | None) -> None:
+        """`push` inside the hour's record, as the push job does (jobs/push/recovery.py): what an
+        unfinished run of the user's hours delivered is marked first; the hour stays finished if it was
+        and this message's fate is known (confirmed and marked, or never produced)."""
+        suffix = Shard.of(self.options.uid, self.settings.shards.count).suffix  # the user's shard's record
+        for other in self.hours:
+            if other != hour:
+                found = await recovery.recover_if_unfinished(self.store, self.settings.kafka,
+                                                             self.options.date, other, suffix)
+                self._recovered(other, found)
+        hour_run = await recovery.begin(self.store, self.settings.kafka, self.options.date, hour, suffix)
+        self._recovered(hour, hour_run.recovered)
+        self.in_doubt = False
+        try:
+            await self.push(user, hour, value)
+        finally:
+            if hour_run.was_finished and not self.in_doubt:
+                await recovery.end(self.store, hour_run, rerun_uid=user.uid)
+
+    def _recovered(self, hour: int, users: int | None) -> None:
+        if users is not None:
+            self.step("recovery", f"hour {hour} had an unfinished push run: {users} user(s) it delivered "
+                                  "to marked sent from the topic")
+
     async def find_user(self) -> tuple[TaskUser, int]:
         """The user's task rows (printed), the job's pick of project/task id, the message's hour."""
         o, table = self.options, self.settings.starrocks.table
@@ -141,29 +174,44 @@ class Rerun:
         query = UserQuery(table, task_ids, uids=[o.uid])
         rows = await self.conns.starrocks.query(*query.rows(ROWS_SHOWN))
         if not rows:
-            raise Stop(f"no task rows for uid {o.uid} on {o.date} under {', '.join(task_ids)} in {table}: "
+            raise Stop(f"no task rows for uid {quote(o.uid)} on {o.date} under {', '.join(task_ids)} in {table}: "
                        "the jobs never pick this user up for that date; check the uid and --date",
                        EXIT_FAILURES)
         for task_id, _, project, push_hour, book_id in rows:
             self.step("task row", f"task_id={task_id} project={project} push_hour={push_hour} book_id={book_id}")
         user = [u async for page in self.conns.starrocks.users(query) for u in page][0]
-        hours = sorted({int(row[3]) for row in rows})
+        hours = self.hours = sorted({int(row[3]) for row in rows})
         hour = o.hour if o.hour is not None else hours[0]
         self.step("user", f"project={user.project} task_id={user.task_id} push hours={hours}; "
                           f"message push_hour={hour}")
         return user, hour
+
+    async def _check_value_date(self, uid: str) -> None:
+        """The user's one value key holds one date: replacing another date's value takes --force."""
+        raw = (await self.store.get_values([uid]))[0]
+        try:
+            held = value_codec.decode(raw).date if raw is not None else None
+        except CorruptValue:
+            return
+        if held is None or held == self.options.date:
+            return
+        if not self.options.force:
+            raise UsageError(f"rerun: Redis holds this user's value for {held}; computing {self.options.date} "
+                             f"would replace it (then the {held} push misses the user); check --date, or "
+                             "add --force to replace it")
+        self.step("value", f"replacing the value for {held} with one for {self.options.date} (--force)")
 
     async def prewarm(self, user: TaskUser) -> CachedValue:
         """The prewarm's rule (decide) for the user, then the value written with the configured TTL."""
         value = await decide(self.services, user.uid, user.project, self.options.date, on_step=self._decided)
         raw, key = value_codec.encode(value), self.store.keys.rec(user.uid)
         if self.options.dry_run:
-            self.step("value", f"would write {key} = {raw.decode()} "
+            self.step("value", f"would write {quote(key)} = {raw.decode()} "
                                f"ttl={self.settings.redis.ttl_seconds} s (dry run: not written)")
             return value
         await self.store.put_values([(user.uid, raw)])
         _, ttl = await self.store.inspect(key)
-        self.step("value", f"wrote {key} = {raw.decode()} ttl={ttl} s")
+        self.step("value", f"wrote {quote(key)} = {raw.decode()} ttl={ttl} s")
         return value
 
     def _decided(self, service: str, answer: Any) -> None:
@@ -191,18 +239,20 @@ class Rerun:
         message = build_message(user, value, material, date=self.options.date, hour=hour,
                                 zone=self.settings.zone)
         payload = encode(message)
-        self.step("message", payload.decode())
+        self.step("message", cut(payload) or "")
         if self.options.dry_run:
-            self.step("kafka", f"would produce to topic {self.settings.kafka.topic} key={user.uid} and mark "
+            self.step("kafka", f"would produce to topic {self.settings.kafka.topic} key={quote(user.uid)} and mark "
                                "the user sent (dry run: not produced, no marker)")
             return
+        self.in_doubt = True  # until the marker is written, a crash leaves this message unmarked
         partition, offset = await self._produce(user.uid, payload)
         self.step("kafka", f"delivered topic={self.settings.kafka.topic} partition={partition} "
-                           f"offset={offset} key={user.uid}")
+                           f"offset={offset} key={quote(user.uid)}")
         await self.store.put_sent(self.options.date, [(user.uid, message["msg_id"])])
         key = Keys.sent(self.options.date, user.uid)
         _, ttl = await self.store.inspect(key)
-        self.step("sent", f"marked {key} = {message['msg_id']} ttl={ttl} s")
+        self.step("sent", f"marked {quote(key)} = {message['msg_id']} ttl={ttl} s")
+        self.in_doubt = False
 
     async def _check_sent(self, uid: str) -> None:
         marker = (await self.store.get_sent(self.options.date, [uid]))[0]
@@ -218,8 +268,8 @@ class Rerun:
     async def _read_value(self, uid: str) -> CachedValue:
         raw = (await self.store.get_values([uid]))[0]
         outcome, detail, _ = classify(raw, self.options.date)
-        shown = raw.decode("utf-8", "replace") if raw is not None else "(absent)"
-        self.step("value", f"{self.store.keys.rec(uid)} = {shown} -> {outcome}: {detail}")
+        shown = cut(raw) if raw is not None else "(absent)"
+        self.step("value", f"{quote(self.store.keys.rec(uid))} = {shown} -> {outcome}: {detail}")
         if outcome in (MISS, CORRUPT):
             raise Stop(f"no usable value for {self.options.date} ({outcome}); rerun without --push-only "
                        "to compute it first", EXIT_FAILURES)

@@ -118,9 +118,9 @@ class Tally:
 
 
 def clean(value: Any) -> str:
-    """A value from the topic made safe for one output line: control characters escaped, length cut."""
+    """A value from the topic cut to one output field's length; the lines' `log.fields` escapes it (control
+    characters, quotes, the alert keyword), the JSON output's encoder likewise."""
     text = ("" if value is None else str(value))[:MAX_FIELD_CHARS + 1]  # cut first: a value may be 1 MB
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= MAX_FIELD_CHARS else text[:MAX_FIELD_CHARS - 3] + "..."
 
 

@@ -16,6 +16,7 @@ Exit 0 whatever the case (it is an inspection); 2 for a bad uid or date, 3 when 
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from typing import Callable
 
 import orjson
@@ -25,10 +26,12 @@ from later_read.config import Settings
 from later_read.connections import open_store
 from later_read.errors import EXIT_OK, CorruptValue
 from later_read.keys import Keys
+from later_read.log import at, quote
 from later_read.runtime import run
 from later_read.store import Store
 
 MISS, CORRUPT = "miss", "corrupt"
+SHOWN_CHARS = 2000  # a value (or marker) longer than this is cut when shown, with its full length said
 
 _MEANING = {
     constants.OUTCOME_REC: "a recommendation for the date: the push of the user's hour sends it once",
@@ -63,10 +66,10 @@ async def inspect_user(store: Store, uid: str, date: str, settings: Settings) ->
     outcome, detail, parsed = classify(raw, date)
     return {
         "uid": uid, "date": date, "key": key,
-        "raw": _text(raw), "value": parsed, "ttl_seconds": ttl,
+        "raw": cut(raw), "raw_bytes": len(raw) if raw is not None else 0, "value": parsed, "ttl_seconds": ttl,
         "expires_at": _expiry(ttl, settings),
         "outcome": outcome, "detail": detail,
-        "sent": {"key": sent_key, "msg_id": _text(sent), "ttl_seconds": sent_ttl},
+        "sent": {"key": sent_key, "msg_id": cut(sent), "ttl_seconds": sent_ttl},
         "prewarm_marker": {"key": marker_key, "info": _marker(marker), "ttl_seconds": marker_ttl},
         "next": _next_step(outcome, uid, date, sent is not None),
     }
@@ -92,13 +95,14 @@ def render(report: dict) -> list[str]:
     sent, marker = report["sent"], report["prewarm_marker"]
     value = report["value"]
     lines = [
-        f"key        {report['key']}",
-        f"raw        {report['raw'] if report['raw'] is not None else '(absent)'}",
+        f"uid        {quote(report['uid'])}",
+        f"key        {quote(report['key'])}",
+        f"raw        {quote(report['raw']) if report['raw'] is not None else '(absent)'}",
         f"value      {_fields(value) if value else '-'}",
         f"ttl        {_ttl(report['ttl_seconds'])}"
         + (f" (expires {report['expires_at']})" if report["expires_at"] else ""),
         f"outcome    {report['outcome']}: {report['detail']}",
-        f"sent       {sent['msg_id'] or 'none'} ({sent['key']}"
+        f"sent       {sent['msg_id'] or 'none'} ({quote(sent['key'])}"
         + (f", {_ttl(sent['ttl_seconds'])} left)" if sent["msg_id"] else ")"),
         f"prewarm    {_marker_text(marker['info'])} ({marker['key']})",
     ]
@@ -108,10 +112,11 @@ def render(report: dict) -> list[str]:
 
 
 def _next_step(outcome: str, uid: str, date: str, sent: bool) -> str:
+    shell = shlex.quote(uid) if uid.isprintable() else "$'" + quote(uid)[1:-1].replace("'", "\\'") + "'"
     if outcome in (MISS, CORRUPT):
-        return f"later-read rerun {uid} --date {date}   (recompute and push this user)"
+        return f"later-read rerun {shell} --date {date}   (recompute and push this user)"
     if outcome == constants.OUTCOME_REC and not sent:
-        return f"later-read rerun {uid} --date {date} --push-only   (push now instead of at its hour)"
+        return f"later-read rerun {shell} --date {date} --push-only   (push now instead of at its hour)"
     return ""
 
 
@@ -121,8 +126,8 @@ def _marker(raw: bytes | None) -> dict | None:
     try:
         info = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return {"unparsable": _text(raw)}
-    return info if isinstance(info, dict) else {"unparsable": _text(raw)}
+        return {"unparsable": cut(raw)}
+    return info if isinstance(info, dict) else {"unparsable": cut(raw)}
 
 
 def _marker_text(info: dict | None) -> str:
@@ -132,8 +137,16 @@ def _marker_text(info: dict | None) -> str:
 
 
 def _fields(data: dict) -> str:
-    return " ".join(f"{k}={orjson.dumps(v).decode() if isinstance(v, (dict, list)) else v}"
-                    for k, v in data.items())
+    """key=value pairs for people: times (`*_at`) in the configured zone, every value quoted as logs do."""
+    return " ".join(f"{k}={quote(_shown(k, v))}" for k, v in data.items())
+
+
+def _shown(key: str, value: object) -> str:
+    if key.endswith("_at") and isinstance(value, (int, float)):
+        return at(value)
+    if isinstance(value, (dict, list)):
+        return cut(orjson.dumps(value)) or ""
+    return str(value)
 
 
 def _ttl(ttl: int) -> str:
@@ -147,5 +160,11 @@ def _expiry(ttl: int, settings: Settings) -> str | None:
     return when.isoformat(timespec="seconds")
 
 
-def _text(raw: bytes | None) -> str | None:
-    return raw.decode("utf-8", "replace") if raw is not None else None
+def cut(raw: bytes | str | None) -> str | None:
+    """Text for people: at most SHOWN_CHARS characters, then how long the whole was."""
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... (cut: {len(raw):,} {'bytes' if isinstance(raw, bytes) else 'characters'} in all)"

@@ -14,8 +14,11 @@ from pathlib import Path
 import click
 
 from later_read.config import load_settings
+from later_read.errors import EXIT_DEPENDENCY
 from later_read.inputs import parse_date
 from later_read.sandbox.simulator import simulator_command
+
+UP_POLL_SECONDS = 1.0  # `sandbox up` notices a dead server within a second
 
 
 @click.group()
@@ -81,10 +84,14 @@ def up(users: int, config_out: str) -> None:
         _seed_today(path, users)
         click.echo(f"sandbox up; try: later-read check --config {path}   (Ctrl-C stops it)")
         try:
-            while True:
-                time.sleep(3600)
+            while (dead := stack.dead()) is None:
+                time.sleep(UP_POLL_SECONDS)
         except KeyboardInterrupt:
             click.echo("sandbox stopping")
+            return
+        click.echo(f"later-read: error: the sandbox's {dead} died; the other servers are stopped; "
+                   "run `later-read sandbox up` again", err=True)
+        raise SystemExit(EXIT_DEPENDENCY)
 
 
 @sandbox.command()

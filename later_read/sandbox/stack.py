@@ -10,6 +10,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from later_read.sandbox import servers
 from later_read.sandbox.simulator import SimulatorKnobs, SimulatorProcess
 
@@ -41,35 +43,8 @@ def config_dict(*, redis_url: str, mysql: Any, kafka_bootstrap: str, topic: str,
 
 
 def render_toml(data: dict) -> str:
-    """A minimal TOML writer for config dicts (str, int, float, bool, list of str, nested tables)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for name, table in data.items():
-        if isinstance(table, dict):
-            lines.append(_toml_table(name, table))
-    return "\n".join(lines) + "\n"
-
-
-def _toml_table(name: str, table: dict) -> str:
-    lines = [f"\n[{name}]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
-    lines += [_toml_table(f"{name}.{k}", v) for k, v in table.items() if isinstance(v, dict)]
-    return "\n".join(lines)
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+    """A config dict as TOML (tomli-w: every string escaped, nested tables as [a.b])."""
+    return tomli_w.dumps(data)
 
 
 class Stack:
@@ -94,6 +69,18 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self._exit.close()
+
+    def dead(self) -> str | None:
+        """The first server (or the simulator) whose process has exited, with its exit code; else None."""
+        sim = self.simulator.process
+        if sim is None or sim.poll() is not None:
+            return f"simulator (exit code {sim.returncode if sim else '?'})"
+        for name in ("redis", "mysql", "kafka"):
+            child = getattr(self, name).child
+            if child is not None and not child.alive():
+                code = child.popen.returncode if child.popen else "?"
+                return f"{'mariadb' if name == 'mysql' else name} (exit code {code})"
+        return None
 
     def config(self, **overrides: dict) -> dict:
         return config_dict(redis_url=self.redis.url, mysql=self.mysql, kafka_bootstrap=self.kafka.bootstrap,

@@ -40,6 +40,7 @@ from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
+from later_read.uids import unservable
 from later_read.users import TaskUser, UserQuery
 
 log = get_logger("prewarm")
@@ -67,6 +68,7 @@ class Fanout:
         self.redis_batch = conns.settings.redis.batch_size
         self.counts: Counter[str] = Counter()   # outcomes, skipped_existing, unfinished
         self.failures: Counter[str] = Counter()  # "<service>.<reason>"
+        self.named: list[tuple[str, str]] = []    # (reason, uid) of every user not finished
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
         shard = Shard(*plan.query.shard) if plan.query.shard else Shard.whole()
@@ -152,6 +154,7 @@ class Fanout:
             earlier = await self.starrocks.earlier(self.plan.query, hour, [user.uid for user in page])
             if earlier:
                 page = [user for user in page if user.uid not in earlier]
+            page = self._servable(page)
             todo = page if self.plan.force else await self._not_done(page)
             skipped = len(page) - len(todo)
             if skipped:
@@ -160,6 +163,19 @@ class Fanout:
             self.hours.sent(hour, len(todo), skipped)
             await feed.put([(hour, user) for user in todo])
         self.hours.close(hour)
+
+    def _servable(self, page: list[TaskUser]) -> list[TaskUser]:
+        """The page's users whose uid a job can serve; the others are counted and named, not called."""
+        servable = []
+        for user in page:
+            reason = unservable(user.uid)
+            if reason is None:
+                servable.append(user)
+            else:
+                self.counts["unservable"] += 1
+                self.named.append((reason, user.uid))
+                self.progress.advance(1)
+        return servable
 
     async def _not_done(self, page: list[TaskUser]) -> list[TaskUser]:
         """The users of `page` without a value for the run's date (one MGET per `redis.batch_size`)."""
@@ -198,14 +214,17 @@ class Fanout:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:
                 failures[f"{exc.service}.{exc.reason}"] += 1
+                self.named.append((f"{exc.service}.{exc.reason}", user.uid))
                 self.hours.settled(hour, failed=True)
                 event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
             except ServiceDown as exc:
                 counts["unfinished"] += 1
+                self.named.append(("unfinished", user.uid))
                 self.request_stop(STOP_SERVICE_DOWN, exc)
                 return
             except anyio.get_cancelled_exc_class():
                 counts["unfinished"] += 1
+                self.named.append(("unfinished", user.uid))
                 raise
             else:
                 counts[value.outcome] += 1

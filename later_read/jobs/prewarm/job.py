@@ -35,12 +35,15 @@ from later_read.users import UserQuery, task_ids_for
 
 JOB = "prewarm"
 # The report's counters. `users` = the users this run looked at, each counted once in exactly one of
-# the other five or in `failed`; users still queued when a stop came are not counted (the rerun does them).
+# the others or in `failed`; `remaining` = the day's users (`total`, the count query) never started (a
+# stop came first; the rerun does them), so users + remaining = total. `unservable`: rows whose uid no
+# job can serve (empty, too long), counted and alerted, never sent to A/B.
 REPORT_KEYS = ("users", "cached", "not_in_experiment", "no_recommendation", "skipped_existing",
-               "unfinished")
+               "unfinished", "unservable")
 _OUTCOME_COUNT = {"rec": "cached", "not_in_experiment": "not_in_experiment",
                   "no_recommendation": "no_recommendation"}
 
+BAD_HOUR_ROWS = 1000  # push_hour rows named per run: enough to fix them, bounded if the column is all bad
 log = get_logger(JOB)
 
 
@@ -101,7 +104,8 @@ class PrewarmJob:
         settings, options = self.settings, self.options
         query = UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
                           uids=options.uids, shard=options.shard.sql())
-        total = await conns.starrocks.count(query)
+        total = self.summary.total = await conns.starrocks.count(query)
+        await self._check_hours(conns, query)
         plan = FanoutPlan(options.date, query, options.concurrency, options.force, settings.prewarm.grace_seconds)
         progress = Progress(JOB, settings.prewarm.progress_interval_seconds, total)
         if settings.prewarm.adaptive:
@@ -129,7 +133,10 @@ class PrewarmJob:
             summary.counts[key] = counts.get(outcome, 0)
         summary.counts["skipped_existing"] = counts.get("skipped_existing", 0)
         summary.counts["unfinished"] = counts.get("unfinished", 0)
+        summary.counts["unservable"] = counts.get("unservable", 0) + summary.extra.get("push_hour_out_of_range", 0)
         summary.failures.update(fanout.failures)
+        for reason, uid in fanout.named:
+            summary.name(reason, uid)
         summary.counts["users"] = sum(summary.counts[k] for k in REPORT_KEYS[1:]) + sum(fanout.failures.values())
         services = {name: stats for name, stats in fanout.services.summary().items() if name in ("ab", "rec")}
         for name, gate in _gates(fanout.services).items():
@@ -140,6 +147,21 @@ class PrewarmJob:
         summary.extra.update(fanout.feed.report())  # workers idle waiting for the reader (feed.py)
         if fanout.writer.lost:
             summary.extra["not_written"] = fanout.writer.lost
+
+    async def _check_hours(self, conns: JobConnections, query: UserQuery) -> None:
+        """Rows with a push_hour outside 0-23: the prewarm (which reads hour by hour) and the push never
+        reach them. Count them as unservable, name and alert them (up to BAD_HOUR_ROWS; the alert says
+        when there are more). A uid that also has a row with a valid hour is counted here too."""
+        rows = await conns.starrocks.query(*query.bad_hours(BAD_HOUR_ROWS + 1))
+        if not rows:
+            return
+        for uid, _ in rows[:BAD_HOUR_ROWS]:
+            self.summary.name("push_hour_out_of_range", str(uid))
+        self.summary.extra["push_hour_out_of_range"] = len(rows[:BAD_HOUR_ROWS])
+        alert(log, "prewarm.unservable_rows", date=self.options.date, reason="push_hour_out_of_range",
+              rows=len(rows) if len(rows) <= BAD_HOUR_ROWS else f"more than {BAD_HOUR_ROWS}",
+              first_uid=str(rows[0][0]), push_hour=rows[0][1],
+              fix="fix push_hour (0-23) in StarRocks; no prewarm or push reaches these users")
 
     def _marker(self, status: str) -> dict:
         """The completion marker: the report as it will be once the run is concluded, minus services."""
@@ -167,10 +189,22 @@ class PrewarmJob:
         elif summary.status == "failures":
             alert(log, "prewarm.failed_users", date=date, failed=sum(summary.failures.values()),
                   reasons=",".join(f"{k}:{v}" for k, v in sorted(summary.failures.items())),
-                  fix="rerun the prewarm (only users not done are retried)")
+                  uids_file=summary.uids_path or "-",
+                  fix="rerun the prewarm (only users not done are retried; --uids-file UIDS_FILE for just them)")
         else:
             event(log, "prewarm.done", logging.INFO, date=date, users=counts["users"], done=done,
                   skipped_existing=counts["skipped_existing"], duration_seconds=summary.duration_seconds)
+        self._alert_unservable()
+
+    def _alert_unservable(self) -> None:
+        summary = self.summary
+        if not summary.counts["unservable"]:
+            return
+        reasons = {r: len(u) for r, u in summary.named.items() if r.startswith("uid_")}
+        alert(log, "prewarm.unservable", date=summary.date, count=summary.counts["unservable"],
+              reasons=",".join(f"{k}:{v}" for k, v in sorted(reasons.items())),
+              first_uid=summary.named[min(reasons)][0],
+              fix="fix source_uid in StarRocks (empty or longer than 1024 bytes); no job can serve them")
 
 
 def _adaptive(services: Services, concurrency: int) -> Callable[[], dict[str, object]]:

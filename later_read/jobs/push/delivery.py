@@ -48,6 +48,7 @@ class Delivery:
         self.confirmed: deque[tuple[str, str]] = deque()
         self.produced = self.delivered = self.marked = self.buffer_full_waits = 0
         self.failed: Counter[str] = Counter()   # per-reason delivery failures reported by librdkafka
+        self.failed_uids: list[tuple[str, str]] = []  # (reason, uid) of each of those
         self._wake = anyio.Event()
 
     @property
@@ -68,6 +69,7 @@ class Delivery:
             except confluent_kafka.KafkaException as exc:  # e.g. message too large, fatal producer
                 self.produced += 1
                 self.failed[delivery_reason(exc.args[0])] += 1
+                self.failed_uids.append((delivery_reason(exc.args[0]), uid))
                 return
             self.produced += 1
             return
@@ -79,6 +81,7 @@ class Delivery:
             self.confirmed.append((uid, msg_id))
         else:
             self.failed[delivery_reason(error)] += 1
+            self.failed_uids.append((delivery_reason(error), uid))
 
     async def pump(self) -> None:
         """Serve delivery reports until cancelled; wake the marker writer when users were confirmed."""
@@ -122,6 +125,11 @@ class Delivery:
     @property
     def undelivered(self) -> int:
         return self.produced - self.delivered
+
+    @property
+    def clean(self) -> bool:
+        """Every message produced was confirmed and its user marked: nothing whose fate is unknown."""
+        return self.undelivered == 0 and not self.confirmed and self.marked == self.delivered
 
     @property
     def sent(self) -> int:

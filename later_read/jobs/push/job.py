@@ -37,6 +37,7 @@ from later_read.errors import ServiceError, UsageError
 from later_read.inputs import parse_date
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.progress import Progress, check_report_path
+from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
@@ -56,11 +57,15 @@ log = get_logger("push")
 JOB = "push"
 # The report's per-user counters (also the metrics' outcomes). With --on-miss skip, every user read is
 # in exactly one of sent, misses, corrupt, not_in_experiment, no_recommendation, material_not_found,
-# already_sent, not_processed (dropped after a signal) or `failed` (per reason, e.g. undelivered).
+# already_sent, not_processed (dropped after a signal), unservable (a uid no job can serve) or `failed`
+# (per reason, e.g. undelivered); `remaining` = the hour's users (`total`) never read (a stop came first).
 # stale and live_budget_exhausted are parts of misses. With --on-miss live, `live` counts the missed or
 # corrupt users computed on the spot; each of those is also counted by its new outcome (sent, ...).
+# `recovered`: users marked sent from the topic before reading any user (an earlier run of the hour
+# died after Kafka took their message; jobs/push/recovery.py); they then count as already_sent.
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
-               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed")
+               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
+               "unservable", "recovered")
 WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
 
 
@@ -92,6 +97,7 @@ class PushRun:
     materials: MaterialCache
     live: LiveResolver | None
     sink: Any = None  # Delivery or DryRunSink
+    hour_run: recovery.HourRun | None = None  # None in a dry run
 
 
 def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
@@ -158,14 +164,21 @@ class PushJob:
                                        f"push run for {o.date} hour {o.hour}{shard}")
 
     async def work(self, conns: PushConnections, shutdown: Shutdown) -> str:
-        """Wait for the prewarm (bounded), then the pipeline; the status."""
+        """Recover an unfinished earlier run of the hour, wait for the prewarm (bounded), then the
+        pipeline; the status. The lifecycle holds the hour's lock around this."""
         settings, options, summary = self.settings, self.options, self.summary
         self.shutdown = shutdown
+        hour_run = None
+        if not options.dry_run:
+            hour_run = await recovery.begin(conns.store, settings.kafka, options.date, options.hour,
+                                            options.shard.suffix)
+            summary.counts["recovered"] = hour_run.recovered or 0
         marker = await wait_for_prewarm(conns, options.date, options.hour, options.wait_seconds, shutdown,
                                        options.shard.count)
         summary.extra["prewarm_done"] = marker is not None
         summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
         run = await _prepare(settings, options, conns, summary, shutdown)
+        run.hour_run = hour_run
         try:
             await _send_all(run, self.stream)
         finally:
@@ -193,12 +206,13 @@ def _open_output(stack: contextlib.ExitStack, options: PushOptions):
 
 async def _prepare(settings: Settings, options: PushOptions, conns: PushConnections, summary: Summary,
                    shutdown: Shutdown) -> PushRun:
-    total = await conns.starrocks.count(_query(settings, options))
+    total = summary.total = await conns.starrocks.count(_query(settings, options))
     event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
           force=options.force, on_miss=options.on_miss)
     progress = Progress(JOB, settings.push.progress_interval_seconds, total)
     sorter = Sorter(options.date, options.hour, options.force, summary.counts,
-                    settings.push.miss_log_limit, progress.advance)
+                    settings.push.miss_log_limit, progress.advance,
+                    name=summary.name if options.on_miss == "skip" else None)
     live = None
     if options.on_miss == "live":
         live = LiveResolver(conns.services, conns.store, sorter, date=options.date,
@@ -222,6 +236,8 @@ def _collect(run: PushRun) -> None:
         summary.extra.update(run.sink.details())
     if isinstance(run.sink, Delivery) and run.sink.undelivered:
         summary.failures["undelivered"] += run.sink.undelivered
+        for reason, uid in run.sink.failed_uids:
+            summary.name(f"undelivered_{reason}", uid)
     summary.extra["materials_fetched"] = run.materials.fetched
     summary.extra["miss_ratio"] = round(summary.counts["misses"] / max(summary.counts["users"], 1), 6)
     users = summary.counts["users"]
@@ -244,6 +260,8 @@ async def _sink(run: PushRun, stream) -> AsyncIterator[Any]:
     async with delivering(delivery, run.settings.push.flush_timeout_seconds,
                           stop_early=lambda: run.shutdown.force.cancel_called) as sink:
         yield sink
+    if delivery.clean and run.hour_run is not None:  # nothing produced is left unconfirmed or unmarked
+        await recovery.end(run.conns.store, run.hour_run, produced=delivery.produced)
 
 
 async def _send_all(run: PushRun, stream) -> None:
@@ -308,6 +326,7 @@ async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
         async for hit in receive:
             if run.shutdown.stopping:
                 run.summary.counts["not_processed"] += 1  # stop taking new users; the rerun sends them
+                run.summary.name("not_processed", hit.user.uid)
                 continue
             await _push_one(run, hit)
 
@@ -326,6 +345,7 @@ async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: Ser
     """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
     if error is not None:
         run.summary.failures[f"material_{error.reason}"] += 1
+        run.summary.name(f"material_{error.reason}", hit.user.uid)
     elif material is None:
         run.summary.counts["material_not_found"] += 1
     else:

@@ -6,6 +6,7 @@ For each user (one MGET pipeline per batch reads the value and the sent marker):
     value absent, or computed for another day misses (+ stale)      alert line, rate-limited
     value does not parse                      corrupt               alert line, rate-limited
     "not in experiment" / "no recommendation" the outcome's name    quiet
+    uid no job can serve (empty, too long)    unservable            one total line
     a recommendation                          a Hit                 goes on to material and Kafka
 
 Misses and corrupt values are returned separately so `--on-miss live` can compute them on the spot.
@@ -21,6 +22,7 @@ from typing import Callable, NamedTuple, Sequence
 from later_read.value_codec import CachedValue, decode
 from later_read.errors import CorruptValue
 from later_read.log import alert, get_logger
+from later_read.uids import unservable
 from later_read.users import TaskUser
 
 log = get_logger("push")
@@ -51,8 +53,9 @@ class AlertLimiter:
 
 class Sorter:
     def __init__(self, date: str, hour: int, force: bool, counts: Counter, miss_log_limit: int,
-                 advance: Callable[[int], None]) -> None:
+                 advance: Callable[[int], None], name: Callable[[str, str], None] | None = None) -> None:
         self.date, self.hour, self.force, self.counts, self.advance = date, hour, force, counts, advance
+        self.name = name or (lambda reason, uid: None)  # names the users not served, per reason
         self.miss_alert = AlertLimiter("push.cache_miss", miss_log_limit, date=date, hour=hour)
         self.corrupt_alert = AlertLimiter("push.corrupt_value", miss_log_limit, date=date, hour=hour)
 
@@ -63,7 +66,12 @@ class Sorter:
         missing: list[TaskUser] = []
         self.counts["users"] += len(users)
         for user, raw, marker in zip(users, values, sent):
-            if marker is not None and not self.force:
+            reason = unservable(user.uid)
+            if reason is not None:
+                self.counts["unservable"] += 1
+                self.name(reason, user.uid)
+                self.advance(1)
+            elif marker is not None and not self.force:
                 self.counts["already_sent"] += 1
                 self.advance(1)
             elif raw is None:
@@ -79,6 +87,7 @@ class Sorter:
             self.counts["corrupt"] += 1
             self.corrupt_alert(uid=user.uid, problem=str(exc),
                                fix="rerun the prewarm for this uid, or push with --on-miss live")
+            self.name("corrupt", user.uid)
             missing.append(user)
             return
         if value.date != self.date:
@@ -101,12 +110,14 @@ class Sorter:
         if reason == "stale":
             self.counts["stale"] += 1
         self.miss_alert(uid=user.uid, reason=reason, **extra)
+        self.name(f"miss_{reason}", user.uid)
         missing.append(user)
 
     def alert_totals(self) -> None:
         """The lines alert rules count on: exact miss and corrupt totals with their ratio of the hour."""
         users = self.counts["users"]
-        for name, key in (("push.misses", "misses"), ("push.corrupt_values", "corrupt")):
+        for name, key in (("push.misses", "misses"), ("push.corrupt_values", "corrupt"),
+                          ("push.unservable", "unservable")):
             if self.counts[key]:
                 alert(log, name, count=self.counts[key], users=users,
                       ratio=f"{self.counts[key] / max(users, 1):.6f}", date=self.date, hour=self.hour)

@@ -1,0 +1,156 @@
+"""The invariants every fault run must end with, read from the real servers after the last rerun.
+
+    every expected user has exactly one message   count per msg_id in the topic
+    no message for anyone else                    uid outside the hour's pushable users, wrong msg_id
+    no sent marker without its message            a marker whose user has no message, or another msg_id
+    every value right                             Redis value and message fields vs the simulator's oracle
+    no traceback, each failure one line           stderr of every job, exit codes documented in README
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from later_read.constants import ALERT_KEYWORD
+from later_read.jobs.push.message import msg_id
+from later_read.keys import Keys
+from later_read.sandbox import seed as seeding
+from later_read.sandbox.faults.lab import DATE, HOUR, KNOBS, Day, Job, Lab
+from later_read.sandbox.simulator import SimulatorKnobs
+from later_read.sandbox.simulator_oracle import Oracle
+from later_read.sandbox.stack import DEFAULT_TASKS
+from later_read.sandbox.topic import read_topic
+from later_read.value_codec import CachedValue, decode
+
+DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6}  # README "Exit codes"; 70 is a bug by definition
+ONE_LINE_ERROR_CODES = {2, 3, 4, 5}            # these end with exactly one `later-read: error:` line
+KILLED = -9
+
+
+@dataclass
+class Verdict:
+    lost: int = 0
+    duplicates: int = 0   # messages beyond the first of each msg_id
+    unexpected: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def oracle() -> Oracle:
+    return Oracle(SimulatorKnobs.from_dict(KNOBS))
+
+
+def expected_value(sim: Oracle, uid: str) -> CachedValue:
+    """What the prewarm must have stored for uid (same rule as tests/test_push.oracle_value)."""
+    e = sim.expected(uid)
+    if not e["in_experiment"]:
+        return CachedValue("not_in_experiment", DATE, e["trace_id"])
+    if not e["has_rec"]:
+        return CachedValue("no_recommendation", DATE, e["trace_id"])
+    return CachedValue("rec", DATE, e["trace_id"], e["rec_id"], e["rec_type"], e["material_id"])
+
+
+def day_users(day: Day) -> dict[str, tuple[str, str]]:
+    """uid -> (project, task id) of every user the day's jobs must pick up (all at HOUR)."""
+    return seeding.expected_users(DATE, day.users, DEFAULT_TASKS, hours=(HOUR,))
+
+
+def pushable_users(day: Day, sim: Oracle | None = None) -> set[str]:
+    """The users who must end with exactly one message: in the experiment, a recommendation, a card."""
+    sim = sim or oracle()
+    return {uid for uid in day_users(day)
+            if (e := sim.expected(uid))["in_experiment"] and e["has_rec"] and e["material_found"]}
+
+
+def check_day(lab: Lab, day: Day) -> Verdict:
+    sim = oracle()
+    users = day_users(day)
+    want = pushable_users(day, sim)
+    verdict = Verdict()
+    messages = read_topic(lab.kafka.bootstrap, day.topic)
+    per_id = Counter(m.value.get("msg_id") for m in messages)
+    seen = {m.key for m in messages}
+    verdict.lost = len(want - seen)
+    verdict.duplicates = sum(n - 1 for n in per_id.values())
+    verdict.unexpected = sum(1 for m in messages if m.key not in want or m.value.get("msg_id") != msg_id(DATE, m.key))
+    _check_fields(sim, messages, users, verdict)
+    _check_markers(lab, seen, verdict)
+    _check_values(lab, sim, users, verdict)
+    return verdict
+
+
+def _check_fields(sim: Oracle, messages, users: dict, verdict: Verdict) -> None:
+    wrong = 0
+    for m in messages:
+        e, body = sim.expected(m.key), m.value
+        card = sim.card(e["material_id"]) if e["material_id"] else None
+        if (body.get("source_uid") != m.key or body.get("push_date") != DATE or body.get("push_hour") != HOUR
+                or body.get("rec_id") != e["rec_id"] or body.get("material_id") != e["material_id"]
+                or body.get("trace_id") != e["trace_id"] or card is None or body.get("title") != card["title"]
+                or m.key in users and body.get("project") != users[m.key][0]):
+            wrong += 1
+    if wrong:
+        verdict.problems.append(f"{wrong} message(s) with a field that differs from the oracle")
+
+
+def _markers(lab: Lab) -> tuple[list[bytes], list[bytes | None]]:
+    client = lab.redis_client()
+    keys = list(client.scan_iter(match=Keys.sent(DATE, "*"), count=1000))
+    return keys, (client.mget(keys) if keys else [])
+
+
+def unmarked_deliveries(lab: Lab, day: Day) -> int:
+    """Users whose message is in the topic without a sent marker: what a plain rerun would send twice."""
+    keys, _ = _markers(lab)
+    marked = {key.decode().rsplit(":", 1)[1] for key in keys}
+    return len({m.key for m in read_topic(lab.kafka.bootstrap, day.topic)} - marked)
+
+
+def _check_markers(lab: Lab, seen: set[str], verdict: Verdict) -> None:
+    keys, values = _markers(lab)
+    orphans = wrong = 0
+    for key, value in zip(keys, values):
+        uid = key.decode().rsplit(":", 1)[1]
+        orphans += uid not in seen
+        wrong += value is None or value.decode() != msg_id(DATE, uid)
+    if orphans or wrong:
+        verdict.problems.append(f"sent markers without their message: {orphans}, with another msg_id: {wrong}")
+
+
+def _check_values(lab: Lab, sim: Oracle, users: dict, verdict: Verdict) -> None:
+    keys = Keys()
+    uids = sorted(users)
+    wrong = missing = 0
+    for start in range(0, len(uids), 1000):
+        chunk = uids[start:start + 1000]
+        for uid, raw in zip(chunk, lab.redis_client().mget([keys.rec(u) for u in chunk])):
+            if raw is None:
+                missing += 1
+            elif decode(raw) != expected_value(sim, uid):
+                wrong += 1
+    if wrong or missing:
+        verdict.problems.append(f"Redis values: {missing} missing, {wrong} differ from the oracle")
+
+
+def check_job(job: Job) -> list[str]:
+    """No traceback; a documented exit code; a one-line error for the codes that end with one."""
+    text, code = job.stderr(), job.code
+    name = job.argv[3] if len(job.argv) > 3 else "job"
+    problems = []
+    if "Traceback" in text:
+        problems.append(f"{name} ({job.log.name}): a traceback on stderr")
+    if code != KILLED and code not in DOCUMENTED_EXIT_CODES:
+        problems.append(f"{name} ({job.log.name}): exit {code} is not a documented exit code")
+    if code in ONE_LINE_ERROR_CODES and not _ends_with_one_error(text):
+        problems.append(f"{name} ({job.log.name}): exit {code} without exactly one final error line")
+    return problems
+
+
+def _ends_with_one_error(text: str) -> bool:
+    """The last line says what failed and what to do: the CLI's `later-read: error: ...` line (only one),
+    or, when the job stopped itself (the prewarm's circuit breaker), its alert line with a `fix=`."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("later-read: error:")]
+    if errors:
+        return len(errors) == 1 and lines[-1] == errors[0]
+    return bool(lines) and lines[-1].endswith(ALERT_KEYWORD) and " fix=" in lines[-1]
