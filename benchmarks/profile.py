@@ -69,6 +69,7 @@ def main() -> None:
         common = ["--date", bench.DATE, "--config", str(config)]
         if s.job == "push":
             bench.run_job(["prewarm", *common])
+        bench.compile_package()
         job = [s.job, *common] + (["--hour", str(bench.PUSH_HOUR)] if s.job == "push" else [])
         subprocess.run(["py-spy", "record", "--nonblocking", "-r", str(args.rate), "-f", "raw",
                         "-o", str(args.out), "--", sys.executable, "-m", "later_read", "-q", *job],

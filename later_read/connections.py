@@ -17,7 +17,6 @@ from typing import Any, AsyncIterator
 
 from later_read.clients.ab import PATH as AB_PATH, ABClient
 from later_read.clients.http import ServiceCaller, open_session
-from later_read.clients.kafka import check_topic, open_producer
 from later_read.clients.material import PATH as MATERIAL_PATH, MaterialClient
 from later_read.clients.rate import SharedRateLimiter, shared_strategy
 from later_read.clients.recommend import PATH as REC_PATH, RecClient
@@ -90,9 +89,10 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 async def open_job(settings: Settings, http_connections: int | None = None) -> AsyncIterator[JobConnections]:
     """Redis (checked first), StarRocks and the services, closed in reverse order on the way out."""
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(settings))
         starrocks = StarRocks(settings.starrocks)
         stack.callback(starrocks.close)
+        starrocks.warm_up()  # connects while Redis is pinged and the lock taken
+        store = await stack.enter_async_context(open_store(settings))
         limit = http_connections or max(settings.prewarm.concurrency, settings.push.concurrency)
         session = open_session(limit, settings.services.timeout_seconds)
         stack.push_async_callback(session.close)
@@ -108,6 +108,7 @@ async def open_push(settings: Settings, *, kafka: bool,
     async with open_job(settings, http_connections) as job:
         producer = None
         if kafka:
+            from later_read.clients.kafka import check_topic, open_producer  # confluent_kafka: push only
             producer = open_producer(settings.kafka)
             check_topic(producer, settings.kafka)
         yield PushConnections(job.settings, job.store, job.starrocks, job.services, producer)

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+from typing import TYPE_CHECKING
+
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel
 
 from later_read.config import RedisSettings
+
+if TYPE_CHECKING:  # cluster and sentinel clients are imported in their mode only (start-up time)
+    from redis.asyncio.sentinel import Sentinel
 
 SLOTS = 16384  # hash slots in every Redis Cluster
 
@@ -28,6 +31,7 @@ def open_redis(settings: RedisSettings):
     timeouts = {"socket_timeout": settings.socket_timeout_seconds,
                 "socket_connect_timeout": settings.socket_timeout_seconds}
     if settings.mode == "cluster":
+        from redis.asyncio.cluster import RedisCluster
         return RedisCluster.from_url(settings.url, max_connections=settings.max_connections,
                                      require_full_coverage=True, **timeouts)
     if settings.mode == "sentinel":
@@ -40,6 +44,7 @@ def open_redis(settings: RedisSettings):
 
 
 def _sentinel(settings: RedisSettings) -> Sentinel:
+    from redis.asyncio.sentinel import Sentinel
     timeouts = {"socket_timeout": settings.socket_timeout_seconds,
                 "socket_connect_timeout": settings.socket_timeout_seconds}
     return Sentinel(settings.sentinel_addresses, sentinel_kwargs=dict(timeouts), **timeouts)

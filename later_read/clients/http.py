@@ -119,7 +119,8 @@ class ServiceCaller:
         self.origin = Origin.parse(url)
         self.breaker = Breaker(settings.breaker_window, settings.breaker_min_calls,
                                settings.breaker_failure_ratio)
-        self.limiter = limiter or RateLimiter(qps)
+        # None when uncapped: the hot path then makes no limiter call at all
+        self.limiter = limiter or (RateLimiter(qps) if qps > 0 else None)
         self.stats = CallStats()
         self.gate: AdaptiveGate | None = None  # adaptive concurrency (the prewarm's `adaptive = true`)
 
@@ -159,7 +160,8 @@ class ServiceCaller:
             raise ServiceDown(f"{self.name} service looks down: {self.breaker.failure_ratio:.0%} of its "
                               f"last {len(self.breaker.results)} calls failed ({self.url}); "
                               "check the service, then rerun (finished users are kept)")
-        await self.limiter.wait()
+        if self.limiter is not None:
+            await self.limiter.wait()
         if self.gate is not None:
             return await self._gated(body, parse, self.gate)
         self.stats.count_call()

@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import anyio
 import stamina
-from limits import RateLimitItemPerSecond
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from redis import exceptions as redis_errors
 
 from later_read.config import RedisSettings
 from later_read.errors import RedisUnavailable
 from later_read.store import RETRY_WAIT_MAX_SECONDS, RETRYABLE
+
+if TYPE_CHECKING:  # `limits` is imported only when a cap is set (50 ms of a job's start-up otherwise)
+    from limits import RateLimitItemPerSecond
+    from limits.aio.strategies import MovingWindowRateLimiter
 
 KEY_PREFIX = "later_read:qps"  # the limiter's keys, inside the project's Redis namespace
 MIN_WAIT_SECONDS = 0.001       # a full window is re-checked no sooner than this
@@ -80,6 +82,7 @@ def storage_uri(settings: RedisSettings) -> tuple[str, dict]:
 def window(qps: float) -> RateLimitItemPerSecond:
     """`qps` requests per second as a limits item (below 1/s: one request per ceil(1/qps) seconds;
     a fractional rate above 1/s rounds down, never up)."""
+    from limits import RateLimitItemPerSecond
     if qps >= 1:
         return RateLimitItemPerSecond(int(qps))
     return RateLimitItemPerSecond(1, math.ceil(1 / qps))
@@ -122,5 +125,7 @@ class SharedRateLimiter:
 
 def shared_strategy(settings: RedisSettings) -> MovingWindowRateLimiter:
     """The moving-window strategy on the configured Redis (one per job, shared by the services)."""
+    from limits.aio.strategies import MovingWindowRateLimiter
+    from limits.storage import storage_from_string
     uri, options = storage_uri(settings)
     return MovingWindowRateLimiter(storage_from_string(uri, **options))

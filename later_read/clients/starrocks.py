@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import threading
+from concurrent.futures import Future
 from operator import itemgetter
 from typing import AsyncIterator, Iterator
 
@@ -26,14 +28,33 @@ class StarRocks:
     def __init__(self, settings: StarRocksSettings) -> None:
         self.settings = settings
         self._conn: pymysql.connections.Connection | None = None
+        self._opening: Future | None = None  # warm_up's connection attempt, not yet taken
+
+    def warm_up(self) -> None:
+        """Start opening the connection in a background thread, so it overlaps the job's other set-up
+        (Redis, the lock); the first query takes it, or raises its error there, as without warm_up."""
+        if self._conn is None and self._opening is None:
+            future: Future = Future()
+            self._opening = future
+
+            def open_it() -> None:
+                try:
+                    future.set_result(self._open())
+                except BaseException as exc:  # noqa: BLE001 - handed to the first query
+                    future.set_exception(exc)
+            threading.Thread(target=open_it, name="starrocks-connect", daemon=True).start()
+
+    def _open(self) -> pymysql.connections.Connection:
+        s = self.settings
+        return pymysql.connect(
+            host=s.host, port=s.port, user=s.user, password=s.password, database=s.database,
+            connect_timeout=s.connect_timeout_seconds, read_timeout=s.read_timeout_seconds,
+            autocommit=True, charset="utf8mb4")
 
     def _connect(self) -> pymysql.connections.Connection:
-        s = self.settings
         if self._conn is None:
-            self._conn = pymysql.connect(
-                host=s.host, port=s.port, user=s.user, password=s.password, database=s.database,
-                connect_timeout=s.connect_timeout_seconds, read_timeout=s.read_timeout_seconds,
-                autocommit=True, charset="utf8mb4")
+            opening, self._opening = self._opening, None
+            self._conn = opening.result() if opening is not None else self._open()
         return self._conn
 
     def _query(self, sql: str, params: list) -> tuple:
@@ -109,12 +130,23 @@ class StarRocks:
         return int(rows[0][0]) if rows else 0
 
     def close(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is not None:  # warmed up, never used: closed once open (no wait here)
+            opening.add_done_callback(_close_opened)
         if self._conn is not None:
             try:
                 self._conn.close()
             except pymysql.err.Error:
                 pass
             self._conn = None
+
+
+def _close_opened(future: Future) -> None:
+    if future.exception() is None:
+        try:
+            future.result().close()
+        except pymysql.err.Error:
+            pass
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -29,7 +29,6 @@ from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, E
 from later_read.jobs.progress import write_report
 from later_read.lock import JobLock
 from later_read.log import alert, get_logger, summary as log_summary
-from later_read.metrics import record_job
 from later_read.runtime import Shutdown
 from later_read.shard import Shard
 from later_read.summary import Summary
@@ -124,6 +123,7 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
             write_report(job.report_path, data)
         except OSError as exc:
             alert(log, f"{job.name}.report_failed", path=job.report_path, error=exc.strerror)
+    from later_read.metrics import record_job  # prometheus_client: imported at the end, not at start-up
     record_job(job.settings, job.name, summary, job.shard)  # metrics: never raises
     if started:
         job.alert(error)

@@ -1,14 +1,15 @@
 """The prewarm's fan-out: the day's users -> `concurrency` workers (A/B, then recommend) -> Redis in batches.
 
-    reader --(memory stream, about one page)--> N long-lived workers --> BatchWriter (batched SETs)
+    reader --(UserFeed, about one page)--> N long-lived workers --> BatchWriter (batched SETs)
                                                                            `-> HourTracker (ready markers)
 
 - The reader goes through the push hours in order (0 .. 23, hours.py): per hour it pages that hour's
   users out of StarRocks (keyset pagination, `starrocks.batch_size` per page), drops those with an earlier
   push hour (handled there: one point-lookup query per page), reads the page's existing values with MGETs
-  (unless `--force`) and sends only the users not yet done for the date. The stream's buffer is one page,
-  so the workers keep busy while the next page is read, and memory stays bounded by about two pages
-  whatever the day's user count. A rerun goes through the hours in the same order.
+  (unless `--force`) and puts only the users not yet done for the date into the feed (feed.py). `put`
+  returns while fewer than one page of users wait, so the next page (of this hour or the next) is read
+  while the workers still have the current one, and memory stays bounded by about two pages whatever the
+  day's user count. A rerun goes through the hours in the same order.
 - Exactly `concurrency` worker tasks live for the whole run and loop over the stream: no task, cancel
   scope or timeout object is created per user, so the per-user CPU is the two HTTP calls and little else.
 - Stopping (SIGTERM/SIGINT, a service down, a fatal error): the reader is cancelled at once, workers take
@@ -34,6 +35,7 @@ from later_read.errors import CorruptValue, LaterReadError, ServiceDown, Service
 from later_read.jobs.decide import decide
 from later_read.jobs.prewarm.hours import HOURS, HourTracker
 from later_read.shard import Shard
+from later_read.jobs.prewarm.feed import UserFeed
 from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
@@ -73,6 +75,7 @@ class Fanout:
         self.hours = HourTracker(self.store, plan.date, plan.query.uids is None, self._writer_failed,
                                  shard.suffix)
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
+        self.feed = UserFeed(max(self.starrocks.settings.batch_size, plan.concurrency))
         self._stopped = anyio.Event()
         self._read_scope = anyio.CancelScope()
         self._work_scope = anyio.CancelScope()
@@ -119,31 +122,33 @@ class Fanout:
             self.hours.finish()
 
     async def _fan_out(self) -> None:
-        send, receive = anyio.create_memory_object_stream[tuple[int, TaskUser]](
-            max(self.starrocks.settings.batch_size, self.plan.concurrency))
+        feed = self.feed
         async with anyio.create_task_group() as guard:
             guard.start_soon(self._follow_shutdown)
             guard.start_soon(self._enforce_grace)
             guard.start_soon(self.progress.run)
             with self.shutdown.force, self._work_scope:  # a second signal or the grace cancels work
                 async with anyio.create_task_group() as work:
-                    work.start_soon(self._read, send)
+                    work.start_soon(self._read, feed)
                     for _ in range(self.plan.concurrency):
-                        work.start_soon(self._work, receive)
-            receive.close()
+                        work.start_soon(self._work, feed)
             guard.cancel_scope.cancel()
 
-    async def _read(self, send) -> None:
-        with self._read_scope:
-            async with send:
+    async def _read(self, feed: UserFeed) -> None:
+        try:
+            with self._read_scope:
                 try:
                     for hour in HOURS:
-                        await self._read_hour(hour, send)
+                        await self._read_hour(hour, feed)
                 except LaterReadError as exc:
                     self.request_stop(STOP_ERROR, exc)
+        finally:
+            feed.close()
 
-    async def _read_hour(self, hour: int, send) -> None:
-        """The users whose earliest push hour is `hour`, page by page, minus those already done."""
+    async def _read_hour(self, hour: int, feed: UserFeed) -> None:
+        """The users whose earliest push hour is `hour`, page by page, minus those already done.
+        `feed.put` returns as soon as the feed is below one page: the next page (and the next hour's)
+        is read while the workers still have this one."""
         query = dataclasses.replace(self.plan.query, hour=hour)
         async for page in self.starrocks.users(query):
             earlier = await self.starrocks.earlier(self.plan.query, hour, [user.uid for user in page])
@@ -156,8 +161,7 @@ class Fanout:
                 self.counts["skipped_existing"] += skipped
                 self.progress.advance(skipped)
             self.hours.sent(hour, len(todo), skipped)
-            for user in todo:
-                await send.send((hour, user))
+            await feed.put([(hour, user) for user in todo])
         self.hours.close(hour)
 
     def _servable(self, page: list[TaskUser]) -> list[TaskUser]:
@@ -191,13 +195,21 @@ class Fanout:
         except CorruptValue:
             return False  # recomputed and overwritten
 
-    async def _work(self, receive) -> None:
+    async def _work(self, feed: UserFeed) -> None:
         """One long-lived worker: the per-user hot path (no per-user tasks, scopes or INFO logging)."""
         services, date, counts, failures = self.services, self.plan.date, self.counts, self.failures
         add, advance = self.writer.add, self.progress.advance
-        async for hour, user in receive:
+        items, take = feed.items, feed.items.popleft
+        while True:
             if self.stop_reason is not None:
                 return  # users still buffered are left for the rerun
+            if not items:  # the slow path: wait for the reader (or the end)
+                if not await feed.wait():
+                    return
+                continue
+            hour, user = take()
+            if feed.reader_waiting:
+                feed.room()
             try:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:

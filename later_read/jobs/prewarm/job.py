@@ -144,6 +144,7 @@ class PrewarmJob:
         summary.services = with_old_flow(services, summary.counts["users"] - summary.counts["skipped_existing"])
         summary.extra["hours"] = fanout.hours.report()
         summary.extra["written"] = fanout.writer.written
+        summary.extra.update(fanout.feed.report())  # workers idle waiting for the reader (feed.py)
         if fanout.writer.lost:
             summary.extra["not_written"] = fanout.writer.lost
 
