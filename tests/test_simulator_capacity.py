@@ -99,18 +99,18 @@ def test_capacity_changes_while_requests_wait(sim):
 
 def test_queue_is_fifo_and_latency_grows_with_the_queue(sim):
     """capacity 1, 300 ms per request: the n-th caller waits for the n-1 before it (floor n x 300 ms).
-    300 ms rather than less so that on a loaded machine, where a caller thread may start late, the six
-    still arrive while the queue is long (the queue drains one caller per 300 ms)."""
-    latency = 0.3
+    300 ms and 50 ms apart rather than less so that on a loaded machine, where a caller thread may start
+    late, the six still arrive in order and while the queue is long (it drains one caller per 300 ms)."""
+    latency, spacing = 0.3, 0.05
     sim.configure(rec={"latency_ms": latency * 1000, "capacity": 1})
-    callers, order = start_callers(sim, 6, spacing=0.01)  # spaced so they arrive in this order
+    callers, order = start_callers(sim, 6, spacing=spacing)  # spaced so they arrive in this order
     for caller in callers:
         caller.join(10)
     assert order == [caller.uid for caller in callers]
     for position, caller in enumerate(callers, start=1):
         assert caller.status == 200
-        # the simulator never answers before the deadline; the first arrived 10 ms x (position - 1) earlier
-        assert caller.seconds >= position * latency - (position - 1) * 0.01 - 0.005
+        # the simulator never answers before the deadline; the first arrived `spacing` x (position - 1) earlier
+        assert caller.seconds >= position * latency - (position - 1) * spacing - 0.005
     assert sim.stats()["rec"]["max_queued"] >= 4
 
 
