@@ -57,14 +57,7 @@ def seed(mysql, users: int) -> dict[str, tuple[str, str]]:
 
 def expected_value(sim, uid: str) -> dict:
     """The value the prewarm must store for uid, from the simulator's own deterministic answers."""
-    answer = sim.expected(uid)
-    base = {"date": DATE, "trace_id": answer["trace_id"]}
-    if not answer["in_experiment"]:
-        return {"outcome": "not_in_experiment", **base}
-    if not answer["has_rec"]:
-        return {"outcome": "no_recommendation", **base}
-    return {"outcome": "rec", **base, "rec_id": answer["rec_id"], "rec_type": answer["rec_type"],
-            "material_id": answer["material_id"]}
+    return sim.expected_value(uid, DATE).to_dict()
 
 
 def redis_client(url: str) -> redis.Redis:

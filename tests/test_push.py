@@ -75,12 +75,7 @@ def seed_hour(mysql, users: int, hour: int, prefix: str = "k") -> dict[str, tupl
 
 def oracle_value(sim, uid: str, date: str = DATE) -> CachedValue:
     """What the prewarm stores for uid, from the simulator's deterministic answers."""
-    e = sim.expected(uid)
-    if not e["in_experiment"]:
-        return CachedValue("not_in_experiment", date, e["trace_id"])
-    if not e["has_rec"]:
-        return CachedValue("no_recommendation", date, e["trace_id"])
-    return CachedValue("rec", date, e["trace_id"], e["rec_id"], e["rec_type"], e["material_id"])
+    return sim.expected_value(uid, date)
 
 
 def prewarm(redis_url: str, values: dict[str, CachedValue], done: bool = True) -> None:

@@ -11,6 +11,7 @@ from hashlib import blake2b
 from typing import Any
 
 from later_read.sandbox.simulator_knobs import SimulatorKnobs
+from later_read.value_codec import CachedValue
 
 REC_TYPES = ("book", "serial", "audiobook")
 _SCALE = float(2**64)
@@ -107,3 +108,12 @@ class Oracle:
         if rec is not None:
             answer.update(rec, material_found=self.material_exists(rec["material_id"]))
         return answer
+
+    def expected_value(self, uid: str, date: str) -> CachedValue:
+        """The value a prewarm of `date` must store for uid (the decision rule over `expected`)."""
+        e = self.expected(uid)
+        if not e["in_experiment"]:
+            return CachedValue("not_in_experiment", date, e["trace_id"])
+        if not e["has_rec"]:
+            return CachedValue("no_recommendation", date, e["trace_id"])
+        return CachedValue("rec", date, e["trace_id"], e["rec_id"], e["rec_type"], e["material_id"])

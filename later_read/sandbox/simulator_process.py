@@ -23,6 +23,7 @@ from typing import Any
 from later_read.sandbox.servers import death_signal_setter
 from later_read.sandbox.simulator_knobs import KnobError, SimulatorKnobs
 from later_read.sandbox.simulator_oracle import Oracle
+from later_read.value_codec import CachedValue
 
 START_TIMEOUT_SECONDS = 15.0
 LISTENING = "simulator listening on "
@@ -154,6 +155,10 @@ class SimulatorProcess:
     def expected(self, uid: str, default: str = "0") -> dict[str, Any]:
         """What the simulator answers for uid under its current knobs, computed locally."""
         return Oracle(self.knobs).expected(uid, default)
+
+    def expected_value(self, uid: str, date: str) -> CachedValue:
+        """The value a prewarm of `date` must store for uid under the current knobs."""
+        return Oracle(self.knobs).expected_value(uid, date)
 
     def _request(self, method: str, path: str, payload: Any = None, timeout: float = 10) -> Any:
         if not self.url:

@@ -41,13 +41,8 @@ def oracle() -> Oracle:
 
 
 def expected_value(sim: Oracle, uid: str) -> CachedValue:
-    """What the prewarm must have stored for uid (same rule as tests/test_push.oracle_value)."""
-    e = sim.expected(uid)
-    if not e["in_experiment"]:
-        return CachedValue("not_in_experiment", DATE, e["trace_id"])
-    if not e["has_rec"]:
-        return CachedValue("no_recommendation", DATE, e["trace_id"])
-    return CachedValue("rec", DATE, e["trace_id"], e["rec_id"], e["rec_type"], e["material_id"])
+    """What the prewarm must have stored for uid."""
+    return sim.expected_value(uid, DATE)
 
 
 def day_users(day: Day) -> dict[str, tuple[str, str]]:
