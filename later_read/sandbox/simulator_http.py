@@ -126,7 +126,7 @@ class HttpConnection(asyncio.Protocol):
         body = reply.body
         transport.write(self.heads.build(reply.status, len(body), close) + body)
         if reply.stats is not None:
-            reply.stats.completed(self.loop.time())
+            reply.stats.completed(time.time())  # wall-clock seconds, as the job buckets its calls
         if close:
             transport.close()
             self.buffer = b""
