@@ -8,7 +8,8 @@ import pytest
 
 from later_read import constants
 from later_read.value_codec import CachedValue, decode, encode
-from later_read.clients.http import Breaker, LatencyHistogram
+from later_read.clients.http import Breaker
+from later_read.clients.latency import LatencyHistogram
 from later_read.errors import CorruptValue, UsageError
 from later_read.inputs import parse_date, parse_uid, read_uids_file
 from later_read.uids import write_file

@@ -10,7 +10,6 @@ and per-reason counters and a latency histogram for the job summary. Wire errors
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import stamina
 
 from later_read.clients.rate import RateLimiter
 from later_read.clients.adaptive import AdaptiveGate
+from later_read.clients.latency import LatencyHistogram
 from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout
 from later_read.config import ServiceSettings
 from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, TransientServiceError
@@ -31,34 +31,6 @@ T = TypeVar("T")
 def open_session(connections: int, timeout_seconds: float) -> HttpPool:
     """The job's one HTTP pool: keep-alive connections sized to the concurrency, per-request timeout."""
     return HttpPool(limit=connections, timeout_seconds=timeout_seconds)
-
-
-class LatencyHistogram:
-    """Log-bucketed latencies (2 % wide buckets): constant memory for any number of calls."""
-
-    _BASE = math.log(1.02)
-
-    def __init__(self) -> None:
-        self.buckets: Counter[int] = Counter()
-        self.count = 0
-
-    def add(self, seconds: float) -> None:
-        self.buckets[int(math.log(max(seconds, 1e-6) * 1e6) / self._BASE)] += 1
-        self.count += 1
-
-    def percentile(self, q: float) -> float:
-        """The q-th percentile (0-100) in milliseconds, 0.0 when empty."""
-        if not self.count:
-            return 0.0
-        rank, seen = q / 100 * self.count, 0
-        for bucket in sorted(self.buckets):
-            seen += self.buckets[bucket]
-            if seen >= rank:
-                return math.exp((bucket + 0.5) * self._BASE) / 1e3
-        return 0.0
-
-    def summary(self) -> dict:
-        return {f"p{q}_ms": round(self.percentile(q), 2) for q in (50, 95, 99)}
 
 
 class Breaker:

@@ -15,6 +15,10 @@ capacity lets the requests in service finish and starts no new one until fewer t
 
 A client that disconnects cancels its request: a queued one leaves the queue, one in service keeps its slot
 until its service time is over (the work was started; a real worker would finish it too).
+
+`sojourn` is the latency as the service itself sees it (arrival to reply: queue wait plus service time),
+log-bucketed since the last reset; benchmarks compare it with the client's round trips, which also hold
+the client's own delays.
 """
 
 from __future__ import annotations
@@ -23,16 +27,17 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+from later_read.clients.latency import LatencyHistogram
 from later_read.sandbox.simulator_timer import Clock
 
 
 class _Job:
     """One request at the station: its service time, what to call when served, whether it still waits."""
 
-    __slots__ = ("delay", "callback", "queued")
+    __slots__ = ("delay", "callback", "queued", "arrived")
 
     def __init__(self, delay: float, callback: Callable[[], None]) -> None:
-        self.delay = delay
+        self.delay, self.arrived = delay, time.monotonic()
         self.callback: Callable[[], None] | None = callback
         self.queued = True
 
@@ -48,6 +53,7 @@ class Station:
         self.queued = 0            # live jobs waiting (cancelled ones are skipped, not counted)
         self.max_queued = 0
         self.served = 0
+        self.sojourn = LatencyHistogram()
         self._queue: deque[_Job] = deque()
 
     def full(self) -> bool:
@@ -89,6 +95,7 @@ class Station:
         self.served += 1
         callback, job.callback = job.callback, None
         if callback is not None:
+            self.sojourn.add(time.monotonic() - job.arrived)
             callback()
         self._drain()
 
@@ -103,7 +110,10 @@ class Station:
     def snapshot(self) -> dict[str, Any]:
         """The station's state for `GET /_sim/stats` (not zeroed by `/_sim/reset` but `max_queued`)."""
         return {"capacity": self.capacity, "in_service": self.busy, "queued": self.queued,
-                "max_queued": self.max_queued}
+                "max_queued": self.max_queued, "sojourn_p50_ms": round(self.sojourn.percentile(50), 2),
+                "sojourn_p99_ms": round(self.sojourn.percentile(99), 2)}
 
     def reset_peaks(self) -> None:
+        """`/_sim/reset`: peaks and the sojourn histogram start again (the requests in flight stay)."""
         self.max_queued = self.queued
+        self.sojourn = LatencyHistogram()
