@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from later_read.clients.adaptive import MIN_LIMIT, AdaptiveGate, VegasLimit
+from later_read.clients.adaptive import MIN_LIMIT, RAMP_AFTER, AdaptiveGate, VegasLimit
 
 STEP = 0.001
 
@@ -58,11 +58,12 @@ def settled(history: list[tuple[float, int]], last_seconds: float) -> list[int]:
 
 
 def test_finds_the_capacity_of_a_service_that_queues():
-    """capacity 50 at 20 ms, upper bound 400: the limit settles within 20 % above 50, not at 400."""
+    """capacity 50 at 20 ms, upper bound 400: the limit settles a few calls above 50 (alpha..beta queued),
+    not at 400."""
     limit = VegasLimit(max_limit=400, rng=random.Random(1))
     history = run(limit, Service(50, 0.020), 10)
     steady = settled(history, 5)
-    assert 50 <= min(steady) and max(steady) <= 60, (min(steady), max(steady))
+    assert 50 <= min(steady) and max(steady) <= 55, (min(steady), max(steady))
     assert 0.019 < limit.min_rtt < 0.021
 
 
@@ -71,14 +72,26 @@ def test_follows_a_capacity_cut_within_a_second_of_simulated_time():
     run(limit, Service(50, 0.020), 5)
     history = run(limit, Service(25, 0.020), 5, start=5)
     after_one_second = [value for at, value in history if at > 6]
-    assert 25 <= min(after_one_second) and max(after_one_second) <= 31, after_one_second[:5]
+    assert 25 <= min(after_one_second) and max(after_one_second) <= 30, after_one_second[:5]
 
 
 def test_grows_back_when_capacity_returns():
     limit = VegasLimit(max_limit=400, rng=random.Random(1))
     run(limit, Service(25, 0.020), 5)
     history = run(limit, Service(80, 0.020), 5, start=5)
-    assert 80 <= min(settled(history, 2)) and max(settled(history, 2)) <= 93
+    assert 80 <= min(settled(history, 2)) and max(settled(history, 2)) <= 88
+
+
+def test_after_a_decrease_it_grows_by_one_root_until_calm_for_a_few_windows():
+    """The fast ramp (+beta a window) is for a limit far below the capacity; right after a decrease, growth
+    is +1 x root a window until RAMP_AFTER calm windows in a row (the Vegas band is 2..4 calls wide, a +4
+    step would jump across it and oscillate)."""
+    limit = VegasLimit(max_limit=400, rng=random.Random(1))
+    run(limit, Service(50, 0.020), 5)
+    run(limit, Service(25, 0.020), 1, start=5)      # decreased to about 25
+    history = run(limit, Service(1000, 0.020), 2, start=6)
+    steps = [b - a for (_, a), (_, b) in zip(history, history[1:]) if b != a]
+    assert steps[:RAMP_AFTER + 1] == [1] * RAMP_AFTER + [4], steps[:8]   # then beta again
 
 
 def test_backs_off_on_drops_and_probes_back_up():
@@ -124,12 +137,12 @@ def test_a_service_that_got_slower_is_relearned_by_the_probe():
 
 def test_samples_of_calls_started_before_a_change_are_ignored():
     limit = VegasLimit(max_limit=400, initial=20, rng=random.Random(1))
-    for n in range(22):  # a first window (0.005 .. 0.11 s): 20 ms each, no queue: the limit grows by beta
+    for n in range(22):  # a first window (0.005 .. 0.11 s): 20 ms each, no queue: the limit grows by beta (4)
         limit.sample(0.005 * (n + 1), 0.005 * (n + 1) - 0.02, 0.02, 20, False)
-    assert limit.current == 26 and limit.changed_at == pytest.approx(0.11)
+    assert limit.current == 24 and limit.changed_at == pytest.approx(0.11)
     for n in range(50):  # terribly slow, but started before the change: not a signal
-        limit.sample(0.2 + 0.005 * n, 0.05, 1.0, 26, True)
-    assert limit.current == 26 and limit.backoffs == 0
+        limit.sample(0.2 + 0.005 * n, 0.05, 1.0, 24, True)
+    assert limit.current == 24 and limit.backoffs == 0
 
 
 # The gate -----------------------------------------------------------------------------------------

@@ -8,18 +8,19 @@ adaptive concurrency filter (`min_rtt_calc_params`):
 - Every completed call is a sample (its round trip, whether it was *dropped*: a 429, a 5xx, a timeout, a
   connection error). Samples are gathered in windows of at least WINDOW_SECONDS and WINDOW_SAMPLES; a
   sample of a call started before the limit last changed is ignored (it says nothing about the new limit).
-- A window's round trip `rtt` is its WINDOW_PERCENTILE-th percentile, not its mean: measured by the
-  client, a round trip also holds the client's own event-loop delays, which come and go with its CPU
-  load (the mean of a busy 2-core host ran 20-40 % above the service's latency); calls queued at the
-  service are *all* late, so a low percentile still sees a queue and ignores the noise (Envoy's
-  `sample_aggregate_percentile`). The no-load round trip `min_rtt` is the lowest window `rtt`. A window
-  whose `rtt` is above it means calls queue: Vegas estimates the queue as `limit x (1 - min_rtt / rtt)`.
+- A window's round trip `rtt` is its median (Envoy's `sample_aggregate_percentile`, default p50), and the
+  no-load round trip `min_rtt` the lowest window `rtt`. A window whose `rtt` is above it means calls queue:
+  Vegas estimates the queue as `limit x (1 - min_rtt / rtt)`. A lower percentile (p10 was tried) hides the
+  queue: arrivals come in bursts, so a tenth of the calls find a free slot even while the service keeps a
+  queue, and the limit settled 20-40 % above the capacity; the median settles within a few percent of it.
 - Per window: more than DROP_TOLERANCE of the samples dropped -> `limit x BACKOFF` (Netflix AIMD's
   backoff ratio); queue > beta -> `limit x max(0.5, min_rtt / rtt) + alpha` (Gradient2's form: at a
-  service serving K at once this lands on about K + alpha at once); queue <= threshold -> `limit + beta`
-  (probing up, unless fewer than half the permits were used: the job, not the service, is the bound);
-  threshold < queue < alpha -> `+ threshold`; otherwise (alpha..beta queued) the limit is right.
-  alpha, beta and threshold are 3, 6 and 1 x max(1, int(log10(limit))), Netflix's Vegas defaults.
+  service serving K at once this lands on about K + alpha at once); queue <= threshold -> grow (unless
+  fewer than half the permits were used: the job, not the service, is the bound) by beta after RAMP_AFTER
+  calm windows in a row, else by threshold; threshold < queue < alpha -> `+ threshold`; otherwise (alpha..
+  beta queued) the limit is right. alpha, beta and threshold are 2, 4 and 1 x max(1, int(log10(limit)))
+  (Netflix's Vegas uses 3, 6, 1: a queue of 6 is 24 % of a 25-slot service, past the 20 % the prewarm
+  allows itself). Growing by beta right after a decrease would jump across the 2-wide band and oscillate.
 - Every PROBE_SECONDS (jittered down to half, like Netflix's probe) the limit is pinned to a quarter for
   one window and that window's `rtt` becomes the new `min_rtt` (Envoy's minRTT recalculation), so a
   service that got permanently slower is not mistaken for a queue forever.
@@ -39,7 +40,8 @@ from typing import Any, Callable
 
 WINDOW_SECONDS = 0.1     # Envoy's sample window; ~5 round trips of a 20 ms service per window
 WINDOW_SAMPLES = 10      # Netflix WindowedLimit's minimum window size: fewer samples are noise
-WINDOW_PERCENTILE = 10   # the window's round trip: its 10th percentile (see the module docstring)
+WINDOW_PERCENTILE = 50   # the window's round trip: its median (see the module docstring)
+RAMP_AFTER = 3           # calm windows in a row (no queue) before growing by beta again, not by 1 x root
 DROP_TOLERANCE = 0.02    # a few stray 5xx are faults, not overload; a storm is well above 2 %
 BACKOFF = 0.9            # Netflix AIMDLimit's default backoff ratio
 PROBE_SECONDS = 30.0     # re-measure min_rtt this often (jittered 0.5-1x): ~1 % of windows pinned low
@@ -65,6 +67,7 @@ class VegasLimit:
         self.backoffs = 0             # windows that backed off on drops (for the report)
         self._probing: float | None = None  # the limit to go back to after a probe window
         self._next_probe: float | None = None
+        self._calm = RAMP_AFTER     # calm windows in a row: the first ramp is fast
         self._open_window(-math.inf)
 
     @property
@@ -119,13 +122,15 @@ class VegasLimit:
             self.min_rtt = rtt
         queue = limit * (1 - self.min_rtt / rtt)
         root = _log10_root(limit)
-        alpha, beta, threshold = 3 * root, 6 * root, root
+        alpha, beta, threshold = 2 * root, 4 * root, root
+        calm, self._calm = self._calm, 0
         if queue > beta:
             return limit * max(0.5, self.min_rtt / rtt) + alpha
         if self._peak * 2 < limit:
             return limit   # app-limited: the job cannot use the permits it has
         if queue <= threshold:
-            return limit + beta
+            self._calm = calm + 1
+            return limit + (beta if self._calm > RAMP_AFTER else threshold)
         if queue < alpha:
             return limit + threshold
         return limit
