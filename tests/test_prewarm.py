@@ -295,6 +295,8 @@ def test_hard_down_service_stops_the_job_early(sim, redis_url, mysql, make_confi
     lines = [line for line in result.stderr.splitlines() if "prewarm.service_down" in line]
     assert len(lines) == 1 and "service=rec" in lines[0] and lines[0].endswith("LATER_READ_ALERT")
     assert "prewarm.summary status=service_down" in result.stderr
+    last = result.stderr.rstrip().splitlines()[-1]  # the same one-line ending as every exit code 2-5
+    assert last.startswith("later-read: error: rec service looks down") and "rerun" in last, last
     assert sim.stats()["ab"]["calls"] < len(expected) / 4  # stopped early, not tried for everyone
     values = stored_values(redis_url)
     assert values and {v["outcome"] for v in values.values()} == {"not_in_experiment"}

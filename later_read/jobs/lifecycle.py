@@ -61,6 +61,9 @@ class Job(Protocol):
     def alert(self, error: BaseException | None) -> None:
         """The run's one closing line: an alert when a person must act, else an INFO `<job>.done`."""
 
+    def stop_error(self) -> LaterReadError | None:
+        """The error that stopped `work` early without raising (the prewarm's tripped breaker), else None."""
+
 
 def run_job(job: Job) -> int:
     """Run `job` on a fresh event loop; the process's exit code (the error line already printed)."""
@@ -129,6 +132,8 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
         job.alert(error)
     if error is not None:
         say_error(error)
+    elif (stopped := job.stop_error()) is not None:
+        say_error(stopped)   # the same last line as a raised error: `later-read: error: ...`
     return code
 
 

@@ -21,6 +21,7 @@ from typing import AsyncContextManager, Callable
 from later_read.clients.adaptive import AdaptiveGate, VegasLimit
 from later_read.config import Settings
 from later_read.connections import JobConnections, Services, open_job
+from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.prewarm.fanout import STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout, FanoutPlan
@@ -170,6 +171,12 @@ class PrewarmJob:
         data.pop("services", None)
         data.pop("hours", None)  # per-hour readiness has its own markers
         return data
+
+    def stop_error(self) -> LaterReadError | None:
+        """The breaker's ServiceDown when a service tripped it: the run's last line names it."""
+        error = self.fanout.error if self.fanout is not None else None
+        stopped = self.summary.status == STOP_SERVICE_DOWN and isinstance(error, LaterReadError)
+        return error if stopped else None
 
     def alert(self, error: BaseException | None) -> None:
         """One line per run: an alert when a person must act, an INFO `prewarm.done` otherwise."""

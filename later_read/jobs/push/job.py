@@ -33,7 +33,7 @@ from later_read import runtime
 from later_read.clients.material import Material
 from later_read.config import Settings
 from later_read.connections import PushConnections, open_push
-from later_read.errors import ServiceError, UsageError
+from later_read.errors import LaterReadError, ServiceError, UsageError
 from later_read.inputs import parse_date
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.progress import Progress, check_report_path
@@ -186,6 +186,10 @@ class PushJob:
         if shutdown.stopping:
             return "interrupted"
         return "failures" if summary.failures else "ok"
+
+    def stop_error(self) -> LaterReadError | None:
+        """None: the push raises what stops it (ServiceDown, a broker error), so the CLI prints it."""
+        return None
 
     def alert(self, error: BaseException | None) -> None:
         """The push's closing alert: only an interrupted run needs one (the others have their own lines)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from later_read.constants import ALERT_KEYWORD
 from later_read.jobs.push.message import msg_id
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
@@ -142,10 +141,8 @@ def check_job(job: Job) -> list[str]:
 
 
 def _ends_with_one_error(text: str) -> bool:
-    """The last line says what failed and what to do: the CLI's `later-read: error: ...` line (only one),
-    or, when the job stopped itself (the prewarm's circuit breaker), its alert line with a `fix=`."""
+    """The last line says what failed and what to do: the CLI's `later-read: error: ...` line, only one (a
+    job that stopped itself, the prewarm's tripped breaker, ends with it too, after its alert line)."""
     lines = [line for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("later-read: error:")]
-    if errors:
-        return len(errors) == 1 and lines[-1] == errors[0]
-    return bool(lines) and lines[-1].endswith(ALERT_KEYWORD) and " fix=" in lines[-1]
+    return len(errors) == 1 and lines[-1] == errors[0]
