@@ -70,6 +70,7 @@ class _Group:
         self.tempdir: Path | None = None
         self.children: dict[int, ChildProcess] = {}  # port -> process
         self.binary = ""
+        self.killed: int | None = None  # the master `kill_master` took down (wait_failover looks past it)
 
     def __enter__(self):
         return self.start()
@@ -107,6 +108,12 @@ class _Group:
         """SIGKILL the process listening on `port` (a crash, not a shutdown)."""
         child = self.children.pop(port)
         child.kill()
+
+    def _kill_master_at(self, port: int) -> int:
+        """SIGKILL the master on `port` and remember it for `wait_failover`; returns the port."""
+        self.kill(port)
+        self.killed = port
+        return port
 
     def stop(self) -> None:
         for child in self.children.values():
@@ -168,10 +175,7 @@ class RedisClusterGroup(_Group):
 
     def kill_master(self, port: int | None = None) -> int:
         """SIGKILL a master (the first one, or `port`); its replica is promoted. Returns its port."""
-        port = port or self.masters()[0]
-        self.kill(port)
-        self.killed = port
-        return port
+        return self._kill_master_at(port or self.masters()[0])
 
     def wait_failover(self, timeout: float = 30.0) -> None:
         """Return once every live node says cluster_state:ok again (the replica took the slots)."""
@@ -255,10 +259,7 @@ class RedisSentinelGroup(_Group):
 
     def kill_master(self) -> int:
         """SIGKILL the current master; the sentinels promote the replica. Returns the killed port."""
-        port = self.master()
-        self.kill(port)
-        self.killed = port
-        return port
+        return self._kill_master_at(self.master())
 
     def wait_failover(self, timeout: float = 30.0) -> None:
         """Return once the sentinels name a new master and it answers as a master."""
