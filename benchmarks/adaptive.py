@@ -2,6 +2,7 @@
 
     python benchmarks/adaptive.py --quick      # small: ~2 minutes
     python benchmarks/adaptive.py              # the issue's figures (run on a quiet machine)
+    python benchmarks/adaptive.py --quick --hog 1   # a noisy host: one CPU-bound process beside the job
 
 The simulator serves A/B and recommend with capacity 50 each (50 calls at once, the rest queued FIFO)
 at a base latency of 20 ms, so each service does at most 50 / 0.020 = 2,500 calls/s and a user (A/B
@@ -13,6 +14,9 @@ then recommend) at most 2,500 users/s. `[prewarm] concurrency = 400` is the boun
   cut     capacity cut to 25 after CUT_AT s: how long until the in-flight count at the service is within
           20 % of 25, and how many whole seconds after that had their mean within 20 %
   storm   30 % of A/B and recommend calls answered 429 for STORM_SECONDS: in flight before, during, after
+
+`--hog N` starts N CPU-bound processes for the whole run: the client's round trips then carry its own
+scheduling delays (noise no queue at the service explains), the case where a latency-only limit collapses.
 
 Prints one line per run; nothing is asserted. Taken on a loaded 2-core machine the figures are noisy:
 rerun on a quiet one.
@@ -140,14 +144,29 @@ def line(mode: str, phase: str, report: dict, poller: Poller, extra: str) -> str
             f"{limits} {extra}")
 
 
+def start_hogs(count: int) -> list[subprocess.Popen]:
+    """CPU-bound loops until killed (the noisy neighbours of `--hog`)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter phases (~2 minutes in all)")
     parser.add_argument("--modes", default="adaptive,fixed")
     parser.add_argument("--verbose", action="store_true", help="print the progress lines and in-flight samples")
+    parser.add_argument("--hog", type=int, default=0, metavar="N", help="N CPU-bound processes beside the job")
+    parser.add_argument("--phases", default="steady,cut,storm")
     args = parser.parse_args()
-    steady, cut_at, storm_at, storm_seconds = (8, 4, 4, 3) if args.quick else (30, 15, 15, 5)
-    users = int(CEILING * steady * 1.5)
+    hogs = start_hogs(args.hog)
+    try:
+        run_all(args)
+    finally:
+        for process in hogs:
+            process.kill()
+
+
+def run_all(args: argparse.Namespace) -> None:
+    users = int(CEILING * (8 if args.quick else 30) * 1.5)
     with tempfile.TemporaryDirectory(prefix="later-read-adaptive-") as tmp, Stack(knobs()) as stack:
         conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
                        stack.mysql.database)
@@ -157,26 +176,42 @@ def main() -> None:
             config = stack.write_config(Path(tmp) / f"{mode}.toml", starrocks={"batch_size": 5000},
                                         prewarm={"concurrency": BOUND, "adaptive": mode == "adaptive",
                                                  "progress_interval_seconds": 1})
-            report, poller = run_prewarm(stack, config, Path(tmp) / "r.json", [], steady)
-            print(line(mode, "steady", report, poller, f"in_flight_at_service={poller.mean(1, steady)} "
-                       f"(capacity {CAPACITY})"), flush=True)
-            cut = [(cut_at, {"ab": {"capacity": CAPACITY // 2}, "rec": {"capacity": CAPACITY // 2}})]
-            report, poller = run_prewarm(stack, config, Path(tmp) / "r.json", cut, cut_at * 2)
-            reached, held = follow(poller, cut_at, cut_at * 2, CAPACITY // 2)
-            print(line(mode, "cut", report, poller, f"in_flight before={poller.mean(1, cut_at)} "
-                       f"after={poller.mean(cut_at + 2, cut_at * 2)} (capacity {CAPACITY // 2}) "
-                       f"within_20%_after={reached if reached is not None else 'never'}s "
-                       f"seconds_within_20%_since={held}"), flush=True)
-            storm = [(storm_at, {"ab": {"error_429_rate": STORM_RATE}, "rec": {"error_429_rate": STORM_RATE}}),
-                     (storm_at + storm_seconds, {"ab": {"error_429_rate": 0}, "rec": {"error_429_rate": 0}})]
-            end = storm_at + storm_seconds * 2
-            report, poller = run_prewarm(stack, config, Path(tmp) / "r.json", storm, end)
-            backoffs = ",".join(str(report["services"][n].get("adaptive_backoffs", "-")) for n in ("ab", "rec"))
-            print(line(mode, "storm", report, poller, f"in_flight before={poller.mean(1, storm_at)} "
-                       f"during={poller.mean(storm_at + 1, storm_at + storm_seconds)} "
-                       f"after={poller.mean(storm_at + storm_seconds + 1, end)} backoffs={backoffs} "
-                       f"failed={report['failed']}"), flush=True)
+            for phase in args.phases.split(","):
+                PHASES[phase](stack, config, Path(tmp) / "r.json", mode, quick=args.quick)
 
+
+def phase_steady(stack: Stack, config: Path, report_path: Path, mode: str, quick: bool) -> None:
+    steady = 8 if quick else 30
+    report, poller = run_prewarm(stack, config, report_path, [], steady)
+    print(line(mode, "steady", report, poller, f"in_flight_at_service={poller.mean(1, steady)} "
+               f"(capacity {CAPACITY})"), flush=True)
+
+
+def phase_cut(stack: Stack, config: Path, report_path: Path, mode: str, quick: bool) -> None:
+    cut_at = 4 if quick else 15
+    cut = [(cut_at, {"ab": {"capacity": CAPACITY // 2}, "rec": {"capacity": CAPACITY // 2}})]
+    report, poller = run_prewarm(stack, config, report_path, cut, cut_at * 2)
+    reached, held = follow(poller, cut_at, cut_at * 2, CAPACITY // 2)
+    print(line(mode, "cut", report, poller, f"in_flight before={poller.mean(1, cut_at)} "
+               f"after={poller.mean(cut_at + 2, cut_at * 2)} (capacity {CAPACITY // 2}) "
+               f"within_20%_after={reached if reached is not None else 'never'}s "
+               f"seconds_within_20%_since={held}"), flush=True)
+
+
+def phase_storm(stack: Stack, config: Path, report_path: Path, mode: str, quick: bool) -> None:
+    storm_at, storm_seconds = (4, 3) if quick else (15, 5)
+    storm = [(storm_at, {"ab": {"error_429_rate": STORM_RATE}, "rec": {"error_429_rate": STORM_RATE}}),
+             (storm_at + storm_seconds, {"ab": {"error_429_rate": 0}, "rec": {"error_429_rate": 0}})]
+    end = storm_at + storm_seconds * 2
+    report, poller = run_prewarm(stack, config, report_path, storm, end)
+    backoffs = ",".join(str(report["services"][n].get("adaptive_backoffs", "-")) for n in ("ab", "rec"))
+    print(line(mode, "storm", report, poller, f"in_flight before={poller.mean(1, storm_at)} "
+               f"during={poller.mean(storm_at + 1, storm_at + storm_seconds)} "
+               f"after={poller.mean(storm_at + storm_seconds + 1, end)} backoffs={backoffs} "
+               f"failed={report['failed']}"), flush=True)
+
+
+PHASES = {"steady": phase_steady, "cut": phase_cut, "storm": phase_storm}
 
 if __name__ == "__main__":
     main()
