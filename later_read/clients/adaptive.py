@@ -1,31 +1,40 @@
 """Adaptive concurrency: how many calls to one service may be in flight, found while the job runs.
 
-No maintained Python library does this (docs/design.md, "Adaptive concurrency"), so this is a small
-windowed variant of the Vegas limit of Netflix's concurrency-limits (`VegasLimit`, `WindowedLimit`), with
-the multiplicative decrease of its `Gradient2Limit` and the periodic minimum-RTT measurement of Envoy's
-adaptive concurrency filter (`min_rtt_calc_params`):
+No maintained Python library does this (docs/design.md, "Adaptive concurrency"). This is a small windowed
+limit after BBR (Cardwell et al., "BBR: Congestion-Based Congestion Control", ACM Queue 2016), which a
+service that queues fits as well as a network path does, with the AIMD backoff of Netflix's
+concurrency-limits and the periodic minimum-RTT measurement of Envoy's adaptive concurrency filter:
 
 - Every completed call is a sample (its round trip, whether it was *dropped*: a 429, a 5xx, a timeout, a
   connection error). Samples are gathered in windows of at least WINDOW_SECONDS and WINDOW_SAMPLES; a
-  sample of a call started before the limit last changed is ignored (it says nothing about the new limit).
-- A window's round trip `rtt` is its median (Envoy's `sample_aggregate_percentile`, default p50), and the
-  no-load round trip `min_rtt` the lowest window `rtt`. A window whose `rtt` is above it means calls queue:
-  Vegas estimates the queue as `limit x (1 - min_rtt / rtt)`. A lower percentile (p10 was tried) hides the
-  queue: arrivals come in bursts, so a tenth of the calls find a free slot even while the service keeps a
-  queue, and the limit settled 20-40 % above the capacity; the median settles within a few percent of it.
-- Per window: more than DROP_TOLERANCE of the samples dropped -> `limit x BACKOFF` (Netflix AIMD's
-  backoff ratio); queue > beta -> `limit x max(0.5, min_rtt / rtt) + alpha` (Gradient2's form: at a
-  service serving K at once this lands on about K + alpha at once); queue <= threshold -> grow (unless
-  fewer than half the permits were used: the job, not the service, is the bound) by beta after RAMP_AFTER
-  calm windows in a row, else by threshold; threshold < queue < alpha -> `+ threshold`; otherwise (alpha..
-  beta queued) the limit is right. alpha, beta and threshold are 2, 4 and 1 x max(1, int(log10(limit)))
-  (Netflix's Vegas uses 3, 6, 1: a queue of 6 is 24 % of a 25-slot service, past the 20 % the prewarm
-  allows itself). Growing by beta right after a decrease would jump across the 2-wide band and oscillate.
-- Every PROBE_SECONDS (jittered down to half, like Netflix's probe) the limit is pinned to a quarter for
-  one window and that window's `rtt` becomes the new `min_rtt` (Envoy's minRTT recalculation), so a
-  service that got permanently slower is not mistaken for a queue forever.
+  round trip of a call started before the limit last changed is ignored (it says nothing about the new
+  limit), but every answered call counts towards the window's *delivery rate* (calls answered per second).
+- A service serving K calls at once in `s` seconds each answers at most K / s calls per second, however
+  many calls it is sent: past K they only queue. So the in-flight count it sustains without queueing is
+  its bandwidth-delay product, `bdp = max_rate x min_rtt`: `max_rate` the highest delivery rate of the
+  last RATE_WINDOWS windows, `min_rtt` the lowest window round trip (a window's median, Envoy's
+  `sample_aggregate_percentile`) since the last probe.
+- The limit is `bdp x gain + alpha` (alpha = 2 x max(1, int(log10(limit))) calls: Netflix Vegas' headroom
+  for the calls on their way). The gain is 2 until the rate stops growing by 25 % for FULL_WINDOWS windows
+  in a row or the round trip reaches STARTUP_EXIT_RTT x `min_rtt` (BBR's start-up with HyStart's delay
+  exit), then cycles: one window in CYCLE_WINDOWS at PROBE_GAIN (is there more rate
+  to be had?) and the others at 1. While the service has spare slots a probe raises the rate and with it
+  `bdp`; once it is full the rate stays at K / s and the limit stays at about K + alpha.
+- Why the rate and not the round trip alone (a Vegas limit, this module's first version): the job's own
+  delays (its event loop on a busy host) inflate every round trip the way a queue at the service would,
+  and a Vegas limit read them as a queue and shrank to a fraction of what the service could take. A
+  queue flattens the rate; the job's own delay does not stop the rate rising with the limit.
+- Backing off: more than DROP_TOLERANCE of a window's samples dropped -> `limit x BACKOFF` (Netflix
+  AIMD's ratio), the remembered rate is forgotten (it must be earned again) and, once the drops stop,
+  the limit starts up again; FLUSH_WINDOWS windows in a row whose round trip is FLUSH_RTT_RATIO x
+  `min_rtt` (a queue as long as the calls in service: the service got smaller or slower) forget it too,
+  so the limit follows a capacity cut within 0.2 s instead of after RATE_WINDOWS windows.
+- A window in which the job used fewer than half its permits leaves the limit alone (the job, not the
+  service, was the bound). Every PROBE_SECONDS (jittered down to half) the limit is pinned to a quarter for
+  one window whose round trip becomes the new `min_rtt` (Envoy's minRTT recalculation), so a service that
+  got permanently slower is not mistaken for a queue forever.
 
-`VegasLimit` is the algorithm alone (time is passed in: unit-tested without a clock); `AdaptiveGate`
+`AdaptiveLimit` is the algorithm alone (time is passed in: unit-tested without a clock); `AdaptiveGate`
 hands out the permits to coroutines in FIFO order.
 """
 
@@ -40,8 +49,15 @@ from typing import Any, Callable
 
 WINDOW_SECONDS = 0.1     # Envoy's sample window; ~5 round trips of a 20 ms service per window
 WINDOW_SAMPLES = 10      # Netflix WindowedLimit's minimum window size: fewer samples are noise
-WINDOW_PERCENTILE = 50   # the window's round trip: its median (see the module docstring)
-RAMP_AFTER = 3           # calm windows in a row (no queue) before growing by beta again, not by 1 x root
+WINDOW_PERCENTILE = 50   # a window's round trip is its median (Envoy's default aggregate)
+RATE_WINDOWS = 10        # the rate filter's length: BBR's 10 rounds; > CYCLE_WINDOWS, so it spans a probe
+CYCLE_WINDOWS = 8        # one probing window in 8, as BBR's pacing-gain cycle
+PROBE_GAIN = 1.25        # BBR's probing gain: a quarter more in flight than the rate explains
+STARTUP_GAIN = 2.0       # doubling while the rate keeps up (BBR's start-up uses 2/ln 2 ~ 2.89)
+FULL_WINDOWS = 3         # BBR: the pipe is full after 3 rounds without 25 % more rate
+STARTUP_EXIT_RTT = 1.1   # or when the round trip is a tenth above min_rtt (HyStart's delay exit)
+FLUSH_RTT_RATIO = 2.0    # a window median twice min_rtt: as many calls queued as served...
+FLUSH_WINDOWS = 2        # ...in two windows in a row (one is a hiccup of the host, not a smaller service)
 DROP_TOLERANCE = 0.02    # a few stray 5xx are faults, not overload; a storm is well above 2 %
 BACKOFF = 0.9            # Netflix AIMDLimit's default backoff ratio
 PROBE_SECONDS = 30.0     # re-measure min_rtt this often (jittered 0.5-1x): ~1 % of windows pinned low
@@ -53,7 +69,7 @@ def _log10_root(limit: float) -> int:
     return max(1, int(math.log10(max(limit, 1))))
 
 
-class VegasLimit:
+class AdaptiveLimit:
     """The limit and its state; `sample()` after each call, `current` is the permits allowed now."""
 
     def __init__(self, max_limit: int, initial: int = INITIAL_LIMIT, min_limit: int = MIN_LIMIT,
@@ -63,19 +79,27 @@ class VegasLimit:
         self.min_rtt = 0.0
         self.probe_seconds = probe_seconds
         self._rng = rng or random.Random()
-        self.changed_at = -math.inf   # samples of calls started before this are ignored
+        self.changed_at = -math.inf   # round trips of calls started before this are ignored
         self.backoffs = 0             # windows that backed off on drops (for the report)
-        self._probing: float | None = None  # the limit to go back to after a probe window
+        self.rates: deque[float] = deque(maxlen=RATE_WINDOWS)   # delivery rate per window, calls/s
+        self.started_up = False       # BBR's "full pipe": the rate stopped growing
+        self._full_rate, self._flat = 0.0, 0
+        self._phase = self._rng.randrange(CYCLE_WINDOWS)
+        self._slow = 0                # windows in a row at FLUSH_RTT_RATIO
+        self._probing: float | None = None  # the limit to go back to after a min_rtt probe window
         self._next_probe: float | None = None
-        self._calm = RAMP_AFTER     # calm windows in a row: the first ramp is fast
         self._open_window(-math.inf)
 
     @property
     def current(self) -> int:
         return int(self.limit)
 
+    @property
+    def max_rate(self) -> float:
+        return max(self.rates, default=0.0)
+
     def _open_window(self, now: float) -> None:
-        self._window_start, self._drops, self._peak = now, 0, 0
+        self._window_start, self._drops, self._peak, self._answered = now, 0, 0, 0
         self._rtts: list[float] = []
 
     def _window_rtt(self) -> float:
@@ -84,12 +108,13 @@ class VegasLimit:
 
     def sample(self, now: float, started: float, rtt: float, in_flight: int, dropped: bool) -> None:
         """One finished call: its start, round trip, the in-flight count as it ended, dropped or not."""
-        if started < self.changed_at:
-            return
         if self._window_start == -math.inf:
             self._window_start = now
             if self._next_probe is None:
                 self._schedule_probe(now)
+        self._answered += not dropped
+        if started < self.changed_at:
+            return
         if dropped:
             self._drops += 1
         else:
@@ -105,35 +130,52 @@ class VegasLimit:
         elif self._next_probe is not None and now >= self._next_probe:
             self._start_probe(now)
         else:
-            self.limit = max(self.min_limit, min(self.max_limit, self._next_limit()))
+            self.limit = max(self.min_limit, min(self.max_limit, self._next_limit(now)))
         if int(self.limit) != int(before):
             self.changed_at = now
         self._open_window(now)
 
-    def _next_limit(self) -> float:
+    def _next_limit(self, now: float) -> float:
         limit, total = self.limit, len(self._rtts) + self._drops
+        rate = self._answered / max(now - self._window_start, 1e-9)
         if self._drops > DROP_TOLERANCE * total:
             self.backoffs += 1
+            self._forget(rate)
+            self.started_up, self._full_rate, self._flat = False, 0.0, 0   # start up again after the storm
             return limit * BACKOFF
         if not self._rtts:
             return limit
         rtt = self._window_rtt()
         if not self.min_rtt or rtt < self.min_rtt:
             self.min_rtt = rtt
-        queue = limit * (1 - self.min_rtt / rtt)
-        root = _log10_root(limit)
-        alpha, beta, threshold = 2 * root, 4 * root, root
-        calm, self._calm = self._calm, 0
-        if queue > beta:
-            return limit * max(0.5, self.min_rtt / rtt) + alpha
-        if self._peak * 2 < limit:
-            return limit   # app-limited: the job cannot use the permits it has
-        if queue <= threshold:
-            self._calm = calm + 1
-            return limit + (beta if self._calm > RAMP_AFTER else threshold)
-        if queue < alpha:
-            return limit + threshold
-        return limit
+        self._slow = self._slow + 1 if rtt >= FLUSH_RTT_RATIO * self.min_rtt else 0
+        if self._slow >= FLUSH_WINDOWS:
+            self._forget(rate)
+        elif self._peak * 2 < limit:
+            return limit   # app-limited: the job cannot use the permits it has, its rate says nothing
+        else:
+            self.rates.append(rate)
+        return self.max_rate * self.min_rtt * self._gain(rtt) + 2 * _log10_root(limit)
+
+    def _forget(self, rate: float) -> None:
+        """The service answers less than it did: the rate it answers now is all that is known."""
+        self.rates.clear()
+        self.rates.append(rate)
+        self.started_up, self._slow = True, 0
+
+    def _gain(self, rtt: float) -> float:
+        """STARTUP_GAIN until the rate stops growing or calls start to queue, then PROBE_GAIN one window
+        in CYCLE_WINDOWS."""
+        if not self.started_up:
+            if self.max_rate >= self._full_rate * 1.25:
+                self._full_rate, self._flat = self.max_rate, 0
+            else:
+                self._flat += 1
+            self.started_up = self._flat >= FULL_WINDOWS or rtt >= STARTUP_EXIT_RTT * self.min_rtt
+            if not self.started_up:
+                return STARTUP_GAIN
+        self._phase = (self._phase + 1) % CYCLE_WINDOWS
+        return PROBE_GAIN if self._phase == 0 else 1.0
 
     def _schedule_probe(self, now: float) -> None:
         self._next_probe = now + self.probe_seconds * self._rng.uniform(0.5, 1.0)
@@ -150,13 +192,13 @@ class VegasLimit:
 
 
 class AdaptiveGate:
-    """Permits for calls to one service, `VegasLimit.current` at a time, waiters served first come first.
+    """Permits for calls to one service, `AdaptiveLimit.current` at a time, waiters served first come first.
 
     `acquire()` returns the call's start time; pass it to `release()` with "ok", "drop" or None (no
     verdict: a permanent error or a cancellation, not a load signal).
     """
 
-    def __init__(self, limit: VegasLimit, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limit: AdaptiveLimit, clock: Callable[[], float] = time.monotonic) -> None:
         self.limiter = limit
         self.clock = clock
         self.in_flight = 0
@@ -214,4 +256,5 @@ class AdaptiveGate:
         """The figures the progress lines and the report show."""
         return {"in_flight": self.in_flight, "limit": self.limiter.current,
                 "mean_in_flight": round(self.mean_in_flight(), 1), "peak_in_flight": self.peak_in_flight,
-                "min_rtt_ms": round(self.limiter.min_rtt * 1000, 2), "backoffs": self.limiter.backoffs}
+                "min_rtt_ms": round(self.limiter.min_rtt * 1000, 2), "max_rate": round(self.limiter.max_rate),
+                "backoffs": self.limiter.backoffs}

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import AsyncContextManager, Callable
 
-from later_read.clients.adaptive import AdaptiveGate, VegasLimit
+from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
 from later_read.config import Settings
 from later_read.connections import JobConnections, Services, open_job
 from later_read.errors import LaterReadError
@@ -218,7 +218,7 @@ def _adaptive(services: Services, concurrency: int) -> Callable[[], dict[str, ob
     """Adaptive concurrency for A/B and recommend, `concurrency` as the upper bound; returns the progress
     lines' extra fields (each service's calls in flight and limit)."""
     for client in (services.ab, services.rec):
-        client.caller.gate = AdaptiveGate(VegasLimit(max_limit=concurrency))
+        client.caller.gate = AdaptiveGate(AdaptiveLimit(max_limit=concurrency))
     gates = _gates(services)
     return lambda: {f"{name}_{key}": value for name, gate in gates.items()
                     for key, value in (("inflight", gate.in_flight), ("limit", gate.limiter.current))}
