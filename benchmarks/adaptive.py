@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--hog", type=int, default=0, metavar="N", help="N CPU-bound processes beside the job")
     parser.add_argument("--phases", default="steady,cut,storm")
     args = parser.parse_args()
+    if unknown := set(args.phases.split(",")) - set(PHASES):
+        parser.error(f"--phases: unknown {','.join(sorted(unknown))}; choose from {','.join(PHASES)}")
     hogs = start_hogs(args.hog)
     try:
         run_all(args)

@@ -82,8 +82,7 @@ class AdaptiveLimit:
         self.changed_at = -math.inf   # round trips of calls started before this are ignored
         self.backoffs = 0             # windows that backed off on drops (for the report)
         self.rates: deque[float] = deque(maxlen=RATE_WINDOWS)   # delivery rate per window, calls/s
-        self.started_up = False       # BBR's "full pipe": the rate stopped growing
-        self._full_rate, self._flat = 0.0, 0
+        self._start_up_again()
         self._phase = self._rng.randrange(CYCLE_WINDOWS)
         self._slow = 0                # windows in a row at FLUSH_RTT_RATIO
         self._probing: float | None = None  # the limit to go back to after a min_rtt probe window
@@ -141,7 +140,7 @@ class AdaptiveLimit:
         if self._drops > DROP_TOLERANCE * total:
             self.backoffs += 1
             self._forget(rate)
-            self.started_up, self._full_rate, self._flat = False, 0.0, 0   # start up again after the storm
+            self._start_up_again()    # once the storm is over
             return limit * BACKOFF
         if not self._rtts:
             return limit
@@ -151,6 +150,7 @@ class AdaptiveLimit:
         self._slow = self._slow + 1 if rtt >= FLUSH_RTT_RATIO * self.min_rtt else 0
         if self._slow >= FLUSH_WINDOWS:
             self._forget(rate)
+            self.started_up = True    # calls queue: start-up is over, if it was not
         elif self._peak * 2 < limit:
             return limit   # app-limited: the job cannot use the permits it has, its rate says nothing
         else:
@@ -161,7 +161,11 @@ class AdaptiveLimit:
         """The service answers less than it did: the rate it answers now is all that is known."""
         self.rates.clear()
         self.rates.append(rate)
-        self.started_up, self._slow = True, 0
+        self._slow = 0
+
+    def _start_up_again(self) -> None:
+        """BBR's start-up: STARTUP_GAIN until the pipe is full (`started_up`: the rate stopped growing)."""
+        self.started_up, self._full_rate, self._flat = False, 0.0, 0
 
     def _gain(self, rtt: float) -> float:
         """STARTUP_GAIN until the rate stops growing or calls start to queue, then PROBE_GAIN one window
