@@ -272,16 +272,33 @@ def test_permanent_failures_are_counted_then_finished_by_a_rerun(sim, redis_url,
     assert stored_values(redis_url) == {uid: expected_value(sim, uid) for uid in expected}
 
 
+# A request may reach the simulator late (a busy host delays the first one more than the last), never early.
+ARRIVAL_SLACK_SECONDS = 0.25
+
+
+def assert_capped(stats: dict, cap: float) -> None:
+    """The calls of one endpoint's `stats` kept to `cap` per second. The contract: at most `cap` calls in any
+    one second, so N calls span at least (N - cap) / cap seconds from the first arrival to the last; that
+    floor holds on a slow host. The per-second count is checked loosely (under 2 x cap): one stall of the
+    simulator's loop moves a few dozen replies into the next second's bucket, which is not the job's doing,
+    while an uncapped or per-shard-capped job overshoots it many times."""
+    span = stats["last_at"] - stats["first_at"]
+    floor = (stats["calls"] - cap) / cap - ARRIVAL_SLACK_SECONDS
+    print(f"calls {stats['calls']} over {span:.2f} s (floor {floor:.2f} s), peak_qps {stats['peak_qps']}, "
+          f"cap {cap}")
+    assert span >= floor, stats
+    assert stats["peak_qps"] < 2 * cap, stats
+
+
 def test_per_service_qps_cap_is_respected(sim, redis_url, mysql, make_config):
-    expected = seed(mysql, 150)
+    expected = seed(mysql, 300)
     config = make_config(prewarm={"concurrency": 50}, services={"ab_qps": 100.0})
 
     result = prewarm(config)
 
     assert result.exit_code == 0, result.stderr
     assert len(stored_values(redis_url)) == len(expected)
-    # 10 ms apart: at most ~100 A/B answers in any wall-clock second (+1 for a bucket edge).
-    assert sim.stats()["ab"]["peak_qps"] <= 101
+    assert_capped(sim.stats()["ab"], 100)  # 300 calls: at least 1.75 s; uncapped they take ~0.1 s
 
 
 def test_hard_down_service_stops_the_job_early(sim, redis_url, mysql, make_config, no_backoff):

@@ -309,6 +309,7 @@ def test_reset_zeroes_every_counter(sim):
     for endpoint in ("ab", "rec", "material"):
         assert sim.stats()[endpoint] == {
             "calls": 0, "by_status": {}, "distinct_uids": 0, "peak_qps": 0, "max_calls_per_uid": 0,
+            "first_at": None, "last_at": None,
             "by_fault": {"none": 0, "5xx": 0, "429": 0, "timeout": 0, "malformed": 0, "shed": 0},
             "capacity": 0, "in_service": 0, "queued": 0, "max_queued": 0, "sojourn_p50_ms": 0.0,
             "sojourn_p99_ms": 0.0}

@@ -155,19 +155,26 @@ class RedisClusterGroup(_Group):
     def nodes(self) -> list[dict]:
         """CLUSTER NODES as seen by a live node: [{"port", "role", "failed", "slots"}]."""
         for port in self.live_ports():
-            text = _ask(port, lambda c: c.execute_command("CLUSTER", "NODES"))
-            if text:
-                return [_parse_node(line) for line in _text(text).splitlines() if line.strip()]
+            seen = _nodes_seen_by(port)
+            if seen:
+                return seen
         return []
 
     def masters(self) -> list[int]:
         return [n["port"] for n in self.nodes() if n["role"] == "master" and not n["failed"] and n["slots"]]
 
     def healthy(self) -> bool:
-        """Every live node says cluster_state:ok and 3 serving masters each have a connected replica."""
+        """Every live node says cluster_state:ok and already sees 3 masters with slots and 3 replicas (the
+        roles travel by gossip: right after `--cluster create` a node can still list a replica as a
+        master, and a `check` asking it would count 2 replicas); 3 serving masters each have a synced
+        replica."""
         for port in self.live_ports():
             info = _ask(port, lambda c: c.execute_command("CLUSTER", "INFO"), b"")
             if b"cluster_state:ok" not in (info if isinstance(info, bytes) else info.encode()):
+                return False
+            seen = [n for n in _nodes_seen_by(port) if not n["failed"]]
+            if (sum(1 for n in seen if n["role"] == "master" and n["slots"]) != 3
+                    or sum(1 for n in seen if n["role"] == "replica") != 3):
                 return False
         masters = self.masters()
         synced = [p for p in masters if _replica_online(p)]
@@ -187,6 +194,12 @@ class RedisClusterGroup(_Group):
         _poll(ok, timeout, "no replica took over the killed master's slots")
 
 
+def _nodes_seen_by(port: int) -> list[dict]:
+    """CLUSTER NODES as the node on `port` sees it; [] when it does not answer."""
+    text = _ask(port, lambda c: c.execute_command("CLUSTER", "NODES"))
+    return [_parse_node(line) for line in _text(text).splitlines() if line.strip()] if text else []
+
+
 def _replica_online(port: int) -> bool:
     """Whether the master on `port` has a replica that finished its sync (state=online)."""
     info = _ask(port, lambda c: c.info("replication"), {})
@@ -202,7 +215,7 @@ def _parse_node(line: str) -> dict:
     parts = line.split()
     flags = parts[2].split(",")
     return {"port": int(parts[1].split("@")[0].rsplit(":", 1)[1]),
-            "role": "master" if "master" in flags else "replica",
+            "role": "master" if "master" in flags else "replica" if "slave" in flags else "unknown",
             "failed": "fail" in flags or "fail?" in flags, "slots": parts[8:]}
 
 
