@@ -18,8 +18,11 @@ then recommend) at most 2,500 users/s. `[prewarm] concurrency = 400` is the boun
 `--hog N` starts N CPU-bound processes for the whole run: the client's round trips then carry its own
 scheduling delays (noise no queue at the service explains), the case where a latency-only limit collapses.
 
-Prints one line per run; nothing is asserted. Taken on a loaded 2-core machine the figures are noisy:
-rerun on a quiet one.
+Prints one line per run; nothing is asserted. Per service: the job's p50/p99 round trip (whole run), and
+from STEADY_FROM s on the simulator's sojourn p50/p99 (arrival to reply), its queue wait p99 (what the
+job's load causes) and its lateness p99 (reply timers firing late: the host, not the job). `steal=` is
+the CPU the hypervisor took during the run: on a VM whose CPU is stolen every figure is noisy (the
+simulator's own lateness alone can pass the 10 ms a queue is allowed); rerun when it is above ~2 %.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ CAPACITY, BASE_MS, BOUND = 50, 20, 400
 CEILING = CAPACITY / (BASE_MS / 1000)   # users/s: each service 2,500 calls/s, one call of each per user
 VERBOSE = "--verbose" in sys.argv
 STORM_RATE = 0.3                        # below the breaker's 50 %: the job must back off, not stop
+STEADY_FROM = 1.0                       # s after the first call: start-up is over (~0.3 s from 20 to 50)
 
 
 class Poller(threading.Thread):
@@ -60,7 +64,10 @@ class Poller(threading.Thread):
 
     def run(self) -> None:
         """Samples are timed from the job's first call (its start-up, seconds on a busy host, is not
-        part of any phase)."""
+        part of any phase). The simulator's counters are reset STEADY_FROM s after the first call, so its
+        sojourn percentiles are those of the phase, not of the limit's start-up (the job's own p99 in its
+        report covers the whole run)."""
+        reset = False
         while not self.stop.wait(0.1):
             self.last = stats = self.stack.simulator.stats()
             ab, rec = (stats[s]["in_service"] + stats[s]["queued"] for s in ("ab", "rec"))
@@ -68,6 +75,9 @@ class Poller(threading.Thread):
                 self.first_call = time.monotonic()
             if self.first_call is not None:
                 self.samples.append((time.monotonic() - self.first_call, ab, rec))
+                if not reset and time.monotonic() - self.first_call >= STEADY_FROM:
+                    self.stack.simulator.reset()
+                    reset = True
 
     def wait_first_call(self) -> float:
         while self.first_call is None:
@@ -84,6 +94,18 @@ def knobs() -> SimulatorKnobs:
     return SimulatorKnobs(ab=service, rec=service, in_experiment_ratio=1.0)
 
 
+def cpu_times() -> list[int]:
+    """The host's cumulative CPU times (/proc/stat's first line: user nice system idle iowait irq softirq
+    steal ...), in ticks."""
+    return [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def steal_percent(before: list[int], after: list[int]) -> float:
+    """The share of CPU time the hypervisor gave to other guests between the two readings (0 off a VM)."""
+    spent = [b - a for a, b in zip(before, after)]
+    return round(100 * spent[7] / max(sum(spent), 1), 1) if len(spent) > 7 else 0.0
+
+
 def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[float, dict]],
                 seconds: float) -> tuple[dict, Poller]:
     """One prewarm run; `events` are (seconds after the first call, knob change); stopped with SIGTERM
@@ -97,10 +119,12 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     poller.start()
     first = poller.wait_first_call()
+    poller.cpu_before = cpu_times()
     for at, change in sorted(events, key=lambda e: e[0]):
         time.sleep(max(0.0, at - (time.monotonic() - first)))
         stack.simulator.configure(**change)
     time.sleep(max(0.0, seconds - (time.monotonic() - first)))
+    poller.steal = steal_percent(poller.cpu_before, cpu_times())
     process.send_signal(signal.SIGTERM)
     stderr = process.communicate(timeout=120)[1].decode(errors="replace")
     poller.stop.set()
@@ -130,18 +154,22 @@ def follow(poller: Poller, cut_at: float, end: float, target: int) -> tuple[floa
 
 
 def line(mode: str, phase: str, report: dict, poller: Poller, extra: str) -> str:
-    """Client latency is the job's round trips (its own loop delays included); service latency is the
-    simulator's sojourn (arrival to reply: queue wait + the 20 ms), i.e. the queueing the job causes."""
+    """Client latency is the job's round trips over the whole run (start-up and its own loop delays
+    included); service latency is the simulator's sojourn (arrival to reply: queue wait + the 20 ms) from
+    STEADY_FROM s on, i.e. the queueing the job causes once its limit has started up."""
     services, station = report["services"], poller.last
     latency = " ".join(f"{n}_p50={services[n]['p50_ms']}ms {n}_p99={services[n]['p99_ms']}ms "
-                       f"{n}_service_p50={station[n]['sojourn_p50_ms']}ms {n}_service_p99={station[n]['sojourn_p99_ms']}ms"
+                       f"{n}_service_p50={station[n]['sojourn_p50_ms']}ms "
+                       f"{n}_service_p99={station[n]['sojourn_p99_ms']}ms "
+                       f"{n}_wait_p99={station[n]['wait_p99_ms']}ms {n}_late_p99={station[n]['late_p99_ms']}ms"
                        for n in ("ab", "rec"))
     limits = " ".join(f"{n}_limit={services[n].get('adaptive_limit', '-')} "
-                      f"{n}_min_rtt={services[n].get('adaptive_min_rtt_ms', '-')}ms" for n in ("ab", "rec"))
+                      f"{n}_min_rtt={services[n].get('adaptive_min_rtt_ms', '-')}ms "
+                      f"{n}_stalls={services[n].get('adaptive_stalls', '-')}" for n in ("ab", "rec"))
     users = report["cached"] + report["not_in_experiment"] + report["no_recommendation"]
     rate = users / max(report["duration_seconds"], 1e-9)
     return (f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) {latency} "
-            f"{limits} {extra}")
+            f"{limits} {extra} steal={poller.steal}%")
 
 
 def start_hogs(count: int) -> list[subprocess.Popen]:

@@ -312,7 +312,7 @@ def test_reset_zeroes_every_counter(sim):
             "first_at": None, "last_at": None,
             "by_fault": {"none": 0, "5xx": 0, "429": 0, "timeout": 0, "malformed": 0, "shed": 0},
             "capacity": 0, "in_service": 0, "queued": 0, "max_queued": 0, "sojourn_p50_ms": 0.0,
-            "sojourn_p99_ms": 0.0}
+            "sojourn_p99_ms": 0.0, "wait_p99_ms": 0.0, "late_p99_ms": 0.0}
         assert sim.calls(endpoint) == {}
 
 

@@ -121,9 +121,10 @@ def test_queue_is_fifo_and_latency_grows_with_the_queue(sim):
 
 
 def test_the_station_reports_the_latency_the_service_itself_sees(sim):
-    """`sojourn` is arrival to reply at the service (queue wait + service time), not the client's round trip.
-    Capacity 1, 1 s, three callers all at the station at once (one served, two queued, checked): the
-    last one queued waits for the two before it, so its sojourn is at least 2 x 1 s."""
+    """`sojourn` is arrival to reply at the service (queue wait + service time), not the client's round trip;
+    `wait` the queue wait alone. Capacity 1, 1 s, three callers all at the station at once (one served, two
+    queued, checked): the last one queued waits for the two before it, so its sojourn is at least 2 x 1 s
+    and its wait at least 1 x 1 s (2 s less the ~0.x s it arrived after the first)."""
     sim.configure(rec={"latency_ms": 1000, "capacity": 1})
     callers, _ = start_callers(sim, 3)
     wait_for(lambda s: s["in_service"] == 1 and s["queued"] == 2, sim, "1 in service, 2 queued")
@@ -131,8 +132,10 @@ def test_the_station_reports_the_latency_the_service_itself_sees(sim):
         caller.join(10)
     rec = sim.stats()["rec"]
     assert rec["sojourn_p50_ms"] >= 990 and rec["sojourn_p99_ms"] >= 1980, rec  # 2 % buckets: mid-bucket
+    assert 990 <= rec["wait_p99_ms"] <= rec["sojourn_p99_ms"] - 990, rec
     sim.reset()
-    assert (sim.stats()["rec"]["sojourn_p50_ms"], sim.stats()["rec"]["sojourn_p99_ms"]) == (0.0, 0.0)
+    rec = sim.stats()["rec"]
+    assert [rec[f"{name}_ms"] for name in ("sojourn_p50", "sojourn_p99", "wait_p99", "late_p99")] == [0] * 4
 
 
 def test_a_full_queue_sheds_with_429(sim):

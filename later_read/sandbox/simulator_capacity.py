@@ -18,7 +18,9 @@ until its service time is over (the work was started; a real worker would finish
 
 `sojourn` is the latency as the service itself sees it (arrival to reply: queue wait plus service time),
 log-bucketed since the last reset; benchmarks compare it with the client's round trips, which also hold
-the client's own delays.
+the client's own delays. `wait` is the queue wait alone (arrival to the start of service): the part a
+client's load causes. On a busy host the sojourn also holds the simulator's own lateness (a reply timer
+that fires late), which no client causes: `late` is that lateness (the reply's time less its due time).
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from later_read.sandbox.simulator_timer import Clock
 class _Job:
     """One request at the station: its service time, what to call when served, whether it still waits."""
 
-    __slots__ = ("delay", "callback", "queued", "arrived")
+    __slots__ = ("delay", "callback", "queued", "arrived", "due")
 
     def __init__(self, delay: float, callback: Callable[[], None]) -> None:
-        self.delay, self.arrived = delay, time.monotonic()
+        self.delay, self.arrived, self.due = delay, time.monotonic(), 0.0
         self.callback: Callable[[], None] | None = callback
         self.queued = True
 
@@ -54,6 +56,8 @@ class Station:
         self.max_queued = 0
         self.served = 0
         self.sojourn = LatencyHistogram()
+        self.wait = LatencyHistogram()
+        self.late = LatencyHistogram()
         self._queue: deque[_Job] = deque()
 
     def full(self) -> bool:
@@ -88,14 +92,19 @@ class Station:
     def _start(self, job: _Job) -> None:
         job.queued = False
         self.busy += 1
-        self._clock.call_at(time.monotonic() + job.delay, lambda: self._finish(job))
+        now = time.monotonic()
+        self.wait.add(now - job.arrived)
+        job.due = now + job.delay
+        self._clock.call_at(job.due, lambda: self._finish(job))
 
     def _finish(self, job: _Job) -> None:
         self.busy -= 1
         self.served += 1
         callback, job.callback = job.callback, None
         if callback is not None:
-            self.sojourn.add(time.monotonic() - job.arrived)
+            now = time.monotonic()
+            self.sojourn.add(now - job.arrived)
+            self.late.add(now - job.due)
             callback()
         self._drain()
 
@@ -111,9 +120,13 @@ class Station:
         """The station's state for `GET /_sim/stats` (not zeroed by `/_sim/reset` but `max_queued`)."""
         return {"capacity": self.capacity, "in_service": self.busy, "queued": self.queued,
                 "max_queued": self.max_queued, "sojourn_p50_ms": round(self.sojourn.percentile(50), 2),
-                "sojourn_p99_ms": round(self.sojourn.percentile(99), 2)}
+                "sojourn_p99_ms": round(self.sojourn.percentile(99), 2),
+                "wait_p99_ms": round(self.wait.percentile(99), 2),
+                "late_p99_ms": round(self.late.percentile(99), 2)}
 
     def reset_peaks(self) -> None:
-        """`/_sim/reset`: peaks and the sojourn histogram start again (the requests in flight stay)."""
+        """`/_sim/reset`: peaks and the latency histograms start again (the requests in flight stay)."""
         self.max_queued = self.queued
         self.sojourn = LatencyHistogram()
+        self.wait = LatencyHistogram()
+        self.late = LatencyHistogram()
