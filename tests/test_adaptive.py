@@ -11,6 +11,7 @@ event loop on a busy host): the calls spend it in the client, not at the service
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import statistics
 
@@ -47,22 +48,49 @@ class Service:
         return in_flight * (self.rtt(in_flight, now) - self._delay(now)) / self.rtt(in_flight, now)
 
 
+def poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth's method; the means here are a few answers per step)."""
+    threshold, count, product = math.exp(-mean), 0, rng.random()
+    while product > threshold:
+        count += 1
+        product *= rng.random()
+    return count
+
+
 def run(limit: AdaptiveLimit, service: Service, seconds: float, start: float = 0.0,
-        in_flight: int | None = None) -> list[tuple[float, int]]:
+        in_flight: int | None = None, stalls: tuple[tuple[float, float], ...] = (),
+        noisy: bool = False, waits: list[float] | None = None) -> list[tuple[float, int]]:
     """Drive `limit` for `seconds` of simulated time; the job keeps `in_flight` (default: the limit) busy.
 
+    `stalls` are (at, seconds) during which the job's event loop is frozen (the host did not run it): the
+    service answers the calls in flight but the job reads none of them, then reads them all at once, their
+    round trips swollen by the stall. `noisy`: the answers of a step are a Poisson draw around the
+    throughput (as a real service's are: a 0.1 s window of 250 answers is off by ~6 %), not its exact
+    share. `waits` collects each answer's queue wait (its round trip less the base and the job's delay).
     Returns (time, limit) after every step.
     """
     history, due, now = [], 0.0, start
     while now < start + seconds:
         now += STEP
+        frozen = next(((at, length) for at, length in stalls if at <= now < at + length), None)
+        if frozen:
+            history.append((now, limit.current))
+            if now + STEP >= frozen[0] + frozen[1]:
+                busy = limit.current
+                for n in range(busy):   # the calls out when the loop froze, read late in one burst
+                    started = frozen[0] - service.base * (n + 1) / busy
+                    limit.sample(now + STEP, started, now + STEP - started, busy - n, False)
+            continue
         busy = min(limit.current, in_flight) if in_flight is not None else limit.current
         due += service.throughput(busy, now) * STEP
-        while due >= 1:
-            due -= 1
-            rtt = service.rtt(busy, now)
+        answers = poisson(service.rng, service.throughput(busy, now) * STEP) if noisy else int(due)
+        due -= int(due)
+        rtt = service.rtt(busy, now)
+        for _ in range(answers):
             dropped = service.rng.random() < service.drop_ratio
             limit.sample(now, now - rtt, rtt, busy, dropped)
+            if waits is not None:
+                waits.append(rtt - service.base - service._delay(now))
         history.append((now, limit.current))
     return history
 
@@ -85,6 +113,23 @@ def test_finds_the_capacity_of_a_service_that_queues():
     history = run(limit, Service(50, 0.020), 10)
     assert_cruises(settled(history, 5), 50, 56)
     assert 0.019 < limit.min_rtt < 0.021 and 2400 < limit.max_rate < 2600
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_queue_it_keeps_is_short_at_the_99th_percentile(seed):
+    """The issue's bar, in the model with answers as noisy as a real service's: capacity 50 at 20 ms, the
+    p99 of the time calls wait in the service's queue at most a third of the base (p99 latency <= 1.33 x
+    base; the bar is 1.5 x), and the service still at least 0.97 busy. A probe at BBR's 1.25 with a rate
+    filter over single windows waited 9.6-10 ms at the p99 here (the highest of ten noisy windows held
+    as calls queued, and one window in 8 probing a quarter above it)."""
+    limit = AdaptiveLimit(max_limit=400, rng=random.Random(seed))
+    service, waits = Service(50, 0.020, seed=seed), []
+    run(limit, service, 2, noisy=True)
+    history = run(limit, service, 20, start=2, noisy=True, waits=waits)
+    waits.sort()
+    assert waits[len(waits) * 99 // 100] <= 0.020 / 3, waits[len(waits) * 99 // 100]
+    served = statistics.fmean(service.throughput(value) for _, value in history)
+    assert served >= 0.97 * 50 / 0.020, served
 
 
 def test_follows_a_capacity_cut_within_a_second_of_simulated_time():
@@ -114,6 +159,19 @@ def test_keeps_the_service_full_when_the_job_itself_adds_delay():
     served = [service.throughput(value, at) for at, value in history if at > 10]
     assert statistics.fmean(served) >= 0.9 * 50 / 0.020, statistics.fmean(served)
     assert 40 <= statistics.fmean(at_service) <= 60, statistics.fmean(at_service)
+
+
+def test_a_host_that_freezes_the_job_is_not_a_smaller_service():
+    """The host stops the job's loop for 120-250 ms at a time (a VM whose CPU is stolen): no answer is read
+    for several round trips, then all of them at once, each round trip swollen by the stall. Nothing
+    changed at the service: the limit must not fall to a fraction of its 50 slots and crawl back."""
+    limit = AdaptiveLimit(max_limit=400, rng=random.Random(1))
+    rng = random.Random(5)
+    stalls = tuple((5 + 0.6 * n + rng.uniform(0, 0.2), rng.uniform(0.12, 0.25)) for n in range(15))
+    history = run(limit, Service(50, 0.020), 15, stalls=stalls)
+    after = [value for at, value in history if at > 5]
+    assert min(after) >= 40, (min(after), statistics.median(after))
+    assert_cruises(settled(history, 4), 50, 56)
 
 
 def test_starts_up_by_doubling_until_calls_queue():

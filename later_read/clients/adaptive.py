@@ -12,14 +12,18 @@ concurrency-limits and the periodic minimum-RTT measurement of Envoy's adaptive 
 - A service serving K calls at once in `s` seconds each answers at most K / s calls per second, however
   many calls it is sent: past K they only queue. So the in-flight count it sustains without queueing is
   its bandwidth-delay product, `bdp = max_rate x min_rtt`: `max_rate` the highest delivery rate of the
-  last RATE_WINDOWS windows, `min_rtt` the lowest window round trip (a window's median, Envoy's
+  last RATE_WINDOWS windows (once started up, each measured over its window and the one before: the
+  highest of ten noisy single windows sits ~10 % above what the service delivers, which the limit would
+  hold as calls queued), `min_rtt` the lowest window round trip (a window's median, Envoy's
   `sample_aggregate_percentile`) since the last probe.
 - The limit is `bdp x gain + alpha` (alpha = 2 x max(1, int(log10(limit))) calls: Netflix Vegas' headroom
   for the calls on their way). The gain is 2 until the rate stops growing by 25 % for FULL_WINDOWS windows
   in a row or the round trip reaches STARTUP_EXIT_RTT x `min_rtt` (BBR's start-up with HyStart's delay
-  exit), then cycles: one window in CYCLE_WINDOWS at PROBE_GAIN (is there more rate
-  to be had?) and the others at 1. While the service has spare slots a probe raises the rate and with it
-  `bdp`; once it is full the rate stays at K / s and the limit stays at about K + alpha.
+  exit), then cycles: one window in CYCLE_WINDOWS at PROBE_GAIN (is there more rate to be had?) and the
+  others at 1; a probe whose window delivered PROBE_GREW more probes again in the next. While the service
+  has spare slots the probes raise the rate and with it `bdp`, window after window; once it is full the
+  rate stays at K / s and the limit stays at about K + alpha. The probe is a tenth, not BBR's quarter:
+  its queue is what the service's p99 sees (one window in 8 is 12 % of the calls).
 - Why the rate and not the round trip alone (a Vegas limit, this module's first version): the job's own
   delays (its event loop on a busy host) inflate every round trip the way a queue at the service would,
   and a Vegas limit read them as a queue and shrank to a fraction of what the service could take. A
@@ -30,9 +34,12 @@ concurrency-limits and the periodic minimum-RTT measurement of Envoy's adaptive 
   `min_rtt` (a queue as long as the calls in service: the service got smaller or slower) forget it too,
   so the limit follows a capacity cut within 0.2 s instead of after RATE_WINDOWS windows.
 - A window in which the job used fewer than half its permits leaves the limit alone (the job, not the
-  service, was the bound). Every PROBE_SECONDS (jittered down to half) the limit is pinned to a quarter for
-  one window whose round trip becomes the new `min_rtt` (Envoy's minRTT recalculation), so a service that
-  got permanently slower is not mistaken for a queue forever.
+  service, was the bound). An answer read STALL_RTTS round trips after the one before, while calls were
+  out, comes out of a stall of the job's loop (a host that took its CPU): that window is dropped, and the
+  next starts once the calls caught in the stall are back.
+- Every PROBE_SECONDS (jittered down to half) the limit is pinned to a quarter for one window whose round
+  trip becomes the new `min_rtt` (Envoy's minRTT recalculation), so a service that got permanently slower
+  is not mistaken for a queue forever.
 
 `AdaptiveLimit` is the algorithm alone (time is passed in: unit-tested without a clock); `AdaptiveGate`
 hands out the permits to coroutines in FIFO order.
@@ -52,12 +59,15 @@ WINDOW_SAMPLES = 10      # Netflix WindowedLimit's minimum window size: fewer sa
 WINDOW_PERCENTILE = 50   # a window's round trip is its median (Envoy's default aggregate)
 RATE_WINDOWS = 10        # the rate filter's length: BBR's 10 rounds; > CYCLE_WINDOWS, so it spans a probe
 CYCLE_WINDOWS = 8        # one probing window in 8, as BBR's pacing-gain cycle
-PROBE_GAIN = 1.25        # BBR's probing gain: a quarter more in flight than the rate explains
+PROBE_GAIN = 1.1         # a tenth more in flight than the rate explains (BBR: 1.25, whose probe
+                         # queue alone put the service's p99 at 1.65 x its base; docs/design.md)
+PROBE_GREW = 1.05        # a probe whose window delivered this much more probes again at once
 STARTUP_GAIN = 2.0       # doubling while the rate keeps up (BBR's start-up uses 2/ln 2 ~ 2.89)
 FULL_WINDOWS = 3         # BBR: the pipe is full after 3 rounds without 25 % more rate
 STARTUP_EXIT_RTT = 1.1   # or when the round trip is a tenth above min_rtt (HyStart's delay exit)
 FLUSH_RTT_RATIO = 2.0    # a window median twice min_rtt: as many calls queued as served...
 FLUSH_WINDOWS = 2        # ...in two windows in a row (one is a hiccup of the host, not a smaller service)
+STALL_RTTS = 2.0         # no answer read for 2 round trips with calls out: the job's loop was frozen
 DROP_TOLERANCE = 0.02    # a few stray 5xx are faults, not overload; a storm is well above 2 %
 BACKOFF = 0.9            # Netflix AIMDLimit's default backoff ratio
 PROBE_SECONDS = 30.0     # re-measure min_rtt this often (jittered 0.5-1x): ~1 % of windows pinned low
@@ -84,9 +94,15 @@ class AdaptiveLimit:
         self.rates: deque[float] = deque(maxlen=RATE_WINDOWS)   # delivery rate per window, calls/s
         self._start_up_again()
         self._phase = self._rng.randrange(CYCLE_WINDOWS)
+        self._probed_at: float | None = None
+        self._previous = (0, 0.0)     # the last measured window: (answered, seconds)
         self._slow = 0                # windows in a row at FLUSH_RTT_RATIO
         self._probing: float | None = None  # the limit to go back to after a min_rtt probe window
         self._next_probe: float | None = None
+        self.stalls = 0               # gaps the limit ignored (for the report)
+        self._last_answer = -math.inf
+        self._typical_rtt = 0.0       # the last window's round trip: the gap a stall is measured against
+        self._resume_at = -math.inf
         self._open_window(-math.inf)
 
     @property
@@ -111,6 +127,8 @@ class AdaptiveLimit:
             self._window_start = now
             if self._next_probe is None:
                 self._schedule_probe(now)
+        if self._stalled(now, started, in_flight):
+            return
         self._answered += not dropped
         if started < self.changed_at:
             return
@@ -121,6 +139,23 @@ class AdaptiveLimit:
         self._peak = max(self._peak, in_flight)
         if now - self._window_start >= WINDOW_SECONDS and len(self._rtts) + self._drops >= WINDOW_SAMPLES:
             self._close_window(now)
+
+    def _stalled(self, now: float, started: float, in_flight: int) -> bool:
+        """Whether this answer comes out of a stall: no answer for STALL_RTTS round trips while calls
+        were out, which a service that still serves does not do (a smaller one answers more slowly,
+        not in bursts), a job whose loop the host froze does. The window is dropped and sampling resumes
+        STALL_RTTS round trips later: the calls caught in the stall come back in one burst with the stall
+        in their round trips, and would read as a queue and then as a rate the service never had."""
+        last, self._last_answer = self._last_answer, now
+        # this call was out (nearly) the whole gap and is not the only one: not a job that was idle
+        out_all_along = in_flight > 1 and now - started >= 0.9 * (now - last)
+        if self._typical_rtt and out_all_along and now - last >= STALL_RTTS * self._typical_rtt:
+            self.stalls += 1
+            self._resume_at = now + STALL_RTTS * self._typical_rtt
+        if now < self._resume_at:
+            self._open_window(now)
+            return True
+        return False
 
     def _close_window(self, now: float) -> None:
         before = self.limit
@@ -136,7 +171,7 @@ class AdaptiveLimit:
 
     def _next_limit(self, now: float) -> float:
         limit, total = self.limit, len(self._rtts) + self._drops
-        rate = self._answered / max(now - self._window_start, 1e-9)
+        rate, paired = self._rates(now)
         if self._drops > DROP_TOLERANCE * total:
             self.backoffs += 1
             self._forget(rate)
@@ -144,7 +179,7 @@ class AdaptiveLimit:
             return limit * BACKOFF
         if not self._rtts:
             return limit
-        rtt = self._window_rtt()
+        rtt = self._typical_rtt = self._window_rtt()
         if not self.min_rtt or rtt < self.min_rtt:
             self.min_rtt = rtt
         self._slow = self._slow + 1 if rtt >= FLUSH_RTT_RATIO * self.min_rtt else 0
@@ -154,8 +189,18 @@ class AdaptiveLimit:
         elif self._peak * 2 < limit:
             return limit   # app-limited: the job cannot use the permits it has, its rate says nothing
         else:
-            self.rates.append(rate)
-        return self.max_rate * self.min_rtt * self._gain(rtt) + 2 * _log10_root(limit)
+            self.rates.append(paired if self.started_up else rate)   # start-up: each doubling counts
+        return self.max_rate * self.min_rtt * self._gain(rtt, rate) + 2 * _log10_root(limit)
+
+    def _rates(self, now: float) -> tuple[float, float]:
+        """This window's delivery rate, and the rate over it and the window before: the one the filter
+        keeps once started up. A window of ~250 answers is off by ~6 % either way, and the highest of ten
+        such draws ~10 % above what the service delivers, which the limit would hold as calls queued;
+        over two windows the excess is ~7 %, over one window in a probe's place ~4 % (docs/design.md)."""
+        seconds = max(now - self._window_start, 1e-9)
+        answered, before = self._previous
+        self._previous = (self._answered, seconds)
+        return self._answered / seconds, (self._answered + answered) / (seconds + before)
 
     def _forget(self, rate: float) -> None:
         """The service answers less than it did: the rate it answers now is all that is known."""
@@ -167,9 +212,10 @@ class AdaptiveLimit:
         """BBR's start-up: STARTUP_GAIN until the pipe is full (`started_up`: the rate stopped growing)."""
         self.started_up, self._full_rate, self._flat = False, 0.0, 0
 
-    def _gain(self, rtt: float) -> float:
+    def _gain(self, rtt: float, rate: float) -> float:
         """STARTUP_GAIN until the rate stops growing or calls start to queue, then PROBE_GAIN one window
-        in CYCLE_WINDOWS."""
+        in CYCLE_WINDOWS, and again at once while a probe's window (`rate`) delivered more: room at the
+        service is taken in a few windows, not one step per cycle."""
         if not self.started_up:
             if self.max_rate >= self._full_rate * 1.25:
                 self._full_rate, self._flat = self.max_rate, 0
@@ -178,7 +224,9 @@ class AdaptiveLimit:
             self.started_up = self._flat >= FULL_WINDOWS or rtt >= STARTUP_EXIT_RTT * self.min_rtt
             if not self.started_up:
                 return STARTUP_GAIN
-        self._phase = (self._phase + 1) % CYCLE_WINDOWS
+        grew = self._probed_at is not None and rate >= self._probed_at * PROBE_GREW
+        self._phase = 0 if grew else (self._phase + 1) % CYCLE_WINDOWS
+        self._probed_at = self.max_rate if self._phase == 0 else None   # the rate a probe must beat
         return PROBE_GAIN if self._phase == 0 else 1.0
 
     def _schedule_probe(self, now: float) -> None:
@@ -261,4 +309,4 @@ class AdaptiveGate:
         return {"in_flight": self.in_flight, "limit": self.limiter.current,
                 "mean_in_flight": round(self.mean_in_flight(), 1), "peak_in_flight": self.peak_in_flight,
                 "min_rtt_ms": round(self.limiter.min_rtt * 1000, 2), "max_rate": round(self.limiter.max_rate),
-                "backoffs": self.limiter.backoffs}
+                "backoffs": self.limiter.backoffs, "stalls": self.limiter.stalls}
