@@ -18,8 +18,8 @@ concurrency-limits and the periodic minimum-RTT measurement of Envoy's adaptive 
   `sample_aggregate_percentile`) since the last probe.
 - The limit is `bdp x gain + alpha` (alpha = 2 x max(1, int(log10(limit))) calls: Netflix Vegas' headroom
   for the calls on their way). The gain is 2 until the rate stops growing by 25 % for FULL_WINDOWS windows
-  in a row or the round trip reaches STARTUP_EXIT_RTT x `min_rtt` (BBR's start-up with HyStart's delay
-  exit), then cycles: one window in CYCLE_WINDOWS at PROBE_GAIN (is there more rate to be had?) and the
+  in a row, or for one window whose round trip reaches STARTUP_EXIT_RTT x `min_rtt` (BBR's start-up with
+  HyStart's delay exit, which on a round trip alone ends start-up on the host's noise), then cycles: one window in CYCLE_WINDOWS at PROBE_GAIN (is there more rate to be had?) and the
   others at 1; a probe whose window delivered PROBE_GREW more probes again in the next. While the service
   has spare slots the probes raise the rate and with it `bdp`, window after window; once it is full the
   rate stays at K / s and the limit stays at about K + alpha. The probe is a tenth, not BBR's quarter:
@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import statistics
 import time
 from collections import deque
 from typing import Any, Callable
@@ -221,12 +222,14 @@ class AdaptiveLimit:
                 self._full_rate, self._flat = self.max_rate, 0
             else:
                 self._flat += 1
-            self.started_up = self._flat >= FULL_WINDOWS or rtt >= STARTUP_EXIT_RTT * self.min_rtt
+            queued = rtt >= STARTUP_EXIT_RTT * self.min_rtt and self._flat > 0   # not a noisy round trip
+            self.started_up = self._flat >= FULL_WINDOWS or queued
             if not self.started_up:
                 return STARTUP_GAIN
         grew = self._probed_at is not None and rate >= self._probed_at * PROBE_GREW
         self._phase = 0 if grew else (self._phase + 1) % CYCLE_WINDOWS
-        self._probed_at = self.max_rate if self._phase == 0 else None   # the rate a probe must beat
+        # the rate a probe must beat: the filter's mean, not its maximum (biased up by the noise)
+        self._probed_at = statistics.fmean(self.rates) if self._phase == 0 and self.rates else None
         return PROBE_GAIN if self._phase == 0 else 1.0
 
     def _schedule_probe(self, now: float) -> None:
