@@ -19,11 +19,12 @@ concurrency-limits and the periodic minimum-RTT measurement of Envoy's adaptive 
 - The limit is `bdp x gain + alpha` (alpha = 2 x max(1, int(log10(limit))) calls: Netflix Vegas' headroom
   for the calls on their way). The gain is 2 until the rate stops growing by 25 % for FULL_WINDOWS windows
   in a row, or for one window whose round trip reaches STARTUP_EXIT_RTT x `min_rtt` (BBR's start-up with
-  HyStart's delay exit, which on a round trip alone ends start-up on the host's noise), then cycles: one window in CYCLE_WINDOWS at PROBE_GAIN (is there more rate to be had?) and the
-  others at 1; a probe whose window delivered PROBE_GREW more probes again in the next. While the service
-  has spare slots the probes raise the rate and with it `bdp`, window after window; once it is full the
-  rate stays at K / s and the limit stays at about K + alpha. The probe is a tenth, not BBR's quarter:
-  its queue is what the service's p99 sees (one window in 8 is 12 % of the calls).
+  HyStart's delay exit, which on a round trip alone ends start-up on the host's noise), then cycles: one
+  window in CYCLE_WINDOWS at PROBE_GAIN (is there more rate to be had?) and the others at 1; a probe whose
+  window delivered PROBE_GREW more than the filter's mean probes again in the next. While the service has
+  spare slots the probes raise the rate and with it `bdp`, window after window; once it is full the rate
+  stays at K / s and the limit stays at about K + alpha. The probe is a tenth, not BBR's quarter: its
+  queue is what the service's p99 sees (one window in 8 is 12 % of the calls).
 - Why the rate and not the round trip alone (a Vegas limit, this module's first version): the job's own
   delays (its event loop on a busy host) inflate every round trip the way a queue at the service would,
   and a Vegas limit read them as a queue and shrank to a fraction of what the service could take. A
