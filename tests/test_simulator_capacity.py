@@ -124,7 +124,7 @@ def test_the_station_reports_the_latency_the_service_itself_sees(sim):
     """`sojourn` is arrival to reply at the service (queue wait + service time), not the client's round trip;
     `wait` the queue wait alone. Capacity 1, 1 s, three callers all at the station at once (one served, two
     queued, checked): the last one queued waits for the two before it, so its sojourn is at least 2 x 1 s
-    and its wait at least 1 x 1 s (2 s less the ~0.x s it arrived after the first)."""
+    and its wait over 1 s (the two services before it, less the moment it arrived after the first)."""
     sim.configure(rec={"latency_ms": 1000, "capacity": 1})
     callers, _ = start_callers(sim, 3)
     wait_for(lambda s: s["in_service"] == 1 and s["queued"] == 2, sim, "1 in service, 2 queued")
