@@ -141,6 +141,28 @@ def test_follows_a_capacity_cut_within_a_second_of_simulated_time():
     assert_cruises([value for at, value in history if at > 6], 25, 30)
 
 
+class SlowSpells(Service):
+    """A service whose calls take twice as long for 0.5 s out of every 1.5 s (its host is busy): the same
+    slots, so at twice the round trip it still serves `capacity` calls at once, without a queue."""
+
+    def throughput(self, in_flight: int, now: float = 0.0) -> float:
+        self.base = 0.040 if now % 1.5 < 0.5 else 0.020
+        return super().throughput(in_flight, now)
+
+
+def test_a_service_that_slows_down_for_a_while_keeps_its_slots_filled():
+    """Slow spells double the round trip and halve the rate, as a capacity cut does; the min-RTT probe
+    that follows finds the round trip as slow at a quarter of the calls, so the limit stays near 50. Read
+    as a cut each time, the limit sank to ~13 and the service did 0.26-0.33 of what it could."""
+    limit = AdaptiveLimit(max_limit=400, rng=random.Random(1))
+    service = SlowSpells(50, 0.020)
+    history = [(at, value) for at, value in run(limit, service, 20, noisy=True) if at > 5]
+    served = statistics.fmean(service.throughput(value, at) for at, value in history)
+    possible = statistics.fmean(service.throughput(400, at) for at, value in history)
+    assert served >= 0.85 * possible, served / possible
+    assert 45 <= statistics.median(value for _, value in history) <= 60
+
+
 def test_grows_back_when_capacity_returns():
     limit = AdaptiveLimit(max_limit=400, rng=random.Random(1))
     run(limit, Service(25, 0.020), 5)

@@ -31,9 +31,13 @@ concurrency-limits and the periodic minimum-RTT measurement of Envoy's adaptive 
   queue flattens the rate; the job's own delay does not stop the rate rising with the limit.
 - Backing off: more than DROP_TOLERANCE of a window's samples dropped -> `limit x BACKOFF` (Netflix
   AIMD's ratio), the remembered rate is forgotten (it must be earned again) and, once the drops stop,
-  the limit starts up again; FLUSH_WINDOWS windows in a row whose round trip is FLUSH_RTT_RATIO x
-  `min_rtt` (a queue as long as the calls in service: the service got smaller or slower) forget it too,
-  so the limit follows a capacity cut within 0.2 s instead of after RATE_WINDOWS windows.
+  the limit starts up again. FLUSH_WINDOWS windows in a row whose round trip is FLUSH_RTT_RATIO x
+  `min_rtt` are a queue as long as the calls in service (the service got smaller) or a service that got
+  slower: the next window is the min-RTT probe below, and then the rate is forgotten but for what the
+  slow windows delivered, the limit `that rate x the probe's round trip`. Smaller: the queue is gone at a
+  quarter of the calls, the limit falls to the new capacity (a cut is followed in ~0.3 s, not after
+  RATE_WINDOWS windows). Slower: the probe's round trip is as slow, the limit stays (the service's slots
+  did not change; halving it at each slow spell of a busy host left 0.3 of what the service could do).
 - A window in which the job used fewer than half its permits leaves the limit alone (the job, not the
   service, was the bound). An answer read STALL_RTTS round trips after the one before, while calls were
   out, comes out of a stall of the job's loop (a host that took its CPU): that window is dropped, and the
@@ -99,6 +103,7 @@ class AdaptiveLimit:
         self._probed_at: float | None = None
         self._previous = (0, 0.0)     # the last measured window: (answered, seconds)
         self._slow = 0                # windows in a row at FLUSH_RTT_RATIO
+        self._slow_rate: float | None = None  # what two slow windows delivered, until the probe decides
         self._probing: float | None = None  # the limit to go back to after a min_rtt probe window
         self._next_probe: float | None = None
         self.stalls = 0               # gaps the limit ignored (for the report)
@@ -167,6 +172,8 @@ class AdaptiveLimit:
             self._start_probe(now)
         else:
             self.limit = max(self.min_limit, min(self.max_limit, self._next_limit(now)))
+            if self._slow_rate is not None:
+                self._start_probe(now)
         if int(self.limit) != int(before):
             self.changed_at = now
         self._open_window(now)
@@ -186,19 +193,18 @@ class AdaptiveLimit:
             self.min_rtt = rtt
         self._slow = self._slow + 1 if rtt >= FLUSH_RTT_RATIO * self.min_rtt else 0
         if self._slow >= FLUSH_WINDOWS:
-            self._forget(rate)
-            self.started_up = True    # calls queue: start-up is over, if it was not
-        elif self._peak * 2 < limit:
+            self._slow_rate = rate    # a queue, or a slower service: the min_rtt probe tells (_end_probe)
+            return limit
+        if self._peak * 2 < limit:
             return limit   # app-limited: the job cannot use the permits it has, its rate says nothing
-        else:
-            self.rates.append(paired if self.started_up else rate)   # start-up: each doubling counts
+        self.rates.append(paired if self.started_up else rate)   # start-up: each doubling counts
         return self.max_rate * self.min_rtt * self._gain(rtt, rate) + 2 * _log10_root(limit)
 
     def _rates(self, now: float) -> tuple[float, float]:
         """This window's delivery rate, and the rate over it and the window before: the one the filter
-        keeps once started up. A window of ~250 answers is off by ~6 % either way, and the highest of ten
-        such draws ~10 % above what the service delivers, which the limit would hold as calls queued;
-        over two windows the excess is ~7 %, over one window in a probe's place ~4 % (docs/design.md)."""
+        keeps once started up. A window of ~250 answers is off by ~6 % either way (Poisson), and the highest
+        of ten such draws sits ~10 % above what the service delivers, which the limit would hold as calls
+        queued; two windows halve the variance (docs/design.md has the model's figures)."""
         seconds = max(now - self._window_start, 1e-9)
         answered, before = self._previous
         self._previous = (self._answered, seconds)
@@ -242,9 +248,19 @@ class AdaptiveLimit:
         self._schedule_probe(now)
 
     def _end_probe(self) -> None:
+        """The probe window's round trip is the new `min_rtt`. After slow windows, the rate they delivered
+        is all that is known: `bdp = that rate x the new min_rtt` is the limit. A queue (the service got
+        smaller) vanished at a quarter of the calls: min_rtt is the old one and the limit falls to the
+        new capacity; a service that got slower is as slow at a quarter: min_rtt is its new round trip and
+        the limit stays where it was (its slots did not change)."""
+        limit, self._probing = self._probing or self.limit, None
         if self._rtts:
             self.min_rtt = self._window_rtt()
-        self.limit, self._probing = self._probing or self.limit, None
+        if self._slow_rate is not None and self._rtts:
+            self._forget(self._slow_rate)
+            self.started_up = True    # calls queued or the service slowed: start-up is over, if it was not
+            limit = self.max_rate * self.min_rtt + 2 * _log10_root(limit)
+        self.limit, self._slow_rate = max(self.min_limit, min(self.max_limit, limit)), None
 
 
 class AdaptiveGate:
