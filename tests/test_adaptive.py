@@ -150,17 +150,20 @@ class SlowSpells(Service):
         return super().throughput(in_flight, now)
 
 
-def test_a_service_that_slows_down_for_a_while_keeps_its_slots_filled():
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_service_that_slows_down_for_a_while_keeps_its_slots_filled(seed):
     """Slow spells double the round trip and halve the rate, as a capacity cut does; the min-RTT probe
-    that follows finds the round trip as slow at a quarter of the calls, so the limit stays near 50. Read
-    as a cut each time, the limit sank to ~13 and the service did 0.26-0.33 of what it could."""
-    limit = AdaptiveLimit(max_limit=400, rng=random.Random(1))
-    service = SlowSpells(50, 0.020)
+    that follows finds the round trip as slow at a quarter of the calls, so the limit stays near 50, and
+    when the spell ends (a round trip a quarter below min_rtt) the limit starts up again. Read as a cut
+    each time, the limit sank to ~13 and the service did 0.26-0.33 of what it could; with the probe but
+    without the start-up, 0.89-0.90; with both 0.96-0.97."""
+    limit = AdaptiveLimit(max_limit=400, rng=random.Random(seed))
+    service = SlowSpells(50, 0.020, seed=seed)
     history = [(at, value) for at, value in run(limit, service, 20, noisy=True) if at > 5]
     served = statistics.fmean(service.throughput(value, at) for at, value in history)
     possible = statistics.fmean(service.throughput(400, at) for at, value in history)
-    assert served >= 0.85 * possible, served / possible
-    assert 45 <= statistics.median(value for _, value in history) <= 60
+    assert served >= 0.93 * possible, served / possible
+    assert 45 <= statistics.median(value for _, value in history) <= 62
 
 
 def test_grows_back_when_capacity_returns():

@@ -38,6 +38,8 @@ concurrency-limits and the periodic minimum-RTT measurement of Envoy's adaptive 
   quarter of the calls, the limit falls to the new capacity (a cut is followed in ~0.3 s, not after
   RATE_WINDOWS windows). Slower: the probe's round trip is as slow, the limit stays (the service's slots
   did not change; halving it at each slow spell of a busy host left 0.3 of what the service could do).
+  A window whose round trip is FASTER_RTT_RATIO x `min_rtt` ends such a spell: the rate measured in it
+  is too low for the faster service, and the limit starts up again.
 - A window in which the job used fewer than half its permits leaves the limit alone (the job, not the
   service, was the bound). An answer read STALL_RTTS round trips after the one before, while calls were
   out, comes out of a stall of the job's loop (a host that took its CPU): that window is dropped, and the
@@ -73,6 +75,7 @@ FULL_WINDOWS = 3         # BBR: the pipe is full after 3 rounds without 25 % mor
 STARTUP_EXIT_RTT = 1.1   # or when the round trip is a tenth above min_rtt (HyStart's delay exit)
 FLUSH_RTT_RATIO = 2.0    # a window median twice min_rtt: as many calls queued as served...
 FLUSH_WINDOWS = 2        # ...in two windows in a row (one is a hiccup of the host, not a smaller service)
+FASTER_RTT_RATIO = 0.75  # a round trip a quarter below min_rtt: the service sped up (a slow spell ended)
 STALL_RTTS = 2.0         # no answer read for 2 round trips with calls out: the job's loop was frozen
 DROP_TOLERANCE = 0.02    # a few stray 5xx are faults, not overload; a storm is well above 2 %
 BACKOFF = 0.9            # Netflix AIMDLimit's default backoff ratio
@@ -189,6 +192,8 @@ class AdaptiveLimit:
         if not self._rtts:
             return limit
         rtt = self._typical_rtt = self._window_rtt()
+        if self.min_rtt and rtt < FASTER_RTT_RATIO * self.min_rtt and self.started_up:
+            self._start_up_again()    # the service is faster than the rate was measured at: earn it anew
         if not self.min_rtt or rtt < self.min_rtt:
             self.min_rtt = rtt
         self._slow = self._slow + 1 if rtt >= FLUSH_RTT_RATIO * self.min_rtt else 0
