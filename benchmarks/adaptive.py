@@ -61,6 +61,8 @@ class Poller(threading.Thread):
         self.stack, self.samples, self.stop = stack, [], threading.Event()
         self.first_call: float | None = None
         self.last: dict = {}
+        self.cpu_before: list[int] = []   # /proc/stat at the first call, for the steal during the phase
+        self.steal = 0.0
 
     def run(self) -> None:
         """Samples are timed from the job's first call (its start-up, seconds on a busy host, is not
