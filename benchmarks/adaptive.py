@@ -61,8 +61,7 @@ class Poller(threading.Thread):
         self.stack, self.samples, self.stop = stack, [], threading.Event()
         self.first_call: float | None = None
         self.last: dict = {}
-        self.cpu_before: list[int] = []   # /proc/stat at the first call, for the steal during the phase
-        self.steal = 0.0
+        self.steal = 0.0   # % of the host's CPU the hypervisor took from the first call to the end
 
     def run(self) -> None:
         """Samples are timed from the job's first call (its start-up, seconds on a busy host, is not
@@ -121,12 +120,12 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     poller.start()
     first = poller.wait_first_call()
-    poller.cpu_before = cpu_times()
+    cpu_before = cpu_times()
     for at, change in sorted(events, key=lambda e: e[0]):
         time.sleep(max(0.0, at - (time.monotonic() - first)))
         stack.simulator.configure(**change)
     time.sleep(max(0.0, seconds - (time.monotonic() - first)))
-    poller.steal = steal_percent(poller.cpu_before, cpu_times())
+    poller.steal = steal_percent(cpu_before, cpu_times())
     process.send_signal(signal.SIGTERM)
     stderr = process.communicate(timeout=120)[1].decode(errors="replace")
     poller.stop.set()
@@ -198,7 +197,7 @@ def main() -> None:
 
 
 def run_all(args: argparse.Namespace) -> None:
-    users = int(CEILING * (8 if args.quick else 30) * 1.5)
+    users = int(CEILING * steady_seconds(args.quick) * 1.5)
     with tempfile.TemporaryDirectory(prefix="later-read-adaptive-") as tmp, Stack(knobs()) as stack:
         conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
                        stack.mysql.database)
@@ -212,8 +211,12 @@ def run_all(args: argparse.Namespace) -> None:
                 PHASES[phase](stack, config, Path(tmp) / "r.json", mode, quick=args.quick)
 
 
+def steady_seconds(quick: bool) -> int:
+    return 8 if quick else 30
+
+
 def phase_steady(stack: Stack, config: Path, report_path: Path, mode: str, quick: bool) -> None:
-    steady = 8 if quick else 30
+    steady = steady_seconds(quick)
     report, poller = run_prewarm(stack, config, report_path, [], steady)
     print(line(mode, "steady", report, poller, f"in_flight_at_service={poller.mean(1, steady)} "
                f"(capacity {CAPACITY})"), flush=True)

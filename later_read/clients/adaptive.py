@@ -174,7 +174,7 @@ class AdaptiveLimit:
         elif self._next_probe is not None and now >= self._next_probe:
             self._start_probe(now)
         else:
-            self.limit = max(self.min_limit, min(self.max_limit, self._next_limit(now)))
+            self.limit = self._clamp(self._next_limit(now))
             if self._slow_rate is not None:
                 self._start_probe(now)
         if int(self.limit) != int(before):
@@ -203,7 +203,14 @@ class AdaptiveLimit:
         if self._peak * 2 < limit:
             return limit   # app-limited: the job cannot use the permits it has, its rate says nothing
         self.rates.append(paired if self.started_up else rate)   # start-up: each doubling counts
-        return self.max_rate * self.min_rtt * self._gain(rtt, rate) + 2 * _log10_root(limit)
+        return self._bdp_limit(self._gain(rtt, rate), limit)
+
+    def _bdp_limit(self, gain: float, limit: float) -> float:
+        """`bdp x gain + alpha`: the calls the remembered rate and min_rtt explain, with Vegas' headroom."""
+        return self.max_rate * self.min_rtt * gain + 2 * _log10_root(limit)
+
+    def _clamp(self, limit: float) -> float:
+        return max(self.min_limit, min(self.max_limit, limit))
 
     def _rates(self, now: float) -> tuple[float, float]:
         """This window's delivery rate, and the rate over it and the window before: the one the filter
@@ -249,7 +256,7 @@ class AdaptiveLimit:
 
     def _start_probe(self, now: float) -> None:
         self._probing = self.limit
-        self.limit = max(self.min_limit, self.limit / 4)
+        self.limit = self._clamp(self.limit / 4)
         self._schedule_probe(now)
 
     def _end_probe(self) -> None:
@@ -264,8 +271,8 @@ class AdaptiveLimit:
         if self._slow_rate is not None and self._rtts:
             self._forget(self._slow_rate)
             self.started_up = True    # calls queued or the service slowed: start-up is over, if it was not
-            limit = self.max_rate * self.min_rtt + 2 * _log10_root(limit)
-        self.limit, self._slow_rate = max(self.min_limit, min(self.max_limit, limit)), None
+            limit = self._bdp_limit(1.0, limit)
+        self.limit, self._slow_rate = self._clamp(limit), None
 
 
 class AdaptiveGate:

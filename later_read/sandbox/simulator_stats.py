@@ -33,8 +33,8 @@ class EndpointStats:
         self._second = -1
         self._in_second = 0
 
-    def decided(self, uid: str | None, status: int, fault: str, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+    def decided(self, uid: str | None, status: int, fault: str) -> None:
+        now = time.time()
         if self.first_at is None:
             self.first_at = now
         self.last_at = now
