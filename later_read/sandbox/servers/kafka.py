@@ -15,12 +15,15 @@ import uuid
 from pathlib import Path
 
 from later_read.sandbox.servers.process import (KAFKA_ENV, LocalServer, ServerUnavailable, _one_line, find_program,
-                                                free_port, port_open, require_program)
+                                                free_port, port_open, require_program, wait_until)
 
 CACHE_ENV = "LATER_READ_CACHE"
 # The one place the Kafka version is pinned (Maven resolves the broker and its dependencies from it).
 KAFKA_POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 _MARKER = ".complete"  # written last into a cache folder, so a half-copied folder is never used
+WARM_UP_GROUP = "later-read-warm-up"
+WARM_UP_SECONDS = 120.0        # the broker's own start is allowed 90 s; a coordinator takes 0.2 s when well
+WARM_UP_REQUEST_SECONDS = 10.0  # per attempt: librdkafka's default (60 s) would wait out a lost request
 
 
 def kafka_version(pom: Path = KAFKA_POM) -> str:
@@ -225,15 +228,29 @@ class KafkaServer(LocalServer):
             return False
 
     def _after_first_start(self) -> None:
-        """Have the broker create __consumer_offsets now (0.2 s) rather than on the first consumer
-        group, where librdkafka's coordinator retries turn it into about 3 s inside some test."""
+        """Have the broker create __consumer_offsets and load its group coordinator now (~1 s) rather
+        than on the first consumer group, where librdkafka's coordinator retries take about 3 s inside
+        some test.
+
+        The first answers are NOT_COORDINATOR (the topic is being created), then
+        COORDINATOR_LOAD_IN_PROGRESS; each is asked again. On a starved host the broker can leave a
+        request unanswered (librdkafka would wait out its 60 s request timeout: CI saw a 30 s wait time
+        out), so each attempt has a short timeout. A broker without a coordinator after WARM_UP_SECONDS
+        fails the start with its log's tail (`wait_until`, as a broker that does not answer at all).
+        """
+        admin = self.admin()
+        wait_until(lambda: self._has_coordinator(admin), self.child, WARM_UP_SECONDS, "kafka's group coordinator")
+
+    @staticmethod
+    def _has_coordinator(admin) -> bool:
         from confluent_kafka import KafkaException
 
-        admin = self.admin()
         try:
-            admin.describe_consumer_groups(["later-read-warm-up"])["later-read-warm-up"].result(30)
-        except KafkaException:
-            pass  # only an optimisation; a real problem shows in the first test that uses a group
+            admin.describe_consumer_groups([WARM_UP_GROUP], request_timeout=WARM_UP_REQUEST_SECONDS)[
+                WARM_UP_GROUP].result(WARM_UP_REQUEST_SECONDS + 5)
+            return True
+        except (KafkaException, TimeoutError):
+            return False
 
     def _check_external(self) -> None:
         if not self._has_broker(timeout=10.0):
