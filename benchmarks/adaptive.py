@@ -61,6 +61,7 @@ class Poller(threading.Thread):
         self.stack, self.samples, self.stop = stack, [], threading.Event()
         self.first_call: float | None = None
         self.last: dict = {}
+        self.at_stop: dict = {}   # the simulator's counters as the job was told to stop (no drain in them)
         self.steal = 0.0   # % of the host's CPU the hypervisor took from the first call to the end
 
     def run(self) -> None:
@@ -126,6 +127,7 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
         stack.simulator.configure(**change)
     time.sleep(max(0.0, seconds - (time.monotonic() - first)))
     poller.steal = steal_percent(cpu_before, cpu_times())
+    poller.at_stop = stack.simulator.stats()
     process.send_signal(signal.SIGTERM)
     stderr = process.communicate(timeout=120)[1].decode(errors="replace")
     poller.stop.set()
@@ -169,8 +171,21 @@ def line(mode: str, phase: str, report: dict, poller: Poller, extra: str) -> str
                       f"{n}_stalls={services[n].get('adaptive_stalls', '-')}" for n in ("ab", "rec"))
     users = report["cached"] + report["not_in_experiment"] + report["no_recommendation"]
     rate = users / max(report["duration_seconds"], 1e-9)
-    return (f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) {latency} "
-            f"{limits} {extra} steal={poller.steal}%")
+    return (f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) "
+            f"{steady_rates(poller.at_stop)} {latency} {limits} {extra} steal={poller.steal}%")
+
+
+def steady_rates(stats: dict) -> str:
+    """Calls/s each service took from STEADY_FROM s after the first call to the job's stop, against the
+    CEILING: the steady throughput, without the job's own start-up (connections, the first StarRocks
+    page: ~0.4 s of an 8 s quick run) and drain that the whole run's users/s carries."""
+    rates = []
+    for name in ("ab", "rec"):
+        endpoint = stats[name]
+        span = (endpoint["last_at"] or 0) - (endpoint["first_at"] or 0)
+        rate = endpoint["calls"] / span if span > 0 else 0.0
+        rates.append(f"{name}_steady={rate:,.0f}/s ({rate / CEILING:.2f})")
+    return " ".join(rates)
 
 
 def start_hogs(count: int) -> list[subprocess.Popen]:
