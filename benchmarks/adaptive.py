@@ -18,9 +18,12 @@ then recommend) at most 2,500 users/s. `[prewarm] concurrency = 400` is the boun
 `--hog N` starts N CPU-bound processes for the whole run: the client's round trips then carry its own
 scheduling delays (noise no queue at the service explains), the case where a latency-only limit collapses.
 
-Prints one line per run; nothing is asserted. Per service: the job's p50/p99 round trip (whole run), and
-from STEADY_FROM s on the simulator's sojourn p50/p99 (arrival to reply), its queue wait p99 (what the
-job's load causes) and its lateness p99 (reply timers firing late: the host, not the job). `steal=` is
+Prints one line per run; nothing is asserted. `users/s` is the whole run's (the job's start-up and drain
+included); `ab_steady=` / `rec_steady=` are the calls/s each service took from STEADY_FROM s after the
+first call to the job's stop, against the ceiling: the steady throughput. Per service too: the job's
+p50/p99 round trip (whole run), and from STEADY_FROM s on the simulator's sojourn p50/p99 (arrival to
+reply), its queue wait p99 (what the job's load causes) and its lateness p99 (reply timers firing late:
+the host, not the job). `steal=` is
 the CPU the hypervisor took during the run: on a VM whose CPU is stolen every figure is noisy (the
 simulator's own lateness alone can pass the 10 ms a queue is allowed); rerun when it is above ~2 %.
 """
