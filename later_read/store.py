@@ -7,12 +7,15 @@ Batching is the caller's choice (`redis.batch_size` keys per call); each method 
 from __future__ import annotations
 
 import secrets
+import traceback
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import anyio
 import orjson
 import stamina
 from redis import exceptions as redis_errors
+from redis.asyncio import connection as redis_connection
 from redis.crc import key_slot
 
 from later_read import constants
@@ -38,6 +41,21 @@ RETRYABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_erro
              redis_errors.TryAgainError, redis_errors.SlotNotCoveredError, redis_errors.ReadOnlyError,
              redis_errors.MasterDownError, OSError)
 RETRY_WAIT_MAX_SECONDS = 1.0  # re-ask the sentinels / slot map at least every second during a failover
+# redis-py's asyncio connection lets a write race with the connection being closed under it (a master
+# killed mid-pipeline): `self._writer.writelines` on a writer already set to None, or a transport whose
+# write callback is gone, raises AttributeError / TypeError instead of ConnectionError (redis-py issues
+# #3546 and #4287, redis 8.1.0; CI saw it as a push exiting 70). Nothing was written on that connection.
+_REDIS_CONNECTION = str(Path(redis_connection.__file__).resolve())
+
+
+def retryable(exc: BaseException) -> bool:
+    """A failover's error (RETRYABLE), or redis-py's closed-writer race, which is one too."""
+    if isinstance(exc, RETRYABLE):
+        return True
+    if not isinstance(exc, (AttributeError, TypeError)) or "NoneType" not in str(exc):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(str(Path(frame.filename).resolve()) == _REDIS_CONNECTION for frame in frames)
 
 
 class Store:
@@ -123,13 +141,15 @@ class Store:
                 if not self._retry_for:
                     return await call()
                 async for attempt in stamina.retry_context(
-                        on=RETRYABLE, attempts=None, timeout=self._retry_for,
+                        on=retryable, attempts=None, timeout=self._retry_for,
                         wait_initial=0.05, wait_max=RETRY_WAIT_MAX_SECONDS):
                     with attempt:
                         if attempt.num > 1:
                             event(log, "redis.retry", what=what, attempt=attempt.num)
                         return await call()
-        except RETRYABLE as exc:
+        except (*RETRYABLE, AttributeError, TypeError) as exc:
+            if not retryable(exc):
+                raise
             raise RedisUnavailable(
                 f"Redis at {target(self.settings)} unreachable during {what}: {exc}; "
                 f"check [redis] {'url' if self.settings.mode == 'standalone' else 'mode/url/sentinels'} "

@@ -186,3 +186,74 @@ def test_a_bad_redis_mode_config_is_one_line_and_exit_2(make_config, redis_secti
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "[redis]" in lines[0] and words in lines[0], result.stderr
+
+
+async def _closed_writer_race(redis_url: str) -> BaseException:
+    """redis-py's own race, raised by its own code: a write on a connection whose writer a concurrent
+    disconnect has set to None (what a master killed mid-pipeline left in CI: redis-py #3546, #4287)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    connection = client.connection_pool.make_connection()
+    await connection.connect()
+    writer, connection._writer = connection._writer, None
+    try:
+        await connection._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+    except BaseException as error:   # noqa: BLE001 - the error is the result
+        return error
+    finally:
+        writer.close()
+        await client.aclose()
+    raise AssertionError("a write on a closed writer did not fail")
+
+
+def test_redis_pys_closed_writer_race_is_a_failover_error_and_nothing_else_is(redis_url):
+    import asyncio
+
+    from redis import exceptions as redis_errors
+
+    from later_read.store import retryable
+
+    race = asyncio.run(_closed_writer_race(redis_url))
+    assert isinstance(race, AttributeError) and retryable(race)
+    assert retryable(redis_errors.ConnectionError("gone"))
+    try:
+        None.writelines([])   # the same message, raised by our own code: a bug, never retried
+    except AttributeError as ours:
+        assert not retryable(ours)
+    assert not retryable(TypeError("'NoneType' object is not callable"))   # no redis-py frame
+
+
+def test_store_rides_out_the_closed_writer_race_and_reports_it_in_one_line_when_it_lasts(redis_url):
+    """Cluster/sentinel mode: the race is retried like a failover; standalone (no retry) or a race that
+    outlasts failover_seconds is RedisUnavailable (exit 3), never an internal error (exit 70)."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from later_read.config import RedisSettings
+    from later_read.errors import RedisUnavailable
+    from later_read.store import Store
+
+    async def scenario(mode: str, failures: int, failover_seconds: float):
+        calls = []
+
+        async def call():
+            calls.append(1)
+            if len(calls) <= failures:
+                raise await _closed_writer_race(redis_url)
+            return "answered"
+        settings = RedisSettings(mode=mode, url=redis_url, failover_seconds=failover_seconds)
+        client = Redis.from_url(redis_url)
+        try:
+            return await Store(client, settings)._run("test call", call), len(calls)
+        except RedisUnavailable as error:
+            return str(error), len(calls)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario("cluster", 2, 30.0)) == ("answered", 3)
+    message, calls = asyncio.run(scenario("standalone", 1, 30.0))
+    assert calls == 1 and "unreachable during test call" in message and "\n" not in message
+    message, calls = asyncio.run(scenario("cluster", 10**6, 0.5))
+    assert calls >= 2 and "unreachable during test call" in message

@@ -211,8 +211,12 @@ def test_timeout_rate_holds_requests_past_the_client_timeout(sim):
     set_knobs(sim, ab={"timeout_rate": 0.25}, timeout_hold_seconds=0.6)
     answers = post_all(sim.url, [ab_call(uid) for uid in uids(400)], connections=100, timeout=0.25)
     timed_out = sum(1 for answer in answers if answer.status is None)
-    assert abs(timed_out / 400 - 0.25) <= 0.05
-    assert abs(sim.stats()["ab"]["by_fault"]["timeout"] - timed_out) <= 2
+    held = sim.stats()["ab"]["by_fault"]["timeout"]
+    assert abs(held / 400 - 0.25) <= 0.05
+    # Every held request timed out. A few more may have: when the host freezes this test's own loop for
+    # longer than the timeout, an answer read late after it times out too (CI: 111 for 107 held, 30-50 %
+    # steal). Those are the client's, hence a one-sided bound; the share above bounds them as well.
+    assert held <= timed_out and abs(timed_out / 400 - 0.25) <= 0.05
     assert all(answer.status == 200 for answer in answers if answer.status is not None)
 
 

@@ -27,7 +27,7 @@ from redis import exceptions as redis_errors
 
 from later_read.config import RedisSettings
 from later_read.errors import RedisUnavailable
-from later_read.store import RETRY_WAIT_MAX_SECONDS, RETRYABLE
+from later_read.store import RETRY_WAIT_MAX_SECONDS, retryable
 
 if TYPE_CHECKING:  # `limits` is imported only when a cap is set (50 ms of a job's start-up otherwise)
     from limits import RateLimitItemPerSecond
@@ -105,11 +105,13 @@ class SharedRateLimiter:
                 return await self._take()
             # sentinel/cluster: ride out a failover like the Store does ([redis] failover_seconds)
             async for attempt in stamina.retry_context(
-                    on=RETRYABLE, attempts=None, timeout=self.failover_seconds, wait_initial=0.05,
+                    on=retryable, attempts=None, timeout=self.failover_seconds, wait_initial=0.05,
                     wait_max=RETRY_WAIT_MAX_SECONDS):
                 with attempt:
                     return await self._take()
-        except (redis_errors.RedisError, OSError) as exc:
+        except (redis_errors.RedisError, OSError, AttributeError, TypeError) as exc:
+            if isinstance(exc, (AttributeError, TypeError)) and not retryable(exc):
+                raise
             raise RedisUnavailable(f"Redis unreachable for the shared [services] *_qps window: {exc}; "
                                    "check [redis] and that Redis is up") from None
 
