@@ -135,7 +135,7 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
     stderr = process.communicate(timeout=120)[1].decode(errors="replace")
     poller.stop.set()
     poller.join()
-    if process.returncode not in (0, 1, 6):
+    if process.returncode not in (0, 1, 4, 6):   # 4: the breaker stopped it (a starved host's timeouts)
         raise RuntimeError(f"prewarm exited {process.returncode}: {stderr[-2000:]}")
     if VERBOSE:
         print("\n".join(line for line in stderr.splitlines() if "prewarm.progress" in line))
@@ -175,7 +175,8 @@ def line(mode: str, phase: str, report: dict, poller: Poller, extra: str) -> str
     users = report["cached"] + report["not_in_experiment"] + report["no_recommendation"]
     rate = users / max(report["duration_seconds"], 1e-9)
     return (f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) "
-            f"{steady_rates(poller.at_stop)} {latency} {limits} {extra} steal={poller.steal}%")
+            f"{steady_rates(poller.at_stop)} {latency} {limits} {extra} status={report['status']} "
+            f"steal={poller.steal}%")
 
 
 def steady_rates(stats: dict) -> str:
