@@ -215,8 +215,8 @@ def test_timeout_rate_holds_requests_past_the_client_timeout(sim):
     assert abs(held / 400 - 0.25) <= 0.05
     # Every held request timed out. A few more may have: when the host freezes this test's own loop for
     # longer than the timeout, an answer read late after it times out too (CI: 111 for 107 held, 30-50 %
-    # steal). Those are the client's, hence a one-sided bound; the share above bounds them as well.
-    assert held <= timed_out and abs(timed_out / 400 - 0.25) <= 0.05
+    # steal). Those are the client's lateness, not the simulator's, hence a one-sided bound (5 % of calls).
+    assert held <= timed_out <= held + 20
     assert all(answer.status == 200 for answer in answers if answer.status is not None)
 
 
