@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import statistics
 import subprocess
@@ -65,6 +66,7 @@ class Poller(threading.Thread):
         self.first_call: float | None = None
         self.last: dict = {}
         self.at_stop: dict = {}   # the simulator's counters as the job was told to stop (no drain in them)
+        self.starved: list[str] = []   # services the job warned about (prewarm.adaptive_starved)
         self.steal = 0.0   # % of the host's CPU the hypervisor took from the first call to the end
 
     def run(self) -> None:
@@ -137,6 +139,7 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
     poller.join()
     if process.returncode not in (0, 1, 4, 6):   # 4: the breaker stopped it (a starved host's timeouts)
         raise RuntimeError(f"prewarm exited {process.returncode}: {stderr[-2000:]}")
+    poller.starved = re.findall(r"prewarm\.adaptive_starved service=(\w+)", stderr)
     if VERBOSE:
         print("\n".join(line for line in stderr.splitlines() if "prewarm.progress" in line))
         print(" ".join(f"{at:.1f}:{ab}/{rec}" for at, ab, rec in poller.samples[::5]))
@@ -176,7 +179,7 @@ def line(mode: str, phase: str, report: dict, poller: Poller, extra: str) -> str
     rate = users / max(report["duration_seconds"], 1e-9)
     return (f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) "
             f"{steady_rates(poller.at_stop)} {latency} {limits} {extra} status={report['status']} "
-            f"steal={poller.steal}%")
+            f"starved={','.join(poller.starved) or '-'} steal={poller.steal}%")
 
 
 def steady_rates(stats: dict) -> str:

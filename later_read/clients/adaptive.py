@@ -336,6 +336,10 @@ class AdaptiveGate:
         elapsed = self._since - self._first
         return self._area / elapsed if elapsed > 0 else 0.0
 
+    def elapsed(self) -> float:
+        """Seconds since the gate was made (the job's start)."""
+        return self.clock() - self._first
+
     def snapshot(self) -> dict[str, Any]:
         """The figures the progress lines and the report show."""
         return {"in_flight": self.in_flight, "limit": self.limiter.current,

@@ -45,6 +45,11 @@ _OUTCOME_COUNT = {"rec": "cached", "not_in_experiment": "not_in_experiment",
                   "no_recommendation": "no_recommendation"}
 
 BAD_HOUR_ROWS = 1000  # push_hour rows named per run: enough to fix them, bounded if the column is all bad
+# The adaptive limit's stalls (its job's event loop frozen for 2 round trips): quiet runs here see 0-1 in
+# 8 s, a host taking the job's CPU 3-6 a second, and then the limit holds fewer calls than the services
+# take (docs/design.md, "Adaptive concurrency"). About one a second, at least 10, is worth a warning.
+STARVED_STALLS_PER_SECOND = 1.0
+STARVED_MIN_STALLS = 10
 log = get_logger(JOB)
 
 
@@ -142,6 +147,7 @@ class PrewarmJob:
         services = {name: stats for name, stats in fanout.services.summary().items() if name in ("ab", "rec")}
         for name, gate in _gates(fanout.services).items():
             services[name].update({f"adaptive_{k}": v for k, v in gate.snapshot().items()})
+        warn_if_starved(_gates(fanout.services))
         summary.services = with_old_flow(services, summary.counts["users"] - summary.counts["skipped_existing"])
         summary.extra["hours"] = fanout.hours.report()
         summary.extra["written"] = fanout.writer.written
@@ -222,6 +228,21 @@ def _adaptive(services: Services, concurrency: int) -> Callable[[], dict[str, ob
     gates = _gates(services)
     return lambda: {f"{name}_{key}": value for name, gate in gates.items()
                     for key, value in (("inflight", gate.in_flight), ("limit", gate.limiter.current))}
+
+
+def warn_if_starved(gates: dict[str, AdaptiveGate]) -> None:
+    """A warning per service whose adaptive limit saw the job's loop stall about once a second: the
+    host took the job's CPU, which the limit cannot tell from a slower service, so it held fewer calls
+    than the service could take (the report's `adaptive_stalls` and `adaptive_mean_in_flight` say how
+    many)."""
+    for name, gate in gates.items():
+        stalls, seconds = gate.limiter.stalls, gate.elapsed()
+        if stalls >= max(STARVED_MIN_STALLS, STARVED_STALLS_PER_SECOND * seconds):
+            event(log, "prewarm.adaptive_starved", logging.WARNING, service=name, stalls=stalls,
+                  seconds=round(seconds, 1), mean_in_flight=round(gate.mean_in_flight(), 1),
+                  fix="the host took this job's CPU; the adaptive limit reads that as a slower service and "
+                      "holds fewer calls than it can take: give the job CPU of its own or set [prewarm] "
+                      "adaptive = false")
 
 
 def _gates(services: Services) -> dict[str, AdaptiveGate]:
