@@ -46,8 +46,9 @@ _OUTCOME_COUNT = {"rec": "cached", "not_in_experiment": "not_in_experiment",
 
 BAD_HOUR_ROWS = 1000  # push_hour rows named per run: enough to fix them, bounded if the column is all bad
 # The adaptive limit's stalls (its job's event loop frozen for 2 round trips): quiet runs here see 0-1 in
-# 8 s, a host taking the job's CPU 3-6 a second, and then the limit holds fewer calls than the services
-# take (docs/design.md, "Adaptive concurrency"). About one a second, at least 10, is worth a warning.
+# 8 s, a VM whose CPU is stolen 3-6 a second, and then the limit holds fewer calls than the services take
+# (docs/design.md, "Adaptive concurrency"). About one a second, at least 10, is worth a warning. A CPU-bound
+# neighbour sharing the core fairly freezes the loop for less and is not caught (docs/alerting.md).
 STARVED_STALLS_PER_SECOND = 1.0
 STARVED_MIN_STALLS = 10
 log = get_logger(JOB)
