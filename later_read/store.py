@@ -45,6 +45,7 @@ RETRY_WAIT_MAX_SECONDS = 1.0  # re-ask the sentinels / slot map at least every s
 # killed mid-pipeline): `self._writer.writelines` on a writer already set to None, or a transport whose
 # write callback is gone, raises AttributeError / TypeError instead of ConnectionError (redis-py issues
 # #3546 and #4287, redis 8.1.0; CI saw it as a push exiting 70). Nothing was written on that connection.
+WRITER_RACE = (AttributeError, TypeError)
 _REDIS_CONNECTION = str(Path(redis_connection.__file__).resolve())
 
 
@@ -52,7 +53,7 @@ def retryable(exc: BaseException) -> bool:
     """A failover's error (RETRYABLE), or redis-py's closed-writer race, which is one too."""
     if isinstance(exc, RETRYABLE):
         return True
-    if not isinstance(exc, (AttributeError, TypeError)) or "NoneType" not in str(exc):
+    if not isinstance(exc, WRITER_RACE) or "NoneType" not in str(exc):
         return False
     frames = traceback.extract_tb(exc.__traceback__)
     return any(str(Path(frame.filename).resolve()) == _REDIS_CONNECTION for frame in frames)
@@ -147,7 +148,7 @@ class Store:
                         if attempt.num > 1:
                             event(log, "redis.retry", what=what, attempt=attempt.num)
                         return await call()
-        except (*RETRYABLE, AttributeError, TypeError) as exc:
+        except (*RETRYABLE, *WRITER_RACE) as exc:
             if not retryable(exc):
                 raise
             raise RedisUnavailable(

@@ -27,7 +27,7 @@ from redis import exceptions as redis_errors
 
 from later_read.config import RedisSettings
 from later_read.errors import RedisUnavailable
-from later_read.store import RETRY_WAIT_MAX_SECONDS, retryable
+from later_read.store import RETRY_WAIT_MAX_SECONDS, WRITER_RACE, retryable
 
 if TYPE_CHECKING:  # `limits` is imported only when a cap is set (50 ms of a job's start-up otherwise)
     from limits import RateLimitItemPerSecond
@@ -109,8 +109,8 @@ class SharedRateLimiter:
                     wait_max=RETRY_WAIT_MAX_SECONDS):
                 with attempt:
                     return await self._take()
-        except (redis_errors.RedisError, OSError, AttributeError, TypeError) as exc:
-            if isinstance(exc, (AttributeError, TypeError)) and not retryable(exc):
+        except (redis_errors.RedisError, OSError, *WRITER_RACE) as exc:
+            if isinstance(exc, WRITER_RACE) and not retryable(exc):
                 raise
             raise RedisUnavailable(f"Redis unreachable for the shared [services] *_qps window: {exc}; "
                                    "check [redis] and that Redis is up") from None

@@ -146,9 +146,10 @@ class PrewarmJob:
             summary.name(reason, uid)
         summary.counts["users"] = sum(summary.counts[k] for k in REPORT_KEYS[1:]) + sum(fanout.failures.values())
         services = {name: stats for name, stats in fanout.services.summary().items() if name in ("ab", "rec")}
-        for name, gate in _gates(fanout.services).items():
+        gates = _gates(fanout.services)
+        for name, gate in gates.items():
             services[name].update({f"adaptive_{k}": v for k, v in gate.snapshot().items()})
-        warn_if_starved(_gates(fanout.services))
+        warn_if_starved(gates)
         summary.services = with_old_flow(services, summary.counts["users"] - summary.counts["skipped_existing"])
         summary.extra["hours"] = fanout.hours.report()
         summary.extra["written"] = fanout.writer.written
