@@ -21,16 +21,20 @@ import stamina
 from later_read.clients.rate import RateLimiter
 from later_read.clients.adaptive import AdaptiveGate
 from later_read.clients.latency import LatencyHistogram
-from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout
+from later_read.clients.bounds import OVERSIZE
+from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout, WireTooLarge
 from later_read.config import ServiceSettings
 from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, TransientServiceError
 
 T = TypeVar("T")
 
 
-def open_session(connections: int, timeout_seconds: float) -> HttpPool:
-    """The job's one HTTP pool: keep-alive connections sized to the concurrency, per-request timeout."""
-    return HttpPool(limit=connections, timeout_seconds=timeout_seconds)
+def open_session(connections: int, settings: ServiceSettings,
+                 timeout_seconds: float | None = None) -> HttpPool:
+    """The job's one HTTP pool: keep-alive connections sized to the concurrency, the per-request timeout
+    (`timeout_seconds`, else [services] timeout_seconds) and the reply bound ([services] max_reply_bytes)."""
+    timeout = settings.timeout_seconds if timeout_seconds is None else timeout_seconds
+    return HttpPool(limit=connections, timeout_seconds=timeout, max_reply_bytes=settings.max_reply_bytes)
 
 
 class Breaker:
@@ -180,6 +184,8 @@ class ServiceCaller:
             status, raw = await self.session.post(self.origin, orjson.dumps(body))
         except WireTimeout:
             raise TransientServiceError(self.name, "timeout") from None
+        except WireTooLarge as exc:  # never retried: the same request gets the same reply
+            raise PermanentServiceError(self.name, OVERSIZE, str(exc)) from None
         except WireError as exc:
             raise TransientServiceError(self.name, "connection", str(exc)) from None
         if status == 200:
@@ -190,7 +196,7 @@ class ServiceCaller:
             raise TransientServiceError(self.name, f"http_{status}")
         raise PermanentServiceError(self.name, f"http_{status}", raw[:100].decode("utf-8", "replace"))
 
-    def _decode(self, raw: bytes) -> dict:
+    def _decode(self, raw: bytes | bytearray) -> dict:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
