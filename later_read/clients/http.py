@@ -5,7 +5,9 @@ here; docs/design.md, "HTTP stack"). `ServiceCaller` wraps it for one service: a
 retries of transient failures with exponential backoff and jitter (stamina, declared at the call), an
 optional request-rate cap, optional adaptive concurrency (`gate`, clients/adaptive.py), a circuit breaker,
 and per-reason counters and a latency histogram for the job summary. Wire errors are translated into
-`later_read.errors` here and nowhere else.
+`later_read.errors` here and nowhere else: a reply over `[services] max_reply_bytes` (and, in the
+contract parsers, a field over its bound: clients/bounds.py) is the permanent reason `oversize_reply`,
+never retried, a failed call for the breaker as a malformed reply is, and no overload signal for `gate`.
 """
 
 from __future__ import annotations
