@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from later_read.clients.bounds import DEFAULT_MAX_REPLY_BYTES
 from later_read.config_checks import (BATCH, BOOTSTRAP, CONCURRENCY, GRACE, HOST, HOST_PORTS, HTTP_URL, INTERVAL,
                                       NON_EMPTY, PORT, PUSHGATEWAY_URL, QPS, RATIO, REDIS_MODE, REDIS_URL,
-                                      REPLICAS, SHARDS, SQL_NAME, TASK_IDS, TIMEOUT, TOPIC, TTL, above, between,
-                                      check, host_port, valid_zone)
+                                      REPLICAS, REPLY_BYTES, SHARDS, SQL_NAME, TASK_IDS, TIMEOUT, TOPIC, TTL,
+                                      above, between, check, host_port, valid_zone)
 from later_read.errors import ConfigError
 
 ENV_CONFIG_PATH = "LATER_READ_CONFIG"
@@ -105,6 +106,9 @@ class ServiceSettings:
     breaker_window: int = field(default=200, metadata=between(1, 100_000, "an integer"))
     breaker_min_calls: int = field(default=50, metadata=between(1, 100_000, "an integer"))
     breaker_failure_ratio: float = field(default=0.5, metadata=RATIO)
+    # The most body one reply may carry; a longer one (or a field over its bound) fails that user with
+    # `oversize_reply`, is never retried or stored (clients/bounds.py: the largest card is < 160 KiB).
+    max_reply_bytes: int = field(default=DEFAULT_MAX_REPLY_BYTES, metadata=REPLY_BYTES)
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, what is wrong) for values that are fine alone but not together."""

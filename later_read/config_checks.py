@@ -8,6 +8,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from later_read import urls
+from later_read.clients.bounds import MAX_REPLY_BYTES, MIN_REPLY_BYTES
 
 
 def check(test: Callable[[Any], bool | str], expected: str) -> dict:
@@ -34,6 +35,8 @@ TTL = between(60, 30 * 86400, "an integer (seconds)")  # Redis EXPIRE; a value l
 QPS = between(0, 1_000_000)
 REPLICAS = between(0, 16, "an integer")  # WAIT numreplicas: more than a Redis group ever has
 SHARDS = between(1, 1024, "an integer")  # Indexed Job completions; each shard is a process
+# A reply's body: a material card at every field bound must fit (32 KiB); past 16 MiB memory is unbounded again.
+REPLY_BYTES = between(MIN_REPLY_BYTES, MAX_REPLY_BYTES, "an integer (bytes)")
 RATIO = check(lambda v: 0 < v <= 1, "a ratio in (0, 1]")
 NON_EMPTY = check(lambda v: len(v) > 0, "a non-empty value")
 PORT = between(1, 65535, "a port number")

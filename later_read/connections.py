@@ -94,7 +94,7 @@ async def open_job(settings: Settings, http_connections: int | None = None) -> A
         starrocks.warm_up()  # connects while Redis is pinged and the lock taken
         store = await stack.enter_async_context(open_store(settings))
         limit = http_connections or max(settings.prewarm.concurrency, settings.push.concurrency)
-        session = open_session(limit, settings.services.timeout_seconds)
+        session = open_session(limit, settings.services)
         stack.push_async_callback(session.close)
         capped = settings.services.ab_qps or settings.services.rec_qps or settings.services.material_qps
         strategy = shared_strategy(settings.redis) if capped else None

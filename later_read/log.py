@@ -89,6 +89,22 @@ def quote(text: str, always: bool = False) -> str:
     return '"' + escaped.replace(ALERT_KEYWORD, _DEFUSED) + '"'
 
 
+def printable(text: str) -> str:
+    """Free text made safe for one line of a command's output (`check`, `show`, `rerun`): newlines,
+    control and other non-printable characters escaped as `quote` writes them and the alert keyword
+    defused, no quotes added. Values inside the text should still be `quote`d, so they are delimited."""
+    if text.isprintable() and ALERT_KEYWORD not in text:
+        return text
+    escaped = "".join(c if c.isprintable() else _escape_char(c) for c in text)
+    return escaped.replace(ALERT_KEYWORD, _DEFUSED)
+
+
+def defused_json(text: str) -> str:
+    """JSON text (one line: JSON escapes control characters) with the alert keyword written with a JSON
+    escape (`\\u005f`): the same data once parsed, and no line an alert rule would match."""
+    return text.replace(ALERT_KEYWORD, ALERT_KEYWORD.replace("_ALERT", "\\u005fALERT"))
+
+
 def fields(**values: object) -> str:
     """Render key=value pairs with every value quoted as logfmt needs: one parseable record per line."""
     parts = []

@@ -1,7 +1,7 @@
 """Prometheus metrics for the batch jobs: written once at the end of each run, never scraped live.
 
 A cron job is gone before any scrape, so the run's numbers go to the node_exporter textfile collector
-(`[metrics] textfile_dir/later_read_<job>.prom`, temp file + atomic rename) and/or a Pushgateway
+(`[metrics] textfile_dir/later_read_<job>.prom`, written whole by files.atomic_file) and/or a Pushgateway
 (`[metrics] pushgateway_url`, `pushadd` with grouping key `job="later_read_<job>"`), whichever is configured.
 
 Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the series count stays fixed:
@@ -33,11 +33,12 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable
 
-from prometheus_client import CollectorRegistry, pushadd_to_gateway, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest, pushadd_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from later_read.config import Settings
+from later_read.files import write_atomic
 from later_read.summary import Summary
 from later_read.log import event, get_logger
 from later_read.shard import Shard
@@ -72,7 +73,7 @@ def record_job(settings: Settings, job: str, summary: Summary, shard: Shard | No
     if cfg.textfile_dir:
         path = textfile_path(settings, job, suffix)
         try:
-            write_to_textfile(str(path), registry)
+            write_atomic(path, generate_latest(registry))  # never through a planted temp-name link
         except Exception as exc:  # noqa: BLE001
             _failed("textfile", str(path), exc, "check that [metrics] textfile_dir exists and is writable")
     if cfg.pushgateway_url:

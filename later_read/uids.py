@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from later_read.errors import UsageError
+from later_read.files import atomic_file
 from later_read.log import quote
 
 # Longer than any real uid (numeric ids, UUIDs, ~40-byte device ids) by far; short enough that one bad
@@ -106,11 +107,10 @@ def read_file(path: str | Path) -> list[str]:
 
 
 def write_file(path: str | Path, named: Iterable[tuple[str, str]]) -> int:
-    """Write (uid, reason) pairs as a uid file `--uids-file` reads back; the number of lines written."""
+    """Write (uid, reason) pairs as a uid file `--uids-file` reads back (whole or not at all,
+    files.atomic_file); the number of lines written."""
     count = 0
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+    with atomic_file(path, "w", encoding="utf-8") as out:
         out.write("# uids this run could not finish, with the reason; rerun with --uids-file THIS_FILE\n")
         for uid, reason in named:
             if unservable(uid) is not None:  # --uids-file would refuse it; the row needs fixing instead
@@ -118,5 +118,4 @@ def write_file(path: str | Path, named: Iterable[tuple[str, str]]) -> int:
                 continue
             out.write(line_of(uid, reason) + "\n")
             count += 1
-    tmp.replace(target)
     return count

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import orjson
 
 from later_read import constants
+from later_read.clients.bounds import MAX_VALUE_BYTES, over
 from later_read.errors import CorruptValue
 
 _REC_FIELDS = ("rec_id", "rec_type", "material_id")
@@ -43,7 +44,10 @@ def encode(value: CachedValue) -> bytes:
 
 
 def decode(raw: bytes | str) -> CachedValue:
-    """Parse a stored value; anything unusable raises CorruptValue naming what is wrong."""
+    """Parse a stored value; anything unusable raises CorruptValue naming what is wrong. A value over
+    MAX_VALUE_BYTES is refused before it is parsed; a field over its bound (clients/bounds.py) too."""
+    if len(raw) > MAX_VALUE_BYTES:
+        raise CorruptValue(f"{len(raw):,} bytes, over the {MAX_VALUE_BYTES:,}-byte bound of a value")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -57,12 +61,22 @@ def decode(raw: bytes | str) -> CachedValue:
     if not isinstance(date, (str, type(None))) or not isinstance(trace_id, str):
         raise CorruptValue(f"date/trace_id are not strings: {_preview(raw)}")
     if outcome != constants.OUTCOME_REC:
+        _bounded(("trace_id", trace_id))
         return CachedValue(outcome, date, trace_id)
     rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
     if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str  # noqa: E721
             and rec_id and rec_type and material_id):  # the common case, checked fast; else:
         rec_id, rec_type, material_id = _rec_fields(data, raw)
+    _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
     return CachedValue(outcome, date, trace_id, rec_id, rec_type, material_id)
+
+
+def _bounded(*fields: tuple[str, str]) -> None:
+    """CorruptValue when a field is over its bound: the prewarm never writes one (clients/bounds.py)."""
+    for name, text in fields:
+        problem = over(name, text)
+        if problem is not None:
+            raise CorruptValue(problem)
 
 
 def _rec_fields(data: dict, raw: bytes | str) -> tuple[str, str, str]:

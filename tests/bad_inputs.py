@@ -133,6 +133,8 @@ CASES: list[Case] = [
         "[services] breaker_min_calls: 500 is above breaker_window = 200: the breaker could never trip"),
     cfg("breaker_failure_ratio 1.5", "breaker_failure_ratio = 0.5", "breaker_failure_ratio = 1.5",
         "[services] breaker_failure_ratio: expected a ratio in (0, 1], got 1.5"),
+    cfg("max_reply_bytes below a card at its field bounds", "max_reply_bytes = 262144", "max_reply_bytes = 1024",
+        "[services] max_reply_bytes: expected an integer (bytes) from 32,768 to 16,777,216, got 1024"),
     cfg("negative QPS cap", "ab_qps = 0 ", "ab_qps = -5 ",
         "[services] ab_qps: expected a number from 0 to 1,000,000, got -5.0"),
     cfg("wait_for_prewarm_seconds of a day", "wait_for_prewarm_seconds = 600",
@@ -157,6 +159,9 @@ CASES: list[Case] = [
     cfg("librdkafka: acks=1 with idempotence", LIB, '"acks" = "1"',
         "[kafka] librdkafka: librdkafka refuses it: Failed to create producer: `acks` must be set to `all` "
         "when `enable.idempotence` is true"),
+    cfg("librdkafka: asking the broker to create the topic", LIB, '"allow.auto.create.topics" = true',
+        "[kafka] librdkafka: allow.auto.create.topics: later-read never creates its topic (a missing topic is "
+        "refused by push and rerun alike); remove the property and create the topic"),
     cfg("librdkafka: SASL without credentials", LIB, '"security.protocol" = "SASL_PLAINTEXT"\n'
         '"sasl.mechanism" = "PLAIN"',
         "[kafka] librdkafka: librdkafka refuses it: Failed to create producer: sasl.username and "
@@ -214,6 +219,10 @@ CASES: list[Case] = [
          2, args=[*PREWARM, "--date", "2026-11-23"]),
     Case("cli", "--date outside 2000-2100", E + "--date: 19991231 is outside 2000-2100; check the value", 2,
          args=[*PREWARM, "--date", "19991231"]),
+    Case("cli", "--date of seven digits", E + "--date: expected YYYYMMDD such as 20261123, got '2026111'", 2,
+         args=[*PREWARM, "--date", "2026111"]),
+    Case("cli", "--date with a space", E + "--date: expected YYYYMMDD such as 20261123, got '20261 1'", 2,
+         args=["push", "--config", "<CONFIG>", "--date", "20261 1"]),
     Case("cli", "--concurrency 0", E + "Invalid value for '--concurrency': 0 is not in the range 1<=x<=2000. "
          "(see `later-read prewarm --help`)", 2, args=[*PREWARM, "--concurrency", "0"]),
     Case("cli", "--hour 24", E + "Invalid value for '--hour': 24 is not in the range 0<=x<=23. "
@@ -275,7 +284,12 @@ CASES += [
     value("value of the old Go job (no date)", b'{"rec_id":"r","rec_type":"book","material_id":"m-1"}',
           "outcome    miss: stale value from an unknown date (no date field: the old Go job's format), not 20261123"),
     value("value of 10 MB", b'"' + b"x" * 10_000_000 + b'"',
-          "outcome    corrupt: not a JSON object: '\"" + "x" * 79 + "'"),
+          "outcome    corrupt: 10,000,002 bytes, over the 8,192-byte bound of a value"),
+    value("value whose trace_id is over its bound", V.replace(b'"trace_id":"t"', b'"trace_id":"' + b"t" * 300 + b'"'),
+          "outcome    corrupt: trace_id of 300 bytes, over its 256-byte bound"),
+    value("value whose line breaks and alert keyword would forge lines",
+          b'{"outcome":"not_in_experiment","date":"x\\nLATER_READ_ALERT"}',
+          "outcome    miss: stale value from x\\nLATER_READ\\x5fALERT, not 20261123"),
     value("value that is not UTF-8", b"\xff\xfe{", "outcome    corrupt: not JSON: '\ufffd\ufffd{'"),
 ]
 CASES = [c for c in CASES if c.line != C + "metrics]"] + [

@@ -97,9 +97,9 @@ def test_crontab_lines_use_flock_and_log_redirection(job):
 
 
 # Kubernetes ----------------------------------------------------------------------------------------
-def manifests() -> dict[tuple[str, str], dict]:
+def manifests(folder: str = "deploy") -> dict[tuple[str, str], dict]:
     docs = {}
-    for path in sorted((ROOT / "deploy").glob("*.yaml")):
+    for path in sorted((ROOT / folder).glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if doc:
                 docs[(doc["kind"], doc["metadata"]["name"])] = doc
@@ -133,7 +133,7 @@ def test_cronjob_has_the_required_fields(job, schedule):
     assert isinstance(spec["startingDeadlineSeconds"], int) and spec["startingDeadlineSeconds"] > 0
     assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
     job_spec = spec["jobTemplate"]["spec"]
-    assert job_spec["backoffLimit"] >= 0 and job_spec["activeDeadlineSeconds"] > 0
+    assert job_spec["backoffLimit"] == 2 and job_spec["activeDeadlineSeconds"] > 0
     pod = job_spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [container] = pod["containers"]
@@ -206,6 +206,64 @@ def test_the_push_deadline_ends_before_the_next_hour():
     spec = manifests()[("CronJob", "later-read-push")]["spec"]
     assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 3600
     assert spec["startingDeadlineSeconds"] < 3600
+
+
+# The shipped deadlines (a change is a decision: update the comment in the manifest and these together).
+STARTING_DEADLINES = {"prewarm": 3600, "push": 3300}
+CONTROLLER_PERIOD_SECONDS = 10  # how often the CronJob controller looks at a CronJob (Kubernetes docs)
+
+
+@pytest.mark.parametrize("folder", ["deploy", "deploy/sharded"])
+def test_no_start_is_skipped_by_the_controller_and_none_falls_after_the_next_schedule(folder):
+    """startingDeadlineSeconds far above the controller's 10 s period (a deadline of that order skips runs,
+    kubernetes/kubernetes#86647) and below the schedule's period (a late start never comes after the next
+    scheduled one; at most one missed start counted)."""
+    cronjobs = [doc for (kind, _), doc in manifests(folder).items() if kind == "CronJob"]
+    assert len(cronjobs) == 2
+    for cronjob in cronjobs:
+        spec, job = cronjob["spec"], cronjob["metadata"]["labels"]["app.kubernetes.io/component"]
+        zone = ZoneInfo(spec["timeZone"])
+        first, second = fire_times(spec["schedule"], zone, dt.datetime(2026, 11, 23, 12, 0, tzinfo=zone), 2)
+        period = (second - first).total_seconds()
+        deadline = spec["startingDeadlineSeconds"]
+        assert deadline == STARTING_DEADLINES[job]
+        assert 6 * CONTROLLER_PERIOD_SECONDS <= deadline < period
+
+
+def sharded() -> dict[str, dict]:
+    docs = manifests("deploy/sharded")
+    assert sorted(docs) == [("CronJob", "later-read-prewarm-sharded"), ("CronJob", "later-read-push-sharded")]
+    return {doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc for doc in docs.values()}
+
+
+@pytest.mark.parametrize("job", ["prewarm", "push"])
+def test_one_failing_shard_neither_fails_nor_stops_the_others(job):
+    job_spec = sharded()[job]["spec"]["jobTemplate"]["spec"]
+    [container] = job_spec["template"]["spec"]["containers"]
+    shards = int({e["name"]: e.get("value") for e in container["env"]}["LATER_READ__SHARDS__COUNT"])
+    assert job_spec["completionMode"] == "Indexed" and job_spec["completions"] == job_spec["parallelism"] == shards
+    assert job_spec["backoffLimitPerIndex"] == 2  # each shard's own retries, as the unsharded job's backoffLimit
+    assert job_spec["maxFailedIndexes"] == shards - 1  # stopped early only when no shard is left working
+    assert "backoffLimit" not in job_spec  # a Job-wide limit would count every shard's failures together
+    rules = {rule["action"]: set(rule["onExitCodes"]["values"]) for rule in job_spec["podFailurePolicy"]["rules"]}
+    assert rules == {"FailJob": {2}, "FailIndex": {5}}  # bad config fails all; a held lock fails its shard only
+
+
+# backoffLimitPerIndex and maxFailedIndexes: alpha in 1.28 (off by default), beta and on by default in 1.29,
+# GA in 1.33; kubernetes-validate ships schemas 1.25 to its newest.
+SHARDED_VERSIONS = ["1.29", "1.33", kubernetes_validate.latest_version()]
+
+
+@pytest.mark.parametrize("version", SHARDED_VERSIONS)
+def test_the_sharded_manifests_validate_where_their_fields_exist(version):
+    problems = []
+    for job, doc in sharded().items():
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            problems.append(f"{job}: {'.'.join(map(str, exc.path))}: {exc.message}")
+    if problems:
+        pytest.fail(f"not valid on Kubernetes {version}: " + "; ".join(problems), pytrace=False)
 
 
 # docs/alerting.md ----------------------------------------------------------------------------------

@@ -236,6 +236,55 @@ def test_latency_and_jitter(sim):
     assert deciles[-1] - deciles[0] >= 20  # uniform 0..40 ms: about 32 ms between p10 and p90
 
 
+# Hostile replies -------------------------------------------------------------------------------------
+def test_hostile_replies_a_huge_field_for_a_stable_share_of_the_uids(sim):
+    set_knobs(sim, ab={"hostile_ratio": 0.3, "hostile_field": "trace_id", "hostile_field_bytes": 1_048_576})
+    calls = uids(200)
+    answers = post_all(sim.url, [ab_call(uid) for uid in calls], timeout=30)
+    oracle = Oracle(sim.knobs)
+    hostile = {uid for uid in calls if oracle.fraction("hostile", uid) < 0.3}
+    assert 0 < len(hostile) < len(calls)
+    for uid, answer in zip(calls, answers):
+        trace_id = answer.json()["trace_id"]
+        assert trace_id == ("x" * 1_048_576 if uid in hostile else sim.expected(uid)["trace_id"])
+        assert answer.json()["value"] == sim.expected(uid)["ab_value"]  # the rest of the reply is as usual
+    assert sim.stats()["ab"]["by_fault"]["hostile"] == len(hostile)
+
+
+def test_hostile_replies_a_padded_reply_and_a_chosen_text(sim):
+    set_knobs(sim, rec={"hostile_ratio": 1.0, "hostile_reply_bytes": 300_000}, no_rec_ratio=0,
+              material={"hostile_ratio": 1.0, "hostile_field": "title", "hostile_text": 'x\n"LATER_READ_ALERT'},
+              not_found_ratio=0)
+    [rec] = post_all(sim.url, [rec_call("u1")])
+    assert len(rec.body) == 300_000
+    assert {k: v for k, v in rec.json().items() if k != "padding"} == {
+        k: sim.expected("u1")[k] for k in ("rec_id", "rec_type", "material_id")}
+    [card] = post_all(sim.url, [material_call("m-7")])
+    assert card.json()["title"] == 'x\n"LATER_READ_ALERT'
+    assert card.json()["deeplink"] == "reader://book/m-7"
+
+
+def test_a_trickled_reply_outlasts_a_short_timeout_and_arrives_whole_with_a_long_one(sim):
+    set_knobs(sim, ab={"hostile_ratio": 1.0, "trickle_bytes_per_second": 100})  # ~1.4 s a reply
+    [short] = post_all(sim.url, [ab_call("u1")], timeout=0.3)
+    assert short.status is None  # the client's deadline covers the whole reply, not each byte
+    [whole] = post_all(sim.url, [ab_call("u1")], timeout=30)
+    expected = sim.expected("u1")
+    assert whole.status == 200 and whole.json() == {"value": expected["ab_value"], "trace_id": expected["trace_id"]}
+
+
+def test_hostile_knobs_are_checked(sim):
+    for change, words in [
+        ({"ab": {"hostile_field": "title"}}, "ab.hostile_field must be one of value, trace_id"),
+        ({"material": {"hostile_text": 3}}, "material.hostile_text must be a string"),
+        ({"rec": {"hostile_ratio": 2}}, "between 0 and 1"),
+        ({"rec": {"hostile_reply_bytes": -1}}, ">= 0"),
+        ({"rec": {"hostile_field_bytes": 2**40}}, "rec.hostile_field_bytes must be <="),
+    ]:
+        with pytest.raises(KnobError, match=words):
+            sim.configure(**change)
+
+
 # Deterministic answers -----------------------------------------------------------------------------
 @pytest.mark.parametrize("ratio", [0.5, 0.8])
 def test_in_experiment_ratio(sim, ratio):
@@ -314,7 +363,7 @@ def test_reset_zeroes_every_counter(sim):
         assert sim.stats()[endpoint] == {
             "calls": 0, "by_status": {}, "distinct_uids": 0, "peak_qps": 0, "max_calls_per_uid": 0,
             "first_at": None, "last_at": None,
-            "by_fault": {"none": 0, "5xx": 0, "429": 0, "timeout": 0, "malformed": 0, "shed": 0},
+            "by_fault": {"none": 0, "5xx": 0, "429": 0, "timeout": 0, "malformed": 0, "shed": 0, "hostile": 0},
             "capacity": 0, "in_service": 0, "queued": 0, "max_queued": 0, "sojourn_p50_ms": 0.0,
             "sojourn_p99_ms": 0.0, "wait_p99_ms": 0.0, "late_p99_ms": 0.0}
         assert sim.calls(endpoint) == {}

@@ -16,9 +16,9 @@ import pytest
 import stamina
 
 from later_read.clients.http import ServiceCaller
-from later_read.clients.wire import HttpPool, Origin, WireClosed, WireError, WireTimeout
+from later_read.clients.wire import HttpPool, Origin, WireClosed, WireError, WireTimeout, WireTooLarge
 from later_read.config import ServiceSettings
-from later_read.errors import TransientServiceError
+from later_read.errors import PermanentServiceError, TransientServiceError
 from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs, serve
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -31,8 +31,8 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def scripted(handler: Handler, limit: int = 1,
-                   timeout: float = 2) -> AsyncIterator[tuple[HttpPool, Origin, list[int]]]:
+async def scripted(handler: Handler, limit: int = 1, timeout: float = 2, max_reply_bytes: int = 256 * 1024,
+                   host: str = "127.0.0.1") -> AsyncIterator[tuple[HttpPool, Origin, list[int]]]:
     """A server running `handler` per connection and a pool to call it with (both closed on the way out);
     the list counts connections accepted."""
     accepted: list[int] = []
@@ -46,12 +46,13 @@ async def scripted(handler: Handler, limit: int = 1,
         finally:
             writer.close()
 
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    server = await asyncio.start_server(on_connect, host, 0)
     port = server.sockets[0].getsockname()[1]
-    pool = HttpPool(limit=limit, timeout_seconds=timeout)
+    pool = HttpPool(limit=limit, timeout_seconds=timeout, max_reply_bytes=max_reply_bytes)
+    netloc = f"[{host}]" if ":" in host else host
     async with server:
         try:
-            yield pool, Origin.parse(f"http://127.0.0.1:{port}/v1/x"), accepted
+            yield pool, Origin.parse(f"http://{netloc}:{port}/v1/x"), accepted
         finally:
             await pool.close()
 
@@ -255,7 +256,7 @@ def test_oversized_and_unasked_replies_are_refused():
 
     async def main():
         async with scripted(huge) as (pool, origin, _):
-            with pytest.raises(WireError, match="larger than 16 MiB"):
+            with pytest.raises(WireTooLarge, match="Content-Length 999,999,999 over the 262,144-byte bound"):
                 await pool.post(origin, b"{}")
         async with scripted(extra) as (pool, origin, accepted):
             assert await pool.post(origin, b"{}") == (200, b"{}")
@@ -263,6 +264,109 @@ def test_oversized_and_unasked_replies_are_refused():
             assert len(accepted) == 2  # the connection that carried the extra reply was dropped
 
     run(main())
+
+
+@pytest.mark.parametrize("framing", ["chunked", "until-close", "content-length"])
+def test_a_body_over_the_bound_stops_the_read_and_closes_the_connection(framing):
+    """The server streams up to 64 MiB; the client gives up as soon as the bound (64 KiB here) is passed
+    and closes: a WireTooLarge, not a timeout, and the server's writes fail long before it is done."""
+    written: list[int] = []
+    piece = b"x" * 65536
+
+    async def streaming(reader, writer):
+        await read_request(reader)
+        head = {"chunked": b"Transfer-Encoding: chunked\r\n", "until-close": b"Connection: close\r\n",
+                "content-length": b"Content-Length: 65536\r\n"}[framing]
+        writer.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n")
+        total = 0
+        try:
+            for _ in range(1024):
+                writer.write(b"10000\r\n" + piece + b"\r\n" if framing == "chunked" else piece)
+                await writer.drain()
+                total += len(piece)
+        finally:
+            written.append(total)
+
+    async def main():
+        async with scripted(streaming, timeout=30, max_reply_bytes=65536 - 1) as (pool, origin, _):
+            with pytest.raises(WireTooLarge, match="over the 65,535-byte bound"):
+                await pool.post(origin, b"{}")
+            await asyncio.sleep(0.5)  # let the server see the closed connection
+
+    run(main())
+    assert written and written[0] < 1024 * len(piece)
+
+
+def test_a_reply_over_the_bound_is_an_oversize_reply_and_never_retried():
+    requests: list[int] = []
+
+    async def handler(reader, writer):
+        while True:
+            await read_request(reader)
+            requests.append(1)
+            body = b'{"value": "1", "trace_id": "' + b"t" * 70_000 + b'"}'
+            writer.write(reply(200, body))
+            await writer.drain()
+
+    async def main():
+        async with scripted(handler, max_reply_bytes=65536) as (pool, origin, _):
+            settings = ServiceSettings(ab_url="http://x", rec_url="http://x", material_url="http://x",
+                                       max_attempts=3, backoff_initial_seconds=0, backoff_max_seconds=0)
+            caller = ServiceCaller("ab", f"http://{origin.host}:{origin.port}/v1/x", pool, settings)
+            with pytest.raises(PermanentServiceError) as raised:
+                await caller.post({}, lambda data: data)
+            assert raised.value.reason == "oversize_reply"
+            assert caller.stats.calls == 1 and caller.stats.retries == 0
+            assert caller.stats.failures == {"oversize_reply": 1}
+            assert caller.breaker.failures == 1  # counted like a malformed reply (docs/design.md)
+
+    run(main())
+    assert len(requests) == 1
+
+
+@pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n",
+                                     b"HTTP/1.1 103 Early Hints\r\nLink: </c.css>; rel=preload\r\n\r\n"
+                                     b"HTTP/1.1 100 Continue\r\n\r\n"])
+def test_interim_1xx_replies_are_skipped_and_the_final_status_is_returned(interim):
+    async def handler(reader, writer):
+        for body in (b'{"n": 1}', b'{"n": 2}'):  # the connection stays usable for the next request
+            await read_request(reader)
+            writer.write(interim)
+            await writer.drain()
+            await asyncio.sleep(0.01)  # the interim reply and the final one in separate reads too
+            writer.write(reply(201, body))
+            await writer.drain()
+
+    async def main():
+        async with scripted(handler) as (pool, origin, accepted):
+            assert await pool.post(origin, b"{}") == (201, b'{"n": 1}')
+            assert await pool.post(origin, b"{}") == (201, b'{"n": 2}')
+            assert len(accepted) == 1
+
+    run(main())
+
+
+def test_an_ipv6_literal_host_is_bracketed_in_host_and_reached():
+    """Against a real server on ::1 (a machine without an IPv6 loopback fails here: bind raises)."""
+    heads: list[bytes] = []
+
+    async def handler(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(reply(200, b"{}"))
+        await writer.drain()
+
+    async def main():
+        async with scripted(handler, host="::1") as (pool, origin, _):
+            assert origin.host == "::1"
+            assert await pool.post(origin, b"{}") == (200, b"{}")
+            return origin.port
+
+    port = run(main())
+    assert f"Host: [::1]:{port}\r\n".encode() in heads[0]
+    assert b"Host: [::1]\r\n" in Origin.parse("http://[::1]/v1/x").head
 
 
 # Retries (ServiceCaller over the pool) ---------------------------------------------------------------

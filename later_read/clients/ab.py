@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from later_read import constants
+from later_read.clients.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
 
 PATH = "/v1/ab/assign"
@@ -35,4 +36,5 @@ def _parse(data: dict | None) -> Assignment:
     value, trace_id = data.get("value"), data.get("trace_id", "")
     if not isinstance(value, str) or not isinstance(trace_id, str):
         raise malformed("ab", "reply lacks string value/trace_id")
+    check_reply("ab", value=value, trace_id=trace_id)
     return Assignment(value, trace_id)

@@ -5,7 +5,9 @@ here; docs/design.md, "HTTP stack"). `ServiceCaller` wraps it for one service: a
 retries of transient failures with exponential backoff and jitter (stamina, declared at the call), an
 optional request-rate cap, optional adaptive concurrency (`gate`, clients/adaptive.py), a circuit breaker,
 and per-reason counters and a latency histogram for the job summary. Wire errors are translated into
-`later_read.errors` here and nowhere else.
+`later_read.errors` here and nowhere else: a reply over `[services] max_reply_bytes` (and, in the
+contract parsers, a field over its bound: clients/bounds.py) is the permanent reason `oversize_reply`,
+never retried, a failed call for the breaker as a malformed reply is, and no overload signal for `gate`.
 """
 
 from __future__ import annotations
@@ -21,16 +23,20 @@ import stamina
 from later_read.clients.rate import RateLimiter
 from later_read.clients.adaptive import AdaptiveGate
 from later_read.clients.latency import LatencyHistogram
-from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout
+from later_read.clients.bounds import OVERSIZE
+from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout, WireTooLarge
 from later_read.config import ServiceSettings
 from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, TransientServiceError
 
 T = TypeVar("T")
 
 
-def open_session(connections: int, timeout_seconds: float) -> HttpPool:
-    """The job's one HTTP pool: keep-alive connections sized to the concurrency, per-request timeout."""
-    return HttpPool(limit=connections, timeout_seconds=timeout_seconds)
+def open_session(connections: int, settings: ServiceSettings,
+                 timeout_seconds: float | None = None) -> HttpPool:
+    """The job's one HTTP pool: keep-alive connections sized to the concurrency, the per-request timeout
+    (`timeout_seconds`, else [services] timeout_seconds) and the reply bound ([services] max_reply_bytes)."""
+    timeout = settings.timeout_seconds if timeout_seconds is None else timeout_seconds
+    return HttpPool(limit=connections, timeout_seconds=timeout, max_reply_bytes=settings.max_reply_bytes)
 
 
 class Breaker:
@@ -180,6 +186,8 @@ class ServiceCaller:
             status, raw = await self.session.post(self.origin, orjson.dumps(body))
         except WireTimeout:
             raise TransientServiceError(self.name, "timeout") from None
+        except WireTooLarge as exc:  # never retried: the same request gets the same reply
+            raise PermanentServiceError(self.name, OVERSIZE, str(exc)) from None
         except WireError as exc:
             raise TransientServiceError(self.name, "connection", str(exc)) from None
         if status == 200:
@@ -190,7 +198,7 @@ class ServiceCaller:
             raise TransientServiceError(self.name, f"http_{status}")
         raise PermanentServiceError(self.name, f"http_{status}", raw[:100].decode("utf-8", "replace"))
 
-    def _decode(self, raw: bytes) -> dict:
+    def _decode(self, raw: bytes | bytearray) -> dict:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -4,6 +4,11 @@ librdkafka reports delivery only inside poll()/flush(); the push job owns the de
 (`later_read.jobs.push.delivery`). librdkafka's own log lines are routed to our logger at DEBUG level (by
 default it writes one stderr line per reconnect attempt, dozens a second while a broker is down), and
 its error callback becomes one alert line per distinct error code.
+
+The topic is never created by later-read: the producer never asks the broker to auto-create it
+(`allow.auto.create.topics` is off whatever [kafka.librdkafka] says), and `check_topic`, run by every
+command that produces (push, rerun) before anything else, refuses a topic that does not exist (exit 3),
+the same way for both.
 """
 
 from __future__ import annotations
@@ -29,10 +34,25 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "message.timeout.ms": 60000,  # a message not delivered within a minute is reported failed
     "queue.buffering.max.messages": 200000,
 }
+# Applied after [kafka.librdkafka]: a metadata request or a produce to a missing topic must not create it
+# (the broker would, with auto.create.topics.enable, and with its own partition count and retention).
+NEVER_CREATE_TOPIC = {"allow.auto.create.topics": False}
+# A message librdkafka refused at produce() for its size (over message.max.bytes): counted per user as
+# this reason, never produced, so it is no undelivered message the next run has to recover.
+OVERSIZE_MESSAGE = "oversize_message"
+OVERSIZE_FIX = ("later-read show UID, then fix the card at the material service or raise [kafka.librdkafka] "
+                "message.max.bytes (up to the topic's max.message.bytes), then later-read rerun UID --push-only")
 
 
 def producer_config(settings: KafkaSettings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, **PRODUCER_DEFAULTS, **settings.librdkafka}
+    return {"bootstrap.servers": settings.bootstrap_servers, **PRODUCER_DEFAULTS, **settings.librdkafka,
+            **NEVER_CREATE_TOPIC}
+
+
+def refused_for_size(exc: confluent_kafka.KafkaException) -> bool:
+    """produce() refused the message for its size (MSG_SIZE_TOO_LARGE): it was never queued."""
+    return bool(exc.args) and isinstance(exc.args[0], confluent_kafka.KafkaError) and \
+        exc.args[0].code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE
 
 
 class LibrdkafkaLog:
@@ -68,7 +88,11 @@ def delivery_reason(error: confluent_kafka.KafkaError) -> str:
 def librdkafka_problem(settings: KafkaSettings) -> str | None:
     """librdkafka's verdict on the producer config, or None: a producer is built without
     bootstrap.servers (so it never connects) and dropped. Unknown properties, bad values and
-    conflicting ones (acks=1 with idempotence) are refused here, at config time."""
+    conflicting ones (acks=1 with idempotence) are refused here, at config time, and so is asking for
+    the topic to be auto-created (one rule: a missing topic is refused, never created)."""
+    if str(settings.librdkafka.get("allow.auto.create.topics", "false")).lower() in ("true", "1"):
+        return ("allow.auto.create.topics: later-read never creates its topic (a missing topic is refused "
+                "by push and rerun alike); remove the property and create the topic")
     config = {k: v for k, v in producer_config(settings).items() if k != "bootstrap.servers"}
     try:
         confluent_kafka.Producer({"logger": _SILENT, **config})
@@ -92,7 +116,12 @@ def open_producer(settings: KafkaSettings) -> confluent_kafka.Producer:
 
 
 def check_topic(client: Any, settings: KafkaSettings, timeout: float = 10.0) -> int:
-    """Number of partitions of the configured topic; KafkaUnavailable when unreachable or missing."""
+    """Number of partitions of the configured topic; KafkaUnavailable when unreachable or missing.
+
+    The one rule for a missing topic, for every command that produces (push, rerun: both through
+    `connections.open_push`) and for `check` and `sent`: refused with exit 3, never created. The metadata
+    request itself creates nothing: the producer is built with NEVER_CREATE_TOPIC, a consumer never asks.
+    """
     try:
         metadata = client.list_topics(settings.topic, timeout=timeout)
     except confluent_kafka.KafkaException as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from later_read.clients.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
 
 PATH = "/v1/material/get"
@@ -34,4 +35,8 @@ def _parse(data: dict | None, material_id: str) -> Material | None:
     card = [data.get(name) for name in _CARD]
     if not all(isinstance(v, str) for v in card):
         raise malformed("material", "reply lacks title/content/cover_url/deeplink")
-    return Material(str(data.get("material_id") or material_id), *card)
+    title, content, cover_url, deeplink = card
+    replied = str(data.get("material_id") or material_id)
+    check_reply("material", material_id=replied, title=title, content=content, cover_url=cover_url,
+                deeplink=deeplink)
+    return Material(replied, title, content, cover_url, deeplink)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from later_read import constants
+from later_read.clients.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
 
 PATH = "/v1/rec/get"
@@ -33,4 +34,6 @@ def _parse(data: dict | None) -> Recommendation | None:
     values = [data.get(name) for name in _FIELDS]
     if not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for v in values):
         raise malformed("rec", "reply lacks rec_id/rec_type/material_id")
-    return Recommendation(*(str(v) for v in values))
+    rec_id, rec_type, material_id = (str(v) for v in values)
+    check_reply("rec", rec_id=rec_id, rec_type=rec_type, material_id=material_id)
+    return Recommendation(rec_id, rec_type, material_id)

@@ -2,20 +2,25 @@
 
 `HttpPool` keeps at most `limit` connections open (idle ones reused per origin, waiters served in order),
 gives each request a deadline, and retries once on a fresh connection when a pooled one turns out closed.
-Replies may carry a Content-Length, chunked or read-until-close body. Plain HTTP only (no TLS, redirects,
-proxies, cookies or compression); docs/design.md, "HTTP stack", says why this client exists.
+Replies may carry a Content-Length, chunked or read-until-close body; interim 1xx replies (100 Continue,
+103 Early Hints) are skipped. A reply is read up to `max_reply_bytes` of body: a longer Content-Length is
+refused before its body is read, a longer body as soon as the bytes received pass the bound, and the
+connection is closed (`WireTooLarge`). Plain HTTP only (no TLS, redirects, proxies, cookies or
+compression); docs/design.md, "HTTP stack", says why this client exists.
 
-    pool = HttpPool(limit=50, timeout_seconds=2.0)
+    pool = HttpPool(limit=50, timeout_seconds=2.0, max_reply_bytes=256 * 1024)
     status, body = await pool.post(Origin.parse("http://ab:8080/v1/ab/assign"), b'{"uid": "1"}')
     await pool.close()
 
-Errors: `WireTimeout` (no complete reply within the timeout) and `WireError` (refused, reset, closed
-early, unparsable or oversized reply); `ServiceCaller` translates both into the project's exception tree.
+Errors: `WireTimeout` (no complete reply within the timeout), `WireTooLarge` (a reply over the bound)
+and `WireError` (refused, reset, closed early, unparsable reply); `ServiceCaller` translates them into
+the project's exception tree.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
 from collections import deque
@@ -24,8 +29,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from later_read.clients.bounds import DEFAULT_MAX_REPLY_BYTES
+
 MAX_HEAD = 64 * 1024
-MAX_BODY = 16 * 1024 * 1024
 IDLE_SECONDS = 15.0  # drop a pooled connection idle this long: servers close theirs at 30-75 s
 
 
@@ -39,6 +45,10 @@ class WireTimeout(WireError):
 
 class WireClosed(WireError):
     """The server closed the connection before sending a byte of the reply (a stale keep-alive)."""
+
+
+class WireTooLarge(WireError):
+    """The reply's body is over the pool's `max_reply_bytes` (by its Content-Length or the bytes sent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +65,8 @@ class Origin:
             raise ValueError(f"only http://host[:port]/path URLs are supported, not {url!r}")
         port = parts.port or 80
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = parts.hostname if port == 80 else f"{parts.hostname}:{port}"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal
+        host_header = host if port == 80 else f"{host}:{port}"
         head = (f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n"
                 f"Accept: application/json\r\nContent-Length: ").encode()
         return cls(parts.hostname, port, path, head)
@@ -64,15 +75,16 @@ class Origin:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time; replies are parsed by llhttp."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = DEFAULT_MAX_REPLY_BYTES) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.received = 0       # bytes of the current reply so far
+        self.max_body = max_body
+        self.body: bytes | bytearray = b""  # one piece as received; a bytearray once a second arrives
+        self.received = 0       # bytes of the current reply so far (interim 1xx replies included)
         self.head_done = False  # the current reply's head is parsed
         self.framed = False     # the current reply has a Content-Length or chunked body (else: until close)
+        self.interim = False    # the reply being parsed is a 1xx: skipped, the final one follows
         self.open = False
         self.used = 0           # replies completed on this connection
         self.idle_since = 0.0
@@ -89,8 +101,8 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
-        if self.head_done and not self.framed:  # a body that ends at close has ended
-            waiter.set_result((self.parser.get_status_code(), b"".join(self.body), False))
+        if self.head_done and not self.framed and not self.interim:  # a body that ends at close has ended
+            waiter.set_result((self.parser.get_status_code(), self.body, False))
         elif self.received:
             waiter.set_exception(WireError(f"connection lost mid-reply: {exc or 'closed'}"))
         else:
@@ -118,33 +130,42 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"content-length":
-            if value.strip().isdigit() and int(value) > MAX_BODY:
-                raise WireError(f"Content-Length {int(value)} larger than 16 MiB")
+            if value.strip().isdigit() and int(value) > self.max_body:
+                raise WireTooLarge(f"Content-Length {int(value):,} over the {self.max_body:,}-byte bound "
+                                   "([services] max_reply_bytes)")
             self.framed = True
         elif name == b"transfer-encoding":
             self.framed = True
 
     def on_headers_complete(self) -> None:
         self.head_done = True
+        self.interim = self.parser.get_status_code() < 200  # 100 Continue, 103 Early Hints: not the answer
 
     def on_body(self, body: bytes) -> None:
-        self.body_size += len(body)
-        if self.body_size > MAX_BODY:
-            raise WireError("reply body larger than 16 MiB")
-        self.body.append(body)
+        if len(self.body) + len(body) > self.max_body:
+            raise WireTooLarge(f"reply body over the {self.max_body:,}-byte bound ([services] max_reply_bytes)")
+        if not self.body:
+            self.body = body  # the common case: the whole body in one piece, kept without a copy
+        elif isinstance(self.body, bytearray):
+            self.body += body
+        else:
+            self.body = bytearray(self.body) + body
 
     def on_message_complete(self) -> None:
         if self.waiter is None or self.waiter.done():
             raise WireError("a reply nobody asked for")
+        if self.interim:  # the final reply follows on the same connection
+            self.body, self.head_done, self.framed, self.interim = b"", False, False, False
+            return
         parser = self.parser
-        self.waiter.set_result((parser.get_status_code(), b"".join(self.body), parser.should_keep_alive()))
+        self.waiter.set_result((parser.get_status_code(), self.body, parser.should_keep_alive()))
 
     # requests --------------------------------------------------------------------------------------
     def send(self, request: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
         self.waiter = loop.create_future()
-        self.body = []
-        self.body_size = self.received = 0
-        self.head_done = self.framed = False
+        self.body = b""
+        self.received = 0
+        self.head_done = self.framed = self.interim = False
         assert self.transport is not None
         self.transport.write(request)
         return self.waiter
@@ -167,15 +188,17 @@ def _wire_error(exc: Exception) -> WireError:
 class HttpPool:
     """Keep-alive connections per origin, at most `limit` open at once; waiters are served in order."""
 
-    def __init__(self, limit: int, timeout_seconds: float) -> None:
+    def __init__(self, limit: int, timeout_seconds: float,
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
         self.limit, self.timeout = limit, timeout_seconds
+        self._protocol = functools.partial(_Connection, max_reply_bytes)
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
         self._open = 0
         self._waiting: deque[asyncio.Future] = deque()
         self._closed = False
 
-    async def post(self, origin: Origin, body: bytes) -> tuple[int, bytes]:
-        """(status, body) of one POST; WireTimeout or WireError when it fails."""
+    async def post(self, origin: Origin, body: bytes) -> tuple[int, bytes | bytearray]:
+        """(status, body) of one POST; WireTimeout, WireTooLarge or WireError when it fails."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         request = b"%s%d\r\n\r\n%s" % (origin.head, len(body), body)
@@ -193,7 +216,7 @@ class HttpPool:
         return status, reply
 
     async def _exchange(self, connection: _Connection, request: bytes, loop: asyncio.AbstractEventLoop,
-                        deadline: float) -> tuple[int, bytes, bool]:
+                        deadline: float) -> tuple[int, bytes | bytearray, bool]:
         waiter = connection.send(request, loop)
         timer = loop.call_at(deadline, _expire, waiter)
         try:
@@ -237,7 +260,7 @@ class HttpPool:
             if remaining <= 0:
                 raise asyncio.TimeoutError
             _, connection = await asyncio.wait_for(
-                loop.create_connection(_Connection, origin.host, origin.port), remaining)
+                loop.create_connection(self._protocol, origin.host, origin.port), remaining)
         except asyncio.TimeoutError:
             self._forget()
             raise WireTimeout(f"connect to {origin.host}:{origin.port} timed out") from None

@@ -10,7 +10,9 @@ Redis neither hangs the command nor hides the state of the others:
 Probes do what the jobs do, without side effects: a LIMIT 1 read of today's task rows, PING plus a
 scratch key written, read and deleted, the topic's metadata (nothing is produced), and one contract
 request to each HTTP service for the probe uid `later-read-check`. Secrets are never printed: targets
-are built without passwords and every line is scrubbed of the configured secret values.
+are built without passwords and every line is scrubbed of the configured secret values. What a service
+or a server says is printed escaped (`log.quote` for values, `log.printable` for each line), so a
+trace_id with a newline cannot start a line of its own or forge an alert line.
 
 Exit code: 0 when every line is ok, 3 (dependency) when any failed.
 """
@@ -34,6 +36,7 @@ from later_read.config import Settings
 from later_read.connections import build_services
 from later_read.errors import EXIT_DEPENDENCY, EXIT_OK, ServiceError
 from later_read.inputs import current_hour, parse_date
+from later_read.log import printable, quote
 from later_read.runtime import run
 from later_read.redis_client import describe, open_redis, target
 from later_read.store import Store
@@ -67,11 +70,11 @@ class Probe:
 def run_check(settings: Settings, timeout: float = DEFAULT_TIMEOUT_SECONDS, echo=print) -> int:
     """Print the config line and one line per dependency; EXIT_DEPENDENCY if any failed."""
     secrets = _secrets(settings)
-    echo(_scrub(f"{'ok':<4} {'config':<10} {settings.source}  validated "
-                f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})", secrets))
+    echo(printable(_scrub(f"{'ok':<4} {'config':<10} {settings.source}  validated "
+                          f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})", secrets)))
     results = run(check_all, settings, timeout)
     for result in results:
-        echo(_scrub(result.line(), secrets))
+        echo(printable(_scrub(result.line(), secrets)))
     failed = [r.name for r in results if not r.ok]
     echo(f"check: {len(results) - len(failed)} ok, {len(failed)} failed"
          + (f" ({', '.join(failed)})" if failed else ""))
@@ -81,7 +84,8 @@ def run_check(settings: Settings, timeout: float = DEFAULT_TIMEOUT_SECONDS, echo
 async def check_all(settings: Settings, timeout: float) -> list[Result]:
     """Run every probe concurrently, each bounded by `timeout` seconds; results in a fixed order."""
     # the jobs' per-request timeout: a service slower than that fails them too
-    async with open_session(4, min(settings.services.timeout_seconds, timeout)) as session:
+    timeout_per_request = min(settings.services.timeout_seconds, timeout)
+    async with open_session(4, settings.services, timeout_per_request) as session:
         probes = _probes(settings, session, timeout)
         results: list[Result | None] = [None] * len(probes)
 
@@ -205,7 +209,7 @@ _NOTHING = {"ab": "no assignment", "rec": "no recommendation", "material": "no s
 def _describe(answer: object) -> str:
     fields = dataclasses.asdict(answer) if dataclasses.is_dataclass(answer) else {}
     shown = {k: v for k, v in fields.items() if k in ("value", "trace_id", "rec_id", "material_id", "title")}
-    return ", ".join(f"{k}={v}" for k, v in shown.items()) or type(answer).__name__
+    return ", ".join(f"{k}={quote(str(v))}" for k, v in shown.items()) or type(answer).__name__
 
 
 def _metrics_probes(settings: Settings, timeout: float) -> list[Probe]:

@@ -16,6 +16,7 @@ import anyio
 import orjson
 
 from later_read.errors import UsageError
+from later_read.files import write_atomic
 from later_read.log import event, get_logger
 
 
@@ -86,8 +87,5 @@ def check_report_path(path: str) -> None:
 
 
 def write_report(path: str | Path, data: dict) -> None:
-    """Write the JSON report atomically (a reader never sees half a file)."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-    tmp.replace(target)
+    """Write the JSON report atomically (a reader never sees half a file; files.atomic_file)."""
+    write_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))

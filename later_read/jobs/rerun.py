@@ -39,6 +39,7 @@ from anyio.abc import TaskGroup
 
 from later_read import value_codec
 from later_read.value_codec import CachedValue
+from later_read.clients.kafka import OVERSIZE_FIX, OVERSIZE_MESSAGE, refused_for_size
 from later_read.config import Settings
 from later_read.connections import PushConnections, open_push
 from later_read.errors import EXIT_FAILURES, EXIT_OK, CorruptValue, ServiceError, UsageError
@@ -49,7 +50,7 @@ from later_read.jobs.show import CORRUPT, MISS, classify, cut
 from later_read.keys import Keys
 from later_read.shard import Shard
 from later_read.lock import JobLock
-from later_read.log import quote
+from later_read.log import printable, quote
 from later_read import runtime
 from later_read.runtime import run
 from later_read.users import TaskUser, UserQuery, task_ids_for
@@ -78,7 +79,9 @@ class Stop(Exception):
 
 
 def run_rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], None] = print) -> int:
-    return run(_rerun, settings, options, echo)
+    """Walk the user; every line printed goes through `log.printable` (service and Redis strings
+    cannot start a line or forge an alert line), values in it through `log.quote`."""
+    return run(_rerun, settings, options, lambda line: echo(printable(line)))
 
 
 async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], None]) -> int:
@@ -217,11 +220,12 @@ class Rerun:
     def _decided(self, service: str, answer: Any) -> None:
         if service == "ab":
             meaning = "in the experiment" if answer.in_experiment else "the default: not in the experiment"
-            self.step("ab", f"value={answer.value} trace_id={answer.trace_id} ({meaning})")
+            self.step("ab", f"value={quote(answer.value)} trace_id={quote(answer.trace_id)} ({meaning})")
         elif answer is None:
             self.step("rec", "no recommendation (empty answer or 404)")
         else:
-            self.step("rec", f"rec_id={answer.rec_id} rec_type={answer.rec_type} material_id={answer.material_id}")
+            self.step("rec", f"rec_id={quote(answer.rec_id)} rec_type={quote(answer.rec_type)} "
+                             f"material_id={quote(answer.material_id)}")
 
     async def push(self, user: TaskUser, hour: int, value: CachedValue | None) -> None:
         """Sent marker, value, material, message, delivery, marker: the push's path for one user."""
@@ -233,9 +237,9 @@ class Rerun:
                        EXIT_OK)
         material = await self.services.material.get(user.uid, value.rec_id, value.rec_type, value.material_id)
         if material is None:
-            raise Stop(f"material {value.material_id} not found (HTTP 404): no message; the push counts "
+            raise Stop(f"material {quote(value.material_id)} not found (HTTP 404): no message; the push counts "
                        "this user as material_not_found", EXIT_FAILURES)
-        self.step("material", f"material_id={material.material_id} title={material.title!r}")
+        self.step("material", f"material_id={quote(material.material_id)} title={quote(material.title, always=True)}")
         message = build_message(user, value, material, date=self.options.date, hour=hour,
                                 zone=self.settings.zone)
         payload = encode(message)
@@ -259,7 +263,7 @@ class Rerun:
         if marker is None:
             self.step("sent", f"no marker for {self.options.date}: not pushed yet")
             return
-        msg_id = marker.decode()
+        msg_id = quote(marker.decode("utf-8", "replace"))
         if not self.options.force:
             raise Stop(f"already pushed on {self.options.date} (msg_id {msg_id}); nothing sent. --force "
                        "sends again (same msg_id, so consumers can drop the duplicate)", EXIT_OK)
@@ -286,6 +290,10 @@ class Rerun:
         try:
             producer.produce(self.settings.kafka.topic, payload, key=uid, on_delivery=delivered)
         except (BufferError, confluent_kafka.KafkaException) as exc:
+            if isinstance(exc, confluent_kafka.KafkaException) and refused_for_size(exc):
+                raise Stop(f"{OVERSIZE_MESSAGE}: the message is {len(payload):,} bytes, over [kafka.librdkafka] "
+                           f"message.max.bytes; nothing sent, no marker written; {OVERSIZE_FIX}",
+                           EXIT_FAILURES) from None
             raise Stop(f"Kafka producer refused the message ({exc}); nothing sent, no marker written",
                        EXIT_FAILURES) from None
         await anyio.to_thread.run_sync(producer.flush, timeout)

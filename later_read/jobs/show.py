@@ -10,6 +10,9 @@ words which case the value stands for, by the same rules the push applies:
     miss                 never computed, or a value of another date: the push alerts on it
     corrupt              the value does not parse: the push counts it and alerts
 
+Every value read from Redis is printed escaped (`log.quote`, and `log.printable` for each line; the JSON
+form with the alert keyword JSON-escaped), so no value can start a line or forge an alert line.
+
 Exit 0 whatever the case (it is an inspection); 2 for a bad uid or date, 3 when Redis is unreachable.
 """
 
@@ -26,7 +29,7 @@ from later_read.config import Settings
 from later_read.connections import open_store
 from later_read.errors import EXIT_OK, CorruptValue
 from later_read.keys import Keys
-from later_read.log import at, quote
+from later_read.log import at, defused_json, printable, quote
 from later_read.runtime import run
 from later_read.store import Store
 
@@ -45,10 +48,10 @@ def run_show(settings: Settings, uid: str, date: str, as_json: bool = False,
     """Print the user's state for the date (text, or one JSON object with --json); always exit 0."""
     report = run(_gather, settings, uid, date)
     if as_json:
-        echo(orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode())
+        echo(defused_json(orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode()))
     else:
         for line in render(report):
-            echo(line)
+            echo(printable(line))  # values from Redis: no line of their own, no alert keyword
     return EXIT_OK
 
 
@@ -102,7 +105,7 @@ def render(report: dict) -> list[str]:
         f"ttl        {_ttl(report['ttl_seconds'])}"
         + (f" (expires {report['expires_at']})" if report["expires_at"] else ""),
         f"outcome    {report['outcome']}: {report['detail']}",
-        f"sent       {sent['msg_id'] or 'none'} ({quote(sent['key'])}"
+        f"sent       {quote(sent['msg_id']) if sent['msg_id'] else 'none'} ({quote(sent['key'])}"
         + (f", {_ttl(sent['ttl_seconds'])} left)" if sent["msg_id"] else ")"),
         f"prewarm    {_marker_text(marker['info'])} ({marker['key']})",
     ]

@@ -8,6 +8,7 @@ per uid for a seed, injects faults and latency per request from knobs that can b
   simulator_oracle.py   Oracle: the deterministic answers (also used by tests via `expected`)
   simulator_app.py      SimulatorApp: routing, faults, control endpoints; no I/O
   simulator_capacity.py Station: K requests served at once per service, the rest queued FIFO
+  simulator_hostile.py  hostile replies (huge fields, huge replies, trickling bytes) for a share of uids
   simulator_stats.py    call counters
   simulator_http.py     the HTTP/1.1 protocol on asyncio (uvloop when installed)
   simulator_process.py  SimulatorProcess: the simulator in its own OS process, with a urllib control client

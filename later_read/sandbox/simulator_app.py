@@ -11,6 +11,9 @@ Capacity (simulator_capacity.py): a reply that does work (200, 404, 5xx, malform
 service's `Station` (K at once, FIFO queue); a drawn 429 or timeout does not (a rate limiter in front of
 the service, a request lost on the way). A request refused by a full queue (`max_queue`) is answered 429
 at once and counted as fault "shed".
+
+Hostile replies (simulator_hostile.py) replace the normal 200 reply of a stable share of the uids (of the
+material ids for material) and are counted as fault "hostile"; their body is a tuple of pieces.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from later_read.sandbox.simulator_capacity import Station
+from later_read.sandbox.simulator_hostile import HostileReplies
 from later_read.sandbox.simulator_knobs import SERVICES, KnobError, ServiceKnobs, SimulatorKnobs
 from later_read.sandbox.simulator_oracle import Oracle
 from later_read.sandbox.simulator_stats import EndpointStats, SimulatorStats
@@ -35,13 +39,15 @@ TOO_MANY_BODY = b'{"error":"too many requests"}'
 
 class Reply(NamedTuple):
     """What to answer and when; `stats` is told when the reply is written (for peak_qps); a reply with a
-    `station` waits there for a free slot before its `delay` starts."""
+    `station` waits there for a free slot before its `delay` starts. `body` is bytes, or pieces written
+    one after the other (a hostile reply's large parts); `trickle` > 0 writes it at that many bytes/s."""
 
     status: int
-    body: bytes
+    body: bytes | tuple[bytes, ...]
     delay: float = 0.0
     stats: EndpointStats | None = None
     station: Station | None = None
+    trickle: float = 0.0
 
 
 def error(status: int, message: str) -> Reply:
@@ -64,6 +70,7 @@ class SimulatorApp:
         self.stations = {name: Station(clock, knobs.service(name).capacity, knobs.service(name).max_queue)
                          for name in SERVICES}
         self._malformed_turn = dict.fromkeys(SERVICES, False)
+        self.hostile = HostileReplies()
         self._answers: dict[str, Callable[[dict[str, Any]], tuple[int, bytes]]] = {
             "ab": self._ab, "rec": self._rec, "material": self._material,
         }
@@ -108,11 +115,22 @@ class SimulatorApp:
             status, payload = 429, TOO_MANY_BODY
         elif fault == "malformed":
             status, payload = 200, self._malformed(name, request)
+        body: bytes | tuple[bytes, ...] = payload
+        if fault == "none" and status == 200 and self._hostile(name, knobs, request):
+            fault, body = "hostile", self.hostile.body(knobs, payload)
         stats.decided(uid, status, fault)
         if fault == "timeout":
             return Reply(status, payload, self.knobs.timeout_hold_seconds, stats)
         queued = station if station.capacity > 0 and fault != "429" else None  # no capacity: no queue
-        return Reply(status, payload, self._latency(knobs), stats, queued)
+        trickle = knobs.trickle_bytes_per_second if fault == "hostile" else 0.0
+        return Reply(status, body, self._latency(knobs), stats, queued, trickle)
+
+    def _hostile(self, name: str, knobs: ServiceKnobs, request: dict[str, Any]) -> bool:
+        """Whether this request's reply is hostile: a stable share of the uids (material: of the ids)."""
+        if knobs.hostile_ratio <= 0:
+            return False
+        key = request.get("material_id") if name == "material" else request["uid"]
+        return self.oracle.fraction("hostile", str(key)) < knobs.hostile_ratio
 
     def _ab(self, request: dict[str, Any]) -> tuple[int, bytes]:
         default = request.get("default", "0")

@@ -19,6 +19,7 @@ from http import HTTPStatus
 
 from later_read.sandbox.simulator_app import Reply, SimulatorApp, error
 from later_read.sandbox.simulator_capacity import Station
+from later_read.sandbox.simulator_hostile import Trickle
 from later_read.sandbox.simulator_timer import Clock
 
 MAX_HEAD = 64 * 1024
@@ -61,7 +62,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.pending: object | None = None  # the handle of the reply waiting for its deadline / a slot
-        self.owner: Clock | Station = clock  # who holds `pending` (the clock, or a service's station)
+        self.owner: Clock | Station | Trickle = clock  # who holds `pending` (clock, station or a trickle)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -124,11 +125,26 @@ class HttpConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         body = reply.body
-        transport.write(self.heads.build(reply.status, len(body), close) + body)
+        if isinstance(body, bytes):
+            transport.write(self.heads.build(reply.status, len(body), close) + body)
+        else:  # a hostile reply's pieces: large ones are written as they are, never joined
+            head = self.heads.build(reply.status, sum(len(piece) for piece in body), close)
+            if reply.trickle > 0:
+                trickle = Trickle(transport, head + b"".join(body), reply.trickle, lambda: self._sent(reply, close))
+                self.owner = self.pending = trickle  # no next request before it is written
+                return
+            transport.write(head)
+            for piece in body:
+                transport.write(piece)
+        self._sent(reply, close)
+
+    def _sent(self, reply: Reply, close: bool) -> None:
+        self.pending = None
         if reply.stats is not None:
             reply.stats.completed(time.time())  # wall-clock seconds, as the job buckets its calls
         if close:
-            transport.close()
+            if self.transport is not None:
+                self.transport.close()
             self.buffer = b""
         elif self.buffer:
             self._next_request()

@@ -12,7 +12,11 @@ from typing import Any
 
 SERVICES = ("ab", "rec", "material")
 NO_REC_STYLES = ("empty", "404", "mixed")
-INTEGER_KNOBS = ("capacity", "max_queue")  # per service; counts of requests
+INTEGER_KNOBS = ("capacity", "max_queue", "hostile_reply_bytes", "hostile_field_bytes")  # per service
+TEXT_KNOBS = ("hostile_field", "hostile_text")
+REPLY_FIELDS = {"ab": ("value", "trace_id"), "rec": ("rec_id", "rec_type", "material_id"),
+                "material": ("material_id", "title", "content", "cover_url", "deeplink")}
+MAX_HOSTILE_BYTES = 256 * 1024 * 1024  # one cached value of the simulator's own memory
 
 
 class KnobError(ValueError):
@@ -25,7 +29,8 @@ class ServiceKnobs:
 
     `capacity`: requests served at once, the rest wait in a FIFO queue (0 = no limit);
     `max_queue`: a request finding that many already waiting is refused with a 429 (0 = unbounded).
-    See simulator_capacity.py.
+    See simulator_capacity.py. `hostile_*` and `trickle_bytes_per_second`: the replies of a stable share
+    of the uids made hostile (a huge field, a huge reply, a trickle); see simulator_hostile.py.
     """
 
     latency_ms: float = 0
@@ -36,8 +41,14 @@ class ServiceKnobs:
     malformed_rate: float = 0
     capacity: int = 0
     max_queue: int = 0
+    hostile_ratio: float = 0
+    hostile_field: str = ""
+    hostile_field_bytes: int = 0
+    hostile_text: str = ""
+    hostile_reply_bytes: int = 0
+    trickle_bytes_per_second: float = 0
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -52,6 +63,8 @@ class ServiceKnobs:
                 raise KnobError(f"unknown knob {where}.{name}; known: {', '.join(values)}")
             if name in INTEGER_KNOBS:
                 values[name] = _integer(value, f"{where}.{name}", 0)
+            elif name in TEXT_KNOBS:
+                values[name] = _text(value, f"{where}.{name}")
             else:
                 values[name] = _number(value, f"{where}.{name}", 0, None)
         knobs = ServiceKnobs(**values)
@@ -63,8 +76,15 @@ class ServiceKnobs:
             _number(getattr(self, name), f"{where}.{name}", 0, None)
         for name in INTEGER_KNOBS:
             _integer(getattr(self, name), f"{where}.{name}", 0)
-        for name in ("error_5xx_rate", "error_429_rate", "timeout_rate", "malformed_rate"):
+        for name in ("error_5xx_rate", "error_429_rate", "timeout_rate", "malformed_rate", "hostile_ratio"):
             _number(getattr(self, name), f"{where}.{name}", 0, 1)
+        _number(self.trickle_bytes_per_second, f"{where}.trickle_bytes_per_second", 0, None)
+        for name in ("hostile_reply_bytes", "hostile_field_bytes"):
+            if getattr(self, name) > MAX_HOSTILE_BYTES:
+                raise KnobError(f"{where}.{name} must be <= {MAX_HOSTILE_BYTES}, got {getattr(self, name)}")
+        fields = REPLY_FIELDS.get(where)
+        if self.hostile_field and fields is not None and self.hostile_field not in fields:
+            raise KnobError(f"{where}.hostile_field must be one of {', '.join(fields)}, got {self.hostile_field!r}")
         if self.fault_rate() > 1 + 1e-9:
             raise KnobError(f"{where}: the four fault rates add up to {self.fault_rate():g}, more than 1")
 
@@ -147,6 +167,12 @@ def _number(value: Any, name: str, low: float | None, high: float | None) -> flo
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
         raise KnobError(f"{name} must be {span}, got {value!r}")
+    return value
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise KnobError(f"{name} must be a string, got {value!r}")
     return value
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-FAULTS = ("none", "5xx", "429", "timeout", "malformed", "shed")  # shed: refused by a full queue
+FAULTS = ("none", "5xx", "429", "timeout", "malformed", "shed", "hostile")  # shed: refused by a full queue
 
 
 class EndpointStats:

@@ -3,7 +3,9 @@
 librdkafka reports a delivery only from inside poll()/flush(), so this module owns that loop:
 
 - `send` calls produce() on the event loop; a full local queue (BufferError) is met by polling and
-  retrying after a short sleep, never by dropping the message;
+  retrying after a short sleep, never by dropping the message; a message librdkafka refuses for its size
+  (over `message.max.bytes`, checked inside produce() before anything is queued) is that user's
+  `oversize_message` failure: never produced, so it leaves nothing in doubt for the next run to recover;
 - a pump task calls poll(0) every few milliseconds; the delivery callback (run inside poll, on the
   event-loop thread) queues the confirmed (uid, msg_id);
 - a marker task writes the confirmed users' sent markers one batched call at a time, as soon as they arrive.
@@ -29,7 +31,7 @@ import anyio
 import confluent_kafka
 
 from later_read import runtime
-from later_read.clients.kafka import delivery_reason
+from later_read.clients.kafka import OVERSIZE_FIX, delivery_reason, refused_for_size
 from later_read.log import alert, event, get_logger
 from later_read.store import Store
 
@@ -49,6 +51,8 @@ class Delivery:
         self.produced = self.delivered = self.marked = self.buffer_full_waits = 0
         self.failed: Counter[str] = Counter()   # per-reason delivery failures reported by librdkafka
         self.failed_uids: list[tuple[str, str]] = []  # (reason, uid) of each of those
+        self.oversize: list[str] = []  # users whose message produce() refused for its size (not produced)
+        self.largest_oversize = 0      # bytes of the largest of those messages
         self._wake = anyio.Event()
 
     @property
@@ -67,6 +71,10 @@ class Delivery:
                 await anyio.sleep(BUFFER_FULL_WAIT_SECONDS)
                 continue
             except confluent_kafka.KafkaException as exc:  # e.g. message too large, fatal producer
+                if refused_for_size(exc):
+                    self.oversize.append(uid)
+                    self.largest_oversize = max(self.largest_oversize, len(value))
+                    return
                 self.produced += 1
                 self.failed[delivery_reason(exc.args[0])] += 1
                 self.failed_uids.append((delivery_reason(exc.args[0]), uid))
@@ -157,6 +165,7 @@ async def delivering(delivery: Delivery, flush_timeout: float,
         with anyio.CancelScope(shield=True):
             await delivery.finish(flush_timeout, stop_early)
             report_undelivered(delivery)
+            report_oversize(delivery)
 
 
 def report_undelivered(delivery: Delivery) -> None:
@@ -165,6 +174,13 @@ def report_undelivered(delivery: Delivery) -> None:
         reasons = ",".join(f"{k}:{v}" for k, v in sorted(delivery.failed.items())) or "unknown"
         alert(log, "push.undelivered", count=delivery.undelivered, produced=delivery.produced,
               reasons=reasons, fix="check Kafka, then rerun the hour (delivered users are marked sent)")
+
+
+def report_oversize(delivery: Delivery) -> None:
+    """One alert line for the run's messages refused for their size (each user counted once)."""
+    if delivery.oversize:
+        alert(log, "push.oversize_message", count=len(delivery.oversize), first=delivery.oversize[0],
+              largest_bytes=delivery.largest_oversize, fix=OVERSIZE_FIX)
 
 
 class DryRunSink:

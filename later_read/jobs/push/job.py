@@ -30,6 +30,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from later_read import runtime
+from later_read.clients.kafka import OVERSIZE_MESSAGE
 from later_read.clients.material import Material
 from later_read.config import Settings
 from later_read.connections import PushConnections, open_push
@@ -242,6 +243,9 @@ def _collect(run: PushRun) -> None:
         summary.failures["undelivered"] += run.sink.undelivered
         for reason, uid in run.sink.failed_uids:
             summary.name(f"undelivered_{reason}", uid)
+    for uid in getattr(run.sink, "oversize", ()):  # refused by produce() for its size: never produced
+        summary.failures[OVERSIZE_MESSAGE] += 1
+        summary.name(OVERSIZE_MESSAGE, uid)
     summary.extra["materials_fetched"] = run.materials.fetched
     summary.extra["miss_ratio"] = round(summary.counts["misses"] / max(summary.counts["users"], 1), 6)
     users = summary.counts["users"]

@@ -101,7 +101,8 @@ def _cluster_id() -> str:
 class KafkaServer(LocalServer):
     """A single-node KRaft Kafka (broker and controller in one JVM) with test-friendly settings.
 
-    Topics are not auto-created (tests create theirs with `create_topic`), new topics get 3
+    Topics are not auto-created (tests create theirs with `create_topic`; `auto_create_topics=True`
+    gives a broker that would create them, as many production clusters do), new topics get 3
     partitions, consumer groups join without the initial rebalance delay.
     """
 
@@ -114,8 +115,10 @@ class KafkaServer(LocalServer):
     TOOL_JVM = ["-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]
 
-    def __init__(self, external: str | None = None, start_timeout: float = 90.0) -> None:
+    def __init__(self, external: str | None = None, start_timeout: float = 90.0,
+                 auto_create_topics: bool = False) -> None:
         super().__init__(external, start_timeout)
+        self.auto_create_topics = auto_create_topics
         self.port = self.controller_port = 0
         self.java, self.classpath = "", ""
 
@@ -199,7 +202,7 @@ class KafkaServer(LocalServer):
             "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": self.tempdir / "data",
-            "num.partitions": 3, "auto.create.topics.enable": "false",
+            "num.partitions": 3, "auto.create.topics.enable": str(self.auto_create_topics).lower(),
             "group.initial.rebalance.delay.ms": 0,
             "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 3,
             "transaction.state.log.replication.factor": 1, "transaction.state.log.min.isr": 1,
