@@ -10,7 +10,7 @@ Redis neither hangs the command nor hides the state of the others:
 Probes do what the jobs do, without side effects: a LIMIT 1 read of today's task rows, PING plus a
 scratch key written, read and deleted, the topic's metadata (nothing is produced), and one contract
 request to each HTTP service for the probe uid `later-read-check`. Secrets are never printed: targets
-are built without passwords and every line is scrubbed of the configured secret values.
+are built without passwords and every line goes through `redact` (URL passwords, the configured secrets).
 
 Exit code: 0 when every line is ok, 3 (dependency) when any failed.
 """
@@ -23,7 +23,6 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
@@ -35,6 +34,7 @@ from later_read.connections import build_services
 from later_read.errors import EXIT_DEPENDENCY, EXIT_OK, ServiceError
 from later_read.inputs import current_hour, parse_date
 from later_read.runtime import run
+from later_read.redact import redact
 from later_read.redis_client import describe, open_redis, target
 from later_read.store import Store
 from later_read.users import UserQuery, task_ids_for
@@ -66,12 +66,11 @@ class Probe:
 
 def run_check(settings: Settings, timeout: float = DEFAULT_TIMEOUT_SECONDS, echo=print) -> int:
     """Print the config line and one line per dependency; EXIT_DEPENDENCY if any failed."""
-    secrets = _secrets(settings)
-    echo(_scrub(f"{'ok':<4} {'config':<10} {settings.source}  validated "
-                f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})", secrets))
+    echo(redact(f"{'ok':<4} {'config':<10} {settings.source}  validated "
+                f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})"))
     results = run(check_all, settings, timeout)
     for result in results:
-        echo(_scrub(result.line(), secrets))
+        echo(redact(result.line()))
     failed = [r.name for r in results if not r.ok]
     echo(f"check: {len(results) - len(failed)} ok, {len(failed)} failed"
          + (f" ({', '.join(failed)})" if failed else ""))
@@ -126,7 +125,7 @@ def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     }
     for name, call in calls.items():
         caller = getattr(services, name).caller
-        probes.append(Probe(name, _without_userinfo(caller.url), lambda n=name, c=call: _http(n, c),
+        probes.append(Probe(name, caller.url, lambda n=name, c=call: _http(n, c),
                             f"check [services] {name}_url and that the service is up"))
     probes += _metrics_probes(settings, timeout)
     return probes
@@ -232,27 +231,6 @@ def _metrics_probes(settings: Settings, timeout: float) -> list[Probe]:
                     raise RuntimeError(f"unreachable ({why}); check [metrics] pushgateway_url and that "
                                        "the Pushgateway is up") from None
             return f"GET /-/ready -> HTTP {await anyio.to_thread.run_sync(get, abandon_on_cancel=True)}"
-        probes.append(Probe("pushgw", _without_userinfo(url), pushgateway,
+        probes.append(Probe("pushgw", url, pushgateway,
                             "check [metrics] pushgateway_url"))
     return probes
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
-
-
-def _secrets(settings: Settings) -> list[str]:
-    """Every configured secret value, longest first, to be scrubbed from any printed line."""
-    values = [settings.starrocks.password, urlsplit(settings.redis.url).password or ""]
-    redacted = settings.redacted()["kafka"]["librdkafka"]
-    values += [str(v) for k, v in settings.kafka.librdkafka.items() if redacted.get(k) == "***"]
-    return sorted({v for v in values if len(v) >= 3}, key=len, reverse=True)
-
-
-def _scrub(line: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        line = line.replace(secret, "***")
-    return line
