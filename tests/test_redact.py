@@ -21,9 +21,11 @@ from later_read.config import load_settings
     ('error="redis://u:p@h:1"', 'error="redis://***@h:1"'),
     ("redis://h:6379/0?password=abc&db=1", "redis://h:6379/0?password=***&db=1"),
     ("https://x.io/api?key=k3y&sig=s1g&q=books", "https://x.io/api?key=***&sig=***&q=books"),
-    ("sasl.password=hunter2 token=t0k access_token=a secret=s", "sasl.password=*** token=*** access_token=*** secret=***"),
+    ("sasl.password=hunter2 token=t0k access_token=a secret=s",
+     "sasl.password=*** token=*** access_token=*** secret=***"),
     ("expected redis://[user:password@]host[:port][/db]", "expected redis://[user:password@]host[:port][/db]"),
-    ("lock.refresh_failed key=later_read:lock:push:20261123:09", "lock.refresh_failed key=later_read:lock:push:20261123:09"),
+    ("lock.refresh_failed key=later_read:lock:push:20261123:09",
+     "lock.refresh_failed key=later_read:lock:push:20261123:09"),
     ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
     ("(using password: YES)", "(using password: YES)"),
 ])

@@ -109,7 +109,7 @@ async def _timed(probe: Probe, timeout: float) -> Result:
 def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     sr, k = settings.starrocks, settings.kafka
     probes = [
-        Probe("starrocks", f"{sr.user}@{sr.host}:{sr.port}/{sr.database}.{sr.table}",
+        Probe("starrocks", f"{sr.user}@{sr.host}:{sr.port}/{sr.database}.{sr.table}{' (tls)' if sr.tls else ''}",
               lambda: _starrocks(settings, timeout), "check [starrocks] host/port and that it is up"),
         Probe("redis", target(settings.redis), lambda: _redis(settings, timeout),
               "check [redis] mode/url/sentinels and that Redis is up"),
