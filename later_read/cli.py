@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import importlib
 import sys
-import traceback
 
 import click
 
 from later_read import __version__
 from later_read.config import Settings, load_settings
-from later_read.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, error_line
+from later_read.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, error_line,
+                               traceback_text)
 from later_read.log import set_zone, setup_logging
+from later_read.redact import redact
 
 CONFIG_HELP = "Config file (default: $LATER_READ_CONFIG, else ./config.toml)."
 
@@ -47,17 +48,22 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:  # click's own three-line usage block, as one line
             where = exc.ctx.command_path if exc.ctx is not None else "later-read"
-            click.echo(f"later-read: error: {exc.format_message()} (see `{where} --help`)", err=True)
+            click.echo(redact(f"later-read: error: {exc.format_message()} (see `{where} --help`)"), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("later-read: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
-        except Exception:  # a bug: keep the traceback, but still a documented exit code
-            traceback.print_exc()
+        except Exception as exc:  # a bug: keep the traceback (redacted), but still a documented exit code
+            click.echo(traceback_text(exc), err=True, nl=False)
             click.echo(INTERNAL_ERROR_LINE, err=True)
             sys.exit(EXIT_INTERNAL)
+
+
+def echo(line: str) -> None:
+    """stdout for the on-call commands' lines (check, show, sent, rerun), redacted."""
+    click.echo(redact(line))
 
 
 def config_option(func):
@@ -173,7 +179,7 @@ def check(config_path, timeout: float) -> None:
     """
     from later_read.jobs.check import run_check
 
-    sys.exit(run_check(settings_from(config_path), timeout=timeout, echo=click.echo))
+    sys.exit(run_check(settings_from(config_path), timeout=timeout, echo=echo))
 
 
 @cli.command()
@@ -209,7 +215,7 @@ def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_onl
     settings = settings_from(config_path)
     options = RerunOptions(parse_uid(uid), parse_date(date, settings.zone), hour, prewarm=not push_only,
                            push=not prewarm_only, dry_run=dry_run, force=force, lock_wait=lock_wait)
-    sys.exit(run_rerun(settings, options, echo=click.echo))
+    sys.exit(run_rerun(settings, options, echo=echo))
 
 
 @cli.command()
@@ -232,7 +238,7 @@ def show(config_path, uid: str, date: str | None, as_json: bool) -> None:
     from later_read.jobs.show import run_show
 
     settings = settings_from(config_path)
-    sys.exit(run_show(settings, parse_uid(uid), parse_date(date, settings.zone), as_json, echo=click.echo))
+    sys.exit(run_show(settings, parse_uid(uid), parse_date(date, settings.zone), as_json, echo=echo))
 
 
 @cli.command()
@@ -266,7 +272,7 @@ def sent(config_path, date: str | None, hour: int | None, uid: str | None, as_js
     settings = settings_from(config_path)
     query = SentQuery(parse_date(date, settings.zone), hour, None if uid is None else parse_uid(uid),
                       limit, max_messages, timeout)
-    sys.exit(run_sent(settings, query, as_json, echo=click.echo))
+    sys.exit(run_sent(settings, query, as_json, echo=echo))
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ ConfigError with one line naming the key and what is expected; the CLI exits 2.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tomllib
 import typing
@@ -23,14 +22,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from later_read.clients.bounds import DEFAULT_MAX_REPLY_BYTES
-from later_read.config_checks import (BATCH, BOOTSTRAP, CONCURRENCY, GRACE, HOST, HOST_PORTS, HTTP_URL, INTERVAL,
-                                      NON_EMPTY, PORT, PUSHGATEWAY_URL, QPS, RATIO, REDIS_MODE, REDIS_URL,
-                                      REPLICAS, REPLY_BYTES, SHARDS, SQL_NAME, TASK_IDS, TIMEOUT, TOPIC, TTL,
-                                      above, between, check, host_port, valid_zone)
+from later_read.config_checks import (BATCH, BOOTSTRAP, CA_FILE, CONCURRENCY, GRACE, HOST, HOST_PORTS, HTTP_URL,
+                                      INTERVAL, NON_EMPTY, PING_URL, PORT, PUSHGATEWAY_URL, QPS, RATIO, REDIS_MODE,
+                                      REDIS_URL, REPLICAS, REPLY_BYTES, SHARDS, SQL_NAME, TASK_IDS, TIMEOUT, TOPIC,
+                                      TTL, above, between, check, host_port, valid_zone)
+from later_read.config_env import TYPE_WORDS, EnvValue, apply_env, env_name, from_env, key_label, show
 from later_read.errors import ConfigError
+from later_read.redact import register_config
 
 ENV_CONFIG_PATH = "LATER_READ_CONFIG"
-ENV_PREFIX = "LATER_READ__"
 REQUIRED: Any = dataclasses.MISSING
 
 
@@ -46,6 +46,18 @@ class StarRocksSettings:
     batch_size: int = field(default=5000, metadata=BATCH)
     connect_timeout_seconds: float = field(default=5.0, metadata=TIMEOUT)
     read_timeout_seconds: float = field(default=120.0, metadata=TIMEOUT)
+    # TLS (clients/starrocks.py): the server's certificate is always verified, against tls_ca_file ("" = the
+    # system's CAs); tls_verify_host also checks its name against `host`. Without TLS a server asking for the
+    # password in clear text (mysql_clear_password) is refused before the password is sent.
+    tls: bool = False
+    tls_ca_file: str = field(default="", metadata=CA_FILE)
+    tls_verify_host: bool = True
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.tls_ca_file and not self.tls:
+            return [("tls_ca_file", "set while tls = false, so it would not be used; set tls = true or "
+                                    'tls_ca_file = ""')]
+        return []
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +86,7 @@ class RedisSettings:
     max_connections: int = field(default=32, metadata=between(1, 10_000, "an integer"))
     batch_size: int = field(default=500, metadata=BATCH)  # keys per MGET / pipelined write batch
     socket_timeout_seconds: float = field(default=5.0, metadata=TIMEOUT)
+    sentinel_password: str = ""  # sentinel mode: the sentinels' own password (their requirepass), if any
 
     def __post_init__(self) -> None:
         if self.mode == "sentinel" and not (self.sentinels and self.service_name):
@@ -180,6 +193,22 @@ class LockSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MonitorSettings:
+    # Dead-man's switch pings (healthchecks.io style, monitor.py): <url>/start as a run starts, <url> when
+    # it exits 0, <url>/fail otherwise (POST body: exit_code=N and the run's last line). "" = off.
+    prewarm_ping_url: str = field(default="", metadata=PING_URL)
+    push_ping_url: str = field(default="", metadata=PING_URL)
+    ping_timeout_seconds: float = field(default=5.0, metadata=above(0, 30))  # each ping, all included
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxSettings:
+    # Written only by `later-read sandbox up|demo` into the config they generate, which points at servers they
+    # started; `later-read sandbox seed` refuses a config without it. Never set it in a production config.
+    own_servers: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     timezone: str = field(default="Asia/Shanghai",
                           metadata=check(valid_zone, "an IANA zone name such as Asia/Shanghai"))
@@ -193,23 +222,13 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     lock: LockSettings = field(default_factory=LockSettings)
     shards: ShardSettings = field(default_factory=ShardSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     source: str = field(default="", metadata={"internal": True})
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
-
-    def redacted(self) -> dict:
-        """The settings as a dict with every secret replaced, for printing."""
-        data = dataclasses.asdict(self)
-        data["starrocks"]["password"] = "***" if self.starrocks.password else ""
-        data["kafka"]["librdkafka"] = {
-            k: ("***" if _is_secret(k) else v) for k, v in self.kafka.librdkafka.items()}
-        return data
-
-
-def _is_secret(key: str) -> bool:
-    return any(word in key.lower() for word in ("password", "secret", "token", "key.pem", "jaas"))
 
 
 def config_path(explicit: str | os.PathLike | None = None) -> Path:
@@ -230,7 +249,8 @@ def load_settings(path: str | os.PathLike | None = None,
         raise ConfigError(f"config error in {file}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config error: cannot read {file}: {exc.strerror}") from None
-    _apply_env(raw, os.environ if environ is None else environ)
+    apply_env(raw, os.environ if environ is None else environ, Settings)
+    register_config(raw)  # before any check: a config error quoting a secret is scrubbed too
     try:
         settings = _build(Settings, raw, "")
     except ConfigError as exc:
@@ -239,146 +259,61 @@ def load_settings(path: str | os.PathLike | None = None,
     return dataclasses.replace(settings, source=str(file))
 
 
-def _apply_env(raw: dict, environ: typing.Mapping[str, str]) -> None:
-    """Overlay LATER_READ__SECTION__KEY variables onto the parsed file (values stay strings)."""
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
-        if parts[:2] == ["kafka", "librdkafka"] and len(parts) == 3:
-            parts[2] = parts[2].replace("_", ".")
-        _check_env_name(name, parts)
-        node = raw
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config error: environment variable {name} names a key "
-                                  f"inside [{part}], which is not a table")
-        node[parts[-1]] = _EnvValue(value, name)
-
-
-def _check_env_name(variable: str, parts: list[str]) -> None:
-    """A LATER_READ__ variable must name a setting; the error blames the variable, not the file."""
-    cls: Any = Settings
-    for depth, part in enumerate(parts):
-        where = ".".join(parts[:depth])
-        if cls is dict:  # the librdkafka pass-through table takes any key, librdkafka checks it later
-            if depth == len(parts) - 1:
-                return
-            raise _env_error(variable, f"[{where}] holds values, not tables")
-        fields = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-        if part not in fields:
-            label = f"[{where}]" if where else "the top level"
-            raise _env_error(variable, f"{label} has no key {part!r} (known: {', '.join(fields)})")
-        hint = typing.get_type_hints(cls)[part]
-        cls = typing.get_origin(hint) or hint
-        if depth < len(parts) - 1 and not (cls is dict or dataclasses.is_dataclass(cls)):
-            raise _env_error(variable, f"{_key(where, part)} is a value, not a table")
-    if cls is dict or dataclasses.is_dataclass(cls):
-        raise _env_error(variable, f"[{'.'.join(parts)}] is a table; name a key in it")
-
-
-def _env_error(variable: str, problem: str) -> ConfigError:
-    return ConfigError(f"config error: environment variable {variable} names no setting: {problem}; "
-                       "fix or unset the variable")
-
-
-class _EnvValue(str):
-    """A string from the environment: coerced to the field's type instead of rejected."""
-
-    def __new__(cls, value: str, variable: str):
-        obj = super().__new__(cls, value)
-        obj.variable = variable
-        return obj
-
-
 def _build(cls: type, raw: Any, where: str):
     label = f"[{where}]" if where else "top level"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{label}: expected a table, got {_show(raw)}")
+        raise ConfigError(f"{label}: expected a table, got {show(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"{_key(where, unknown[0])}: unknown key; known keys in {label}: "
+        raise ConfigError(f"{key_label(where, unknown[0])}: unknown key; known keys in {label}: "
                           f"{', '.join(fields)}")
     values = {}
     for name, spec in fields.items():
         if name not in raw:
             if spec.default is REQUIRED and spec.default_factory is REQUIRED:
-                raise ConfigError(f"{_key(where, name)}: missing; set it in the file or in "
-                                  f"{_env_name(where, name)}")
+                raise ConfigError(f"{key_label(where, name)}: missing; set it in the file or in "
+                                  f"{env_name(where, name)}")
             continue
         values[name] = _value(hints[name], raw[name], spec, where)
     built = cls(**values)
     for name, problem in getattr(built, "problems", list)():
-        raise ConfigError(f"{_key(where, name)}: {problem}")
+        raise ConfigError(f"{key_label(where, name)}: {problem}")
     return built
 
 
 def _value(hint: Any, value: Any, spec: dataclasses.Field, where: str) -> Any:
-    key = _key(where, spec.name)
+    key = key_label(where, spec.name)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{where}.{spec.name}" if where else spec.name)
     checked = _coerce(hint, value, key)
     check = spec.metadata.get("check")
     verdict = True if check is None else check(checked)
     if verdict is not True:
-        origin = f" (from {value.variable})" if isinstance(value, _EnvValue) else ""
+        origin = f" (from {value.variable})" if isinstance(value, EnvValue) else ""
         problem = f"{verdict}; " if isinstance(verdict, str) else ""
-        raise ConfigError(f"{key}{origin}: {problem}expected {spec.metadata['expected']}, got {_show(checked)}")
+        raise ConfigError(f"{key}{origin}: {problem}expected {spec.metadata['expected']}, got {show(checked)}")
     return checked
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     """Check a TOML value against the field type; environment strings are converted first."""
     origin = typing.get_origin(hint) or hint
-    if isinstance(value, _EnvValue):
-        value = _from_env(origin, value, key)
+    if isinstance(value, EnvValue):
+        value = from_env(origin, value, key)
     if origin is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if origin is list:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
-        raise ConfigError(f"{key}: expected a list of strings, got {_show(value)}")
+        raise ConfigError(f"{key}: expected a list of strings, got {show(value)}")
     if origin is dict:
         if isinstance(value, dict) and all(isinstance(v, (str, int, float, bool)) for v in value.values()):
-            return {str(k): (str(v) if isinstance(v, _EnvValue) else v) for k, v in value.items()}
-        raise ConfigError(f"{key}: expected a table of strings, numbers or booleans, got {_show(value)}")
+            return {str(k): (str(v) if isinstance(v, EnvValue) else v) for k, v in value.items()}
+        raise ConfigError(f"{key}: expected a table of strings, numbers or booleans, got {show(value)}")
     if isinstance(value, origin) and not (origin is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{key}: expected {_TYPE_WORDS[origin]}, got {_show(value)}")
+    raise ConfigError(f"{key}: expected {TYPE_WORDS[origin]}, got {show(value)}")
 
 
-def _from_env(origin: Any, value: "_EnvValue", key: str) -> Any:
-    try:
-        if origin is int:
-            return int(value)
-        if origin is float:
-            return float(value)
-        if origin is bool:
-            return {"true": True, "1": True, "false": False, "0": False}[value.lower()]
-        if origin is list:
-            return json.loads(value) if value.startswith("[") else [v.strip() for v in value.split(",")]
-    except (ValueError, KeyError):
-        raise ConfigError(f"{key} (from {value.variable}): expected {_TYPE_WORDS[origin]}, "
-                          f"got {_show(str(value))}") from None
-    return str(value)
-
-
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               list: "a list of strings", dict: "a table"}
-
-
-def _key(where: str, name: str) -> str:
-    return f"[{where}] {name}" if where else name
-
-
-def _env_name(where: str, name: str) -> str:
-    parts = [p for p in where.split(".") if p] + [name]
-    return ENV_PREFIX + "__".join(p.upper() for p in parts)
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."

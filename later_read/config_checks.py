@@ -52,7 +52,24 @@ REDIS_URL = check(lambda v: urls.redis_problem(v) or True,
                    "redis://[user:password@]host[:port][/db], rediss://... or unix:///path[?db=N]")
 PUSHGATEWAY_URL = check(lambda v: not v or urls.http_problem(v, https_ok=True) or True,
                          'an http(s)://host[:port] URL, or "" for none')
+PING_URL = check(lambda v: not v or urls.http_problem(v, https_ok=True) or True,
+                  'an http(s)://host[:port]/path ping URL, or "" for none')
+CA_FILE = check(lambda v: not v or ca_file_problem(v) or True, 'a readable PEM file of CA certificates, or "" '
+                "for the system's")
 BOOTSTRAP = check(lambda v: urls.bootstrap_problem(v) or True, "host:port[,host:port...]")
+
+
+def ca_file_problem(path: str) -> str | None:
+    """What stops `path` from serving as TLS CA certificates (missing, unreadable, not PEM), or None."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        return "it holds no PEM CA certificate"
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    return None
 
 
 def valid_zone(name: str) -> bool:

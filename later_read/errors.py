@@ -21,6 +21,10 @@ Every message is one line that names the problem and the fix. Jobs that finish w
 
 from __future__ import annotations
 
+import traceback
+
+from later_read.redact import redact
+
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -103,5 +107,11 @@ INTERNAL_ERROR_LINE = "later-read: internal error (a bug); the traceback is abov
 
 
 def error_line(error: LaterReadError) -> str:
-    """The one stderr line the CLI ends with for a project error."""
-    return f"later-read: error: {error}"
+    """The one stderr line the CLI ends with for a project error, redacted (`redact`)."""
+    return redact(f"later-read: error: {error}")
+
+
+def traceback_text(error: BaseException) -> str:
+    """A bug's traceback as printed before INTERNAL_ERROR_LINE, redacted (an exception's text or a frame's
+    source line may hold a URL with its password)."""
+    return redact("".join(traceback.format_exception(error)))

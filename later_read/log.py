@@ -11,6 +11,8 @@ the keyword on a line (a uid such as `x LATER_READ_ALERT" reason=y` cannot forge
 Timestamps are in the configured zone with its offset (`set_zone`, called once the settings are read;
 the process's zone until then), like the dates and hours the jobs work on. Epoch times meant for people
 go through `at()`. Alert lines carry `constants.ALERT_KEYWORD`; docs/alerting.md lists every one of them.
+Every line is redacted by the handler's formatter (`redact.redact`: URL passwords, secret query values,
+the configured secrets).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 from zoneinfo import ZoneInfo
 
 from later_read.constants import ALERT_KEYWORD
+from later_read.redact import redact
 
 LOGGER_NAME = "later_read"
 SUMMARY = 25  # between INFO and WARNING: a run's summary lines show even with --quiet
@@ -51,13 +54,19 @@ def at(epoch: object) -> str:
 
 
 class _Formatter(logging.Formatter):
+    """Timestamps in the configured zone; every line (and any traceback in it) goes through `redact`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         zone = _zone or dt.datetime.now().astimezone().tzinfo
         return dt.datetime.fromtimestamp(record.created, zone).isoformat(timespec="milliseconds")
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
-    """Log to stderr, one line per event; stdout stays free for results (JSON, messages)."""
+    """Log to stderr, one line per event; stdout stays free for results (JSON, messages). A library's own
+    warnings (loggers without a handler) go out through the same redacting format (`logging.lastResort`)."""
     level = logging.DEBUG if verbose else SUMMARY if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -65,6 +74,10 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    last_resort = logging.StreamHandler(sys.stderr)
+    last_resort.setLevel(logging.WARNING)
+    last_resort.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.lastResort = last_resort
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -42,7 +42,7 @@ from later_read.files import write_atomic
 from later_read.summary import Summary
 from later_read.log import event, get_logger
 from later_read.shard import Shard
-from later_read.store import redact_url
+from later_read.redact import redact
 
 log = get_logger("metrics")
 
@@ -81,7 +81,7 @@ def record_job(settings: Settings, job: str, summary: Summary, shard: Shard | No
             pushadd_to_gateway(cfg.pushgateway_url, job=f"later_read_{name}{suffix}", registry=registry,
                                timeout=PUSH_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001
-            _failed("pushgateway", redact_url(cfg.pushgateway_url), exc,
+            _failed("pushgateway", redact(cfg.pushgateway_url), exc,
                     "check [metrics] pushgateway_url and that the Pushgateway is up")
 
 
@@ -170,7 +170,7 @@ def _read_previous(settings: Settings, name: str, suffix: str = "") -> Previous:
         with urllib.request.urlopen(url, timeout=READ_TIMEOUT_SECONDS) as response:
             return parse_previous(response.read().decode("utf-8"), job=f"later_read_{name}{suffix}")
     except (OSError, ValueError) as exc:
-        _failed("pushgateway-read", redact_url(url), exc, "counters restart from this run's values")
+        _failed("pushgateway-read", redact(url), exc, "counters restart from this run's values")
         return {}
 
 

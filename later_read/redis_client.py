@@ -2,7 +2,8 @@
 
 - standalone: one server from `url`, a pool that waits for a free connection (BlockingConnectionPool).
 - sentinel: `redis.asyncio.sentinel.Sentinel(sentinels).master_for(service_name)`: every new connection
-  asks the sentinels where the master is, so after a failover the pool reconnects to the promoted one.
+  asks the sentinels where the master is, so after a failover the pool reconnects to the promoted one;
+  `sentinel_password` logs in to the sentinels (`sentinel_kwargs`), the URL's password to the master.
 - cluster: `redis.asyncio.cluster.RedisCluster.from_url(url)`: the slot map is read from any node and
   read again after a MOVED reply or a dead node.
 
@@ -12,13 +13,12 @@ cluster client retries at once, with no pause, and would give up before a replic
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
-
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
 from later_read.config import RedisSettings
+from later_read.redact import redact
 
 if TYPE_CHECKING:  # cluster and sentinel clients are imported in their mode only (start-up time)
     from redis.asyncio.sentinel import Sentinel
@@ -47,33 +47,22 @@ def _sentinel(settings: RedisSettings) -> Sentinel:
     from redis.asyncio.sentinel import Sentinel
     timeouts = {"socket_timeout": settings.socket_timeout_seconds,
                 "socket_connect_timeout": settings.socket_timeout_seconds}
-    return Sentinel(settings.sentinel_addresses, sentinel_kwargs=dict(timeouts), **timeouts)
+    password = {"password": settings.sentinel_password} if settings.sentinel_password else {}
+    return Sentinel(settings.sentinel_addresses, sentinel_kwargs={**timeouts, **password}, **timeouts)
 
 
 def _url_options(url: str) -> dict:
-    """Password, username, database and TLS for the sentinel-found master, taken from `url`."""
+    """Password (userinfo or `?password=`), username, database and TLS for the sentinel-found master, read
+    from `url` by redis-py's own URL parser."""
     if not url:
         return {}
-    parts = urlsplit(url)
-    options: dict = {}
-    if parts.password:
-        options["password"] = parts.password
-    if parts.username:
-        options["username"] = parts.username
-    db = parts.path.strip("/") or parse_qs(parts.query).get("db", [""])[0]
-    if db.isdigit():
-        options["db"] = int(db)
-    if parts.scheme == "rediss":
+    from redis.connection import parse_url
+
+    found = parse_url(url)
+    options = {key: found[key] for key in ("password", "username", "db") if key in found}
+    if url.startswith("rediss://"):
         options["ssl"] = True
     return options
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for error messages."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 def target(settings: RedisSettings) -> str:
@@ -81,8 +70,8 @@ def target(settings: RedisSettings) -> str:
     if settings.mode == "sentinel":
         return f"sentinel {settings.service_name} via {','.join(settings.sentinels)}"
     if settings.mode == "cluster":
-        return f"cluster via {redact_url(settings.url)}"
-    return redact_url(settings.url)
+        return f"cluster via {redact(settings.url)}"
+    return redact(settings.url)
 
 
 async def describe(client, settings: RedisSettings) -> str:

@@ -24,7 +24,7 @@ from later_read.errors import RedisUnavailable
 from later_read.keys import Keys
 from later_read.log import event, get_logger
 from later_read.shard import Shard
-from later_read.redis_client import open_redis, redact_url, target  # noqa: F401 - re-exported
+from later_read.redis_client import open_redis, target  # noqa: F401 - re-exported
 
 log = get_logger("store")
 

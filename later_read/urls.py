@@ -21,8 +21,24 @@ def _port_problem(parts) -> str | None:
     return None
 
 
+def _userinfo_problem(url: str) -> str | None:
+    """A password whose `/`, `?` or `#` is not percent-encoded ends the URL's host part inside it: the rest
+    of the password would be read as a port, a path or a query (and echoed in an error)."""
+    rest = url.split("://", 1)[-1]
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    host_part = rest[:min(ends)] if ends else rest
+    if "@" not in host_part and "@" in rest:
+        return ("user:password@ holds a '/', '?' or '#' that is not percent-encoded (write them %2F, %3F, "
+                "%23)")
+    return None
+
+
 def http_problem(url: str, https_ok: bool = False) -> str | None:
-    """What is wrong with a service URL (https too when `https_ok`: the Pushgateway's client), or None."""
+    """What is wrong with a service URL (https too when `https_ok`: the Pushgateway's and the pings'
+    client), or None."""
+    problem = _userinfo_problem(url)
+    if problem:
+        return problem
     parts = urlsplit(url)
     if parts.scheme == "https" and not https_ok:
         return "https:// is not supported (the HTTP client speaks plain http, as the internal services do)"
@@ -37,6 +53,9 @@ def http_problem(url: str, https_ok: bool = False) -> str | None:
 
 def redis_problem(url: str) -> str | None:
     """What is wrong with a Redis URL, or None."""
+    problem = _userinfo_problem(url)
+    if problem:
+        return problem
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
         return f"scheme must be redis://, rediss:// or unix://, not {parts.scheme or 'missing'}"

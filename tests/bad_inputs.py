@@ -34,6 +34,7 @@ class Case:
     file: str | None = None         # content of <TMP>/input.txt (a uids file)
     value: bytes | None = None      # stored under rec:later_read:u1 before `show u1`
     needs_redis: bool = False
+    server: str | None = None       # a fake server the row's config points StarRocks at (<PORT>): "clear_password"
 
 
 def cfg(what: str, old: str, new: str, line: str) -> Case:
@@ -85,7 +86,7 @@ CASES: list[Case] = [
     cfg("service URL with user:password@", 'material_url = "http://127.0.0.1:8900"',
         'material_url = "http://u:p@m:80"',
         "[services] material_url: user:password@ and #fragment are not supported; "
-        f'expected {HTTP_FORM}, got "http://u:p@m:80"'),
+        f'expected {HTTP_FORM}, got "http://***@m:80"'),
     cfg("prewarm concurrency of 2,000,000", CONC, "concurrency = 2000000   # users",
         "[prewarm] concurrency: expected an integer from 1 to 2,000, got 2000000"),
     cfg("prewarm concurrency 0", CONC, "concurrency = 0   # users",
@@ -172,7 +173,8 @@ CASES: list[Case] = [
         "[lock] wait_seconds: expected seconds 0-86400, got 864000.0"),
     cfg("unknown key in [redis]", "ttl_seconds = 86400", "ttl_seconds = 86400\nttl = 5",
         "[redis] ttl: unknown key; known keys in [redis]: mode, url, sentinels, service_name, failover_seconds, "
-        "wait_replicas, key_prefix, ttl_seconds, max_connections, batch_size, socket_timeout_seconds"),
+        "wait_replicas, key_prefix, ttl_seconds, max_connections, batch_size, socket_timeout_seconds, "
+        "sentinel_password"),
     cfg("unknown [redis] mode", 'mode = "standalone"', 'mode = "master"',
         '[redis] mode: expected one of "standalone", "sentinel", "cluster", got "master"'),
     cfg("sentinel mode without sentinels", 'mode = "standalone"', 'mode = "sentinel"',
@@ -188,10 +190,11 @@ CASES: list[Case] = [
     env("misspelt variable LATER_READ__REDIS__URLL", {"LATER_READ__REDIS__URLL": "redis://h:1/0"},
         NOTE.format(var="LATER_READ__REDIS__URLL", problem="[redis] has no key 'urll' (known: mode, url, sentinels, "
                     "service_name, failover_seconds, wait_replicas, key_prefix, ttl_seconds, max_connections, "
-                    "batch_size, socket_timeout_seconds)")),
+                    "batch_size, socket_timeout_seconds, sentinel_password)")),
     env("variable naming no section", {"LATER_READ__REDISS__URL": "x"},
         NOTE.format(var="LATER_READ__REDISS__URL", problem="the top level has no key 'rediss' (known: timezone, "
-                    "starrocks, tasks, redis, services, prewarm, push, kafka, metrics, lock, shards)")),
+                    "starrocks, tasks, redis, services, prewarm, push, kafka, metrics, lock, shards, monitor, "
+                    "sandbox)")),
     env("variable naming a whole table", {"LATER_READ__REDIS": "x"},
         NOTE.format(var="LATER_READ__REDIS", problem="[redis] is a table; name a key in it")),
     env("variable going below a value", {"LATER_READ__REDIS__URL__HOST": "x"},
@@ -304,6 +307,52 @@ CASES = [c for c in CASES if c.line != C + "metrics]"] + [
 ]
 
 
+SEED = ["sandbox", "seed", "--config", "<CONFIG>"]
+CA_PEM = "<a CA certificate the test makes>"  # tests/test_bad_input.py writes a real one
+TLS_CA = "[starrocks] tls_ca_file: {problem}; expected a readable PEM file of CA certificates, or \"\" for the system's"
+PING = 'expected an http(s)://host[:port]/path ping URL, or "" for none'
+UUID_PATH = "hc-ping.com/5f3a1c2e-8d4b-4f1e-9a7c-0b6d2e4f8a10"
+CASES += [
+    cfg("Redis URL whose password holds an unencoded /", REDIS, 'url = "redis://:pa/ss@127.0.0.1:6379/0"',
+        "[redis] url: user:password@ holds a '/', '?' or '#' that is not percent-encoded (write them %2F, %3F, "
+        f'%23); expected {REDIS_URL_FORM}, got "redis://***@127.0.0.1:6379/0"'),
+    cfg("Redis URL with ?password= and a bad database", REDIS, 'url = "redis://127.0.0.1:6379/x?password=s3cret-pw"',
+        f"[redis] url: database 'x' is not a non-negative integer; expected {REDIS_URL_FORM}, "
+        'got "redis://127.0.0.1:6379/x?password=***"'),
+    cfg("StarRocks TLS CA file that does not exist", 'tls_ca_file = ""', 'tls_ca_file = "/nonexistent/ca.pem"',
+        TLS_CA.format(problem="cannot read it: No such file or directory") + ', got "/nonexistent/ca.pem"'),
+    cfg("StarRocks TLS CA file that is not PEM", 'tls_ca_file = ""', 'tls_ca_file = "/dev/null"',
+        TLS_CA.format(problem="it holds no PEM CA certificate") + ', got "/dev/null"'),
+    Case("config", "StarRocks TLS CA file while tls = false", C + "[starrocks] tls_ca_file: set while tls = false, so "
+         'it would not be used; set tls = true or tls_ca_file = ""', 2,
+         edit=('tls_ca_file = ""', 'tls_ca_file = "<TMP>/input.txt"'), file=CA_PEM),
+    cfg("ping URL that is not http(s)", 'prewarm_ping_url = ""', f'prewarm_ping_url = "ftp://{UUID_PATH}"',
+        f'[monitor] prewarm_ping_url: scheme must be http://, not ftp://; {PING}, got "ftp://hc-ping.com/***"'),
+    cfg("ping URL with user:password@", 'push_ping_url = ""', f'push_ping_url = "https://u:pw-1234@{UUID_PATH}"',
+        f"[monitor] push_ping_url: user:password@ and #fragment are not supported; {PING}, "
+        'got "https://***@hc-ping.com/***"'),
+    cfg("ping timeout of a minute", "ping_timeout_seconds = 5.0", "ping_timeout_seconds = 60",
+        "[monitor] ping_timeout_seconds: expected a number > 0 and <= 30, got 60.0"),
+    Case("sandbox", "sandbox seed with a config that is not the sandbox's", E + "sandbox seed: <CONFIG> is not a "
+         "sandbox config (no [sandbox] own_servers = true), and the sandbox writes only to servers it started; "
+         "pass the config `later-read sandbox up --config-out` wrote", 2, args=list(SEED)),
+    Case("sandbox", "sandbox seed with only LATER_READ_CONFIG", E + "sandbox seed: no --config; sandbox commands "
+         "never read $LATER_READ_CONFIG (it may name production); pass --config with the file `later-read sandbox "
+         "up` wrote", 2, args=list(SEED), env={"LATER_READ_CONFIG": "<CONFIG>"}),
+    Case("sandbox", "sandbox seed with a sandbox mark but StarRocks elsewhere", E + "sandbox seed: [starrocks] "
+         "127.0.0.1:9030 in <CONFIG> is no MariaDB the sandbox started (none of its running servers is there); "
+         "start them with `later-read sandbox up` and pass the config it writes", 2, args=list(SEED),
+         edit=("[monitor]", "[sandbox]\nown_servers = true\n\n[monitor]")),
+    Case("sandbox", "sandbox up over a config that is not the sandbox's", E + "sandbox up: <CONFIG> exists and is not "
+         "a sandbox config (no [sandbox] own_servers = true); refusing to overwrite it: pass another --config-out",
+         2, args=["sandbox", "up", "--config-out", "<CONFIG>"]),
+    Case("server", "StarRocks asking for the password in clear text without TLS", E + "StarRocks at 127.0.0.1:<PORT> "
+         "asked for the password in clear text (mysql_clear_password) on a connection without TLS; refused, the "
+         "password was not sent; set [starrocks] tls = true (and tls_ca_file), or check that host/port is really "
+         "StarRocks", 3, needs_redis=True, server="clear_password"),
+]
+
+
 def render_doc() -> str:
     """docs/bad-input.md: the table, generated from CASES."""
     head = [
@@ -314,7 +363,10 @@ def render_doc() -> str:
         "`outcome` line is shown). Each row is a test: `tests/test_bad_input.py` runs it from the table in",
         "`tests/bad_inputs.py`, which also writes this page (`python tests/bad_inputs.py`). `<CONFIG>` stands",
         "for the config file's path, `<TMP>` for a temporary directory. Config rows run `later-read prewarm",
-        "--config <CONFIG>` with one change to the shipped `config.toml`.",
+        "--config <CONFIG>` with one change to the shipped `config.toml`. Sandbox rows show that a sandbox",
+        "command that writes touches nothing it did not start (no connection is opened). Server rows point",
+        "`[starrocks]` at a fake server the test runs on port `<PORT>` (and `[redis]` at a real one); their",
+        "line is the run's last.",
         "",
         f"{len(CASES)} inputs.",
         "",

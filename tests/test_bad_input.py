@@ -11,28 +11,31 @@ from click.testing import CliRunner
 
 from later_read.cli import cli
 
-from bad_inputs import CASES, DOC, ROOT, Case, render_doc
+from bad_inputs import CA_PEM, CASES, DOC, ROOT, Case, render_doc
+from fake_mysql import FakeMySQL
+from tls_certs import CA
 
 SHIPPED = (ROOT / "config.toml").read_text()
 
 
-def config_for(case: Case, tmp_path: Path, make_config) -> Path:
+def config_for(case: Case, tmp_path: Path, make_config, **replace: str) -> Path:
     text = SHIPPED
-    if case.edit is not None:
-        old, new = case.edit
-        assert old in text, f"the shipped config.toml no longer holds {old!r}"
-        text = text.replace(old, new, 1)
     path = tmp_path / "config.toml"
+    for old, new in ([case.edit] if case.edit is not None else []) + list(replace.items()):
+        assert old in text, f"the shipped config.toml no longer holds {old!r}"
+        text = text.replace(old, fill(new, path, tmp_path), 1)
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def fill(text: str, config: Path, tmp_path: Path) -> str:
-    return text.replace("<CONFIG>", str(config)).replace("<TMP>", str(tmp_path))
+def fill(text: str, config: Path, tmp_path: Path, port: int | None = None) -> str:
+    text = text.replace("<CONFIG>", str(config)).replace("<TMP>", str(tmp_path))
+    return text if port is None else text.replace("<PORT>", str(port))
 
 
 OFFLINE = [c for c in CASES if not c.needs_redis]
-WITH_REDIS = [c for c in CASES if c.needs_redis]
+WITH_REDIS = [c for c in CASES if c.needs_redis and c.server is None]
+WITH_SERVER = [c for c in CASES if c.server is not None]
 
 
 def ids(cases: list[Case]) -> list[str]:
@@ -54,20 +57,33 @@ def test_bad_cache_value(case: Case, tmp_path, make_config, redis_url):
     check(case, tmp_path, make_config())
 
 
-def check(case: Case, tmp_path: Path, config: Path) -> None:
+@pytest.mark.parametrize("case", WITH_SERVER, ids=ids(WITH_SERVER))
+def test_bad_server(case: Case, tmp_path, make_config, redis_url):
+    """A server that is not what it should be (a fake StarRocks asking for the password in clear text):
+    the run's last line, its exit code, and the password never sent."""
+    with FakeMySQL() as fake:
+        config = config_for(case, tmp_path, make_config, **{'url = "redis://127.0.0.1:6379/0"': f'url = "{redis_url}"',
+                                                            "port = 9030": f"port = {fake.port}",
+                                                            'password = ""': 'password = "never-sent-42"'})
+        check(case, tmp_path, config, port=fake.port, last_line=True)
+    assert fake.switched >= 1 and fake.received == []
+
+
+def check(case: Case, tmp_path: Path, config: Path, port: int | None = None, last_line: bool = False) -> None:
     if case.file is not None:
-        (tmp_path / "input.txt").write_bytes(case.file.encode("utf-8", "surrogateescape"))
+        content = CA(tmp_path).cert_pem() if case.file == CA_PEM else case.file
+        (tmp_path / "input.txt").write_bytes(content.encode("utf-8", "surrogateescape"))
     env = {k: None for k in os.environ if k.startswith("LATER_READ_")}
     env.update({k: fill(v, config, tmp_path) for k, v in case.env.items()})
     args = [fill(a, config, tmp_path) for a in case.args]
     if "LATER_READ_CONFIG" in case.env:
         args = args[:args.index("--config")] + args[args.index("--config") + 2:]
     result = CliRunner().invoke(cli, args, env=env, prog_name="later-read")
-    expected = fill(case.line, config, tmp_path)
+    expected = fill(case.line, config, tmp_path, port)
     if case.code == 0:
         lines = [line for line in result.stdout.splitlines() if line.startswith(expected.split(" ")[0] + " ")]
     else:
-        lines = result.stderr.splitlines()
+        lines = result.stderr.splitlines()[-1:] if last_line else result.stderr.splitlines()
     assert (lines, result.exit_code) == ([expected], case.code), result.output
 
 

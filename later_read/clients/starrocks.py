@@ -4,6 +4,12 @@ Reads are keyset-paginated per task id (`task_id = ? AND source_uid > last ORDER
 see users.py) and the task ids' sorted streams are merged by uid in the worker thread: memory stays bounded
 by one page per task id whatever the day's user count, each page is an index range read, and StarRocks
 never builds one giant result set.
+
+TLS (`[starrocks] tls`): pymysql gets an `ssl.SSLContext` that always verifies the server's certificate
+chain (against `tls_ca_file`, else the system's CAs) and, with `tls_verify_host`, its name against `host`.
+A server that asks for the password in clear text (an auth switch to `mysql_clear_password`, or MariaDB's
+`dialog` prompt) gets it only over TLS: without TLS the connection is refused before the password is
+sent (`auth_plugin_map`, pymysql's hook for a plugin's handler). docs/design.md, "Secrets".
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import ssl
 import threading
 from concurrent.futures import Future
 from operator import itemgetter
@@ -45,11 +52,7 @@ class StarRocks:
             threading.Thread(target=open_it, name="starrocks-connect", daemon=True).start()
 
     def _open(self) -> pymysql.connections.Connection:
-        s = self.settings
-        return pymysql.connect(
-            host=s.host, port=s.port, user=s.user, password=s.password, database=s.database,
-            connect_timeout=s.connect_timeout_seconds, read_timeout=s.read_timeout_seconds,
-            autocommit=True, charset="utf8mb4")
+        return pymysql.connect(**connect_options(self.settings))
 
     def _connect(self) -> pymysql.connections.Connection:
         if self._conn is None:
@@ -64,10 +67,7 @@ class StarRocks:
                 return cur.fetchall()
         except pymysql.err.OperationalError as exc:
             self.close()
-            code, text = (exc.args + ("",))[:2]
-            raise StarRocksError(
-                f"StarRocks at {self.settings.host}:{self.settings.port} failed ({code}: {text}); "
-                "check [starrocks] host/port/user and LATER_READ__STARROCKS__PASSWORD") from None
+            raise StarRocksError(connection_problem(self.settings, exc)) from None
         except pymysql.err.MySQLError as exc:
             raise StarRocksError(f"StarRocks query failed: {exc}; check [starrocks] database/table "
                                  "and the table's columns (task_id, source_uid, project, push_hour)") from None
@@ -139,6 +139,77 @@ class StarRocks:
             except pymysql.err.Error:
                 pass
             self._conn = None
+
+
+def connect_options(settings: StarRocksSettings) -> dict:
+    """pymysql.connect's arguments: the login, timeouts, TLS when `tls`, and the cleartext guard."""
+    s = settings
+    options = dict(host=s.host, port=s.port, user=s.user, password=s.password, database=s.database,
+                   connect_timeout=s.connect_timeout_seconds, read_timeout=s.read_timeout_seconds,
+                   autocommit=True, charset="utf8mb4",
+                   auth_plugin_map={"mysql_clear_password": ClearPasswordOverTls, "dialog": DialogOverTls})
+    if s.tls:
+        context = ssl.create_default_context(cafile=s.tls_ca_file or None)
+        context.check_hostname = s.tls_verify_host
+        context.verify_mode = ssl.CERT_REQUIRED
+        options["ssl"] = context
+    return options
+
+
+class CleartextRefused(pymysql.err.OperationalError):
+    """The server asked for the password in clear text on a connection without TLS; it was not sent."""
+
+
+class ClearPasswordOverTls:
+    """pymysql's handler (`auth_plugin_map`) for `mysql_clear_password`: the password as is, over TLS only."""
+
+    def __init__(self, conn: pymysql.connections.Connection) -> None:
+        self.conn = conn
+
+    def authenticate(self, packet):
+        _require_tls(self.conn)
+        self.conn.write_packet(self.conn.password + b"\0")
+        reply = self.conn._read_packet()
+        reply.check_error()
+        return reply
+
+
+class DialogOverTls:
+    """pymysql's handler for MariaDB's `dialog` plugin, whose "Password: " prompt pymysql answers with the
+    password as is: over TLS, an AttributeError from `authenticate` hands it back to pymysql's own prompt
+    loop (`Connection._process_auth` catches it for `dialog`); without TLS the connection is refused."""
+
+    def __init__(self, conn: pymysql.connections.Connection) -> None:
+        self.conn = conn
+
+    def authenticate(self, packet):
+        _require_tls(self.conn)
+        raise AttributeError("dialog: answered by pymysql's prompt loop")
+
+
+def _require_tls(conn: pymysql.connections.Connection) -> None:
+    if not conn._secure:  # pymysql's own flag: set once TLS is up (or on a unix socket)
+        raise CleartextRefused(2059, "the server asked for the password in clear text without TLS; not sent")
+
+
+def connection_problem(settings: StarRocksSettings, exc: pymysql.err.OperationalError) -> str:
+    """One line for a failed connection or query: refused cleartext, TLS, or the server's own error."""
+    where = f"StarRocks at {settings.host}:{settings.port}"
+    code, text = (exc.args + ("",))[:2]
+    cause = getattr(exc, "original_exception", None)
+    if isinstance(exc, CleartextRefused):
+        return (f"{where} asked for the password in clear text (mysql_clear_password) on a connection "
+                "without TLS; refused, the password was not sent; set [starrocks] tls = true (and "
+                "tls_ca_file), or check that host/port is really StarRocks")
+    if isinstance(cause, ssl.SSLError):
+        verify = getattr(cause, "verify_message", None)
+        reason = f"certificate verify failed: {verify}" if verify else cause.reason or type(cause).__name__
+        return (f"{where}: TLS handshake failed ({reason}); check [starrocks] tls_ca_file (the CA that signed "
+                "the server's certificate) and tls_verify_host (the certificate must name host)")
+    if code == 2026:  # CR_SSL_CONNECTION_ERROR: the server offers no TLS
+        return f"{where} does not offer TLS ({text}); turn TLS on at the server or set [starrocks] tls = false"
+    return (f"{where} failed ({code}: {text}); check [starrocks] host/port/user and "
+            "LATER_READ__STARROCKS__PASSWORD")
 
 
 def _close_opened(future: Future) -> None:

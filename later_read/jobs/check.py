@@ -10,9 +10,9 @@ Redis neither hangs the command nor hides the state of the others:
 Probes do what the jobs do, without side effects: a LIMIT 1 read of today's task rows, PING plus a
 scratch key written, read and deleted, the topic's metadata (nothing is produced), and one contract
 request to each HTTP service for the probe uid `later-read-check`. Secrets are never printed: targets
-are built without passwords and every line is scrubbed of the configured secret values. What a service
-or a server says is printed escaped (`log.quote` for values, `log.printable` for each line), so a
-trace_id with a newline cannot start a line of its own or forge an alert line.
+are built without passwords and every line goes through `redact` (URL passwords, the configured secrets).
+What a service or a server says is printed escaped (`log.quote` for values, `log.printable` for each line),
+so a trace_id with a newline cannot start a line of its own or forge an alert line.
 
 Exit code: 0 when every line is ok, 3 (dependency) when any failed.
 """
@@ -25,7 +25,6 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
@@ -38,6 +37,7 @@ from later_read.errors import EXIT_DEPENDENCY, EXIT_OK, ServiceError
 from later_read.inputs import current_hour, parse_date
 from later_read.log import printable, quote
 from later_read.runtime import run
+from later_read.redact import redact
 from later_read.redis_client import describe, open_redis, target
 from later_read.store import Store
 from later_read.users import UserQuery, task_ids_for
@@ -69,12 +69,11 @@ class Probe:
 
 def run_check(settings: Settings, timeout: float = DEFAULT_TIMEOUT_SECONDS, echo=print) -> int:
     """Print the config line and one line per dependency; EXIT_DEPENDENCY if any failed."""
-    secrets = _secrets(settings)
-    echo(printable(_scrub(f"{'ok':<4} {'config':<10} {settings.source}  validated "
-                          f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})", secrets)))
+    echo(printable(redact(f"{'ok':<4} {'config':<10} {settings.source}  validated "
+                          f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})")))
     results = run(check_all, settings, timeout)
     for result in results:
-        echo(printable(_scrub(result.line(), secrets)))
+        echo(printable(redact(result.line()))
     failed = [r.name for r in results if not r.ok]
     echo(f"check: {len(results) - len(failed)} ok, {len(failed)} failed"
          + (f" ({', '.join(failed)})" if failed else ""))
@@ -114,7 +113,7 @@ async def _timed(probe: Probe, timeout: float) -> Result:
 def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     sr, k = settings.starrocks, settings.kafka
     probes = [
-        Probe("starrocks", f"{sr.user}@{sr.host}:{sr.port}/{sr.database}.{sr.table}",
+        Probe("starrocks", f"{sr.user}@{sr.host}:{sr.port}/{sr.database}.{sr.table}{' (tls)' if sr.tls else ''}",
               lambda: _starrocks(settings, timeout), "check [starrocks] host/port and that it is up"),
         Probe("redis", target(settings.redis), lambda: _redis(settings, timeout),
               "check [redis] mode/url/sentinels and that Redis is up"),
@@ -130,7 +129,7 @@ def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     }
     for name, call in calls.items():
         caller = getattr(services, name).caller
-        probes.append(Probe(name, _without_userinfo(caller.url), lambda n=name, c=call: _http(n, c),
+        probes.append(Probe(name, caller.url, lambda n=name, c=call: _http(n, c),
                             f"check [services] {name}_url and that the service is up"))
     probes += _metrics_probes(settings, timeout)
     return probes
@@ -236,27 +235,6 @@ def _metrics_probes(settings: Settings, timeout: float) -> list[Probe]:
                     raise RuntimeError(f"unreachable ({why}); check [metrics] pushgateway_url and that "
                                        "the Pushgateway is up") from None
             return f"GET /-/ready -> HTTP {await anyio.to_thread.run_sync(get, abandon_on_cancel=True)}"
-        probes.append(Probe("pushgw", _without_userinfo(url), pushgateway,
+        probes.append(Probe("pushgw", url, pushgateway,
                             "check [metrics] pushgateway_url"))
     return probes
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
-
-
-def _secrets(settings: Settings) -> list[str]:
-    """Every configured secret value, longest first, to be scrubbed from any printed line."""
-    values = [settings.starrocks.password, urlsplit(settings.redis.url).password or ""]
-    redacted = settings.redacted()["kafka"]["librdkafka"]
-    values += [str(v) for k, v in settings.kafka.librdkafka.items() if redacted.get(k) == "***"]
-    return sorted({v for v in values if len(v) >= 3}, key=len, reverse=True)
-
-
-def _scrub(line: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        line = line.replace(secret, "***")
-    return line

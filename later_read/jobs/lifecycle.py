@@ -2,10 +2,12 @@
 
     sys.exit(run_job(PrewarmJob(settings, options)))
 
-`run_job` owns the run the way arq's `Worker` does: it watches SIGTERM/SIGINT for the whole run
-(`Shutdown`), opens the job's typed connections, takes the job's lock (waiting `lock_wait` seconds for a
-holder, `JobLock`) and refreshes it in its own task group, awaits `job.work`, then concludes once: the
-summary on stderr, `--report`, metrics, the job's alert line, the one-line error and the exit code.
+`run_job` owns the run the way arq's `Worker` does: it pings `[monitor] <job>_ping_url`'s `/start`
+(`monitor.Pings`, in the background), watches SIGTERM/SIGINT for the whole run (`Shutdown`), opens the
+job's typed connections, takes the job's lock (waiting `lock_wait` seconds for a holder, `JobLock`) and
+refreshes it in its own task group, awaits `job.work`, then concludes once: the summary on stderr,
+`--report` (redacted), metrics, the job's alert line, the closing ping (success, or `/fail` with the exit
+code: it never changes it), then the one-line error, always the run's last line, and the exit code.
 The work raises its errors plainly; they are caught here, never inside a task group of the lock.
 
 A job is any object with the attributes and methods of `Job` below.
@@ -14,7 +16,6 @@ A job is any object with the attributes and methods of `Job` below.
 from __future__ import annotations
 
 import dataclasses
-import traceback
 from contextlib import asynccontextmanager
 from typing import Any, AsyncContextManager, AsyncIterator, Protocol
 
@@ -25,10 +26,13 @@ from anyio.abc import TaskGroup
 from later_read import runtime
 from later_read.config import Settings
 from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SERVICE_DOWN,
-                               INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown, error_line)
+                               INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown, error_line,
+                               traceback_text)
 from later_read.jobs.progress import write_report
 from later_read.lock import JobLock
 from later_read.log import alert, get_logger, summary as log_summary
+from later_read.monitor import Pings
+from later_read.redact import redact_data
 from later_read.runtime import Shutdown
 from later_read.shard import Shard
 from later_read.summary import Summary
@@ -72,15 +76,20 @@ def run_job(job: Job) -> int:
 
 async def _run(job: Job) -> int:
     shutdown = Shutdown()
+    pings = Pings.begin(job.name, getattr(job.settings.monitor, f"{job.name}_ping_url", ""), job.settings.monitor)
     async with anyio.create_task_group() as tg:
         await tg.start(shutdown.watch)
-        code = await _lifecycle(job, shutdown, tg)
+        code, stopped = await _lifecycle(job, shutdown, tg)
+        await pings.end(code, _last_line(job, code, stopped))
+        if stopped is not None:
+            say_error(stopped)  # the run's last line, after any ping warning
         tg.cancel_scope.cancel()
     return code
 
 
-async def _lifecycle(job: Job, shutdown: Shutdown, tg: TaskGroup) -> int:
-    """Connections, lock, work; every failure is concluded here, once."""
+async def _lifecycle(job: Job, shutdown: Shutdown, tg: TaskGroup) -> tuple[int, BaseException | None]:
+    """Connections, lock, work; every failure is concluded here, once. The exit code, and the error that
+    stopped the run (raised, or the job's `stop_error`) for the last line."""
     started = False
     try:
         async with job.connect() as conns, _locked(job, conns, shutdown, tg):
@@ -88,9 +97,9 @@ async def _lifecycle(job: Job, shutdown: Shutdown, tg: TaskGroup) -> int:
             status = await job.work(conns, shutdown)
     except Exception as error:  # noqa: BLE001 - concluded below: report, metrics, one line, exit code
         job.summary.finish(_ERROR_STATUS.get(type(error), "error"))
-        return _conclude(job, started, error)
+        return _conclude(job, started, error), error
     job.summary.finish(status)
-    return _conclude(job, started, None)
+    return _conclude(job, started, None), job.stop_error()
 
 
 @asynccontextmanager
@@ -112,7 +121,8 @@ async def _locked(job: Job, conns: Any, shutdown: Shutdown, tg: TaskGroup) -> As
 
 
 def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
-    """Summary lines, --report, metrics, the alert line, then the error line; the exit code."""
+    """Summary lines, --report (redacted), metrics, the alert line; the exit code. The error line comes
+    last, from `_run`."""
     summary = job.summary
     code = exit_code(summary.status, error)
     summary.save_uids(job.report_path)
@@ -123,18 +133,21 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
         data = summary.report(job.report_keys)
         data["exit_code"] = code
         try:
-            write_report(job.report_path, data)
+            write_report(job.report_path, redact_data(data))
         except OSError as exc:
             alert(log, f"{job.name}.report_failed", path=job.report_path, error=exc.strerror)
     from later_read.metrics import record_job  # prometheus_client: imported at the end, not at start-up
     record_job(job.settings, job.name, summary, job.shard)  # metrics: never raises
     if started:
         job.alert(error)
-    if error is not None:
-        say_error(error)
-    elif (stopped := job.stop_error()) is not None:
-        say_error(stopped)   # the same last line as a raised error: `later-read: error: ...`
     return code
+
+
+def _last_line(job: Job, code: int, stopped: BaseException | None) -> str:
+    """The run's last line for the closing ping: its error line, else its summary line."""
+    if stopped is not None:
+        return error_line(stopped) if isinstance(stopped, LaterReadError) else INTERNAL_ERROR_LINE
+    return next(iter(job.summary.lines(job.report_keys)), f"{job.name} exited {code}")
 
 
 def exit_code(status: str, error: BaseException | None) -> int:
@@ -148,5 +161,5 @@ def say_error(error: BaseException) -> None:
     if isinstance(error, LaterReadError):
         click.echo(error_line(error), err=True)
     else:
-        traceback.print_exception(error)
+        click.echo(traceback_text(error), err=True, nl=False)
         click.echo(INTERNAL_ERROR_LINE, err=True)

@@ -1,4 +1,10 @@
-"""`later-read sandbox ...`: the local stand-ins for the company's services, for demos and practice."""
+"""`later-read sandbox ...`: the local stand-ins for the company's services, for demos and practice.
+
+Every command here acts only on servers the sandbox started itself (`guard.py`): `seed` takes a config
+only from `--config`, marked `[sandbox] own_servers = true` and pointing at a MariaDB the sandbox runs;
+`up` and `demo` start their own servers (never the LATER_READ_TEST_* ones), write that marker, and run
+their child commands without $LATER_READ_CONFIG or LATER_READ__* overrides.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,10 @@ from pathlib import Path
 
 import click
 
-from later_read.config import load_settings
-from later_read.errors import EXIT_DEPENDENCY
+from later_read.config import ENV_CONFIG_PATH, load_settings
+from later_read.errors import EXIT_DEPENDENCY, UsageError
 from later_read.inputs import parse_date
+from later_read.sandbox.guard import sandbox_settings
 from later_read.sandbox.simulator import simulator_command
 
 UP_POLL_SECONDS = 1.0  # `sandbox up` notices a dead server within a second
@@ -40,26 +47,28 @@ sandbox.add_command(simulator_command, name="simulator")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed (same seed, same rows).")
 @click.option("--both-ratio", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="Share of users listed under both task ids.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config naming the database.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="The config `sandbox up` wrote (required: $LATER_READ_CONFIG is never read).")
 def seed(users: int, date: str | None, seed: int, both_ratio: float, config_path: str | None) -> None:
-    """Create `task_data` in the configured database and fill a day with USERS users.
+    """Create `task_data` in the sandbox's MariaDB and fill a day with USERS users.
 
     Users are spread over the 24 hours under the configured task ids (some under both), plus rows of
     the days before and after and of other task ids that the jobs must never pick up. The day's
-    earlier rows are replaced.
+    earlier rows of the configured task ids are replaced; nothing else is deleted. Only a config
+    `sandbox up` wrote is accepted ([sandbox] own_servers = true, a MariaDB the sandbox runs).
 
     \b
     Example:
         later-read sandbox seed --users 50000 --date 20261123 --config sandbox.toml
     """
-    from later_read.sandbox.seed import connect, seed_day
+    from later_read.sandbox.seed import open_seed_connection, seed_day
 
-    settings = load_settings(config_path)
+    settings = sandbox_settings(config_path, "seed")
     day = parse_date(date, settings.zone)
     sr = settings.starrocks
-    conn = connect(sr.host, sr.port, sr.user, sr.password, sr.database)
     started = time.monotonic()
-    result = seed_day(conn, day, users, settings.tasks.ids, table=sr.table, seed=seed, both_ratio=both_ratio)
+    with open_seed_connection(sr) as conn:
+        result = seed_day(conn, day, users, settings.tasks.ids, table=sr.table, seed=seed, both_ratio=both_ratio)
     click.echo(f"seeded date={result.date} users={result.users} rows={result.rows} "
                f"under_both_task_ids={result.both} seconds={time.monotonic() - started:.1f}")
 
@@ -79,7 +88,8 @@ def up(users: int, config_out: str) -> None:
     """
     from later_read.sandbox.stack import Stack
 
-    with Stack() as stack:
+    _check_overwrite(Path(config_out))
+    with Stack(own_servers=True) as stack:
         path = stack.write_config(config_out)
         _seed_today(path, users)
         click.echo(f"sandbox up; try: later-read check --config {path}   (Ctrl-C stops it)")
@@ -106,13 +116,14 @@ def demo(users: int) -> None:
     """
     from later_read.sandbox.stack import Stack
 
-    with tempfile.TemporaryDirectory(prefix="later-read-demo-") as tmp, Stack() as stack:
+    with tempfile.TemporaryDirectory(prefix="later-read-demo-") as tmp, Stack(own_servers=True) as stack:
         path = stack.write_config(Path(tmp) / "config.toml")
         _seed_today(path, users)
-        hour = dt.datetime.now(load_settings(path).zone).hour
+        hour = dt.datetime.now(load_settings(path, environ={}).zone).hour
         for args in (["prewarm"], ["push", "--hour", str(hour)], ["push", "--hour", str(hour)]):
             click.echo(f"\n$ later-read {' '.join(args)} --config {path}")
-            code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(path)])
+            code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(path)],
+                                   env=_child_env())
             click.echo(f"(exit code {code})")
             if code not in (0, 1):
                 raise SystemExit(code)
@@ -120,9 +131,28 @@ def demo(users: int) -> None:
         _got_it_twice(stack, path, hour)
 
 
+def _check_overwrite(path: Path) -> None:
+    """`sandbox up --config-out` may replace only a config the sandbox wrote (never a production one)."""
+    if not path.exists():
+        return
+    try:
+        ours = load_settings(path, environ={}).sandbox.own_servers
+    except UsageError:
+        ours = False
+    if not ours:
+        raise UsageError(f"sandbox up: {path} exists and is not a sandbox config (no [sandbox] own_servers = "
+                         "true); refusing to overwrite it: pass another --config-out")
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of the sandbox's child commands: without $LATER_READ_CONFIG and the LATER_READ__*
+    overrides, which could point them at anything else than the sandbox's servers."""
+    return {k: v for k, v in os.environ.items() if k != ENV_CONFIG_PATH and not k.startswith("LATER_READ__")}
+
+
 def _seed_today(config_path: Path, users: int) -> None:
     code = subprocess.call([sys.executable, "-m", "later_read", "sandbox", "seed", "--users", str(users),
-                            "--config", str(config_path)], env=os.environ.copy())
+                            "--config", str(config_path)], env=_child_env())
     if code:
         raise SystemExit(code)
 
@@ -152,7 +182,8 @@ def _got_it_twice(stack, config_path: Path, hour: int) -> None:
     for args in (["rerun", uid, "--date", date, "--push-only", "--force"],
                  ["sent", "--date", date, "--hour", str(hour), "--uid", uid]):
         click.echo(f"\n$ later-read {' '.join(args)} --config {config_path}")
-        code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(config_path)])
+        code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(config_path)],
+                               env=_child_env())
         click.echo(f"(exit code {code})")
 
 

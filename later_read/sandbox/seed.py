@@ -5,16 +5,24 @@ Deterministic for a given seed, so tests can recompute what they expect with `da
   (a few of those at a different hour under the second id), some with a duplicate row;
 - noise the jobs must never pick up: the same uids on the day before and after, and other task ids
   on the day itself (including one that differs only in its suffix).
+
+A reseed deletes only the rows of the configured task ids for the date (`task_id IN (...)`, by exact
+name): other families of that date and other dates are never touched. A noise family that already has rows
+(an earlier seed's, or a neighbouring day seeded for real) gets no more.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import pymysql
+
+from later_read.config import StarRocksSettings
+from later_read.errors import StarRocksError
 
 DDL = """CREATE TABLE IF NOT EXISTS `{table}` (
   task_id VARCHAR(64) NOT NULL,
@@ -67,9 +75,19 @@ def day_rows(date: str, users: int, task_templates: Sequence[str], seed: int = 1
         yield from _noise_rows(date, users, task_templates, rng)
 
 
-def _noise_rows(date: str, users: int, templates: Sequence[str], rng: random.Random) -> Iterator[Row]:
+def _other_days(date: str) -> list[str]:
     day = dt.datetime.strptime(date, "%Y%m%d")
-    other_days = [(day + dt.timedelta(days=d)).strftime("%Y%m%d") for d in (-1, 1)]
+    return [(day + dt.timedelta(days=d)).strftime("%Y%m%d") for d in (-1, 1)]
+
+
+def noise_task_ids(date: str, templates: Sequence[str]) -> set[str]:
+    """Every task id the noise rows of `date` are written under (none of them a configured id of `date`)."""
+    return ({t.replace("{date}", other) for t in templates for other in _other_days(date)}
+            | {f"04-026-{date}-zzzzzz", f"05-001-{date}-r0gdua"})
+
+
+def _noise_rows(date: str, users: int, templates: Sequence[str], rng: random.Random) -> Iterator[Row]:
+    other_days = _other_days(date)
     for i in range(0, users, 7):
         for other in other_days:
             yield templates[i % len(templates)].replace("{date}", other), uid_of(i), "novel", i % 24, "b-x"
@@ -78,6 +96,21 @@ def _noise_rows(date: str, users: int, templates: Sequence[str], rng: random.Ran
         uid = uid_of(users + i)  # users that exist only under the wrong task ids
         yield f"04-026-{date}-zzzzzz", uid, "novel", i % 24, "b-noise"
         yield f"05-001-{date}-r0gdua", uid, "comic", i % 24, "b-noise"
+
+
+@contextmanager
+def open_seed_connection(settings: StarRocksSettings) -> Iterator[pymysql.connections.Connection]:
+    """A connection made as the jobs make theirs (TLS, the cleartext guard); any MySQL error in the block
+    (or connecting) becomes one StarRocksError line (exit 3)."""
+    from later_read.clients.starrocks import connect_options, connection_problem
+
+    try:
+        with pymysql.connect(**connect_options(settings)) as conn:
+            yield conn
+    except pymysql.err.OperationalError as exc:
+        raise StarRocksError(connection_problem(settings, exc)) from None
+    except pymysql.err.MySQLError as exc:
+        raise StarRocksError(f"seeding {settings.table} failed: {exc}") from None
 
 
 def connect(host: str, port: int, user: str, password: str, database: str | None = None):
@@ -93,14 +126,19 @@ def create_table(conn, table: str = "task_data") -> None:
 def seed_day(conn, date: str, users: int, task_templates: Sequence[str], *, table: str = "task_data",
              seed: int = 1, both_ratio: float = 0.1, replace: bool = True,
              hours: Sequence[int] = ALL_HOURS) -> SeededDay:
-    """Create the table if needed, delete the day's rows (when `replace`), insert the seeded day."""
+    """Create the table if needed, delete the rows of the configured task ids for the date (when
+    `replace`), insert the seeded day (noise families that already have rows are left as they are)."""
     create_table(conn, table)
     summary = SeededDay(date, users)
+    task_ids = sorted({t.replace("{date}", date) for t in task_templates})
     with conn.cursor() as cur:
         if replace:
-            cur.execute(f"DELETE FROM `{table}` WHERE task_id LIKE %s", (f"%-{date}-%",))
+            cur.execute(f"DELETE FROM `{table}` WHERE task_id IN ({', '.join(['%s'] * len(task_ids))})", task_ids)
+        present = _present(cur, table, noise_task_ids(date, task_templates) - set(task_ids))
         chunk: list[Row] = []
         for row in day_rows(date, users, task_templates, seed, both_ratio, hours=hours):
+            if row[0] in present:
+                continue
             chunk.append(row)
             if len(chunk) >= INSERT_CHUNK:
                 _insert(cur, table, chunk)
@@ -122,6 +160,16 @@ def expected_users(date: str, users: int, task_templates: Sequence[str], seed: i
         if task_id in target and (hour is None or push_hour == hour):
             known = found.get(uid)
             found[uid] = (project, min(task_id, known[1]) if known else task_id)
+    return found
+
+
+def _present(cur, table: str, task_ids: set[str]) -> set[str]:
+    """Which of `task_ids` already have rows."""
+    found = set()
+    for task_id in task_ids:
+        cur.execute(f"SELECT 1 FROM `{table}` WHERE task_id = %s LIMIT 1", (task_id,))
+        if cur.fetchone():
+            found.add(task_id)
     return found
 
 

@@ -1,6 +1,8 @@
 """The local sandbox stack: real Redis, MariaDB (for StarRocks) and Kafka, plus the simulator.
 
-Used by `later-read sandbox up|demo` and by the benchmarks; the tests start the same servers through
+Used by `later-read sandbox up|demo` (`own_servers=True`: it starts every server itself, and the config it
+writes says so with `[sandbox] own_servers = true`, the mark `sandbox seed` requires) and by the
+benchmarks (which may reuse the LATER_READ_TEST_* servers); the tests start the same servers through
 pytest fixtures.
 """
 
@@ -48,18 +50,22 @@ def render_toml(data: dict) -> str:
 
 
 class Stack:
-    """Start (or reuse, via the LATER_READ_TEST_* variables) every server of the sandbox."""
+    """Start (or, unless `own_servers`, reuse via the LATER_READ_TEST_* variables) every server of the
+    sandbox."""
 
-    def __init__(self, knobs: SimulatorKnobs | None = None, topic: str = "later_read_push") -> None:
+    def __init__(self, knobs: SimulatorKnobs | None = None, topic: str = "later_read_push",
+                 own_servers: bool = False) -> None:
         self.knobs = knobs or SimulatorKnobs()
         self.topic = topic
+        self.own_servers = own_servers
         self._exit = ExitStack()
 
     def __enter__(self) -> "Stack":
+        own = self.own_servers
         try:
-            self.redis = self._exit.enter_context(servers.redis_server())
-            self.mysql = self._exit.enter_context(servers.mariadb_server())
-            self.kafka = self._exit.enter_context(servers.kafka_server())
+            self.redis = self._exit.enter_context(servers.RedisServer() if own else servers.redis_server())
+            self.mysql = self._exit.enter_context(servers.MariaDBServer() if own else servers.mariadb_server())
+            self.kafka = self._exit.enter_context(servers.KafkaServer() if own else servers.kafka_server())
             self.simulator = self._exit.enter_context(SimulatorProcess(self.knobs))
             self.kafka.create_topic(self.topic, partitions=3)
         except BaseException:
@@ -83,6 +89,9 @@ class Stack:
         return None
 
     def config(self, **overrides: dict) -> dict:
+        """The config of these servers; marked `[sandbox] own_servers = true` when the stack started them all."""
+        if self.own_servers:
+            overrides = {"sandbox": {"own_servers": True}, **overrides}
         return config_dict(redis_url=self.redis.url, mysql=self.mysql, kafka_bootstrap=self.kafka.bootstrap,
                            topic=self.topic, services_url=self.simulator.url, **overrides)
 

@@ -46,23 +46,36 @@ class MySQLDatabase:
                    database=unquote(parts.path.lstrip("/")) or "later_read")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a server's TLS: the CA that signed its certificate, the certificate, its key."""
+
+    ca: str
+    cert: str
+    key: str
+
+
 class MariaDBServer(LocalServer):
     """mariadbd with a throwaway data directory, tuned for speed over durability.
 
-    Logins: user `later_read` / password `later-read` over TCP (all privileges, so tests can create
-    databases), and root without a password; the database `later_read` exists.
+    Logins: user `later_read` / password `sandbox-pw` over TCP (all privileges, so tests can create
+    databases), and root without a password; the database `later_read` exists. With `tls` the server
+    offers TLS with those files (clients may still connect without it).
     """
 
     kind = "mariadb"
     env = MYSQL_ENV
-    USER, PASSWORD, DATABASE = "later_read", "later-read", "later_read"
+    # The password is a configured secret, so output never shows it: it must not be a word output uses.
+    USER, PASSWORD, DATABASE = "later_read", "sandbox-pw", "later_read"
     #: Speed over durability: a test database is thrown away anyway.
     TUNING = ["--skip-log-bin", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
               "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=8M", "--innodb-doublewrite=0",
               "--character-set-server=utf8mb4", "--max-connections=500"]
 
-    def __init__(self, external: str | None = None, start_timeout: float = 30.0) -> None:
+    def __init__(self, external: str | None = None, start_timeout: float = 30.0,
+                 tls: TlsFiles | None = None) -> None:
         super().__init__(external, start_timeout)
+        self.tls = tls
         target = MySQLDatabase.from_dsn(external) if external else None
         self.target = target or MySQLDatabase("127.0.0.1", 0, self.USER, self.PASSWORD, self.DATABASE)
         self.binary = ""
@@ -115,7 +128,11 @@ class MariaDBServer(LocalServer):
         (d / "tmp").mkdir(exist_ok=True)  # its own temp tables: nothing else cleaning /tmp can break a query
         return [self.binary, "--no-defaults", *self._as_user(), f"--datadir={d / 'data'}",
                 f"--tmpdir={d / 'tmp'}", f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}", f"--port={self.port}",
-                "--bind-address=127.0.0.1", *self.TUNING]
+                "--bind-address=127.0.0.1", *self.TUNING, *self._tls_options()]
+
+    def _tls_options(self) -> list[str]:
+        t = self.tls
+        return [f"--ssl-ca={t.ca}", f"--ssl-cert={t.cert}", f"--ssl-key={t.key}"] if t else []
 
     def _login(self, user: str, password: str) -> bool:
         import pymysql

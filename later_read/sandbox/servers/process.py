@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ KAFKA_ENV = "LATER_READ_TEST_KAFKA"
 SBIN_DIRS: tuple[str, ...] = ("/usr/sbin", "/usr/local/sbin")
 
 _OWNER = "owner.pid"
+SERVER_RECORD = "server.json"  # in a managed server's folder: kind, address, pid (see started_servers)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LOG_ERROR = re.compile(r"ERROR|FATAL|Exception|[Ee]rror:|in use|[Ff]ailed")
 
@@ -195,6 +197,21 @@ def _sweep_orphans() -> None:
             continue
 
 
+def started_servers(kind: str) -> list[dict]:
+    """The servers of `kind` the sandbox started (here or in another process) that still run, from the
+    record each managed server keeps in its folder: [{"kind", "address", "pid"}, ...]. What sandbox
+    commands that write may act on (`sandbox/guard.py`)."""
+    found = []
+    for path in Path(tempfile.gettempdir()).glob(f"later-read-{kind}-*/{SERVER_RECORD}"):
+        try:
+            record = json.loads(path.read_text())
+            os.kill(int(record["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # gone (or being written): not a running server of ours
+        found.append(record)
+    return found
+
+
 # --------------------------------------------------------------------------------------------------
 # Lifecycle shared by the three kinds
 
@@ -264,6 +281,8 @@ class LocalServer:
         self.child = ChildProcess(self._argv(), self.tempdir / f"{self.kind}.log", self.tempdir)
         self.child.start()
         wait_until(self._answers, self.child, self.start_timeout, self.kind)
+        record = {"kind": self.kind, "address": self.address(), "pid": self.child.pid}
+        (self.tempdir / SERVER_RECORD).write_text(json.dumps(record))
 
     def stop(self) -> None:
         """Kill the server and remove its directory; does nothing to an external server."""

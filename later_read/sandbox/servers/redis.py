@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from later_read.sandbox.servers.process import (REDIS_ENV, LocalServer, ServerUnavailable, free_port, port_open,
                                                 require_program)
 
 
 class RedisServer(LocalServer):
-    """redis-server without persistence on a free loopback port; `.url` ends in /0."""
+    """redis-server without persistence on a free loopback port; `.url` ends in /0 (and carries the
+    password when started with `password`, redis-server's requirepass)."""
 
     kind = "redis"
     env = REDIS_ENV
 
-    def __init__(self, external: str | None = None, start_timeout: float = 15.0) -> None:
+    def __init__(self, external: str | None = None, start_timeout: float = 15.0, password: str = "") -> None:
         super().__init__(external, start_timeout)
         self.port = (urlsplit(external).port or 6379) if external else 0
+        self.password = password
         self.binary = ""
 
     @property
     def url(self) -> str:
-        return self.external or f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return self.external or f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def address(self) -> str:
         return self.url
@@ -40,7 +43,8 @@ class RedisServer(LocalServer):
 
     def _argv(self) -> list[str]:
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.tempdir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+                "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+                *(["--requirepass", self.password] if self.password else [])]
 
     def _answers(self) -> bool:
         return port_open(self.port) and self._ping()

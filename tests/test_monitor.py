@@ -1,0 +1,150 @@
+"""The dead-man's switch pings ([monitor] prewarm_ping_url / push_ping_url) against a real local HTTP server
+that records them: /start then <url> on success, /start then /fail with the exit code on failure, and a ping
+service that is down, failing or silent changes nothing about the run (exit code, work done), costing one
+`monitor.ping_failed` warning per ping, its URL's token never printed."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from later_read.cli import cli
+from later_read.keys import Keys
+from later_read.sandbox.seed import connect, expected_users, seed_day
+from later_read.sandbox.servers import free_port
+
+DATE = "20261123"
+TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
+USERS = 60
+
+
+class PingServer:
+    """A real HTTP server on loopback recording every request (method, path, body); `status` is its answer."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.requests: list[tuple[str, str, str]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                recorder.requests.append(("POST", self.path, body))
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def pings():
+    server = PingServer()
+    yield server
+    server.close()
+
+
+def seed(mysql) -> int:
+    conn = connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
+    try:
+        seed_day(conn, DATE, USERS, TASKS)
+    finally:
+        conn.close()
+    return len(expected_users(DATE, USERS, TASKS))
+
+
+def values(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return len(client.keys(Keys("rec:later_read:").rec("*")))
+    finally:
+        client.close()
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def ping_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " monitor.ping_failed " in line]
+
+
+def test_a_successful_prewarm_pings_start_then_success(redis_url, mysql, sim, make_config, pings):
+    seed(mysql)
+    check = uuid.uuid4()
+    config = make_config(monitor={"prewarm_ping_url": f"http://127.0.0.1:{pings.port}/{check}"})
+    result = run("prewarm", "--config", str(config), "--date", DATE)
+    assert result.exit_code == 0, result.output
+    assert [(m, p) for m, p, _ in pings.requests] == [("POST", f"/{check}/start"), ("POST", f"/{check}")]
+    body = pings.requests[1][2].splitlines()
+    assert body[0] == "exit_code=0" and body[1].startswith("prewarm.summary status=ok ")
+    assert ping_lines(result.stderr) == []
+
+
+def test_a_failing_push_pings_start_then_fail_with_its_exit_code(mysql, make_config, pings, tmp_path):
+    dead = free_port()
+    check = uuid.uuid4()
+    config = make_config(redis={"url": f"redis://127.0.0.1:{dead}/0"},
+                         monitor={"push_ping_url": f"http://127.0.0.1:{pings.port}/ping/{check}?rid=7"})
+    result = run("push", "--config", str(config), "--date", DATE, "--hour", "9")
+    assert result.exit_code == 3, result.output
+    assert [p for _, p, _ in pings.requests] == [f"/ping/{check}/start?rid=7", f"/ping/{check}/fail?rid=7"]
+    body = pings.requests[1][2].splitlines()
+    assert body[0] == "exit_code=3"
+    assert body[1].startswith("later-read: error: Redis at redis://127.0.0.1:") and body[1] == \
+        result.stderr.splitlines()[-1]
+
+
+class Silent:
+    """A listening socket that accepts and never answers (a hung ping service)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("failure", ["down", "http_500", "silent"])
+def test_a_failing_ping_changes_nothing(failure, redis_url, mysql, sim, make_config):
+    users = seed(mysql)
+    target = {"down": None, "http_500": PingServer(500), "silent": Silent()}[failure]
+    port = target.port if target is not None else free_port()
+    token = uuid.uuid4()
+    try:
+        config = make_config(monitor={"prewarm_ping_url": f"http://127.0.0.1:{port}/{token}",
+                                      "ping_timeout_seconds": 0.5})
+        result = run("prewarm", "--config", str(config), "--date", DATE)
+        down = run("push", "--config", str(make_config(redis={"url": "redis://127.0.0.1:1/0"},
+                                                       monitor={"push_ping_url": f"http://127.0.0.1:{port}/{token}",
+                                                                "ping_timeout_seconds": 0.5})),
+                   "--date", DATE, "--hour", "1")
+    finally:
+        if target is not None:
+            target.close()
+    assert result.exit_code == 0, result.output            # the run's outcome, as without pings
+    assert values(redis_url) == users                      # its work done
+    assert down.exit_code == 3                             # a failed run keeps its own code too
+    for output, job, last in ((result.stderr, "prewarm", "success"), (down.stderr, "push", "fail")):
+        lines = ping_lines(output)
+        assert [line.split(" ping=")[1].split(" ")[0] for line in lines] == ["start", last], output
+        assert all(f" job={job} " in line and "WARNING" in line for line in lines)
+        assert str(token) not in output and f"url=http://127.0.0.1:{port}/***" in lines[0]
+    if failure == "silent":
+        assert all("no answer within 0.5 s" in line for line in ping_lines(result.stderr))
