@@ -73,7 +73,7 @@ def run_check(settings: Settings, timeout: float = DEFAULT_TIMEOUT_SECONDS, echo
                           f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})")))
     results = run(check_all, settings, timeout)
     for result in results:
-        echo(printable(redact(result.line()))
+        echo(printable(redact(result.line())))
     failed = [r.name for r in results if not r.ok]
     echo(f"check: {len(results) - len(failed)} ok, {len(failed)} failed"
          + (f" ({', '.join(failed)})" if failed else ""))
