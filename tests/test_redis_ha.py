@@ -15,7 +15,7 @@ import pytest
 import redis
 from redis.sentinel import Sentinel
 from test_push import DATE, consume, pushable, seed_hour, subprocess_env
-from test_push import oracle_value
+from test_push import at, oracle_value
 from click.testing import CliRunner
 
 from later_read.cli import cli
@@ -82,12 +82,14 @@ def kill_master_when(group, predicate, timeout: float = 60.0) -> int:
 
 def run_job(config, job: str, *args: str) -> subprocess.CompletedProcess:
     dated = ("--date", DATE) if job != "check" else ()
+    dated += ("--now", at(HOUR)) if job == "push" else ()  # inside the hour's window
     argv = ["python3", "-m", "later_read", job, "--config", str(config), *dated, *args]
     return subprocess.run(argv, env=subprocess_env(), capture_output=True, text=True, timeout=180)
 
 
 def start_job(config, job: str, *args: str) -> subprocess.Popen:
     argv = ["python3", "-m", "later_read", job, "--config", str(config), "--date", DATE, *args]
+    argv += ["--now", at(HOUR)] if job == "push" else []
     return subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
