@@ -49,7 +49,8 @@ class Plan:
     own: Hour
     expire: list[Hour] = field(default_factory=list)
     catch_up: list[Hour] = field(default_factory=list)
-    own_done: bool = False      # the own hour is already done (a retry, a repeated local hour)
+    own_final: str | None = None  # the own hour's state when final: done (a retry, the second pass of a
+                                  # doubled hour) or expired (a retry of a run its window closed on)
 
 
 class Schedule:
@@ -127,7 +128,7 @@ class Schedule:
             judged = [h for h in self.hours_between(since, now) if h <= own] or [own]
         for hour in judged:
             if states.get(hour) in FINAL:
-                plan.own_done |= hour == own and states.get(hour) == "done"
+                plan.own_final = states.get(hour) if hour == own else plan.own_final
             elif self.is_closed(hour, now):
                 plan.expire.append(hour)
             elif hour != own:

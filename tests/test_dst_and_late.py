@@ -156,8 +156,11 @@ def test_a_run_whose_window_closes_mid_run_stops_and_counts_the_rest_expired(
     data = json.loads(report.read_text())
     assert (data["status"], data["exit_code"], data["expired"]) == ("expired", 7, entry["expired"])
     sim.configure(material={"latency_ms": 0})
-    later = invoke("push", "--config", config, "--now", at(10, 1))  # the next scheduled run: final, no alert
-    assert later.exit_code == 0 and "push.hour_expired" not in later.stderr, later.stderr[-2000:]
+    retry = invoke("push", "--config", config, "--now", "2026-11-23T09:11:00+08:00")  # a retry of that run
+    later = invoke("push", "--config", config, "--now", at(10, 1))  # the next scheduled run
+    for run in (retry, later):  # expired is final: not sent, not alerted again
+        assert run.exit_code == 0 and "push.hour_expired" not in run.stderr, run.stderr[-2000:]
+    assert " push.hour_already_expired " in retry.stderr
     assert len(consume(kafka_topic)) == len(messages)
 
 

@@ -67,7 +67,7 @@ def test_fall_back_the_doubled_hour_starts_at_its_first_pass_and_the_second_run_
     assert s.current(first + dt.timedelta(minutes=5)) == s.current(second + dt.timedelta(minutes=5)) == hour
     assert s.start(Hour(date, twice + 1)) == first + 2 * H  # the next hour starts after both passes
     plan = s.plan(second + dt.timedelta(minutes=5), {hour: "done"}, first)
-    assert plan.own == hour and plan.own_done and not plan.catch_up and not plan.expire
+    assert plan.own == hour and plan.own_final == "done" and not plan.catch_up and not plan.expire
 
 
 def test_catch_up_and_expiry_cross_midnight_into_the_previous_date():
@@ -93,10 +93,12 @@ def test_the_lookback_and_the_ledger_start_bound_what_a_run_judges():
     assert final.expire == [Hour("20261123", 8)] and final.catch_up == []  # partial, window closed: expired
 
 
-def test_a_short_window_expires_the_own_hour_late_in_the_hour():
+def test_a_short_window_expires_the_own_hour_late_in_the_hour_and_a_retry_leaves_it():
     s = schedule(minutes=30)
     plan = s.plan(at("2026-11-23T10:45:00+08:00"), {}, None)
-    assert plan.expire == [Hour("20261123", 10)] and not plan.catch_up
+    assert plan.expire == [Hour("20261123", 10)] and not plan.catch_up and plan.own_final is None
+    retry = s.plan(at("2026-11-23T10:50:00+08:00"), {Hour("20261123", 10): "expired"}, None)
+    assert (retry.expire, retry.catch_up, retry.own_final) == ([], [], "expired")
 
 
 def test_refusal_names_allow_late_and_the_override_passes():

@@ -8,7 +8,8 @@
               COUNT), the ledger entry `expired` (final), one `push.hour_expired` alert line
     catch up  each earlier not-done hour whose window is open, oldest first: its own lock (waited for like
               the own hour's), then the push's one path for an hour (hour.py), one `push.caught_up` line
-    own hour  unless done (a retry, the second pass of a repeated local hour); the lifecycle holds its lock
+    own hour  unless final: done (a retry, the second pass of a doubled local hour) or expired (a retry of
+              a run its window closed on); the lifecycle holds its lock
 
 Each handled hour returns a status (ok, failures, expired); the run's is the worst (job.py). An explicit
 run (`--date` or `--hour`) handles exactly its hour: `run_hour`.
@@ -45,10 +46,10 @@ async def run_scheduled(ctx: PushContext) -> list[str]:
         statuses.append(await catch_up(ctx, hour))
     if plan.own in plan.expire or ctx.shutdown.stopping:
         return statuses
-    if plan.own_done:
-        event(log, "push.hour_already_done", date=plan.own.date, hour=plan.own.hour,
-              note="the ledger says done: nothing to send")
-        _record(ctx, plan.own, {"state": ledger.DONE, "already_done": True}, False)
+    if plan.own_final is not None:  # push.hour_already_done / push.hour_already_expired
+        event(log, f"push.hour_already_{plan.own_final}", date=plan.own.date, hour=plan.own.hour,
+              note=f"the ledger says {plan.own_final}: nothing to send")
+        _record(ctx, plan.own, {"state": plan.own_final, "already": True}, False)
         return statuses
     return statuses + [await run_hour(ctx, plan.own)]
 
@@ -160,7 +161,7 @@ def _lock(ctx: PushContext, hour: Hour, wait: float) -> JobLock:
 def _record(ctx: PushContext, hour: Hour, entry: dict | None, caught_up: bool) -> None:
     """The hour in the run's report (`hours`): what happened to it, in the ledger's words."""
     shown = {k: entry[k] for k in ("state", "users", "sent", "recovered", "already_sent", "failed", "expired",
-                                   "late_minutes", "already_done") if entry is not None and k in entry}
+                                   "late_minutes", "already") if entry is not None and k in entry}
     ctx.summary.extra.setdefault("hours", []).append(
         {"date": hour.date, "hour": hour.hour, "caught_up": caught_up,
          **(shown or {"state": "dry_run" if ctx.options.dry_run else ledger.PENDING})})

@@ -106,8 +106,10 @@ async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False) -> di
     hour_run = None
     if not options.dry_run:
         now = ctx.clock.now()
-        mark = lambda prev: ledger.running(prev, hour, options.shard, now, ctx.schedule.late_minutes(hour, now),
-                                           caught_up, options.allow_late)  # noqa: E731
+
+        def mark(prev: dict | None) -> dict:
+            return ledger.running(prev, hour, options.shard, now, ctx.schedule.late_minutes(hour, now),
+                                  caught_up, options.allow_late)
         hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, hour.date, hour.hour,
                                         options.shard, mark)
         ctx.summary.counts["recovered"] += hour_run.recovered or 0
@@ -118,13 +120,13 @@ async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False) -> di
     run = await _prepare(ctx, options, hour)
     try:
         await _send_all(run)
-    except Exception:
-        if hour_run is not None:  # best effort: the hour stopped partial and unclean (next run recovers)
+    except BaseException as error:
+        _collect(run)
+        if hour_run is not None and isinstance(error, Exception):  # best effort: partial, unclean
             with contextlib.suppress(LaterReadError):
                 await recovery.end(ctx.conns.store, hour_run, _entry(run, hour_run, before, failed_before, False))
         raise
-    finally:
-        _collect(run)
+    _collect(run)
     if hour_run is None:
         return None
     entry = _entry(run, hour_run, before, failed_before, isinstance(run.sink, Delivery) and run.sink.clean)
@@ -204,7 +206,9 @@ async def _sink(run: PushRun) -> AsyncIterator[Any]:
 
 
 async def _send_all(run: PushRun) -> None:
-    """The pipeline under the sink, with progress, the grace period after a signal, and force-stop."""
+    """The pipeline under the sink, with progress, the grace period after a signal, and force-stop
+    (`shutdown.force` is entered once per hour the run handles: an anyio scope may be re-entered after it
+    exits; once it has been cancelled the run is stopping and starts no further hour)."""
     async with _sink(run) as sink:
         run.sink = sink
         with run.shutdown.force:

@@ -2,7 +2,9 @@
 
 `msg_id` is a pure function of (date, uid): a rerun, a `--force` or a duplicate delivery after a crash
 carries the same id, which is what lets consumers deduplicate. Never change MSG_NAMESPACE: doing so
-would make every consumer see yesterday's retries as new messages.
+would make every consumer see yesterday's retries as new messages. `created_at` is read from the run's
+clock (later_read/clock.py: `--now`, else the wall clock); `expires_at` is the end of the message's hour's
+window (later_read/schedule.py), after which a sender should drop it.
 """
 
 from __future__ import annotations
