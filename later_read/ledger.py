@@ -156,11 +156,16 @@ def merge(entries: Iterable[dict | None]) -> dict:
         merged[key] = dict(total)
     finishes = [(e or {}).get("finished_at") for e in entries]
     merged["finished_at"] = None if None in finishes or not found else max(_number(f) for f in finishes)
-    merged["started_at"] = min((_number(e.get("started_at")) for e in found), default=None)
-    merged["late_minutes"] = max((_number(e.get("late_minutes")) for e in found), default=None)
+    merged["started_at"] = min(_numbers(found, "started_at"), default=None)
+    merged["late_minutes"] = max(_numbers(found, "late_minutes"), default=None)  # None: no run began it
     merged["caught_up"] = any(e.get("caught_up") is True for e in found)
     merged["clean"] = bool(found) and all(is_clean(e) for e in entries)
     return merged
+
+
+def _numbers(entries: list[dict], key: str) -> list[float | int]:
+    """The entries' values of `key` that are numbers (an entry without one, e.g. expired unrun, is left out)."""
+    return [e[key] for e in entries if isinstance(e.get(key), (int, float)) and not isinstance(e.get(key), bool)]
 
 
 def _number(value: object) -> float | int:

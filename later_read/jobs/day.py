@@ -142,12 +142,13 @@ def _cells(row: dict) -> list[str]:
         notes.append("not marked yet")
     if len(row["shards"]) > 1 and len(set(row["shards"])) > 1:
         notes.append("shards " + ",".join(quote(s) for s in row["shards"]))
-    late = row["late_minutes"] if row["marked"] else None
     start = row["start"][11:16] + row["start"][19:]  # HH:MM and the offset (it changes on a DST day)
-    return [f"{row['hour']:02d}", start, quote(row["state"]), row["verdict"], *(
-        _cell(row[k]) for k in ("users", "sent", "recovered", "already_sent", "quiet", "misses",
-                                "material_not_found", "unservable", "failed", "not_processed", "expired")),
-        "-" if late is None else _cell(late), "ready" if row["prewarm_ready"] else "-", "; ".join(notes)]
+    figures = [_cell(row[k]) if row["marked"] else "-" for k in (  # no entry: nothing counted yet
+        "users", "sent", "recovered", "already_sent", "quiet", "misses", "material_not_found", "unservable",
+        "failed", "not_processed", "expired")]
+    late = "-" if row["late_minutes"] is None else _cell(row["late_minutes"])
+    return [f"{row['hour']:02d}", start, quote(row["state"]), row["verdict"], *figures, late,
+            "ready" if row["prewarm_ready"] else "-", "; ".join(notes)]
 
 
 def _cell(value: object) -> str:

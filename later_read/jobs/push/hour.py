@@ -64,6 +64,7 @@ class PushContext:
     clock: Clock
     schedule: Schedule
     stream: Any = None  # the --output file of a dry run, else None (stdout)
+    waited_out: bool = False  # a wait for the prewarm ran out: the run's later hours do not wait again
 
 
 @dataclass
@@ -113,8 +114,9 @@ async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False) -> di
         hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, hour.date, hour.hour,
                                         options.shard, mark)
         ctx.summary.counts["recovered"] += hour_run.recovered or 0
-    marker = await wait_for_prewarm(ctx.conns, hour.date, hour.hour, options.wait_seconds, ctx.shutdown,
-                                    options.shard.count)
+    wait = 0.0 if ctx.waited_out else options.wait_seconds
+    marker = await wait_for_prewarm(ctx.conns, hour.date, hour.hour, wait, ctx.shutdown, options.shard.count)
+    ctx.waited_out |= marker is None and wait > 0
     ctx.summary.extra["prewarm_done"] = marker is not None
     ctx.summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
     run = await _prepare(ctx, options, hour)
