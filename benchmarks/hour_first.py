@@ -64,7 +64,8 @@ def main() -> None:
                                     prewarm={"concurrency": 50}, push={"concurrency": 50})
         stack.redis.client().flushdb()
         started = time.monotonic()
-        push = start(config, work / "push.json", "push", "--hour", "0", "--wait", "900")
+        push = start(config, work / "push.json", "push", "--hour", "0", "--now", "2026-11-23T00:00:30+08:00",
+                     "--wait", "900")
         prewarm = start(config, work / "prewarm.json", "prewarm")
         push_seconds = finish(push, started, "push")
         prewarm_seconds = finish(prewarm, started, "prewarm")

@@ -70,7 +70,8 @@ def main() -> None:
         if s.job == "push":
             bench.run_job(["prewarm", *common])
         bench.compile_package()
-        job = [s.job, *common] + (["--hour", str(bench.PUSH_HOUR)] if s.job == "push" else [])
+        job = [s.job, *common] + (["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW]
+                                     if s.job == "push" else [])
         subprocess.run(["py-spy", "record", "--nonblocking", "-r", str(args.rate), "-f", "raw",
                         "-o", str(args.out), "--", sys.executable, "-m", "later_read", "-q", *job],
                        cwd=bench.ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

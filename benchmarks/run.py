@@ -43,6 +43,7 @@ from later_read.sandbox.stack import Stack  # noqa: E402
 
 DATE = "20261123"
 PUSH_HOUR = 21
+PUSH_NOW = "2026-11-23T21:01:00+08:00"  # the push runs at its hour (--now): inside the hour's window
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int) -> di
     stack.simulator.reset()
     args = [s.job, "--date", DATE, "--config", str(config), "--report", str(report)]
     if s.job == "push":
-        args += ["--hour", str(PUSH_HOUR)]
+        args += ["--hour", str(PUSH_HOUR), "--now", PUSH_NOW]
     figures = run_job(args)
     job_report = json.loads(report.read_text())
     users = job_report.get("users") or s.users

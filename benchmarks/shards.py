@@ -40,7 +40,7 @@ CONCURRENCY = 50  # per shard, the shipped default
 def run_shards(job: str, config: Path, shards: int) -> dict:
     """Start the N shard processes of one job together; wall time to the last exit, CPU summed."""
     started = time.monotonic()
-    extra = ["--hour", str(PUSH_HOUR)] if job == "push" else []
+    extra = ["--hour", str(PUSH_HOUR), "--now", "2026-11-23T21:01:00+08:00"] if job == "push" else []
     procs = [subprocess.Popen([sys.executable, "-m", "later_read", "-q", job, "--date", DATE,
                                "--config", str(config), "--shard", f"{k}/{shards}", *extra],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -80,6 +80,20 @@ def lock_wait_option(func):
                         metavar="SECONDS", help=LOCK_WAIT_HELP)(func)
 
 
+NOW_HELP = ("Act as if it were this time: ISO 8601 with an offset, e.g. 2026-11-22T05:05:00+08:00 (default: the "
+            "wall clock in the configured timezone); without --date/--hour it also gives both.")
+ALLOW_LATE_HELP = ("Push even though the hour's window (its start + [push] catch_up_minutes) has closed: the "
+                   "users get a stale push; without it such an hour is refused.")
+
+
+def now_option(func):
+    return click.option("--now", metavar="ISO8601", default=None, help=NOW_HELP)(func)
+
+
+def allow_late_option(func):
+    return click.option("--allow-late", "allow_late", is_flag=True, help=ALLOW_LATE_HELP)(func)
+
+
 def settings_from(config_path: str | None) -> Settings:
     """The checked settings; from here on log timestamps are in the configured zone."""
     settings = load_settings(config_path)
@@ -130,7 +144,10 @@ def prewarm(config_path, **options) -> None:
 
 @cli.command()
 @click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
-@click.option("--hour", type=click.IntRange(0, 23), help="Push hour 0-23 (default: the current hour).")
+@click.option("--hour", type=click.IntRange(0, 23), help="Push exactly this hour 0-23 (default: the current "
+              "hour, after the earlier hours still inside their window that are not done).")
+@now_option
+@allow_late_option
 @click.option("--dry-run", is_flag=True, help="Build and print the messages; no Kafka, no sent markers.")
 @click.option("--output", type=click.Path(dir_okay=False), help="With --dry-run: write messages here (JSON lines).")
 @click.option("--force", is_flag=True, help="Send even to users already pushed today (same msg_id, so "
@@ -150,6 +167,10 @@ def push(config_path, **options) -> None:
 
     Reads the hour's users from StarRocks, their values from Redis, fetches each distinct book card
     once, and produces one message per user to Kafka (key = uid). A user is pushed at most once a day.
+    Without --date/--hour (the hourly schedule) it first counts the earlier hours whose window closed
+    unsent as expired and sends those not done whose window is open, oldest first; with --hour it
+    pushes exactly that hour, refused once the window has closed unless --allow-late. Exit 7: users of
+    an hour expired unsent.
 
     \b
     Example:
@@ -192,10 +213,12 @@ def check(config_path, timeout: float) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would be written and sent; write and send nothing.")
 @click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date; "
                                             "replace a value Redis holds for another date.")
+@now_option
+@allow_late_option
 @lock_wait_option
 @config_option
 def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_only: bool, push_only: bool,
-          dry_run: bool, force: bool, lock_wait: float | None) -> None:
+          dry_run: bool, force: bool, now: str | None, allow_late: bool, lock_wait: float | None) -> None:
     """Run the prewarm and/or push path for one user, printing each step as it happens.
 
     Task rows found, A/B value and trace_id, recommendation, value written and its TTL, material,
@@ -206,16 +229,52 @@ def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_onl
     Example:
         later-read rerun 100000042 --date 20261123 --config /etc/later-read/config.toml
     """
-    from later_read.inputs import parse_date, parse_uid
+    from later_read.inputs import parse_uid
     from later_read.jobs.rerun import RerunOptions, run_rerun
 
     if prewarm_only and push_only:
         raise click.UsageError("--prewarm-only and --push-only exclude each other; give at most one "
                                "(neither runs both paths)")
     settings = settings_from(config_path)
-    options = RerunOptions(parse_uid(uid), parse_date(date, settings.zone), hour, prewarm=not push_only,
-                           push=not prewarm_only, dry_run=dry_run, force=force, lock_wait=lock_wait)
+    clock, day = clock_and_date(settings, now, date)
+    options = RerunOptions(parse_uid(uid), day, hour, prewarm=not push_only, push=not prewarm_only,
+                           dry_run=dry_run, force=force, lock_wait=lock_wait, clock=clock, allow_late=allow_late)
     sys.exit(run_rerun(settings, options, echo=echo))
+
+
+def clock_and_date(settings: Settings, now: str | None, date: str | None):
+    """The run's clock (--now, else the wall clock) and --date, else the clock's date in the zone."""
+    from later_read.clock import Clock
+    from later_read.inputs import parse_date
+
+    clock = Clock.parse(now, settings.zone)
+    return clock, parse_date(date, settings.zone) if date is not None else clock.now().strftime("%Y%m%d")
+
+
+@cli.command()
+@click.option("--date", help="Push date, YYYYMMDD (default: today by --now, else by the wall clock).")
+@now_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@config_option
+def day(config_path, date: str | None, now: str | None, as_json: bool) -> None:
+    """The push's day at a glance: one row per hour from the day ledger.
+
+    Each hour's state (pending, running, done, partial, expired) and figures (users, sent, recovered,
+    already sent, quiet, misses, no card, unservable, failed, unsent, expired, minutes late), whether
+    the prewarm marked it ready, and its verdict at --now: done, expired, late (not done 30 min after
+    its start), due, upcoming or untracked; then what is late or expired and the day's totals.
+    Read-only. Exit 0 when every hour that should be done by now is done, 1 when one is late or
+    expired, 2 bad input, 3 Redis unreachable.
+
+    \b
+    Example:
+        later-read day --date 20261123 --now 2026-11-23T13:05:00+08:00 --config /etc/later-read/config.toml
+    """
+    from later_read.jobs.day import run_day
+
+    settings = settings_from(config_path)
+    clock, day = clock_and_date(settings, now, date)
+    sys.exit(run_day(settings, day, clock, as_json, echo=echo))
 
 
 @cli.command()

@@ -22,10 +22,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from later_read.clients.bounds import DEFAULT_MAX_REPLY_BYTES
-from later_read.config_checks import (BATCH, BOOTSTRAP, CA_FILE, CONCURRENCY, GRACE, HOST, HOST_PORTS, HTTP_URL,
-                                      INTERVAL, NON_EMPTY, PING_URL, PORT, PUSHGATEWAY_URL, QPS, RATIO, REDIS_MODE,
-                                      REDIS_URL, REPLICAS, REPLY_BYTES, SHARDS, SQL_NAME, TASK_IDS, TIMEOUT, TOPIC,
-                                      TTL, above, between, check, host_port, valid_zone)
+from later_read.config_checks import (BATCH, BOOTSTRAP, CA_FILE, CATCH_UP, CONCURRENCY, GRACE, HOST, HOST_PORTS,
+                                      HTTP_URL, INTERVAL, NON_EMPTY, PING_URL, PORT, PUSHGATEWAY_URL, QPS, RATIO,
+                                      REDIS_MODE, REDIS_URL, REPLICAS, REPLY_BYTES, SHARDS, SQL_NAME, TASK_IDS,
+                                      TIMEOUT, TOPIC, TTL, above, between, check, host_port, valid_zone)
 from later_read.config_env import TYPE_WORDS, EnvValue, apply_env, env_name, from_env, key_label, show
 from later_read.errors import ConfigError
 from later_read.redact import register_config
@@ -153,6 +153,16 @@ class PushSettings:
     miss_log_limit: int = field(default=20, metadata=between(0, 10_000, "an integer"))
     live_budget: int = field(default=1000, metadata=between(0, 1_000_000, "an integer"))
     flush_timeout_seconds: float = field(default=30.0, metadata=TIMEOUT)
+    # Hour H is sent from H:00 until H:00 + this many minutes (later_read/schedule.py); past it, never.
+    catch_up_minutes: int = field(default=120, metadata=CATCH_UP)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, what is wrong) for values that are fine alone but not together."""
+        if self.catch_up_minutes * 60 <= self.wait_for_prewarm_seconds:
+            return [("catch_up_minutes", f"{self.catch_up_minutes} min is not above wait_for_prewarm_seconds = "
+                                         f"{self.wait_for_prewarm_seconds:g} s: an hour could expire while "
+                                         "it waits for the prewarm")]
+        return []
 
 
 @dataclass(frozen=True, kw_only=True)

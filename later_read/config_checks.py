@@ -37,6 +37,10 @@ REPLICAS = between(0, 16, "an integer")  # WAIT numreplicas: more than a Redis g
 SHARDS = between(1, 1024, "an integer")  # Indexed Job completions; each shard is a process
 # A reply's body: a material card at every field bound must fit (32 KiB); past 16 MiB memory is unbounded again.
 REPLY_BYTES = between(MIN_REPLY_BYTES, MAX_REPLY_BYTES, "an integer (bytes)")
+# Minutes an hour stays sendable after its start. Under 10, an on-time run that waits out a dead run's
+# lock (75 s) or starts in a slow pod could find its own hour closed; over a day, "today's" push would
+# overlap tomorrow's.
+CATCH_UP = between(10, 1440, "an integer (minutes)")
 RATIO = check(lambda v: 0 < v <= 1, "a ratio in (0, 1]")
 NON_EMPTY = check(lambda v: len(v) > 0, "a non-empty value")
 PORT = between(1, 65535, "a port number")

@@ -34,14 +34,18 @@ PUSH_START_TTL_SECONDS = 3 * 86400
 # and refreshed, so a job killed with -9 frees the lock within a minute, and the next run takes it over.
 LOCK_PREFIX = INTERNAL_PREFIX + "lock:"
 
-# A push run that finds its hour unfinished (below) reads the topic from the start offsets above to the
-# end and writes the sent markers of whatever a dead run delivered (jobs/push/recovery.py).
-# "The last push run of this (date, hour) ended with every delivery confirmed and marked": deleted by a
-# run before it produces anything, set again only when it ends clean. Absent while a start key exists =
-# a run died, was stopped, or lost track of some deliveries: the next run recovers from the topic first.
-# Its own key (not a field of the start key) so the start stays write-once (SET NX) for other readers.
-PUSH_FINISHED_PREFIX = INTERNAL_PREFIX + "push:finished:"
-PUSH_FINISHED_TTL_SECONDS = PUSH_START_TTL_SECONDS  # read together with the start record
+# The day ledger: one entry per (date, push hour[, shard]) (later_read/ledger.py has its shape): the hour's
+# state (running, done, partial, expired), its users per outcome, when it ran and how late. Catch-up, the
+# lateness rule, `later-read day` and alerting read it. Its `clean` field says "every message a run of this
+# hour produced was confirmed and marked": a run writes the entry unclean before it produces and clean only
+# when it ends so; an entry that is absent or unclean while a start key exists = a run died or lost track
+# of deliveries, and the next run first marks what the topic holds (jobs/push/recovery.py). Its own key (not
+# a field of the start key) so the start stays write-once (SET NX). Three days, like the start record it is
+# read with: a run judges the last 24 h and looks for the ledger's earliest entry over its whole life
+# (LEDGER_DAYS dates), so a first deployment neither sends nor alerts on the hours before it.
+PUSH_LEDGER_PREFIX = INTERNAL_PREFIX + "push:ledger:"
+PUSH_LEDGER_TTL_SECONDS = PUSH_START_TTL_SECONDS
+LEDGER_DAYS = PUSH_LEDGER_TTL_SECONDS // 86400 + 1  # dates whose entries can still exist, today included
 
 # Scratch key used by `later-read check` to prove Redis accepts writes; deleted right after.
 CHECK_SCRATCH_PREFIX = INTERNAL_PREFIX + "check:"

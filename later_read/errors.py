@@ -16,7 +16,8 @@
     └── Interrupted                    exit 6: SIGTERM/SIGINT; work done is kept, rerun to finish
 
 Every message is one line that names the problem and the fix. Jobs that finish with failed users exit 1
-(`EXIT_FAILURES`); that is an outcome, not an exception.
+(`EXIT_FAILURES`), and a push that left an hour's users unsent because the hour's window closed exits 7
+(`EXIT_EXPIRED`); those are outcomes, not exceptions.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ EXIT_DEPENDENCY = 3
 EXIT_SERVICE_DOWN = 4
 EXIT_LOCKED = 5
 EXIT_INTERRUPTED = 6
+EXIT_EXPIRED = 7  # the push counted users of an hour expired: its window closed before they were sent
 EXIT_INTERNAL = 70
 
 

@@ -52,9 +52,9 @@ class Keys:
         return f"{constants.LOCK_PREFIX}{job}:{when}{suffix}"
 
     @staticmethod
-    def push_finished(date: str, hour: int, suffix: str = "") -> str:
-        """Present when the (date, hour)'s last push run ended with every delivery marked."""
-        return f"{constants.PUSH_FINISHED_PREFIX}{date}:{hour:02d}{suffix}"
+    def push_ledger(date: str, hour: int, suffix: str = "") -> str:
+        """`later_read:push:ledger:<date>:<HH>[shard suffix]`: the hour's day-ledger entry (ledger.py)."""
+        return f"{constants.PUSH_LEDGER_PREFIX}{date}:{hour:02d}{suffix}"
 
     @staticmethod
     def check_scratch(token: str) -> str:

@@ -6,6 +6,11 @@
     ...
     await lock.release()                  # stops the refresh; deletes the key only if still ours
 
+or, around a block that runs in the caller's task (the push's per-hour locks, jobs/push/day_run.py):
+
+    async with holding(JobLock(...), stop):   # acquire, refresh from a task group of its own, release
+        ...
+
 The value is `<host>:<pid>:<random>` so a waiter can name the holder. While waiting, one `lock.waiting`
 line every few seconds; after the wait `LockHeld` (exit 5) names the holder; a signal ends the wait with
 `Interrupted` (exit 6). Redis failures are `RedisUnavailable` (exit 3).
@@ -16,6 +21,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 import anyio
 import redis.asyncio as aioredis
@@ -23,6 +30,7 @@ from anyio.abc import TaskGroup
 from redis import exceptions as redis_errors
 from redis.asyncio.lock import Lock
 
+from later_read import runtime
 from later_read.config import LockSettings
 from later_read.errors import Interrupted, LockHeld, RedisUnavailable
 from later_read.log import alert, event, get_logger
@@ -122,3 +130,17 @@ class JobLock:
         except redis_errors.RedisError as exc:
             raise RedisUnavailable(f"Redis error while reading the lock {self.key}: {exc}") from None
         return (value.decode("utf-8", "replace") if value else "?"), ttl
+
+
+@asynccontextmanager
+async def holding(lock: JobLock, stop: anyio.Event) -> AsyncIterator[JobLock]:
+    """Take `lock` (waiting as `acquire` does), keep it refreshed around the block, release it after.
+    The refresh runs in a task group of its own; `runtime.task_group` lets what the block raises out as
+    itself."""
+    await lock.acquire(stop)
+    async with runtime.task_group() as tg:
+        lock.refresh_in(tg)
+        try:
+            yield lock
+        finally:
+            await lock.release()

@@ -18,7 +18,8 @@ Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the serie
     later_read_push_peak_calls_saved                   gauge    the old real-time flow's calls for the
                                                                 hour's users minus the push's own calls
 
-A run is a success when it went through every user (status `ok` or `failures`). Counters are cumulative:
+A run is a success when it went through every user (status `ok`, `failures`, or the push's `expired`:
+it ran, and the users its hours' windows left behind are counted). Counters are cumulative:
 each run adds its counts to the previous write's totals (the textfile, else the Pushgateway), and the last
 success timestamp is carried forward. Any failure here logs one `metrics.failed` warning and the job goes
 on. Why these choices: docs/design.md, "Metrics".
@@ -46,8 +47,8 @@ from later_read.redact import redact
 
 log = get_logger("metrics")
 
-SUCCESS_STATUSES = ("ok", "failures")
-KNOWN_STATUSES = ("ok", "failures", "service_down", "interrupted", "error")  # Summary.status
+SUCCESS_STATUSES = ("ok", "failures", "expired")
+KNOWN_STATUSES = ("ok", "failures", "expired", "service_down", "interrupted", "error")  # Summary.status
 READ_TIMEOUT_SECONDS = 5.0
 PUSH_TIMEOUT_SECONDS = 10.0
 

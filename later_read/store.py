@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -18,11 +19,12 @@ from redis import exceptions as redis_errors
 from redis.asyncio import connection as redis_connection
 from redis.crc import key_slot
 
-from later_read import constants
+from later_read import constants, ledger
 from later_read.config import RedisSettings
 from later_read.errors import RedisUnavailable
 from later_read.keys import Keys
 from later_read.log import event, get_logger
+from later_read.schedule import Hour
 from later_read.shard import Shard
 from later_read.redis_client import open_redis, target  # noqa: F401 - re-exported
 
@@ -207,10 +209,10 @@ class Store:
             key, orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
 
     async def get_push_run(self, date: str, hour: int, suffix: str = "") -> tuple[dict | None, dict | None]:
-        """The hour's start record and finished marker (either None when absent), one round trip."""
-        start, finished = (await self._mget("GET push run state", [Keys.push_start(date, hour, suffix),
-                                                                    Keys.push_finished(date, hour, suffix)]))[0]
-        return (orjson.loads(start) if start else None), (orjson.loads(finished) if finished else None)
+        """The hour's start record and its ledger entry (either None when absent), one round trip."""
+        start, entry = (await self._mget("GET push run state", [Keys.push_start(date, hour, suffix),
+                                                                 Keys.push_ledger(date, hour, suffix)]))[0]
+        return (orjson.loads(start) if start else None), ledger.parse(entry)
 
     async def put_push_start(self, date: str, hour: int, info: dict, suffix: str = "") -> bool:
         """SET NX the hour's start record; False when an earlier run already wrote one."""
@@ -218,14 +220,40 @@ class Store:
         return bool(await self._run("SET push start", lambda: self.client.set(
             key, orjson.dumps(info), nx=True, ex=constants.PUSH_START_TTL_SECONDS)))
 
-    async def set_push_finished(self, date: str, hour: int, info: dict | None, suffix: str = "") -> None:
-        """Write the hour's finished marker, or delete it (`info` None) before producing."""
-        key = Keys.push_finished(date, hour, suffix)
-        if info is None:
-            await self._run("DEL push finished", lambda: self.client.delete(key))
-        else:
-            await self._run("SET push finished", lambda: self.client.set(
-                key, orjson.dumps(info), ex=constants.PUSH_FINISHED_TTL_SECONDS))
+    async def put_ledger(self, date: str, hour: int, entry: dict, suffix: str = "") -> None:
+        """Write the hour's ledger entry (ledger.py: its shape; the whole entry, replacing the last)."""
+        key = Keys.push_ledger(date, hour, suffix)
+        await self._run("SET ledger entry", lambda: self.client.set(
+            key, orjson.dumps(entry), ex=constants.PUSH_LEDGER_TTL_SECONDS))
+
+    async def get_ledger(self, hours: Iterable[Hour], suffixes: Sequence[str] = ("",)
+                         ) -> dict[tuple[Hour, str], dict | None]:
+        """The ledger entries of `hours` x `suffixes` (None when absent), in one round trip (one MGET
+        per hash slot in cluster mode)."""
+        pairs = [(hour, suffix) for hour in hours for suffix in suffixes]
+        raws = (await self._mget("MGET ledger", [Keys.push_ledger(h.date, h.hour, x) for h, x in pairs]))[0]
+        return {pair: ledger.parse(raw) for pair, raw in zip(pairs, raws)}
+
+    async def get_day(self, date: str, shards: int = 1, memory: Sequence[Hour] = ()) -> DayRecords:
+        """A date's records for `later-read day`, in one round trip: the ledger of its 24 hours (and of
+        `memory`: earlier hours, read to find where the ledger begins) and the hour locks, per shard of
+        `shards`; the prewarm's hour and day markers (unsharded, else every shard's, as the push waits)."""
+        hours = [Hour(date, h) for h in range(24)]
+        runs = ledger_suffixes(shards)
+        marks = _suffixes(shards)
+        pairs = [(h, x) for h in [*memory, *hours] for x in runs]
+        locks = [(h.hour, x) for h in hours for x in runs]
+        lists = [[Keys.push_ledger(h.date, h.hour, x) for h, x in pairs],
+                 [Keys.prewarm_ready(date, h.hour, x) for h in hours for x in marks],
+                 [Keys.prewarm_done(date, x) for x in marks],
+                 [Keys.lock("push", date, hour, x) for hour, x in locks]]
+        entries, ready, done, held = await self._mget("MGET day records", *lists)
+        n = len(marks)
+        return DayRecords(
+            ledger={pair: ledger.parse(raw) for pair, raw in zip(pairs, entries)},
+            ready={h: _merged(ready[h * n:(h + 1) * n]) for h in range(24)},
+            prewarm_done=_merged(done),
+            locks={pair: raw.decode("utf-8", "replace") for pair, raw in zip(locks, held) if raw is not None})
 
     async def put_prewarm_ready(self, date: str, hour: int, info: dict, suffix: str = "") -> None:
         """Hour `hour` of the date is prewarmed (by the shard whose `suffix` is given, if sharded)."""
@@ -273,6 +301,17 @@ class Store:
                                    "check [redis] url points at a writable primary")
 
 
+@dataclass
+class DayRecords:
+    """What `Store.get_day` read: ledger entries by (Hour, suffix), prewarm readiness by hour (merged over
+    shards, None when not ready), the day's prewarm marker, the holder of each held hour lock."""
+
+    ledger: dict[tuple[Hour, str], dict | None]
+    ready: dict[int, dict | None]
+    prewarm_done: dict | None
+    locks: dict[tuple[int, str], str]
+
+
 def _by_slot(keys: list[str], values: list) -> list[tuple[list[str], list]]:
     """(keys, values) grouped by Redis Cluster hash slot, in order of first appearance."""
     groups: dict[int, tuple[list[str], list]] = {}
@@ -295,6 +334,11 @@ def merge_markers(markers: list[dict]) -> dict:
     merged["finished_at"] = max(m.get("finished_at", 0) for m in markers)
     merged["status"] = "ok" if all(m.get("status") == "ok" for m in markers) else "failures"
     return merged
+
+
+def ledger_suffixes(shards: int) -> list[str]:
+    """The suffixes of a day's per-run records (ledger entries, locks) when the push runs as `shards`."""
+    return [s.suffix for s in Shard(0, shards).siblings()]
 
 
 def _suffixes(shards: int) -> list[str]:

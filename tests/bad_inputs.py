@@ -45,6 +45,10 @@ def env(what: str, variables: dict[str, str], line: str, code: int = 2) -> Case:
     return Case("env", what, line, code, env=variables)
 
 
+NOW_9 = "2026-11-23T09:00:00+08:00"
+EXPIRED_3 = ("hour 3 of 20261123 is expired: its window closed at 2026-11-23T05:00:00+08:00 (start + [push] "
+             "catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it anyway")
+CATCH_UP = "catch_up_minutes = 120 "
 REDIS = 'url = "redis://127.0.0.1:6379/0"'
 AB = 'ab_url = "http://127.0.0.1:8900"'
 CONC = "concurrency = 50             # users"
@@ -141,6 +145,11 @@ CASES: list[Case] = [
     cfg("wait_for_prewarm_seconds of a day", "wait_for_prewarm_seconds = 600",
         "wait_for_prewarm_seconds = 86400",
         "[push] wait_for_prewarm_seconds: expected a number from 0 to 3,600, got 86400.0"),
+    cfg("catch_up_minutes of 5", CATCH_UP, "catch_up_minutes = 5 ",
+        "[push] catch_up_minutes: expected an integer (minutes) from 10 to 1,440, got 5"),
+    cfg("catch_up_minutes not above the wait for the prewarm", CATCH_UP, "catch_up_minutes = 10 ",
+        "[push] catch_up_minutes: 10 min is not above wait_for_prewarm_seconds = 600 s: an hour could expire "
+        "while it waits for the prewarm"),
     cfg("Kafka bootstrap without a port", 'bootstrap_servers = "127.0.0.1:9092"', 'bootstrap_servers = "kafka"',
         "[kafka] bootstrap_servers: 'kafka' is not host:port; expected host:port[,host:port...], got \"kafka\""),
     cfg("Kafka bootstrap with port x", 'bootstrap_servers = "127.0.0.1:9092"',
@@ -234,6 +243,18 @@ CASES: list[Case] = [
          "(see `later-read push --help`)", 2, args=["push", "--config", "<CONFIG>", "--on-miss", "maybe"]),
     Case("cli", "--output without --dry-run", E + "--output only goes with --dry-run (a real run sends to "
          "Kafka); add --dry-run", 2, args=["push", "--config", "<CONFIG>", "--output", "<TMP>/out.jsonl"]),
+    Case("cli", "push --hour of an hour whose window has closed", E + EXPIRED_3, 2,
+         args=["push", "--config", "<CONFIG>", "--date", "20261123", "--hour", "3", "--now", NOW_9]),
+    Case("cli", "rerun of an hour whose window has closed", E + EXPIRED_3, 2,
+         args=["rerun", "u1", "--config", "<CONFIG>", "--date", "20261123", "--hour", "3", "--now", NOW_9]),
+    Case("cli", "--now without a UTC offset", E + "--now: '2026-11-23T09:00:00' has no UTC offset, so it names a "
+         "different instant in every zone; add one, e.g. 2026-11-22T05:05:00+08:00", 2,
+         args=["push", "--config", "<CONFIG>", "--now", "2026-11-23T09:00:00"]),
+    Case("cli", "--now that is no time", E + "--now: expected an ISO 8601 time with an offset such as "
+         "2026-11-22T05:05:00+08:00, got 'soon'", 2, args=["day", "--config", "<CONFIG>", "--now", "soon"]),
+    Case("cli", "--allow-late without --hour", E + "--allow-late goes with --hour (a scheduled run never sends an "
+         "hour whose window has closed); add --hour H, or drop --allow-late", 2,
+         args=["push", "--config", "<CONFIG>", "--allow-late"]),
     Case("cli", "unknown command", E + "No such command 'pushh'. Did you mean 'push'? (see `later-read --help`)",
          2, args=["pushh"]),
     Case("cli", "unknown option", E + "No such option '--dry'. Did you mean '--dry-run'? "

@@ -19,6 +19,7 @@ from later_read.constants import ALERT_KEYWORD
 from later_read.sandbox.seed import DDL
 from later_read.sandbox.topic import read_topic
 from later_read.uids import read_file
+from test_push import at
 
 DATE, HOUR = "20261123", 9
 TASK = "04-026-{date}-r0gdua"
@@ -67,7 +68,8 @@ def test_hostile_uids_through_prewarm_and_push(redis_url, mysql, kafka_topic, si
     servable = [*HOSTILE, "100000001"]
 
     # Push before the prewarm: every user is a miss, alerted by uid (the uid inside the quoted field).
-    early = run(config, "push", "--date", DATE, "--hour", str(HOUR), "--report", str(tmp_path / "early.json"))
+    early = run(config, "push", "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR),
+                "--report", str(tmp_path / "early.json"))
     assert early.returncode == 0, early.stderr
     lines = check_lines(early.stderr)
     misses = [line for line in lines if " push.cache_miss " in line]
@@ -88,7 +90,7 @@ def test_hostile_uids_through_prewarm_and_push(redis_url, mysql, kafka_topic, si
     assert data["uids"]["push_hour_out_of_range"] == ["late-user"] and data["uids"]["uid_empty"] == [""]
     assert set(sim.calls("ab")) == set(servable)  # the empty uid never reached A/B
 
-    push = run(config, "push", "--date", DATE, "--hour", str(HOUR))
+    push = run(config, "push", "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR))
     assert push.returncode == 0, push.stderr
     check_lines(push.stderr)
     summary = next(line for line in push.stderr.splitlines() if " push.summary " in line)

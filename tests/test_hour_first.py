@@ -17,6 +17,7 @@ import redis
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
 from test_prewarm import wait_until
+from test_push import at
 
 DATE = "20261123"
 TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
@@ -127,7 +128,7 @@ def test_push_of_hour_0_waits_only_for_hour_0(redis_url, mysql, kafka_topic, sim
     sim.configure(ab={"latency_ms": 20}, rec={"latency_ms": 20})
     config = make_config(prewarm={"concurrency": 2}, push={"progress_interval_seconds": 60})
     push_report = tmp_path / "push.json"
-    push = start(config, tmp_path / "push.log", "push", "--hour", "0", "--wait", "120",
+    push = start(config, tmp_path / "push.log", "push", "--hour", "0", "--now", at(0), "--wait", "120",
                  "--report", str(push_report))
     time.sleep(0.5)  # the push is waiting before the prewarm starts, as in cron at 00:00 / 00:01
     prewarm = start(config, tmp_path / "prewarm.log", "prewarm")
@@ -149,13 +150,13 @@ def test_push_of_hour_0_waits_only_for_hour_0(redis_url, mysql, kafka_topic, sim
 
 def test_waiting_prints_progress_and_alerts_when_time_runs_out(redis_url, mysql, kafka_topic, sim, make_config):
     seed(mysql, 48)
-    result = run(make_config(), "push", "--hour", "5", "--wait", "6")
+    result = run(make_config(), "push", "--hour", "5", "--now", at(5), "--wait", "6")
     assert result.returncode == 0, result.stderr[-2000:]
     waiting = [line for line in result.stderr.splitlines() if " push.waiting_for_prewarm " in line]
     assert len(waiting) >= 2 and all("hour=5" in line and "hours_ready=0" in line for line in waiting)
     assert any(" push.prewarm_unfinished " in line and "LATER_READ_ALERT" in line
                for line in result.stderr.splitlines())
-    bad = run(make_config(), "push", "--hour", "5", "--wait", "-1")
+    bad = run(make_config(), "push", "--hour", "5", "--now", at(5), "--wait", "-1")
     assert bad.returncode == 2 and "--wait" in bad.stderr
 
 
@@ -182,7 +183,7 @@ def test_saving_figures_match_the_simulators_counters(redis_url, mysql, kafka_to
     assert data["services"]["material"] == {"calls": 0, "peak_qps": 0, "old_flow_calls": len(earliest)}
 
     sim.reset()
-    result = run(config, "push", "--hour", "7", "--report", str(push_report))
+    result = run(config, "push", "--hour", "7", "--now", at(7), "--report", str(push_report))
     assert result.returncode == 0, result.stderr[-2000:]
     push = json.loads(push_report.read_text())
     material_calls = sim.stats()["material"]["calls"]

@@ -24,6 +24,7 @@ from later_read.keys import Keys
 from later_read.sandbox import servers
 from later_read.sandbox.topic import TopicMessage, read_topic
 from later_read.sandbox.seed import connect, day_rows, seed_day, uid_of
+from test_push import at
 
 DATE = "20261123"
 USERS = 60
@@ -33,8 +34,14 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 # Helpers -------------------------------------------------------------------------------------------
 def later_read(*args: str):
-    """The CLI in-process; stdout and stderr kept apart."""
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    """The CLI in-process; stdout and stderr kept apart. A `rerun` runs at its message hour's time (--now
+    a minute into the user's first push hour, or --hour's), as on-call would on the day: inside the hour's
+    window, so its push step is not refused as late."""
+    args = list(args)
+    if args and args[0] == "rerun" and "--now" not in args and "--date" in args:
+        hour = int(args[args.index("--hour") + 1]) if "--hour" in args else first_push_hour(args[1])
+        args += ["--now", at(hour)]
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
 
 
 def seed(mysql, users: int = USERS) -> None:
@@ -60,9 +67,11 @@ def pick(sim, want: str, users: int = USERS) -> str:
 
 
 def first_push_hour(uid: str) -> int:
-    """The earliest push_hour of the seeded user's target rows (what rerun puts in the message)."""
+    """The earliest push_hour of the seeded user's target rows (what rerun puts in the message); 0 for a
+    uid the day does not hold."""
     targets = {t.replace("{date}", DATE) for t in TASKS}
-    return min(row[3] for row in day_rows(DATE, USERS, TASKS) if row[1] == uid and row[0] in targets)
+    return min((row[3] for row in day_rows(DATE, USERS, TASKS) if row[1] == uid and row[0] in targets),
+               default=0)
 
 
 def consume(kafka_topic: tuple[str, str]) -> list[TopicMessage]:

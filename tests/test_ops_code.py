@@ -28,6 +28,7 @@ from later_read.sandbox.stack import render_toml
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.topic import read_topic
+from test_push import at
 
 ROOT = Path(__file__).resolve().parents[1]
 DATE, HOUR, USERS, PREWARMED = "20261123", 9, 40, 30
@@ -102,7 +103,7 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
                                          "push_hour": HOUR}), i % 3) for i in range(6)]
         produce(bootstrap, topic, noise)
         start_key, before = Keys.push_start(DATE, HOUR), end_offsets(bootstrap, topic)
-        push = later_read(config, "push", "--date", DATE, "--hour", str(HOUR))
+        push = later_read(config, "push", "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR))
         if client.get(start_key) is None:  # a push that does not record its start yet: the contract's record
             client.set(start_key, json.dumps({"topic": topic, "offsets": before, "at": time.time()}),
                        nx=True, ex=3 * 86400)

@@ -104,8 +104,14 @@ def prewarm_day(redis_url: str, sim, users: int, extra: int = 0) -> dict[str, Ca
     return values
 
 
+def at(hour: int, minute: int = 1, date: str = DATE, offset: str = "+08:00") -> str:
+    """`--now` for minute `minute` of hour `hour` of `date` (Asia/Shanghai by default): inside the hour's
+    window, so an explicit push of that hour is not refused as expired."""
+    return f"{date[:4]}-{date[4:6]}-{date[6:]}T{hour:02d}:{minute:02d}:00{offset}"
+
+
 def run_push(config: Path, *args: str, hour: int | None = None):
-    argv = ["push", "--config", str(config), "--date", DATE, *args]
+    argv = ["push", "--config", str(config), "--date", DATE, "--now", at(hour or 0), *args]
     if hour is not None:
         argv += ["--hour", str(hour)]
     return CliRunner().invoke(cli, argv, catch_exceptions=False)
@@ -113,7 +119,7 @@ def run_push(config: Path, *args: str, hour: int | None = None):
 
 def push_command(config: Path, hour: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "later_read", "push", "--config", str(config), "--date", DATE,
-            "--hour", str(hour), *args]
+            "--hour", str(hour), "--now", at(hour), *args]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -204,7 +210,10 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
     got = push_options(settings, date=None, hour=None, **options)
     after = dt.datetime.now(zone)
     assert (got.date, got.hour) in {(t.strftime("%Y%m%d"), t.hour) for t in (before, after)}
-    assert push_options(settings, date="20261123", hour=0, **options).hour == 0
+    assert got.scheduled and not got.clock.is_set
+    explicit = push_options(settings, date="20261123", hour=0, now="2026-11-23T00:05:00-05:00", **options)
+    assert (explicit.hour, explicit.scheduled) == (0, False)
+    assert push_options(settings, date=None, hour=None, now="2026-11-23T06:30:00Z", **options).hour == 1
     try:
         push_options(settings, date="2026-11-23", hour=None, **options)
     except UsageError as exc:
@@ -244,7 +253,10 @@ def test_hour_yields_exactly_its_users_once_with_correct_fields(
             value.rec_id, value.rec_type, value.material_id, value.trace_id)
         assert {k: body[k] for k in ("title", "content", "cover_url", "deeplink")} == {
             k: card[k] for k in ("title", "content", "cover_url", "deeplink")}
-        assert body["created_at"].startswith(f"{DATE[:4]}-") and body["created_at"].endswith("+08:00")
+        # created_at by the run's clock (--now 05:01 here, advanced by the run's own time); expires_at is
+        # the hour's window end: 05:00 + [push] catch_up_minutes (120).
+        assert body["created_at"].startswith("2026-11-23T05:0") and body["created_at"].endswith("+08:00")
+        assert body["expires_at"] == "2026-11-23T07:00:00+08:00"
 
     data = json.loads(report.read_text())
     assert REPORT_KEYS <= set(data)

@@ -1,8 +1,9 @@
 """The topic as the record of what was sent (jobs/push/recovery.py), against real Redis and Kafka.
 
 A dead run's state is made exactly: a push delivers and finishes, then the sent markers of some users
-and the hour's finished marker are deleted, which is what a kill -9 between Kafka's acknowledgement and
-the marker write leaves behind (the kill itself, at random points, is in the fault suite).
+are deleted and the hour's ledger entry is put back to `running` (unclean), which is what a kill -9
+between Kafka's acknowledgement and the marker write leaves behind (the kill itself, at random points, is
+in the fault suite).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from later_read.cli import cli
 from later_read.jobs.push.message import msg_id
 from later_read.keys import Keys
-from test_push import (DATE, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour,
+from test_push import (DATE, at, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour,
                        sent_markers)
 
 HOUR = 7
@@ -32,10 +33,12 @@ def _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config, users: int = 3
 
 
 def _forget(redis_url, uids) -> None:
-    """What a kill -9 after Kafka's acknowledgement leaves: no marker, the hour not finished."""
+    """What a kill -9 after Kafka's acknowledgement leaves: no marker, the hour's entry still `running`."""
     client = redis.Redis.from_url(redis_url)
     try:
-        client.delete(*[Keys.sent(DATE, uid) for uid in uids], Keys.push_finished(DATE, HOUR))
+        client.delete(*[Keys.sent(DATE, uid) for uid in uids])
+        entry = orjson.loads(client.get(Keys.push_ledger(DATE, HOUR)))
+        client.set(Keys.push_ledger(DATE, HOUR), orjson.dumps({**entry, "state": "running", "clean": False}))
     finally:
         client.close()
 
@@ -50,13 +53,13 @@ def test_start_record_holds_the_end_offsets_before_the_first_message(
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     client = redis.Redis.from_url(redis_url)
     start = orjson.loads(client.get(Keys.push_start(DATE, HOUR)))
-    finished = orjson.loads(client.get(Keys.push_finished(DATE, HOUR)))
+    entry = orjson.loads(client.get(Keys.push_ledger(DATE, HOUR)))
     ttl = client.ttl(Keys.push_start(DATE, HOUR))
     client.close()
     assert start["topic"] == kafka_topic[1] and set(start["offsets"]) == {"0", "1", "2"}
     assert start["offsets"] == {"0": 0, "1": 0, "2": 0}  # the topic was empty when the run began
     assert isinstance(start["at"], float) and 2 * 86400 < ttl <= 3 * 86400
-    assert finished["produced"] == len(want)
+    assert (entry["state"], entry["clean"], entry["produced"], entry["sent"]) == ("done", True, len(want), len(want))
 
 
 def test_a_dead_runs_unmarked_deliveries_are_marked_from_the_topic_not_resent(
@@ -68,7 +71,12 @@ def test_a_dead_runs_unmarked_deliveries_are_marked_from_the_topic_not_resent(
     assert rerun.exit_code == 0, rerun.output
     line = next(l for l in rerun.stderr.splitlines() if "push.recovered" in l)
     assert f"users_marked={len(want)}" in line and f"messages_read={len(want)}" in line
-    assert "LATER_READ_ALERT" in line
+    assert f"of_hour={len(want)}" in line and "LATER_READ_ALERT" in line
+    client = redis.Redis.from_url(redis_url)
+    entry = orjson.loads(client.get(Keys.push_ledger(DATE, HOUR)))
+    client.close()
+    assert (entry["state"], entry["clean"], entry["runs"]) == ("done", True, 2)
+    assert (entry["sent"], entry["recovered"], entry["already_sent"]) == (0, len(want), len(want))
     _one_each(kafka_topic, want)
     assert sent_markers(redis_url) == {uid: msg_id(DATE, uid) for uid in want}
 
@@ -81,7 +89,7 @@ def test_a_finished_hour_is_not_read_back_and_keeps_its_first_start(
     again = run_push(config, hour=HOUR)
     assert again.exit_code == 0 and "push.recovered" not in again.stderr
     assert client.get(Keys.push_start(DATE, HOUR)) == start  # SET NX: the first run's offsets stay
-    assert client.exists(Keys.push_finished(DATE, HOUR))
+    assert orjson.loads(client.get(Keys.push_ledger(DATE, HOUR)))["clean"] is True
     client.close()
     _one_each(kafka_topic, want)
 
@@ -91,8 +99,8 @@ def test_rerun_uid_takes_the_same_path_and_sends_nothing_twice(
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     uid = sorted(want)[0]
     _forget(redis_url, [uid])
-    result = CliRunner().invoke(cli, ["rerun", uid, "--config", str(config), "--date", DATE, "--push-only"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["rerun", uid, "--config", str(config), "--date", DATE, "--push-only",
+                                      "--now", at(HOUR)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "unfinished push run" in result.output and "already pushed" in result.output
     _one_each(kafka_topic, want)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import subprocess
 import time
 
+import orjson
 import pytest
 import redis
 from redis.sentinel import Sentinel
 from test_push import DATE, consume, pushable, seed_hour, subprocess_env
-from test_push import oracle_value
+from test_push import at, oracle_value
 from click.testing import CliRunner
 
 from later_read.cli import cli
@@ -82,12 +83,14 @@ def kill_master_when(group, predicate, timeout: float = 60.0) -> int:
 
 def run_job(config, job: str, *args: str) -> subprocess.CompletedProcess:
     dated = ("--date", DATE) if job != "check" else ()
+    dated += ("--now", at(HOUR)) if job == "push" else ()  # inside the hour's window
     argv = ["python3", "-m", "later_read", job, "--config", str(config), *dated, *args]
     return subprocess.run(argv, env=subprocess_env(), capture_output=True, text=True, timeout=180)
 
 
 def start_job(config, job: str, *args: str) -> subprocess.Popen:
     argv = ["python3", "-m", "later_read", job, "--config", str(config), "--date", DATE, *args]
+    argv += ["--now", at(HOUR)] if job == "push" else []
     return subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -139,6 +142,22 @@ def test_prewarm_rides_out_a_master_killed_mid_run_then_push_sends_once(
     push = run_job(config, "push", "--hour", str(HOUR))
     assert push.returncode == 0, (codes, push.stderr[-3000:])
     assert_exactly_once(ha, sim, users, kafka_topic)
+    assert_day_ledger(ha, config, users)
+
+
+def assert_day_ledger(group, config, users) -> None:
+    """The next scheduled run reads the ledger (keys of many hash slots in a cluster) and finds HOUR done;
+    `day` reads the date's records in one round trip."""
+    argv = ["python3", "-m", "later_read", "push", "--config", str(config), "--now", at(HOUR + 1)]
+    scheduled = subprocess.run(argv, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert scheduled.returncode == 0 and " push.caught_up " not in scheduled.stderr, scheduled.stderr[-3000:]
+    argv = ["python3", "-m", "later_read", "day", "--config", str(config), "--date", DATE, "--now",
+            at(HOUR + 1, 5), "--json"]
+    day = subprocess.run(argv, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    rows = orjson.loads(day.stdout)["hours"]
+    assert day.returncode == 0, day.stderr[-3000:]
+    assert [(r["hour"], r["state"], r["users"]) for r in rows if r["state"] != "pending"] == [
+        (HOUR, "done", len(users)), (HOUR + 1, "done", 0)]
 
 
 def test_push_rides_out_a_master_killed_mid_run_every_message_once(

@@ -13,10 +13,11 @@ import subprocess
 import sys
 import zlib
 
+import orjson
 import pytest
 import redis
 from test_prewarm import assert_capped
-from test_push import DATE, consume, seed_hour, subprocess_env
+from test_push import DATE, at, consume, seed_hour, subprocess_env
 
 from later_read.errors import UsageError
 from later_read.keys import Keys
@@ -26,7 +27,7 @@ from later_read.shard import JOB_INDEX_ENV, Shard, parse_shard
 HOUR = 9
 SHARDS = 4
 PER_RUN = (b"later_read:prewarm:done:", b"later_read:prewarm:ready:", b"later_read:push:start:",
-           b"later_read:push:finished:")
+           b"later_read:push:ledger:")
 
 
 def test_shard_parsing_and_key_suffix():
@@ -59,7 +60,7 @@ def test_mariadb_crc32_is_zlib_crc32_so_the_split_is_the_same_everywhere(mysql):
 def job(config, name: str, shard: int | None, via_env: bool = False) -> subprocess.Popen:
     argv = [sys.executable, "-m", "later_read", name, "--config", str(config), "--date", DATE]
     if name == "push":
-        argv += ["--hour", str(HOUR)]
+        argv += ["--hour", str(HOUR), "--now", at(HOUR)]
     env = subprocess_env()
     if shard is not None and via_env:
         env[JOB_INDEX_ENV] = str(shard)  # what Kubernetes sets in an Indexed Job's pod
@@ -132,9 +133,13 @@ def test_four_shard_processes_leave_exactly_what_one_run_leaves(
         markers = client.keys("later_read:prewarm:done:*")
         assert sorted(markers) == sorted(Keys.prewarm_done(DATE, Shard(k, SHARDS).suffix).encode()
                                          for k in range(SHARDS))
-        finished = client.keys("later_read:push:finished:*")
-        assert sorted(finished) == sorted(Keys.push_finished(DATE, HOUR, Shard(k, SHARDS).suffix).encode()
-                                          for k in range(SHARDS))
+        entries = client.keys("later_read:push:ledger:*")
+        assert sorted(entries) == sorted(Keys.push_ledger(DATE, HOUR, Shard(k, SHARDS).suffix).encode()
+                                         for k in range(SHARDS))
+        states = [orjson.loads(client.get(key)) for key in entries]
+        assert {(e["state"], e["clean"]) for e in states} == {("done", True)}
+        assert sorted(e["shard"] for e in states) == [f"{k}/{SHARDS}" for k in range(SHARDS)]
+        assert sum(e["users"] for e in states) == len(users)
     finally:
         client.close()
     kafka_server.delete_topic(topic)

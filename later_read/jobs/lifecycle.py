@@ -25,9 +25,9 @@ from anyio.abc import TaskGroup
 
 from later_read import runtime
 from later_read.config import Settings
-from later_read.errors import (EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SERVICE_DOWN,
-                               INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown, error_line,
-                               traceback_text)
+from later_read.errors import (EXIT_EXPIRED, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
+                               EXIT_SERVICE_DOWN, INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown,
+                               error_line, traceback_text)
 from later_read.jobs.progress import write_report
 from later_read.lock import JobLock
 from later_read.log import alert, get_logger, summary as log_summary
@@ -40,7 +40,7 @@ from later_read.summary import Summary
 log = get_logger("lifecycle")
 
 STATUS_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "service_down": EXIT_SERVICE_DOWN,
-               "interrupted": EXIT_INTERRUPTED}
+               "interrupted": EXIT_INTERRUPTED, "expired": EXIT_EXPIRED}
 _ERROR_STATUS = {ServiceDown: "service_down", Interrupted: "interrupted"}  # any other error: "error"
 
 
@@ -60,7 +60,7 @@ class Job(Protocol):
         """(Redis key, "<job> run for <date>[ hour <h>]") of the job's lock, or None for no lock."""
 
     async def work(self, conns: Any, shutdown: Shutdown) -> str:
-        """Do the job, filling `summary`; the status: ok, failures, service_down or interrupted."""
+        """Do the job, filling `summary`; the status: ok, failures, expired, service_down or interrupted."""
 
     def alert(self, error: BaseException | None) -> None:
         """The run's one closing line: an alert when a person must act, else an INFO `<job>.done`."""

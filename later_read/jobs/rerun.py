@@ -15,7 +15,9 @@ walk one user through the same code the jobs use and see where it stops.
 A user without task rows for the date stops at the first step: the jobs would never pick them up, and
 the message needs the row's project and task id. `--dry-run` prints what would be written and sent and
 writes nothing (no value, no message, no marker). `--hour` only sets the message's push_hour (default:
-the user's earliest push_hour, the hour whose push would have sent it).
+the user's earliest push_hour, the hour whose push would have sent it). A push step for an hour whose
+window has closed (later_read/schedule.py, by `--now` or the wall clock) is refused with exit 2 before
+anything is written, unless `--allow-late`; the message's `created_at` comes from that clock.
 
 The push step (unless --dry-run) holds that hour's push lock, as the push does, waiting `--lock-wait`
 seconds (default [lock] wait_seconds) for a running push of the hour to finish.
@@ -38,6 +40,7 @@ import confluent_kafka
 from anyio.abc import TaskGroup
 
 from later_read import value_codec
+from later_read.clock import Clock
 from later_read.value_codec import CachedValue
 from later_read.clients.kafka import OVERSIZE_FIX, OVERSIZE_MESSAGE, refused_for_size
 from later_read.config import Settings
@@ -45,7 +48,7 @@ from later_read.connections import PushConnections, open_push
 from later_read.errors import EXIT_FAILURES, EXIT_OK, CorruptValue, ServiceError, UsageError
 from later_read.jobs.decide import decide
 from later_read.jobs.push import recovery
-from later_read.jobs.push.message import build_message, encode
+from later_read.jobs.push.message import build_message, encode, expires_at
 from later_read.jobs.show import CORRUPT, MISS, classify, cut
 from later_read.keys import Keys
 from later_read.shard import Shard
@@ -53,6 +56,7 @@ from later_read.lock import JobLock
 from later_read.log import printable, quote
 from later_read import runtime
 from later_read.runtime import run
+from later_read.schedule import Hour, Schedule
 from later_read.users import TaskUser, UserQuery, task_ids_for
 
 ROWS_SHOWN = 20
@@ -68,6 +72,8 @@ class RerunOptions:
     dry_run: bool = False
     force: bool = False
     lock_wait: float | None = None  # None: [lock] wait_seconds
+    clock: Clock | None = None      # --now; None: the wall clock
+    allow_late: bool = False        # push even when the hour's window has closed
 
 
 class Stop(Exception):
@@ -79,9 +85,18 @@ class Stop(Exception):
 
 
 def run_rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], None] = print) -> int:
-    """Walk the user; every line printed goes through `log.printable` (service and Redis strings
-    cannot start a line or forge an alert line), values in it through `log.quote`."""
+    """Walk the user; an explicit --hour whose window has closed is refused first (UsageError). Every
+    line printed goes through `log.printable` (service and Redis strings cannot start a line or forge an
+    alert line), values in it through `log.quote`."""
+    if options.hour is not None:
+        _refuse_if_closed(settings, options, options.hour)
     return run(_rerun, settings, options, lambda line: echo(printable(line)))
+
+
+def _refuse_if_closed(settings: Settings, options: RerunOptions, hour: int) -> None:
+    if options.push and not options.dry_run:
+        clock = options.clock or Clock(settings.zone)
+        Schedule.of(settings).refuse_if_closed(Hour(options.date, hour), clock.now(), options.allow_late)
 
 
 async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], None]) -> int:
@@ -119,6 +134,7 @@ class Rerun:
         if self.options.prewarm and not self.options.dry_run:
             await self._check_value_date(self.options.uid)
         user, hour = await self.find_user()
+        _refuse_if_closed(self.settings, self.options, hour)  # before anything is written
         value = await self.prewarm(user) if self.options.prewarm else None
         if self.options.push:
             async with self._push_lock(hour):
@@ -150,20 +166,20 @@ class Rerun:
         """`push` inside the hour's record, as the push job does (jobs/push/recovery.py): what an
         unfinished run of the user's hours delivered is marked first; the hour stays finished if it was
         and this message's fate is known (confirmed and marked, or never produced)."""
-        suffix = Shard.of(self.options.uid, self.settings.shards.count).suffix  # the user's shard's record
+        shard = Shard.of(self.options.uid, self.settings.shards.count)  # the user's shard's record
         for other in self.hours:
             if other != hour:
                 found = await recovery.recover_if_unfinished(self.store, self.settings.kafka,
-                                                             self.options.date, other, suffix)
+                                                             self.options.date, other, shard)
                 self._recovered(other, found)
-        hour_run = await recovery.begin(self.store, self.settings.kafka, self.options.date, hour, suffix)
+        hour_run = await recovery.begin(self.store, self.settings.kafka, self.options.date, hour, shard)
         self._recovered(hour, hour_run.recovered)
         self.in_doubt = False
         try:
             await self.push(user, hour, value)
         finally:
-            if hour_run.was_finished and not self.in_doubt:
-                await recovery.end(self.store, hour_run, rerun_uid=user.uid)
+            if hour_run.was_finished and not self.in_doubt:  # the entry as it was: clean again
+                await recovery.end(self.store, hour_run, hour_run.entry)
 
     def _recovered(self, hour: int, users: int | None) -> None:
         if users is not None:
@@ -241,7 +257,8 @@ class Rerun:
                        "this user as material_not_found", EXIT_FAILURES)
         self.step("material", f"material_id={quote(material.material_id)} title={quote(material.title, always=True)}")
         message = build_message(user, value, material, date=self.options.date, hour=hour,
-                                zone=self.settings.zone)
+                                clock=self.options.clock or Clock(self.settings.zone),
+                                expires=expires_at(Schedule.of(self.settings), self.options.date, hour))
         payload = encode(message)
         self.step("message", cut(payload) or "")
         if self.options.dry_run:

@@ -179,7 +179,7 @@ def _got_it_twice(stack, config_path: Path, hour: int) -> None:
     if not messages:
         return
     uid, date = messages[0].key, messages[0].value["push_date"]
-    for args in (["rerun", uid, "--date", date, "--push-only", "--force"],
+    for args in (["rerun", uid, "--date", date, "--hour", str(hour), "--push-only", "--force"],
                  ["sent", "--date", date, "--hour", str(hour), "--uid", uid]):
         click.echo(f"\n$ later-read {' '.join(args)} --config {config_path}")
         code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(config_path)],

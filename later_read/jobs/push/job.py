@@ -2,72 +2,64 @@
 `--on-miss live`), fetches each distinct book card once, produces one message per user to Kafka and
 marks the user sent once Kafka confirmed it.
 
-    lock push:<date>:<hour>  ->  wait for the hour's prewarm marker (bounded, wait.py)  ->  pipeline  ->  summary
+    lock push:<date>:<hour>  ->  the hours to handle (day_run.py)  ->  each: hour.py  ->  summary
 
 `run_push` checks the options and hands a `PushJob` to the shared lifecycle (`jobs/lifecycle.py`:
-signals, connections, the hour's lock, summary, report, metrics, exit code).
+signals, connections, the own hour's lock, summary, report, metrics, exit code). Which hours a run
+handles (docs/design.md, "The push schedule"):
 
-The pipeline streams: a reader takes the hour's users from StarRocks page by page (deduplicated by
-uid, other hours/dates/task ids excluded by the query), reads each batch's values and sent markers in
-one Redis round trip and sorts the users (`select`); hits flow through a bounded stream to
-workers that fetch the card (`material`) and hand the message (`message`) to the sink
-(`delivery`: Kafka with confirmed delivery and sent markers, or the dry-run printer).
+    later-read push                     scheduled: the hour the clock (`--now`, else the wall clock) is
+                                        in, after expiring and catching up the earlier hours the schedule
+                                        says (day_run.py), each under its own hour lock
+    later-read push --hour H [--date D] exactly that hour; refused (exit 2) when its window has closed,
+                                        unless --allow-late
 
 At most one push per user per day: a user with a sent marker is skipped (unless --force), and the
 marker is written only after Kafka confirmed the message. Exit codes as in docs/design.md: 0, 1 (some
-users failed or messages undelivered), 2, 3, 4, 5 (the hour is locked), 6 (SIGTERM/SIGINT), 70.
+users failed or messages undelivered), 2, 3, 4, 5 (the hour is locked), 6 (SIGTERM/SIGINT), 7 (an hour's
+users expired unsent), 70; a run that handled several hours exits with the worst (7 over 1 over 0).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator
 
-import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
-
-from later_read import runtime
-from later_read.clients.kafka import OVERSIZE_MESSAGE
-from later_read.clients.material import Material
+from later_read.clock import Clock
 from later_read.config import Settings
 from later_read.connections import PushConnections, open_push
-from later_read.errors import LaterReadError, ServiceError, UsageError
+from later_read.errors import LaterReadError, UsageError
 from later_read.inputs import parse_date
 from later_read.jobs.lifecycle import run_job
-from later_read.jobs.progress import Progress, check_report_path
-from later_read.jobs.push import recovery
-from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
-from later_read.jobs.push.live import LiveResolver
-from later_read.jobs.push.material import MaterialCache
-from later_read.jobs.push.message import build_message, encode
-from later_read.jobs.push.select import Hit, Sorter
-from later_read.jobs.push.wait import wait_for_prewarm
+from later_read.jobs.progress import check_report_path
+from later_read.jobs.push import day_run
+from later_read.jobs.push.hour import JOB, PushContext
 from later_read.keys import Keys
-from later_read.log import alert, event, get_logger
+from later_read.log import alert, get_logger
 from later_read.runtime import Shutdown
-from later_read.shard import Shard, parse_shard
 from later_read.saving import peak_calls_saved, with_old_flow
+from later_read.schedule import Hour, Schedule
+from later_read.shard import Shard, parse_shard
 from later_read.summary import Summary
-from later_read.users import TaskUser, UserQuery, task_ids_for
 
 log = get_logger("push")
 
-JOB = "push"
-# The report's per-user counters (also the metrics' outcomes). With --on-miss skip, every user read is
-# in exactly one of sent, misses, corrupt, not_in_experiment, no_recommendation, material_not_found,
-# already_sent, not_processed (dropped after a signal), unservable (a uid no job can serve) or `failed`
-# (per reason, e.g. undelivered); `remaining` = the hour's users (`total`) never read (a stop came first).
-# stale and live_budget_exhausted are parts of misses. With --on-miss live, `live` counts the missed or
-# corrupt users computed on the spot; each of those is also counted by its new outcome (sent, ...).
-# `recovered`: users marked sent from the topic before reading any user (an earlier run of the hour
-# died after Kafka took their message; jobs/push/recovery.py); they then count as already_sent.
+# The report's per-user counters (also the metrics' outcomes), summed over the hours the run handled.
+# With --on-miss skip, every user read is in exactly one of sent, misses, corrupt, not_in_experiment,
+# no_recommendation, material_not_found, already_sent, not_processed (dropped after a signal), expired (its
+# hour's window closed), unservable (a uid no job can serve) or `failed` (per reason, e.g. undelivered);
+# `remaining` = the hours' users (`total`) never read (a stop came first). stale and live_budget_exhausted
+# are parts of misses. With --on-miss live, `live` counts the missed or corrupt users computed on the spot;
+# each of those is also counted by its new outcome (sent, ...). `recovered`: users marked sent from the
+# topic before reading any user (an earlier run of the hour died after Kafka took their message;
+# jobs/push/recovery.py); they then count as already_sent. `expired` also counts the users of hours this
+# run marked expired without reading them (day_run.py). The report's `hours` lists each hour handled.
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
                "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
-               "unservable", "recovered")
-WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
+               "unservable", "recovered", "expired")
+STATUS_RANK = ("ok", "failures", "expired", "interrupted")  # a run of several hours ends with the worst
 
 
 @dataclass(frozen=True)
@@ -82,39 +74,30 @@ class PushOptions:
     lock_wait: float
     wait_seconds: float = 0.0  # for the prewarm's marker (jobs/push/wait.py)
     shard: Shard = Shard.whole()
-
-
-@dataclass
-class PushRun:
-    """Everything one run's pipeline needs, built once in `PushJob.work`."""
-
-    settings: Settings
-    options: PushOptions
-    conns: PushConnections
-    summary: Summary
-    shutdown: Shutdown
-    progress: Progress
-    sorter: Sorter
-    materials: MaterialCache
-    live: LiveResolver | None
-    sink: Any = None  # Delivery or DryRunSink
-    hour_run: recovery.HourRun | None = None  # None in a dry run
+    scheduled: bool = False    # no --date/--hour: expire and catch up earlier hours first (day_run.py)
+    allow_late: bool = False   # --allow-late: send an hour whose window has closed
+    clock: Clock | None = None  # --now, else the wall clock
 
 
 def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
              output: str | None, force: bool, on_miss: str, report_path: str | None,
-             lock_wait: float | None = None, wait: float | None = None, shard: str | None = None) -> int:
-    """The `push` command: check the options, run the hour, return the exit code."""
+             lock_wait: float | None = None, wait: float | None = None, shard: str | None = None,
+             now: str | None = None, allow_late: bool = False) -> int:
+    """The `push` command: check the options, run the hour(s), return the exit code."""
     options = push_options(settings, date=date, hour=hour, dry_run=dry_run, output=output, force=force,
-                           on_miss=on_miss, report_path=report_path, lock_wait=lock_wait, wait=wait)
+                           on_miss=on_miss, report_path=report_path, lock_wait=lock_wait, wait=wait, now=now,
+                           allow_late=allow_late)
     options = dataclasses.replace(options, shard=parse_shard(shard, settings.shards.count))
     return run_job(PushJob(settings, options))
 
 
 def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
                  output: str | None, force: bool, on_miss: str, report_path: str | None,
-                 lock_wait: float | None = None, wait: float | None = None) -> PushOptions:
-    """Checked options; date and hour default to one reading of the clock in the configured zone.
+                 lock_wait: float | None = None, wait: float | None = None, now: str | None = None,
+                 allow_late: bool = False) -> PushOptions:
+    """Checked options. Without --date and --hour the run is scheduled: date and hour are one reading of
+    the clock (`now`, else the wall clock) in the configured zone; either given, the run is that hour,
+    refused when its window has closed unless `allow_late` (a dry run is never refused: it sends nothing).
     The wait for the prewarm: `wait`, else the config's (0 for a dry run: it must not block)."""
     if output is not None and not dry_run:
         raise UsageError("--output only goes with --dry-run (a real run sends to Kafka); add --dry-run")
@@ -124,14 +107,22 @@ def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_
         raise UsageError(f"--hour: expected 0-23, got {hour}")
     if report_path:
         check_report_path(report_path)
-    now = dt.datetime.now(settings.zone)
-    day = parse_date(date, settings.zone) if date is not None else now.strftime("%Y%m%d")
+    clock = Clock.parse(now, settings.zone)
+    schedule, scheduled = Schedule.of(settings), date is None and hour is None
+    if scheduled and allow_late:
+        raise UsageError("--allow-late goes with --hour (a scheduled run never sends an hour whose window has "
+                         "closed); add --hour H, or drop --allow-late")
+    own = schedule.current(clock.now())
+    target = Hour(parse_date(date, settings.zone) if date is not None else own.date,
+                  own.hour if hour is None else hour)
+    if not scheduled and not dry_run:
+        schedule.refuse_if_closed(target, clock.now(), allow_late)
     if wait is not None and wait < 0:
         raise UsageError(f"--wait: expected seconds >= 0, got {wait:g}")
     wait_seconds = wait if wait is not None else 0.0 if dry_run else settings.push.wait_for_prewarm_seconds
-    return PushOptions(day, now.hour if hour is None else hour, dry_run, output, force, on_miss,
-                       report_path, settings.lock.wait_seconds if lock_wait is None else lock_wait,
-                       wait_seconds)
+    return PushOptions(target.date, target.hour, dry_run, output, force, on_miss, report_path,
+                       settings.lock.wait_seconds if lock_wait is None else lock_wait, wait_seconds,
+                       scheduled=scheduled, allow_late=allow_late, clock=clock)
 
 
 class PushJob:
@@ -145,7 +136,8 @@ class PushJob:
         self.report_path, self.lock_wait, self.shard = options.report_path, options.lock_wait, options.shard
         self.summary = Summary(JOB, options.date, options.hour)
         self.summary.extra.update(dry_run=options.dry_run, force=options.force, on_miss=options.on_miss,
-                                  shard=options.shard.label,
+                                  shard=options.shard.label, scheduled=options.scheduled,
+                                  allow_late=options.allow_late,
                                   topic=None if options.dry_run else settings.kafka.topic)
         self.stream: Any = None
         self.shutdown: Shutdown | None = None
@@ -159,34 +151,30 @@ class PushJob:
                 yield conns
 
     def lock(self) -> tuple[str, str] | None:
+        """The own hour's lock (a scheduled run takes the lock of each earlier hour it handles itself)."""
         o = self.options
         shard = f" shard {o.shard.label}" if o.shard.sharded else ""
         return None if o.dry_run else (Keys.lock(JOB, o.date, o.hour, o.shard.suffix),
                                        f"push run for {o.date} hour {o.hour}{shard}")
 
     async def work(self, conns: PushConnections, shutdown: Shutdown) -> str:
-        """Recover an unfinished earlier run of the hour, wait for the prewarm (bounded), then the
-        pipeline; the status. The lifecycle holds the hour's lock around this."""
-        settings, options, summary = self.settings, self.options, self.summary
+        """The run's hours (the own one; for a scheduled run, those before it first); the worst status.
+        The lifecycle holds the own hour's lock around this."""
         self.shutdown = shutdown
-        hour_run = None
-        if not options.dry_run:
-            hour_run = await recovery.begin(conns.store, settings.kafka, options.date, options.hour,
-                                            options.shard.suffix)
-            summary.counts["recovered"] = hour_run.recovered or 0
-        marker = await wait_for_prewarm(conns, options.date, options.hour, options.wait_seconds, shutdown,
-                                       options.shard.count)
-        summary.extra["prewarm_done"] = marker is not None
-        summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
-        run = await _prepare(settings, options, conns, summary, shutdown)
-        run.hour_run = hour_run
+        options = self.options
+        ctx = PushContext(self.settings, options, conns, self.summary, shutdown,
+                          options.clock or Clock(self.settings.zone), Schedule.of(self.settings), self.stream)
         try:
-            await _send_all(run, self.stream)
+            if options.scheduled:
+                statuses = await day_run.run_scheduled(ctx)
+            else:
+                statuses = [await day_run.run_hour(ctx, Hour(options.date, options.hour))]
         finally:
-            _collect(run)
+            _conclude_services(ctx)
         if shutdown.stopping:
             return "interrupted"
-        return "failures" if summary.failures else "ok"
+        statuses.append("failures" if self.summary.failures else "ok")
+        return max(statuses, key=STATUS_RANK.index)
 
     def stop_error(self) -> LaterReadError | None:
         """None: the push raises what stops it (ServiceDown, a broker error), so the CLI prints it."""
@@ -209,155 +197,10 @@ def _open_output(stack: contextlib.ExitStack, options: PushOptions):
         raise UsageError(f"--output: cannot write {options.output}: {exc.strerror}") from None
 
 
-async def _prepare(settings: Settings, options: PushOptions, conns: PushConnections, summary: Summary,
-                   shutdown: Shutdown) -> PushRun:
-    total = summary.total = await conns.starrocks.count(_query(settings, options))
-    event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
-          force=options.force, on_miss=options.on_miss)
-    progress = Progress(JOB, settings.push.progress_interval_seconds, total)
-    sorter = Sorter(options.date, options.hour, options.force, summary.counts,
-                    settings.push.miss_log_limit, progress.advance,
-                    name=summary.name if options.on_miss == "skip" else None)
-    live = None
-    if options.on_miss == "live":
-        live = LiveResolver(conns.services, conns.store, sorter, date=options.date,
-                            budget=settings.push.live_budget, concurrency=settings.push.concurrency,
-                            failures=summary.failures, write=not options.dry_run)
-    materials = MaterialCache(conns.services.material, settings.push.concurrency)
-    return PushRun(settings, options, conns, summary, shutdown, progress, sorter, materials, live)
-
-
-def _query(settings: Settings, options: PushOptions) -> UserQuery:
-    return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
-                     hour=options.hour, shard=options.shard.sql())
-
-
-def _collect(run: PushRun) -> None:
-    """Fold the sink's and the material cache's figures into the summary; alert the miss totals."""
-    run.progress.close()
-    summary = run.summary
-    if run.sink is not None:
-        summary.counts["sent"] = run.sink.sent
-        summary.extra.update(run.sink.details())
-    if isinstance(run.sink, Delivery) and run.sink.undelivered:
-        summary.failures["undelivered"] += run.sink.undelivered
-        for reason, uid in run.sink.failed_uids:
-            summary.name(f"undelivered_{reason}", uid)
-    for uid in getattr(run.sink, "oversize", ()):  # refused by produce() for its size: never produced
-        summary.failures[OVERSIZE_MESSAGE] += 1
-        summary.name(OVERSIZE_MESSAGE, uid)
-    summary.extra["materials_fetched"] = run.materials.fetched
-    summary.extra["miss_ratio"] = round(summary.counts["misses"] / max(summary.counts["users"], 1), 6)
+def _conclude_services(ctx: PushContext) -> None:
+    """The run's service figures and savings over every hour it handled."""
+    summary = ctx.summary
     users = summary.counts["users"]
-    summary.services = with_old_flow(run.conns.services.summary(), users)
+    summary.extra["miss_ratio"] = round(summary.counts["misses"] / max(users, 1), 6)
+    summary.services = with_old_flow(ctx.conns.services.summary(), users)
     summary.extra["peak_calls_saved"] = peak_calls_saved(summary.services, users)
-    run.sorter.alert_totals()
-
-
-@contextlib.asynccontextmanager
-async def _sink(run: PushRun, stream) -> AsyncIterator[Any]:
-    if run.options.dry_run:
-        printer = DryRunSink(stream)
-        try:
-            yield printer
-        finally:
-            printer.flush()
-        return
-    delivery = Delivery(run.conns.producer, run.settings.kafka.topic, run.conns.store, run.options.date,
-                        run.settings.redis.batch_size)
-    async with delivering(delivery, run.settings.push.flush_timeout_seconds,
-                          stop_early=lambda: run.shutdown.force.cancel_called) as sink:
-        yield sink
-    if delivery.clean and run.hour_run is not None:  # nothing produced is left unconfirmed or unmarked
-        await recovery.end(run.conns.store, run.hour_run, produced=delivery.produced)
-
-
-async def _send_all(run: PushRun, stream) -> None:
-    """The pipeline under the sink, with progress, the grace period after a signal, and force-stop."""
-    async with _sink(run, stream) as sink:
-        run.sink = sink
-        with run.shutdown.force:
-            async with runtime.task_group() as tg:
-                tg.start_soon(run.progress.run)
-                tg.start_soon(_cancel_after_grace, run, tg.cancel_scope)
-                await _pipeline(run)
-                tg.cancel_scope.cancel()
-
-
-async def _cancel_after_grace(run: PushRun, scope: anyio.CancelScope) -> None:
-    """After SIGTERM/SIGINT, in-flight users get `push.grace_seconds` to finish, then are cancelled."""
-    await run.shutdown.requested.wait()
-    await anyio.sleep(run.settings.push.grace_seconds)
-    event(log, "push.grace_expired", grace_seconds=run.settings.push.grace_seconds)
-    scope.cancel()
-
-
-async def _pipeline(run: PushRun) -> None:
-    send, receive = anyio.create_memory_object_stream[Hit](run.settings.redis.batch_size)
-    async with runtime.task_group() as tg:
-        for _ in range(run.settings.push.concurrency * WORKERS_PER_FETCH):
-            tg.start_soon(_worker, run, receive.clone())
-        receive.close()
-        async with send:
-            await _read_hits(run, send)
-
-
-async def _read_hits(run: PushRun, send: ObjectSendStream[Hit]) -> None:
-    """The hour's users, batch by batch: values and markers in one round trip, sorted; hits whose card
-    is already known are finished right here, the others go to the workers, which fetch the card."""
-    batch = run.settings.redis.batch_size
-    async for page in run.conns.starrocks.users(_query(run.settings, run.options)):
-        for start in range(0, len(page), batch):
-            if run.shutdown.stopping:
-                return
-            users = page[start:start + batch]
-            values, sent = await run.conns.store.get_push_state(run.options.date, [u.uid for u in users])
-            hits, missing = run.sorter.sort(users, values, sent)
-            hits += await _resolve_missing(run, missing)
-            for hit in hits:
-                known = run.materials.ready(hit.value)
-                if known is None:
-                    await send.send(hit)
-                else:
-                    await _deliver(run, hit, known.material, known.error)
-
-
-async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
-    if run.live is None:
-        run.progress.advance(len(missing))
-        return []
-    return await run.live.resolve(missing)
-
-
-async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
-    async with receive:
-        async for hit in receive:
-            if run.shutdown.stopping:
-                run.summary.counts["not_processed"] += 1  # stop taking new users; the rerun sends them
-                run.summary.name("not_processed", hit.user.uid)
-                continue
-            await _push_one(run, hit)
-
-
-async def _push_one(run: PushRun, hit: Hit) -> None:
-    """Card, message, sink: one user. A failed card fetch is counted per reason, not fatal."""
-    try:
-        material = await run.materials.get(hit.user.uid, hit.value)
-    except ServiceError as exc:
-        await _deliver(run, hit, None, exc)
-        return
-    await _deliver(run, hit, material, None)
-
-
-async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> None:
-    """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
-    if error is not None:
-        run.summary.failures[f"material_{error.reason}"] += 1
-        run.summary.name(f"material_{error.reason}", hit.user.uid)
-    elif material is None:
-        run.summary.counts["material_not_found"] += 1
-    else:
-        message = build_message(hit.user, hit.value, material, date=run.options.date,
-                                hour=run.options.hour, zone=run.settings.zone)
-        await run.sink.send(hit.user.uid, message["msg_id"], encode(message))
-    run.progress.advance(1)

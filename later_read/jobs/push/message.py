@@ -2,18 +2,20 @@
 
 `msg_id` is a pure function of (date, uid): a rerun, a `--force` or a duplicate delivery after a crash
 carries the same id, which is what lets consumers deduplicate. Never change MSG_NAMESPACE: doing so
-would make every consumer see yesterday's retries as new messages.
+would make every consumer see yesterday's retries as new messages. `created_at` is read from the run's
+clock (later_read/clock.py: `--now`, else the wall clock); `expires_at` is the end of the message's hour's
+window (later_read/schedule.py), after which a sender should drop it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import uuid
-from zoneinfo import ZoneInfo
 
 import orjson
 
+from later_read.clock import Clock
+from later_read.schedule import Hour, Schedule
 from later_read.value_codec import CachedValue
 from later_read.clients.material import Material
 from later_read.users import TaskUser
@@ -36,9 +38,16 @@ def msg_id(date: str, uid: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def expires_at(schedule: Schedule, date: str, hour: int) -> str:
+    """The message's `expires_at`: the end of its hour's window (ISO 8601 with the zone's offset), after
+    which the sender should drop it rather than deliver a stale push."""
+    return schedule.iso(schedule.window_end(Hour(date, hour)))
+
+
 def build_message(user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
-                  zone: ZoneInfo) -> dict:
-    """The message dict (brief's fields); `created_at` is when it was built, in the push timezone."""
+                  clock: Clock, expires: str) -> dict:
+    """The message dict (brief's fields); `created_at` is when it was built by the run's clock, in the push
+    timezone; `expires` is `expires_at(...)` of its hour."""
     return {
         "msg_id": msg_id(date, user.uid),
         "source_uid": user.uid,
@@ -54,7 +63,8 @@ def build_message(user: TaskUser, value: CachedValue, material: Material, *, dat
         "content": material.content,
         "cover_url": material.cover_url,
         "deeplink": material.deeplink,
-        "created_at": dt.datetime.now(zone).isoformat(timespec="milliseconds"),
+        "created_at": clock.now().isoformat(timespec="milliseconds"),
+        "expires_at": expires,
     }
 
 

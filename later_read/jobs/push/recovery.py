@@ -4,31 +4,34 @@ A sent marker is written after Kafka acknowledged the message, so a run killed w
 node) between the two leaves users whose message is in the topic without a marker; a plain rerun would
 send them again. So every push run of a (date, hour), and `rerun UID`, goes through `begin`:
 
-    start, finished = the hour's start record and finished marker (Redis)
-    start and not finished  ->  read the topic from start's offsets to the current end offsets, take
-                                every message of this date, write its (uid, msg_id) sent marker
-    no start                ->  record each partition's end offset (SET NX, before the first produce)
-    delete finished         ->  from here until `end`, a crash leaves the hour "unfinished"
+    start, entry = the hour's start record and ledger entry (Redis; ledger.py)
+    start and entry not clean ->  read the topic from start's offsets to the current end offsets, take
+                                  every message of this date, write its (uid, msg_id) sent marker
+    no start                  ->  record each partition's end offset (SET NX, before the first produce)
+    write the entry unclean   ->  from here until `end`, a crash leaves the hour "unfinished"
 
-and the run calls `end` when it stops with every produced message confirmed and marked (no purged or
-failed delivery whose fate is unknown). The read is bounded by what was written to the topic since the
-hour's first run started (that hour's messages, and whatever else shares the topic meanwhile), not by
-the topic's size; a finished hour costs two Redis GETs. Why this and not a transactional producer, with
-figures: docs/design.md ("Exactly one message per user").
+and the run calls `end` with the entry it ends with, clean only when every produced message is confirmed
+and marked (no purged or failed delivery whose fate is unknown). The read is bounded by what was written
+to the topic since the hour's first run started (that hour's messages, and whatever else shares the topic
+meanwhile), not by the topic's size; a finished hour costs two Redis GETs. Why this and not a
+transactional producer, with figures: docs/design.md ("Exactly one message per user").
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import anyio
 import orjson
 
+from later_read import ledger
 from later_read.clients import kafka_topic
 from later_read.config import KafkaSettings
 from later_read.errors import KafkaUnavailable
 from later_read.log import alert, get_logger
+from later_read.shard import Shard
 from later_read.store import Store
 
 log = get_logger("push")
@@ -44,22 +47,31 @@ MARKER_BATCH = 1000  # sent markers per Redis call while recovering
 
 @dataclass
 class HourRun:
-    """What `begin` found and did for one (date, hour)."""
+    """What `begin` found and did for one (date, hour[, shard])."""
 
     date: str
     hour: int
     suffix: str
     start: dict
-    was_finished: bool
+    entry: dict | None           # the ledger entry found (before this run marked the hour unfinished)
     recovered: int | None = None  # users marked sent from the topic; None: no recovery was needed
+    recovered_of_hour: int = 0    # of those, messages of this hour (and shard): a dead run's deliveries
+    written: dict | None = None   # the entry `begin` wrote (mark's), None when it wrote none
+
+    @property
+    def was_finished(self) -> bool:
+        return ledger.is_clean(self.entry)
 
 
-async def begin(store: Store, kafka: KafkaSettings, date: str, hour: int, suffix: str = "") -> HourRun:
-    """Recover an unfinished earlier run of the hour, record where this run starts, mark it running."""
-    start, finished = await store.get_push_run(date, hour, suffix)
-    run = HourRun(date, hour, suffix, start or {}, finished is not None)
-    if start is not None and finished is None:
-        run.recovered = await recover(store, kafka, date, hour, start)
+async def begin(store: Store, kafka: KafkaSettings, date: str, hour: int, shard: Shard = Shard.whole(),
+                mark: Callable[[dict | None], dict | None] = ledger.unclean) -> HourRun:
+    """Recover an unfinished earlier run of the hour, record where this run starts, then write
+    `mark(entry found)` as the hour's ledger entry (unclean; None writes nothing)."""
+    suffix = shard.suffix
+    start, entry = await store.get_push_run(date, hour, suffix)
+    run = HourRun(date, hour, suffix, start or {}, entry)
+    if start is not None and not run.was_finished:
+        run.recovered, run.recovered_of_hour = await recover(store, kafka, date, hour, start, shard)
     if start is None:
         offsets = await anyio.to_thread.run_sync(kafka_topic.end_offsets, kafka, kafka.topic,
                                                  OFFSETS_TIMEOUT_SECONDS)
@@ -68,38 +80,46 @@ async def begin(store: Store, kafka: KafkaSettings, date: str, hour: int, suffix
         if not await store.put_push_start(date, hour, run.start, suffix):
             # Another run recorded a start meanwhile (only possible without the lock, e.g. `rerun`).
             run.start = (await store.get_push_run(date, hour, suffix))[0] or run.start
-            run.recovered = await recover(store, kafka, date, hour, run.start)
-    await store.set_push_finished(date, hour, None, suffix)
+            run.recovered, run.recovered_of_hour = await recover(store, kafka, date, hour, run.start, shard)
+    run.written = mark(entry)
+    if run.written is not None:
+        await store.put_ledger(date, hour, run.written, suffix)
     return run
 
 
-async def end(store: Store, run: HourRun, **info: object) -> None:
-    """The run stopped with every produced message confirmed and marked: the hour is finished."""
-    await store.set_push_finished(run.date, run.hour, {"at": round(time.time(), 3), **info}, run.suffix)
+async def end(store: Store, run: HourRun, entry: dict | None) -> None:
+    """The run stopped: write the hour's ledger entry (clean only if every delivery is known)."""
+    if entry is not None:
+        await store.put_ledger(run.date, run.hour, entry, run.suffix)
 
 
 async def recover_if_unfinished(store: Store, kafka: KafkaSettings, date: str, hour: int,
-                                suffix: str = "") -> int | None:
-    """`recover` when the hour has a start record and no finished marker; None when nothing to do."""
-    start, finished = await store.get_push_run(date, hour, suffix)
-    if start is None or finished is not None:
+                                shard: Shard = Shard.whole()) -> int | None:
+    """`recover` when the hour has a start record and its ledger entry is not clean; None when nothing
+    to do."""
+    start, entry = await store.get_push_run(date, hour, shard.suffix)
+    if start is None or ledger.is_clean(entry):
         return None
-    return await recover(store, kafka, date, hour, start)
+    return (await recover(store, kafka, date, hour, start, shard))[0]
 
 
-async def recover(store: Store, kafka: KafkaSettings, date: str, hour: int, start: dict) -> int:
+async def recover(store: Store, kafka: KafkaSettings, date: str, hour: int, start: dict,
+                  shard: Shard = Shard.whole()) -> tuple[int, int]:
     """Read the topic from `start`'s offsets to its end; write the sent marker of every user with a
-    message of `date` there. Returns how many users were marked. KafkaUnavailable if it cannot read."""
+    message of `date` there. (users marked, messages among them of this hour whose user is in `shard`).
+    KafkaUnavailable if it cannot read."""
     began = time.monotonic()
     topic, offsets = _parse_start(start, date, hour)
     found, read, foreign = await anyio.to_thread.run_sync(_collect, kafka, topic, offsets, date)
-    items = sorted(found.items())
+    items = sorted((uid, msg_id) for uid, (msg_id, _) in found.items())
     for i in range(0, len(items), MARKER_BATCH):
         await store.put_sent(date, items[i:i + MARKER_BATCH])
+    of_hour = sum(1 for uid, (_, at) in found.items() if at == hour and shard.owns(uid))
     alert(log, "push.recovered", date=date, hour=hour, topic=topic, messages_read=read,
-          users_marked=len(items), other_messages=foreign, seconds=round(time.monotonic() - began, 3),
+          users_marked=len(items), of_hour=of_hour, other_messages=foreign,
+          seconds=round(time.monotonic() - began, 3),
           note="an earlier run of this hour did not finish; what it delivered is marked sent, not resent")
-    return len(items)
+    return len(items), of_hour
 
 
 def _parse_start(start: dict, date: str, hour: int) -> tuple[str, dict[int, int]]:
@@ -112,22 +132,23 @@ def _parse_start(start: dict, date: str, hour: int) -> tuple[str, dict[int, int]
 
 
 def _collect(kafka: KafkaSettings, topic: str, offsets: dict[int, int], date: str
-             ) -> tuple[dict[str, str], int, int]:
-    """({uid: msg_id} of the date's messages in the range, messages read, messages not of the date)."""
-    found: dict[str, str] = {}
+             ) -> tuple[dict[str, tuple[str, object]], int, int]:
+    """({uid: (msg_id, push_hour)} of the date's messages in the range, messages read, messages not of the
+    date)."""
+    found: dict[str, tuple[str, object]] = {}
     read = foreign = 0
     for record in kafka_topic.read_range(kafka, topic, offsets, RECOVERY_TIMEOUT_SECONDS):
         read += 1
-        pair = _message_of(record.value, date)
-        if pair is None:
+        message = _message_of(record.value, date)
+        if message is None:
             foreign += 1
         else:
-            found[pair[0]] = pair[1]
+            found[message[0]] = message[1:]
     return found, read, foreign
 
 
-def _message_of(value: bytes | None, date: str) -> tuple[str, str] | None:
-    """(uid, msg_id) of a push message of `date`; None for anything else sharing the topic."""
+def _message_of(value: bytes | None, date: str) -> tuple[str, str, object] | None:
+    """(uid, msg_id, push_hour) of a push message of `date`; None for anything else sharing the topic."""
     try:
         body = orjson.loads(value) if value else None
     except orjson.JSONDecodeError:
@@ -137,4 +158,4 @@ def _message_of(value: bytes | None, date: str) -> tuple[str, str] | None:
     uid, msg_id = body.get("source_uid"), body.get("msg_id")
     if not isinstance(uid, str) or not isinstance(msg_id, str):
         return None
-    return uid, msg_id
+    return uid, msg_id, body.get("push_hour")

@@ -22,7 +22,7 @@ from later_read.sandbox.stack import DEFAULT_TASKS
 from later_read.sandbox.topic import read_topic
 from later_read.value_codec import CachedValue, decode
 
-DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6}  # README "Exit codes"; 70 is a bug by definition
+DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7}  # README "Exit codes"; 70 is a bug by definition
 ONE_LINE_ERROR_CODES = {2, 3, 4, 5}            # these end with exactly one `later-read: error:` line
 KILLED = -9
 

@@ -34,6 +34,7 @@ from later_read.sandbox.stack import DEFAULT_TASKS, config_dict, render_toml
 
 DATE = "20261123"
 HOUR = 9
+NOW = "2026-11-23T09:01:00+08:00"  # every push runs at its hour (--now): inside the hour's window
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 # Knobs of every run: latencies that spread a few thousand users over seconds (so a random point falls
 # inside the work), short timeouts and waits (so a fault costs seconds, not minutes).
@@ -183,7 +184,7 @@ class Lab:
 
     def start(self, day: Day, job: str, *extra: str, config: Path | None = None) -> Job:
         argv = [sys.executable, "-m", "later_read", job, "--config", str(config or day.config),
-                "--date", DATE, *(("--hour", str(HOUR)) if job == "push" else ()), *extra]
+                "--date", DATE, *(("--hour", str(HOUR), "--now", NOW) if job == "push" else ()), *extra]
         started = Job(argv, day.logs / f"{len(day.jobs):02d}-{job}.log")
         day.jobs.append(started)
         return started

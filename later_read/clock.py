@@ -1,0 +1,66 @@
+"""The jobs' "now": the wall clock in the configured zone, or a time set with `--now ISO8601`.
+
+    clock = Clock.parse("2026-11-22T05:05:00+08:00", zone)   # or Clock(zone) for the wall clock
+    clock.now()                  # aware datetime in `zone`: the set time + the monotonic time since start
+    clock.monotonic_at(instant)  # the time.monotonic() at which now() reaches `instant` (a deadline)
+
+A set clock still advances: now() adds the monotonic time elapsed since the clock was made, so a run
+driven by `--now` that overruns sees its hour's window close as a real run would. `--now` must carry an
+offset (a naive time means a different instant in every zone); anything else is one UsageError line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from later_read.errors import UsageError
+
+NOW_EXAMPLE = "2026-11-22T05:05:00+08:00"
+
+
+class Clock:
+    def __init__(self, zone: ZoneInfo, fixed: dt.datetime | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if fixed is not None and fixed.utcoffset() is None:
+            raise ValueError("a set clock needs an aware datetime")
+        self.zone = zone
+        self.fixed = None if fixed is None else fixed.astimezone(dt.timezone.utc)
+        self._monotonic = monotonic
+        self._began = monotonic()
+
+    @classmethod
+    def parse(cls, text: str | None, zone: ZoneInfo) -> "Clock":
+        """`--now`: None is the wall clock; else ISO 8601 with an offset (UsageError otherwise)."""
+        if text is None:
+            return cls(zone)
+        try:
+            when = dt.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise UsageError(f"--now: expected an ISO 8601 time with an offset such as {NOW_EXAMPLE}, "
+                             f"got {text!r}") from None
+        if when.utcoffset() is None:
+            raise UsageError(f"--now: {text!r} has no UTC offset, so it names a different instant in every "
+                             f"zone; add one, e.g. {NOW_EXAMPLE}")
+        if not 2000 <= when.year <= 2100:
+            raise UsageError(f"--now: {text} is outside 2000-2100; check the value")
+        return cls(zone, when)
+
+    @property
+    def is_set(self) -> bool:
+        """True when driven by `--now`, False on the wall clock."""
+        return self.fixed is not None
+
+    def now(self) -> dt.datetime:
+        """Now, as an aware datetime in the configured zone."""
+        if self.fixed is None:
+            return dt.datetime.now(self.zone)
+        elapsed = dt.timedelta(seconds=self._monotonic() - self._began)
+        return (self.fixed + elapsed).astimezone(self.zone)
+
+    def monotonic_at(self, instant: dt.datetime) -> float:
+        """The `time.monotonic()` reading at which `now()` reaches `instant`: a deadline for a loop."""
+        ahead = instant.astimezone(dt.timezone.utc) - self.now().astimezone(dt.timezone.utc)
+        return self._monotonic() + ahead.total_seconds()

@@ -1,0 +1,316 @@
+"""One push hour, start to end: the same path for a run's own hour and for each hour it catches up.
+
+    recovery.begin   recover a dead run's deliveries, record the start, ledger entry `running` (unclean)
+    wait_for_prewarm the hour's readiness marker (bounded, wait.py)
+    pipeline         a reader takes the hour's users from StarRocks page by page, reads each batch's
+                     values and sent markers in one Redis round trip and sorts them (`select`); hits flow
+                     through a bounded stream to workers that fetch the card (`material`) and hand the
+                     message (`message`) to the sink (`delivery`: Kafka with confirmed delivery and sent
+                     markers, or the dry-run printer)
+    ledger entry     the hour's counts and state (ledger.py), clean only when every delivery is known
+
+Every run of the process shares one Summary: the hour's figures are what it added to it. The reader and
+the workers stop at the hour's window end (`deadline`; none with --allow-late or --dry-run): the users
+left are counted `expired` and never sent (docs/design.md, "The push schedule").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Sequence
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from later_read import ledger, runtime
+from later_read.clients.kafka import OVERSIZE_MESSAGE
+from later_read.clients.material import Material
+from later_read.clock import Clock
+from later_read.config import Settings
+from later_read.connections import PushConnections
+from later_read.errors import LaterReadError, ServiceError
+from later_read.jobs.progress import Progress
+from later_read.jobs.push import recovery
+from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
+from later_read.jobs.push.live import LiveResolver
+from later_read.jobs.push.material import MaterialCache
+from later_read.jobs.push.message import build_message, encode, expires_at
+from later_read.jobs.push.select import Hit, Sorter
+from later_read.jobs.push.wait import wait_for_prewarm
+from later_read.log import event, get_logger
+from later_read.runtime import Shutdown
+from later_read.schedule import Hour, Schedule
+from later_read.summary import Summary
+from later_read.users import TaskUser, UserQuery, task_ids_for
+
+log = get_logger("push")
+
+JOB = "push"
+WORKERS_PER_FETCH = 2  # workers waiting on a card another worker is fetching must not idle the pool
+
+
+@dataclass
+class PushContext:
+    """What every hour of one push run shares (built once in `PushJob.work`)."""
+
+    settings: Settings
+    options: Any  # PushOptions (jobs/push/job.py)
+    conns: PushConnections
+    summary: Summary
+    shutdown: Shutdown
+    clock: Clock
+    schedule: Schedule
+    stream: Any = None  # the --output file of a dry run, else None (stdout)
+    waited_out: bool = False  # a wait for the prewarm ran out: the run's later hours do not wait again
+
+
+@dataclass
+class PushRun:
+    """Everything one hour's pipeline needs, built in `_prepare`."""
+
+    ctx: PushContext
+    options: Any  # the run's PushOptions with this hour's date and hour
+    progress: Progress
+    sorter: Sorter
+    materials: MaterialCache
+    live: LiveResolver | None
+    expires: str                  # the messages' expires_at
+    deadline: float | None        # time.monotonic() at the window's end; None: no end (--allow-late, dry run)
+    sink: Any = None              # Delivery or DryRunSink
+    closed: bool = False          # the window closed while users were left
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @property
+    def summary(self) -> Summary:
+        return self.ctx.summary
+
+    @property
+    def shutdown(self) -> Shutdown:
+        return self.ctx.shutdown
+
+    def window_closed(self) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.closed = True
+        return self.closed
+
+
+async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False) -> dict | None:
+    """Push one hour; its ledger entry as written (None in a dry run, which writes nothing)."""
+    options = dataclasses.replace(ctx.options, date=hour.date, hour=hour.hour)
+    before, failed_before = Counter(ctx.summary.counts), Counter(ctx.summary.failures)
+    hour_run = None
+    if not options.dry_run:
+        now = ctx.clock.now()
+
+        def mark(prev: dict | None) -> dict:
+            return ledger.running(prev, hour, options.shard, now, ctx.schedule.late_minutes(hour, now),
+                                  caught_up, options.allow_late)
+        hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, hour.date, hour.hour,
+                                        options.shard, mark)
+        ctx.summary.counts["recovered"] += hour_run.recovered or 0
+    wait = 0.0 if ctx.waited_out else options.wait_seconds
+    marker = await wait_for_prewarm(ctx.conns, hour.date, hour.hour, wait, ctx.shutdown, options.shard.count)
+    ctx.waited_out |= marker is None and wait > 0
+    ctx.summary.extra["prewarm_done"] = marker is not None
+    ctx.summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
+    run = await _prepare(ctx, options, hour)
+    try:
+        await _send_all(run)
+    except BaseException as error:
+        _collect(run)
+        if hour_run is not None and isinstance(error, Exception):  # best effort: partial, unclean
+            with contextlib.suppress(LaterReadError):
+                await recovery.end(ctx.conns.store, hour_run, _entry(run, hour_run, before, failed_before, False))
+        raise
+    _collect(run)
+    if hour_run is None:
+        return None
+    entry = _entry(run, hour_run, before, failed_before, isinstance(run.sink, Delivery) and run.sink.clean)
+    await recovery.end(ctx.conns.store, hour_run, entry)
+    return entry
+
+
+def _entry(run: PushRun, hour_run: recovery.HourRun, before: Counter, failed_before: Counter,
+           clean: bool) -> dict:
+    """The hour's ledger entry from what this hour added to the run's summary."""
+    summary = run.summary
+    counts, failures = summary.counts - before, summary.failures - failed_before
+    produced = run.sink.produced if isinstance(run.sink, Delivery) else 0
+    return ledger.finished(hour_run.written or {}, counts, failures, run.progress.total or 0, clean=clean,
+                           recovered=hour_run.recovered_of_hour, produced=produced, now=run.ctx.clock.now(),
+                           window_closed=run.closed)
+
+
+async def _prepare(ctx: PushContext, options, hour: Hour) -> PushRun:
+    settings, summary = ctx.settings, ctx.summary
+    total = await ctx.conns.starrocks.count(user_query(settings, options))
+    summary.total = (summary.total or 0) + total
+    event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
+          force=options.force, on_miss=options.on_miss)
+    progress = Progress(JOB, settings.push.progress_interval_seconds, total)
+    sorter = Sorter(options.date, options.hour, options.force, summary.counts,
+                    settings.push.miss_log_limit, progress.advance,
+                    name=summary.name if options.on_miss == "skip" else None)
+    live = None
+    if options.on_miss == "live":
+        live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, date=options.date,
+                            budget=settings.push.live_budget, concurrency=settings.push.concurrency,
+                            failures=summary.failures, write=not options.dry_run)
+    materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency)
+    timed = not (options.allow_late or options.dry_run)
+    deadline = ctx.clock.monotonic_at(ctx.schedule.window_end(hour)) if timed else None
+    return PushRun(ctx, options, progress, sorter, materials, live, expires_at(ctx.schedule, hour.date, hour.hour),
+                   deadline)
+
+
+def user_query(settings: Settings, options) -> UserQuery:
+    """The users of the options' date and hour (and shard)."""
+    return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
+                     hour=options.hour, shard=options.shard.sql())
+
+
+def _collect(run: PushRun) -> None:
+    """Fold the hour's sink and material figures into the run's summary; alert the hour's miss totals."""
+    run.progress.close()
+    summary = run.summary
+    if run.sink is not None:
+        summary.counts["sent"] += run.sink.sent
+        for key, value in run.sink.details().items():
+            summary.extra[key] = summary.extra.get(key, 0) + value
+    if isinstance(run.sink, Delivery) and run.sink.undelivered:
+        summary.failures["undelivered"] += run.sink.undelivered
+        for reason, uid in run.sink.failed_uids:
+            summary.name(f"undelivered_{reason}", uid)
+    for uid in getattr(run.sink, "oversize", ()):  # refused by produce() for its size: never produced
+        summary.failures[OVERSIZE_MESSAGE] += 1
+        summary.name(OVERSIZE_MESSAGE, uid)
+    summary.extra["materials_fetched"] = summary.extra.get("materials_fetched", 0) + run.materials.fetched
+    run.sorter.alert_totals()
+
+
+@contextlib.asynccontextmanager
+async def _sink(run: PushRun) -> AsyncIterator[Any]:
+    if run.options.dry_run:
+        printer = DryRunSink(run.ctx.stream)
+        try:
+            yield printer
+        finally:
+            printer.flush()
+        return
+    delivery = Delivery(run.ctx.conns.producer, run.settings.kafka.topic, run.ctx.conns.store,
+                        run.options.date, run.settings.redis.batch_size)
+    async with delivering(delivery, run.settings.push.flush_timeout_seconds,
+                          stop_early=lambda: run.shutdown.force.cancel_called) as sink:
+        yield sink
+
+
+async def _send_all(run: PushRun) -> None:
+    """The pipeline under the sink, with progress, the grace period after a signal, and force-stop
+    (`shutdown.force` is entered once per hour the run handles: an anyio scope may be re-entered after it
+    exits; once it has been cancelled the run is stopping and starts no further hour)."""
+    async with _sink(run) as sink:
+        run.sink = sink
+        with run.shutdown.force:
+            async with runtime.task_group() as tg:
+                tg.start_soon(run.progress.run)
+                tg.start_soon(_cancel_after_grace, run, tg.cancel_scope)
+                await _pipeline(run)
+                tg.cancel_scope.cancel()
+
+
+async def _cancel_after_grace(run: PushRun, scope: anyio.CancelScope) -> None:
+    """After SIGTERM/SIGINT, in-flight users get `push.grace_seconds` to finish, then are cancelled."""
+    await run.shutdown.requested.wait()
+    await anyio.sleep(run.settings.push.grace_seconds)
+    event(log, "push.grace_expired", grace_seconds=run.settings.push.grace_seconds)
+    scope.cancel()
+
+
+async def _pipeline(run: PushRun) -> None:
+    send, receive = anyio.create_memory_object_stream[Hit](run.settings.redis.batch_size)
+    async with runtime.task_group() as tg:
+        for _ in range(run.settings.push.concurrency * WORKERS_PER_FETCH):
+            tg.start_soon(_worker, run, receive.clone())
+        receive.close()
+        async with send:
+            await _read_hits(run, send)
+
+
+async def _read_hits(run: PushRun, send: ObjectSendStream[Hit]) -> None:
+    """The hour's users, batch by batch: values and markers in one round trip, sorted; hits whose card
+    is already known are finished right here, the others go to the workers, which fetch the card."""
+    batch, store = run.settings.redis.batch_size, run.ctx.conns.store
+    async for page in run.ctx.conns.starrocks.users(user_query(run.settings, run.options)):
+        for start in range(0, len(page), batch):
+            if run.shutdown.stopping or run.window_closed():
+                return
+            users = page[start:start + batch]
+            values, sent = await store.get_push_state(run.options.date, [u.uid for u in users])
+            hits, missing = run.sorter.sort(users, values, sent)
+            hits += await _resolve_missing(run, missing)
+            for hit in hits:
+                known = run.materials.ready(hit.value)
+                if known is None:
+                    await send.send(hit)
+                else:
+                    await _deliver(run, hit, known.material, known.error)
+
+
+async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
+    if run.live is None:
+        run.progress.advance(len(missing))
+        return []
+    return await run.live.resolve(missing)
+
+
+async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
+    async with receive:
+        async for hit in receive:
+            if run.shutdown.stopping:
+                run.summary.counts["not_processed"] += 1  # stop taking new users; the rerun sends them
+                run.summary.name("not_processed", hit.user.uid)
+            elif not _expired(run, hit):
+                await _push_one(run, hit)
+
+
+def _expired(run: PushRun, hit: Hit) -> bool:
+    """True, counting the user expired, once the hour's window has closed: nothing more is sent."""
+    if not run.window_closed():
+        return False
+    run.summary.counts["expired"] += 1
+    run.summary.name("expired", hit.user.uid)
+    run.progress.advance(1)
+    return True
+
+
+async def _push_one(run: PushRun, hit: Hit) -> None:
+    """Card, message, sink: one user. A failed card fetch is counted per reason, not fatal."""
+    try:
+        material = await run.materials.get(hit.user.uid, hit.value)
+    except ServiceError as exc:
+        await _deliver(run, hit, None, exc)
+        return
+    await _deliver(run, hit, material, None)
+
+
+async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> None:
+    """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
+    if error is not None:
+        run.summary.failures[f"material_{error.reason}"] += 1
+        run.summary.name(f"material_{error.reason}", hit.user.uid)
+    elif material is None:
+        run.summary.counts["material_not_found"] += 1
+    elif _expired(run, hit):
+        return
+    else:
+        message = build_message(hit.user, hit.value, material, date=run.options.date, hour=run.options.hour,
+                                clock=run.ctx.clock, expires=run.expires)
+        await run.sink.send(hit.user.uid, message["msg_id"], encode(message))
+    run.progress.advance(1)
