@@ -7,7 +7,12 @@ import uuid
 from typing import NamedTuple
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+# A broker just restarted answers these until its partitions have leaders again: asked again, not failed.
+_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
+READY_WAIT_SECONDS = 60.0
 
 
 class TopicMessage(NamedTuple):
@@ -27,7 +32,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TopicM
                          "enable.auto.commit": False, "log_level": 3})
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        highs = {p: _high(consumer, topic, p) for p in parts}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         left, found, deadline = {p for p, h in highs.items() if h > 0}, [], time.monotonic() + timeout
         while left and time.monotonic() < deadline:
@@ -50,6 +55,18 @@ def topic_size(bootstrap: str, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size", "log_level": 3})
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+        return sum(_high(consumer, topic, p) for p in parts)
     finally:
         consumer.close()
+
+
+def _high(consumer: Consumer, topic: str, partition: int) -> int:
+    """The partition's high watermark, asked again while a restarted broker has no leader for it yet."""
+    deadline = time.monotonic() + READY_WAIT_SECONDS
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_READY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
