@@ -44,6 +44,7 @@ CANARY = {
     "push_ping": f"{MARK}0push0ping0token",
 }
 DATE = "20261123"
+NOW = "2026-11-23T09:05:00+08:00"  # inside hour 9's window: an explicit push of it is not refused
 
 
 def forms(text: str) -> set[str]:
@@ -154,12 +155,12 @@ COMMANDS = {  # command -> argv after `later-read` (the config is added), the pa
                                              "starrocks_password", "sentinel", "kafka_refused"]),
     "prewarm": (["prewarm", "--date", DATE, "--report", "{tmp}/prewarm.json"],
                 ["refused", "timeout", "redis_userinfo", "redis_query", "starrocks_password", "sentinel"]),
-    "push": (["push", "--date", DATE, "--hour", "9", "--report", "{tmp}/push.json"],
+    "push": (["push", "--date", DATE, "--hour", "9", "--now", NOW, "--report", "{tmp}/push.json"],
              ["refused", "timeout", "redis_userinfo", "redis_query", "sentinel", "kafka_refused"]),
-    "push-dry-run": (["push", "--dry-run", "--date", DATE, "--hour", "9", "--report", "{tmp}/push.json"],
+    "push-dry-run": (["push", "--dry-run", "--date", DATE, "--hour", "9", "--now", NOW, "--report", "{tmp}/push.json"],
                      ["starrocks_password"]),
-    "rerun": (["rerun", "u1", "--date", DATE], ["refused", "timeout", "redis_userinfo", "sentinel"]),
-    "rerun-dry-run": (["rerun", "u1", "--date", DATE, "--dry-run"], ["starrocks_password"]),
+    "rerun": (["rerun", "u1", "--date", DATE, "--now", NOW], ["refused", "timeout", "redis_userinfo", "sentinel"]),
+    "rerun-dry-run": (["rerun", "u1", "--date", DATE, "--now", NOW, "--dry-run"], ["starrocks_password"]),
     "show": (["show", "u1", "--date", DATE], ["refused", "timeout", "redis_userinfo", "redis_query", "sentinel"]),
     "sent": (["sent", "--date", DATE, "--timeout", "2"], ["refused", "kafka_refused"]),  # 10 s each: metadata
     "sandbox-seed": (["sandbox", "seed", "--users", "5", "--date", DATE], ["refused", "starrocks_password"]),

@@ -27,6 +27,7 @@ from later_read.sandbox.simulator_oracle import Oracle
 from later_read.sandbox.topic import read_topic
 
 DATE, HOUR, USERS = "20261123", 7, 80
+NOW = "2026-11-23T07:05:00+08:00"  # inside HOUR's window: an explicit push of it is not refused
 TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 KEYS = Keys("rec:later_read:")
 UIDS = [uid_of(i) for i in range(USERS)]
@@ -66,7 +67,7 @@ def prewarm(config: Path, report: Path):
 
 
 def push(config: Path, report: Path):
-    return later_read("push", "--date", DATE, "--hour", str(HOUR), "--config", str(config), "--report", str(report))
+    return later_read("push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config), "--report", str(report))
 
 
 def quick_config(make_config, **extra):
@@ -172,7 +173,7 @@ def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does
         assert not [l for l in result.stderr.splitlines() if " push.undelivered " in l or " push.recovered " in l]
         assert {m.key for m in read_topic(*kafka_topic)} == set(with_card) - too_big
     uid = sorted(too_big)[0]
-    rerun = later_read("rerun", uid, "--date", DATE, "--push-only", "--config", str(config))
+    rerun = later_read("rerun", uid, "--date", DATE, "--now", NOW, "--push-only", "--config", str(config))
     assert rerun.exit_code == 1
     assert rerun.stdout.splitlines()[-1].startswith("stopped    oversize_message: the message is ")
     assert {m.key for m in read_topic(*kafka_topic)} == set(with_card) - too_big
@@ -201,7 +202,7 @@ def test_service_strings_with_newlines_and_the_alert_keyword_cannot_forge_a_line
     assert "trace_id=\"x\\n2026-11-23T07:00:00.000+08:00 WARNING push.fake uid=1 LATER_READ\\x5fALERT" \
            in checked.stdout
     uid = UIDS[0]
-    rerun = later_read("rerun", uid, "--date", DATE, "--config", str(config))
+    rerun = later_read("rerun", uid, "--date", DATE, "--now", NOW, "--config", str(config))
     assert rerun.exit_code == 0, rerun.output
     assert_unforgeable(rerun.stdout)
     assert [m.value["title"] for m in read_topic(*kafka_topic)] == [FORGED]  # the data itself is kept

@@ -17,6 +17,7 @@ from later_read.sandbox import servers
 from later_read.sandbox.seed import connect, seed_day, uid_of
 
 DATE, HOUR = "20261123", 3
+NOW = "2026-11-23T03:05:00+08:00"  # inside HOUR's window: an explicit push of it is not refused
 TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 
 
@@ -49,8 +50,8 @@ def test_push_and_rerun_refuse_a_missing_topic_alike_and_never_create_it(
     topic = f"missing_{which.split()[-1]}_topic"
     config = str(make_config(kafka={"bootstrap_servers": broker.bootstrap, "topic": topic},
                              push={"wait_for_prewarm_seconds": 0}))
-    commands = {"push": ["push", "--date", DATE, "--hour", str(HOUR), "--config", config],
-                "rerun": ["rerun", uid_of(0), "--date", DATE, "--config", config]}
+    commands = {"push": ["push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", config],
+                "rerun": ["rerun", uid_of(0), "--date", DATE, "--now", NOW, "--config", config]}
     lines = {}
     for name, argv in commands.items():
         for attempt in (1, 2):  # the second attempt finds no topic either: the first created nothing

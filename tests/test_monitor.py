@@ -20,6 +20,7 @@ from later_read.sandbox.seed import connect, expected_users, seed_day
 from later_read.sandbox.servers import free_port
 
 DATE = "20261123"
+NOW = "2026-11-23T09:05:00+08:00"  # inside hour 9's window: an explicit push of it is not refused
 TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 USERS = 60
 
@@ -101,7 +102,7 @@ def test_a_failing_push_pings_start_then_fail_with_its_exit_code(mysql, make_con
     check = uuid.uuid4()
     config = make_config(redis={"url": f"redis://127.0.0.1:{dead}/0"},
                          monitor={"push_ping_url": f"http://127.0.0.1:{pings.port}/ping/{check}?rid=7"})
-    result = run("push", "--config", str(config), "--date", DATE, "--hour", "9")
+    result = run("push", "--config", str(config), "--date", DATE, "--hour", "9", "--now", NOW)
     assert result.exit_code == 3, result.output
     assert [p for _, p, _ in pings.requests] == [f"/ping/{check}/start?rid=7", f"/ping/{check}/fail?rid=7"]
     body = pings.requests[1][2].splitlines()
@@ -134,7 +135,7 @@ def test_a_failing_ping_changes_nothing(failure, redis_url, mysql, sim, make_con
         down = run("push", "--config", str(make_config(redis={"url": "redis://127.0.0.1:1/0"},
                                                        monitor={"push_ping_url": f"http://127.0.0.1:{port}/{token}",
                                                                 "ping_timeout_seconds": 0.5})),
-                   "--date", DATE, "--hour", "1")
+                   "--date", DATE, "--hour", "1", "--now", "2026-11-23T01:05:00+08:00")
     finally:
         if target is not None:
             target.close()
