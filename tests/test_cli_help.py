@@ -1,16 +1,22 @@
-"""Every command has help that ends with a real example, and every command is named in the README."""
+"""Every command has help that ends with a real example, and the README's tables are the CLI's: its command
+table lists every command once (no missing, no stale row, no option the command lacks) and its exit-code table
+every code errors.py defines plus the crontab's flock code."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
+from later_read import errors
 from later_read.cli import cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -63,8 +69,53 @@ def test_help_exits_0_describes_and_ends_with_an_example(path):
     assert example[0] in result.output  # the example is shown by --help, not only in the source
 
 
-@pytest.mark.parametrize("path", [p for p in PATHS if p], ids=lambda path: " ".join(("later-read", *path)))
-def test_every_command_is_named_in_the_readme(path):
-    text = README.read_text(encoding="utf-8") if README.exists() else ""
-    name = " ".join(("later-read", *path))
-    assert name in text, f"README.md does not name `{name}`"
+def readme_table(heading: str) -> list[str]:
+    """The first cell of each body row of the table under the README's `## heading`."""
+    text = README.read_text(encoding="utf-8")
+    assert f"\n## {heading}\n" in text, f"README.md has no '## {heading}' section"
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    return [re.split(r"(?<!\\)\|", row)[1].strip() for row in rows[2:]]  # past the header and |---|
+
+
+def row_command(cell: str) -> tuple[tuple[str, ...], set[str]]:
+    """`later-read sandbox seed --config F [--users N]` -> (("sandbox", "seed"), {"--config", "--users"})."""
+    words = cell.strip("`").split()
+    assert words[0] == "later-read", f"a command row that does not start with later-read: {cell}"
+    path = []
+    for word in words[1:]:
+        if not re.fullmatch(r"[a-z][a-z-]*", word):
+            break
+        path.append(word)
+    return tuple(path), set(re.findall(r"--[a-z][a-z-]*", cell))
+
+
+LEAVES = [path for path in PATHS if path and not isinstance(command_at(path), click.Group)]
+
+
+def test_the_readme_command_table_is_the_cli():
+    rows = [row_command(cell) for cell in readme_table("Commands")]
+    listed = Counter(path for path, _ in rows)
+    twice = sorted(" ".join(path) for path, n in listed.items() if n > 1)
+    missing = sorted(" ".join(path) for path in LEAVES if path not in listed)
+    stale = sorted(" ".join(path) for path in listed if path not in LEAVES)
+    assert (twice, missing, stale) == ([], [], []), \
+        f"README command table: listed twice {twice}, missing {missing}, not a command {stale}"
+    for path, options in rows:
+        known = {opt for param in command_at(path).params for opt in (*param.opts, *param.secondary_opts)}
+        assert options <= known, f"README names options `later-read {' '.join(path)}` lacks: {options - known}"
+
+
+def documented_exit_codes() -> set[int]:
+    """errors.py's EXIT_* codes, and the code the crontab's `flock -n -E N` exits with when a run is still on."""
+    codes = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
+    flock = re.findall(r"flock -n -E (\d+)", (ROOT / "crontab").read_text(encoding="utf-8"))
+    assert flock and len(set(flock)) == 1, "the crontab's flock exit code"
+    return codes | {int(flock[0])}
+
+
+def test_the_readme_exit_code_table_is_the_codes_the_code_defines():
+    listed = Counter(int(cell) for cell in readme_table("Exit codes"))
+    assert {code for code, n in listed.items() if n > 1} == set(), f"exit codes listed twice: {listed}"
+    assert set(listed) == documented_exit_codes(), \
+        f"README exit codes {sorted(listed)} != defined {sorted(documented_exit_codes())}"
