@@ -48,7 +48,7 @@ from later_read.redact import redact
 log = get_logger("metrics")
 
 SUCCESS_STATUSES = ("ok", "failures", "expired")
-KNOWN_STATUSES = ("ok", "failures", "expired", "service_down", "interrupted", "error")  # Summary.status
+KNOWN_STATUSES = ("ok", "failures", "expired", "service_down", "interrupted", "lock_lost", "error")  # Summary.status
 READ_TIMEOUT_SECONDS = 5.0
 PUSH_TIMEOUT_SECONDS = 10.0
 

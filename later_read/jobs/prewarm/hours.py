@@ -31,9 +31,10 @@ log = get_logger("prewarm")
 
 class HourTracker:
     def __init__(self, store: Store, date: str, enabled: bool,
-                 on_error: Callable[[LaterReadError], None], suffix: str = "") -> None:
+                 on_error: Callable[[LaterReadError], None], suffix: str = "", fence: Any = None) -> None:
         self.store, self.date, self.enabled, self.on_error = store, date, enabled, on_error
         self.suffix = suffix  # the shard's (`Shard.suffix`): each shard marks its own hours
+        self.fence = fence    # the prewarm's lock: a marker is written only while the run holds it
         self.pending = [0] * 24
         self.users = [0] * 24        # users sent to the workers, per hour
         self.skipped = [0] * 24      # users already done before this run (rerun), per hour
@@ -101,7 +102,7 @@ class HourTracker:
         info = self.hour_info(hour)
         if self.enabled:
             await self.store.put_prewarm_ready(self.date, hour, {"date": self.date, "hour": hour, **info,
-                                                                 "at": time.time()}, self.suffix)
+                                                                 "at": time.time()}, self.suffix, self.fence)
         event(log, "prewarm.hour_ready", hour=hour, marker=self.enabled, **info)
 
     def hour_info(self, hour: int) -> dict[str, Any]:
