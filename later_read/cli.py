@@ -260,9 +260,10 @@ def day(config_path, date: str | None, now: str | None, as_json: bool) -> None:
     """The push's day at a glance: one row per hour from the day ledger.
 
     Each hour's state (pending, running, done, partial, expired) and figures (users, sent, recovered,
-    already sent, quiet, misses, no card, unservable, failed, unsent, expired, minutes late), whether
-    the prewarm marked it ready, and its verdict at --now: done, expired, late (not done 30 min after
-    its start), due, upcoming or untracked; then what is late or expired and the day's totals.
+    already sent, earlier hour, quiet, misses, no card, unservable, failed, unsent, expired, minutes
+    late), whether the prewarm marked it ready, and its verdict at --now: done, expired, late (not done
+    30 min after its start), due, upcoming or untracked; then what is late or expired and the day's
+    totals.
     Read-only. Exit 0 when every hour that should be done by now is done, 1 when one is late or
     expired, 2 bad input, 3 Redis unreachable.
 

@@ -48,17 +48,18 @@ log = get_logger("push")
 
 # The report's per-user counters (also the metrics' outcomes), summed over the hours the run handled.
 # With --on-miss skip, every user read is in exactly one of sent, misses, corrupt, not_in_experiment,
-# no_recommendation, material_not_found, already_sent, not_processed (dropped after a signal), expired (its
-# hour's window closed), unservable (a uid no job can serve) or `failed` (per reason, e.g. undelivered);
+# no_recommendation, material_not_found, already_sent, earlier_hour (no marker, a row at an earlier hour of
+# the date: that hour's user), not_processed (dropped after a signal), expired (its hour's window closed),
+# unservable (a uid no job can serve) or `failed` (per reason, e.g. undelivered);
 # `remaining` = the hours' users (`total`) never read (a stop came first). stale and live_budget_exhausted
 # are parts of misses. With --on-miss live, `live` counts the missed or corrupt users computed on the spot;
 # each of those is also counted by its new outcome (sent, ...). `recovered`: users marked sent from the
 # topic before reading any user (an earlier run of the hour died after Kafka took their message;
-# jobs/push/recovery.py); they then count as already_sent. `expired` also counts the users of hours this
-# run marked expired without reading them (day_run.py). The report's `hours` lists each hour handled.
+# jobs/push/recovery.py); they then count as already_sent. The figures include the hours this run marked
+# expired (read and sorted, nobody sent: day_run.py). The report's `hours` lists each hour handled.
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
-               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
-               "unservable", "recovered", "expired")
+               "material_not_found", "already_sent", "earlier_hour", "live", "live_budget_exhausted",
+               "not_processed", "unservable", "recovered", "expired")
 STATUS_RANK = ("ok", "failures", "expired", "interrupted")  # a run of several hours ends with the worst
 
 
@@ -130,6 +131,7 @@ class PushJob:
 
     name = JOB
     report_keys = REPORT_KEYS
+    fence = None  # the own hour's lock, set by the lifecycle
 
     def __init__(self, settings: Settings, options: PushOptions) -> None:
         self.settings, self.options = settings, options
@@ -163,7 +165,8 @@ class PushJob:
         self.shutdown = shutdown
         options = self.options
         ctx = PushContext(self.settings, options, conns, self.summary, shutdown,
-                          options.clock or Clock(self.settings.zone), Schedule.of(self.settings), self.stream)
+                          options.clock or Clock(self.settings.zone), Schedule.of(self.settings), self.stream,
+                          fence=self.fence)
         try:
             if options.scheduled:
                 statuses = await day_run.run_scheduled(ctx)
