@@ -47,7 +47,7 @@ from typing import Iterable, Mapping
 
 import orjson
 
-from later_read.schedule import Hour, Schedule
+from later_read.schedule import LOOKBACK, VERDICTS, Hour, Schedule
 from later_read.shard import Shard
 
 PENDING, RUNNING, DONE, PARTIAL, EXPIRED, UNREADABLE = ("pending", "running", "done", "partial", "expired",
@@ -133,6 +133,19 @@ def closing(prev: dict | None, hour: Hour, shard: Shard) -> dict:
     return {**prev, "date": hour.date, "hour": hour.hour, "shard": shard.label,
             "runs": int(prev.get("runs") or 0), "started_at": prev.get("started_at"),
             "late_minutes": prev.get("late_minutes"), "expired_by": "schedule"}
+
+
+def verdicts(entries: Mapping[Hour, dict | None], schedule: Schedule, now: dt.datetime) -> dict[str, int]:
+    """How many of the hours that started in the last 24 h (LOOKBACK) have each of `day`'s verdicts at
+    `now` (`Schedule.verdict`), from a shard's ledger of the last LEDGER_DAYS dates: the push's metrics
+    (`later_read_push_hours{verdict}`) and their alert rules."""
+    since = tracked_since(entries, schedule)
+    found: Counter = Counter()
+    for hour in schedule.hours_between(now - LOOKBACK, now):
+        entry = entries.get(hour)
+        tracked = entry is not None or (since is not None and schedule.start(hour) >= since)
+        found[schedule.verdict(hour, now, state_of(entry) if entry is not None else None, tracked)] += 1
+    return {verdict: found[verdict] for verdict in VERDICTS}
 
 
 def tracked_since(entries: Mapping[Hour, dict | None], schedule: Schedule) -> dt.datetime | None:

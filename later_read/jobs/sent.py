@@ -46,7 +46,8 @@ from later_read.runtime import run
 START_SLACK_SECONDS = 3600
 # Values come from the topic (anyone can produce there): long ones are cut so a line stays readable.
 MAX_FIELD_CHARS = 80
-SHOWN_FIELDS = ("msg_id", "source_uid", "push_date", "push_hour", "rec_id", "material_id", "created_at")
+SHOWN_FIELDS = ("msg_id", "source_uid", "push_date", "push_hour", "rec_id", "material_id", "created_at",
+                "expires_at")
 POLL_BATCH = 500
 OFFSET_BITS = 48  # Kafka offsets are int64 but never reach 2**48 (280 trillion messages in a partition)
 KAFKA_TIMEOUT_SECONDS = 10.0

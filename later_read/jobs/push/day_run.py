@@ -56,14 +56,19 @@ async def run_scheduled(ctx: PushContext) -> list[str]:
     return statuses + [await run_hour(ctx, plan.own)]
 
 
-async def make_plan(ctx: PushContext) -> Plan:
-    """The plan at the clock's now, from this shard's ledger over its memory (LEDGER_DAYS dates)."""
-    now = ctx.clock.now()
+async def shard_ledger(ctx: PushContext, now: dt.datetime) -> dict[Hour, dict | None]:
+    """This shard's ledger over its memory (LEDGER_DAYS dates up to `now`'s), one MGET."""
     today = ctx.schedule.local(now).date()
     dates = [(today - dt.timedelta(days=back)).strftime("%Y%m%d") for back in range(constants.LEDGER_DAYS)]
     found = await ctx.conns.store.get_ledger([Hour(d, h) for d in dates for h in range(24)],
                                              [ctx.options.shard.suffix])
-    entries = {hour: entry for (hour, _), entry in found.items()}
+    return {hour: entry for (hour, _), entry in found.items()}
+
+
+async def make_plan(ctx: PushContext) -> Plan:
+    """The plan at the clock's now, from this shard's ledger over its memory (LEDGER_DAYS dates)."""
+    now = ctx.clock.now()
+    entries = await shard_ledger(ctx, now)
     plan = ctx.schedule.plan(now, {h: ledger.state_of(e) for h, e in entries.items() if e is not None},
                              ledger.tracked_since(entries, ctx.schedule))
     if plan.expire or plan.catch_up:
@@ -77,6 +82,9 @@ async def run_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence:
     say so; its status."""
     entry = await push_hour(ctx, hour, caught_up, fence if fence is not None else ctx.fence)
     _record(ctx, hour, entry, caught_up)
+    late = (entry or {}).get("late_minutes")
+    if isinstance(late, (int, float)):  # the metrics' later_read_push_late_minutes: the latest start of the run
+        ctx.summary.extra["late_minutes"] = max(ctx.summary.extra.get("late_minutes", 0), late)
     if entry is not None and entry["state"] == ledger.EXPIRED and entry["expired"]:
         alert(log, "push.hour_expired", date=hour.date, hour=hour.hour, users=entry["expired"],
               sent=entry["sent"], window_closed_at=_closed_at(ctx, hour), **_shard(ctx),
@@ -131,7 +139,7 @@ async def expire(ctx: PushContext, hour: Hour, locked: bool = False) -> str:
     fields = dict(date=hour.date, hour=hour.hour, users=entry["expired"], hour_users=entry["users"],
                   window_closed_at=_closed_at(ctx, hour), **_shard(ctx))
     if not entry["expired"]:
-        event(log, "push.hour_expired", **fields, note="nobody was left unserved")
+        event(log, "push.hour_expired", **fields, note="nobody with a message to send was left unsent")
         return "ok"
     alert(log, "push.hour_expired", **fields,
           fix=f"its users are not sent (too late); find why its runs did not happen (`later-read day --date "

@@ -158,8 +158,9 @@ def _entry(run: PushRun, hour_run: recovery.HourRun, before: Counter, failed_bef
 async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
     """An hour whose window closed before a run finished it, under its lock `fence`: a dead run's
     deliveries marked from the topic, then its users read and sorted as a run does and nobody sent (each
-    with a message to send counted `expired`). The entry written, final (expired; done when nobody was
-    left), or None when the ledger already says final."""
+    with a message to send counted `expired`, but for as many as an earlier run of the hour found without a
+    card: `material_not_found`; a card is not asked for here). The entry written, final (expired; done
+    when nobody was left), or None when the ledger already says final."""
     store, shard = ctx.conns.store, ctx.options.shard
     start, prev = await store.get_push_run(hour.date, hour.hour, shard.suffix)
     if ledger.state_of(prev) in FINAL:
@@ -174,6 +175,9 @@ async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
     run = await _prepare(ctx, options, hour, fence, closed=True)
     await _read_hits(run, None)
     run.progress.close()
+    # The users an earlier run of the hour found without a card are hits again here: not expired.
+    known = min(int((prev or {}).get("material_not_found") or 0), ctx.summary.counts["expired"] - before["expired"])
+    ctx.summary.counts.update(expired=-known, material_not_found=known)
     counts = ctx.summary.counts - before
     entry = ledger.finished(ledger.closing(prev, hour, shard), counts, Counter(), run.progress.total or 0,
                             clean=True, recovered=recovered, produced=0, now=ctx.clock.now(), window_closed=True)

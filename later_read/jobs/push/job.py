@@ -27,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+from later_read import ledger
 from later_read.clock import Clock
 from later_read.config import Settings
 from later_read.connections import PushConnections, open_push
@@ -174,6 +175,8 @@ class PushJob:
                 statuses = [await day_run.run_hour(ctx, Hour(options.date, options.hour))]
         finally:
             _conclude_services(ctx)
+        if not options.dry_run:
+            await _ledger_view(ctx)
         if shutdown.stopping:
             return "interrupted"
         statuses.append("failures" if self.summary.failures else "ok")
@@ -198,6 +201,15 @@ def _open_output(stack: contextlib.ExitStack, options: PushOptions):
         return stack.enter_context(open(options.output, "wb"))
     except OSError as exc:
         raise UsageError(f"--output: cannot write {options.output}: {exc.strerror}") from None
+
+
+async def _ledger_view(ctx: PushContext) -> None:
+    """For the metrics: this shard's hours of the last 24 h per verdict once the run is done (one MGET of
+    its ledger); `late_minutes` (set by day_run.run_hour) 0 when the run began no hour."""
+    now = ctx.clock.now()
+    entries = await day_run.shard_ledger(ctx, now)
+    ctx.summary.extra["hours_by_verdict"] = ledger.verdicts(entries, ctx.schedule, now)
+    ctx.summary.extra.setdefault("late_minutes", 0)
 
 
 def _conclude_services(ctx: PushContext) -> None:
