@@ -2,7 +2,8 @@
 
 Exit codes (also in the README): 0 done; 1 done with failed users; 2 bad config or input; 3 a dependency
 (Redis, StarRocks, Kafka) unreachable; 4 a service down, stopped early; 5 another run holds the lock;
-6 stopped by SIGTERM/SIGINT; 70 internal error.
+6 stopped by SIGTERM/SIGINT; 7 (push) users of an hour expired unsent; 8 the run lost its lock and stopped;
+70 internal error.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The day ledger: one entry per (date, push hour[, shard]), the single record of what happened to an hour.
 
-Key `later_read:push:ledger:<date>:<HH>[shard suffix]` (keys.py), JSON, 3 days (constants.py). Catch-up,
+Key `later_read:push:ledger:{<date>:<HH>[shard suffix]}` (keys.py), JSON, 3 days (constants.py). Catch-up,
 the lateness rule, `later-read day`, metrics and alert rules read it through `Store.get_ledger` /
 `Store.get_day` (one round trip for many hours); the push writes it (`Store.put_ledger`).
 

@@ -5,8 +5,8 @@ messages per push hour and every msg_id seen more than once (msg_id is a pure fu
 uid, so a copy of a user's message always carries the same id).
 
 Where reading starts, per partition:
-  1. the offsets the push recorded when it began the hour, `later_read:push:start:<date>:<HH>[shard
-     suffix]` (Keys.push_start), the earliest over the hours asked and the shards, when Redis has them;
+  1. the offsets the push recorded when it began the hour, `later_read:push:start:{<date>:<HH>[shard
+     suffix]}` (Keys.push_start), the earliest over the hours asked and the shards, when Redis has them;
   2. else (no key, Redis unreachable, or a partition the key does not name) a time bound: Kafka's
      offsets_for_times at the start of the hour, or of the date, in the configured zone, less
      START_SLACK_SECONDS.

@@ -5,7 +5,7 @@ push of hour H can start as soon as hour H's users are stored instead of waiting
 (docs/design.md, "Hour-first prewarm"). `HourTracker` counts, per hour, the users sent to the workers and
 not yet settled (their value written to Redis, or failed); hour H is *ready* when its pages are all read,
 none of its users is pending, and every hour before it is ready (hour H's push also reads users handled
-under an earlier hour). Each ready hour gets `later_read:prewarm:ready:<date>:<HH>` (JSON: users,
+under an earlier hour). Each ready hour gets `later_read:prewarm:ready:{<date>}:<HH>` (JSON: users,
 failed, skipped, seconds since the run started), written by `run()`, the tracker's task, in hour order.
 
 A user that failed still settles its hour (the push counts it as a miss, or computes it with

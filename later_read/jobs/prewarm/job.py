@@ -5,7 +5,7 @@ shared lifecycle (`jobs/lifecycle.py`: signals, connections, the date's lock, su
 exit code). The job's own part: the fan-out (`fanout`), the completion marker, its summary counts and
 its closing alert line.
 
-- The completion marker `later_read:prewarm:done:<date>` (the run's report minus per-service stats) is
+- The completion marker `later_read:prewarm:done:{<date>}` (the run's report minus per-service stats) is
   written only when the run went through every user of the day: status `ok` (exit 0) or `failures`
   (exit 1). Never when interrupted, stopped by a down service or an error, nor by a `--uids-file` run.
 - Rerun-safe: a user is skipped when its value parses and its `date` is the run's date (`--force`

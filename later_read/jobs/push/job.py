@@ -17,7 +17,8 @@ handles (docs/design.md, "The push schedule"):
 At most one push per user per day: a user with a sent marker is skipped (unless --force), and the
 marker is written only after Kafka confirmed the message. Exit codes as in docs/design.md: 0, 1 (some
 users failed or messages undelivered), 2, 3, 4, 5 (the hour is locked), 6 (SIGTERM/SIGINT), 7 (an hour's
-users expired unsent), 70; a run that handled several hours exits with the worst (7 over 1 over 0).
+users expired unsent), 8 (the run lost a lock it held: it stopped), 70; a run that handled several hours
+exits with the worst (7 over 1 over 0).
 """
 
 from __future__ import annotations
