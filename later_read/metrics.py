@@ -4,8 +4,8 @@ A cron job is gone before any scrape, so the run's numbers go to the node_export
 (`[metrics] textfile_dir/later_read_<job>.prom`, written whole by files.atomic_file) and/or a Pushgateway
 (`[metrics] pushgateway_url`, `pushadd` with grouping key `job="later_read_<job>"`), whichever is configured.
 
-Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the series count stays fixed (the ledger's hours are counted per verdict,
-six series, never one per hour):
+Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the series count stays fixed (the
+ledger's hours are counted per verdict, six series, never one per hour):
 
     later_read_<job>_users_total                       counter  users the runs looked at
     later_read_<job>_outcomes_total{outcome}           counter  per outcome (rec, sent, miss, ...)

@@ -233,7 +233,8 @@ CASES: list[Case] = [
          args=["push", "--config", "<CONFIG>", "--shard", "0/1"], env={"LATER_READ__SHARDS__COUNT": "2"}),
     Case("cli", "--shard K/N with N not [shards] count",
          E + "--shard 1/4: N is 4 but [shards] count = 1, so it would take other locks than the deployment's runs "
-         "and work beside them on the same users; use --shard K/1, or no --shard", 2, args=[*PREWARM, "--shard", "1/4"]),
+         "and work beside them on the same users; use --shard K/1, or no --shard", 2,
+         args=[*PREWARM, "--shard", "1/4"]),
     Case("cli", "--date in the wrong format", E + "--date: expected YYYYMMDD such as 20261123, got '2026-11-23'",
          2, args=[*PREWARM, "--date", "2026-11-23"]),
     Case("cli", "--date outside 2000-2100", E + "--date: 19991231 is outside 2000-2100; check the value", 2,

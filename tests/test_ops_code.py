@@ -4,8 +4,8 @@ One module fixture runs a real day against the session's servers: 40 users at ho
 prewarm of 30 of hour 9's and the 3 (`--uids-file`, so 10 misses), the push of hour 9 (subprocesses,
 metrics to a textfile dir), a run that stops on a config error, messages planted in the topic (noise of
 another date before the push; after it, a copy of one real message and two copies of a hostile one), and a
-scheduled run at 12:01 that expires hours 9 and 10 (hour 10's 3 users never sent) and catches up 11. The tests read what those
-runs printed and wrote; no log line or metric name here is written by hand.
+scheduled run at 12:01 that expires hours 9 and 10 (hour 10's 3 users never sent) and catches up 11. The
+tests read what those runs printed and wrote; no log line or metric name here is written by hand.
 """
 
 from __future__ import annotations

@@ -177,7 +177,8 @@ def test_the_expiry_pass_keeps_the_earlier_runs_start_and_counts_what_it_read():
                             Counter(), 10, clean=True, recovered=3, produced=0, now=NOW, window_closed=True)
     assert (entry["state"], entry["expired"], entry["already_sent"], entry["earlier_hour"], entry["quiet"]) == \
         ("expired", 4, 3, 1, 2)
-    assert (entry["runs"], entry["late_minutes"], entry["caught_up"], entry["expired_by"]) == (1, 61.5, True, "schedule")
+    assert (entry["runs"], entry["late_minutes"], entry["caught_up"], entry["expired_by"]) == \
+        (1, 61.5, True, "schedule")
     nobody_left = ledger.finished(ledger.closing(None, Hour("20261123", 3), Shard.whole()),
                                   Counter(users=2, already_sent=2), Counter(), 2, clean=True, recovered=0,
                                   produced=0, now=NOW, window_closed=True)

@@ -6,9 +6,10 @@
 (`monitor.Pings`, in the background), watches SIGTERM/SIGINT for the whole run (`Shutdown`), opens the
 job's typed connections, takes the job's lock (waiting `lock_wait` seconds for a holder, `JobLock`) and
 refreshes it in its own task group, hands it to the job as its `fence` (its fenced writes, lock.py), awaits
-`job.work` under the lock's guard (a lost lock cancels the work: LockLost, exit 8), then concludes once: the summary on stderr,
-`--report` (redacted), metrics, the job's alert line, the closing ping (success, or `/fail` with the exit
-code: it never changes it), then the one-line error, always the run's last line, and the exit code.
+`job.work` under the lock's guard (a lost lock cancels the work: LockLost, exit 8), then concludes once:
+the summary on stderr, `--report` (redacted), metrics, the job's alert line, the closing ping (success, or
+`/fail` with the exit code: it never changes it), then the one-line error, always the run's last line,
+and the exit code.
 The work raises its errors plainly; they are caught here, never inside a task group of the lock.
 
 A job is any object with the attributes and methods of `Job` below.

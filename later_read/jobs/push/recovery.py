@@ -12,9 +12,10 @@ send them again. So every push run of a (date, hour), and `rerun UID`, goes thro
 
 and the run calls `end` with the entry it ends with, clean only when every produced message is confirmed
 and marked (no purged or failed delivery whose fate is unknown). With the hour's lock as `fence`, the start
-record, the entries and the recovered markers are written only while the run holds it (fencing.py). The read is bounded by what was written
-to the topic since the hour's first run started (that hour's messages, and whatever else shares the topic
-meanwhile), not by the topic's size; a finished hour costs two Redis GETs. Why this and not a
+record, the entries and the recovered markers are written only while the run holds it (fencing.py). The
+read is bounded by what was written to the topic since the hour's first run started (that hour's messages,
+and whatever else shares the topic meanwhile), not by the topic's size; a finished hour costs two Redis
+GETs. Why this and not a
 transactional producer, with figures: docs/design.md ("Exactly one message per user").
 """
 

@@ -140,7 +140,8 @@ def _check_fields(sim: Oracle, messages, users: dict, first: dict, verdict: Verd
     for m in messages:
         e, body = sim.expected(m.key), m.value
         card = sim.card(e["material_id"]) if e["material_id"] else None
-        if (body.get("source_uid") != m.key or body.get("push_date") != DATE or body.get("push_hour") != first.get(m.key)
+        if (body.get("source_uid") != m.key or body.get("push_date") != DATE
+                or body.get("push_hour") != first.get(m.key)
                 or body.get("rec_id") != e["rec_id"] or body.get("material_id") != e["material_id"]
                 or body.get("trace_id") != e["trace_id"] or card is None or body.get("title") != card["title"]
                 or m.key in users and body.get("project") != users[m.key][0]):

@@ -8,8 +8,8 @@ the day, and runs the 08:01 push (so the ledger tracks the day from hour 8); the
     schedule_overrun           the hour-9 run (one card fetch at a time, the card service slowed to a drawn
                                latency) is still producing when hour 10 starts; the 10 run starts beside
                                it (its own lock; 9's lock held, so 9 is skipped or found done); with
-                               catch_up_minutes = 61 hour 9's window closes at 10:01, mid-run when the
-                               drawn latency makes the run last that long: the rest of 9 expires
+                               catch_up_minutes = 61 hour 9's window closes at 10:01: in two runs of three
+                               (drawn) the latency makes the run last past it, and the rest of 9 expires
     schedule_late_start        no run until a drawn time of hour 11 or 12: hour 9's (and at 12, 10's)
                                window has closed, it expires with nobody of it sent; the rest is caught up
     schedule_catch_up_killed   the hour-10 run catching 9 up is killed -9 at a drawn point of hour 9's
@@ -121,14 +121,16 @@ def catch_up_killed(lab: Lab, day: Day, clock: LabClock, rng: random.Random, out
 def overrun(lab: Lab, day: Day, clock: LabClock, rng: random.Random, outcome) -> None:
     """Hour 9's run still producing at 10:00; the 10 run beside it; 9's window (61 min) may close mid-run."""
     cards = _cards(day, 9)
-    lead, beside = rng.uniform(2, 6), rng.uniform(0, 3)
-    lasts = lead + rng.uniform(8, 90)  # > lead + 60 s: the window closes at 10:01 while it still sends
+    lead, beside, closes = rng.uniform(2, 6), rng.uniform(0, 3), rng.random() < 2 / 3
+    # Past lead + 60 s the window closes (10:01) while it still sends; else it finishes inside, overrunning.
+    lasts = lead + (rng.uniform(66, 95) if closes else rng.uniform(8, 50))
     latency = int(lasts * 1000 / max(cards, 1))
     slow = lab.write_config(day, day.logs / "slow.toml", push={"concurrency": 1})
     lab.simulator.configure(material={"latency_ms": latency})
     clock.jump(at(10) - dt.timedelta(seconds=lead))
     outcome.detail = (f"hour 9's run from {clock.now():%H:%M:%S.%f}"[:-3] + f", {cards} cards at {latency} ms "
-                      f"(~{lasts:.0f} s; window closes at 10:01), the 10 run {beside:.1f} s after 10:00")
+                      f"(~{lasts:.0f} s: {'past' if closes else 'inside'} its window, which closes at 10:01), "
+                      f"the 10 run {beside:.1f} s after 10:00")
     nine = lab.scheduled(day, clock.arg(), config=slow)
     nine.faulted_at = clock.monotonic_at(at(10, 1))  # time to stop: from the window's close to its exit
     while clock.now() < at(10) + dt.timedelta(seconds=beside) and nine.alive():
