@@ -126,9 +126,9 @@ class JobLock:
 
     def error(self) -> LockLost:
         return LockLost(f"lost the lock {self.key} of the {self.what} ({self.lost}); the run stopped "
-                        "producing and writing, nothing was written after the loss; the run holding it now, or "
-                        "the next one, finishes the work (check for two runs: `later-read day`, and Redis: "
-                        "`later-read check`)")
+                        "producing and writing, its records are written only while it holds the lock; the run "
+                        "holding it now, or the next one, finishes the work (check for two runs: `later-read "
+                        "day`, and Redis: `later-read check`)")
 
     @contextmanager
     def guard(self) -> Iterator[None]:
