@@ -2,7 +2,8 @@
 
 Exit codes (also in the README): 0 done; 1 done with failed users; 2 bad config or input; 3 a dependency
 (Redis, StarRocks, Kafka) unreachable; 4 a service down, stopped early; 5 another run holds the lock;
-6 stopped by SIGTERM/SIGINT; 70 internal error.
+6 stopped by SIGTERM/SIGINT; 7 (push) users of an hour expired unsent; 8 the run lost its lock and stopped;
+70 internal error.
 """
 
 from __future__ import annotations
@@ -260,9 +261,10 @@ def day(config_path, date: str | None, now: str | None, as_json: bool) -> None:
     """The push's day at a glance: one row per hour from the day ledger.
 
     Each hour's state (pending, running, done, partial, expired) and figures (users, sent, recovered,
-    already sent, quiet, misses, no card, unservable, failed, unsent, expired, minutes late), whether
-    the prewarm marked it ready, and its verdict at --now: done, expired, late (not done 30 min after
-    its start), due, upcoming or untracked; then what is late or expired and the day's totals.
+    already sent, earlier hour, quiet, misses, no card, unservable, failed, unsent, expired, minutes
+    late), whether the prewarm marked it ready, and its verdict at --now: done, expired, late (not done
+    30 min after its start), due, upcoming or untracked; then what is late or expired and the day's
+    totals.
     Read-only. Exit 0 when every hour that should be done by now is done, 1 when one is late or
     expired, 2 bad input, 3 Redis unreachable.
 
@@ -280,14 +282,17 @@ def day(config_path, date: str | None, now: str | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("uid")
 @click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
+@click.option("--hour", type=click.IntRange(0, 23), help="The user's push hour whose ledger entry to show "
+              "(default: its earliest push_hour in the task rows, read from StarRocks).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
 @config_option
-def show(config_path, uid: str, date: str | None, as_json: bool) -> None:
+def show(config_path, uid: str, date: str | None, hour: int | None, as_json: bool) -> None:
     """Show what Redis holds for UID on a date, and what the push will make of it.
 
     The value (raw and parsed) and its TTL, the case it stands for (rec, not_in_experiment,
-    no_recommendation, miss: never computed / stale, corrupt), the sent marker and the date's prewarm
-    marker. Read-only; exits 0 whatever it finds.
+    no_recommendation, miss: never computed / stale, corrupt), the sent marker, the date's prewarm
+    marker, and the user's push hour with its window and day-ledger entry (state: done, expired...).
+    Read-only; exits 0 whatever it finds.
 
     \b
     Example:
@@ -297,13 +302,14 @@ def show(config_path, uid: str, date: str | None, as_json: bool) -> None:
     from later_read.jobs.show import run_show
 
     settings = settings_from(config_path)
-    sys.exit(run_show(settings, parse_uid(uid), parse_date(date, settings.zone), as_json, echo=echo))
+    sys.exit(run_show(settings, parse_uid(uid), parse_date(date, settings.zone), as_json, echo=echo, hour=hour))
 
 
 @cli.command()
 @click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
 @click.option("--hour", type=click.IntRange(0, 23), help="Only this push hour 0-23 (default: the whole date).")
-@click.option("--uid", help="Only this user's messages, each listed with its partition and offset.")
+@click.option("--uid", help="Only this user's messages, each listed with its partition, offset, created_at and "
+              "expires_at.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True,
               help="Duplicates and messages listed at most (counts are always complete).")

@@ -13,7 +13,9 @@
     ├── ServiceDown                    exit 4: a service's failure ratio crossed the threshold; job stopped
     ├── CorruptValue                   a cached Redis value does not parse (counted per user, never fatal)
     ├── LockHeld                       exit 5: another run of the same job and date held the lock past the wait
-    └── Interrupted                    exit 6: SIGTERM/SIGINT; work done is kept, rerun to finish
+    ├── Interrupted                    exit 6: SIGTERM/SIGINT; work done is kept, rerun to finish
+    └── LockLost                       exit 8: the run's lock expired or was taken while it ran; it stopped
+                                       producing and writing (docs/design.md, "The job lock")
 
 Every message is one line that names the problem and the fix. Jobs that finish with failed users exit 1
 (`EXIT_FAILURES`), and a push that left an hour's users unsent because the hour's window closed exits 7
@@ -34,6 +36,7 @@ EXIT_SERVICE_DOWN = 4
 EXIT_LOCKED = 5
 EXIT_INTERRUPTED = 6
 EXIT_EXPIRED = 7  # the push counted users of an hour expired: its window closed before they were sent
+EXIT_LOCK_LOST = 8  # the run found its lock gone or held by another run: it stopped producing and writing
 EXIT_INTERNAL = 70
 
 
@@ -103,6 +106,13 @@ class LockHeld(LaterReadError):
 
 class Interrupted(LaterReadError):
     exit_code = EXIT_INTERRUPTED
+
+
+class LockLost(LaterReadError):
+    """The run's lock is no longer its own (expired while Redis or the process stalled, taken by another
+    run, deleted): the run stopped producing and its fenced writes were refused."""
+
+    exit_code = EXIT_LOCK_LOST
 
 
 INTERNAL_ERROR_LINE = "later-read: internal error (a bug); the traceback is above"

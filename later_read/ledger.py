@@ -1,6 +1,6 @@
 """The day ledger: one entry per (date, push hour[, shard]), the single record of what happened to an hour.
 
-Key `later_read:push:ledger:<date>:<HH>[shard suffix]` (keys.py), JSON, 3 days (constants.py). Catch-up,
+Key `later_read:push:ledger:{<date>:<HH>[shard suffix]}` (keys.py), JSON, 3 days (constants.py). Catch-up,
 the lateness rule, `later-read day`, metrics and alert rules read it through `Store.get_ledger` /
 `Store.get_day` (one round trip for many hours); the push writes it (`Store.put_ledger`).
 
@@ -12,26 +12,31 @@ the lateness rule, `later-read day`, metrics and alert rules read it through `St
     sent           messages Kafka confirmed in the latest run
     recovered      users of the hour a dead run had delivered, marked sent from the topic by the latest run
     already_sent   users with a sent marker when the latest run read them (recovered ones included)
+    earlier_hour   users without a marker who have a row at an earlier hour of the date: that hour's users
+                   (a user is pushed only by its earliest hour's runs), never sent by this one
     quiet          not_in_experiment + no_recommendation: nothing to send, by the prewarm's answer
     misses         {"absent", "stale", "corrupt"}: no usable value (alerted by the push)
     material_not_found, unservable   no message, and no run can change that
     failed, failures               users whose card fetch or delivery failed, total and per reason
     not_processed  users a stop (signal) or an error left unread or unsent
-    expired        users never sent because the hour's window closed first
+    expired        users with a message to send that were not sent because the hour's window closed first
+                   (the run that was sending when it closed, or the expiry pass: users read, nobody sent)
     produced       messages the latest run handed to Kafka
     started_at, finished_at        the latest run's start and end on its clock (epoch s; finished_at
                                    null while running)
     late_minutes   from the hour's start to the latest run's start (negative: it ran early)
     runs           runs that began the hour; caught_up: the latest was a later hour's run (catch-up);
                    allow_late: the latest ran with --allow-late
+    expired_by     "schedule" when the expiry pass (a later scheduled run) ended the hour
 
 The counts are the latest run's view of the hour: every run reads all of the hour's users again, so
 what earlier runs sent shows as already_sent (recovered for a dead run's deliveries).
 
 State of a run that ended (`finished`): expired when the window closed before every user was sent; done
 when it read every user, every delivery is confirmed and marked and each user is settled (sent,
-already_sent, quiet, material_not_found or unservable: nothing a rerun could change); else partial
-(misses, failures, a stop). done and expired are final: no scheduled run touches the hour again.
+already_sent, earlier_hour, quiet, material_not_found or unservable: nothing a rerun could change); else
+partial (misses, failures, a stop). The expiry pass (`closing`, then `finished`) ends expired, or done when
+nobody was left. done and expired are final: no scheduled run touches the hour again.
 """
 
 from __future__ import annotations
@@ -42,18 +47,18 @@ from typing import Iterable, Mapping
 
 import orjson
 
-from later_read.schedule import Hour, Schedule
+from later_read.schedule import LOOKBACK, VERDICTS, Hour, Schedule
 from later_read.shard import Shard
 
 PENDING, RUNNING, DONE, PARTIAL, EXPIRED, UNREADABLE = ("pending", "running", "done", "partial", "expired",
                                                         "unreadable")
 # How `day` merges an hour's shards: the first state any shard is in, in this order (done only if all are).
 MERGE_ORDER = (EXPIRED, UNREADABLE, PARTIAL, RUNNING, PENDING, DONE)
-SETTLED = ("sent", "already_sent", "not_in_experiment", "no_recommendation", "material_not_found",
-           "unservable")
+SETTLED = ("sent", "already_sent", "earlier_hour", "not_in_experiment", "no_recommendation",
+           "material_not_found", "unservable")
 MISSES = ("absent", "stale", "corrupt")
-COUNTS = ("users", "sent", "recovered", "already_sent", "quiet", "material_not_found", "unservable",
-          "failed", "not_processed", "expired", "produced", "runs")
+COUNTS = ("users", "sent", "recovered", "already_sent", "earlier_hour", "quiet", "material_not_found",
+          "unservable", "failed", "not_processed", "expired", "produced", "runs")
 
 
 def parse(raw: bytes | None) -> dict | None:
@@ -102,6 +107,7 @@ def finished(entry: dict, counts: Counter, failures: Counter, total: int, *, cle
     unread = users - read
     figures = {
         "users": users, "sent": counts["sent"], "recovered": recovered, "already_sent": counts["already_sent"],
+        "earlier_hour": counts["earlier_hour"],
         "quiet": counts["not_in_experiment"] + counts["no_recommendation"],
         "misses": {"absent": counts["misses"] - counts["stale"], "stale": counts["stale"],
                    "corrupt": counts["corrupt"]},
@@ -120,15 +126,26 @@ def finished(entry: dict, counts: Counter, failures: Counter, total: int, *, cle
     return {**entry, **figures, "state": state}
 
 
-def expired(prev: dict | None, hour: Hour, shard: Shard, users: int, now: dt.datetime, clean: bool) -> dict:
-    """The entry of an hour whose window closed before it was done (a scheduled run's finding): final.
-    Its users not known settled by an earlier run's figures are counted expired."""
+def closing(prev: dict | None, hour: Hour, shard: Shard) -> dict:
+    """The base of the entry the expiry pass writes (`finished` adds its figures): the earlier runs' start,
+    lateness and count kept, `expired_by` set (the pass, not a run, ended the hour)."""
     prev = prev or {}
-    settled = sum(int(prev.get(k) or 0) for k in ("sent", "already_sent", "quiet", "material_not_found",
-                                                   "unservable"))
-    return {**prev, "state": EXPIRED, "clean": clean, "date": hour.date, "hour": hour.hour,
-            "shard": shard.label, "users": users, "expired": max(users - settled, 0),
-            "finished_at": round(now.timestamp(), 3), "runs": int(prev.get("runs") or 0)}
+    return {**prev, "date": hour.date, "hour": hour.hour, "shard": shard.label,
+            "runs": int(prev.get("runs") or 0), "started_at": prev.get("started_at"),
+            "late_minutes": prev.get("late_minutes"), "expired_by": "schedule"}
+
+
+def verdicts(entries: Mapping[Hour, dict | None], schedule: Schedule, now: dt.datetime) -> dict[str, int]:
+    """How many of the hours that started in the last 24 h (LOOKBACK) have each of `day`'s verdicts at
+    `now` (`Schedule.verdict`), from a shard's ledger of the last LEDGER_DAYS dates: the push's metrics
+    (`later_read_push_hours{verdict}`) and their alert rules."""
+    since = tracked_since(entries, schedule)
+    found: Counter = Counter()
+    for hour in schedule.hours_between(now - LOOKBACK, now):
+        entry = entries.get(hour)
+        tracked = entry is not None or (since is not None and schedule.start(hour) >= since)
+        found[schedule.verdict(hour, now, state_of(entry) if entry is not None else None, tracked)] += 1
+    return {verdict: found[verdict] for verdict in VERDICTS}
 
 
 def tracked_since(entries: Mapping[Hour, dict | None], schedule: Schedule) -> dt.datetime | None:

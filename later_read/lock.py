@@ -14,6 +14,12 @@ or, around a block that runs in the caller's task (the push's per-hour locks, jo
 The value is `<host>:<pid>:<random>` so a waiter can name the holder. While waiting, one `lock.waiting`
 line every few seconds; after the wait `LockHeld` (exit 5) names the holder; a signal ends the wait with
 `Interrupted` (exit 6). Redis failures are `RedisUnavailable` (exit 3).
+
+A lock is also its run's fence (docs/design.md, "The job lock"): the Store's fenced writes take it
+(`key`, `token`) and write only while Redis still holds this token under the key, in one script. When a
+refresh, a fenced write or a batch's ownership check finds the lock gone or held by another token,
+`lose` says so once (`lock.lost`), marks it lost (fenced writes then refuse at once, without asking Redis)
+and cancels the block under `guard()`, which then raises `LockLost` (exit 8).
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterator
 
 import anyio
 import redis.asyncio as aioredis
@@ -32,7 +38,7 @@ from redis.asyncio.lock import Lock
 
 from later_read import runtime
 from later_read.config import LockSettings
-from later_read.errors import Interrupted, LockHeld, RedisUnavailable
+from later_read.errors import Interrupted, LockHeld, LockLost, RedisUnavailable
 from later_read.log import alert, event, get_logger
 
 log = get_logger("lock")
@@ -53,6 +59,8 @@ class JobLock:
         self._lock = Lock(client, key, timeout=settings.ttl_seconds, thread_local=False)
         self._client = client
         self._refreshing = anyio.CancelScope()
+        self.lost: str | None = None  # why, once the lock is known not to be this run's any more
+        self._guards: list[anyio.CancelScope] = []
 
     async def acquire(self, stop: anyio.Event) -> None:
         """Take the lock, waiting up to `wait_seconds` for a holder to finish or its lock to expire."""
@@ -93,16 +101,54 @@ class JobLock:
             await self.keep()
 
     async def keep(self) -> None:
-        """Refresh the TTL every ttl/3 until cancelled; alert when a refresh fails or the lock is lost."""
+        """Refresh the TTL every ttl/3 until cancelled; a refresh that finds the lock gone or held by
+        another token loses it (`lose`); one that fails (Redis unreachable) is alerted and tried again."""
         while True:
             await anyio.sleep(self.settings.ttl_seconds / 3)
             try:
                 await self._lock.reacquire()
             except redis_errors.LockNotOwnedError:
-                alert(log, "lock.lost", key=self.key)
+                self.lose("the refresh found it gone or held by another run")
                 return
             except redis_errors.RedisError as exc:
                 alert(log, "lock.refresh_failed", key=self.key, error=exc)
+
+    def lose(self, why: str) -> None:
+        """The lock is no longer this run's: say so once, refuse every later fenced write, cancel the
+        blocks under `guard()`."""
+        if self.lost is not None:
+            return
+        self.lost = why
+        alert(log, "lock.lost", key=self.key, why=why,
+              fix="this run stopped producing and writing; another run (or the next one) does the work")
+        for scope in self._guards:
+            scope.cancel()
+
+    def error(self) -> LockLost:
+        return LockLost(f"lost the lock {self.key} of the {self.what} ({self.lost}); the run stopped "
+                        "producing and writing, its records are written only while it holds the lock; the run "
+                        "holding it now, or the next one, finishes the work (check for two runs: `later-read "
+                        "day`, and Redis: `later-read check`)")
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run the block until the lock is lost: then it is cancelled and LockLost raised (whatever the
+        cancellation made the block raise)."""
+        scope = anyio.CancelScope()
+        self._guards.append(scope)
+        if self.lost is not None:
+            scope.cancel()
+        try:
+            with scope:
+                yield
+        except BaseException:
+            if self.lost is None:
+                raise
+            raise self.error() from None
+        finally:
+            self._guards.remove(scope)
+        if self.lost is not None:
+            raise self.error()
 
     async def release(self) -> None:
         """Stop refreshing; delete the lock if it is still ours (shielded: runs even while cancelled)."""
@@ -134,13 +180,14 @@ class JobLock:
 
 @asynccontextmanager
 async def holding(lock: JobLock, stop: anyio.Event) -> AsyncIterator[JobLock]:
-    """Take `lock` (waiting as `acquire` does), keep it refreshed around the block, release it after.
-    The refresh runs in a task group of its own; `runtime.task_group` lets what the block raises out as
-    itself."""
+    """Take `lock` (waiting as `acquire` does), keep it refreshed around the block (cancelled, LockLost,
+    once the lock is lost), release it after. The refresh runs in a task group of its own;
+    `runtime.task_group` lets what the block raises out as itself."""
     await lock.acquire(stop)
     async with runtime.task_group() as tg:
         lock.refresh_in(tg)
         try:
-            yield lock
+            with lock.guard():
+                yield lock
         finally:
             await lock.release()

@@ -4,7 +4,8 @@ A cron job is gone before any scrape, so the run's numbers go to the node_export
 (`[metrics] textfile_dir/later_read_<job>.prom`, written whole by files.atomic_file) and/or a Pushgateway
 (`[metrics] pushgateway_url`, `pushadd` with grouping key `job="later_read_<job>"`), whichever is configured.
 
-Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the series count stays fixed:
+Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the series count stays fixed (the
+ledger's hours are counted per verdict, six series, never one per hour):
 
     later_read_<job>_users_total                       counter  users the runs looked at
     later_read_<job>_outcomes_total{outcome}           counter  per outcome (rec, sent, miss, ...)
@@ -17,6 +18,14 @@ Metrics of job `<job>` (prewarm, push); no uid, date or hour label, so the serie
     later_read_<job>_service_peak_qps{service}         gauge    the last run's most calls in one second
     later_read_push_peak_calls_saved                   gauge    the old real-time flow's calls for the
                                                                 hour's users minus the push's own calls
+    later_read_push_expired_users_total                counter  users never sent because their hour's
+                                                                window closed first (the ledger's expired)
+    later_read_push_hours{verdict}                     gauge    the shard's hours that started in the last
+                                                                24 h per `day` verdict (done, expired, late,
+                                                                due, upcoming, untracked) after the last run,
+                                                                from the day ledger (ledger.verdicts)
+    later_read_push_late_minutes                       gauge    how late (minutes after the hour's start) the
+                                                                last run began the latest hour it pushed
 
 A run is a success when it went through every user (status `ok`, `failures`, or the push's `expired`:
 it ran, and the users its hours' windows left behind are counted). Counters are cumulative:
@@ -44,11 +53,12 @@ from later_read.summary import Summary
 from later_read.log import event, get_logger
 from later_read.shard import Shard
 from later_read.redact import redact
+from later_read.schedule import VERDICTS
 
 log = get_logger("metrics")
 
 SUCCESS_STATUSES = ("ok", "failures", "expired")
-KNOWN_STATUSES = ("ok", "failures", "expired", "service_down", "interrupted", "error")  # Summary.status
+KNOWN_STATUSES = ("ok", "failures", "expired", "service_down", "interrupted", "lock_lost", "error")  # Summary.status
 READ_TIMEOUT_SECONDS = 5.0
 PUSH_TIMEOUT_SECONDS = 10.0
 
@@ -121,6 +131,8 @@ class _RunCollector:
             status.add_metric([name], 1.0 if name == s.status else 0.0)
         yield status
         yield from self._services(p)
+        if self.name == "push":
+            yield from self._ledger(p)
         success = ended if s.status in SUCCESS_STATUSES else self.previous.get(
             (f"{p}_last_success_timestamp_seconds", ""))
         if success is not None:
@@ -143,6 +155,27 @@ class _RunCollector:
                                     "at push time for this hour's users (A/B + recommend + material per "
                                     "user), minus the calls this push made.",
                                     value=float(self.summary.extra["peak_calls_saved"]))
+
+    def _ledger(self, p: str) -> Iterable[Metric]:
+        """The push's day-ledger metrics: expired users (cumulative, always written, so `increase()` sees
+        the first expiry), the hours per verdict and the lateness of the last run; a run that ended before
+        reading the ledger (an error) carries the previous values forward."""
+        s = self.summary
+        yield self._counter(f"{p}_expired_users", "Users of push hours never sent because the hour's window "
+                            "closed first, summed over runs.", None, {"": s.counts.get("expired", 0)})
+        verdicts = s.extra.get("hours_by_verdict")
+        if verdicts is None:
+            verdicts = {label: v for (name, label), v in self.previous.items() if name == f"{p}_hours"}
+        if verdicts:
+            hours = GaugeMetricFamily(f"{p}_hours", "The shard's hours that started in the last 24 h, per "
+                                      "verdict (later-read day's words) after the last run.", labels=["verdict"])
+            for verdict in VERDICTS:
+                hours.add_metric([verdict], float(verdicts.get(verdict, 0)))
+            yield hours
+        late = s.extra.get("late_minutes", self.previous.get((f"{p}_late_minutes", "")))
+        if late is not None:
+            yield GaugeMetricFamily(f"{p}_late_minutes", "Minutes after its start that the last run began the "
+                                    "latest hour it pushed (0: on time, or it pushed none).", value=float(late))
 
     def _counter(self, name: str, doc: str, label: str | None, run: dict) -> CounterMetricFamily:
         family = CounterMetricFamily(name, doc, labels=[label] if label else None)

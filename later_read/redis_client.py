@@ -13,9 +13,13 @@ cluster client retries at once, with no pause, and would give up before a replic
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio import connection as redis_connection
 
 from later_read.config import RedisSettings
 from later_read.redact import redact
@@ -24,6 +28,28 @@ if TYPE_CHECKING:  # cluster and sentinel clients are imported in their mode onl
     from redis.asyncio.sentinel import Sentinel
 
 SLOTS = 16384  # hash slots in every Redis Cluster
+
+# Errors a failover produces while the master is dead or being replaced; retried (sentinel, cluster).
+RETRYABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterDownError,
+             redis_errors.TryAgainError, redis_errors.SlotNotCoveredError, redis_errors.ReadOnlyError,
+             redis_errors.MasterDownError, OSError)
+RETRY_WAIT_MAX_SECONDS = 1.0  # re-ask the sentinels / slot map at least every second during a failover
+# redis-py's asyncio connection lets a write race with the connection being closed under it (a master
+# killed mid-pipeline): `self._writer.writelines` on a writer already set to None, or a transport whose
+# write callback is gone, raises AttributeError / TypeError instead of ConnectionError (redis-py issues
+# #3546 and #4287, redis 8.1.0; CI saw it as a push exiting 70). Nothing was written on that connection.
+WRITER_RACE = (AttributeError, TypeError)
+_REDIS_CONNECTION = str(Path(redis_connection.__file__).resolve())
+
+
+def retryable(exc: BaseException) -> bool:
+    """A failover's error (RETRYABLE), or redis-py's closed-writer race, which is one too."""
+    if isinstance(exc, RETRYABLE):
+        return True
+    if not isinstance(exc, WRITER_RACE) or "NoneType" not in str(exc):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(str(Path(frame.filename).resolve()) == _REDIS_CONNECTION for frame in frames)
 
 
 def open_redis(settings: RedisSettings):

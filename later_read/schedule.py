@@ -29,6 +29,7 @@ UTC = dt.timezone.utc
 LOOKBACK = dt.timedelta(hours=24)  # a run judges the hours that started within the last 24 h
 DUE_MINUTES = 30                   # `day`: an hour not done this long after its start is late
 FINAL = ("done", "expired")        # ledger states a scheduled run never touches again
+VERDICTS = ("done", "expired", "late", "due", "upcoming", "untracked")  # `verdict`'s words
 
 
 @dataclass(frozen=True, order=True)

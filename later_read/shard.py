@@ -1,5 +1,9 @@
 """Shard: which slice of a day's users one process works on (a Kubernetes Indexed Job completion).
 
+Every run of a deployment splits the users the same way: N is always `[shards] count` (`--shard K/N` with
+another N is refused), and with count > 1 a run without a shard is refused too, so no run takes a lock of
+another split (the whole day's, another N's) and works beside the shards on their users.
+
 A user belongs to shard `CRC32(source_uid) % count`; the database evaluates it (`UserQuery.shard`), so a
 shard reads only its own users. MariaDB's CRC32() and StarRocks' crc32() (StarRocks >= 3.3) are zlib's
 CRC-32, the same function as Python's `zlib.crc32` (`Shard.owns` below), so the split is the same
@@ -69,13 +73,20 @@ class Shard:
 
 def parse_shard(text: str | None, count: int, environ=None) -> Shard:
     """The shard from `--shard K/N`, else K from JOB_COMPLETION_INDEX with N = `[shards] count`, else
-    the whole day. UsageError (exit 2) names the problem and the fix."""
+    the whole day. N must be `[shards] count`: a run of another split would take other locks and records
+    than the deployment's runs and work beside them on the same users. UsageError (exit 2) names the
+    problem and the fix."""
     environ = os.environ if environ is None else environ
     if text:
         index, sep, total = text.partition("/")
         if not (sep and index.strip().isdigit() and total.strip().isdigit()):
             raise UsageError(f"--shard {text!r}: expected K/N (shard K of N, counted from 0), e.g. 2/4")
-        return Shard(int(index), int(total))
+        shard = Shard(int(index), int(total))
+        if shard.count != count:
+            raise UsageError(f"--shard {shard.label}: N is {shard.count} but [shards] count = {count}, so it "
+                             "would take other locks than the deployment's runs and work beside them on the "
+                             f"same users; use --shard K/{count}" + (", or no --shard" if count == 1 else ""))
+        return shard
     job_index = environ.get(JOB_INDEX_ENV)
     if job_index is not None and count > 1:
         if not job_index.strip().isdigit():

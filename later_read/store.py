@@ -7,26 +7,25 @@ Batching is the caller's choice (`redis.batch_size` keys per call); each method 
 from __future__ import annotations
 
 import secrets
-import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import anyio
 import orjson
 import stamina
 from redis import exceptions as redis_errors
-from redis.asyncio import connection as redis_connection
 from redis.crc import key_slot
 
-from later_read import constants, ledger
+from later_read import constants, fencing, ledger
 from later_read.config import RedisSettings
 from later_read.errors import RedisUnavailable
+from later_read.fencing import Fence
 from later_read.keys import Keys
 from later_read.log import event, get_logger
 from later_read.schedule import Hour
 from later_read.shard import Shard
-from later_read.redis_client import open_redis, target  # noqa: F401 - re-exported
+from later_read.redis_client import (RETRY_WAIT_MAX_SECONDS, RETRYABLE, WRITER_RACE, open_redis,  # noqa: F401
+                                     retryable, target)  # re-exported: clients/rate.py, tests
 
 log = get_logger("store")
 
@@ -38,29 +37,6 @@ for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ttl) end
 return #KEYS"""
 
 
-# Errors a failover produces while the master is dead or being replaced; retried (sentinel, cluster).
-RETRYABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterDownError,
-             redis_errors.TryAgainError, redis_errors.SlotNotCoveredError, redis_errors.ReadOnlyError,
-             redis_errors.MasterDownError, OSError)
-RETRY_WAIT_MAX_SECONDS = 1.0  # re-ask the sentinels / slot map at least every second during a failover
-# redis-py's asyncio connection lets a write race with the connection being closed under it (a master
-# killed mid-pipeline): `self._writer.writelines` on a writer already set to None, or a transport whose
-# write callback is gone, raises AttributeError / TypeError instead of ConnectionError (redis-py issues
-# #3546 and #4287, redis 8.1.0; CI saw it as a push exiting 70). Nothing was written on that connection.
-WRITER_RACE = (AttributeError, TypeError)
-_REDIS_CONNECTION = str(Path(redis_connection.__file__).resolve())
-
-
-def retryable(exc: BaseException) -> bool:
-    """A failover's error (RETRYABLE), or redis-py's closed-writer race, which is one too."""
-    if isinstance(exc, RETRYABLE):
-        return True
-    if not isinstance(exc, WRITER_RACE) or "NoneType" not in str(exc):
-        return False
-    frames = traceback.extract_tb(exc.__traceback__)
-    return any(str(Path(frame.filename).resolve()) == _REDIS_CONNECTION for frame in frames)
-
-
 class Store:
     def __init__(self, client, settings: RedisSettings) -> None:
         self.client = client
@@ -68,44 +44,75 @@ class Store:
         self.keys = Keys(settings.key_prefix)
         self.cluster = settings.mode == "cluster"
         self._set_ex_many = client.register_script(SET_EX_MANY)
+        self._fenced_set = client.register_script(fencing.FENCED_SET)
         # The sentinel and cluster pools raise past max_connections instead of waiting: bound calls here.
         self._slots = anyio.Semaphore(settings.max_connections)
         self._retry_for = 0.0 if settings.mode == "standalone" else settings.failover_seconds
 
-    async def _set_many(self, what: str, keys: list[str], values: list, ttl: int) -> None:
-        """SET each key to its value with one TTL, in one round trip (see SET_EX_MANY)."""
+    async def _set_many(self, what: str, keys: list[str], values: list, ttl: int,
+                        fence: Fence | None = None) -> None:
+        """SET each key to its value with one TTL, in one round trip (see SET_EX_MANY); with a `fence`,
+        only while its lock holds its token (fencing.py: one script, or in cluster mode the lock's GET in
+        the same pipeline)."""
+        fencing.refuse_if_lost(fence)
         if not keys:
             return
         if self.settings.wait_replicas and not self.cluster:
-            await self._set_and_wait(what, keys, values, ttl)
-            return
-        if not self.cluster:
-            await self._run(what, lambda: self._set_ex_many(keys=keys, args=[ttl, *values]))
-            return
+            await self._set_and_wait(what, keys, values, ttl, fence)
+        elif not self.cluster:
+            if fence is None:
+                await self._run(what, lambda: self._set_ex_many(keys=keys, args=[ttl, *values]))
+            else:
+                await self._put_fenced(what, fence, keys, values, ttl)
+        else:
+            await self._set_by_slot(what, keys, values, ttl, fence)
+
+    async def _set_by_slot(self, what: str, keys: list[str], values: list, ttl: int, fence: Fence | None) -> None:
+        """Cluster: one SET-EX-many call per hash slot in one pipeline, the fence's lock read beside them."""
         groups = _by_slot(keys, values)
 
         def calls():
             pipe = self.client.pipeline()
+            if fence is not None:
+                pipe.get(fence.key)
             for slot_keys, slot_values in groups:
                 if len(slot_keys) == 1:
                     pipe.set(slot_keys[0], slot_values[0], ex=ttl)
                 else:
                     pipe.execute_command("EVAL", SET_EX_MANY, len(slot_keys), *slot_keys, ttl, *slot_values)
             return pipe.execute()
-        await self._run(what, calls)
+        results = await self._run(what, calls)
+        if fence is not None:
+            fencing.check_owner(fence, results[0], what)
 
-    async def _set_and_wait(self, what: str, keys: list[str], values: list, ttl: int) -> None:
-        """SET-EX-many then `WAIT wait_replicas`, on one connection (a pipeline): the call returns once
-        that many replicas have the batch, so a master killed right after cannot take it with it."""
+    async def _put_fenced(self, what: str, fence: Fence, keys: list[str], values: list, ttl: int,
+                          nx: bool = False) -> int:
+        """FENCED_SET over `keys` (in cluster mode they must share the lock's hash slot): the keys written."""
+        fencing.refuse_if_lost(fence)
+        result = await self._run(what, lambda: self._fenced_set(
+            keys=[fence.key, *keys], args=[fence.token, ttl, "NX" if nx else "", *values]))
+        return fencing.checked(fence, int(result), what)
+
+    async def _set_and_wait(self, what: str, keys: list[str], values: list, ttl: int,
+                            fence: Fence | None = None) -> None:
+        """SET-EX-many (fenced with a `fence`) then `WAIT wait_replicas`, on one connection (a pipeline):
+        the call returns once that many replicas have the batch, so a master killed right after cannot take
+        it with it."""
         wanted = self.settings.wait_replicas
         timeout_ms = int(self.settings.socket_timeout_seconds * 1000 / 2)
 
         async def calls():
             pipe = self.client.pipeline(transaction=False)
-            await self._set_ex_many(keys=keys, args=[ttl, *values], client=pipe)  # queued, not sent
+            if fence is None:
+                await self._set_ex_many(keys=keys, args=[ttl, *values], client=pipe)  # queued, not sent
+            else:
+                await self._fenced_set(keys=[fence.key, *keys], args=[fence.token, ttl, "", *values], client=pipe)
             pipe.execute_command("WAIT", wanted, timeout_ms)
             return await pipe.execute()
-        acked = (await self._run(what, calls))[-1]
+        results = await self._run(what, calls)
+        if fence is not None:
+            fencing.checked(fence, int(results[0]), what)
+        acked = results[-1]
         if acked < wanted:
             event(log, "redis.replicas_behind", what=what, wanted=wanted, acked=acked, timeout_ms=timeout_ms)
 
@@ -181,20 +188,25 @@ class Store:
             return []
         return (await self._mget("MGET sent markers", [Keys.sent(date, u) for u in uids]))[0]
 
-    async def put_sent(self, date: str, items: Iterable[tuple[str, str]]) -> None:
-        """Mark users as pushed for the date (value: the msg_id that was delivered)."""
+    async def put_sent(self, date: str, items: Iterable[tuple[str, str]], fence: Fence | None = None) -> None:
+        """Mark users as pushed for the date (value: the msg_id that was delivered); with a `fence`, only
+        while the run holds its lock (fencing.py)."""
         items = list(items)
         await self._set_many("write sent markers", [Keys.sent(date, uid) for uid, _ in items],
-                             [msg_id for _, msg_id in items], constants.SENT_TTL_SECONDS)
+                             [msg_id for _, msg_id in items], constants.SENT_TTL_SECONDS, fence)
 
-    async def get_push_state(self, date: str, uids: Sequence[str]
+    async def get_push_state(self, date: str, uids: Sequence[str], fence: Fence | None = None
                              ) -> tuple[list[bytes | None], list[bytes | None]]:
-        """Each user's value and sent marker for the date: two MGETs in one pipeline (one round trip)."""
+        """Each user's value and sent marker for the date: two MGETs in one pipeline (one round trip); with a
+        `fence`, its lock is read in the same round trip and LockLost raised unless it holds the token."""
+        fencing.refuse_if_lost(fence)
         if not uids:
             return [], []
-        values, sent = await self._mget("MGET values and sent markers", [self.keys.rec(u) for u in uids],
-                                        [Keys.sent(date, u) for u in uids])
-        return values, sent
+        lists = [[self.keys.rec(u) for u in uids], [Keys.sent(date, u) for u in uids]]
+        found = await self._mget("MGET values and sent markers", *lists, *([[fence.key]] if fence else []))
+        if fence is not None:
+            fencing.check_owner(fence, found[2][0], "the ownership check of a batch")
+        return found[0], found[1]
 
     async def get_prewarm_done(self, date: str, shards: int = 1) -> dict | None:
         """The day's completion marker: the unsharded one, else (with `shards` > 1) every shard's,
@@ -203,10 +215,18 @@ class Store:
         found = (await self._mget("GET prewarm markers", [Keys.prewarm_done(date, x) for x in suffixes]))[0]
         return _merged(found)
 
-    async def put_prewarm_done(self, date: str, info: dict, shard: Shard | None = None) -> None:
+    async def put_prewarm_done(self, date: str, info: dict, shard: Shard | None = None,
+                               fence: Fence | None = None) -> None:
+        """The day's completion marker (the shard's); with a `fence`, only while the run holds its lock."""
         key = Keys.prewarm_done(date, shard.suffix if shard else "")
-        await self._run("SET prewarm marker", lambda: self.client.set(
-            key, orjson.dumps(info), ex=constants.PREWARM_DONE_TTL_SECONDS))
+        await self._put(f"SET {key}", key, orjson.dumps(info), constants.PREWARM_DONE_TTL_SECONDS, fence)
+
+    async def _put(self, what: str, key: str, value: bytes, ttl: int, fence: Fence | None) -> None:
+        """SET `key` EX `ttl`; with a `fence`, FENCED_SET (the key shares the lock's hash slot: keys.py)."""
+        if fence is None:
+            await self._run(what, lambda: self.client.set(key, value, ex=ttl))
+        else:
+            await self._put_fenced(what, fence, [key], [value], ttl)
 
     async def get_push_run(self, date: str, hour: int, suffix: str = "") -> tuple[dict | None, dict | None]:
         """The hour's start record and its ledger entry (either None when absent), one round trip."""
@@ -214,17 +234,21 @@ class Store:
                                                                  Keys.push_ledger(date, hour, suffix)]))[0]
         return (orjson.loads(start) if start else None), ledger.parse(entry)
 
-    async def put_push_start(self, date: str, hour: int, info: dict, suffix: str = "") -> bool:
-        """SET NX the hour's start record; False when an earlier run already wrote one."""
-        key = Keys.push_start(date, hour, suffix)
-        return bool(await self._run("SET push start", lambda: self.client.set(
-            key, orjson.dumps(info), nx=True, ex=constants.PUSH_START_TTL_SECONDS)))
+    async def put_push_start(self, date: str, hour: int, info: dict, suffix: str = "",
+                             fence: Fence | None = None) -> bool:
+        """SET NX the hour's start record (fenced by the hour's lock when given); False when an earlier run
+        already wrote one."""
+        key, value, ttl = Keys.push_start(date, hour, suffix), orjson.dumps(info), constants.PUSH_START_TTL_SECONDS
+        if fence is not None:
+            return await self._put_fenced("SET push start", fence, [key], [value], ttl, nx=True) == 1
+        return bool(await self._run("SET push start", lambda: self.client.set(key, value, nx=True, ex=ttl)))
 
-    async def put_ledger(self, date: str, hour: int, entry: dict, suffix: str = "") -> None:
-        """Write the hour's ledger entry (ledger.py: its shape; the whole entry, replacing the last)."""
+    async def put_ledger(self, date: str, hour: int, entry: dict, suffix: str = "",
+                         fence: Fence | None = None) -> None:
+        """Write the hour's ledger entry (ledger.py: its shape; the whole entry, replacing the last); with a
+        `fence`, only while the run holds the hour's lock."""
         key = Keys.push_ledger(date, hour, suffix)
-        await self._run("SET ledger entry", lambda: self.client.set(
-            key, orjson.dumps(entry), ex=constants.PUSH_LEDGER_TTL_SECONDS))
+        await self._put("SET ledger entry", key, orjson.dumps(entry), constants.PUSH_LEDGER_TTL_SECONDS, fence)
 
     async def get_ledger(self, hours: Iterable[Hour], suffixes: Sequence[str] = ("",)
                          ) -> dict[tuple[Hour, str], dict | None]:
@@ -255,11 +279,13 @@ class Store:
             prewarm_done=_merged(done),
             locks={pair: raw.decode("utf-8", "replace") for pair, raw in zip(locks, held) if raw is not None})
 
-    async def put_prewarm_ready(self, date: str, hour: int, info: dict, suffix: str = "") -> None:
-        """Hour `hour` of the date is prewarmed (by the shard whose `suffix` is given, if sharded)."""
+    async def put_prewarm_ready(self, date: str, hour: int, info: dict, suffix: str = "",
+                                fence: Fence | None = None) -> None:
+        """Hour `hour` of the date is prewarmed (by the shard whose `suffix` is given, if sharded); with a
+        `fence`, only while the prewarm holds its lock."""
         key = Keys.prewarm_ready(date, hour, suffix)
-        await self._run("SET prewarm hour marker", lambda: self.client.set(
-            key, orjson.dumps(info), ex=constants.PREWARM_READY_TTL_SECONDS))
+        await self._put("SET prewarm hour marker", key, orjson.dumps(info), constants.PREWARM_READY_TTL_SECONDS,
+                        fence)
 
     async def get_prewarm_ready(self, date: str, hour: int, shards: int = 1
                                 ) -> tuple[dict | None, dict | None, int]:

@@ -28,7 +28,7 @@ class Summary:
     services: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
-    status: str = "running"   # ok | failures | service_down | interrupted | error
+    status: str = "running"   # ok | failures | expired | service_down | interrupted | lock_lost | error
     extra: dict[str, Any] = field(default_factory=dict)
     total: int | None = None  # the day's (or the hour's) users by the count query, when known
     named: dict[str, list[str]] = field(default_factory=dict)  # reason -> uids not finished for it

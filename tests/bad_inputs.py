@@ -227,6 +227,14 @@ CASES: list[Case] = [
     Case("env", "JOB_COMPLETION_INDEX beyond [shards] count",
          E + "shard 7/4: expected K/N with N >= 1 and 0 <= K < N, e.g. --shard 2/4", 2,
          env={"LATER_READ__SHARDS__COUNT": "4", "JOB_COMPLETION_INDEX": "7"}),
+    Case("cli", "--shard 0/1 (the whole day) while [shards] count = 2",
+         E + "--shard 0/1: N is 1 but [shards] count = 2, so it would take other locks than the deployment's runs "
+         "and work beside them on the same users; use --shard K/2", 2,
+         args=["push", "--config", "<CONFIG>", "--shard", "0/1"], env={"LATER_READ__SHARDS__COUNT": "2"}),
+    Case("cli", "--shard K/N with N not [shards] count",
+         E + "--shard 1/4: N is 4 but [shards] count = 1, so it would take other locks than the deployment's runs "
+         "and work beside them on the same users; use --shard K/1, or no --shard", 2,
+         args=[*PREWARM, "--shard", "1/4"]),
     Case("cli", "--date in the wrong format", E + "--date: expected YYYYMMDD such as 20261123, got '2026-11-23'",
          2, args=[*PREWARM, "--date", "2026-11-23"]),
     Case("cli", "--date outside 2000-2100", E + "--date: 19991231 is outside 2000-2100; check the value", 2,

@@ -101,4 +101,6 @@ def test_hostile_uids_through_prewarm_and_push(redis_url, mysql, kafka_topic, si
         shown = run(config, "show", uid, "--date", DATE)
         assert shown.returncode == 0, shown.stderr
         assert "outcome    rec:" in shown.stdout and "sent       none" not in shown.stdout
-        assert len(shown.stdout.splitlines()) == 8  # uid, key, raw, value, ttl, outcome, sent, prewarm
+        lines = shown.stdout.splitlines()
+        assert len(lines) == 9  # uid, key, raw, value, ttl, outcome, sent, prewarm, hour
+        assert lines[-1].startswith(f"hour       {HOUR} (from task rows, shard 0/1)") and " ledger state=" in lines[-1]

@@ -254,6 +254,29 @@ def test_show_text_names_markers_and_the_next_step(redis_url, mysql, kafka_topic
     assert f"sent       {msg_id(DATE, uid)}" in text
     assert "prewarm    date=20261123 finished_at=2026-11-23T00:09:12+08:00 users=60" in text
     assert "next" not in text
+    hour = first_push_hour(uid)
+    window = (f"window 2026-11-23T{hour:02d}:00:00+08:00 - 2026-11-23T{hour + 2:02d}:00:00+08:00" if hour < 22
+              else "window ")
+    assert f"hour       {hour} (from task rows, shard 0/1) {window}" in text
+    assert "no ledger entry: no push run has begun it" in text  # a rerun writes no entry of its own
+
+
+def test_show_reads_the_users_hour_in_the_day_ledger(redis_url, mysql, kafka_topic, sim, make_config):
+    seed(mysql)
+    config, uid = make_config(push={"wait_for_prewarm_seconds": 0}), pick(sim, "rec")
+    hour = first_push_hour(uid)
+    assert later_read("rerun", uid, "--date", DATE, "--prewarm-only", "--config", str(config)).exit_code == 0
+    pushed = later_read("push", "--date", DATE, "--hour", str(hour), "--now", at(hour), "--config", str(config))
+    assert pushed.exit_code == 0, pushed.output
+    found = show_json(config, uid)["push_hour"]
+    assert (found["hour"], found["from"], found["shard"]) == (hour, "task rows", "0/1")
+    assert found["ledger"]["state"] in ("done", "partial") and found["ledger"]["users"] >= 1
+    other = orjson.loads(later_read("show", uid, "--date", DATE, "--hour", "3", "--json", "--config",
+                                    str(config)).stdout)["push_hour"]
+    assert (other["hour"], other["from"], other["ledger"]) == (3, "--hour", None)
+    down = make_config(starrocks={"port": servers.free_port()})  # StarRocks not answering: hour unknown
+    text = later_read("show", uid, "--date", DATE, "--config", str(down)).stdout
+    assert "hour       \"unknown (StarRocks:" in text and "pass --hour" in text
 
 
 def test_show_exit_codes(redis_url, make_config):

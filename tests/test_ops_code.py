@@ -1,10 +1,11 @@
 """Operations as code, checked against a real run: the Loki rules, the Grafana dashboard, `later-read sent`.
 
-One module fixture runs a real day against the session's servers: 40 users at hour 9, a prewarm of 30
-of them (`--uids-file`, so 10 misses), an hourly push (subprocesses, metrics to a textfile dir), a run
-that stops on a config error, and messages planted in the topic (noise of another date before the
-push; after it, a copy of one real message and two copies of a hostile one). The tests read what those
-runs printed and wrote; no log line or metric name here is written by hand.
+One module fixture runs a real day against the session's servers: 40 users at hour 9 and 3 at hour 10, a
+prewarm of 30 of hour 9's and the 3 (`--uids-file`, so 10 misses), the push of hour 9 (subprocesses,
+metrics to a textfile dir), a run that stops on a config error, messages planted in the topic (noise of
+another date before the push; after it, a copy of one real message and two copies of a hostile one), and a
+scheduled run at 12:01 that expires hours 9 and 10 (hour 10's 3 users never sent) and catches up 11. The
+tests read what those runs printed and wrote; no log line or metric name here is written by hand.
 """
 
 from __future__ import annotations
@@ -43,19 +44,28 @@ def later_read(config: Path, *args: str, timeout: float = 180) -> subprocess.Com
                           env={**os.environ, "PYTHONPATH": env_path})
 
 
-def seed_hour(db) -> list[str]:
+def seed_hour(db, late: list[str]) -> list[str]:
+    """USERS users at HOUR and the `late` ones at HOUR + 1; the former's uids."""
     task_a = TEMPLATES[0].replace("{date}", DATE)
     uids = [f"o{i:06d}" for i in range(USERS)]
+    rows = [(task_a, uid, seeding.PROJECTS[i % 2], HOUR, "b1") for i, uid in enumerate(uids)]
+    rows += [(task_a, uid, "novel", HOUR + 1, "b1") for uid in late]
     conn = seeding.connect(db.host, db.port, db.user, db.password, db.database)
     try:
         seeding.create_table(conn)
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO task_data (task_id, source_uid, project, push_hour, book_id) "
-                            "VALUES (%s, %s, %s, %s, %s)",
-                            [(task_a, uid, seeding.PROJECTS[i % 2], HOUR, "b1") for i, uid in enumerate(uids)])
+                            "VALUES (%s, %s, %s, %s, %s)", rows)
     finally:
         conn.close()
     return uids
+
+
+def with_a_recommendation(simulator, count: int) -> list[str]:
+    """`count` uids the simulator gives a recommendation with a card (their message would be sent)."""
+    found = (uid for uid in (f"p{i:06d}" for i in range(1000)) if all(simulator.expected(uid)[k] for k in (
+        "in_experiment", "has_rec", "material_found")))
+    return [next(found) for _ in range(count)]
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[str, int]:
@@ -96,8 +106,9 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
         "push": {"wait_for_prewarm_seconds": 0},
         "metrics": {"textfile_dir": str(textfiles)}})), encoding="utf-8")
     try:
-        uids = seed_hour(db)
-        (tmp / "uids.txt").write_text("\n".join(uids[:PREWARMED]) + "\n", encoding="utf-8")
+        late_users = with_a_recommendation(simulator, 3)
+        uids = seed_hour(db, late_users)
+        (tmp / "uids.txt").write_text("\n".join(uids[:PREWARMED] + late_users) + "\n", encoding="utf-8")
         prewarm = later_read(config, "prewarm", "--date", DATE, "--uids-file", str(tmp / "uids.txt"))
         noise = [(f"n{i}", orjson.dumps({"msg_id": f"noise-{i}", "source_uid": f"n{i}", "push_date": "20261122",
                                          "push_hour": HOUR}), i % 3) for i in range(6)]
@@ -114,7 +125,8 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
         produce(bootstrap, topic, [(copy.key, orjson.dumps(copy.value), (copy.partition + 1) % 3),
                                    ("x", hostile, 0), ("x", hostile, 1)])
         failed = later_read(tmp / "missing.toml", "push", "--date", DATE)
-        yield {"before": before, "config": config, "prewarm": prewarm, "push": push, "failed": failed,
+        late = later_read(config, "push", "--now", at(HOUR + 3, 1))  # 12:01: hours 9 and 10 expired, 11 caught up
+        yield {"before": before, "config": config, "prewarm": prewarm, "push": push, "failed": failed, "late": late,
                "pushed": pushed, "copy": copy, "textfiles": textfiles, "client": client, "start_key": start_key,
                "bootstrap": bootstrap, "topic": topic}
     finally:
@@ -128,6 +140,7 @@ def test_the_real_day_ran(real_day):
     assert real_day["push"].returncode == 0, real_day["push"].stderr[-2000:]
     assert real_day["failed"].returncode == 2
     assert real_day["pushed"], "the push sent nothing: the sent checks below would be empty"
+    assert real_day["late"].returncode == 7, real_day["late"].stderr[-2000:]  # hour 10's users expired
 
 
 # Loki rules ----------------------------------------------------------------------------------------
@@ -150,19 +163,22 @@ def loki_rules() -> list[dict]:
 def real_lines(real_day, selector: str) -> list[str]:
     """The lines the real runs printed that the rule's stream selector would pick (by its job label)."""
     job = re.search(r'job="(\w+)"', selector)
-    runs = [real_day[job.group(1)]] if job else [real_day[k] for k in ("prewarm", "push", "failed")]
+    names = {"prewarm": ["prewarm"], "push": ["push", "late"]}
+    runs = [real_day[k] for k in (names[job.group(1)] if job else ("prewarm", "push", "failed", "late"))]
     return [line for run in runs for line in run.stderr.splitlines()]
 
 
 def test_loki_rules_parse_and_name_the_documented_alerts():
     names = [rule["alert"] for rule in loki_rules()]
-    assert names == ["LaterReadAlertLine", "LaterReadRunFailed", "LaterReadPushMissRatio"]
+    assert names == ["LaterReadAlertLine", "LaterReadRunFailed", "LaterReadPushMissRatio",
+                     "LaterReadPushHourExpiredLine", "LaterReadPushCatchingUp"]
     doc = (ROOT / "docs" / "alerting.md").read_text(encoding="utf-8")
     assert "deploy/alerts/later-read.loki.yml" in doc
     assert all(f"`{name}`" in doc for name in names)
 
 
-@pytest.mark.parametrize("alert", ["LaterReadAlertLine", "LaterReadRunFailed", "LaterReadPushMissRatio"])
+@pytest.mark.parametrize("alert", ["LaterReadAlertLine", "LaterReadRunFailed", "LaterReadPushMissRatio",
+                                   "LaterReadPushHourExpiredLine", "LaterReadPushCatchingUp"])
 def test_each_loki_line_filter_matches_a_line_a_real_run_printed(real_day, alert):
     [rule] = [r for r in loki_rules() if r["alert"] == alert]
     expr = rule["expr"]
@@ -241,13 +257,14 @@ def test_sent_finds_the_planted_duplicate_from_the_recorded_start(real_day):
 
 
 def test_sent_falls_back_to_the_time_bound_without_the_start_key(real_day):
-    client, key = real_day["client"], real_day["start_key"]
-    saved = client.dump(key)
-    client.delete(key)
+    client = real_day["client"]
+    saved = {key: client.dump(key) for key in client.keys("later_read:push:start:*")}  # hour 9's, 11's, 12's
+    client.delete(*saved)
     try:
         report = sent_json(real_day)
     finally:
-        client.restore(key, 3 * 86400 * 1000, saved, replace=True)
+        for key, dumped in saved.items():
+            client.restore(key, 3 * 86400 * 1000, dumped, replace=True)
     assert report["start"]["push_start_keys"] == []
     assert report["start"]["time_bound"] == "2026-11-22T23:00:00+08:00"  # the date's start, less the slack
     assert report["other"] == 6  # the noise of another date is read, then filtered out
@@ -260,7 +277,9 @@ def test_sent_text_lists_one_users_copies_on_escaped_bounded_lines(real_day):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert any(line.startswith("sent.duplicate ") and copy.value["msg_id"] in line for line in lines)
-    assert sum(line.startswith("sent.message ") for line in lines) == 2
+    listed = [line for line in lines if line.startswith("sent.message ")]
+    assert len(listed) == 2  # each with its hour's window end: the push's, or the planted copy's
+    assert all(" expires_at=2026-11-23T11:00:00+08:00" in line and " created_at=" in line for line in listed)
     everything = later_read(real_day["config"], "sent", "--date", DATE, "--hour", str(HOUR)).stdout
     [hostile] = [line for line in everything.splitlines() if "evil" in line]
     # Escaped once, by log.fields: no raw escape character, the keyword defused, the newline as \n.

@@ -236,7 +236,8 @@ def test_hour_yields_exactly_its_users_once_with_correct_fields(
     assert result.exit_code == 0, result.output
 
     picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
-    expected = pushable(sim, picked)
+    own = seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True)  # the others: hour 4's
+    expected = pushable(sim, own)
     messages = consume(kafka_topic)
     # The precedence bug (`a OR b AND c`) would add other hours' users and the noise task ids' users.
     assert sorted(key for key, _ in messages) == sorted(expected)
@@ -260,8 +261,8 @@ def test_hour_yields_exactly_its_users_once_with_correct_fields(
 
     data = json.loads(report.read_text())
     assert REPORT_KEYS <= set(data)
-    outcomes = [sim.expected(uid) for uid in picked]
-    assert data["users"] == len(picked)
+    outcomes = [sim.expected(uid) for uid in own]
+    assert data["users"] == len(picked) and data["earlier_hour"] == len(picked) - len(own)
     assert data["sent"] == len(expected)
     assert data["not_in_experiment"] == sum(not e["in_experiment"] for e in outcomes)
     assert data["no_recommendation"] == sum(e["in_experiment"] and not e["has_rec"] for e in outcomes)
@@ -332,7 +333,8 @@ def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
     users, hour = 2400, 7
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
-    picked = sorted(seeding.expected_users(DATE, users, TEMPLATES, hour=hour))
+    hour_users = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
+    picked = sorted(seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True))
     deleted, stale = picked[:37], picked[37]
     client = redis.Redis.from_url(redis_url)
     client.delete(*[Keys().rec(uid) for uid in deleted])
@@ -342,8 +344,8 @@ def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
     result = run_push(push_config(make_config, miss_log_limit=5), hour=hour)
     assert result.exit_code == 0, result.output
     line = summary_line(result.stderr, "push.misses")
-    assert ALERT in line and " count=38 " in line and f" users={len(picked)} " in line
-    assert f" ratio={38 / len(picked):.6f} " in line
+    assert ALERT in line and " count=38 " in line and f" users={len(hour_users)} " in line
+    assert f" ratio={38 / len(hour_users):.6f} " in line
     assert " misses=38 " in summary_line(result.stderr)
     per_user = [l for l in result.stderr.splitlines() if " push.cache_miss " in f" {l} "]
     assert len(per_user) == 5 and all(ALERT in l for l in per_user)  # rate-limited
@@ -358,7 +360,7 @@ def test_corrupt_value_is_counted_and_alerted_never_a_crash(
     users, hour = 480, 9
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
-    picked = sorted(seeding.expected_users(DATE, users, TEMPLATES, hour=hour))
+    picked = sorted(seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True))
     client = redis.Redis.from_url(redis_url)
     client.set(Keys().rec(picked[0]), b'{"rec_id": "r-1", "trunc')
     client.set(Keys().rec(picked[1]), b'{"outcome": "rec", "date": "20261123", "rec_id": ""}')
@@ -382,7 +384,7 @@ def test_material_fetched_once_per_distinct_card_and_not_found_counted(
     sim.configure(materials=12, not_found_ratio=0.25)
     users, hour = 2400, 4
     seed_day(mysql, users)
-    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
+    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True)
     values = {}
     for uid in picked:  # rec_id shared per book, as a real engine's strategy/slot id is
         value = oracle_value(sim, uid)
@@ -422,7 +424,7 @@ def test_missing_prewarm_marker_waits_then_alerts_and_pushes(
     assert "push.waiting_for_prewarm" in result.stderr
     line = summary_line(result.stderr, "push.prewarm_unfinished")
     assert line.rstrip().endswith(ALERT) and f"date={DATE}" in line
-    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
+    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True)
     assert {key for key, _ in consume(kafka_topic)} == set(pushable(sim, picked))
 
 
@@ -436,7 +438,7 @@ def test_dry_run_prints_messages_without_kafka_or_markers(
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
     config = make_config(push={"wait_for_prewarm_seconds": 600})  # a dry run never waits
-    expected = pushable(sim, seeding.expected_users(DATE, users, TEMPLATES, hour=hour))
+    expected = pushable(sim, seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True))
 
     result = run_push(config, "--dry-run", hour=hour)
     assert result.exit_code == 0, result.output
@@ -459,7 +461,7 @@ def test_dry_run_prints_messages_without_kafka_or_markers(
 def test_on_miss_live_computes_within_budget(redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     users, hour = 2400, 8
     seed_day(mysql, users)
-    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
+    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True)
     prewarm(redis_url, {})  # only the marker: the prewarm "missed" everyone
     budget = 40
     report = tmp_path / "r.json"
@@ -636,7 +638,7 @@ def test_undelivered_messages_are_counted_alerted_and_unmarked(
     result = run_push(config, "--report", str(report), hour=hour)
     assert result.exit_code == 1, result.output
     data = json.loads(report.read_text())
-    expected = pushable(sim, seeding.expected_users(DATE, users, TEMPLATES, hour=hour))
+    expected = pushable(sim, seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True))
     assert data["failures"]["undelivered"] == len(expected) and data["sent"] == 0
     assert data["status"] == "failures"
     line = summary_line(result.stderr, "push.undelivered")

@@ -178,6 +178,20 @@ def test_push_rides_out_a_master_killed_mid_run_every_message_once(
     assert_exactly_once(ha, sim, users, kafka_topic)
 
 
+def test_fenced_writes_refuse_once_the_lock_is_stolen(ha):
+    """The fence in each mode: the start record and ledger entry share the lock's hash slot (one script in
+    a cluster too); a cluster's marker batch reads the lock in the same pipeline (fencing.py)."""
+    from test_fencing import check_fenced_writes, fenced_writes
+
+    cluster = isinstance(ha, RedisClusterGroup)
+    if cluster:
+        found = fenced_writes(ha.url, {"mode": "cluster"})
+    else:
+        found = fenced_writes("", {"mode": "sentinel", "sentinels": ha.sentinels, "service_name": SERVICE_NAME,
+                                   "wait_replicas": 1})
+    check_fenced_writes(found, cluster)
+
+
 def test_check_reports_the_mode_the_master_or_the_nodes_and_slot_coverage(
         ha, mysql, kafka_topic, sim, make_config):
     seed_hour(mysql, 10, HOUR)

@@ -170,11 +170,19 @@ def test_done_partial_and_expired_come_from_what_the_run_ended_with():
     assert late["misses"] == {"absent": 0, "stale": 0, "corrupt": 0} and late["runs"] == 1
 
 
-def test_an_expired_entry_counts_the_users_not_known_settled():
-    assert ledger.expired(None, Hour("20261123", 3), Shard.whole(), 40, NOW, True)["expired"] == 40
-    partial = _ended(users=10, sent=6, failures={"undelivered": 4})
-    entry = ledger.expired(partial, Hour("20261123", 5), Shard.whole(), 10, NOW, True)
-    assert (entry["state"], entry["expired"], entry["sent"]) == ("expired", 4, 6)
+def test_the_expiry_pass_keeps_the_earlier_runs_start_and_counts_what_it_read():
+    dead = ledger.running(None, Hour("20261123", 5), Shard.whole(), NOW, 61.5, caught_up=True)
+    base = ledger.closing(dead, Hour("20261123", 5), Shard.whole())
+    entry = ledger.finished(base, Counter(users=10, already_sent=3, earlier_hour=1, not_in_experiment=2, expired=4),
+                            Counter(), 10, clean=True, recovered=3, produced=0, now=NOW, window_closed=True)
+    assert (entry["state"], entry["expired"], entry["already_sent"], entry["earlier_hour"], entry["quiet"]) == \
+        ("expired", 4, 3, 1, 2)
+    assert (entry["runs"], entry["late_minutes"], entry["caught_up"], entry["expired_by"]) == \
+        (1, 61.5, True, "schedule")
+    nobody_left = ledger.finished(ledger.closing(None, Hour("20261123", 3), Shard.whole()),
+                                  Counter(users=2, already_sent=2), Counter(), 2, clean=True, recovered=0,
+                                  produced=0, now=NOW, window_closed=True)
+    assert (nobody_left["state"], nobody_left["runs"], nobody_left["late_minutes"]) == ("done", 0, None)
 
 
 def test_unreadable_entries_are_never_clean_and_shards_merge_to_the_least_advanced():

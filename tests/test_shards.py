@@ -31,17 +31,20 @@ PER_RUN = (b"later_read:prewarm:done:", b"later_read:prewarm:ready:", b"later_re
 
 
 def test_shard_parsing_and_key_suffix():
-    assert parse_shard("2/4", 1) == Shard(2, 4)
+    assert parse_shard("2/4", 4) == Shard(2, 4)
     assert parse_shard(None, 4, {JOB_INDEX_ENV: "3"}) == Shard(3, 4)
     assert parse_shard(None, 1, {}) == Shard.whole() and Shard.whole().suffix == ""
     assert Shard(2, 4).suffix == ":shard2of4"
     assert Shard.of("u1", 4) == Shard(zlib.crc32(b"u1") % 4, 4) and Shard.of("u1", 4).owns("u1")
-    assert Keys.lock("prewarm", DATE, None, Shard(2, 4).suffix) == f"later_read:lock:prewarm:{DATE}:shard2of4"
+    assert Keys.lock("prewarm", DATE, None, Shard(2, 4).suffix) == f"later_read:lock:prewarm:{{{DATE}:shard2of4}}"
     for bad in ("4/4", "x/4", "1", "-1/4"):
         with pytest.raises(UsageError):
             parse_shard(bad, 1)
     with pytest.raises(UsageError, match="JOB_COMPLETION_INDEX"):
-        parse_shard(None, 4, {})
+        parse_shard(None, 4, {})  # an unsharded run in a sharded deployment: refused
+    for other_split, count in (("0/1", 2), ("1/2", 4), ("0/2", 1)):  # its locks would not be the deployment's
+        with pytest.raises(UsageError, match=rf"but \[shards\] count = {count}"):
+            parse_shard(other_split, count)
 
 
 def test_mariadb_crc32_is_zlib_crc32_so_the_split_is_the_same_everywhere(mysql):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 import pytest
+from redis.crc import key_slot
 
 from later_read import constants
 from later_read.value_codec import CachedValue, decode, encode
@@ -82,8 +83,13 @@ def test_keys_are_built_in_one_place():
     assert keys.rec("42") == "rec:later_read:42"
     assert keys.uid_of(b"rec:later_read:42") == "42"
     assert Keys.sent("20261123", "42") == "later_read:sent:20261123:42"
-    assert Keys.lock("push", "20261123", 9) == "later_read:lock:push:20261123:09"
-    assert Keys.prewarm_done("20261123") == "later_read:prewarm:done:20261123"
+    assert Keys.lock("push", "20261123", 9) == "later_read:lock:push:{20261123:09}"
+    assert Keys.prewarm_done("20261123") == "later_read:prewarm:done:{20261123}"
+    # A run's lock and its records share a hash tag, so one script can fence them in Redis Cluster too.
+    run = [Keys.lock("push", "20261123", 9, ":shard1of2"), Keys.push_start("20261123", 9, ":shard1of2"),
+           Keys.push_ledger("20261123", 9, ":shard1of2")]
+    prewarm = [Keys.lock("prewarm", "20261123"), Keys.prewarm_done("20261123"), Keys.prewarm_ready("20261123", 5)]
+    assert len({key_slot(k.encode()) for k in run}) == 1 and len({key_slot(k.encode()) for k in prewarm}) == 1
 
 
 def test_dates_and_uids():

@@ -37,9 +37,9 @@ from later_read.schedule import Hour, Schedule
 from later_read.store import DayRecords, ledger_suffixes
 
 FAILING = ("late", "expired")
-FIGURES = ("users", "sent", "recovered", "already_sent", "quiet", "misses", "material_not_found", "unservable",
-           "failed", "not_processed", "expired")
-COLUMNS = ("hour", "start", "state", "verdict", "users", "sent", "recov", "already", "quiet", "misses",
+FIGURES = ("users", "sent", "recovered", "already_sent", "earlier_hour", "quiet", "misses", "material_not_found",
+           "unservable", "failed", "not_processed", "expired")
+COLUMNS = ("hour", "start", "state", "verdict", "users", "sent", "recov", "already", "earlier", "quiet", "misses",
            "no_card", "unserv", "failed", "unsent", "expired", "late_min", "prewarm", "note")
 
 
@@ -143,9 +143,7 @@ def _cells(row: dict) -> list[str]:
     if len(row["shards"]) > 1 and len(set(row["shards"])) > 1:
         notes.append("shards " + ",".join(quote(s) for s in row["shards"]))
     start = row["start"][11:16] + row["start"][19:]  # HH:MM and the offset (it changes on a DST day)
-    figures = [_cell(row[k]) if row["marked"] else "-" for k in (  # no entry: nothing counted yet
-        "users", "sent", "recovered", "already_sent", "quiet", "misses", "material_not_found", "unservable",
-        "failed", "not_processed", "expired")]
+    figures = [_cell(row[k]) if row["marked"] else "-" for k in FIGURES]  # no entry: nothing counted yet
     late = "-" if row["late_minutes"] is None else _cell(row["late_minutes"])
     return [f"{row['hour']:02d}", start, quote(row["state"]), row["verdict"], *figures, late,
             "ready" if row["prewarm_ready"] else "-", "; ".join(notes)]

@@ -5,9 +5,11 @@
 `run_job` owns the run the way arq's `Worker` does: it pings `[monitor] <job>_ping_url`'s `/start`
 (`monitor.Pings`, in the background), watches SIGTERM/SIGINT for the whole run (`Shutdown`), opens the
 job's typed connections, takes the job's lock (waiting `lock_wait` seconds for a holder, `JobLock`) and
-refreshes it in its own task group, awaits `job.work`, then concludes once: the summary on stderr,
-`--report` (redacted), metrics, the job's alert line, the closing ping (success, or `/fail` with the exit
-code: it never changes it), then the one-line error, always the run's last line, and the exit code.
+refreshes it in its own task group, hands it to the job as its `fence` (its fenced writes, lock.py), awaits
+`job.work` under the lock's guard (a lost lock cancels the work: LockLost, exit 8), then concludes once:
+the summary on stderr, `--report` (redacted), metrics, the job's alert line, the closing ping (success, or
+`/fail` with the exit code: it never changes it), then the one-line error, always the run's last line,
+and the exit code.
 The work raises its errors plainly; they are caught here, never inside a task group of the lock.
 
 A job is any object with the attributes and methods of `Job` below.
@@ -26,8 +28,8 @@ from anyio.abc import TaskGroup
 from later_read import runtime
 from later_read.config import Settings
 from later_read.errors import (EXIT_EXPIRED, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
-                               EXIT_SERVICE_DOWN, INTERNAL_ERROR_LINE, Interrupted, LaterReadError, ServiceDown,
-                               error_line, traceback_text)
+                               EXIT_SERVICE_DOWN, INTERNAL_ERROR_LINE, Interrupted, LaterReadError, LockLost,
+                               ServiceDown, error_line, traceback_text)
 from later_read.jobs.progress import write_report
 from later_read.lock import JobLock
 from later_read.log import alert, get_logger, summary as log_summary
@@ -41,7 +43,7 @@ log = get_logger("lifecycle")
 
 STATUS_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "service_down": EXIT_SERVICE_DOWN,
                "interrupted": EXIT_INTERRUPTED, "expired": EXIT_EXPIRED}
-_ERROR_STATUS = {ServiceDown: "service_down", Interrupted: "interrupted"}  # any other error: "error"
+_ERROR_STATUS = {ServiceDown: "service_down", Interrupted: "interrupted", LockLost: "lock_lost"}  # else "error"
 
 
 class Job(Protocol):
@@ -52,6 +54,7 @@ class Job(Protocol):
     report_path: str | None
     lock_wait: float                # seconds to wait for a held lock; 0 = fail at once
     shard: Shard                    # the slice of users this run works on (Shard.whole(): all of them)
+    fence: JobLock | None           # set by the lifecycle: the lock it holds for the run (None: no lock)
 
     def connect(self) -> AsyncContextManager[Any]:
         """The job's typed connections (an object with a `store`)."""
@@ -104,7 +107,8 @@ async def _lifecycle(job: Job, shutdown: Shutdown, tg: TaskGroup) -> tuple[int, 
 
 @asynccontextmanager
 async def _locked(job: Job, conns: Any, shutdown: Shutdown, tg: TaskGroup) -> AsyncIterator[None]:
-    """Hold the job's lock around the block; its refresh runs in the lifecycle's task group."""
+    """Hold the job's lock around the block (cancelled, LockLost, once it is lost); its refresh runs in
+    the lifecycle's task group; the job gets it as its `fence`."""
     spec = job.lock()
     if spec is None:
         yield
@@ -114,8 +118,10 @@ async def _locked(job: Job, conns: Any, shutdown: Shutdown, tg: TaskGroup) -> As
     lock = JobLock(conns.store.client, key, what, settings)
     await lock.acquire(shutdown.requested)
     lock.refresh_in(tg)
+    job.fence = lock
     try:
-        yield
+        with lock.guard():
+            yield
     finally:
         await lock.release()
 

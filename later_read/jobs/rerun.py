@@ -20,7 +20,8 @@ window has closed (later_read/schedule.py, by `--now` or the wall clock) is refu
 anything is written, unless `--allow-late`; the message's `created_at` comes from that clock.
 
 The push step (unless --dry-run) holds that hour's push lock, as the push does, waiting `--lock-wait`
-seconds (default [lock] wait_seconds) for a running push of the hour to finish.
+seconds (default [lock] wait_seconds) for a running push of the hour to finish; its start record, ledger
+entry and sent marker are fenced by it (lock.py): a lost lock stops the step (exit 8).
 
 Exit codes: 0 done, or stopped for a reason that is no failure (already pushed today, nothing to send);
 1 the user could not be completed (no task rows, a service failed, no usable value with --push-only,
@@ -126,6 +127,7 @@ class Rerun:
         self.settings, self.conns, self.options, self.tg = settings, conns, options, tg
         self.store, self.services = conns.store, conns.services
         self.echo = echo
+        self.fence: JobLock | None = None  # the hour's push lock while the push step holds it
 
     def step(self, name: str, text: str) -> None:
         self.echo(f"{name:<10} {text}")
@@ -157,8 +159,10 @@ class Rerun:
         await lock.acquire(anyio.Event())
         self.step("lock", f"holding {lock.key} (no push of the hour runs meanwhile)")
         lock.refresh_in(self.tg)
+        self.fence = lock
         try:
-            yield
+            with lock.guard():
+                yield
         finally:
             await lock.release()
 
@@ -172,7 +176,8 @@ class Rerun:
                 found = await recovery.recover_if_unfinished(self.store, self.settings.kafka,
                                                              self.options.date, other, shard)
                 self._recovered(other, found)
-        hour_run = await recovery.begin(self.store, self.settings.kafka, self.options.date, hour, shard)
+        hour_run = await recovery.begin(self.store, self.settings.kafka, self.options.date, hour, shard,
+                                        fence=self.fence)
         self._recovered(hour, hour_run.recovered)
         self.in_doubt = False
         try:
@@ -269,7 +274,7 @@ class Rerun:
         partition, offset = await self._produce(user.uid, payload)
         self.step("kafka", f"delivered topic={self.settings.kafka.topic} partition={partition} "
                            f"offset={offset} key={quote(user.uid)}")
-        await self.store.put_sent(self.options.date, [(user.uid, message["msg_id"])])
+        await self.store.put_sent(self.options.date, [(user.uid, message["msg_id"])], self.fence)
         key = Keys.sent(self.options.date, user.uid)
         _, ttl = await self.store.inspect(key)
         self.step("sent", f"marked {quote(key)} = {message['msg_id']} ttl={ttl} s")

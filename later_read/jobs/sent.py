@@ -5,8 +5,8 @@ messages per push hour and every msg_id seen more than once (msg_id is a pure fu
 uid, so a copy of a user's message always carries the same id).
 
 Where reading starts, per partition:
-  1. the offsets the push recorded when it began the hour, `later_read:push:start:<date>:<HH>[shard
-     suffix]` (Keys.push_start), the earliest over the hours asked and the shards, when Redis has them;
+  1. the offsets the push recorded when it began the hour, `later_read:push:start:{<date>:<HH>[shard
+     suffix]}` (Keys.push_start), the earliest over the hours asked and the shards, when Redis has them;
   2. else (no key, Redis unreachable, or a partition the key does not name) a time bound: Kafka's
      offsets_for_times at the start of the hour, or of the date, in the configured zone, less
      START_SLACK_SECONDS.
@@ -46,7 +46,8 @@ from later_read.runtime import run
 START_SLACK_SECONDS = 3600
 # Values come from the topic (anyone can produce there): long ones are cut so a line stays readable.
 MAX_FIELD_CHARS = 80
-SHOWN_FIELDS = ("msg_id", "source_uid", "push_date", "push_hour", "rec_id", "material_id", "created_at")
+SHOWN_FIELDS = ("msg_id", "source_uid", "push_date", "push_hour", "rec_id", "material_id", "created_at",
+                "expires_at")
 POLL_BATCH = 500
 OFFSET_BITS = 48  # Kafka offsets are int64 but never reach 2**48 (280 trillion messages in a partition)
 KAFKA_TIMEOUT_SECONDS = 10.0

@@ -10,10 +10,15 @@ words which case the value stands for, by the same rules the push applies:
     miss                 never computed, or a value of another date: the push alerts on it
     corrupt              the value does not parse: the push counts it and alerts
 
+It also shows the user's push hour (`--hour`, else its earliest push_hour in the date's task rows, read
+from StarRocks when it answers) with that hour's window and its day-ledger entry for the user's shard
+(state, users, sent, expired, minutes late...): whether the hour ran, is done, or expired.
+
 Every value read from Redis is printed escaped (`log.quote`, and `log.printable` for each line; the JSON
 form with the alert keyword JSON-escaped), so no value can start a line or forge an alert line.
 
-Exit 0 whatever the case (it is an inspection); 2 for a bad uid or date, 3 when Redis is unreachable.
+Exit 0 whatever the case (it is an inspection; StarRocks not answering only leaves the hour unknown); 2
+for a bad uid, date or hour, 3 when Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -25,13 +30,17 @@ from typing import Callable
 import orjson
 
 from later_read import constants, value_codec
+from later_read.clients.starrocks import StarRocks
 from later_read.config import Settings
 from later_read.connections import open_store
-from later_read.errors import EXIT_OK, CorruptValue
+from later_read.errors import EXIT_OK, CorruptValue, StarRocksError
 from later_read.keys import Keys
 from later_read.log import at, defused_json, printable, quote
 from later_read.runtime import run
+from later_read.schedule import Hour, Schedule
+from later_read.shard import Shard
 from later_read.store import Store
+from later_read.users import UserQuery, task_ids_for
 
 MISS, CORRUPT = "miss", "corrupt"
 SHOWN_CHARS = 2000  # a value (or marker) longer than this is cut when shown, with its full length said
@@ -44,9 +53,9 @@ _MEANING = {
 
 
 def run_show(settings: Settings, uid: str, date: str, as_json: bool = False,
-             echo: Callable[[str], None] = print) -> int:
+             echo: Callable[[str], None] = print, hour: int | None = None) -> int:
     """Print the user's state for the date (text, or one JSON object with --json); always exit 0."""
-    report = run(_gather, settings, uid, date)
+    report = run(_gather, settings, uid, date, hour)
     if as_json:
         echo(defused_json(orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode()))
     else:
@@ -55,9 +64,41 @@ def run_show(settings: Settings, uid: str, date: str, as_json: bool = False,
     return EXIT_OK
 
 
-async def _gather(settings: Settings, uid: str, date: str) -> dict:
+async def _gather(settings: Settings, uid: str, date: str, hour: int | None) -> dict:
     async with open_store(settings) as store:
-        return await inspect_user(store, uid, date, settings)
+        report = await inspect_user(store, uid, date, settings)
+        report["push_hour"] = await push_hour_of(store, settings, uid, date, hour)
+        return report
+
+
+async def push_hour_of(store: Store, settings: Settings, uid: str, date: str, hour: int | None) -> dict:
+    """The user's push hour (`hour`, else the earliest in the task rows), its window and its ledger entry
+    (the user's shard's); `hour` None with `from` saying why when it cannot be known."""
+    source = "--hour"
+    if hour is None:
+        hour, source = await _earliest_hour(settings, uid, date)
+    if hour is None:
+        return {"hour": None, "from": source}
+    schedule, shard = Schedule.of(settings), Shard.of(uid, settings.shards.count)
+    key = (Hour(date, hour), shard.suffix)
+    entry = (await store.get_ledger([key[0]], [shard.suffix]))[key]
+    return {"hour": hour, "from": source, "shard": shard.label, "key": Keys.push_ledger(date, hour, shard.suffix),
+            "window": [schedule.iso(schedule.start(key[0])), schedule.iso(schedule.window_end(key[0]))],
+            "ledger": entry}
+
+
+async def _earliest_hour(settings: Settings, uid: str, date: str) -> tuple[int | None, str]:
+    """The user's earliest push_hour (0-23) in the date's task rows, and where it came from (or why not)."""
+    query = UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, date), uids=[uid])
+    starrocks = StarRocks(settings.starrocks)
+    try:
+        rows = await starrocks.query(*query.rows(100))
+    except StarRocksError as exc:
+        return None, f"unknown (StarRocks: {exc}); pass --hour"
+    finally:
+        starrocks.close()
+    hours = [row[3] for row in rows if isinstance(row[3], int) and 0 <= row[3] <= 23]
+    return (min(hours), "task rows") if hours else (None, "no task rows with a push_hour 0-23 for the date")
 
 
 async def inspect_user(store: Store, uid: str, date: str, settings: Settings) -> dict:
@@ -108,6 +149,7 @@ def render(report: dict) -> list[str]:
         f"sent       {quote(sent['msg_id']) if sent['msg_id'] else 'none'} ({quote(sent['key'])}"
         + (f", {_ttl(sent['ttl_seconds'])} left)" if sent["msg_id"] else ")"),
         f"prewarm    {_marker_text(marker['info'])} ({marker['key']})",
+        f"hour       {_hour_text(report.get('push_hour') or {})}",
     ]
     if report["next"]:
         lines.append(f"next       {report['next']}")
@@ -121,6 +163,22 @@ def _next_step(outcome: str, uid: str, date: str, sent: bool) -> str:
     if outcome == constants.OUTCOME_REC and not sent:
         return f"later-read rerun {shell} --date {date} --push-only   (push now instead of at its hour)"
     return ""
+
+
+LEDGER_SHOWN = ("state", "clean", "users", "sent", "already_sent", "earlier_hour", "expired", "failed",
+                "not_processed", "late_minutes", "runs", "caught_up", "started_at", "finished_at")
+
+
+def _hour_text(found: dict) -> str:
+    """The push hour line: the hour, where it came from, its window, its ledger entry (or why none)."""
+    if found.get("hour") is None:
+        return quote(str(found.get("from", "unknown")), always=False)
+    head = (f"{found['hour']} (from {found['from']}, shard {found['shard']}) window "
+            f"{found['window'][0]} - {found['window'][1]}: ")
+    entry = found["ledger"]
+    if entry is None:
+        return head + f"no ledger entry: no push run has begun it ({found['key']})"
+    return head + "ledger " + _fields({k: entry[k] for k in LEDGER_SHOWN if k in entry})
 
 
 def _marker(raw: bytes | None) -> dict | None:

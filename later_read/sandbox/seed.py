@@ -151,15 +151,23 @@ def seed_day(conn, date: str, users: int, task_templates: Sequence[str], *, tabl
 
 def expected_users(date: str, users: int, task_templates: Sequence[str], seed: int = 1,
                    both_ratio: float = 0.1, hour: int | None = None,
-                   hours: Sequence[int] = ALL_HOURS) -> dict[str, tuple[str, str]]:
-    """uid -> (project, task_id) of the users a job must pick up (smallest task id, as the query does)."""
+                   hours: Sequence[int] = ALL_HOURS, earliest: bool = False) -> dict[str, tuple[str, str]]:
+    """uid -> (project, task_id) of the users a job must pick up (smallest task id, as the query does): with
+    `hour`, those with a row at that hour; with `earliest` too, only those whose earliest push hour it is
+    (the users a push of that hour sends: a user is pushed by its earliest hour's runs)."""
     target = {t.replace("{date}", date) for t in task_templates}
     found: dict[str, tuple[str, str]] = {}
+    first: dict[str, int] = {}
     for task_id, uid, project, push_hour, _ in day_rows(date, users, task_templates, seed, both_ratio,
                                                         noise=False, hours=hours):
-        if task_id in target and (hour is None or push_hour == hour):
+        if task_id not in target:
+            continue
+        first[uid] = min(push_hour, first.get(uid, push_hour))
+        if hour is None or push_hour == hour:
             known = found.get(uid)
             found[uid] = (project, min(task_id, known[1]) if known else task_id)
+    if earliest and hour is not None:
+        return {uid: row for uid, row in found.items() if first[uid] == hour}
     return found
 
 

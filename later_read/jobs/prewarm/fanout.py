@@ -26,6 +26,7 @@ import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -62,7 +63,8 @@ class FanoutPlan:
 class Fanout:
     """One prewarm pass over the plan's users; `counts` per outcome, `failures` per reason."""
 
-    def __init__(self, conns: JobConnections, plan: FanoutPlan, shutdown: Shutdown, progress: Progress) -> None:
+    def __init__(self, conns: JobConnections, plan: FanoutPlan, shutdown: Shutdown, progress: Progress,
+                 fence: Any = None) -> None:
         self.store, self.starrocks, self.services = conns.store, conns.starrocks, conns.services
         self.plan, self.shutdown, self.progress = plan, shutdown, progress
         self.redis_batch = conns.settings.redis.batch_size
@@ -73,7 +75,7 @@ class Fanout:
         self.error: BaseException | None = None
         shard = Shard(*plan.query.shard) if plan.query.shard else Shard.whole()
         self.hours = HourTracker(self.store, plan.date, plan.query.uids is None, self._writer_failed,
-                                 shard.suffix)
+                                 shard.suffix, fence)  # readiness markers fenced by the run's lock
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
         self.feed = UserFeed(max(self.starrocks.settings.batch_size, plan.concurrency))
         self._stopped = anyio.Event()

@@ -5,7 +5,7 @@ push of hour H can start as soon as hour H's users are stored instead of waiting
 (docs/design.md, "Hour-first prewarm"). `HourTracker` counts, per hour, the users sent to the workers and
 not yet settled (their value written to Redis, or failed); hour H is *ready* when its pages are all read,
 none of its users is pending, and every hour before it is ready (hour H's push also reads users handled
-under an earlier hour). Each ready hour gets `later_read:prewarm:ready:<date>:<HH>` (JSON: users,
+under an earlier hour). Each ready hour gets `later_read:prewarm:ready:{<date>}:<HH>` (JSON: users,
 failed, skipped, seconds since the run started), written by `run()`, the tracker's task, in hour order.
 
 A user that failed still settles its hour (the push counts it as a miss, or computes it with
@@ -31,9 +31,10 @@ log = get_logger("prewarm")
 
 class HourTracker:
     def __init__(self, store: Store, date: str, enabled: bool,
-                 on_error: Callable[[LaterReadError], None], suffix: str = "") -> None:
+                 on_error: Callable[[LaterReadError], None], suffix: str = "", fence: Any = None) -> None:
         self.store, self.date, self.enabled, self.on_error = store, date, enabled, on_error
         self.suffix = suffix  # the shard's (`Shard.suffix`): each shard marks its own hours
+        self.fence = fence    # the prewarm's lock: a marker is written only while the run holds it
         self.pending = [0] * 24
         self.users = [0] * 24        # users sent to the workers, per hour
         self.skipped = [0] * 24      # users already done before this run (rerun), per hour
@@ -101,7 +102,7 @@ class HourTracker:
         info = self.hour_info(hour)
         if self.enabled:
             await self.store.put_prewarm_ready(self.date, hour, {"date": self.date, "hour": hour, **info,
-                                                                 "at": time.time()}, self.suffix)
+                                                                 "at": time.time()}, self.suffix, self.fence)
         event(log, "prewarm.hour_ready", hour=hour, marker=self.enabled, **info)
 
     def hour_info(self, hour: int) -> dict[str, Any]:

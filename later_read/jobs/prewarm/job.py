@@ -5,7 +5,7 @@ shared lifecycle (`jobs/lifecycle.py`: signals, connections, the date's lock, su
 exit code). The job's own part: the fan-out (`fanout`), the completion marker, its summary counts and
 its closing alert line.
 
-- The completion marker `later_read:prewarm:done:<date>` (the run's report minus per-service stats) is
+- The completion marker `later_read:prewarm:done:{<date>}` (the run's report minus per-service stats) is
   written only when the run went through every user of the day: status `ok` (exit 0) or `failures`
   (exit 1). Never when interrupted, stopped by a down service or an error, nor by a `--uids-file` run.
 - Rerun-safe: a user is skipped when its value parses and its `date` is the run's date (`--force`
@@ -89,6 +89,7 @@ class PrewarmJob:
 
     name = JOB
     report_keys = REPORT_KEYS
+    fence = None  # the date's lock, set by the lifecycle: the markers are fenced by it
 
     def __init__(self, settings: Settings, options: PrewarmOptions) -> None:
         self.settings, self.options = settings, options
@@ -117,7 +118,7 @@ class PrewarmJob:
         progress = Progress(JOB, settings.prewarm.progress_interval_seconds, total)
         if settings.prewarm.adaptive:
             progress.extra = _adaptive(conns.services, options.concurrency)
-        fanout = self.fanout = Fanout(conns, plan, shutdown, progress)
+        fanout = self.fanout = Fanout(conns, plan, shutdown, progress, self.fence)
         event(log, "prewarm.start", date=options.date, shard=options.shard.label, users=total,
               concurrency=options.concurrency,
               force=options.force, uids_file=options.uids_file or "-", adaptive=settings.prewarm.adaptive)
@@ -130,7 +131,7 @@ class PrewarmJob:
             raise fanout.error
         status = fanout.stop_reason or ("failures" if fanout.failures else "ok")
         if status in ("ok", "failures") and options.uids is None:
-            await conns.store.put_prewarm_done(options.date, self._marker(status), options.shard)
+            await conns.store.put_prewarm_done(options.date, self._marker(status), options.shard, self.fence)
         return status
 
     def _count(self, fanout: Fanout) -> None:
@@ -201,6 +202,8 @@ class PrewarmJob:
         elif summary.status == STOP_ERROR:
             alert(log, "prewarm.error", date=date, done=done, error=error,
                   fix="fix the dependency named in the error, then rerun the prewarm")
+        elif summary.status == "lock_lost":
+            pass  # its `lock.lost` line and the error line say it all
         elif summary.status == "failures":
             alert(log, "prewarm.failed_users", date=date, failed=sum(summary.failures.values()),
                   reasons=",".join(f"{k}:{v}" for k, v in sorted(summary.failures.items())),

@@ -4,26 +4,28 @@
     plan      this shard's ledger of the last LEDGER_DAYS dates (one MGET) -> hours to expire, hours to
               catch up, whether the own hour is already done
     expire    each not-done hour whose window closed: its lock (not waited for: a live holder counts what it
-              leaves expired itself), a dead run's deliveries marked from the topic, its users counted (one
-              COUNT), the ledger entry `expired` (final), one `push.hour_expired` alert line
+              leaves expired itself), a dead run's deliveries marked from the topic, its users read and
+              sorted without sending (hour.py `expire_hour`), the ledger entry `expired` (final), one
+              `push.hour_expired` alert line
     catch up  each earlier not-done hour whose window is open, oldest first: its own lock (waited for like
               the own hour's), then the push's one path for an hour (hour.py), one `push.caught_up` line
     own hour  unless final: done (a retry, the second pass of a doubled local hour) or expired (a retry of
               a run its window closed on); the lifecycle holds its lock
 
 Each handled hour returns a status (ok, failures, expired); the run's is the worst (job.py). An explicit
-run (`--date` or `--hour`) handles exactly its hour: `run_hour`.
+run (`--date` or `--hour`) handles exactly its hour: `run_hour`. Every hour's writes are fenced by that
+hour's lock: the own hour's is the lifecycle's (`ctx.fence`), an earlier hour's the one `holding` took.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 from later_read import constants, ledger
 from later_read.errors import LockHeld
-from later_read.jobs.push import recovery
-from later_read.jobs.push.hour import JOB, PushContext, push_hour, user_query
+from later_read.jobs.push.hour import JOB, PushContext, expire_hour, push_hour
 from later_read.keys import Keys
 from later_read.lock import JobLock, holding
 from later_read.log import alert, event, get_logger
@@ -54,14 +56,19 @@ async def run_scheduled(ctx: PushContext) -> list[str]:
     return statuses + [await run_hour(ctx, plan.own)]
 
 
-async def make_plan(ctx: PushContext) -> Plan:
-    """The plan at the clock's now, from this shard's ledger over its memory (LEDGER_DAYS dates)."""
-    now = ctx.clock.now()
+async def shard_ledger(ctx: PushContext, now: dt.datetime) -> dict[Hour, dict | None]:
+    """This shard's ledger over its memory (LEDGER_DAYS dates up to `now`'s), one MGET."""
     today = ctx.schedule.local(now).date()
     dates = [(today - dt.timedelta(days=back)).strftime("%Y%m%d") for back in range(constants.LEDGER_DAYS)]
     found = await ctx.conns.store.get_ledger([Hour(d, h) for d in dates for h in range(24)],
                                              [ctx.options.shard.suffix])
-    entries = {hour: entry for (hour, _), entry in found.items()}
+    return {hour: entry for (hour, _), entry in found.items()}
+
+
+async def make_plan(ctx: PushContext) -> Plan:
+    """The plan at the clock's now, from this shard's ledger over its memory (LEDGER_DAYS dates)."""
+    now = ctx.clock.now()
+    entries = await shard_ledger(ctx, now)
     plan = ctx.schedule.plan(now, {h: ledger.state_of(e) for h, e in entries.items() if e is not None},
                              ledger.tracked_since(entries, ctx.schedule))
     if plan.expire or plan.catch_up:
@@ -70,10 +77,14 @@ async def make_plan(ctx: PushContext) -> Plan:
     return plan
 
 
-async def run_hour(ctx: PushContext, hour: Hour, caught_up: bool = False) -> str:
-    """Push one hour (hour.py), record it in the summary, say so; its status."""
-    entry = await push_hour(ctx, hour, caught_up)
+async def run_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence: Any = None) -> str:
+    """Push one hour (hour.py) under its lock `fence` (default: the own hour's), record it in the summary,
+    say so; its status."""
+    entry = await push_hour(ctx, hour, caught_up, fence if fence is not None else ctx.fence)
     _record(ctx, hour, entry, caught_up)
+    late = (entry or {}).get("late_minutes")
+    if isinstance(late, (int, float)):  # the metrics' later_read_push_late_minutes: the latest start of the run
+        ctx.summary.extra["late_minutes"] = max(ctx.summary.extra.get("late_minutes", 0), late)
     if entry is not None and entry["state"] == ledger.EXPIRED and entry["expired"]:
         alert(log, "push.hour_expired", date=hour.date, hour=hour.hour, users=entry["expired"],
               sent=entry["sent"], window_closed_at=_closed_at(ctx, hour), **_shard(ctx),
@@ -96,11 +107,11 @@ async def catch_up(ctx: PushContext, hour: Hour) -> str:
     if ctx.options.dry_run:
         return await run_hour(ctx, hour, caught_up=True)
     try:
-        async with holding(_lock(ctx, hour, ctx.options.lock_wait), ctx.shutdown.requested):
+        async with holding(_lock(ctx, hour, ctx.options.lock_wait), ctx.shutdown.requested) as lock:
             _, entry = await ctx.conns.store.get_push_run(hour.date, hour.hour, ctx.options.shard.suffix)
             if ledger.state_of(entry) in FINAL:
                 return "ok"
-            return await run_hour(ctx, hour, caught_up=True)
+            return await run_hour(ctx, hour, caught_up=True, fence=lock)
     except LockHeld as held:
         event(log, "push.catch_up_skipped", date=hour.date, hour=hour.hour, reason=str(held))
         return "ok"
@@ -115,10 +126,10 @@ async def expire(ctx: PushContext, hour: Hour, locked: bool = False) -> str:
         return "ok"
     try:
         if locked:
-            entry = await _expire_locked(ctx, hour)
+            entry = await expire_hour(ctx, hour, ctx.fence)
         else:
-            async with holding(_lock(ctx, hour, 0), ctx.shutdown.requested):
-                entry = await _expire_locked(ctx, hour)
+            async with holding(_lock(ctx, hour, 0), ctx.shutdown.requested) as lock:
+                entry = await expire_hour(ctx, hour, lock)
     except LockHeld as held:
         event(log, "push.expire_skipped", date=hour.date, hour=hour.hour, reason=str(held))
         return "ok"
@@ -128,27 +139,12 @@ async def expire(ctx: PushContext, hour: Hour, locked: bool = False) -> str:
     fields = dict(date=hour.date, hour=hour.hour, users=entry["expired"], hour_users=entry["users"],
                   window_closed_at=_closed_at(ctx, hour), **_shard(ctx))
     if not entry["expired"]:
-        event(log, "push.hour_expired", **fields, note="nobody was left unserved")
+        event(log, "push.hour_expired", **fields, note="nobody with a message to send was left unsent")
         return "ok"
     alert(log, "push.hour_expired", **fields,
           fix=f"its users are not sent (too late); find why its runs did not happen (`later-read day --date "
               f"{hour.date}`); to send anyway: later-read push --date {hour.date} --hour {hour.hour} --allow-late")
     return "expired"
-
-
-async def _expire_locked(ctx: PushContext, hour: Hour) -> dict | None:
-    store, shard = ctx.conns.store, ctx.options.shard
-    start, prev = await store.get_push_run(hour.date, hour.hour, shard.suffix)
-    if ledger.state_of(prev) in FINAL:
-        return None
-    if start is not None and not ledger.is_clean(prev):  # later hours must see what a dead run sent
-        await recovery.recover(store, ctx.settings.kafka, hour.date, hour.hour, start, shard)
-    options = dataclasses.replace(ctx.options, date=hour.date, hour=hour.hour)
-    users = await ctx.conns.starrocks.count(user_query(ctx.settings, options))
-    entry = ledger.expired(prev, hour, shard, users, ctx.clock.now(), clean=True)
-    await store.put_ledger(hour.date, hour.hour, entry, shard.suffix)
-    ctx.summary.counts["expired"] += entry["expired"]
-    return entry
 
 
 def _lock(ctx: PushContext, hour: Hour, wait: float) -> JobLock:

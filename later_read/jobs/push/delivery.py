@@ -13,7 +13,10 @@ librdkafka reports a delivery only from inside poll()/flush(), so this module ow
   on the next run (consumers deduplicate by msg_id), so it is kept to one Redis round trip;
 - at the end, `finish` keeps polling until every message is reported or `push.flush_timeout_seconds`
   passes, purges what is left, writes the last markers, and counts the rest `undelivered`: they get no
-  marker, so the next run sends them again.
+  marker, so the next run sends them again;
+- with the hour's lock as `fence`, every marker batch is written only while the run holds it (fencing.py);
+  once the lock is lost, `send` produces nothing more, `finish` purges what librdkafka still holds at
+  once (no flush wait) and no marker is written.
 
 `DryRunSink` has the same `send` and writes the messages as JSON lines instead (no Kafka, no markers).
 """
@@ -32,6 +35,7 @@ import confluent_kafka
 
 from later_read import runtime
 from later_read.clients.kafka import OVERSIZE_FIX, delivery_reason, refused_for_size
+from later_read.fencing import Fence
 from later_read.log import alert, event, get_logger
 from later_read.store import Store
 
@@ -44,9 +48,10 @@ BUFFER_FULL_WAIT_SECONDS = 0.01  # pause after BufferError before producing the 
 class Delivery:
     """Produce, confirm, mark. Counters are read by the job for its summary."""
 
-    def __init__(self, producer: Any, topic: str, store: Store, date: str, batch_size: int) -> None:
+    def __init__(self, producer: Any, topic: str, store: Store, date: str, batch_size: int,
+                 fence: Fence | None = None) -> None:
         self.producer, self.topic, self.store, self.date = producer, topic, store, date
-        self.batch_size = batch_size
+        self.batch_size, self.fence = batch_size, fence
         self.confirmed: deque[tuple[str, str]] = deque()
         self.produced = self.delivered = self.marked = self.buffer_full_waits = 0
         self.failed: Counter[str] = Counter()   # per-reason delivery failures reported by librdkafka
@@ -59,10 +64,17 @@ class Delivery:
     def outstanding(self) -> int:
         return self.produced - self.delivered - sum(self.failed.values())
 
+    @property
+    def fence_lost(self) -> bool:
+        return self.fence is not None and self.fence.lost is not None
+
     async def send(self, uid: str, msg_id: str, value: bytes) -> None:
-        """Hand one message to librdkafka, waiting (never dropping) while its queue is full."""
+        """Hand one message to librdkafka, waiting (never dropping) while its queue is full; LockLost
+        instead once the run's lock is lost."""
         callback = partial(self._reported, uid, msg_id)
         while True:
+            if self.fence_lost:
+                raise self.fence.error()
             try:
                 self.producer.produce(self.topic, value, key=uid, on_delivery=callback)
             except BufferError:
@@ -110,7 +122,7 @@ class Delivery:
         while self.confirmed:
             batch = [self.confirmed.popleft() for _ in range(min(len(self.confirmed), self.batch_size))]
             try:
-                await self.store.put_sent(self.date, batch)
+                await self.store.put_sent(self.date, batch, self.fence)
             except BaseException:
                 self.confirmed.extendleft(reversed(batch))  # still unmarked: counted as such below
                 raise
@@ -119,13 +131,17 @@ class Delivery:
     async def finish(self, timeout: float, stop_early: Callable[[], bool] = lambda: False) -> None:
         """Wait up to `timeout` for the outstanding reports, purge the rest, write the last markers."""
         deadline = time.monotonic() + timeout
-        while self.outstanding > 0 and time.monotonic() < deadline and not stop_early():
+        while (self.outstanding > 0 and time.monotonic() < deadline and not stop_early()
+               and not self.fence_lost):
             self.producer.poll(0)
             if len(self.confirmed) >= self.batch_size:
                 await self._write_confirmed()
             await anyio.sleep(POLL_INTERVAL_SECONDS)
         if self.outstanding > 0:
-            event(log, "push.flush_timeout", outstanding=self.outstanding, timeout_seconds=timeout)
+            if self.fence_lost:  # the run stops at once: nothing queued is sent, nothing marked
+                event(log, "push.purged", outstanding=self.outstanding, reason="lock_lost")
+            else:
+                event(log, "push.flush_timeout", outstanding=self.outstanding, timeout_seconds=timeout)
             self.producer.purge()
             self.producer.poll(0)  # serve the purge reports so they are counted
         await self._write_confirmed()

@@ -2,16 +2,20 @@
 
     recovery.begin   recover a dead run's deliveries, record the start, ledger entry `running` (unclean)
     wait_for_prewarm the hour's readiness marker (bounded, wait.py)
-    pipeline         a reader takes the hour's users from StarRocks page by page, reads each batch's
-                     values and sent markers in one Redis round trip and sorts them (`select`); hits flow
-                     through a bounded stream to workers that fetch the card (`material`) and hand the
-                     message (`message`) to the sink (`delivery`: Kafka with confirmed delivery and sent
-                     markers, or the dry-run printer)
+    pipeline         a reader takes the hour's users from StarRocks page by page (and which of them have a
+                     row at an earlier hour: that hour's users, never sent by this one), reads each batch's
+                     values, sent markers and the hour's lock in one Redis round trip (a lost lock stops
+                     the run before the batch) and sorts them (`select`); hits flow through a bounded stream
+                     to workers that fetch the card (`material`) and hand the message (`message`) to the
+                     sink (`delivery`: Kafka with confirmed delivery and sent markers, or the dry-run printer)
     ledger entry     the hour's counts and state (ledger.py), clean only when every delivery is known
 
-Every run of the process shares one Summary: the hour's figures are what it added to it. The reader and
-the workers stop at the hour's window end (`deadline`; none with --allow-late or --dry-run): the users
-left are counted `expired` and never sent (docs/design.md, "The push schedule").
+Every run of the process shares one Summary: the hour's figures are what it added to it. Nothing is sent
+after the hour's window end (`deadline`; none with --allow-late or --dry-run): from then on the reader
+goes on reading and sorting the hour's users without sending, each one with a message to send counted
+`expired`, so the entry's figures cover every user. `expire_hour` is that pass alone, for an hour whose
+window closed before any run finished it (docs/design.md, "The push schedule"). The hour's lock is the
+`fence` of every write (lock.py, fencing.py).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from later_read.jobs.push.select import Hit, Sorter
 from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
-from later_read.schedule import Hour, Schedule
+from later_read.schedule import FINAL, Hour, Schedule
 from later_read.summary import Summary
 from later_read.users import TaskUser, UserQuery, task_ids_for
 
@@ -66,6 +70,7 @@ class PushContext:
     schedule: Schedule
     stream: Any = None  # the --output file of a dry run, else None (stdout)
     waited_out: bool = False  # a wait for the prewarm ran out: the run's later hours do not wait again
+    fence: Any = None   # the own hour's JobLock, held by the lifecycle (None in a dry run)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class PushRun:
     deadline: float | None        # time.monotonic() at the window's end; None: no end (--allow-late, dry run)
     sink: Any = None              # Delivery or DryRunSink
     closed: bool = False          # the window closed while users were left
+    fence: Any = None             # the hour's JobLock (None in a dry run): every write fenced by it
 
     @property
     def settings(self) -> Settings:
@@ -101,8 +107,9 @@ class PushRun:
         return self.closed
 
 
-async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False) -> dict | None:
-    """Push one hour; its ledger entry as written (None in a dry run, which writes nothing)."""
+async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence: Any = None) -> dict | None:
+    """Push one hour under its lock `fence`; its ledger entry as written (None in a dry run, which writes
+    nothing)."""
     options = dataclasses.replace(ctx.options, date=hour.date, hour=hour.hour)
     before, failed_before = Counter(ctx.summary.counts), Counter(ctx.summary.failures)
     hour_run = None
@@ -113,14 +120,14 @@ async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False) -> di
             return ledger.running(prev, hour, options.shard, now, ctx.schedule.late_minutes(hour, now),
                                   caught_up, options.allow_late)
         hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, hour.date, hour.hour,
-                                        options.shard, mark)
+                                        options.shard, mark, fence)
         ctx.summary.counts["recovered"] += hour_run.recovered or 0
     wait = 0.0 if ctx.waited_out else options.wait_seconds
     marker = await wait_for_prewarm(ctx.conns, hour.date, hour.hour, wait, ctx.shutdown, options.shard.count)
     ctx.waited_out |= marker is None and wait > 0
     ctx.summary.extra["prewarm_done"] = marker is not None
     ctx.summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
-    run = await _prepare(ctx, options, hour)
+    run = await _prepare(ctx, options, hour, fence)
     try:
         await _send_all(run)
     except BaseException as error:
@@ -148,16 +155,50 @@ def _entry(run: PushRun, hour_run: recovery.HourRun, before: Counter, failed_bef
                            window_closed=run.closed)
 
 
-async def _prepare(ctx: PushContext, options, hour: Hour) -> PushRun:
+async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
+    """An hour whose window closed before a run finished it, under its lock `fence`: a dead run's
+    deliveries marked from the topic, then its users read and sorted as a run does and nobody sent (each
+    with a message to send counted `expired`, but for as many as an earlier run of the hour found without a
+    card: `material_not_found`; a card is not asked for here). The entry written, final (expired; done
+    when nobody was left), or None when the ledger already says final."""
+    store, shard = ctx.conns.store, ctx.options.shard
+    start, prev = await store.get_push_run(hour.date, hour.hour, shard.suffix)
+    if ledger.state_of(prev) in FINAL:
+        return None
+    marked = recovered = 0
+    if start is not None and not ledger.is_clean(prev):  # later hours must see what a dead run sent
+        marked, recovered = await recovery.recover(store, ctx.settings.kafka, hour.date, hour.hour, start, shard,
+                                                   fence)
+    options = dataclasses.replace(ctx.options, date=hour.date, hour=hour.hour)
+    before = Counter(ctx.summary.counts)
+    ctx.summary.counts["recovered"] += marked
+    run = await _prepare(ctx, options, hour, fence, closed=True)
+    await _read_hits(run, None)
+    run.progress.close()
+    # The users an earlier run of the hour found without a card are hits again here: not expired.
+    known = min(int((prev or {}).get("material_not_found") or 0), ctx.summary.counts["expired"] - before["expired"])
+    ctx.summary.counts.update(expired=-known, material_not_found=known)
+    counts = ctx.summary.counts - before
+    entry = ledger.finished(ledger.closing(prev, hour, shard), counts, Counter(), run.progress.total or 0,
+                            clean=True, recovered=recovered, produced=0, now=ctx.clock.now(), window_closed=True)
+    entry["state"] = ledger.DONE if entry["state"] == ledger.DONE else ledger.EXPIRED
+    await store.put_ledger(hour.date, hour.hour, entry, shard.suffix, fence)
+    return entry
+
+
+async def _prepare(ctx: PushContext, options, hour: Hour, fence: Any = None, closed: bool = False) -> PushRun:
+    """The hour's run: its users counted, sorter, cards, live resolver, deadline (`closed`: already past,
+    the expiry pass)."""
     settings, summary = ctx.settings, ctx.summary
     total = await ctx.conns.starrocks.count(user_query(settings, options))
     summary.total = (summary.total or 0) + total
-    event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
-          force=options.force, on_miss=options.on_miss)
+    if not closed:
+        event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
+              force=options.force, on_miss=options.on_miss)
     progress = Progress(JOB, settings.push.progress_interval_seconds, total)
     sorter = Sorter(options.date, options.hour, options.force, summary.counts,
                     settings.push.miss_log_limit, progress.advance,
-                    name=summary.name if options.on_miss == "skip" else None)
+                    name=summary.name if options.on_miss == "skip" else None, alerts=not closed)
     live = None
     if options.on_miss == "live":
         live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, date=options.date,
@@ -165,9 +206,9 @@ async def _prepare(ctx: PushContext, options, hour: Hour) -> PushRun:
                             failures=summary.failures, write=not options.dry_run)
     materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency)
     timed = not (options.allow_late or options.dry_run)
-    deadline = ctx.clock.monotonic_at(ctx.schedule.window_end(hour)) if timed else None
+    deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(hour)) if timed else None
     return PushRun(ctx, options, progress, sorter, materials, live, expires_at(ctx.schedule, hour.date, hour.hour),
-                   deadline)
+                   deadline, fence=fence)
 
 
 def user_query(settings: Settings, options) -> UserQuery:
@@ -205,7 +246,7 @@ async def _sink(run: PushRun) -> AsyncIterator[Any]:
             printer.flush()
         return
     delivery = Delivery(run.ctx.conns.producer, run.settings.kafka.topic, run.ctx.conns.store,
-                        run.options.date, run.settings.redis.batch_size)
+                        run.options.date, run.settings.redis.batch_size, run.fence)
     async with delivering(delivery, run.settings.push.flush_timeout_seconds,
                           stop_early=lambda: run.shutdown.force.cancel_called) as sink:
         yield sink
@@ -243,19 +284,24 @@ async def _pipeline(run: PushRun) -> None:
             await _read_hits(run, send)
 
 
-async def _read_hits(run: PushRun, send: ObjectSendStream[Hit]) -> None:
-    """The hour's users, batch by batch: values and markers in one round trip, sorted; hits whose card
-    is already known are finished right here, the others go to the workers, which fetch the card."""
-    batch, store = run.settings.redis.batch_size, run.ctx.conns.store
-    async for page in run.ctx.conns.starrocks.users(user_query(run.settings, run.options)):
+async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
+    """The hour's users, page by page (which of them belong to an earlier hour), batch by batch: values,
+    markers and the lock in one round trip, sorted; hits whose card is already known are finished right
+    here, the others go to the workers, which fetch the card; once the window has closed, every hit is
+    counted expired (`send` is None only then: the expiry pass)."""
+    batch, store, query = run.settings.redis.batch_size, run.ctx.conns.store, user_query(run.settings, run.options)
+    async for page in run.ctx.conns.starrocks.users(query):
+        earlier = await _earlier(run, query, page)
         for start in range(0, len(page), batch):
-            if run.shutdown.stopping or run.window_closed():
+            if run.shutdown.stopping:
                 return
             users = page[start:start + batch]
-            values, sent = await store.get_push_state(run.options.date, [u.uid for u in users])
-            hits, missing = run.sorter.sort(users, values, sent)
+            values, sent = await store.get_push_state(run.options.date, [u.uid for u in users], run.fence)
+            hits, missing = run.sorter.sort(users, values, sent, earlier)
             hits += await _resolve_missing(run, missing)
             for hit in hits:
+                if _expired(run, hit) or send is None:
+                    continue
                 known = run.materials.ready(hit.value)
                 if known is None:
                     await send.send(hit)
@@ -263,8 +309,16 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit]) -> None:
                     await _deliver(run, hit, known.material, known.error)
 
 
+async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[str]:
+    """The uids of the page with a row at an earlier hour of the date: that hour's users (one point-lookup
+    query per page; none for hour 0)."""
+    if run.options.hour == 0 or not page:
+        return set()
+    return await run.ctx.conns.starrocks.earlier(query, run.options.hour, [user.uid for user in page])
+
+
 async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
-    if run.live is None:
+    if run.live is None or run.window_closed():  # nothing is computed for an hour that cannot be sent
         run.progress.advance(len(missing))
         return []
     return await run.live.resolve(missing)

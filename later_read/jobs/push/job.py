@@ -17,7 +17,8 @@ handles (docs/design.md, "The push schedule"):
 At most one push per user per day: a user with a sent marker is skipped (unless --force), and the
 marker is written only after Kafka confirmed the message. Exit codes as in docs/design.md: 0, 1 (some
 users failed or messages undelivered), 2, 3, 4, 5 (the hour is locked), 6 (SIGTERM/SIGINT), 7 (an hour's
-users expired unsent), 70; a run that handled several hours exits with the worst (7 over 1 over 0).
+users expired unsent), 8 (the run lost a lock it held: it stopped), 70; a run that handled several hours
+exits with the worst (7 over 1 over 0).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+from later_read import ledger
 from later_read.clock import Clock
 from later_read.config import Settings
 from later_read.connections import PushConnections, open_push
@@ -48,17 +50,18 @@ log = get_logger("push")
 
 # The report's per-user counters (also the metrics' outcomes), summed over the hours the run handled.
 # With --on-miss skip, every user read is in exactly one of sent, misses, corrupt, not_in_experiment,
-# no_recommendation, material_not_found, already_sent, not_processed (dropped after a signal), expired (its
-# hour's window closed), unservable (a uid no job can serve) or `failed` (per reason, e.g. undelivered);
+# no_recommendation, material_not_found, already_sent, earlier_hour (no marker, a row at an earlier hour of
+# the date: that hour's user), not_processed (dropped after a signal), expired (its hour's window closed),
+# unservable (a uid no job can serve) or `failed` (per reason, e.g. undelivered);
 # `remaining` = the hours' users (`total`) never read (a stop came first). stale and live_budget_exhausted
 # are parts of misses. With --on-miss live, `live` counts the missed or corrupt users computed on the spot;
 # each of those is also counted by its new outcome (sent, ...). `recovered`: users marked sent from the
 # topic before reading any user (an earlier run of the hour died after Kafka took their message;
-# jobs/push/recovery.py); they then count as already_sent. `expired` also counts the users of hours this
-# run marked expired without reading them (day_run.py). The report's `hours` lists each hour handled.
+# jobs/push/recovery.py); they then count as already_sent. The figures include the hours this run marked
+# expired (read and sorted, nobody sent: day_run.py). The report's `hours` lists each hour handled.
 REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
-               "material_not_found", "already_sent", "live", "live_budget_exhausted", "not_processed",
-               "unservable", "recovered", "expired")
+               "material_not_found", "already_sent", "earlier_hour", "live", "live_budget_exhausted",
+               "not_processed", "unservable", "recovered", "expired")
 STATUS_RANK = ("ok", "failures", "expired", "interrupted")  # a run of several hours ends with the worst
 
 
@@ -130,6 +133,7 @@ class PushJob:
 
     name = JOB
     report_keys = REPORT_KEYS
+    fence = None  # the own hour's lock, set by the lifecycle
 
     def __init__(self, settings: Settings, options: PushOptions) -> None:
         self.settings, self.options = settings, options
@@ -163,7 +167,8 @@ class PushJob:
         self.shutdown = shutdown
         options = self.options
         ctx = PushContext(self.settings, options, conns, self.summary, shutdown,
-                          options.clock or Clock(self.settings.zone), Schedule.of(self.settings), self.stream)
+                          options.clock or Clock(self.settings.zone), Schedule.of(self.settings), self.stream,
+                          fence=self.fence)
         try:
             if options.scheduled:
                 statuses = await day_run.run_scheduled(ctx)
@@ -171,6 +176,8 @@ class PushJob:
                 statuses = [await day_run.run_hour(ctx, Hour(options.date, options.hour))]
         finally:
             _conclude_services(ctx)
+        if not options.dry_run:
+            await _ledger_view(ctx)
         if shutdown.stopping:
             return "interrupted"
         statuses.append("failures" if self.summary.failures else "ok")
@@ -195,6 +202,15 @@ def _open_output(stack: contextlib.ExitStack, options: PushOptions):
         return stack.enter_context(open(options.output, "wb"))
     except OSError as exc:
         raise UsageError(f"--output: cannot write {options.output}: {exc.strerror}") from None
+
+
+async def _ledger_view(ctx: PushContext) -> None:
+    """For the metrics: this shard's hours of the last 24 h per verdict once the run is done (one MGET of
+    its ledger); `late_minutes` (set by day_run.run_hour) 0 when the run began no hour."""
+    now = ctx.clock.now()
+    entries = await day_run.shard_ledger(ctx, now)
+    ctx.summary.extra["hours_by_verdict"] = ledger.verdicts(entries, ctx.schedule, now)
+    ctx.summary.extra.setdefault("late_minutes", 0)
 
 
 def _conclude_services(ctx: PushContext) -> None:

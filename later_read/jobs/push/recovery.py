@@ -11,9 +11,11 @@ send them again. So every push run of a (date, hour), and `rerun UID`, goes thro
     write the entry unclean   ->  from here until `end`, a crash leaves the hour "unfinished"
 
 and the run calls `end` with the entry it ends with, clean only when every produced message is confirmed
-and marked (no purged or failed delivery whose fate is unknown). The read is bounded by what was written
-to the topic since the hour's first run started (that hour's messages, and whatever else shares the topic
-meanwhile), not by the topic's size; a finished hour costs two Redis GETs. Why this and not a
+and marked (no purged or failed delivery whose fate is unknown). With the hour's lock as `fence`, the start
+record, the entries and the recovered markers are written only while the run holds it (fencing.py). The
+read is bounded by what was written to the topic since the hour's first run started (that hour's messages,
+and whatever else shares the topic meanwhile), not by the topic's size; a finished hour costs two Redis
+GETs. Why this and not a
 transactional producer, with figures: docs/design.md ("Exactly one message per user").
 """
 
@@ -30,6 +32,7 @@ from later_read import ledger
 from later_read.clients import kafka_topic
 from later_read.config import KafkaSettings
 from later_read.errors import KafkaUnavailable
+from later_read.fencing import Fence
 from later_read.log import alert, get_logger
 from later_read.shard import Shard
 from later_read.store import Store
@@ -57,6 +60,7 @@ class HourRun:
     recovered: int | None = None  # users marked sent from the topic; None: no recovery was needed
     recovered_of_hour: int = 0    # of those, messages of this hour (and shard): a dead run's deliveries
     written: dict | None = None   # the entry `begin` wrote (mark's), None when it wrote none
+    fence: Fence | None = None    # the hour's lock: every write of the hour's records is fenced by it
 
     @property
     def was_finished(self) -> bool:
@@ -64,33 +68,35 @@ class HourRun:
 
 
 async def begin(store: Store, kafka: KafkaSettings, date: str, hour: int, shard: Shard = Shard.whole(),
-                mark: Callable[[dict | None], dict | None] = ledger.unclean) -> HourRun:
+                mark: Callable[[dict | None], dict | None] = ledger.unclean, fence: Fence | None = None) -> HourRun:
     """Recover an unfinished earlier run of the hour, record where this run starts, then write
-    `mark(entry found)` as the hour's ledger entry (unclean; None writes nothing)."""
+    `mark(entry found)` as the hour's ledger entry (unclean; None writes nothing); every write fenced by
+    `fence`, the hour's lock, when given."""
     suffix = shard.suffix
     start, entry = await store.get_push_run(date, hour, suffix)
-    run = HourRun(date, hour, suffix, start or {}, entry)
+    run = HourRun(date, hour, suffix, start or {}, entry, fence=fence)
     if start is not None and not run.was_finished:
-        run.recovered, run.recovered_of_hour = await recover(store, kafka, date, hour, start, shard)
+        run.recovered, run.recovered_of_hour = await recover(store, kafka, date, hour, start, shard, fence)
     if start is None:
         offsets = await anyio.to_thread.run_sync(kafka_topic.end_offsets, kafka, kafka.topic,
                                                  OFFSETS_TIMEOUT_SECONDS)
         run.start = {"topic": kafka.topic, "offsets": {str(p): o for p, o in sorted(offsets.items())},
                      "at": round(time.time(), 3)}
-        if not await store.put_push_start(date, hour, run.start, suffix):
+        if not await store.put_push_start(date, hour, run.start, suffix, fence):
             # Another run recorded a start meanwhile (only possible without the lock, e.g. `rerun`).
             run.start = (await store.get_push_run(date, hour, suffix))[0] or run.start
-            run.recovered, run.recovered_of_hour = await recover(store, kafka, date, hour, run.start, shard)
+            run.recovered, run.recovered_of_hour = await recover(store, kafka, date, hour, run.start, shard,
+                                                                 fence)
     run.written = mark(entry)
     if run.written is not None:
-        await store.put_ledger(date, hour, run.written, suffix)
+        await store.put_ledger(date, hour, run.written, suffix, fence)
     return run
 
 
 async def end(store: Store, run: HourRun, entry: dict | None) -> None:
-    """The run stopped: write the hour's ledger entry (clean only if every delivery is known)."""
+    """The run stopped: write the hour's ledger entry (clean only if every delivery is known), fenced."""
     if entry is not None:
-        await store.put_ledger(run.date, run.hour, entry, run.suffix)
+        await store.put_ledger(run.date, run.hour, entry, run.suffix, run.fence)
 
 
 async def recover_if_unfinished(store: Store, kafka: KafkaSettings, date: str, hour: int,
@@ -104,7 +110,7 @@ async def recover_if_unfinished(store: Store, kafka: KafkaSettings, date: str, h
 
 
 async def recover(store: Store, kafka: KafkaSettings, date: str, hour: int, start: dict,
-                  shard: Shard = Shard.whole()) -> tuple[int, int]:
+                  shard: Shard = Shard.whole(), fence: Fence | None = None) -> tuple[int, int]:
     """Read the topic from `start`'s offsets to its end; write the sent marker of every user with a
     message of `date` there. (users marked, messages among them of this hour whose user is in `shard`).
     KafkaUnavailable if it cannot read."""
@@ -113,7 +119,7 @@ async def recover(store: Store, kafka: KafkaSettings, date: str, hour: int, star
     found, read, foreign = await anyio.to_thread.run_sync(_collect, kafka, topic, offsets, date)
     items = sorted((uid, msg_id) for uid, (msg_id, _) in found.items())
     for i in range(0, len(items), MARKER_BATCH):
-        await store.put_sent(date, items[i:i + MARKER_BATCH])
+        await store.put_sent(date, items[i:i + MARKER_BATCH], fence)
     of_hour = sum(1 for uid, (_, at) in found.items() if at == hour and shard.owns(uid))
     alert(log, "push.recovered", date=date, hour=hour, topic=topic, messages_read=read,
           users_marked=len(items), of_hour=of_hour, other_messages=foreign,

@@ -3,6 +3,8 @@
 For each user (one MGET pipeline per batch reads the value and the sent marker):
 
     sent marker present (and no --force)      already_sent          quiet
+    no marker, a row at an earlier hour       earlier_hour          quiet: that hour's user (its runs
+                                                                    alone send it, or count it expired)
     value absent, or computed for another day misses (+ stale)      alert line, rate-limited
     value does not parse                      corrupt               alert line, rate-limited
     "not in experiment" / "no recommendation" the outcome's name    quiet
@@ -11,13 +13,14 @@ For each user (one MGET pipeline per batch reads the value and the sent marker):
 
 Misses and corrupt values are returned separately so `--on-miss live` can compute them on the spot.
 Per-user alert lines stop after `push.miss_log_limit` (a million misses must not write a million lines);
-`alert_totals` then writes one line with the exact count and ratio, which is what alert rules match.
+`alert_totals` then writes one line with the exact count and ratio, which is what alert rules match. The
+expiry pass (nobody is sent) sorts with `alerts=False`: it counts, it does not alert per user.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Container, NamedTuple, Sequence
 
 from later_read.value_codec import CachedValue, decode
 from later_read.errors import CorruptValue
@@ -53,15 +56,18 @@ class AlertLimiter:
 
 class Sorter:
     def __init__(self, date: str, hour: int, force: bool, counts: Counter, miss_log_limit: int,
-                 advance: Callable[[int], None], name: Callable[[str, str], None] | None = None) -> None:
+                 advance: Callable[[int], None], name: Callable[[str, str], None] | None = None,
+                 alerts: bool = True) -> None:
         self.date, self.hour, self.force, self.counts, self.advance = date, hour, force, counts, advance
         self.name = name or (lambda reason, uid: None)  # names the users not served, per reason
-        self.miss_alert = AlertLimiter("push.cache_miss", miss_log_limit, date=date, hour=hour)
-        self.corrupt_alert = AlertLimiter("push.corrupt_value", miss_log_limit, date=date, hour=hour)
+        limit = miss_log_limit if alerts else -1  # -1: not even the `_suppressed` line
+        self.miss_alert = AlertLimiter("push.cache_miss", limit, date=date, hour=hour)
+        self.corrupt_alert = AlertLimiter("push.corrupt_value", limit, date=date, hour=hour)
 
-    def sort(self, users: Sequence[TaskUser], values: Sequence[bytes | None],
-             sent: Sequence[bytes | None]) -> tuple[list[Hit], list[TaskUser]]:
-        """(hits, users without a usable value: misses and corrupt ones)."""
+    def sort(self, users: Sequence[TaskUser], values: Sequence[bytes | None], sent: Sequence[bytes | None],
+             earlier: Container[str] = frozenset()) -> tuple[list[Hit], list[TaskUser]]:
+        """(hits, users without a usable value: misses and corrupt ones). `earlier`: the uids with a row at
+        an earlier hour of the date."""
         hits: list[Hit] = []
         missing: list[TaskUser] = []
         self.counts["users"] += len(users)
@@ -73,6 +79,9 @@ class Sorter:
                 self.advance(1)
             elif marker is not None and not self.force:
                 self.counts["already_sent"] += 1
+                self.advance(1)
+            elif user.uid in earlier:
+                self.counts["earlier_hour"] += 1
                 self.advance(1)
             elif raw is None:
                 self._miss(user, "absent", missing)

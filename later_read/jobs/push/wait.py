@@ -1,7 +1,7 @@
 """The push's wait for the prewarm: hour H needs only hour H's readiness marker (or the day's marker).
 
 The prewarm goes through the day hour by hour and marks each push hour ready as soon as its users are
-stored (`later_read:prewarm:ready:<date>:<HH>`, jobs/prewarm/hours.py), so the 00:00 push started
+stored (`later_read:prewarm:ready:{<date>}:<HH>`, jobs/prewarm/hours.py), so the 00:00 push started
 before the 00:01 prewarm waits for hour 0 only, seconds instead of the whole day. While it waits it
 polls Redis every POLL_SECONDS (one MGET of the 24 hour markers and the day's marker) and writes a
 `push.waiting_for_prewarm` line every PROGRESS_SECONDS with how long it has waited and how many hours

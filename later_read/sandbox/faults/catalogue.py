@@ -4,6 +4,7 @@ One run (`run_fault`): a fresh day; the prewarm, then the push, each as its own 
 phase the fault is injected at a point drawn from the run's seed (a fraction of the work done, read
 from Redis or from the topic's end offsets); the faulty dependency is healed; then the job is rerun at
 once, as a person or a Kubernetes retry would, until it exits 0 (at most MAX_RERUNS times). The
+schedule's faults (phase "schedule", schedule.py) drive scheduled pushes over three hours instead. The
 invariants (checks.py) are then read from the servers. A run replays from its seed:
 `python benchmarks/faults.py --fault NAME --run-seed SEED`.
 """
@@ -19,6 +20,7 @@ from typing import Callable
 from later_read.keys import Keys
 from later_read.sandbox.faults.checks import (Verdict, check_day, check_job, pushable_users,
                                               unmarked_deliveries)
+from later_read.sandbox.faults import schedule
 from later_read.sandbox.faults.lab import DATE, HOUR, KNOBS, Day, Job, Lab
 from later_read.sandbox.simulator import SimulatorKnobs
 
@@ -29,7 +31,7 @@ LOCK_WAIT_SECONDS = 75  # a lock left by a dead run expires within its 60 s TTL
 @dataclass(frozen=True)
 class Fault:
     name: str
-    phase: str                                   # "prewarm", "push" or "both"
+    phase: str                                   # "prewarm", "push", "both" or "schedule" (schedule.py)
     inject: Callable[[Lab, Day, Job, random.Random], None]
     heal: Callable[[Lab], None] = lambda lab: None
 
@@ -43,11 +45,12 @@ class Outcome:
     stop_seconds: float | None = None                 # from the fault to the faulted job's exit
     exit5_seen: bool = False
     gap: int = 0  # users with a message but no sent marker right after the fault: duplicates without recovery
+    detail: str = ""  # what the seed drew, in words (the schedule's faults)
 
     @property
     def ok(self) -> bool:
         v = self.verdict
-        return not (v.lost or v.duplicates or v.unexpected or v.problems or self.exit5_seen)
+        return not (v.lost or v.duplicates or v.unexpected or v.after_expiry or v.problems or self.exit5_seen)
 
 
 # Trigger points -------------------------------------------------------------------------------------
@@ -152,6 +155,7 @@ FAULTS = {f.name: f for f in [
     Fault("services_refusing_push", "push", _refuse, _heal_services),
     Fault("services_silent_prewarm", "prewarm", _silence, _heal_services),
     Fault("services_silent_push", "push", _silence, _heal_services),
+    *(Fault(name, "schedule", scenario, _heal_services) for name, scenario in schedule.SCENARIOS.items()),
 ]}
 
 
@@ -159,12 +163,17 @@ FAULTS = {f.name: f for f in [
 def run_fault(lab: Lab, fault: Fault, seed: int, users: int) -> Outcome:
     """The whole run for one fault at one seed: phases, reruns, checks. The day is dropped after."""
     rng = random.Random(seed)
-    day = lab.new_day(users)
+    if fault.phase == "schedule":
+        day = lab.new_day(users, schedule.HOURS, **schedule.OVERRIDES.get(fault.name, {}))
+    else:
+        day = lab.new_day(users)
     outcome = Outcome(fault.name, seed, Verdict())
     try:
         if fault.phase == "both":  # the whole run, reruns included, under the fault
             fault.inject(lab, day, None, rng)
-        for job_name in ("prewarm", "push"):
+        if fault.phase == "schedule":
+            schedule.run_scenario(lab, day, fault.inject, rng, outcome)
+        for job_name in ("prewarm", "push") if fault.phase != "schedule" else ():
             _phase(lab, day, job_name, fault if fault.phase == job_name else None, rng, outcome)
         fault.heal(lab)
         outcome.verdict = check_day(lab, day)

@@ -1,7 +1,14 @@
 """The invariants every fault run must end with, read from the real servers after the last rerun.
 
-    every expected user has exactly one message   count per msg_id in the topic
-    no message for anyone else                    uid outside the hour's pushable users, wrong msg_id
+    every expected user has exactly one message   count per msg_id in the topic: each pushable user whose
+                                                  hour (its earliest push hour) did not expire
+    no message for anyone else                    a uid not pushable, a wrong msg_id or push_hour (not the
+                                                  user's earliest hour), a user of an hour expired before
+                                                  any run began it
+    nothing sent after expiry                     every message created before its expires_at; none for an
+                                                  hour expired before any run began it
+    the ledger says what the servers hold         each hour's entry: users, sent + already_sent = its users
+                                                  with a message, earlier_hour, quiet, the rest unsent
     no sent marker without its message            a marker whose user has no message, or another msg_id
     every value right                             Redis value and message fields vs the simulator's oracle
     no traceback, each failure one line           stderr of every job, exit codes documented in README
@@ -9,21 +16,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
+
+import orjson
 
 from later_read.jobs.push.message import msg_id
 from later_read.keys import Keys
 from later_read.sandbox import seed as seeding
-from later_read.sandbox.faults.lab import DATE, HOUR, KNOBS, Day, Job, Lab
+from later_read.sandbox.faults.lab import DATE, KNOBS, Day, Job, Lab
 from later_read.sandbox.simulator import SimulatorKnobs
 from later_read.sandbox.simulator_oracle import Oracle
 from later_read.sandbox.stack import DEFAULT_TASKS
 from later_read.sandbox.topic import read_topic
 from later_read.value_codec import CachedValue, decode
 
-DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7}  # README "Exit codes"; 70 is a bug by definition
-ONE_LINE_ERROR_CODES = {2, 3, 4, 5}            # these end with exactly one `later-read: error:` line
+DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 8}  # README "Exit codes"; 70 is a bug by definition
+ONE_LINE_ERROR_CODES = {2, 3, 4, 5, 8}            # these end with exactly one `later-read: error:` line
 KILLED = -9
 
 
@@ -32,6 +42,7 @@ class Verdict:
     lost: int = 0
     duplicates: int = 0   # messages beyond the first of each msg_id
     unexpected: int = 0
+    after_expiry: int = 0  # messages created at or after their expires_at, or of an hour expired unrun
     problems: list[str] = field(default_factory=list)
 
 
@@ -45,8 +56,24 @@ def expected_value(sim: Oracle, uid: str) -> CachedValue:
 
 
 def day_users(day: Day) -> dict[str, tuple[str, str]]:
-    """uid -> (project, task id) of every user the day's jobs must pick up (all at HOUR)."""
-    return seeding.expected_users(DATE, day.users, DEFAULT_TASKS, hours=(HOUR,))
+    """uid -> (project, task id) of every user the day's jobs must pick up (at the day's hours)."""
+    return seeding.expected_users(DATE, day.users, DEFAULT_TASKS, hours=day.hours)
+
+
+def hour_users(day: Day, hour: int) -> set[str]:
+    """The users with a row at `hour` (a push of that hour reads them all)."""
+    return set(seeding.expected_users(DATE, day.users, DEFAULT_TASKS, hour=hour, hours=day.hours))
+
+
+def first_hours(day: Day) -> dict[str, int]:
+    """uid -> its earliest push hour: the only hour whose runs may send it."""
+    return {uid: hour for hour in range(23, -1, -1) for uid in hour_users(day, hour)}
+
+
+def ledger(lab: Lab) -> dict[int, dict | None]:
+    """The date's ledger entries (unsharded), by hour."""
+    raws = lab.redis_client().mget([Keys.push_ledger(DATE, hour) for hour in range(24)])
+    return {hour: orjson.loads(raw) if raw else None for hour, raw in enumerate(raws)}
 
 
 def pushable_users(day: Day, sim: Oracle | None = None) -> set[str]:
@@ -58,27 +85,63 @@ def pushable_users(day: Day, sim: Oracle | None = None) -> set[str]:
 
 def check_day(lab: Lab, day: Day) -> Verdict:
     sim = oracle()
-    users = day_users(day)
-    want = pushable_users(day, sim)
+    users, first, entries = day_users(day), first_hours(day), ledger(lab)
+    pushable = pushable_users(day, sim)
+    state = {hour: (entry or {}).get("state") for hour, entry in entries.items()}
+    unrun = {hour for hour, entry in entries.items() if entry and entry["state"] == "expired" and not entry.get("runs")}
+    want = {uid for uid in pushable if state[first[uid]] != "expired"}
+    forbid = {uid for uid in users if first[uid] in unrun}
     verdict = Verdict()
     messages = read_topic(lab.kafka.bootstrap, day.topic)
     per_id = Counter(m.value.get("msg_id") for m in messages)
     seen = {m.key for m in messages}
     verdict.lost = len(want - seen)
     verdict.duplicates = sum(n - 1 for n in per_id.values())
-    verdict.unexpected = sum(1 for m in messages if m.key not in want or m.value.get("msg_id") != msg_id(DATE, m.key))
-    _check_fields(sim, messages, users, verdict)
+    verdict.unexpected = sum(1 for m in messages if m.key not in pushable or m.key in forbid
+                             or m.value.get("msg_id") != msg_id(DATE, m.key))
+    verdict.after_expiry = sum(1 for m in messages if m.key in forbid or not _before_expiry(m.value))
+    _check_fields(sim, messages, users, first, verdict)
+    _check_ledger(day, entries, first, seen, sim, verdict)
     _check_markers(lab, seen, verdict)
     _check_values(lab, sim, users, verdict)
     return verdict
 
 
-def _check_fields(sim: Oracle, messages, users: dict, verdict: Verdict) -> None:
+def _before_expiry(body: dict) -> bool:
+    try:
+        return dt.datetime.fromisoformat(body["created_at"]) < dt.datetime.fromisoformat(body["expires_at"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _check_ledger(day: Day, entries: dict, first: dict, seen: set[str], sim: Oracle, verdict: Verdict) -> None:
+    """Each hour with an entry: its figures against the users of the hour and what the topic holds."""
+    for hour, entry in entries.items():
+        if entry is None or entry.get("state") not in ("done", "partial", "expired"):
+            continue
+        users = hour_users(day, hour)
+        sent = users & seen
+        own = [sim.expected(u) for u in users - seen if first[u] == hour]
+        hits = sum(1 for e in own if e["in_experiment"] and e["has_rec"])
+        unsent = sum(entry.get(k) or 0 for k in ("expired", "material_not_found", "failed", "not_processed"))
+        # A user of an earlier hour read before that hour's run sent it is earlier_hour here, already_sent
+        # after: the two are taken together (the entry is its run's view when it read the user).
+        got = {"users": entry.get("users"), "quiet": entry.get("quiet") or 0,
+               "sent_or_earlier": sum(entry.get(k) or 0 for k in ("sent", "already_sent", "earlier_hour")),
+               "unsent": unsent + sum((entry.get("misses") or {}).values())}
+        want = {"users": len(users), "quiet": len(own) - hits, "unsent": hits,
+                "sent_or_earlier": len(sent | {u for u in users if first[u] < hour})}
+        if got != want:
+            verdict.problems.append(f"ledger of hour {hour} ({entry['state']}) says {got}, the servers hold {want}")
+
+
+def _check_fields(sim: Oracle, messages, users: dict, first: dict, verdict: Verdict) -> None:
     wrong = 0
     for m in messages:
         e, body = sim.expected(m.key), m.value
         card = sim.card(e["material_id"]) if e["material_id"] else None
-        if (body.get("source_uid") != m.key or body.get("push_date") != DATE or body.get("push_hour") != HOUR
+        if (body.get("source_uid") != m.key or body.get("push_date") != DATE
+                or body.get("push_hour") != first.get(m.key)
                 or body.get("rec_id") != e["rec_id"] or body.get("material_id") != e["material_id"]
                 or body.get("trace_id") != e["trace_id"] or card is None or body.get("title") != card["title"]
                 or m.key in users and body.get("project") != users[m.key][0]):

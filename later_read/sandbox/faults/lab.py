@@ -65,7 +65,7 @@ class DurableRedis(servers.RedisServer):
 
 @dataclass
 class Day:
-    """One run's world: its database, topic, config, and the users it must end with."""
+    """One run's world: its database, topic, config, and the users it must end with (spread over `hours`)."""
 
     name: str
     users: int
@@ -73,6 +73,8 @@ class Day:
     topic: str
     config: Path
     logs: Path
+    hours: tuple[int, ...] = (HOUR,)
+    sections: dict = field(default_factory=dict)  # the config's sections (a variant starts from them)
     jobs: list["Job"] = field(default_factory=list)
 
 
@@ -156,12 +158,13 @@ class Lab:
             server.stop()
 
     # One run's world -------------------------------------------------------------------------------
-    def new_day(self, users: int, **overrides: dict) -> Day:
+    def new_day(self, users: int, hours: tuple[int, ...] = (HOUR,), **overrides: dict) -> Day:
+        """A fresh database seeded with `users` spread over `hours`, a topic, a flushed Redis, a config."""
         name = f"f{uuid.uuid4().hex[:10]}"
         database = self.mariadb.create_database(name)
         conn = seeding.connect(database.host, database.port, database.user, database.password, name)
         try:
-            seeding.seed_day(conn, DATE, users, DEFAULT_TASKS, hours=(HOUR,))
+            seeding.seed_day(conn, DATE, users, DEFAULT_TASKS, hours=hours)
         finally:
             conn.close()
         topic = self.kafka.create_topic(name, partitions=3)
@@ -172,11 +175,19 @@ class Lab:
         sections = {k: dict(v) for k, v in OVERRIDES.items()}
         for section, values in overrides.items():
             sections.setdefault(section, {}).update(values)
-        data = config_dict(redis_url=self.redis.url, mysql=database, kafka_bootstrap=self.kafka.bootstrap,
-                           topic=topic, services_url=self.simulator.url, **sections)
-        config = logs / "config.toml"
-        config.write_text(render_toml(data), encoding="utf-8")
-        return Day(name, users, database, topic, config, logs)
+        day = Day(name, users, database, topic, logs / "config.toml", logs, tuple(hours), sections)
+        self.write_config(day, day.config)
+        return day
+
+    def write_config(self, day: Day, path: Path, **overrides: dict) -> Path:
+        """The day's config at `path`, with `overrides` (sections) on top of the day's own."""
+        sections = {k: dict(v) for k, v in day.sections.items()}
+        for section, values in overrides.items():
+            sections.setdefault(section, {}).update(values)
+        data = config_dict(redis_url=self.redis.url, mysql=day.database, kafka_bootstrap=self.kafka.bootstrap,
+                           topic=day.topic, services_url=self.simulator.url, **sections)
+        path.write_text(render_toml(data), encoding="utf-8")
+        return path
 
     def drop_day(self, day: Day) -> None:
         self.mariadb.drop_database(day.name)
@@ -185,6 +196,14 @@ class Lab:
     def start(self, day: Day, job: str, *extra: str, config: Path | None = None) -> Job:
         argv = [sys.executable, "-m", "later_read", job, "--config", str(config or day.config),
                 "--date", DATE, *(("--hour", str(HOUR), "--now", NOW) if job == "push" else ()), *extra]
+        return self._run(day, job, argv)
+
+    def scheduled(self, day: Day, now: str, config: Path | None = None) -> Job:
+        """`push --now NOW`: the scheduled run (a CronJob's) at that time; its hours from the schedule."""
+        argv = [sys.executable, "-m", "later_read", "push", "--config", str(config or day.config), "--now", now]
+        return self._run(day, "push", argv)
+
+    def _run(self, day: Day, job: str, argv: list[str]) -> Job:
         started = Job(argv, day.logs / f"{len(day.jobs):02d}-{job}.log")
         day.jobs.append(started)
         return started

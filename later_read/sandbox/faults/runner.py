@@ -45,8 +45,9 @@ def run_plan(lab: Lab, runs: list[tuple[str, int]], users: int,
         v = outcome.verdict
         echo(f"[{i}/{len(runs)}] fault={name} seed={seed} {'ok' if outcome.ok else 'FAILED'} "
              f"codes={outcome.codes} lost={v.lost} duplicates={v.duplicates} unexpected={v.unexpected} "
-             f"stop_s={outcome.stop_seconds} exit5_seen={outcome.exit5_seen} gap={outcome.gap} "
-             f"took_s={time.monotonic() - began:.1f}"
+             f"after_expiry={v.after_expiry} stop_s={outcome.stop_seconds} exit5_seen={outcome.exit5_seen} "
+             f"gap={outcome.gap} took_s={time.monotonic() - began:.1f}"
+             + (f"\n    drawn: {outcome.detail}" if outcome.detail else "")
              + ("".join(f"\n    problem: {p}" for p in v.problems))
              + ("" if outcome.ok else f"\n    replay: {replay_command(outcome, users)}"))
     return outcomes
@@ -57,9 +58,10 @@ def table(outcomes: list[Outcome]) -> str:
     rows = defaultdict(list)
     for outcome in outcomes:
         rows[outcome.fault].append(outcome)
-    lines = ["| fault | runs | lost | duplicate msg_ids | unexpected | exit codes (faulted run, reruns) "
-             "| time to stop s (median / max) | unmarked at the fault (runs with any, users) | other problems |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| fault | runs | lost | duplicate msg_ids | unexpected | sent after expiry | exit codes (faulted "
+             "run, reruns) | time to stop s (median / max) | unmarked at the fault (runs with any, users) "
+             "| other problems |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name in sorted(rows):
         group = rows[name]
         codes = Counter(code for o in group for code in o.codes)
@@ -68,6 +70,7 @@ def table(outcomes: list[Outcome]) -> str:
         others = sum(len(o.verdict.problems) + o.exit5_seen for o in group)
         lines.append(f"| {name} | {len(group)} | {sum(o.verdict.lost for o in group)} "
                      f"| {sum(o.verdict.duplicates for o in group)} | {sum(o.verdict.unexpected for o in group)} "
+                     f"| {sum(o.verdict.after_expiry for o in group)} "
                      f"| {', '.join(f'{c}x{n}' for c, n in sorted(codes.items())) or '-'} | {stop} "
                      f"| {sum(1 for o in group if o.gap)}, {sum(o.gap for o in group)} | {others} |")
     return "\n".join(lines)
