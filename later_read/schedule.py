@@ -74,6 +74,15 @@ class Schedule:
         """The instant (UTC) hour H's window closes: its start + catch_up_minutes."""
         return self.start(hour) + self.window
 
+    def expiry(self, hour: Hour, late_from: dt.datetime | None = None) -> dt.datetime:
+        """When hour H's messages expire (their `expires_at`): its window's end; for a send a person
+        allowed after that end (`--allow-late`, `late_from` = that run's now), a window as long as the
+        hour's own from that moment, so the sender does not drop at once what the person chose to send."""
+        end = self.window_end(hour)
+        if late_from is None or late_from.astimezone(UTC) < end:
+            return end
+        return late_from.astimezone(UTC) + self.window
+
     def local(self, instant: dt.datetime) -> dt.datetime:
         return instant.astimezone(self.zone)
 

@@ -122,13 +122,17 @@ def test_an_expired_hour_is_refused_then_sent_with_allow_late(redis_url, mysql, 
     assert late.exit_code == 0, late.stderr[-2000:]
     messages = consume(kafka_topic)
     assert sorted(key for key, _ in messages) == sorted(pushable(sim, expected))
-    assert {body["expires_at"] for _, body in messages} == {"2026-11-23T05:00:00+08:00"}  # the sender drops it
+    # a late send a person allowed expires catch_up_minutes after it ran (09:00 + 120 min), not at its hour's
+    # window end (05:00), which would make the sender drop it at once
+    assert {body["expires_at"][:16] for _, body in messages} == {"2026-11-23T11:00"}
     entry = orjson.loads(client.get(Keys.push_ledger(DATE, 3)))
     assert (entry["state"], entry["allow_late"]) == ("done", True) and 360 <= entry["late_minutes"] < 365
     again = invoke("rerun", uid, "--config", config, "--date", DATE, "--push-only", "--force", "--allow-late",
                    "--now", at(9, 0))
     assert again.exit_code == 0, again.output
-    assert [key for key, _ in consume(kafka_topic)].count(uid) == 2  # --force: the same msg_id again
+    copies = [body for key, body in consume(kafka_topic) if key == uid]
+    assert len(copies) == 2  # --force: the same msg_id again
+    assert copies[1]["expires_at"][:16] == "2026-11-23T11:00" and copies[1]["msg_id"] == copies[0]["msg_id"]
     client.close()
 
 

@@ -113,6 +113,14 @@ def test_refusal_names_allow_late_and_the_override_passes():
     s.refuse_if_closed(Hour("20261123", 23), at("2026-11-23T09:00:00+08:00"), allow_late=False)  # early
 
 
+def test_a_late_send_expires_a_window_after_it_runs_an_on_time_one_at_its_hours_end():
+    s, hour = schedule(), Hour("20261123", 3)
+    assert s.iso(s.expiry(hour)) == "2026-11-23T05:00:00+08:00"
+    assert s.iso(s.expiry(hour, at("2026-11-23T09:00:00+08:00"))) == "2026-11-23T11:00:00+08:00"
+    # an --allow-late send while the window is still open is not late: it keeps the hour's own end
+    assert s.expiry(hour, at("2026-11-23T04:30:00+08:00")) == s.window_end(hour)
+
+
 def test_day_verdicts():
     s, hour = schedule(), Hour("20261123", 10)
     verdict = lambda now, state, tracked=True: s.verdict(hour, at(now), state, tracked)  # noqa: E731

@@ -261,9 +261,10 @@ class Rerun:
             raise Stop(f"material {quote(value.material_id)} not found (HTTP 404): no message; the push counts "
                        "this user as material_not_found", EXIT_FAILURES)
         self.step("material", f"material_id={quote(material.material_id)} title={quote(material.title, always=True)}")
-        message = build_message(user, value, material, date=self.options.date, hour=hour,
-                                clock=self.options.clock or Clock(self.settings.zone),
-                                expires=expires_at(Schedule.of(self.settings), self.options.date, hour))
+        clock = self.options.clock or Clock(self.settings.zone)
+        late_from = clock.now() if self.options.allow_late else None
+        message = build_message(user, value, material, date=self.options.date, hour=hour, clock=clock,
+                                expires=expires_at(Schedule.of(self.settings), self.options.date, hour, late_from))
         payload = encode(message)
         self.step("message", cut(payload) or "")
         if self.options.dry_run:

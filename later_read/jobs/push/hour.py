@@ -207,8 +207,9 @@ async def _prepare(ctx: PushContext, options, hour: Hour, fence: Any = None, clo
     materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency)
     timed = not (options.allow_late or options.dry_run)
     deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(hour)) if timed else None
-    return PushRun(ctx, options, progress, sorter, materials, live, expires_at(ctx.schedule, hour.date, hour.hour),
-                   deadline, fence=fence)
+    late_from = ctx.clock.now() if options.allow_late else None
+    return PushRun(ctx, options, progress, sorter, materials, live,
+                   expires_at(ctx.schedule, hour.date, hour.hour, late_from), deadline, fence=fence)
 
 
 def user_query(settings: Settings, options) -> UserQuery:

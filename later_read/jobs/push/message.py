@@ -9,6 +9,7 @@ window (later_read/schedule.py), after which a sender should drop it.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import uuid
 
@@ -38,10 +39,11 @@ def msg_id(date: str, uid: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def expires_at(schedule: Schedule, date: str, hour: int) -> str:
-    """The message's `expires_at`: the end of its hour's window (ISO 8601 with the zone's offset), after
-    which the sender should drop it rather than deliver a stale push."""
-    return schedule.iso(schedule.window_end(Hour(date, hour)))
+def expires_at(schedule: Schedule, date: str, hour: int, late_from: dt.datetime | None = None) -> str:
+    """The message's `expires_at` (ISO 8601 with the zone's offset), after which the sender should drop
+    it rather than deliver a stale push: `Schedule.expiry` (the hour's window end; with `late_from`, the
+    now of an --allow-late send, a fresh window from then)."""
+    return schedule.iso(schedule.expiry(Hour(date, hour), late_from))
 
 
 def build_message(user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
