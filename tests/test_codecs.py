@@ -7,11 +7,11 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from later_read.clients.material import Material
-from later_read.clock import Clock
-from later_read.jobs.push.message import build_message, encode, expires_at
-from later_read.schedule import Schedule
-from later_read.users import TaskUser
-from later_read.value_codec import CachedValue, decode, encode as encode_value
+from later_read.core.clock import Clock
+from later_read.core.message import build_message, encode, expires_at
+from later_read.core.schedule import Schedule
+from later_read.core.users import TaskUser
+from later_read.core.value import CachedValue, decode, encode as encode_value
 
 ZONE = ZoneInfo("Asia/Shanghai")
 # A hostile uid and card: non-ASCII, a newline, quotes, a backslash, a tab, U+2028.

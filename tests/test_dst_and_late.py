@@ -13,8 +13,8 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.core.message import msg_id
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
 from test_push import (DATE, TEMPLATES, at, consume, oracle_value, prewarm, push_config, pushable, seed_hour)
 

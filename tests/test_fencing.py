@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from test_prewarm import seed as seed_day, start_prewarm, stop_children, wait_until  # noqa: F401
 from test_push import DATE, at, consume, oracle_value, prewarm, pushable, seed_hour, sent_markers, subprocess_env
 
@@ -202,9 +202,9 @@ def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
     each did (used by test_redis_ha.py in sentinel and cluster mode too)."""
     import anyio
 
-    from later_read.config import LockSettings, RedisSettings
+    from later_read.config.settings import LockSettings, RedisSettings
     from later_read.errors import LockLost
-    from later_read.lock import JobLock
+    from later_read.store.lock import JobLock
     from later_read.store import Store, open_redis
 
     settings = RedisSettings(**{"url": url, **(settings_extra or {})})

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
 from test_prewarm import wait_until
 from test_push import at

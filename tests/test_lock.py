@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from test_prewarm import (DATE, count_values, expected_value, seed, start_prewarm, stop_children,  # noqa: F401
                           stored_values, wait_until)
 

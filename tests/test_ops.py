@@ -19,8 +19,8 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.core.message import msg_id
+from later_read.store.keys import Keys
 from later_read.sandbox import servers
 from later_read.sandbox.topic import TopicMessage, read_topic
 from later_read.sandbox.seed import connect, day_rows, seed_day, uid_of
@@ -373,7 +373,7 @@ def test_check_with_a_bad_config_is_one_line_exit_2(make_config):
 
 # metrics -------------------------------------------------------------------------------------------
 def metrics_settings(make_config, **metrics):
-    from later_read.config import load_settings
+    from later_read.config.settings import load_settings
 
     return load_settings(make_config(metrics=metrics))
 
@@ -381,7 +381,7 @@ def metrics_settings(make_config, **metrics):
 def finished(job: str, status: str, counts: dict, failures: dict | None = None):
     from collections import Counter
 
-    from later_read.summary import Summary
+    from later_read.jobs.summary import Summary
 
     summary = Summary(job, DATE, counts=Counter(counts), failures=Counter(failures or {}))
     summary.finish(status)
@@ -397,7 +397,7 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_textfile_parses_and_counters_accumulate_across_runs(make_config, tmp_path):
-    from later_read.metrics import record_job
+    from later_read.jobs.metrics import record_job
 
     textfile_dir = tmp_path / "textfile"
     textfile_dir.mkdir()
@@ -423,7 +423,7 @@ def test_metrics_textfile_parses_and_counters_accumulate_across_runs(make_config
 
 
 def test_metrics_never_succeeded_has_no_success_timestamp(make_config, tmp_path):
-    from later_read.metrics import record_job
+    from later_read.jobs.metrics import record_job
 
     record_job(metrics_settings(make_config, textfile_dir=str(tmp_path)), "prewarm",
                finished("prewarm", "service_down", {"users": 3}))
@@ -435,12 +435,12 @@ def test_metrics_never_succeeded_has_no_success_timestamp(make_config, tmp_path)
 def test_metrics_failure_is_one_warning_never_an_exception(make_config, tmp_path):
     import logging
 
-    from later_read.metrics import record_job
+    from later_read.jobs.metrics import record_job
 
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("later_read.metrics")
+    logger = logging.getLogger("later_read.jobs.metrics")
     logger.addHandler(handler)
     try:
         settings = metrics_settings(make_config, textfile_dir=str(tmp_path / "missing"),
@@ -494,7 +494,7 @@ class _Gateway:
 
 
 def test_metrics_pushadd_to_the_pushgateway_grouped_by_job(make_config):
-    from later_read.metrics import record_job
+    from later_read.jobs.metrics import record_job
 
     previous = ('# TYPE later_read_push_users_total counter\n'
                 'later_read_push_users_total{instance="",job="later_read_push"} 100\n'

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import default_config, merge
 from later_read.sandbox.stack import render_toml
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.topic import read_topic
 from test_push import at
@@ -300,7 +300,7 @@ def test_sent_errors_are_one_line_with_the_documented_code(real_day, tmp_path):
 
 
 def test_sent_tally_counts_foreign_messages_without_failing():
-    from later_read.jobs.sent import SentQuery, Tally, _duplicates, _hours, clean
+    from later_read.oncall.sent import SentQuery, Tally, _duplicates, _hours, clean
     from later_read.log import fields
 
     tally = Tally(SentQuery(DATE, limit=5))

@@ -22,13 +22,13 @@ import anyio
 import redis
 from click.testing import CliRunner
 
-from later_read.value_codec import CachedValue, encode
+from later_read.core.value import CachedValue, encode
 from later_read.cli import cli
-from later_read.config import RedisSettings
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.config.settings import RedisSettings
+from later_read.core.message import msg_id
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
-from later_read.sandbox.simulator_oracle import Oracle
+from later_read.sandbox.simulator.oracle import Oracle
 from later_read.sandbox.topic import read_topic, topic_size
 from later_read.store import Store, open_redis
 
@@ -199,7 +199,7 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
     import datetime as dt
     from zoneinfo import ZoneInfo
 
-    from later_read.config import load_settings
+    from later_read.config.settings import load_settings
     from later_read.errors import UsageError
     from later_read.jobs.push.job import push_options
 

@@ -15,8 +15,8 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.core.message import msg_id
+from later_read.store.keys import Keys
 from test_push import (DATE, at, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour,
                        sent_markers)
 

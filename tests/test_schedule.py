@@ -1,4 +1,4 @@
-"""The push schedule (later_read/schedule.py), the clock (clock.py) and the ledger's rules (ledger.py): pure
+"""The push schedule (later_read/core/schedule.py), the clock (clock.py) and the ledger's rules (ledger.py): pure
 code, so unit tests at the DST transitions and hypothesis properties over instants in three zones."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from later_read import ledger
-from later_read.clock import Clock
+from later_read.core import ledger
+from later_read.core.clock import Clock
 from later_read.errors import UsageError
-from later_read.schedule import LOOKBACK, Hour, Schedule
-from later_read.shard import Shard
+from later_read.core.schedule import LOOKBACK, Hour, Schedule
+from later_read.core.scope import Shard
 
 UTC = dt.timezone.utc
 ZONES = ("Asia/Shanghai", "America/New_York", "Europe/Berlin")

@@ -20,9 +20,9 @@ from test_prewarm import assert_capped
 from test_push import DATE, at, consume, seed_hour, subprocess_env
 
 from later_read.errors import UsageError
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
-from later_read.shard import JOB_INDEX_ENV, Shard, parse_shard
+from later_read.core.scope import JOB_INDEX_ENV, Shard, parse_shard
 
 HOUR = 9
 SHARDS = 4
@@ -192,7 +192,7 @@ def test_the_indexed_cronjob_runs_one_shard_per_completion_index(job, tmp_path):
     count = int(env["LATER_READ__SHARDS__COUNT"])
     assert spec["completions"] == spec["parallelism"] == count > 1
     # Each pod's shard: K from JOB_COMPLETION_INDEX (what Kubernetes sets), N from the config + env.
-    from later_read.config import load_settings
+    from later_read.config.settings import load_settings
 
     (tmp_path / "config.toml").write_text(
         manifests()[("ConfigMap", "later-read-config")]["data"]["config.toml"], encoding="utf-8")

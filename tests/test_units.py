@@ -7,15 +7,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from redis.crc import key_slot
 
-from later_read import constants
-from later_read.value_codec import CachedValue, decode, encode
+from later_read.core.value import OUTCOME_NO_RECOMMENDATION, OUTCOME_NOT_IN_EXPERIMENT
+from later_read.core.value import CachedValue, decode, encode
 from later_read.clients.http import Breaker
 from later_read.clients.latency import LatencyHistogram
 from later_read.errors import CorruptValue, UsageError
 from later_read.inputs import parse_date, parse_uid, read_uids_file
-from later_read.uids import write_file
-from later_read.keys import Keys
-from later_read.users import UserQuery, task_ids_for
+from later_read.core.uids import write_file
+from later_read.store.keys import Keys
+from later_read.clients.starrocks import UserQuery
+from later_read.core.users import task_ids_for
 
 
 def test_value_round_trip_keeps_seed_fields():
@@ -29,7 +30,7 @@ def test_value_round_trip_keeps_seed_fields():
 
 
 def test_no_push_outcomes_round_trip():
-    for outcome in (constants.OUTCOME_NOT_IN_EXPERIMENT, constants.OUTCOME_NO_RECOMMENDATION):
+    for outcome in (OUTCOME_NOT_IN_EXPERIMENT, OUTCOME_NO_RECOMMENDATION):
         value = CachedValue(outcome, "20261123", "t-1")
         assert decode(encode(value)) == value
         assert not decode(encode(value)).is_rec
@@ -148,7 +149,7 @@ def test_latency_histogram_percentiles_within_two_percent():
 def test_msg_id_is_exactly_uuid5_of_the_namespace(uid, date):
     import uuid
 
-    from later_read.jobs.push.message import MSG_NAMESPACE, msg_id
+    from later_read.core.message import MSG_NAMESPACE, msg_id
 
     assert msg_id(date, uid) == str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from later_read.config import ENV_CONFIG_PATH, load_settings
+from later_read.config.settings import ENV_CONFIG_PATH, load_settings
 from later_read.errors import EXIT_DEPENDENCY, UsageError
 from later_read.inputs import parse_date
 from later_read.sandbox.guard import sandbox_settings

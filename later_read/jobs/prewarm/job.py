@@ -19,20 +19,21 @@ from dataclasses import dataclass
 from typing import AsyncContextManager, Callable
 
 from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
-from later_read.config import Settings
+from later_read.config.settings import Settings
 from later_read.connections import JobConnections, Services, open_job
 from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.prewarm.fanout import STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout, FanoutPlan
 from later_read.jobs.progress import Progress, check_report_path
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
-from later_read.shard import Shard, parse_shard
-from later_read.saving import with_old_flow
-from later_read.summary import Summary
-from later_read.users import UserQuery, task_ids_for
+from later_read.core.scope import Shard, parse_shard
+from later_read.jobs.saving import with_old_flow
+from later_read.jobs.summary import Summary
+from later_read.clients.starrocks import UserQuery
+from later_read.core.users import task_ids_for
 
 JOB = "prewarm"
 # The report's counters. `users` = the users this run looked at, each counted once in exactly one of

@@ -15,7 +15,7 @@ after the hour's window end (`deadline`; none with --allow-late or --dry-run): f
 goes on reading and sorting the hour's users without sending, each one with a message to send counted
 `expired`, so the entry's figures cover every user. `expire_hour` is that pass alone, for an hour whose
 window closed before any run finished it (docs/design.md, "The push schedule"). The hour's lock is the
-`fence` of every write (lock.py, fencing.py).
+`fence` of every write (store/lock.py, store/fencing.py).
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from typing import Any, AsyncIterator, Sequence
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from later_read import ledger, runtime
+from later_read import runtime
+from later_read.core import ledger
 from later_read.clients.kafka import OVERSIZE_MESSAGE
 from later_read.clients.material import Material
-from later_read.clock import Clock
-from later_read.config import Settings
+from later_read.core.clock import Clock
+from later_read.config.settings import Settings
 from later_read.connections import PushConnections
 from later_read.errors import LaterReadError, ServiceError
 from later_read.jobs.progress import Progress
@@ -42,14 +43,15 @@ from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
-from later_read.jobs.push.message import build_message, encode, expires_at
+from later_read.core.message import build_message, encode, expires_at
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
-from later_read.schedule import FINAL, Hour, Schedule
-from later_read.summary import Summary
-from later_read.users import TaskUser, UserQuery, task_ids_for
+from later_read.core.schedule import FINAL, Hour, Schedule
+from later_read.jobs.summary import Summary
+from later_read.clients.starrocks import UserQuery
+from later_read.core.users import TaskUser, task_ids_for
 
 log = get_logger("push")
 

@@ -28,9 +28,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from later_read import ledger
-from later_read.clock import Clock
-from later_read.config import Settings
+from later_read.core import ledger
+from later_read.core.clock import Clock
+from later_read.config.settings import Settings
 from later_read.connections import PushConnections, open_push
 from later_read.errors import LaterReadError, UsageError
 from later_read.inputs import parse_date
@@ -38,13 +38,13 @@ from later_read.jobs.lifecycle import run_job
 from later_read.jobs.progress import check_report_path
 from later_read.jobs.push import day_run
 from later_read.jobs.push.hour import JOB, PushContext
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.log import alert, get_logger
 from later_read.runtime import Shutdown
-from later_read.saving import peak_calls_saved, with_old_flow
-from later_read.schedule import Hour, Schedule
-from later_read.shard import Shard, parse_shard
-from later_read.summary import Summary
+from later_read.jobs.saving import peak_calls_saved, with_old_flow
+from later_read.core.schedule import Hour, Schedule
+from later_read.core.scope import Shard, parse_shard
+from later_read.jobs.summary import Summary
 
 log = get_logger("push")
 

@@ -12,7 +12,7 @@ send them again. So every push run of a (date, hour), and `rerun UID`, goes thro
 
 and the run calls `end` with the entry it ends with, clean only when every produced message is confirmed
 and marked (no purged or failed delivery whose fate is unknown). With the hour's lock as `fence`, the start
-record, the entries and the recovered markers are written only while the run holds it (fencing.py). The
+record, the entries and the recovered markers are written only while the run holds it (store/fencing.py). The
 read is bounded by what was written to the topic since the hour's first run started (that hour's messages,
 and whatever else shares the topic meanwhile), not by the topic's size; a finished hour costs two Redis
 GETs. Why this and not a
@@ -28,13 +28,13 @@ from typing import Callable
 import anyio
 import orjson
 
-from later_read import ledger
+from later_read.core import ledger
 from later_read.clients import kafka_topic
-from later_read.config import KafkaSettings
+from later_read.config.settings import KafkaSettings
 from later_read.errors import KafkaUnavailable
-from later_read.fencing import Fence
+from later_read.store.fencing import Fence
 from later_read.log import alert, get_logger
-from later_read.shard import Shard
+from later_read.core.scope import Shard
 from later_read.store import Store
 
 log = get_logger("push")

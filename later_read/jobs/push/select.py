@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Container, NamedTuple, Sequence
 
-from later_read.value_codec import CachedValue, decode
+from later_read.core.value import CachedValue, decode
 from later_read.errors import CorruptValue
 from later_read.log import alert, get_logger
-from later_read.uids import unservable
-from later_read.users import TaskUser
+from later_read.core.uids import unservable
+from later_read.core.users import TaskUser
 
 log = get_logger("push")
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.sandbox.faults.checks import (Verdict, check_day, check_job, pushable_users,
                                               unmarked_deliveries)
 from later_read.sandbox.faults import schedule

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.core.message import msg_id
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.faults.lab import DATE, KNOBS, Day, Job, Lab
 from later_read.sandbox.simulator import SimulatorKnobs
-from later_read.sandbox.simulator_oracle import Oracle
+from later_read.sandbox.simulator.oracle import Oracle
 from later_read.sandbox.stack import DEFAULT_TASKS
 from later_read.sandbox.topic import read_topic
-from later_read.value_codec import CachedValue, decode
+from later_read.core.value import CachedValue, decode
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 8}  # README "Exit codes"; 70 is a bug by definition
 ONE_LINE_ERROR_CODES = {2, 3, 4, 5, 8}            # these end with exactly one `later-read: error:` line
