@@ -22,8 +22,8 @@ from later_read.clients.rate import SharedRateLimiter, shared_strategy
 from later_read.clients.recommend import PATH as REC_PATH, RecClient
 from later_read.clients.starrocks import StarRocks
 from later_read.config.settings import Settings
-from later_read.store import Store, open_redis
-from later_read.store.client import Failover
+from later_read.store import Store
+from later_read.store.client import Failover, open_redis
 
 
 @dataclass

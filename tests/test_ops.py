@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from later_read.cli import cli
 from later_read.core.message import msg_id
+from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read.sandbox import servers
 from later_read.sandbox.topic import TopicMessage, read_topic
@@ -247,7 +248,7 @@ def test_show_text_names_markers_and_the_next_step(redis_url, mysql, kafka_topic
     assert f"later-read rerun {uid} --date {DATE}" in text
 
     assert later_read("rerun", uid, "--date", DATE, "--config", str(config)).exit_code == 0
-    redis_client(redis_url).set(Keys.prewarm_done(DATE), orjson.dumps(
+    redis_client(redis_url).set(Keys.prewarm_done(RunScope(DATE)), orjson.dumps(
         {"date": DATE, "finished_at": "2026-11-23T00:09:12+08:00", "users": 60}))
     text = later_read("show", uid, "--date", DATE, "--config", str(config)).stdout
     assert "outcome    rec:" in text

@@ -20,6 +20,7 @@ from test_push import at, oracle_value
 from click.testing import CliRunner
 
 from later_read.cli import cli
+from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read.sandbox.servers.process import ServerUnavailable
 from later_read.sandbox.servers.redis_ha import SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup
@@ -105,7 +106,7 @@ def finish(child: subprocess.Popen, group, config, job: str, *args: str) -> list
         assert "Redis" in stderr.strip().splitlines()[-1], stderr[-3000:]
         client = reader(group)
         try:
-            client.delete(*[k for k in (Keys.lock(job, DATE), Keys.lock(job, DATE, HOUR))])
+            client.delete(*[k for k in (Keys.lock(job, RunScope(DATE)), Keys.lock(job, RunScope(DATE, HOUR)))])
         finally:
             client.close()
         rerun = run_job(config, job, *args)

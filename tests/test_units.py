@@ -14,6 +14,7 @@ from later_read.clients.latency import LatencyHistogram
 from later_read.errors import CorruptValue, UsageError
 from later_read.inputs import parse_date, parse_uid, read_uids_file
 from later_read.core.uids import write_file
+from later_read.core.scope import RunScope, Shard
 from later_read.store.keys import Keys
 from later_read.clients.starrocks import UserQuery
 from later_read.core.users import task_ids_for
@@ -84,12 +85,19 @@ def test_keys_are_built_in_one_place():
     assert keys.rec("42") == "rec:later_read:42"
     assert keys.uid_of(b"rec:later_read:42") == "42"
     assert Keys.sent("20261123", "42") == "later_read:sent:20261123:42"
-    assert Keys.lock("push", "20261123", 9) == "later_read:lock:push:{20261123:09}"
-    assert Keys.prewarm_done("20261123") == "later_read:prewarm:done:{20261123}"
+    assert Keys.lock("push", RunScope("20261123", 9)) == "later_read:lock:push:{20261123:09}"
+    assert Keys.prewarm_done(RunScope("20261123")) == "later_read:prewarm:done:{20261123}"
     # A run's lock and its records share a hash tag, so one script can fence them in Redis Cluster too.
-    run = [Keys.lock("push", "20261123", 9, ":shard1of2"), Keys.push_start("20261123", 9, ":shard1of2"),
-           Keys.push_ledger("20261123", 9, ":shard1of2")]
-    prewarm = [Keys.lock("prewarm", "20261123"), Keys.prewarm_done("20261123"), Keys.prewarm_ready("20261123", 5)]
+    sharded = RunScope("20261123", 9, Shard(1, 2))
+    run = [Keys.lock("push", sharded), Keys.push_start(sharded), Keys.push_ledger(sharded)]
+    assert run == ["later_read:lock:push:{20261123:09:shard1of2}", "later_read:push:start:{20261123:09:shard1of2}",
+                   "later_read:push:ledger:{20261123:09:shard1of2}"]
+    day = RunScope("20261123")
+    prewarm = [Keys.lock("prewarm", day), Keys.prewarm_done(day), Keys.prewarm_ready(day, 5)]
+    assert prewarm == ["later_read:lock:prewarm:{20261123}", "later_read:prewarm:done:{20261123}",
+                       "later_read:prewarm:ready:{20261123}:05"]
+    # The prewarm's markers are the day's: a push scope (with an hour) reads the same keys.
+    assert Keys.prewarm_ready(sharded, 5) == "later_read:prewarm:ready:{20261123:shard1of2}:05"
     assert len({key_slot(k.encode()) for k in run}) == 1 and len({key_slot(k.encode()) for k in prewarm}) == 1
 
 

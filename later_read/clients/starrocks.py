@@ -28,6 +28,7 @@ import pymysql
 
 from later_read.config.settings import StarRocksSettings
 from later_read.errors import StarRocksError
+from later_read.core.scope import WHOLE, Shard
 from later_read.core.users import TaskUser
 
 
@@ -244,7 +245,7 @@ class UserQuery:
     task_ids: Sequence[str]           # already filled in with the date
     hour: int | None = None
     uids: Sequence[str] | None = None  # restrict to these (e.g. --uids-file, rerun)
-    shard: tuple[int, int] | None = None  # (index, count): CRC32(uid) % count = index
+    shard: Shard = WHOLE              # its users only (`Shard.sql`: CRC32(uid) % count = index)
 
     def page(self, task_id: str, after_uid: str | None, limit: int) -> tuple[str, list]:
         """SQL and parameters for the next page of one task id's distinct uids greater than `after_uid`,
@@ -304,8 +305,8 @@ class UserQuery:
             marks = ", ".join(["%s"] * len(self.uids)) or "NULL"
             where.append(f"source_uid IN ({marks})")
             params.extend(self.uids)
-        if self.shard is not None:
-            index, count = self.shard
-            where.append("CRC32(source_uid) %% %s = %s")
-            params.extend([count, index])
+        if self.shard.sql is not None:
+            condition, values = self.shard.sql
+            where.append(condition)
+            params.extend(values)
         return where, params

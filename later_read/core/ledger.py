@@ -48,7 +48,7 @@ from typing import Iterable, Mapping
 import orjson
 
 from later_read.core.schedule import LOOKBACK, VERDICTS, Hour, Schedule
-from later_read.core.scope import Shard
+from later_read.core.scope import RunScope
 
 PENDING, RUNNING, DONE, PARTIAL, EXPIRED, UNREADABLE = ("pending", "running", "done", "partial", "expired",
                                                         "unreadable")
@@ -88,10 +88,10 @@ def unclean(entry: dict | None) -> dict | None:
     return None if entry is None else {**entry, "clean": False}
 
 
-def running(prev: dict | None, hour: Hour, shard: Shard, now: dt.datetime, late_minutes: float,
+def running(prev: dict | None, scope: RunScope, now: dt.datetime, late_minutes: float,
             caught_up: bool = False, allow_late: bool = False) -> dict:
-    """The entry a push run writes when it begins the hour (before producing: unclean)."""
-    return {"state": RUNNING, "clean": False, "date": hour.date, "hour": hour.hour, "shard": shard.label,
+    """The entry a push run writes when it begins the scope's hour (before producing: unclean)."""
+    return {"state": RUNNING, "clean": False, "date": scope.date, "hour": scope.hour, "shard": scope.shard.label,
             "users": (prev or {}).get("users", 0), "started_at": round(now.timestamp(), 3),
             "finished_at": None, "late_minutes": late_minutes, "runs": int((prev or {}).get("runs", 0)) + 1,
             "caught_up": caught_up, "allow_late": allow_late}
@@ -126,11 +126,11 @@ def finished(entry: dict, counts: Counter, failures: Counter, total: int, *, cle
     return {**entry, **figures, "state": state}
 
 
-def closing(prev: dict | None, hour: Hour, shard: Shard) -> dict:
+def closing(prev: dict | None, scope: RunScope) -> dict:
     """The base of the entry the expiry pass writes (`finished` adds its figures): the earlier runs' start,
     lateness and count kept, `expired_by` set (the pass, not a run, ended the hour)."""
     prev = prev or {}
-    return {**prev, "date": hour.date, "hour": hour.hour, "shard": shard.label,
+    return {**prev, "date": scope.date, "hour": scope.hour, "shard": scope.shard.label,
             "runs": int(prev.get("runs") or 0), "started_at": prev.get("started_at"),
             "late_minutes": prev.get("late_minutes"), "expired_by": "schedule"}
 

@@ -1,4 +1,10 @@
-"""Shard: which slice of a day's users one process works on (a Kubernetes Indexed Job completion).
+"""The run's scope: RunScope (date, hour, shard), and Shard, the slice of a day's users one process works
+on (a Kubernetes Indexed Job completion).
+
+A RunScope is built once at the command line (`push_options`, `prewarm_options`, the on-call commands) and
+handed to everything that reads or writes the run's records: the Store (whose keys take it: store/keys.py),
+recovery, the wait for the prewarm, the ledger, the hour tracker, the locks. Its key suffix and its SQL
+filter are its shard's.
 
 Every run of a deployment splits the users the same way: N is always `[shards] count` (`--shard K/N` with
 another N is refused), and with count > 1 a run without a shard is refused too, so no run takes a lock of
@@ -15,8 +21,10 @@ from __future__ import annotations
 
 import os
 import zlib
+import dataclasses
 from dataclasses import dataclass
 
+from later_read.core.schedule import Hour
 from later_read.errors import UsageError
 
 #: Set by Kubernetes in every pod of an Indexed Job (completionMode: Indexed): 0 .. completions-1.
@@ -66,9 +74,64 @@ class Shard:
         """Whether `uid` is in this shard: the same test as the SQL (zlib CRC-32 of the UTF-8 uid)."""
         return zlib.crc32(uid.encode()) % self.count == self.index
 
-    def sql(self) -> tuple[int, int] | None:
-        """The (index, count) UserQuery filters on, or None for the whole day."""
-        return (self.index, self.count) if self.sharded else None
+    @property
+    def sql(self) -> tuple[str, list[int]] | None:
+        """The users query's condition for this shard (the test of `owns`, in pymysql's paramstyle) and its
+        parameters; None for the whole day."""
+        return ("CRC32(source_uid) %% %s = %s", [self.count, self.index]) if self.sharded else None
+
+
+WHOLE = Shard(0, 1)
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """What one run works on: a date, one push hour of it (None: the whole day, the prewarm's) and a shard
+    of the day's users (WHOLE unsharded)."""
+
+    date: str
+    hour: int | None = None
+    shard: Shard = WHOLE
+
+    @classmethod
+    def split(cls, date: str, count: int, hour: int | None = None) -> "RunScope":
+        """Shard 0 of `count` on `date`: what the readers of every shard's records (`day`, `sent`) hold to
+        list them (`shards()`, `whole_and_shards()`)."""
+        return cls(date, hour, Shard(0, count))
+
+    @property
+    def suffix(self) -> str:
+        """What the run's Redis keys end with (the shard's: "" unsharded)."""
+        return self.shard.suffix
+
+    @property
+    def slot(self) -> Hour:
+        """The push hour of the scope (the schedule's key); only for a scope with an hour."""
+        assert self.hour is not None, "a day's scope has no push hour"
+        return Hour(self.date, self.hour)
+
+    def at(self, hour: Hour) -> "RunScope":
+        """The same shard at push hour `hour` (of its date: a run catches up hours of the day before)."""
+        return dataclasses.replace(self, date=hour.date, hour=hour.hour)
+
+    def day(self) -> "RunScope":
+        """The same shard's whole day (the prewarm's records: its lock and markers)."""
+        return dataclasses.replace(self, hour=None)
+
+    def shards(self) -> list["RunScope"]:
+        """Every shard's scope of the same split (this one included), in index order."""
+        return [dataclasses.replace(self, shard=shard) for shard in self.shard.siblings()]
+
+    def whole_and_shards(self) -> list["RunScope"]:
+        """The unsharded scope, then every shard's when sharded: where a record of the split may be (the
+        prewarm's markers, which the push reads whichever way the prewarm ran; the push's start records)."""
+        whole = dataclasses.replace(self, shard=WHOLE)
+        return [whole, *self.shards()] if self.shard.sharded else [whole]
+
+    def describe(self, job: str) -> str:
+        """`<job> run for <date>[ hour <h>][ shard K/N]`: the lock holder's name for the run."""
+        hour = "" if self.hour is None else f" hour {self.hour}"
+        return f"{job} run for {self.date}{hour}" + (f" shard {self.shard.label}" if self.shard.sharded else "")
 
 
 def parse_shard(text: str | None, count: int, environ=None) -> Shard:

@@ -36,7 +36,7 @@ from later_read.log import alert, get_logger, summary as log_summary
 from later_read.jobs.monitor import Pings
 from later_read.redact import redact_data
 from later_read.runtime import Shutdown
-from later_read.core.scope import Shard
+from later_read.core.scope import RunScope
 from later_read.jobs.summary import Summary
 
 log = get_logger("lifecycle")
@@ -53,7 +53,7 @@ class Job(Protocol):
     report_keys: tuple[str, ...]    # the report's counters
     report_path: str | None
     lock_wait: float                # seconds to wait for a held lock; 0 = fail at once
-    shard: Shard                    # the slice of users this run works on (Shard.whole(): all of them)
+    scope: RunScope                 # the date (and hour) and the shard of users this run works on
     fence: JobLock | None           # set by the lifecycle: the lock it holds for the run (None: no lock)
 
     def connect(self) -> AsyncContextManager[Any]:
@@ -143,7 +143,7 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
         except OSError as exc:
             alert(log, f"{job.name}.report_failed", path=job.report_path, error=exc.strerror)
     from later_read.jobs.metrics import record_job  # prometheus_client: imported at the end, not at start-up
-    record_job(job.settings, job.name, summary, job.shard)  # metrics: never raises
+    record_job(job.settings, job.name, summary, job.scope.shard)  # metrics: never raises
     if started:
         job.alert(error)
     return code

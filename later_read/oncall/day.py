@@ -34,7 +34,8 @@ from later_read.errors import EXIT_FAILURES, EXIT_OK
 from later_read.log import quote
 from later_read.runtime import run
 from later_read.core.schedule import Hour, Schedule
-from later_read.store import DayRecords, ledger_suffixes
+from later_read.core.scope import RunScope
+from later_read.store import DayRecords
 from later_read.store.keys import LEDGER_DAYS
 
 FAILING = ("late", "expired")
@@ -63,17 +64,17 @@ async def _read(settings: Settings, date: str) -> DayRecords:
     memory = [Hour((first - dt.timedelta(days=back)).strftime("%Y%m%d"), h)
               for back in range(LEDGER_DAYS - 1, 0, -1) for h in range(24)]
     async with open_store(settings) as store:
-        return await store.get_day(date, settings.shards.count, memory)
+        return await store.get_day(RunScope.split(date, settings.shards.count), memory)
 
 
 def build(settings: Settings, date: str, now: dt.datetime, records: DayRecords) -> dict:
     """The report: one row per hour, the totals, the exit code."""
-    schedule, suffixes = Schedule.of(settings), ledger_suffixes(settings.shards.count)
+    schedule, shards = Schedule.of(settings), RunScope.split(date, settings.shards.count).shards()
     by_hour: dict[Hour, list[dict | None]] = {}
-    for (hour, _), entry in records.ledger.items():
-        by_hour.setdefault(hour, []).append(entry)
+    for scope, entry in records.ledger.items():
+        by_hour.setdefault(scope.slot, []).append(entry)
     since = ledger.tracked_since({h: next((e for e in es if e), None) for h, es in by_hour.items()}, schedule)
-    rows = [_row(schedule, Hour(date, h), now, by_hour[Hour(date, h)], since, records, suffixes)
+    rows = [_row(schedule, Hour(date, h), now, by_hour[Hour(date, h)], since, records, shards)
             for h in range(24)]
     totals: dict = {key: sum(_count(row.get(key)) for row in rows) for key in FIGURES}
     totals["verdicts"] = dict(Counter(row["verdict"] for row in rows))
@@ -87,10 +88,10 @@ def build(settings: Settings, date: str, now: dt.datetime, records: DayRecords) 
 
 
 def _row(schedule: Schedule, hour: Hour, now: dt.datetime, entries: list[dict | None], since, records: DayRecords,
-         suffixes: list[str]) -> dict:
+         shards: list[RunScope]) -> dict:
     merged = ledger.merge(entries)
     tracked = any(entries) or (since is not None and schedule.start(hour) >= since)
-    holders = [records.locks[(hour.hour, x)] for x in suffixes if (hour.hour, x) in records.locks]
+    holders = [records.locks[x.at(hour)] for x in shards if x.at(hour) in records.locks]
     row = {"hour": hour.hour, "start": schedule.iso(schedule.start(hour)),
            "window_end": schedule.iso(schedule.window_end(hour)), "state": merged["state"],
            "verdict": schedule.verdict(hour, now, merged["state"], tracked),

@@ -52,7 +52,7 @@ from later_read.jobs.push import recovery
 from later_read.core.message import build_message, encode, expires_at
 from later_read.oncall.show import CORRUPT, MISS, classify, cut
 from later_read.store.keys import Keys
-from later_read.core.scope import Shard
+from later_read.core.scope import RunScope, Shard
 from later_read.store.lock import JobLock
 from later_read.log import printable, quote
 from later_read import runtime
@@ -129,6 +129,8 @@ class Rerun:
         self.store, self.services = conns.store, conns.services
         self.echo = echo
         self.fence: JobLock | None = None  # the hour's push lock while the push step holds it
+        # The user's date and shard: the records (lock, start, ledger entry) the user's shard of the push uses
+        self.scope = RunScope(options.date, None, Shard.of(options.uid, settings.shards.count))
 
     def step(self, name: str, text: str) -> None:
         self.echo(f"{name:<10} {text}")
@@ -154,8 +156,7 @@ class Rerun:
             yield
             return
         wait = self.settings.lock.wait_seconds if o.lock_wait is None else o.lock_wait
-        shard = Shard.of(o.uid, self.settings.shards.count)  # the lock the user's shard of the push takes
-        lock = JobLock(self.store.client, Keys.lock("push", o.date, hour, shard.suffix),
+        lock = JobLock(self.store.client, Keys.lock("push", self.scope.at(Hour(o.date, hour))),
                        f"push run for {o.date} hour {hour}", dataclasses.replace(self.settings.lock, wait_seconds=wait))
         await lock.acquire(anyio.Event())
         self.step("lock", f"holding {lock.key} (no push of the hour runs meanwhile)")
@@ -171,13 +172,12 @@ class Rerun:
         """`push` inside the hour's record, as the push job does (jobs/push/recovery.py): what an
         unfinished run of the user's hours delivered is marked first; the hour stays finished if it was
         and this message's fate is known (confirmed and marked, or never produced)."""
-        shard = Shard.of(self.options.uid, self.settings.shards.count)  # the user's shard's record
         for other in self.hours:
             if other != hour:
                 found = await recovery.recover_if_unfinished(self.store, self.settings.kafka,
-                                                             self.options.date, other, shard)
+                                                             self.scope.at(Hour(self.options.date, other)))
                 self._recovered(other, found)
-        hour_run = await recovery.begin(self.store, self.settings.kafka, self.options.date, hour, shard,
+        hour_run = await recovery.begin(self.store, self.settings.kafka, self.scope.at(Hour(self.options.date, hour)),
                                         fence=self.fence)
         self._recovered(hour, hour_run.recovered)
         self.in_doubt = False

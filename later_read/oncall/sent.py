@@ -37,6 +37,7 @@ from later_read.clients.kafka import ErrorReporter, LibrdkafkaLog, check_topic
 from later_read.config.settings import Settings
 from later_read.connections import open_store
 from later_read.errors import EXIT_OK, KafkaUnavailable, LaterReadError
+from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read.log import fields
 from later_read.runtime import run
@@ -141,9 +142,9 @@ def run_sent(settings: Settings, query: SentQuery, as_json: bool = False,
 def start_keys(settings: Settings, query: SentQuery) -> list[str]:
     """The push-start keys of the hours asked: the whole-run key, and each shard's when sharded."""
     count = getattr(getattr(settings, "shards", None), "count", 1) or 1
-    suffixes = [""] + ([f":shard{i}of{count}" for i in range(count)] if count > 1 else [])
     hours = range(24) if query.hour is None else [query.hour]
-    return [Keys.push_start(query.date, h, s) for h in hours for s in suffixes]
+    return [Keys.push_start(scope) for h in hours
+            for scope in RunScope.split(query.date, count, h).whole_and_shards()]
 
 
 async def recorded_starts(settings: Settings, query: SentQuery) -> tuple[dict[int, int], list[str], list[str]]:

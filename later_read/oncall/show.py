@@ -37,8 +37,8 @@ from later_read.errors import EXIT_OK, CorruptValue, StarRocksError
 from later_read.store.keys import Keys
 from later_read.log import at, defused_json, printable, quote
 from later_read.runtime import run
-from later_read.core.schedule import Hour, Schedule
-from later_read.core.scope import Shard
+from later_read.core.schedule import Schedule
+from later_read.core.scope import RunScope, Shard
 from later_read.store import Store
 from later_read.core.users import task_ids_for
 
@@ -79,11 +79,10 @@ async def push_hour_of(store: Store, settings: Settings, uid: str, date: str, ho
         hour, source = await _earliest_hour(settings, uid, date)
     if hour is None:
         return {"hour": None, "from": source}
-    schedule, shard = Schedule.of(settings), Shard.of(uid, settings.shards.count)
-    key = (Hour(date, hour), shard.suffix)
-    entry = (await store.get_ledger([key[0]], [shard.suffix]))[key]
-    return {"hour": hour, "from": source, "shard": shard.label, "key": Keys.push_ledger(date, hour, shard.suffix),
-            "window": [schedule.iso(schedule.start(key[0])), schedule.iso(schedule.window_end(key[0]))],
+    schedule, scope = Schedule.of(settings), RunScope(date, hour, Shard.of(uid, settings.shards.count))
+    entry = (await store.get_ledger([scope]))[scope]
+    return {"hour": hour, "from": source, "shard": scope.shard.label, "key": Keys.push_ledger(scope),
+            "window": [schedule.iso(schedule.start(scope.slot)), schedule.iso(schedule.window_end(scope.slot))],
             "ledger": entry}
 
 
@@ -103,7 +102,7 @@ async def _earliest_hour(settings: Settings, uid: str, date: str) -> tuple[int |
 
 async def inspect_user(store: Store, uid: str, date: str, settings: Settings) -> dict:
     """The user's value, sent marker and the date's prewarm marker, each with its key and TTL."""
-    key, sent_key, marker_key = store.keys.rec(uid), Keys.sent(date, uid), Keys.prewarm_done(date)
+    key, sent_key, marker_key = store.keys.rec(uid), Keys.sent(date, uid), Keys.prewarm_done(RunScope(date))
     raw, ttl = await store.inspect(key)
     sent, sent_ttl = await store.inspect(sent_key)
     marker, marker_ttl = await store.inspect(marker_key)

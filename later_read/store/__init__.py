@@ -24,8 +24,8 @@ from later_read.store.keys import (CHECK_SCRATCH_TTL_SECONDS, PREWARM_DONE_TTL_S
                                    PUSH_LEDGER_TTL_SECONDS, PUSH_START_TTL_SECONDS, SENT_TTL_SECONDS, Keys)
 from later_read.log import event, get_logger
 from later_read.core.schedule import Hour
-from later_read.core.scope import Shard
-from later_read.store.client import RETRYABLE, WRITER_RACE, Failover, open_redis, retryable, target
+from later_read.core.scope import RunScope
+from later_read.store.client import RETRYABLE, WRITER_RACE, Failover, retryable, target
 
 log = get_logger("store")
 
@@ -206,17 +206,16 @@ class Store:
             fencing.check_owner(fence, found[2][0], "the ownership check of a batch")
         return found[0], found[1]
 
-    async def get_prewarm_done(self, date: str, shards: int = 1) -> dict | None:
-        """The day's completion marker: the unsharded one, else (with `shards` > 1) every shard's,
-        merged (counts summed, the last finish); None while any shard's marker is missing."""
-        suffixes = _suffixes(shards)
-        found = (await self._mget("GET prewarm markers", [Keys.prewarm_done(date, x) for x in suffixes]))[0]
-        return _merged(found)
+    async def get_prewarm_done(self, scope: RunScope) -> dict | None:
+        """The scope's day's completion marker: the unsharded one, else (the scope sharded) every shard's of
+        its split, merged (counts summed, the last finish); None while any shard's marker is missing."""
+        keys = [Keys.prewarm_done(x) for x in scope.whole_and_shards()]
+        return _merged((await self._mget("GET prewarm markers", keys))[0])
 
-    async def put_prewarm_done(self, date: str, info: dict, shard: Shard | None = None,
-                               fence: Fence | None = None) -> None:
-        """The day's completion marker (the shard's); with a `fence`, only while the run holds its lock."""
-        key = Keys.prewarm_done(date, shard.suffix if shard else "")
+    async def put_prewarm_done(self, scope: RunScope, info: dict, fence: Fence | None = None) -> None:
+        """The completion marker of the scope's day and shard; with a `fence`, only while the run holds its
+        lock."""
+        key = Keys.prewarm_done(scope)
         await self._put(f"SET {key}", key, orjson.dumps(info), PREWARM_DONE_TTL_SECONDS, fence)
 
     async def _put(self, what: str, key: str, value: bytes, ttl: int, fence: Fence | None) -> None:
@@ -226,77 +225,71 @@ class Store:
         else:
             await self._put_fenced(what, fence, [key], [value], ttl)
 
-    async def get_push_run(self, date: str, hour: int, suffix: str = "") -> tuple[dict | None, dict | None]:
-        """The hour's start record and its ledger entry (either None when absent), one round trip."""
-        start, entry = (await self._mget("GET push run state", [Keys.push_start(date, hour, suffix),
-                                                                 Keys.push_ledger(date, hour, suffix)]))[0]
+    async def get_push_run(self, scope: RunScope) -> tuple[dict | None, dict | None]:
+        """The scope's hour's start record and ledger entry (either None when absent), one round trip."""
+        start, entry = (await self._mget("GET push run state", [Keys.push_start(scope),
+                                                                 Keys.push_ledger(scope)]))[0]
         return (orjson.loads(start) if start else None), ledger.parse(entry)
 
-    async def put_push_start(self, date: str, hour: int, info: dict, suffix: str = "",
-                             fence: Fence | None = None) -> bool:
-        """SET NX the hour's start record (fenced by the hour's lock when given); False when an earlier run
-        already wrote one."""
-        key, value, ttl = Keys.push_start(date, hour, suffix), orjson.dumps(info), PUSH_START_TTL_SECONDS
+    async def put_push_start(self, scope: RunScope, info: dict, fence: Fence | None = None) -> bool:
+        """SET NX the scope's hour's start record (fenced by the hour's lock when given); False when an
+        earlier run already wrote one."""
+        key, value, ttl = Keys.push_start(scope), orjson.dumps(info), PUSH_START_TTL_SECONDS
         if fence is not None:
             return await self._put_fenced("SET push start", fence, [key], [value], ttl, nx=True) == 1
         return bool(await self._run("SET push start", lambda: self.client.set(key, value, nx=True, ex=ttl)))
 
-    async def put_ledger(self, date: str, hour: int, entry: dict, suffix: str = "",
-                         fence: Fence | None = None) -> None:
-        """Write the hour's ledger entry (ledger.py: its shape; the whole entry, replacing the last); with a
-        `fence`, only while the run holds the hour's lock."""
-        key = Keys.push_ledger(date, hour, suffix)
+    async def put_ledger(self, scope: RunScope, entry: dict, fence: Fence | None = None) -> None:
+        """Write the scope's hour's ledger entry (core/ledger.py: its shape; the whole entry, replacing the
+        last); with a `fence`, only while the run holds the hour's lock."""
+        key = Keys.push_ledger(scope)
         await self._put("SET ledger entry", key, orjson.dumps(entry), PUSH_LEDGER_TTL_SECONDS, fence)
 
-    async def get_ledger(self, hours: Iterable[Hour], suffixes: Sequence[str] = ("",)
-                         ) -> dict[tuple[Hour, str], dict | None]:
-        """The ledger entries of `hours` x `suffixes` (None when absent), in one round trip (one MGET
-        per hash slot in cluster mode)."""
-        pairs = [(hour, suffix) for hour in hours for suffix in suffixes]
-        raws = (await self._mget("MGET ledger", [Keys.push_ledger(h.date, h.hour, x) for h, x in pairs]))[0]
-        return {pair: ledger.parse(raw) for pair, raw in zip(pairs, raws)}
+    async def get_ledger(self, scopes: Iterable[RunScope]) -> dict[RunScope, dict | None]:
+        """The ledger entries of `scopes` (None when absent), in one round trip (one MGET per hash slot in
+        cluster mode)."""
+        scopes = list(scopes)
+        raws = (await self._mget("MGET ledger", [Keys.push_ledger(scope) for scope in scopes]))[0]
+        return {scope: ledger.parse(raw) for scope, raw in zip(scopes, raws)}
 
-    async def get_day(self, date: str, shards: int = 1, memory: Sequence[Hour] = ()) -> DayRecords:
+    async def get_day(self, day: RunScope, memory: Sequence[Hour] = ()) -> DayRecords:
         """A date's records for `later-read day`, in one round trip: the ledger of its 24 hours (and of
-        `memory`: earlier hours, read to find where the ledger begins) and the hour locks, per shard of
-        `shards`; the prewarm's hour and day markers (unsharded, else every shard's, as the push waits)."""
-        hours = [Hour(date, h) for h in range(24)]
-        runs = ledger_suffixes(shards)
-        marks = _suffixes(shards)
-        pairs = [(h, x) for h in [*memory, *hours] for x in runs]
-        locks = [(h.hour, x) for h in hours for x in runs]
-        lists = [[Keys.push_ledger(h.date, h.hour, x) for h, x in pairs],
-                 [Keys.prewarm_ready(date, h.hour, x) for h in hours for x in marks],
-                 [Keys.prewarm_done(date, x) for x in marks],
-                 [Keys.lock("push", date, hour, x) for hour, x in locks]]
+        `memory`: earlier hours, read to find where the ledger begins) and the hour locks, of every shard of
+        `day`'s split; the prewarm's hour and day markers (unsharded, else every shard's, as the push waits)."""
+        hours = [Hour(day.date, h) for h in range(24)]
+        marks = day.whole_and_shards()
+        runs = [scope.at(hour) for hour in [*memory, *hours] for scope in day.shards()]
+        locks = [scope.at(hour) for hour in hours for scope in day.shards()]
+        lists = [[Keys.push_ledger(scope) for scope in runs],
+                 [Keys.prewarm_ready(x, h.hour) for h in hours for x in marks],
+                 [Keys.prewarm_done(x) for x in marks],
+                 [Keys.lock("push", scope) for scope in locks]]
         entries, ready, done, held = await self._mget("MGET day records", *lists)
         n = len(marks)
         return DayRecords(
-            ledger={pair: ledger.parse(raw) for pair, raw in zip(pairs, entries)},
+            ledger={scope: ledger.parse(raw) for scope, raw in zip(runs, entries)},
             ready={h: _merged(ready[h * n:(h + 1) * n]) for h in range(24)},
             prewarm_done=_merged(done),
-            locks={pair: raw.decode("utf-8", "replace") for pair, raw in zip(locks, held) if raw is not None})
+            locks={scope: raw.decode("utf-8", "replace") for scope, raw in zip(locks, held) if raw is not None})
 
-    async def put_prewarm_ready(self, date: str, hour: int, info: dict, suffix: str = "",
-                                fence: Fence | None = None) -> None:
-        """Hour `hour` of the date is prewarmed (by the shard whose `suffix` is given, if sharded); with a
-        `fence`, only while the prewarm holds its lock."""
-        key = Keys.prewarm_ready(date, hour, suffix)
+    async def put_prewarm_ready(self, scope: RunScope, hour: int, info: dict, fence: Fence | None = None) -> None:
+        """Hour `hour` of the scope's day is prewarmed (by its shard); with a `fence`, only while the
+        prewarm holds its lock."""
+        key = Keys.prewarm_ready(scope, hour)
         await self._put("SET prewarm hour marker", key, orjson.dumps(info), PREWARM_READY_TTL_SECONDS,
                         fence)
 
-    async def get_prewarm_ready(self, date: str, hour: int, shards: int = 1
-                                ) -> tuple[dict | None, dict | None, int]:
-        """(hour H's readiness marker, the day's completion marker, how many of the 24 hours are ready):
-        one MGET, what the push polls while it waits. Sharded, an hour or the day is ready when the
-        unsharded marker or every shard's marker is there."""
-        suffixes = _suffixes(shards)
-        keys = [Keys.prewarm_ready(date, h, x) for x in suffixes for h in range(24)]
-        keys += [Keys.prewarm_done(date, x) for x in suffixes]
+    async def get_prewarm_ready(self, scope: RunScope) -> tuple[dict | None, dict | None, int]:
+        """(the scope's hour's readiness marker, the day's completion marker, how many of the 24 hours are
+        ready): one MGET, what the push polls while it waits. With the scope sharded, an hour or the day is
+        ready when the unsharded marker or every shard's marker of its split is there."""
+        marks = scope.whole_and_shards()
+        keys = [Keys.prewarm_ready(x, h) for x in marks for h in range(24)]
+        keys += [Keys.prewarm_done(x) for x in marks]
         raws = (await self._mget("MGET prewarm markers", keys))[0]
-        hours = [_merged([raws[i * 24 + h] for i in range(len(suffixes))]) for h in range(24)]
-        day = _merged(raws[24 * len(suffixes):])
-        return hours[hour], day, sum(1 for marker in hours if marker is not None)
+        hours = [_merged([raws[i * 24 + h] for i in range(len(marks))]) for h in range(24)]
+        day = _merged(raws[24 * len(marks):])
+        return hours[scope.slot.hour], day, sum(1 for marker in hours if marker is not None)
 
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
@@ -327,13 +320,14 @@ class Store:
 
 @dataclass
 class DayRecords:
-    """What `Store.get_day` read: ledger entries by (Hour, suffix), prewarm readiness by hour (merged over
-    shards, None when not ready), the day's prewarm marker, the holder of each held hour lock."""
+    """What `Store.get_day` read: ledger entries by hour and shard (RunScope), prewarm readiness by hour
+    (merged over shards, None when not ready), the day's prewarm marker, the holder of each held hour lock
+    (by hour and shard)."""
 
-    ledger: dict[tuple[Hour, str], dict | None]
+    ledger: dict[RunScope, dict | None]
     ready: dict[int, dict | None]
     prewarm_done: dict | None
-    locks: dict[tuple[int, str], str]
+    locks: dict[RunScope, str]
 
 
 def _by_slot(keys: list[str], values: list) -> list[tuple[list[str], list]]:
@@ -358,16 +352,6 @@ def merge_markers(markers: list[dict]) -> dict:
     merged["finished_at"] = max(m.get("finished_at", 0) for m in markers)
     merged["status"] = "ok" if all(m.get("status") == "ok" for m in markers) else "failures"
     return merged
-
-
-def ledger_suffixes(shards: int) -> list[str]:
-    """The suffixes of a day's per-run records (ledger entries, locks) when the push runs as `shards`."""
-    return [s.suffix for s in Shard(0, shards).siblings()]
-
-
-def _suffixes(shards: int) -> list[str]:
-    """The unsharded marker's suffix, then each shard's (when the prewarm runs as `shards` shards)."""
-    return [""] + ([s.suffix for s in Shard(0, shards).siblings()] if shards > 1 else [])
 
 
 def _merged(found: list[bytes | None]) -> dict | None:

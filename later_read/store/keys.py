@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from later_read.core.scope import RunScope
+
 # Internal keys share one prefix so an operator can list them (`SCAN MATCH later_read:*`) and so a
 # Redis ACL can grant the job exactly this namespace plus the value prefix.
 INTERNAL_PREFIX = "later_read:"
@@ -62,7 +64,6 @@ CHECK_SCRATCH_PREFIX = INTERNAL_PREFIX + "check:"
 CHECK_SCRATCH_TTL_SECONDS = 60
 
 
-
 @dataclass(frozen=True)
 class Keys:
     """Key builder bound to the configured per-user value prefix."""
@@ -79,41 +80,41 @@ class Keys:
         return text[len(self.value_prefix):]
 
     @staticmethod
-    def run_tag(date: str, hour: int | None = None, suffix: str = "") -> str:
+    def run_tag(scope: RunScope) -> str:
         """`{<date>[:<HH>][shard suffix]}`: the hash tag of one run's lock and records."""
-        return "{" + date + ("" if hour is None else f":{hour:02d}") + suffix + "}"
+        hour = "" if scope.hour is None else f":{scope.hour:02d}"
+        return "{" + scope.date + hour + scope.suffix + "}"
 
     @staticmethod
-    def prewarm_done(date: str, suffix: str = "") -> str:
-        """`later_read:prewarm:done:{<date>[shard suffix]}`: the prewarm's completion marker; `suffix` is the
-        shard's (`Shard.suffix`, "" unsharded)."""
-        return f"{PREWARM_DONE_PREFIX}{Keys.run_tag(date, None, suffix)}"
+    def prewarm_done(scope: RunScope) -> str:
+        """`later_read:prewarm:done:{<date>[shard suffix]}`: the completion marker of the prewarm of the scope's
+        day and shard (its hour, if any, plays no part)."""
+        return f"{PREWARM_DONE_PREFIX}{Keys.run_tag(scope.day())}"
 
     @staticmethod
-    def prewarm_ready(date: str, hour: int, suffix: str = "") -> str:
-        """`later_read:prewarm:ready:{<date>[shard suffix]}:<HH>`: every user of that push hour is prewarmed
-        (in the hash slot of the prewarm's lock)."""
-        return f"{PREWARM_READY_PREFIX}{Keys.run_tag(date, None, suffix)}:{hour:02d}"
+    def prewarm_ready(scope: RunScope, hour: int) -> str:
+        """`later_read:prewarm:ready:{<date>[shard suffix]}:<HH>`: every user of push hour `hour` is prewarmed
+        by the scope's day and shard (in the hash slot of the prewarm's lock)."""
+        return f"{PREWARM_READY_PREFIX}{Keys.run_tag(scope.day())}:{hour:02d}"
 
     @staticmethod
     def sent(date: str, uid: str) -> str:
         return f"{SENT_PREFIX}{date}:{uid}"
 
     @staticmethod
-    def push_start(date: str, hour: int, suffix: str = "") -> str:
+    def push_start(scope: RunScope) -> str:
         """`later_read:push:start:{<date>:<HH>[shard suffix]}`: the topic offsets where the hour's push began."""
-        return f"{PUSH_START_PREFIX}{Keys.run_tag(date, hour, suffix)}"
+        return f"{PUSH_START_PREFIX}{Keys.run_tag(scope)}"
 
     @staticmethod
-    def lock(job: str, date: str, hour: int | None = None, suffix: str = "") -> str:
-        """`later_read:lock:<job>:{<date>[:<HH>][shard suffix]}`: a run's lock; one per shard when sharded
-        (`suffix` = `Shard.suffix`)."""
-        return f"{LOCK_PREFIX}{job}:{Keys.run_tag(date, hour, suffix)}"
+    def lock(job: str, scope: RunScope) -> str:
+        """`later_read:lock:<job>:{<date>[:<HH>][shard suffix]}`: a run's lock; one per shard when sharded."""
+        return f"{LOCK_PREFIX}{job}:{Keys.run_tag(scope)}"
 
     @staticmethod
-    def push_ledger(date: str, hour: int, suffix: str = "") -> str:
-        """`later_read:push:ledger:{<date>:<HH>[shard suffix]}`: the hour's day-ledger entry (ledger.py)."""
-        return f"{PUSH_LEDGER_PREFIX}{Keys.run_tag(date, hour, suffix)}"
+    def push_ledger(scope: RunScope) -> str:
+        """`later_read:push:ledger:{<date>:<HH>[shard suffix]}`: the hour's day-ledger entry (core/ledger.py)."""
+        return f"{PUSH_LEDGER_PREFIX}{Keys.run_tag(scope)}"
 
     @staticmethod
     def check_scratch(token: str) -> str:

@@ -1,6 +1,6 @@
 """JobLock: one run of a job per (date[, hour]) at a time, on redis-py's `redis.asyncio.lock.Lock`.
 
-    lock = JobLock(client, Keys.lock("push", date, hour), "push run for 20261123 hour 9", settings.lock)
+    lock = JobLock(client, Keys.lock("push", RunScope(date, hour)), "push run for 20261123 hour 9", settings.lock)
     await lock.acquire(stop)              # waits up to [lock] wait_seconds while another run holds it
     lock.refresh_in(tg)                   # refreshes the TTL every ttl/3 from the caller's task group
     ...

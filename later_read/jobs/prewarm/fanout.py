@@ -35,7 +35,7 @@ from later_read.connections import JobConnections
 from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.prewarm.hours import HOURS, HourTracker
-from later_read.core.scope import Shard
+from later_read.core.scope import RunScope
 from later_read.jobs.prewarm.feed import UserFeed
 from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
@@ -54,7 +54,7 @@ STOP_ERROR = "error"
 
 @dataclass(frozen=True)
 class FanoutPlan:
-    date: str
+    scope: RunScope    # the date and the shard (the query's users are the shard's)
     query: UserQuery
     concurrency: int
     force: bool
@@ -74,9 +74,8 @@ class Fanout:
         self.named: list[tuple[str, str]] = []    # (reason, uid) of every user not finished
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
-        shard = Shard(*plan.query.shard) if plan.query.shard else Shard.whole()
-        self.hours = HourTracker(self.store, plan.date, plan.query.uids is None, self._writer_failed,
-                                 shard.suffix, fence)  # readiness markers fenced by the run's lock
+        self.hours = HourTracker(self.store, plan.scope, plan.query.uids is None, self._writer_failed,
+                                 fence)  # readiness markers fenced by the run's lock
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
         self.feed = UserFeed(max(self.starrocks.settings.batch_size, plan.concurrency))
         self._stopped = anyio.Event()
@@ -194,13 +193,13 @@ class Fanout:
         if raw is None:
             return False
         try:
-            return decode(raw).date == self.plan.date
+            return decode(raw).date == self.plan.scope.date
         except CorruptValue:
             return False  # recomputed and overwritten
 
     async def _work(self, feed: UserFeed) -> None:
         """One long-lived worker: the per-user hot path (no per-user tasks, scopes or INFO logging)."""
-        services, date, counts, failures = self.services, self.plan.date, self.counts, self.failures
+        services, date, counts, failures = self.services, self.plan.scope.date, self.counts, self.failures
         add, advance = self.writer.add, self.progress.advance
         items, take = feed.items, feed.items.popleft
         while True:

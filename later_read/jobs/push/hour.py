@@ -21,7 +21,6 @@ window closed before any run finished it (docs/design.md, "The push schedule"). 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
 from later_read.core.schedule import FINAL, Hour, Schedule
+from later_read.core.scope import RunScope
 from later_read.jobs.summary import Summary
 from later_read.clients.starrocks import UserQuery
 from later_read.core.users import TaskUser, task_ids_for
@@ -80,7 +80,8 @@ class PushRun:
     """Everything one hour's pipeline needs, built in `_prepare`."""
 
     ctx: PushContext
-    options: Any  # the run's PushOptions with this hour's date and hour
+    scope: RunScope               # the hour's date and hour, the run's shard
+    query: UserQuery              # the hour's users (and shard)
     progress: Progress
     sorter: Sorter
     materials: MaterialCache
@@ -94,6 +95,11 @@ class PushRun:
     @property
     def settings(self) -> Settings:
         return self.ctx.settings
+
+    @property
+    def options(self) -> Any:
+        """The run's PushOptions (jobs/push/job.py)."""
+        return self.ctx.options
 
     @property
     def summary(self) -> Summary:
@@ -112,24 +118,23 @@ class PushRun:
 async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence: Any = None) -> dict | None:
     """Push one hour under its lock `fence`; its ledger entry as written (None in a dry run, which writes
     nothing)."""
-    options = dataclasses.replace(ctx.options, date=hour.date, hour=hour.hour)
+    options, scope = ctx.options, ctx.options.scope.at(hour)
     before, failed_before = Counter(ctx.summary.counts), Counter(ctx.summary.failures)
     hour_run = None
     if not options.dry_run:
         now = ctx.clock.now()
 
         def mark(prev: dict | None) -> dict:
-            return ledger.running(prev, hour, options.shard, now, ctx.schedule.late_minutes(hour, now),
-                                  caught_up, options.allow_late)
-        hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, hour.date, hour.hour,
-                                        options.shard, mark, fence)
+            return ledger.running(prev, scope, now, ctx.schedule.late_minutes(hour, now), caught_up,
+                                  options.allow_late)
+        hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, scope, mark, fence)
         ctx.summary.counts["recovered"] += hour_run.recovered or 0
     wait = 0.0 if ctx.waited_out else options.wait_seconds
-    marker = await wait_for_prewarm(ctx.conns, hour.date, hour.hour, wait, ctx.shutdown, options.shard.count)
+    marker = await wait_for_prewarm(ctx.conns, scope, wait, ctx.shutdown)
     ctx.waited_out |= marker is None and wait > 0
     ctx.summary.extra["prewarm_done"] = marker is not None
     ctx.summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
-    run = await _prepare(ctx, options, hour, fence)
+    run = await _prepare(ctx, scope, fence)
     try:
         await _send_all(run)
     except BaseException as error:
@@ -163,61 +168,60 @@ async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
     with a message to send counted `expired`, but for as many as an earlier run of the hour found without a
     card: `material_not_found`; a card is not asked for here). The entry written, final (expired; done
     when nobody was left), or None when the ledger already says final."""
-    store, shard = ctx.conns.store, ctx.options.shard
-    start, prev = await store.get_push_run(hour.date, hour.hour, shard.suffix)
+    store, scope = ctx.conns.store, ctx.options.scope.at(hour)
+    start, prev = await store.get_push_run(scope)
     if ledger.state_of(prev) in FINAL:
         return None
     marked = recovered = 0
     if start is not None and not ledger.is_clean(prev):  # later hours must see what a dead run sent
-        marked, recovered = await recovery.recover(store, ctx.settings.kafka, hour.date, hour.hour, start, shard,
-                                                   fence)
-    options = dataclasses.replace(ctx.options, date=hour.date, hour=hour.hour)
+        marked, recovered = await recovery.recover(store, ctx.settings.kafka, scope, start, fence)
     before = Counter(ctx.summary.counts)
     ctx.summary.counts["recovered"] += marked
-    run = await _prepare(ctx, options, hour, fence, closed=True)
+    run = await _prepare(ctx, scope, fence, closed=True)
     await _read_hits(run, None)
     run.progress.close()
     # The users an earlier run of the hour found without a card are hits again here: not expired.
     known = min(int((prev or {}).get("material_not_found") or 0), ctx.summary.counts["expired"] - before["expired"])
     ctx.summary.counts.update(expired=-known, material_not_found=known)
     counts = ctx.summary.counts - before
-    entry = ledger.finished(ledger.closing(prev, hour, shard), counts, Counter(), run.progress.total or 0,
+    entry = ledger.finished(ledger.closing(prev, scope), counts, Counter(), run.progress.total or 0,
                             clean=True, recovered=recovered, produced=0, now=ctx.clock.now(), window_closed=True)
     entry["state"] = ledger.DONE if entry["state"] == ledger.DONE else ledger.EXPIRED
-    await store.put_ledger(hour.date, hour.hour, entry, shard.suffix, fence)
+    await store.put_ledger(scope, entry, fence)
     return entry
 
 
-async def _prepare(ctx: PushContext, options, hour: Hour, fence: Any = None, closed: bool = False) -> PushRun:
-    """The hour's run: its users counted, sorter, cards, live resolver, deadline (`closed`: already past,
-    the expiry pass)."""
-    settings, summary = ctx.settings, ctx.summary
-    total = await ctx.conns.starrocks.count(user_query(settings, options))
+async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed: bool = False) -> PushRun:
+    """The scope's hour's run: its users' query and count, sorter, cards, live resolver, deadline
+    (`closed`: already past, the expiry pass)."""
+    settings, summary, options = ctx.settings, ctx.summary, ctx.options
+    query = user_query(settings, scope)
+    total = await ctx.conns.starrocks.count(query)
     summary.total = (summary.total or 0) + total
     if not closed:
-        event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
+        event(log, "push.start", date=scope.date, hour=scope.hour, users=total, dry_run=options.dry_run,
               force=options.force, on_miss=options.on_miss)
     progress = Progress(JOB, settings.push.progress_interval_seconds, total)
-    sorter = Sorter(options.date, options.hour, options.force, summary.counts,
+    sorter = Sorter(scope.date, scope.hour, options.force, summary.counts,
                     settings.push.miss_log_limit, progress.advance,
                     name=summary.name if options.on_miss == "skip" else None, alerts=not closed)
     live = None
     if options.on_miss == "live":
-        live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, date=options.date,
+        live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, date=scope.date,
                             budget=settings.push.live_budget, concurrency=settings.push.concurrency,
                             failures=summary.failures, write=not options.dry_run)
     materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency)
     timed = not (options.allow_late or options.dry_run)
-    deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(hour)) if timed else None
+    deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
-    return PushRun(ctx, options, progress, sorter, materials, live,
-                   expires_at(ctx.schedule, hour.date, hour.hour, late_from), deadline, fence=fence)
+    return PushRun(ctx, scope, query, progress, sorter, materials, live,
+                   expires_at(ctx.schedule, scope.date, scope.hour, late_from), deadline, fence=fence)
 
 
-def user_query(settings: Settings, options) -> UserQuery:
-    """The users of the options' date and hour (and shard)."""
-    return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
-                     hour=options.hour, shard=options.shard.sql())
+def user_query(settings: Settings, scope: RunScope) -> UserQuery:
+    """The users of the scope's date and hour (and shard)."""
+    return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, scope.date),
+                     hour=scope.hour, shard=scope.shard)
 
 
 def _collect(run: PushRun) -> None:
@@ -249,7 +253,7 @@ async def _sink(run: PushRun) -> AsyncIterator[Any]:
             printer.flush()
         return
     delivery = Delivery(run.ctx.conns.producer, run.settings.kafka.topic, run.ctx.conns.store,
-                        run.options.date, run.settings.redis.batch_size, run.fence)
+                        run.scope.date, run.settings.redis.batch_size, run.fence)
     async with delivering(delivery, run.settings.push.flush_timeout_seconds,
                           stop_early=lambda: run.shutdown.force.cancel_called) as sink:
         yield sink
@@ -292,14 +296,14 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
     markers and the lock in one round trip, sorted; hits whose card is already known are finished right
     here, the others go to the workers, which fetch the card; once the window has closed, every hit is
     counted expired (`send` is None only then: the expiry pass)."""
-    batch, store, query = run.settings.redis.batch_size, run.ctx.conns.store, user_query(run.settings, run.options)
+    batch, store, query = run.settings.redis.batch_size, run.ctx.conns.store, run.query
     async for page in run.ctx.conns.starrocks.users(query):
         earlier = await _earlier(run, query, page)
         for start in range(0, len(page), batch):
             if run.shutdown.stopping:
                 return
             users = page[start:start + batch]
-            values, sent = await store.get_push_state(run.options.date, [u.uid for u in users], run.fence)
+            values, sent = await store.get_push_state(run.scope.date, [u.uid for u in users], run.fence)
             hits, missing = run.sorter.sort(users, values, sent, earlier)
             hits += await _resolve_missing(run, missing)
             for hit in hits:
@@ -315,9 +319,9 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
 async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[str]:
     """The uids of the page with a row at an earlier hour of the date: that hour's users (one point-lookup
     query per page; none for hour 0)."""
-    if run.options.hour == 0 or not page:
+    if run.scope.hour == 0 or not page:
         return set()
-    return await run.ctx.conns.starrocks.earlier(query, run.options.hour, [user.uid for user in page])
+    return await run.ctx.conns.starrocks.earlier(query, run.scope.hour, [user.uid for user in page])
 
 
 async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
@@ -367,7 +371,7 @@ async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: Ser
     elif _expired(run, hit):
         return
     else:
-        message = build_message(hit.user, hit.value, material, date=run.options.date, hour=run.options.hour,
+        message = build_message(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
                                 clock=run.ctx.clock, expires=run.expires)
         await run.sink.send(hit.user.uid, message["msg_id"], encode(message))
     run.progress.advance(1)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from later_read.core.message import msg_id
+from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.faults.lab import DATE, KNOBS, Day, Job, Lab
@@ -72,7 +73,7 @@ def first_hours(day: Day) -> dict[str, int]:
 
 def ledger(lab: Lab) -> dict[int, dict | None]:
     """The date's ledger entries (unsharded), by hour."""
-    raws = lab.redis_client().mget([Keys.push_ledger(DATE, hour) for hour in range(24)])
+    raws = lab.redis_client().mget([Keys.push_ledger(RunScope(DATE, hour)) for hour in range(24)])
     return {hour: orjson.loads(raw) if raw else None for hour, raw in enumerate(raws)}
 
 

@@ -14,9 +14,7 @@ import orjson
 
 from later_read.sandbox.simulator.app import SimulatorApp
 from later_read.sandbox.simulator.http import HttpConnection, ResponseHeads
-from later_read.sandbox.simulator.knobs import KnobError, ServiceKnobs, SimulatorKnobs
-from later_read.sandbox.simulator.oracle import Oracle
-from later_read.sandbox.simulator.process import SimulatorProcess
+from later_read.sandbox.simulator.knobs import KnobError, SimulatorKnobs
 from later_read.sandbox.simulator.timer import Clock, precise_clock
 
 
