@@ -9,7 +9,7 @@ walk one user through the same code the jobs use and see where it stops.
     recovery    an unfinished push run of the user's hours: its deliveries marked from the topic first
                 (jobs/push/recovery.py, the push's own path); the message hour's start is recorded
     push        sent marker (stop unless --force), the value (from the prewarm step, else Redis),
-                the material, the message (jobs.message.build_message), produced to Kafka keyed by uid,
+                the material, the message (core/message.py PushMessage.build), produced to Kafka keyed by uid,
                 the delivery's partition/offset, then the sent marker
 
 A user without task rows for the date stops at the first step: the jobs would never pick them up, and
@@ -49,7 +49,7 @@ from later_read.connections import PushConnections, open_push
 from later_read.errors import EXIT_FAILURES, EXIT_OK, ServiceError, UsageError
 from later_read.jobs.decide import decide
 from later_read.jobs.push import recovery
-from later_read.core.message import build_message, encode, expires_at
+from later_read.core.message import PushMessage, expires_at
 from later_read.oncall.show import classify, cut
 from later_read.store.keys import Keys
 from later_read.core.scope import RunScope, Shard
@@ -261,9 +261,10 @@ class Rerun:
         self.step("material", f"material_id={quote(material.material_id)} title={quote(material.title, always=True)}")
         clock = self.options.clock or Clock(self.settings.zone)
         late_from = clock.now() if self.options.allow_late else None
-        message = build_message(user, value, material, date=self.options.date, hour=hour, clock=clock,
-                                expires=expires_at(Schedule.of(self.settings), self.options.date, hour, late_from))
-        payload = encode(message)
+        message = PushMessage.build(user, value, material, date=self.options.date, hour=hour, clock=clock,
+                                    expires=expires_at(Schedule.of(self.settings), self.options.date, hour,
+                                                       late_from))
+        payload = message.encode()
         self.step("message", cut(payload) or "")
         if self.options.dry_run:
             self.step("kafka", f"would produce to topic {self.settings.kafka.topic} key={quote(user.uid)} and mark "
@@ -273,10 +274,10 @@ class Rerun:
         partition, offset = await self._produce(user.uid, payload)
         self.step("kafka", f"delivered topic={self.settings.kafka.topic} partition={partition} "
                            f"offset={offset} key={quote(user.uid)}")
-        await self.store.put_sent(self.options.date, [(user.uid, message["msg_id"])], self.fence)
+        await self.store.put_sent(self.options.date, [(user.uid, message.msg_id)], self.fence)
         key = Keys.sent(self.options.date, user.uid)
         _, ttl = await self.store.inspect(key)
-        self.step("sent", f"marked {quote(key)} = {message['msg_id']} ttl={ttl} s")
+        self.step("sent", f"marked {quote(key)} = {message.msg_id} ttl={ttl} s")
         self.in_doubt = False
 
     async def _check_sent(self, uid: str) -> None:

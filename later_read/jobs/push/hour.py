@@ -42,7 +42,7 @@ from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
-from later_read.core.message import build_message, encode, expires_at
+from later_read.core.message import PushMessage, expires_at
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.log import event, get_logger
@@ -383,7 +383,7 @@ async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: Ser
     elif _expired(run, hit):
         return
     else:
-        message = build_message(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
-                                clock=run.ctx.clock, expires=run.expires)
-        await run.sink.send(hit.user.uid, message["msg_id"], encode(message))
+        message = PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
+                                    clock=run.ctx.clock, expires=run.expires)
+        await run.sink.send(hit.user.uid, message.msg_id, message.encode())
     run.progress.advance(1)
