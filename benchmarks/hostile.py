@@ -4,7 +4,7 @@
     python benchmarks/hostile.py --code /path/to/checkout  # another checkout's jobs, the same simulator
     python benchmarks/hostile.py --scenario prewarm-field --repeat 1 --users 50
 
-The servers and the simulator (its hostile knobs: later_read/sandbox/simulator_hostile.py) come from this
+The servers and the simulator (its hostile knobs: later_read/sandbox/simulator/hostile.py) come from this
 tree; the job process runs `python -m later_read` with PYTHONPATH at `--code`, so the code before a change
 can be measured against exactly the same hostile services. Prints figures and asserts nothing.
 

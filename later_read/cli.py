@@ -14,7 +14,7 @@ import sys
 import click
 
 from later_read import __version__
-from later_read.config import Settings, load_settings
+from later_read.config.settings import Settings, load_settings
 from later_read.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, error_line,
                                traceback_text)
 from later_read.log import set_zone, setup_logging
@@ -199,7 +199,7 @@ def check(config_path, timeout: float) -> None:
     Example:
         later-read check --config /etc/later-read/config.toml
     """
-    from later_read.jobs.check import run_check
+    from later_read.oncall.check import run_check
 
     sys.exit(run_check(settings_from(config_path), timeout=timeout, echo=echo))
 
@@ -231,7 +231,7 @@ def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_onl
         later-read rerun 100000042 --date 20261123 --config /etc/later-read/config.toml
     """
     from later_read.inputs import parse_uid
-    from later_read.jobs.rerun import RerunOptions, run_rerun
+    from later_read.oncall.rerun import RerunOptions, run_rerun
 
     if prewarm_only and push_only:
         raise click.UsageError("--prewarm-only and --push-only exclude each other; give at most one "
@@ -245,7 +245,7 @@ def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_onl
 
 def clock_and_date(settings: Settings, now: str | None, date: str | None):
     """The run's clock (--now, else the wall clock) and --date, else the clock's date in the zone."""
-    from later_read.clock import Clock
+    from later_read.core.clock import Clock
     from later_read.inputs import parse_date
 
     clock = Clock.parse(now, settings.zone)
@@ -272,7 +272,7 @@ def day(config_path, date: str | None, now: str | None, as_json: bool) -> None:
     Example:
         later-read day --date 20261123 --now 2026-11-23T13:05:00+08:00 --config /etc/later-read/config.toml
     """
-    from later_read.jobs.day import run_day
+    from later_read.oncall.day import run_day
 
     settings = settings_from(config_path)
     clock, day = clock_and_date(settings, now, date)
@@ -299,7 +299,7 @@ def show(config_path, uid: str, date: str | None, hour: int | None, as_json: boo
         later-read show 100000042 --date 20261123 --config /etc/later-read/config.toml
     """
     from later_read.inputs import parse_date, parse_uid
-    from later_read.jobs.show import run_show
+    from later_read.oncall.show import run_show
 
     settings = settings_from(config_path)
     sys.exit(run_show(settings, parse_uid(uid), parse_date(date, settings.zone), as_json, echo=echo, hour=hour))
@@ -332,7 +332,7 @@ def sent(config_path, date: str | None, hour: int | None, uid: str | None, as_js
         later-read sent --date 20261123 --hour 9 --uid 100000042 --config /etc/later-read/config.toml
     """
     from later_read.inputs import parse_date, parse_uid
-    from later_read.jobs.sent import SentQuery, run_sent
+    from later_read.oncall.sent import SentQuery, run_sent
 
     settings = settings_from(config_path)
     query = SentQuery(parse_date(date, settings.zone), hour, None if uid is None else parse_uid(uid),

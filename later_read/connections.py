@@ -21,8 +21,9 @@ from later_read.clients.material import PATH as MATERIAL_PATH, MaterialClient
 from later_read.clients.rate import SharedRateLimiter, shared_strategy
 from later_read.clients.recommend import PATH as REC_PATH, RecClient
 from later_read.clients.starrocks import StarRocks
-from later_read.config import Settings
-from later_read.store import Store, open_redis
+from later_read.config.settings import Settings
+from later_read.store import Store
+from later_read.store.client import Failover, open_redis
 
 
 @dataclass
@@ -62,10 +63,10 @@ def build_services(settings: Settings, session, strategy=None) -> Services:
     """The three clients; with `strategy` (a limits strategy on Redis) each `*_qps` cap is a total
     shared by every process of the run (clients/rate.py), else a cap of this process alone."""
     s = settings.services
-    retry_for = 0.0 if settings.redis.mode == "standalone" else settings.redis.failover_seconds
+    failover = Failover.of(settings.redis)
 
     def caller(name: str, url: str, path: str, qps: float) -> ServiceCaller:
-        limiter = (SharedRateLimiter(strategy, name, qps, settings.shards.count, retry_for)
+        limiter = (SharedRateLimiter(strategy, name, qps, settings.shards.count, failover)
                    if strategy is not None and qps > 0 else None)
         return ServiceCaller(name, _url(url, path), session, s, qps, limiter)
     return Services(ab=ABClient(caller("ab", s.ab_url, AB_PATH, s.ab_qps)),

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from later_read import uids
+from later_read.core import uids
 from later_read.errors import UsageError
 
 def parse_date(text: str | None, zone: ZoneInfo) -> str:
@@ -30,7 +30,7 @@ def current_hour(zone: ZoneInfo) -> int:
 
 
 def parse_uid(text: str) -> str:
-    """A uid as the task table stores it (the one rule of `later_read.uids`)."""
+    """A uid as the task table stores it (the one rule of `later_read.core.uids`)."""
     return uids.parse_uid(text)
 
 

@@ -10,7 +10,7 @@ the keyword on a line (a uid such as `x LATER_READ_ALERT" reason=y` cannot forge
 
 Timestamps are in the configured zone with its offset (`set_zone`, called once the settings are read;
 the process's zone until then), like the dates and hours the jobs work on. Epoch times meant for people
-go through `at()`. Alert lines carry `constants.ALERT_KEYWORD`; docs/alerting.md lists every one of them.
+go through `at()`. Alert lines carry `ALERT_KEYWORD`; docs/alerting.md lists every one of them.
 Every line is redacted by the handler's formatter (`redact.redact`: URL passwords, secret query values,
 the configured secrets).
 """
@@ -23,8 +23,10 @@ import re
 import sys
 from zoneinfo import ZoneInfo
 
-from later_read.constants import ALERT_KEYWORD
 from later_read.redact import redact
+
+# Stable words alert rules match on; docs/alerting.md lists them with what to run next.
+ALERT_KEYWORD = "LATER_READ_ALERT"
 
 LOGGER_NAME = "later_read"
 SUMMARY = 25  # between INFO and WARNING: a run's summary lines show even with --quiet

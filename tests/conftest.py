@@ -124,7 +124,7 @@ def kafka_topic(kafka_server, request) -> tuple[str, str]:
 
 
 def default_config() -> dict:
-    """The config.toml structure of later_read/config.py, with its shipped defaults."""
+    """The config.toml structure of later_read/config/settings.py, with its shipped defaults."""
     return {
         "timezone": "Asia/Shanghai",
         "starrocks": {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from later_read.config import load_settings
+from later_read.config.settings import load_settings
 from later_read.redact import redact
 from later_read.errors import EXIT_USAGE, ConfigError
 

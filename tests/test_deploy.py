@@ -14,7 +14,7 @@ import yaml
 from croniter import croniter
 
 from later_read.cli import cli
-from later_read.config import load_settings
+from later_read.config.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = "/etc/later-read/config.toml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from later_read.config import load_settings
+from later_read.config.settings import load_settings
 from later_read.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,9 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.core.message import msg_id
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
 from test_push import (DATE, TEMPLATES, at, consume, oracle_value, prewarm, push_config, pushable, seed_hour)
 
@@ -96,11 +97,12 @@ def _no_collision(redis_url: str, date: str, hours: tuple[int, ...]) -> None:
     prewarm marks every hour, the missing one too), no lock left behind."""
     client = redis.Redis.from_url(redis_url)
     try:
-        for prefix, key, wanted in (("later_read:push:ledger:", Keys.push_ledger, hours),
-                                    ("later_read:push:start:", Keys.push_start, hours),
-                                    ("later_read:prewarm:ready:", Keys.prewarm_ready, range(24))):
+        day = RunScope(date)
+        for prefix, wanted in (("later_read:push:ledger:", {Keys.push_ledger(RunScope(date, h)) for h in hours}),
+                               ("later_read:push:start:", {Keys.push_start(RunScope(date, h)) for h in hours}),
+                               ("later_read:prewarm:ready:", {Keys.prewarm_ready(day, h) for h in range(24)})):
             found = {k.decode() for k in client.keys(prefix + "*")}
-            assert found == {key(date, h) for h in wanted}, (prefix, found)
+            assert found == wanted, (prefix, found)
         assert client.keys("later_read:lock:*") == []
     finally:
         client.close()
@@ -125,7 +127,7 @@ def test_an_expired_hour_is_refused_then_sent_with_allow_late(redis_url, mysql, 
     # a late send a person allowed expires catch_up_minutes after it ran (09:00 + 120 min), not at its hour's
     # window end (05:00), which would make the sender drop it at once
     assert {body["expires_at"][:16] for _, body in messages} == {"2026-11-23T11:00"}
-    entry = orjson.loads(client.get(Keys.push_ledger(DATE, 3)))
+    entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, 3))))
     assert (entry["state"], entry["allow_late"]) == ("done", True) and 360 <= entry["late_minutes"] < 365
     again = invoke("rerun", uid, "--config", config, "--date", DATE, "--push-only", "--force", "--allow-late",
                    "--now", at(9, 0))
@@ -150,7 +152,7 @@ def test_a_run_whose_window_closes_mid_run_stops_and_counts_the_rest_expired(
     line = next(l for l in result.stderr.splitlines() if " push.hour_expired " in l)
     assert line.endswith("LATER_READ_ALERT") and "window_closed_at=2026-11-23T09:10:00+08:00" in line
     client = redis.Redis.from_url(redis_url)
-    entry = orjson.loads(client.get(Keys.push_ledger(DATE, 9)))
+    entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, 9))))
     client.close()
     assert entry["state"] == "expired" and entry["expired"] > 0 and entry["users"] == 60
     assert entry["sent"] + entry["quiet"] + entry["material_not_found"] + entry["expired"] == 60
@@ -171,9 +173,9 @@ def test_a_run_whose_window_closes_mid_run_stops_and_counts_the_rest_expired(
 def test_day_text_quotes_what_redis_holds(redis_url, make_config):
     config = str(make_config())
     client = redis.Redis.from_url(redis_url)
-    client.set(Keys.push_ledger(DATE, 5), orjson.dumps({"state": 'x\nLATER_READ_ALERT "', "users": "9\n9",
+    client.set(Keys.push_ledger(RunScope(DATE, 5)), orjson.dumps({"state": 'x\nLATER_READ_ALERT "', "users": "9\n9",
                                                         "sent": 3, "clean": True}))
-    client.set(Keys.lock("push", DATE, 6), "evil\nhost LATER_READ_ALERT", ex=60)
+    client.set(Keys.lock("push", RunScope(DATE, 6)), "evil\nhost LATER_READ_ALERT", ex=60)
     client.close()
     result = invoke("day", "--config", config, "--date", DATE, "--now", at(6, 40))
     lines = result.stdout.splitlines()

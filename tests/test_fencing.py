@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from later_read.keys import Keys
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from test_prewarm import seed as seed_day, start_prewarm, stop_children, wait_until  # noqa: F401
 from test_push import DATE, at, consume, oracle_value, prewarm, pushable, seed_hour, sent_markers, subprocess_env
 
@@ -124,7 +125,7 @@ def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
     sim.configure(material={"latency_ms": 100})  # ~10 s of sending: the theft lands mid-run
     config = make_config(push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, "concurrency": 1},
                          lock={"ttl_seconds": 3}, redis={"batch_size": 10})  # refreshed every second
-    lock = Keys.lock("push", DATE, HOUR)
+    lock = Keys.lock("push", RunScope(DATE, HOUR))
     log = tmp_path / "push.log"
     with Monitor(redis_url) as monitor:
         with log.open("wb") as err:
@@ -148,7 +149,7 @@ def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
     assert lines[-1].startswith(f"later-read: error: lost the lock {lock} of the push run for {DATE} hour {HOUR}")
     assert sum(1 for line in lines if " lock.lost " in line and line.endswith("LATER_READ_ALERT")) == 1
     marked = {Keys.sent(DATE, uid) for uid in sent_markers(redis_url)}
-    run_keys = {Keys.push_start(DATE, HOUR), Keys.push_ledger(DATE, HOUR)}
+    run_keys = {Keys.push_start(RunScope(DATE, HOUR)), Keys.push_ledger(RunScope(DATE, HOUR))}
     assert marked == {k for k in before if k.startswith(Keys.sent(DATE, ""))}  # no marker after the theft
     assert run_keys <= before  # written before it, and never again after it (the entry stays unclean)
     messages = consume(kafka_topic)
@@ -176,11 +177,11 @@ def test_a_prewarm_whose_lock_is_taken_stops_and_marks_nothing_after(
     seed_day(mysql, 2000)
     sim.configure(ab={"latency_ms": 30})
     config = make_config(prewarm={"concurrency": 10}, lock={"ttl_seconds": 3})
-    lock = Keys.lock("prewarm", DATE)
+    lock = Keys.lock("prewarm", RunScope(DATE))
     log = tmp_path / "prewarm.log"
     child = start_prewarm(config, log)
     stop_children.append(child)
-    ready = Keys.prewarm_ready(DATE, 0).rsplit(":", 1)[0] + ":*"
+    ready = Keys.prewarm_ready(RunScope(DATE), 0).rsplit(":", 1)[0] + ":*"
     client = redis.Redis.from_url(redis_url)
     try:
         wait_until(lambda: len(client.keys(ready)) >= 2, what="two hours marked ready")
@@ -193,7 +194,7 @@ def test_a_prewarm_whose_lock_is_taken_stops_and_marks_nothing_after(
     stderr = log.read_text()
     assert code == 8, stderr[-3000:]
     assert stderr.strip().splitlines()[-1].startswith(f"later-read: error: lost the lock {lock} of the prewarm run")
-    assert after == before and Keys.prewarm_done(DATE) not in after  # no marker after the theft
+    assert after == before and Keys.prewarm_done(RunScope(DATE)) not in after  # no marker after the theft
     assert values < 2000  # it stopped instead of finishing the day
 
 
@@ -202,10 +203,11 @@ def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
     each did (used by test_redis_ha.py in sentinel and cluster mode too)."""
     import anyio
 
-    from later_read.config import LockSettings, RedisSettings
+    from later_read.config.settings import LockSettings, RedisSettings
     from later_read.errors import LockLost
-    from later_read.lock import JobLock
-    from later_read.store import Store, open_redis
+    from later_read.store.lock import JobLock
+    from later_read.store import Store
+    from later_read.store.client import open_redis
 
     settings = RedisSettings(**{"url": url, **(settings_extra or {})})
     found: dict = {}
@@ -220,13 +222,13 @@ def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
         client = open_redis(settings)
         try:
             store = Store(client, settings)
-            lock = JobLock(client, Keys.lock("push", DATE, HOUR), "push run", LockSettings(ttl_seconds=30))
+            lock = JobLock(client, Keys.lock("push", RunScope(DATE, HOUR)), "push run", LockSettings(ttl_seconds=30))
             await lock.acquire(anyio.Event())
-            await attempt("start", lambda: store.put_push_start(DATE, HOUR, {"at": 1}, "", lock))
+            await attempt("start", lambda: store.put_push_start(RunScope(DATE, HOUR), {"at": 1}, lock))
             await attempt("sent", lambda: store.put_sent(DATE, [("u1", "m1"), ("u2", "m2")], lock))
             await attempt("state", lambda: store.get_push_state(DATE, ["u1", "u3"], lock))
             await client.eval(THEFT, 1, lock.key, THIEF, "x")
-            await attempt("ledger_after", lambda: store.put_ledger(DATE, HOUR, {"state": "done"}, "", lock))
+            await attempt("ledger_after", lambda: store.put_ledger(RunScope(DATE, HOUR), {"state": "done"}, lock))
             found["lost_after_ledger"] = lock.lost
             lock.lost = None  # as if unnoticed: each kind of call must find the theft on its own
             await attempt("sent_after", lambda: store.put_sent(DATE, [("u3", "m3")], lock))
@@ -234,10 +236,10 @@ def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
             lock.lost = None
             await attempt("state_after", lambda: store.get_push_state(DATE, ["u1"], lock))
             lock.lost = None
-            await attempt("start_after", lambda: store.put_push_start(DATE, HOUR, {"at": 2}, "", lock))
-            await attempt("refused_without_asking", lambda: store.put_ledger(DATE, HOUR, {"state": "x"}, "", lock))
-            keys = [Keys.sent(DATE, u) for u in ("u1", "u2", "u3", "u4")] + [Keys.push_start(DATE, HOUR),
-                                                                      Keys.push_ledger(DATE, HOUR)]
+            await attempt("start_after", lambda: store.put_push_start(RunScope(DATE, HOUR), {"at": 2}, lock))
+            await attempt("refused_without_asking", lambda: store.put_ledger(RunScope(DATE, HOUR), {"state": "x"}, lock))
+            keys = [Keys.sent(DATE, u) for u in ("u1", "u2", "u3", "u4")] + [Keys.push_start(RunScope(DATE, HOUR)),
+                                                                      Keys.push_ledger(RunScope(DATE, HOUR))]
             found["values"] = {key: await client.get(key) for key in keys}
         finally:
             await client.aclose()
@@ -257,8 +259,8 @@ def check_fenced_writes(found: dict, cluster: bool = False) -> None:
     assert "found it" in found["lost_after_ledger"]
     values = found["values"]
     assert values[Keys.sent(DATE, "u1")] == b"m1" and values[Keys.sent(DATE, "u2")] == b"m2"
-    assert values[Keys.push_start(DATE, HOUR)] == b'{"at":1}'  # the first, not the one tried after the theft
-    assert values[Keys.sent(DATE, "u4")] is None and values[Keys.push_ledger(DATE, HOUR)] is None
+    assert values[Keys.push_start(RunScope(DATE, HOUR))] == b'{"at":1}'  # the first, not the one tried after the theft
+    assert values[Keys.sent(DATE, "u4")] is None and values[Keys.push_ledger(RunScope(DATE, HOUR))] is None
     assert values[Keys.sent(DATE, "u3")] == (b"m3" if cluster else None)
 
 

@@ -1,7 +1,7 @@
 """Services that misbehave, through the real jobs: real Redis, MariaDB, Kafka and the simulator's hostile
-knobs (later_read/sandbox/simulator_hostile.py).
+knobs (later_read/sandbox/simulator/hostile.py).
 
-- a reply over `[services] max_reply_bytes`, or a field over its bound (clients/bounds.py), fails that
+- a reply over `[services] max_reply_bytes`, or a field over its bound (core/bounds.py), fails that
   user with `oversize_reply`: asked once (the simulator counts the calls), never stored, never sent;
 - a Redis value over a bound is `corrupt` for the push and for `show`;
 - a message over the producer's `message.max.bytes` is that user's `oversize_message` failure, said once
@@ -20,10 +20,10 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.constants import ALERT_KEYWORD
-from later_read.keys import Keys
+from later_read.log import ALERT_KEYWORD
+from later_read.store.keys import Keys
 from later_read.sandbox.seed import connect, seed_day, uid_of
-from later_read.sandbox.simulator_oracle import Oracle
+from later_read.sandbox.simulator.oracle import Oracle
 from later_read.sandbox.topic import read_topic
 
 DATE, HOUR, USERS = "20261123", 7, 80

@@ -14,7 +14,8 @@ from pathlib import Path
 import orjson
 import redis
 
-from later_read.keys import Keys
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
 from test_prewarm import wait_until
 from test_push import at
@@ -61,7 +62,7 @@ def run(config: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def ready_marker(client: redis.Redis, hour: int) -> dict | None:
-    raw = client.get(Keys.prewarm_ready(DATE, hour))
+    raw = client.get(Keys.prewarm_ready(RunScope(DATE), hour))
     return orjson.loads(raw) if raw else None
 
 
@@ -103,7 +104,7 @@ def test_a_rerun_keeps_the_order_and_marks_the_hours_again(redis_url, mysql, sim
     assert run(config, "prewarm").returncode == 0
     client = redis.Redis.from_url(redis_url)
     try:
-        client.delete(*[Keys.prewarm_ready(DATE, hour) for hour in range(24)])
+        client.delete(*[Keys.prewarm_ready(RunScope(DATE), hour) for hour in range(24)])
         late = [uid for uid, hour in earliest.items() if hour >= 20]
         client.delete(*[KEYS.rec(uid) for uid in late])
         report = tmp_path / "rerun.json"
@@ -135,7 +136,7 @@ def test_push_of_hour_0_waits_only_for_hour_0(redis_url, mysql, kafka_topic, sim
     client = redis.Redis.from_url(redis_url)
     try:
         assert push.wait(timeout=180) == 0, (tmp_path / "push.log").read_text()[-3000:]
-        day_marker_when_push_ended = client.get(Keys.prewarm_done(DATE))
+        day_marker_when_push_ended = client.get(Keys.prewarm_done(RunScope(DATE)))
         assert prewarm.wait(timeout=300) == 0
     finally:
         client.close()

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import redis
 
-from later_read.keys import Keys
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from test_prewarm import (DATE, count_values, expected_value, seed, start_prewarm, stop_children,  # noqa: F401
                           stored_values, wait_until)
 
-LOCK = Keys.lock("prewarm", DATE)
+LOCK = Keys.lock("prewarm", RunScope(DATE))
 ALERT = "LATER_READ_ALERT"
 
 
@@ -108,7 +109,7 @@ def test_rerun_holds_the_hours_push_lock_and_waits_for_it(redis_url, mysql, kafk
 
     seed_ops(mysql)
     config, uid = make_config(), pick(sim, "rec")
-    lock = Keys.lock("push", "20261123", first_push_hour(uid))
+    lock = Keys.lock("push", RunScope("20261123", first_push_hour(uid)))
     client = redis.Redis.from_url(redis_url)
     client.set(lock, "elsewhere:4242:beef", ex=60)
 

@@ -15,7 +15,7 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.sandbox.seed import connect, expected_users, seed_day
 from later_read.sandbox.servers import free_port
 

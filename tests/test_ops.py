@@ -19,8 +19,9 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.core.message import msg_id
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox import servers
 from later_read.sandbox.topic import TopicMessage, read_topic
 from later_read.sandbox.seed import connect, day_rows, seed_day, uid_of
@@ -118,13 +119,13 @@ def test_rerun_of_a_user_the_prewarm_never_saw_ends_with_a_message_in_kafka(
     messages = consume(kafka_topic)
     assert len(messages) == 1
     key, partition, offset, message = messages[0]
-    assert key == uid and message["msg_id"] == msg_id(DATE, uid)
-    assert (message["rec_id"], message["material_id"]) == (expected["rec_id"], expected["material_id"])
-    assert message["trace_id"] == expected["trace_id"] and message["push_date"] == DATE
-    assert message["push_hour"] == first_push_hour(uid)
+    assert key == uid and message.msg_id == msg_id(DATE, uid)
+    assert (message.rec_id, message.material_id) == (expected["rec_id"], expected["material_id"])
+    assert message.trace_id == expected["trace_id"] and message.push_date == DATE
+    assert message.push_hour == first_push_hour(uid)
     assert f"partition={partition} offset={offset}" in step(out, "kafka")
     client = redis_client(redis_url)
-    assert client.get(Keys.sent(DATE, uid)).decode() == message["msg_id"]
+    assert client.get(Keys.sent(DATE, uid)).decode() == message.msg_id
     assert 86000 < client.ttl(f"rec:later_read:{uid}") <= 86400
 
 
@@ -142,8 +143,8 @@ def test_rerun_respects_the_sent_marker_unless_force(redis_url, mysql, kafka_top
                         "--config", str(config))
     assert forced.exit_code == 0, forced.output
     messages = consume(kafka_topic)
-    assert [m[3]["msg_id"] for m in messages] == [msg_id(DATE, uid)] * 2  # same id: consumers dedupe
-    assert sorted(m[3]["push_hour"] for m in messages) == sorted([first_push_hour(uid), 7])
+    assert [m.message.msg_id for m in messages] == [msg_id(DATE, uid)] * 2  # same id: consumers dedupe
+    assert sorted(m.message.push_hour for m in messages) == sorted([first_push_hour(uid), 7])
 
 
 def test_rerun_dry_run_prints_everything_and_writes_nothing(redis_url, mysql, kafka_topic, sim, make_config):
@@ -247,7 +248,7 @@ def test_show_text_names_markers_and_the_next_step(redis_url, mysql, kafka_topic
     assert f"later-read rerun {uid} --date {DATE}" in text
 
     assert later_read("rerun", uid, "--date", DATE, "--config", str(config)).exit_code == 0
-    redis_client(redis_url).set(Keys.prewarm_done(DATE), orjson.dumps(
+    redis_client(redis_url).set(Keys.prewarm_done(RunScope(DATE)), orjson.dumps(
         {"date": DATE, "finished_at": "2026-11-23T00:09:12+08:00", "users": 60}))
     text = later_read("show", uid, "--date", DATE, "--config", str(config)).stdout
     assert "outcome    rec:" in text
@@ -373,7 +374,7 @@ def test_check_with_a_bad_config_is_one_line_exit_2(make_config):
 
 # metrics -------------------------------------------------------------------------------------------
 def metrics_settings(make_config, **metrics):
-    from later_read.config import load_settings
+    from later_read.config.settings import load_settings
 
     return load_settings(make_config(metrics=metrics))
 
@@ -381,7 +382,7 @@ def metrics_settings(make_config, **metrics):
 def finished(job: str, status: str, counts: dict, failures: dict | None = None):
     from collections import Counter
 
-    from later_read.summary import Summary
+    from later_read.jobs.summary import Summary
 
     summary = Summary(job, DATE, counts=Counter(counts), failures=Counter(failures or {}))
     summary.finish(status)
@@ -397,7 +398,7 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_textfile_parses_and_counters_accumulate_across_runs(make_config, tmp_path):
-    from later_read.metrics import record_job
+    from later_read.jobs.metrics import record_job
 
     textfile_dir = tmp_path / "textfile"
     textfile_dir.mkdir()
@@ -423,7 +424,7 @@ def test_metrics_textfile_parses_and_counters_accumulate_across_runs(make_config
 
 
 def test_metrics_never_succeeded_has_no_success_timestamp(make_config, tmp_path):
-    from later_read.metrics import record_job
+    from later_read.jobs.metrics import record_job
 
     record_job(metrics_settings(make_config, textfile_dir=str(tmp_path)), "prewarm",
                finished("prewarm", "service_down", {"users": 3}))
@@ -435,7 +436,7 @@ def test_metrics_never_succeeded_has_no_success_timestamp(make_config, tmp_path)
 def test_metrics_failure_is_one_warning_never_an_exception(make_config, tmp_path):
     import logging
 
-    from later_read.metrics import record_job
+    from later_read.jobs.metrics import record_job
 
     lines: list[str] = []
     handler = logging.Handler()
@@ -494,7 +495,7 @@ class _Gateway:
 
 
 def test_metrics_pushadd_to_the_pushgateway_grouped_by_job(make_config):
-    from later_read.metrics import record_job
+    from later_read.jobs.metrics import record_job
 
     previous = ('# TYPE later_read_push_users_total counter\n'
                 'later_read_push_users_total{instance="",job="later_read_push"} 100\n'

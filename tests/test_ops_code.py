@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import default_config, merge
 from later_read.sandbox.stack import render_toml
-from later_read.keys import Keys
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.topic import read_topic
 from test_push import at
@@ -113,7 +114,7 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
         noise = [(f"n{i}", orjson.dumps({"msg_id": f"noise-{i}", "source_uid": f"n{i}", "push_date": "20261122",
                                          "push_hour": HOUR}), i % 3) for i in range(6)]
         produce(bootstrap, topic, noise)
-        start_key, before = Keys.push_start(DATE, HOUR), end_offsets(bootstrap, topic)
+        start_key, before = Keys.push_start(RunScope(DATE, HOUR)), end_offsets(bootstrap, topic)
         push = later_read(config, "push", "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR))
         if client.get(start_key) is None:  # a push that does not record its start yet: the contract's record
             client.set(start_key, json.dumps({"topic": topic, "offsets": before, "at": time.time()}),
@@ -300,7 +301,7 @@ def test_sent_errors_are_one_line_with_the_documented_code(real_day, tmp_path):
 
 
 def test_sent_tally_counts_foreign_messages_without_failing():
-    from later_read.jobs.sent import SentQuery, Tally, _duplicates, _hours, clean
+    from later_read.oncall.sent import SentQuery, Tally, _duplicates, _hours, clean
     from later_read.log import fields
 
     tally = Tally(SentQuery(DATE, limit=5))

@@ -28,15 +28,16 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.keys import Keys
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox.seed import connect, expected_users, seed_day, uid_of
 from later_read.sandbox.servers import free_port
 
 DATE = "20261123"
 TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 KEYS = Keys("rec:later_read:")
-MARKER = Keys.prewarm_done(DATE)
-LOCK = Keys.lock("prewarm", DATE)
+MARKER = Keys.prewarm_done(RunScope(DATE))
+LOCK = Keys.lock("prewarm", RunScope(DATE))
 TTL = 86400
 REPORT_KEYS = {"date", "users", "cached", "not_in_experiment", "no_recommendation", "failed",
                "skipped_existing", "duration_seconds"}
@@ -147,7 +148,7 @@ def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp
     try:
         ttls = [client.ttl(KEYS.rec(uid)) for uid in expected]
         assert all(TTL - 60 <= t <= TTL for t in ttls)
-        ready = {Keys.prewarm_ready(DATE, hour).encode() for hour in range(24)}
+        ready = {Keys.prewarm_ready(RunScope(DATE), hour).encode() for hour in range(24)}
         assert set(client.keys("*")) == {KEYS.rec(u).encode() for u in expected} | {MARKER.encode()} | ready
     finally:
         client.close()

@@ -22,15 +22,17 @@ import anyio
 import redis
 from click.testing import CliRunner
 
-from later_read.value_codec import CachedValue, encode
+from later_read.core.value import CachedValue, encode
 from later_read.cli import cli
-from later_read.config import RedisSettings
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.config.settings import RedisSettings
+from later_read.core.message import msg_id
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
-from later_read.sandbox.simulator_oracle import Oracle
+from later_read.sandbox.simulator.oracle import Oracle
 from later_read.sandbox.topic import read_topic, topic_size
-from later_read.store import Store, open_redis
+from later_read.store import Store
+from later_read.store.client import open_redis
 
 DATE = "20261123"
 TEMPLATES = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
@@ -89,7 +91,7 @@ def prewarm(redis_url: str, values: dict[str, CachedValue], done: bool = True) -
             for start in range(0, len(items), 1000):
                 await store.put_values(items[start:start + 1000])
             if done:
-                await store.put_prewarm_done(DATE, {"users": len(values), "finished_at": time.time()})
+                await store.put_prewarm_done(RunScope(DATE), {"users": len(values), "finished_at": time.time()})
         finally:
             await client.aclose()
 
@@ -199,7 +201,7 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
     import datetime as dt
     from zoneinfo import ZoneInfo
 
-    from later_read.config import load_settings
+    from later_read.config.settings import load_settings
     from later_read.errors import UsageError
     from later_read.jobs.push.job import push_options
 
@@ -209,11 +211,11 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
     before = dt.datetime.now(zone)
     got = push_options(settings, date=None, hour=None, **options)
     after = dt.datetime.now(zone)
-    assert (got.date, got.hour) in {(t.strftime("%Y%m%d"), t.hour) for t in (before, after)}
+    assert (got.scope.date, got.scope.hour) in {(t.strftime("%Y%m%d"), t.hour) for t in (before, after)}
     assert got.scheduled and not got.clock.is_set
     explicit = push_options(settings, date="20261123", hour=0, now="2026-11-23T00:05:00-05:00", **options)
-    assert (explicit.hour, explicit.scheduled) == (0, False)
-    assert push_options(settings, date=None, hour=None, now="2026-11-23T06:30:00Z", **options).hour == 1
+    assert (explicit.scope.hour, explicit.scheduled) == (0, False)
+    assert push_options(settings, date=None, hour=None, now="2026-11-23T06:30:00Z", **options).scope.hour == 1
     try:
         push_options(settings, date="2026-11-23", hour=None, **options)
     except UsageError as exc:
@@ -485,7 +487,7 @@ def test_held_lock_exits_5_and_sends_nothing(redis_url, mysql, kafka_topic, sim,
     seed_day(mysql, 96)
     prewarm_day(redis_url, sim, 96)
     client = redis.Redis.from_url(redis_url)
-    client.set(Keys.lock("push", DATE, 1), "someone-else", ex=60)
+    client.set(Keys.lock("push", RunScope(DATE, 1)), "someone-else", ex=60)
     client.close()
     result = run_push(push_config(make_config), hour=1)
     assert result.exit_code == 5
@@ -548,7 +550,7 @@ def test_kill_9_while_producing_then_rerun_leaves_one_msg_id_per_user(
     marked_at_kill = len(sent_markers(redis_url))
 
     client = redis.Redis.from_url(redis_url)
-    client.delete(Keys.lock("push", DATE, hour))  # the documented on-call step after a kill -9
+    client.delete(Keys.lock("push", RunScope(DATE, hour)))  # the documented on-call step after a kill -9
     client.close()
     sim.configure(material={"latency_ms": 0})
     rerun = subprocess.run(push_command(config, hour), capture_output=True, text=True, timeout=300,

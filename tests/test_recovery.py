@@ -15,8 +15,9 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.jobs.push.message import msg_id
-from later_read.keys import Keys
+from later_read.core.message import msg_id
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from test_push import (DATE, at, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour,
                        sent_markers)
 
@@ -37,8 +38,8 @@ def _forget(redis_url, uids) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         client.delete(*[Keys.sent(DATE, uid) for uid in uids])
-        entry = orjson.loads(client.get(Keys.push_ledger(DATE, HOUR)))
-        client.set(Keys.push_ledger(DATE, HOUR), orjson.dumps({**entry, "state": "running", "clean": False}))
+        entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, HOUR))))
+        client.set(Keys.push_ledger(RunScope(DATE, HOUR)), orjson.dumps({**entry, "state": "running", "clean": False}))
     finally:
         client.close()
 
@@ -52,9 +53,9 @@ def test_start_record_holds_the_end_offsets_before_the_first_message(
         redis_url, mysql, kafka_topic, sim, make_config):
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     client = redis.Redis.from_url(redis_url)
-    start = orjson.loads(client.get(Keys.push_start(DATE, HOUR)))
-    entry = orjson.loads(client.get(Keys.push_ledger(DATE, HOUR)))
-    ttl = client.ttl(Keys.push_start(DATE, HOUR))
+    start = orjson.loads(client.get(Keys.push_start(RunScope(DATE, HOUR))))
+    entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, HOUR))))
+    ttl = client.ttl(Keys.push_start(RunScope(DATE, HOUR)))
     client.close()
     assert start["topic"] == kafka_topic[1] and set(start["offsets"]) == {"0", "1", "2"}
     assert start["offsets"] == {"0": 0, "1": 0, "2": 0}  # the topic was empty when the run began
@@ -73,7 +74,7 @@ def test_a_dead_runs_unmarked_deliveries_are_marked_from_the_topic_not_resent(
     assert f"users_marked={len(want)}" in line and f"messages_read={len(want)}" in line
     assert f"of_hour={len(want)}" in line and "LATER_READ_ALERT" in line
     client = redis.Redis.from_url(redis_url)
-    entry = orjson.loads(client.get(Keys.push_ledger(DATE, HOUR)))
+    entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, HOUR))))
     client.close()
     assert (entry["state"], entry["clean"], entry["runs"]) == ("done", True, 2)
     assert (entry["sent"], entry["recovered"], entry["already_sent"]) == (0, len(want), len(want))
@@ -85,11 +86,11 @@ def test_a_finished_hour_is_not_read_back_and_keeps_its_first_start(
         redis_url, mysql, kafka_topic, sim, make_config):
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     client = redis.Redis.from_url(redis_url)
-    start = client.get(Keys.push_start(DATE, HOUR))
+    start = client.get(Keys.push_start(RunScope(DATE, HOUR)))
     again = run_push(config, hour=HOUR)
     assert again.exit_code == 0 and "push.recovered" not in again.stderr
-    assert client.get(Keys.push_start(DATE, HOUR)) == start  # SET NX: the first run's offsets stay
-    assert orjson.loads(client.get(Keys.push_ledger(DATE, HOUR)))["clean"] is True
+    assert client.get(Keys.push_start(RunScope(DATE, HOUR))) == start  # SET NX: the first run's offsets stay
+    assert orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, HOUR))))["clean"] is True
     client.close()
     _one_each(kafka_topic, want)
 

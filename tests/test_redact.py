@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from later_read import redact as r
-from later_read.config import load_settings
+from later_read.config.settings import load_settings
 
 
 @pytest.mark.parametrize("text, expected", [

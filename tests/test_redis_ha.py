@@ -20,10 +20,11 @@ from test_push import at, oracle_value
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.keys import Keys
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox.servers.process import ServerUnavailable
 from later_read.sandbox.servers.redis_ha import SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup
-from later_read.value_codec import decode
+from later_read.core.value import decode
 
 HOUR = 9
 USERS = 600
@@ -105,7 +106,7 @@ def finish(child: subprocess.Popen, group, config, job: str, *args: str) -> list
         assert "Redis" in stderr.strip().splitlines()[-1], stderr[-3000:]
         client = reader(group)
         try:
-            client.delete(*[k for k in (Keys.lock(job, DATE), Keys.lock(job, DATE, HOUR))])
+            client.delete(*[k for k in (Keys.lock(job, RunScope(DATE)), Keys.lock(job, RunScope(DATE, HOUR)))])
         finally:
             client.close()
         rerun = run_job(config, job, *args)
@@ -180,7 +181,7 @@ def test_push_rides_out_a_master_killed_mid_run_every_message_once(
 
 def test_fenced_writes_refuse_once_the_lock_is_stolen(ha):
     """The fence in each mode: the start record and ledger entry share the lock's hash slot (one script in
-    a cluster too); a cluster's marker batch reads the lock in the same pipeline (fencing.py)."""
+    a cluster too); a cluster's marker batch reads the lock in the same pipeline (store/fencing.py)."""
     from test_fencing import check_fenced_writes, fenced_writes
 
     cluster = isinstance(ha, RedisClusterGroup)
@@ -245,7 +246,7 @@ def test_redis_pys_closed_writer_race_is_a_failover_error_and_nothing_else_is(re
 
     from redis import exceptions as redis_errors
 
-    from later_read.store import retryable
+    from later_read.store.client import retryable
 
     race = asyncio.run(_closed_writer_race(redis_url))
     assert isinstance(race, AttributeError) and retryable(race)
@@ -264,7 +265,7 @@ def test_store_rides_out_the_closed_writer_race_and_reports_it_in_one_line_when_
 
     from redis.asyncio import Redis
 
-    from later_read.config import RedisSettings
+    from later_read.config.settings import RedisSettings
     from later_read.errors import RedisUnavailable
     from later_read.store import Store
 

@@ -1,4 +1,4 @@
-"""The push schedule (later_read/schedule.py), the clock (clock.py) and the ledger's rules (ledger.py): pure
+"""The push schedule (later_read/core/schedule.py), the clock (clock.py) and the ledger's rules (ledger.py): pure
 code, so unit tests at the DST transitions and hypothesis properties over instants in three zones."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from later_read import ledger
-from later_read.clock import Clock
+from later_read.core import ledger
+from later_read.core.clock import Clock
 from later_read.errors import UsageError
-from later_read.schedule import LOOKBACK, Hour, Schedule
-from later_read.shard import Shard
+from later_read.core.schedule import LOOKBACK, Hour, Schedule
+from later_read.core.scope import RunScope
 
 UTC = dt.timezone.utc
 ZONES = ("Asia/Shanghai", "America/New_York", "Europe/Berlin")
@@ -159,7 +159,7 @@ NOW = at("2026-11-23T05:10:00+08:00")
 
 
 def _ended(clean=True, failures=None, total=10, window_closed=False, **counts) -> dict:
-    base = ledger.running(None, Hour("20261123", 5), Shard.whole(), NOW, 10.0)
+    base = ledger.running(None, RunScope("20261123", 5), NOW, 10.0)
     return ledger.finished(base, Counter(counts), Counter(failures or {}), total, clean=clean, recovered=0,
                            produced=counts.get("sent", 0), now=NOW, window_closed=window_closed)
 
@@ -179,15 +179,15 @@ def test_done_partial_and_expired_come_from_what_the_run_ended_with():
 
 
 def test_the_expiry_pass_keeps_the_earlier_runs_start_and_counts_what_it_read():
-    dead = ledger.running(None, Hour("20261123", 5), Shard.whole(), NOW, 61.5, caught_up=True)
-    base = ledger.closing(dead, Hour("20261123", 5), Shard.whole())
+    dead = ledger.running(None, RunScope("20261123", 5), NOW, 61.5, caught_up=True)
+    base = ledger.closing(dead, RunScope("20261123", 5))
     entry = ledger.finished(base, Counter(users=10, already_sent=3, earlier_hour=1, not_in_experiment=2, expired=4),
                             Counter(), 10, clean=True, recovered=3, produced=0, now=NOW, window_closed=True)
     assert (entry["state"], entry["expired"], entry["already_sent"], entry["earlier_hour"], entry["quiet"]) == \
         ("expired", 4, 3, 1, 2)
     assert (entry["runs"], entry["late_minutes"], entry["caught_up"], entry["expired_by"]) == \
         (1, 61.5, True, "schedule")
-    nobody_left = ledger.finished(ledger.closing(None, Hour("20261123", 3), Shard.whole()),
+    nobody_left = ledger.finished(ledger.closing(None, RunScope("20261123", 3)),
                                   Counter(users=2, already_sent=2), Counter(), 2, clean=True, recovered=0,
                                   produced=0, now=NOW, window_closed=True)
     assert (nobody_left["state"], nobody_left["runs"], nobody_left["late_minutes"]) == ("done", 0, None)

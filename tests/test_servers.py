@@ -213,7 +213,7 @@ def test_make_config_defaults_and_deletions(make_config):
 # The users reader: per-task keyset pages merged by uid, against the real MariaDB -------------------------
 def _reader(mysql, batch_size: int):
     from later_read.clients.starrocks import StarRocks
-    from later_read.config import StarRocksSettings
+    from later_read.config.settings import StarRocksSettings
 
     return StarRocks(StarRocksSettings(host=mysql.host, port=mysql.port, user=mysql.user,
                                        password=mysql.password, database=mysql.database,
@@ -234,7 +234,8 @@ def _read_all(reader, query) -> list[list]:
 
 def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
     from later_read.sandbox.seed import DDL
-    from later_read.users import TaskUser, UserQuery
+    from later_read.clients.starrocks import UserQuery
+    from later_read.core.users import TaskUser
 
     a, b, other = "04-026-20261123-r0gdua", "04-026-20261123-qk79ub", "04-026-20261122-r0gdua"
     uids = [str(n) for n in range(1, 40)] + ["Zed", "alice", "é-uid", "9" * 20]
@@ -260,7 +261,7 @@ def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
 
 def test_a_case_insensitive_uid_column_is_refused_not_silently_misread(mysql):
     from later_read.errors import StarRocksError
-    from later_read.users import UserQuery
+    from later_read.clients.starrocks import UserQuery
 
     with mysql.connect() as conn, conn.cursor() as cur:
         cur.execute(TASK_DATA + " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")

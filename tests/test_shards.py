@@ -20,9 +20,10 @@ from test_prewarm import assert_capped
 from test_push import DATE, at, consume, seed_hour, subprocess_env
 
 from later_read.errors import UsageError
-from later_read.keys import Keys
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
-from later_read.shard import JOB_INDEX_ENV, Shard, parse_shard
+from later_read.core.scope import JOB_INDEX_ENV, Shard, parse_shard
 
 HOUR = 9
 SHARDS = 4
@@ -36,7 +37,7 @@ def test_shard_parsing_and_key_suffix():
     assert parse_shard(None, 1, {}) == Shard.whole() and Shard.whole().suffix == ""
     assert Shard(2, 4).suffix == ":shard2of4"
     assert Shard.of("u1", 4) == Shard(zlib.crc32(b"u1") % 4, 4) and Shard.of("u1", 4).owns("u1")
-    assert Keys.lock("prewarm", DATE, None, Shard(2, 4).suffix) == f"later_read:lock:prewarm:{{{DATE}:shard2of4}}"
+    assert Keys.lock("prewarm", RunScope(DATE, None, Shard(2, 4))) == f"later_read:lock:prewarm:{{{DATE}:shard2of4}}"
     for bad in ("4/4", "x/4", "1", "-1/4"):
         with pytest.raises(UsageError):
             parse_shard(bad, 1)
@@ -134,10 +135,10 @@ def test_four_shard_processes_leave_exactly_what_one_run_leaves(
     client = redis.Redis.from_url(redis_url)
     try:
         markers = client.keys("later_read:prewarm:done:*")
-        assert sorted(markers) == sorted(Keys.prewarm_done(DATE, Shard(k, SHARDS).suffix).encode()
+        assert sorted(markers) == sorted(Keys.prewarm_done(RunScope(DATE, None, Shard(k, SHARDS))).encode()
                                          for k in range(SHARDS))
         entries = client.keys("later_read:push:ledger:*")
-        assert sorted(entries) == sorted(Keys.push_ledger(DATE, HOUR, Shard(k, SHARDS).suffix).encode()
+        assert sorted(entries) == sorted(Keys.push_ledger(RunScope(DATE, HOUR, Shard(k, SHARDS))).encode()
                                          for k in range(SHARDS))
         states = [orjson.loads(client.get(key)) for key in entries]
         assert {(e["state"], e["clean"]) for e in states} == {("done", True)}
@@ -192,7 +193,7 @@ def test_the_indexed_cronjob_runs_one_shard_per_completion_index(job, tmp_path):
     count = int(env["LATER_READ__SHARDS__COUNT"])
     assert spec["completions"] == spec["parallelism"] == count > 1
     # Each pod's shard: K from JOB_COMPLETION_INDEX (what Kubernetes sets), N from the config + env.
-    from later_read.config import load_settings
+    from later_read.config.settings import load_settings
 
     (tmp_path / "config.toml").write_text(
         manifests()[("ConfigMap", "later-read-config")]["data"]["config.toml"], encoding="utf-8")

@@ -49,7 +49,7 @@ def test_prewarm_help_imports_no_sandbox_module():
 def test_prewarm_runs_without_loading_the_sandbox():
     """The job's whole import graph (not only --help): everything run_prewarm needs, then sys.modules."""
     code = ("import sys; import later_read.cli, later_read.jobs.prewarm, later_read.jobs.push, "
-            "later_read.jobs.rerun; print([m for m in sys.modules if m.startswith('later_read.sandbox')])")
+            "later_read.oncall.rerun; print([m for m in sys.modules if m.startswith('later_read.sandbox')])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -81,5 +81,5 @@ def test_design_layout_section_matches_the_tree():
     folders = {p.name + "/" for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
     stale = [name for name in names if name.endswith("/") and name != "later_read/" and name not in folders]
     stale += [name for name in names if name.endswith(".py")
-              and not any(fnmatch.fnmatch(p.name, name) for p in files)]
+              and not any(fnmatch.fnmatch(p.name, name) for p in modules())]
     assert not stale, f"docs/design.md's layout section names what the tree does not have: {stale}"

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from later_read.cli import cli
 from later_read.clients.starrocks import connect_options
-from later_read.config import load_settings
-from later_read.keys import Keys
+from later_read.config.settings import load_settings
+from later_read.store.keys import Keys
 from later_read.sandbox.seed import expected_users, seed_day
 from later_read.sandbox.servers import MariaDBServer
 

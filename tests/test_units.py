@@ -7,15 +7,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from redis.crc import key_slot
 
-from later_read import constants
-from later_read.value_codec import CachedValue, decode, encode
+from later_read.core.value import OUTCOME_NO_RECOMMENDATION, OUTCOME_NOT_IN_EXPERIMENT
+from later_read.core.value import CachedValue, decode, encode
 from later_read.clients.http import Breaker
 from later_read.clients.latency import LatencyHistogram
 from later_read.errors import CorruptValue, UsageError
 from later_read.inputs import parse_date, parse_uid, read_uids_file
-from later_read.uids import write_file
-from later_read.keys import Keys
-from later_read.users import UserQuery, task_ids_for
+from later_read.core.uids import write_file
+from later_read.core.scope import RunScope, Shard
+from later_read.store.keys import Keys
+from later_read.clients.starrocks import UserQuery
+from later_read.core.users import task_ids_for
 
 
 def test_value_round_trip_keeps_seed_fields():
@@ -29,7 +31,7 @@ def test_value_round_trip_keeps_seed_fields():
 
 
 def test_no_push_outcomes_round_trip():
-    for outcome in (constants.OUTCOME_NOT_IN_EXPERIMENT, constants.OUTCOME_NO_RECOMMENDATION):
+    for outcome in (OUTCOME_NOT_IN_EXPERIMENT, OUTCOME_NO_RECOMMENDATION):
         value = CachedValue(outcome, "20261123", "t-1")
         assert decode(encode(value)) == value
         assert not decode(encode(value)).is_rec
@@ -69,7 +71,7 @@ def test_user_query_counts_over_an_in_list_not_or_precedence():
 
 
 def test_user_query_uid_and_shard_filters():
-    sql, params = UserQuery("t", ["a"], uids=["1", "2"], shard=(3, 8)).page("a", None, 10)
+    sql, params = UserQuery("t", ["a"], uids=["1", "2"], shard=Shard(3, 8)).page("a", None, 10)
     assert "source_uid IN (%s, %s)" in sql and "CRC32(source_uid) %% %s = %s" in sql
     assert params == ["a", "1", "2", 8, 3, 10]
 
@@ -83,12 +85,19 @@ def test_keys_are_built_in_one_place():
     assert keys.rec("42") == "rec:later_read:42"
     assert keys.uid_of(b"rec:later_read:42") == "42"
     assert Keys.sent("20261123", "42") == "later_read:sent:20261123:42"
-    assert Keys.lock("push", "20261123", 9) == "later_read:lock:push:{20261123:09}"
-    assert Keys.prewarm_done("20261123") == "later_read:prewarm:done:{20261123}"
+    assert Keys.lock("push", RunScope("20261123", 9)) == "later_read:lock:push:{20261123:09}"
+    assert Keys.prewarm_done(RunScope("20261123")) == "later_read:prewarm:done:{20261123}"
     # A run's lock and its records share a hash tag, so one script can fence them in Redis Cluster too.
-    run = [Keys.lock("push", "20261123", 9, ":shard1of2"), Keys.push_start("20261123", 9, ":shard1of2"),
-           Keys.push_ledger("20261123", 9, ":shard1of2")]
-    prewarm = [Keys.lock("prewarm", "20261123"), Keys.prewarm_done("20261123"), Keys.prewarm_ready("20261123", 5)]
+    sharded = RunScope("20261123", 9, Shard(1, 2))
+    run = [Keys.lock("push", sharded), Keys.push_start(sharded), Keys.push_ledger(sharded)]
+    assert run == ["later_read:lock:push:{20261123:09:shard1of2}", "later_read:push:start:{20261123:09:shard1of2}",
+                   "later_read:push:ledger:{20261123:09:shard1of2}"]
+    day = RunScope("20261123")
+    prewarm = [Keys.lock("prewarm", day), Keys.prewarm_done(day), Keys.prewarm_ready(day, 5)]
+    assert prewarm == ["later_read:lock:prewarm:{20261123}", "later_read:prewarm:done:{20261123}",
+                       "later_read:prewarm:ready:{20261123}:05"]
+    # The prewarm's markers are the day's: a push scope (with an hour) reads the same keys.
+    assert Keys.prewarm_ready(sharded, 5) == "later_read:prewarm:ready:{20261123:shard1of2}:05"
     assert len({key_slot(k.encode()) for k in run}) == 1 and len({key_slot(k.encode()) for k in prewarm}) == 1
 
 
@@ -148,7 +157,7 @@ def test_latency_histogram_percentiles_within_two_percent():
 def test_msg_id_is_exactly_uuid5_of_the_namespace(uid, date):
     import uuid
 
-    from later_read.jobs.push.message import MSG_NAMESPACE, msg_id
+    from later_read.core.message import MSG_NAMESPACE, msg_id
 
     assert msg_id(date, uid) == str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))
 

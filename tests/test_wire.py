@@ -17,7 +17,7 @@ import stamina
 
 from later_read.clients.http import ServiceCaller
 from later_read.clients.wire import HttpPool, Origin, WireClosed, WireError, WireTimeout, WireTooLarge
-from later_read.config import ServiceSettings
+from later_read.config.settings import ServiceSettings
 from later_read.errors import PermanentServiceError, TransientServiceError
 from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs, serve
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from later_read import constants
-from later_read.clients.bounds import check_reply
+from later_read.core.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
 
 PATH = "/v1/ab/assign"
+# Fixed request fields of the A/B contract.
+AB_LAYER = "later_read"
+AB_DEFAULT = "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +20,7 @@ class Assignment:
 
     @property
     def in_experiment(self) -> bool:
-        return self.value != constants.AB_DEFAULT
+        return self.value != AB_DEFAULT
 
 
 class ABClient:
@@ -26,7 +28,7 @@ class ABClient:
         self.caller = caller
 
     async def assign(self, uid: str, project: str) -> Assignment:
-        body = {"uid": uid, "project": project, "layer": constants.AB_LAYER, "default": constants.AB_DEFAULT}
+        body = {"uid": uid, "project": project, "layer": AB_LAYER, "default": AB_DEFAULT}
         return await self.caller.post(body, _parse)
 
 

@@ -6,7 +6,7 @@ retries of transient failures with exponential backoff and jitter (stamina, decl
 optional request-rate cap, optional adaptive concurrency (`gate`, clients/adaptive.py), a circuit breaker,
 and per-reason counters and a latency histogram for the job summary. Wire errors are translated into
 `later_read.errors` here and nowhere else: a reply over `[services] max_reply_bytes` (and, in the
-contract parsers, a field over its bound: clients/bounds.py) is the permanent reason `oversize_reply`,
+contract parsers, a field over its bound: core/bounds.py) is the permanent reason `oversize_reply`,
 never retried, a failed call for the breaker as a malformed reply is, and no overload signal for `gate`.
 """
 
@@ -23,9 +23,9 @@ import stamina
 from later_read.clients.rate import RateLimiter
 from later_read.clients.adaptive import AdaptiveGate
 from later_read.clients.latency import LatencyHistogram
-from later_read.clients.bounds import OVERSIZE
+from later_read.core.bounds import OVERSIZE
 from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout, WireTooLarge
-from later_read.config import ServiceSettings
+from later_read.config.settings import ServiceSettings
 from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, TransientServiceError
 
 T = TypeVar("T")

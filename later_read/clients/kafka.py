@@ -18,35 +18,18 @@ from typing import Any
 
 import confluent_kafka
 
-from later_read.config import KafkaSettings
+from later_read.config.kafka import producer_config
+from later_read.config.settings import KafkaSettings
 from later_read.errors import KafkaUnavailable
 from later_read.log import alert, event, get_logger
 
 log = get_logger("kafka")
 
-# Safe, fast defaults; anything in [kafka.librdkafka] overrides them.
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "enable.idempotence": True,   # retries inside librdkafka never duplicate or reorder
-    "acks": "all",
-    "compression.type": "lz4",
-    "linger.ms": 20,
-    "batch.num.messages": 10000,
-    "message.timeout.ms": 60000,  # a message not delivered within a minute is reported failed
-    "queue.buffering.max.messages": 200000,
-}
-# Applied after [kafka.librdkafka]: a metadata request or a produce to a missing topic must not create it
-# (the broker would, with auto.create.topics.enable, and with its own partition count and retention).
-NEVER_CREATE_TOPIC = {"allow.auto.create.topics": False}
 # A message librdkafka refused at produce() for its size (over message.max.bytes): counted per user as
 # this reason, never produced, so it is no undelivered message the next run has to recover.
 OVERSIZE_MESSAGE = "oversize_message"
 OVERSIZE_FIX = ("later-read show UID, then fix the card at the material service or raise [kafka.librdkafka] "
                 "message.max.bytes (up to the topic's max.message.bytes), then later-read rerun UID --push-only")
-
-
-def producer_config(settings: KafkaSettings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, **PRODUCER_DEFAULTS, **settings.librdkafka,
-            **NEVER_CREATE_TOPIC}
 
 
 def refused_for_size(exc: confluent_kafka.KafkaException) -> bool:
@@ -85,30 +68,9 @@ def delivery_reason(error: confluent_kafka.KafkaError) -> str:
     return error.name().lstrip("_").lower() or f"code_{error.code()}"
 
 
-def librdkafka_problem(settings: KafkaSettings) -> str | None:
-    """librdkafka's verdict on the producer config, or None: a producer is built without
-    bootstrap.servers (so it never connects) and dropped. Unknown properties, bad values and
-    conflicting ones (acks=1 with idempotence) are refused here, at config time, and so is asking for
-    the topic to be auto-created (one rule: a missing topic is refused, never created)."""
-    if str(settings.librdkafka.get("allow.auto.create.topics", "false")).lower() in ("true", "1"):
-        return ("allow.auto.create.topics: later-read never creates its topic (a missing topic is refused "
-                "by push and rerun alike); remove the property and create the topic")
-    config = {k: v for k, v in producer_config(settings).items() if k != "bootstrap.servers"}
-    try:
-        confluent_kafka.Producer({"logger": _SILENT, **config})
-    except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
-        error = exc.args[0] if exc.args else exc
-        text = error.str() if isinstance(error, confluent_kafka.KafkaError) else str(error)
-        return f"librdkafka refuses it: {' '.join(text.split())}"
-    return None
-
-
-_SILENT = logging.getLogger("later_read.kafka.config_check")  # a configuration check logs nothing
-_SILENT.disabled = True
-
-
 def open_producer(settings: KafkaSettings) -> confluent_kafka.Producer:
-    config = {"logger": LibrdkafkaLog(), "error_cb": ErrorReporter(), **producer_config(settings)}
+    config = {"logger": LibrdkafkaLog(), "error_cb": ErrorReporter(),
+              **producer_config(settings.bootstrap_servers, settings.librdkafka)}
     try:
         return confluent_kafka.Producer(config)
     except confluent_kafka.KafkaException as exc:

@@ -18,7 +18,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from later_read.clients.kafka import LibrdkafkaLog
-from later_read.config import KafkaSettings
+from later_read.config.settings import KafkaSettings
 from later_read.errors import KafkaUnavailable
 
 # Messages asked of librdkafka per consume() call: large enough that a 100k-message hour is ~100 calls,

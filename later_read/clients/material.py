@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from later_read.clients.bounds import check_reply
+from later_read.core.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
 
 PATH = "/v1/material/get"

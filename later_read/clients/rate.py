@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import stamina
-from redis import exceptions as redis_errors
 
-from later_read.config import RedisSettings
+from later_read.config.settings import RedisSettings
 from later_read.errors import RedisUnavailable
-from later_read.store import RETRY_WAIT_MAX_SECONDS, WRITER_RACE, retryable
 
 if TYPE_CHECKING:  # `limits` is imported only when a cap is set (50 ms of a job's start-up otherwise)
     from limits import RateLimitItemPerSecond
@@ -35,6 +32,16 @@ if TYPE_CHECKING:  # `limits` is imported only when a cap is set (50 ms of a job
 
 KEY_PREFIX = "later_read:qps"  # the limiter's keys, inside the project's Redis namespace
 MIN_WAIT_SECONDS = 0.001       # a full window is re-checked no sooner than this
+
+
+class Failover(Protocol):
+    """What the shared window needs of store/client.py's `Failover` (connections.py hands it in)."""
+
+    seconds: float
+
+    def attempts(self) -> Any: ...
+
+    def unreachable(self, exc: BaseException) -> bool: ...
 
 
 class RateLimiter:
@@ -91,9 +98,11 @@ def window(qps: float) -> RateLimitItemPerSecond:
 class SharedRateLimiter:
     """`wait()` returns when this request fits the service's shared window (see the module doc)."""
 
-    def __init__(self, strategy: MovingWindowRateLimiter, service: str, qps: float, shards: int = 1,
-                 failover_seconds: float = 0.0) -> None:
-        self.strategy, self.service, self.failover_seconds = strategy, service, failover_seconds
+    def __init__(self, strategy: MovingWindowRateLimiter, service: str, qps: float, shards: int,
+                 failover: Failover) -> None:
+        """`failover`: how the Store rides out a Redis failover (store/client.py `Failover`, handed in by
+        connections.py: no client imports the store)."""
+        self.strategy, self.service, self.failover = strategy, service, failover
         self.item = window(qps)
         self.local = RateLimiter(qps / shards)  # this shard's even share (see the module doc)
         self.waits = 0  # requests that found the shared window full at least once
@@ -101,16 +110,14 @@ class SharedRateLimiter:
     async def wait(self) -> None:
         await self.local.wait()
         try:
-            if not self.failover_seconds:
+            if not self.failover.seconds:
                 return await self._take()
             # sentinel/cluster: ride out a failover like the Store does ([redis] failover_seconds)
-            async for attempt in stamina.retry_context(
-                    on=retryable, attempts=None, timeout=self.failover_seconds, wait_initial=0.05,
-                    wait_max=RETRY_WAIT_MAX_SECONDS):
+            async for attempt in self.failover.attempts():
                 with attempt:
                     return await self._take()
-        except (redis_errors.RedisError, OSError, *WRITER_RACE) as exc:
-            if isinstance(exc, WRITER_RACE) and not retryable(exc):
+        except Exception as exc:
+            if not self.failover.unreachable(exc):
                 raise
             raise RedisUnavailable(f"Redis unreachable for the shared [services] *_qps window: {exc}; "
                                    "check [redis] and that Redis is up") from None

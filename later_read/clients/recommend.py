@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from later_read import constants
-from later_read.clients.bounds import check_reply
+from later_read.core.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
 
 PATH = "/v1/rec/get"
+# Fixed request field of the recommend contract.
+REC_SCENE = "pre-warming-process"
 _FIELDS = ("rec_id", "rec_type", "material_id")
 
 
@@ -24,7 +25,7 @@ class RecClient:
         self.caller = caller
 
     async def get(self, uid: str, project: str, trace_id: str) -> Recommendation | None:
-        body = {"uid": uid, "project": project, "scene": constants.REC_SCENE, "trace_id": trace_id}
+        body = {"uid": uid, "project": project, "scene": REC_SCENE, "trace_id": trace_id}
         return await self.caller.post(body, _parse)
 
 

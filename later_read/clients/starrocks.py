@@ -1,7 +1,7 @@
 """StarRocks over the MySQL protocol (pymysql), run in a worker thread so the event loop never blocks.
 
 Reads are keyset-paginated per task id (`task_id = ? AND source_uid > last ORDER BY source_uid LIMIT n`,
-see users.py) and the task ids' sorted streams are merged by uid in the worker thread: memory stays bounded
+`UserQuery` below) and the task ids' sorted streams are merged by uid in the worker thread: memory stays bounded
 by one page per task id whatever the day's user count, each page is an index range read, and StarRocks
 never builds one giant result set.
 
@@ -21,14 +21,15 @@ import ssl
 import threading
 from concurrent.futures import Future
 from operator import itemgetter
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, Sequence
 
 import anyio
 import pymysql
 
-from later_read.config import StarRocksSettings
+from later_read.config.settings import Settings, StarRocksSettings
 from later_read.errors import StarRocksError
-from later_read.users import TaskUser, UserQuery
+from later_read.core.scope import WHOLE, RunScope, Shard
+from later_read.core.users import TaskUser, task_ids_for
 
 
 class StarRocks:
@@ -222,3 +223,97 @@ def _close_opened(future: Future) -> None:
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# The users query -------------------------------------------------------------------------------------
+# Which users a job works on: per task id, keyset-paginated index range reads, merged by uid.
+#
+# Each page is `WHERE task_id = ? AND [push_hour = ? AND] source_uid > ? GROUP BY source_uid ORDER BY
+# source_uid LIMIT n`: a range read of n rows on (task_id, [push_hour,] source_uid). `StarRocks.users`
+# merges the task ids' sorted streams and keeps one row per uid, so a uid under several task ids is processed
+# once. Why not one `task_id IN (...)` query: docs/design.md, "Reading the users".
+#
+# Every condition is ANDed, never ORed: the seed's first bug was `a OR b AND c`, which SQL reads as
+# `a OR (b AND c)`.
+
+
+@dataclasses.dataclass(frozen=True)
+class UserQuery:
+    """The users of a date (and optionally an hour, a uid list, a shard) under the given task ids."""
+
+    table: str
+    task_ids: Sequence[str]           # already filled in with the date
+    hour: int | None = None
+    uids: Sequence[str] | None = None  # restrict to these (e.g. --uids-file, rerun)
+    shard: Shard = WHOLE              # its users only (`Shard.sql`: CRC32(uid) % count = index)
+
+    @classmethod
+    def of(cls, settings: Settings, scope: RunScope, uids: Sequence[str] | None = None) -> "UserQuery":
+        """The users of a run's scope: its date's task ids, its hour (None: the whole day), its shard;
+        `uids` restricts them to those (--uids-file, rerun, show)."""
+        return cls(settings.starrocks.table, task_ids_for(settings.tasks.ids, scope.date), hour=scope.hour,
+                   uids=uids, shard=scope.shard)
+
+    def page(self, task_id: str, after_uid: str | None, limit: int) -> tuple[str, list]:
+        """SQL and parameters for the next page of one task id's distinct uids greater than `after_uid`,
+        in byte order (StarRocks compares strings byte-wise; the sandbox table uses a binary collation).
+
+        A uid in several rows of the task (several hours) comes once, with its smallest project.
+        """
+        where, params = self._where([task_id])
+        if after_uid is not None:
+            where.append("source_uid > %s")
+            params.append(after_uid)
+        sql = (f"SELECT source_uid, MIN(project) FROM `{self.table}` "
+               f"WHERE {' AND '.join(where)} GROUP BY source_uid ORDER BY source_uid LIMIT %s")
+        return sql, params + [limit]
+
+    def earlier(self, hour: int, uids: Sequence[str]) -> tuple[str, list]:
+        """SQL for which of `uids` (one page, <= batch_size) also have a row at a push hour before `hour`
+        under the query's task ids: the prewarm handles a user with its earliest hour only. Point lookups
+        on (task_id, source_uid), so O(page) whatever the day's size."""
+        where, params = dataclasses.replace(self, hour=None, uids=uids)._where()
+        where.append("push_hour < %s")
+        return (f"SELECT DISTINCT source_uid FROM `{self.table}` WHERE {' AND '.join(where)}",
+                params + [hour])
+
+    def rows(self, limit: int) -> tuple[str, list]:
+        """SQL for the raw task rows behind the query (task_id, source_uid, project, push_hour, book_id),
+        for `rerun` to show one user's rows and push hours; not for bulk reads (use `page`)."""
+        where, params = self._where()
+        sql = (f"SELECT task_id, source_uid, project, push_hour, book_id FROM `{self.table}` "
+               f"WHERE {' AND '.join(where)} ORDER BY source_uid, task_id, push_hour LIMIT %s")
+        return sql, params + [limit]
+
+    def bad_hours(self, limit: int) -> tuple[str, list]:
+        """SQL for up to `limit` rows whose push_hour is not 0-23 (or NULL): users no push will reach."""
+        where, params = self._where()
+        sql = (f"SELECT source_uid, push_hour FROM `{self.table}` WHERE {' AND '.join(where)} AND "
+               "(push_hour IS NULL OR push_hour < 0 OR push_hour > 23) ORDER BY source_uid LIMIT %s")
+        return sql, params + [limit]
+
+    def count(self) -> tuple[str, list]:
+        """SQL counting the distinct users (for progress ETA)."""
+        where, params = self._where()
+        return (f"SELECT COUNT(DISTINCT source_uid) FROM `{self.table}` WHERE {' AND '.join(where)}",
+                params)
+
+    def _where(self, task_ids: Sequence[str] | None = None) -> tuple[list[str], list]:
+        task_ids = self.task_ids if task_ids is None else task_ids
+        if len(task_ids) == 1:
+            where, params = ["task_id = %s"], list(task_ids)
+        else:
+            marks = ", ".join(["%s"] * len(task_ids))
+            where, params = [f"task_id IN ({marks})"], list(task_ids)
+        if self.hour is not None:
+            where.append("push_hour = %s")
+            params.append(self.hour)
+        if self.uids is not None:
+            marks = ", ".join(["%s"] * len(self.uids)) or "NULL"
+            where.append(f"source_uid IN ({marks})")
+            params.extend(self.uids)
+        if self.shard.sql is not None:
+            condition, values = self.shard.sql
+            where.append(condition)
+            params.extend(values)
+        return where, params

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from later_read.clients.bounds import DEFAULT_MAX_REPLY_BYTES
+from later_read.core.bounds import DEFAULT_MAX_REPLY_BYTES
 
 MAX_HEAD = 64 * 1024
 IDLE_SECONDS = 15.0  # drop a pooled connection idle this long: servers close theirs at 30-75 s

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from later_read import constants
-from later_read.value_codec import CachedValue
+from later_read.core import value
+from later_read.core.value import CachedValue
 from later_read.connections import Services
 
 
@@ -25,11 +25,11 @@ async def decide(services: Services, uid: str, project: str, date: str,
     if on_step is not None:
         on_step("ab", assignment)
     if not assignment.in_experiment:
-        return CachedValue(constants.OUTCOME_NOT_IN_EXPERIMENT, date, assignment.trace_id)
+        return CachedValue(value.OUTCOME_NOT_IN_EXPERIMENT, date, assignment.trace_id)
     rec = await services.rec.get(uid, project, assignment.trace_id)
     if on_step is not None:
         on_step("rec", rec)
     if rec is None:
-        return CachedValue(constants.OUTCOME_NO_RECOMMENDATION, date, assignment.trace_id)
-    return CachedValue(constants.OUTCOME_REC, date, assignment.trace_id,
+        return CachedValue(value.OUTCOME_NO_RECOMMENDATION, date, assignment.trace_id)
+    return CachedValue(value.OUTCOME_REC, date, assignment.trace_id,
                        rec.rec_id, rec.rec_type, rec.material_id)

@@ -26,18 +26,18 @@ import click
 from anyio.abc import TaskGroup
 
 from later_read import runtime
-from later_read.config import Settings
+from later_read.config.settings import Settings
 from later_read.errors import (EXIT_EXPIRED, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
                                EXIT_SERVICE_DOWN, INTERNAL_ERROR_LINE, Interrupted, LaterReadError, LockLost,
                                ServiceDown, error_line, traceback_text)
 from later_read.jobs.progress import write_report
-from later_read.lock import JobLock
+from later_read.store.lock import JobLock
 from later_read.log import alert, get_logger, summary as log_summary
-from later_read.monitor import Pings
+from later_read.jobs.monitor import Pings
 from later_read.redact import redact_data
 from later_read.runtime import Shutdown
-from later_read.shard import Shard
-from later_read.summary import Summary
+from later_read.core.scope import RunScope
+from later_read.jobs.summary import Summary
 
 log = get_logger("lifecycle")
 
@@ -53,7 +53,7 @@ class Job(Protocol):
     report_keys: tuple[str, ...]    # the report's counters
     report_path: str | None
     lock_wait: float                # seconds to wait for a held lock; 0 = fail at once
-    shard: Shard                    # the slice of users this run works on (Shard.whole(): all of them)
+    scope: RunScope                 # the date (and hour) and the shard of users this run works on
     fence: JobLock | None           # set by the lifecycle: the lock it holds for the run (None: no lock)
 
     def connect(self) -> AsyncContextManager[Any]:
@@ -142,8 +142,8 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
             write_report(job.report_path, redact_data(data))
         except OSError as exc:
             alert(log, f"{job.name}.report_failed", path=job.report_path, error=exc.strerror)
-    from later_read.metrics import record_job  # prometheus_client: imported at the end, not at start-up
-    record_job(job.settings, job.name, summary, job.shard)  # metrics: never raises
+    from later_read.jobs.metrics import record_job  # prometheus_client: imported at the end, not at start-up
+    record_job(job.settings, job.name, summary, job.scope.shard)  # metrics: never raises
     if started:
         job.alert(error)
     return code

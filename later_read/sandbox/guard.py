@@ -16,7 +16,7 @@ Why: docs/design.md, "The sandbox never touches production".
 
 from __future__ import annotations
 
-from later_read.config import ENV_CONFIG_PATH, Settings, load_settings
+from later_read.config.settings import ENV_CONFIG_PATH, Settings, load_settings
 from later_read.errors import UsageError
 from later_read.sandbox.servers import started_servers
 

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 import pymysql
 
-from later_read.config import StarRocksSettings
+from later_read.config.settings import StarRocksSettings
 from later_read.errors import StarRocksError
 
 DDL = """CREATE TABLE IF NOT EXISTS `{table}` (

@@ -30,19 +30,21 @@ from typing import Any
 
 import anyio
 
-from later_read.value_codec import decode, encode
+from later_read.core.counts import UNFINISHED, service_failure
+from later_read.core.value import USABLE, encode, judge
 from later_read.connections import JobConnections
-from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
+from later_read.errors import LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.prewarm.hours import HOURS, HourTracker
-from later_read.shard import Shard
+from later_read.core.scope import RunScope
 from later_read.jobs.prewarm.feed import UserFeed
 from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
-from later_read.uids import unservable
-from later_read.users import TaskUser, UserQuery
+from later_read.core.uids import unservable
+from later_read.clients.starrocks import UserQuery
+from later_read.core.users import TaskUser
 
 log = get_logger("prewarm")
 
@@ -53,7 +55,7 @@ STOP_ERROR = "error"
 
 @dataclass(frozen=True)
 class FanoutPlan:
-    date: str
+    scope: RunScope    # the date and the shard (the query's users are the shard's)
     query: UserQuery
     concurrency: int
     force: bool
@@ -73,9 +75,8 @@ class Fanout:
         self.named: list[tuple[str, str]] = []    # (reason, uid) of every user not finished
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
-        shard = Shard(*plan.query.shard) if plan.query.shard else Shard.whole()
-        self.hours = HourTracker(self.store, plan.date, plan.query.uids is None, self._writer_failed,
-                                 shard.suffix, fence)  # readiness markers fenced by the run's lock
+        self.hours = HourTracker(self.store, plan.scope, plan.query.uids is None, self._writer_failed,
+                                 fence)  # readiness markers fenced by the run's lock
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
         self.feed = UserFeed(max(self.starrocks.settings.batch_size, plan.concurrency))
         self._stopped = anyio.Event()
@@ -189,17 +190,13 @@ class Fanout:
         return todo
 
     def _is_done(self, raw: bytes | None) -> bool:
-        """Already computed for this date: the value parses and its date is the run's date."""
-        if raw is None:
-            return False
-        try:
-            return decode(raw).date == self.plan.date
-        except CorruptValue:
-            return False  # recomputed and overwritten
+        """Already computed for this date: the value is usable for the run's date (core/value.py; an absent,
+        corrupt or stale one is recomputed and overwritten)."""
+        return judge(raw, self.plan.scope.date).state == USABLE
 
     async def _work(self, feed: UserFeed) -> None:
         """One long-lived worker: the per-user hot path (no per-user tasks, scopes or INFO logging)."""
-        services, date, counts, failures = self.services, self.plan.date, self.counts, self.failures
+        services, date, counts, failures = self.services, self.plan.scope.date, self.counts, self.failures
         add, advance = self.writer.add, self.progress.advance
         items, take = feed.items, feed.items.popleft
         while True:
@@ -215,18 +212,19 @@ class Fanout:
             try:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:
-                failures[f"{exc.service}.{exc.reason}"] += 1
-                self.named.append((f"{exc.service}.{exc.reason}", user.uid))
+                reason = service_failure(exc.service, exc.reason)
+                failures[reason] += 1
+                self.named.append((reason, user.uid))
                 self.hours.settled(hour, failed=True)
                 event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
             except ServiceDown as exc:
-                counts["unfinished"] += 1
-                self.named.append(("unfinished", user.uid))
+                counts[UNFINISHED] += 1
+                self.named.append((UNFINISHED, user.uid))
                 self.request_stop(STOP_SERVICE_DOWN, exc)
                 return
             except anyio.get_cancelled_exc_class():
-                counts["unfinished"] += 1
-                self.named.append(("unfinished", user.uid))
+                counts[UNFINISHED] += 1
+                self.named.append((UNFINISHED, user.uid))
                 raise
             else:
                 counts[value.outcome] += 1

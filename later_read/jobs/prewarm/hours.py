@@ -22,6 +22,7 @@ import anyio
 
 from later_read.errors import LaterReadError
 from later_read.log import event, get_logger
+from later_read.core.scope import RunScope
 from later_read.store import Store
 
 HOURS = tuple(range(24))
@@ -30,10 +31,10 @@ log = get_logger("prewarm")
 
 
 class HourTracker:
-    def __init__(self, store: Store, date: str, enabled: bool,
-                 on_error: Callable[[LaterReadError], None], suffix: str = "", fence: Any = None) -> None:
-        self.store, self.date, self.enabled, self.on_error = store, date, enabled, on_error
-        self.suffix = suffix  # the shard's (`Shard.suffix`): each shard marks its own hours
+    def __init__(self, store: Store, scope: RunScope, enabled: bool,
+                 on_error: Callable[[LaterReadError], None], fence: Any = None) -> None:
+        # the prewarm's date and shard: each shard marks its own hours
+        self.store, self.scope, self.enabled, self.on_error = store, scope, enabled, on_error
         self.fence = fence    # the prewarm's lock: a marker is written only while the run holds it
         self.pending = [0] * 24
         self.users = [0] * 24        # users sent to the workers, per hour
@@ -101,8 +102,8 @@ class HourTracker:
     async def _mark(self, hour: int) -> None:
         info = self.hour_info(hour)
         if self.enabled:
-            await self.store.put_prewarm_ready(self.date, hour, {"date": self.date, "hour": hour, **info,
-                                                                 "at": time.time()}, self.suffix, self.fence)
+            await self.store.put_prewarm_ready(self.scope, hour, {"date": self.scope.date, "hour": hour, **info,
+                                                                  "at": time.time()}, self.fence)
         event(log, "prewarm.hour_ready", hour=hour, marker=self.enabled, **info)
 
     def hour_info(self, hour: int) -> dict[str, Any]:

@@ -19,20 +19,20 @@ from dataclasses import dataclass
 from typing import AsyncContextManager, Callable
 
 from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
-from later_read.config import Settings
+from later_read.config.settings import Settings
 from later_read.connections import JobConnections, Services, open_job
 from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.prewarm.fanout import STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout, FanoutPlan
 from later_read.jobs.progress import Progress, check_report_path
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
-from later_read.shard import Shard, parse_shard
-from later_read.saving import with_old_flow
-from later_read.summary import Summary
-from later_read.users import UserQuery, task_ids_for
+from later_read.core.scope import RunScope, parse_shard
+from later_read.jobs.saving import with_old_flow
+from later_read.jobs.summary import Summary
+from later_read.clients.starrocks import UserQuery
 
 JOB = "prewarm"
 # The report's counters. `users` = the users this run looked at, each counted once in exactly one of
@@ -56,14 +56,13 @@ log = get_logger(JOB)
 
 @dataclass(frozen=True)
 class PrewarmOptions:
-    date: str
+    scope: RunScope  # the date and the shard (no hour: the prewarm's is the whole day)
     concurrency: int
     force: bool
     uids: list[str] | None
     uids_file: str | None
     report_path: str | None
     lock_wait: float
-    shard: Shard = Shard.whole()
 
 
 def run_prewarm(settings: Settings, *, date: str | None, concurrency: int | None, force: bool,
@@ -73,14 +72,13 @@ def run_prewarm(settings: Settings, *, date: str | None, concurrency: int | None
     if report_path:
         check_report_path(report_path)
     options = PrewarmOptions(
-        date=parse_date(date, settings.zone),
+        scope=RunScope(parse_date(date, settings.zone), None, parse_shard(shard, settings.shards.count)),
         concurrency=concurrency or settings.prewarm.concurrency,
         force=force,
         uids=read_uids_file(uids_file) if uids_file else None,
         uids_file=uids_file,
         report_path=report_path,
-        lock_wait=settings.lock.wait_seconds if lock_wait is None else lock_wait,
-        shard=parse_shard(shard, settings.shards.count))
+        lock_wait=settings.lock.wait_seconds if lock_wait is None else lock_wait)
     return run_job(PrewarmJob(settings, options))
 
 
@@ -93,33 +91,30 @@ class PrewarmJob:
 
     def __init__(self, settings: Settings, options: PrewarmOptions) -> None:
         self.settings, self.options = settings, options
-        self.report_path, self.lock_wait, self.shard = options.report_path, options.lock_wait, options.shard
-        self.summary = Summary(JOB, options.date, extra={
+        self.report_path, self.lock_wait, self.scope = options.report_path, options.lock_wait, options.scope
+        self.summary = Summary(JOB, options.scope.date, extra={
             "concurrency": options.concurrency, "force": options.force, "uids_file": options.uids_file,
-            "shard": options.shard.label})
+            "shard": options.scope.shard.label})
         self.fanout: Fanout | None = None
 
     def connect(self) -> AsyncContextManager[JobConnections]:
         return open_job(self.settings, http_connections=self.options.concurrency)
 
     def lock(self) -> tuple[str, str]:
-        o = self.options
-        shard = f" shard {o.shard.label}" if o.shard.sharded else ""
-        return Keys.lock(JOB, o.date, None, o.shard.suffix), f"prewarm run for {o.date}{shard}"
+        return Keys.lock(JOB, self.scope), self.scope.describe(JOB)
 
     async def work(self, conns: JobConnections, shutdown: Shutdown) -> str:
         """The fan-out over the day's users, then the completion marker when every user was gone through."""
-        settings, options = self.settings, self.options
-        query = UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
-                          uids=options.uids, shard=options.shard.sql())
+        settings, options, scope = self.settings, self.options, self.scope
+        query = UserQuery.of(settings, scope, options.uids)
         total = self.summary.total = await conns.starrocks.count(query)
         await self._check_hours(conns, query)
-        plan = FanoutPlan(options.date, query, options.concurrency, options.force, settings.prewarm.grace_seconds)
+        plan = FanoutPlan(scope, query, options.concurrency, options.force, settings.prewarm.grace_seconds)
         progress = Progress(JOB, settings.prewarm.progress_interval_seconds, total)
         if settings.prewarm.adaptive:
             progress.extra = _adaptive(conns.services, options.concurrency)
         fanout = self.fanout = Fanout(conns, plan, shutdown, progress, self.fence)
-        event(log, "prewarm.start", date=options.date, shard=options.shard.label, users=total,
+        event(log, "prewarm.start", date=scope.date, shard=scope.shard.label, users=total,
               concurrency=options.concurrency,
               force=options.force, uids_file=options.uids_file or "-", adaptive=settings.prewarm.adaptive)
         try:
@@ -131,7 +126,7 @@ class PrewarmJob:
             raise fanout.error
         status = fanout.stop_reason or ("failures" if fanout.failures else "ok")
         if status in ("ok", "failures") and options.uids is None:
-            await conns.store.put_prewarm_done(options.date, self._marker(status), options.shard, self.fence)
+            await conns.store.put_prewarm_done(scope, self._marker(status), self.fence)
         return status
 
     def _count(self, fanout: Fanout) -> None:
@@ -168,7 +163,7 @@ class PrewarmJob:
         for uid, _ in rows[:BAD_HOUR_ROWS]:
             self.summary.name("push_hour_out_of_range", str(uid))
         self.summary.extra["push_hour_out_of_range"] = len(rows[:BAD_HOUR_ROWS])
-        alert(log, "prewarm.unservable_rows", date=self.options.date, reason="push_hour_out_of_range",
+        alert(log, "prewarm.unservable_rows", date=self.scope.date, reason="push_hour_out_of_range",
               rows=len(rows) if len(rows) <= BAD_HOUR_ROWS else f"more than {BAD_HOUR_ROWS}",
               first_uid=str(rows[0][0]), push_hour=rows[0][1],
               fix="fix push_hour (0-23) in StarRocks; no prewarm or push reaches these users")

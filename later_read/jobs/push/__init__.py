@@ -4,7 +4,3 @@ run's deliveries marked from the topic), `wait` (the hour's prewarm marker), `se
 users by their cached value), `material` (one card fetch per distinct book), `live` (the --on-miss live
 fallback), `message` (the Kafka message, its msg_id and expires_at) and `delivery` (confirmed delivery and
 sent markers, or the dry run)."""
-
-from later_read.jobs.push.job import run_push
-
-__all__ = ["run_push"]

@@ -1,5 +1,5 @@
 """The hours one push run handles: its own, and in a scheduled run (`later-read push` without --date or
---hour) the earlier ones the schedule says are its business (later_read/schedule.py, `Schedule.plan`).
+--hour) the earlier ones the schedule says are its business (later_read/core/schedule.py, `Schedule.plan`).
 
     plan      this shard's ledger of the last LEDGER_DAYS dates (one MGET) -> hours to expire, hours to
               catch up, whether the own hour is already done
@@ -23,13 +23,13 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from later_read import constants, ledger
+from later_read.core import ledger
 from later_read.errors import LockHeld
 from later_read.jobs.push.hour import JOB, PushContext, expire_hour, push_hour
-from later_read.keys import Keys
-from later_read.lock import JobLock, holding
+from later_read.store.keys import LEDGER_DAYS, Keys
+from later_read.store.lock import JobLock, holding
 from later_read.log import alert, event, get_logger
-from later_read.schedule import FINAL, Hour, Plan
+from later_read.core.schedule import FINAL, Hour, Plan
 
 log = get_logger("push")
 
@@ -59,10 +59,10 @@ async def run_scheduled(ctx: PushContext) -> list[str]:
 async def shard_ledger(ctx: PushContext, now: dt.datetime) -> dict[Hour, dict | None]:
     """This shard's ledger over its memory (LEDGER_DAYS dates up to `now`'s), one MGET."""
     today = ctx.schedule.local(now).date()
-    dates = [(today - dt.timedelta(days=back)).strftime("%Y%m%d") for back in range(constants.LEDGER_DAYS)]
-    found = await ctx.conns.store.get_ledger([Hour(d, h) for d in dates for h in range(24)],
-                                             [ctx.options.shard.suffix])
-    return {hour: entry for (hour, _), entry in found.items()}
+    dates = [(today - dt.timedelta(days=back)).strftime("%Y%m%d") for back in range(LEDGER_DAYS)]
+    scope = ctx.options.scope
+    found = await ctx.conns.store.get_ledger(scope.at(Hour(d, h)) for d in dates for h in range(24))
+    return {run.slot: entry for run, entry in found.items()}
 
 
 async def make_plan(ctx: PushContext) -> Plan:
@@ -108,7 +108,7 @@ async def catch_up(ctx: PushContext, hour: Hour) -> str:
         return await run_hour(ctx, hour, caught_up=True)
     try:
         async with holding(_lock(ctx, hour, ctx.options.lock_wait), ctx.shutdown.requested) as lock:
-            _, entry = await ctx.conns.store.get_push_run(hour.date, hour.hour, ctx.options.shard.suffix)
+            _, entry = await ctx.conns.store.get_push_run(ctx.options.scope.at(hour))
             if ledger.state_of(entry) in FINAL:
                 return "ok"
             return await run_hour(ctx, hour, caught_up=True, fence=lock)
@@ -148,9 +148,8 @@ async def expire(ctx: PushContext, hour: Hour, locked: bool = False) -> str:
 
 
 def _lock(ctx: PushContext, hour: Hour, wait: float) -> JobLock:
-    shard = ctx.options.shard
-    what = f"push run for {hour.date} hour {hour.hour}" + (f" shard {shard.label}" if shard.sharded else "")
-    return JobLock(ctx.conns.store.client, Keys.lock(JOB, hour.date, hour.hour, shard.suffix), what,
+    scope = ctx.options.scope.at(hour)
+    return JobLock(ctx.conns.store.client, Keys.lock(JOB, scope), scope.describe(JOB),
                    dataclasses.replace(ctx.settings.lock, wait_seconds=wait))
 
 
@@ -168,7 +167,8 @@ def _closed_at(ctx: PushContext, hour: Hour) -> str:
 
 
 def _shard(ctx: PushContext) -> dict:
-    return {"shard": ctx.options.shard.label} if ctx.options.shard.sharded else {}
+    shard = ctx.options.scope.shard
+    return {"shard": shard.label} if shard.sharded else {}
 
 
 def _hours(hours: list[Hour]) -> str:

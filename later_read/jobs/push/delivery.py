@@ -14,7 +14,7 @@ librdkafka reports a delivery only from inside poll()/flush(), so this module ow
 - at the end, `finish` keeps polling until every message is reported or `push.flush_timeout_seconds`
   passes, purges what is left, writes the last markers, and counts the rest `undelivered`: they get no
   marker, so the next run sends them again;
-- with the hour's lock as `fence`, every marker batch is written only while the run holds it (fencing.py);
+- with the hour's lock as `fence`, every marker batch is written only while the run holds it (store/fencing.py);
   once the lock is lost, `send` produces nothing more, `finish` purges what librdkafka still holds at
   once (no flush wait) and no marker is written.
 
@@ -35,7 +35,7 @@ import confluent_kafka
 
 from later_read import runtime
 from later_read.clients.kafka import OVERSIZE_FIX, delivery_reason, refused_for_size
-from later_read.fencing import Fence
+from later_read.store.fencing import Fence
 from later_read.log import alert, event, get_logger
 from later_read.store import Store
 

@@ -15,13 +15,12 @@ after the hour's window end (`deadline`; none with --allow-late or --dry-run): f
 goes on reading and sorting the hour's users without sending, each one with a message to send counted
 `expired`, so the entry's figures cover every user. `expire_hour` is that pass alone, for an hour whose
 window closed before any run finished it (docs/design.md, "The push schedule"). The hour's lock is the
-`fence` of every write (lock.py, fencing.py).
+`fence` of every write (store/lock.py, store/fencing.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,11 +29,12 @@ from typing import Any, AsyncIterator, Sequence
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from later_read import ledger, runtime
+from later_read import runtime
+from later_read.core import ledger
 from later_read.clients.kafka import OVERSIZE_MESSAGE
 from later_read.clients.material import Material
-from later_read.clock import Clock
-from later_read.config import Settings
+from later_read.core.clock import Clock
+from later_read.config.settings import Settings
 from later_read.connections import PushConnections
 from later_read.errors import LaterReadError, ServiceError
 from later_read.jobs.progress import Progress
@@ -42,14 +42,17 @@ from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
-from later_read.jobs.push.message import build_message, encode, expires_at
+from later_read.core.counts import EXPIRED, NOT_PROCESSED, UNDELIVERED, material_failure, undelivered
+from later_read.core.message import PushMessage, expires_at
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
-from later_read.schedule import FINAL, Hour, Schedule
-from later_read.summary import Summary
-from later_read.users import TaskUser, UserQuery, task_ids_for
+from later_read.core.schedule import FINAL, Hour, Schedule
+from later_read.core.scope import RunScope
+from later_read.jobs.summary import Summary
+from later_read.clients.starrocks import UserQuery
+from later_read.core.users import TaskUser
 
 log = get_logger("push")
 
@@ -73,25 +76,44 @@ class PushContext:
     fence: Any = None   # the own hour's JobLock, held by the lifecycle (None in a dry run)
 
 
-@dataclass
+class Window:
+    """The hour's sending window: `closed()` turns true once time.monotonic() reaches `deadline` (None: it
+    never closes: --allow-late, a dry run) and stays true (`was_closed`: the window closed while users were
+    left)."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline, self.was_closed = deadline, False
+
+    def closed(self) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.was_closed = True
+        return self.was_closed
+
+
+@dataclass(frozen=True)
 class PushRun:
-    """Everything one hour's pipeline needs, built in `_prepare`."""
+    """Everything one hour's pipeline needs, built in `_prepare` (nothing set afterwards)."""
 
     ctx: PushContext
-    options: Any  # the run's PushOptions with this hour's date and hour
+    scope: RunScope               # the hour's date and hour, the run's shard
+    query: UserQuery              # the hour's users (and shard), built once from the scope
     progress: Progress
     sorter: Sorter
     materials: MaterialCache
     live: LiveResolver | None
     expires: str                  # the messages' expires_at
-    deadline: float | None        # time.monotonic() at the window's end; None: no end (--allow-late, dry run)
-    sink: Any = None              # Delivery or DryRunSink
-    closed: bool = False          # the window closed while users were left
+    window: Window                # the window's end: nothing is sent after it
+    sink: Any = None              # Delivery or DryRunSink (None: the expiry pass, which sends nothing)
     fence: Any = None             # the hour's JobLock (None in a dry run): every write fenced by it
 
     @property
     def settings(self) -> Settings:
         return self.ctx.settings
+
+    @property
+    def options(self) -> Any:
+        """The run's PushOptions (jobs/push/job.py)."""
+        return self.ctx.options
 
     @property
     def summary(self) -> Summary:
@@ -102,32 +124,29 @@ class PushRun:
         return self.ctx.shutdown
 
     def window_closed(self) -> bool:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.closed = True
-        return self.closed
+        return self.window.closed()
 
 
 async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence: Any = None) -> dict | None:
     """Push one hour under its lock `fence`; its ledger entry as written (None in a dry run, which writes
     nothing)."""
-    options = dataclasses.replace(ctx.options, date=hour.date, hour=hour.hour)
+    options, scope = ctx.options, ctx.options.scope.at(hour)
     before, failed_before = Counter(ctx.summary.counts), Counter(ctx.summary.failures)
     hour_run = None
     if not options.dry_run:
         now = ctx.clock.now()
 
         def mark(prev: dict | None) -> dict:
-            return ledger.running(prev, hour, options.shard, now, ctx.schedule.late_minutes(hour, now),
-                                  caught_up, options.allow_late)
-        hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, hour.date, hour.hour,
-                                        options.shard, mark, fence)
+            return ledger.running(prev, scope, now, ctx.schedule.late_minutes(hour, now), caught_up,
+                                  options.allow_late)
+        hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, scope, mark, fence)
         ctx.summary.counts["recovered"] += hour_run.recovered or 0
     wait = 0.0 if ctx.waited_out else options.wait_seconds
-    marker = await wait_for_prewarm(ctx.conns, hour.date, hour.hour, wait, ctx.shutdown, options.shard.count)
+    marker = await wait_for_prewarm(ctx.conns, scope, wait, ctx.shutdown)
     ctx.waited_out |= marker is None and wait > 0
     ctx.summary.extra["prewarm_done"] = marker is not None
     ctx.summary.extra["prewarm_marker"] = marker["_which"] if marker is not None else None
-    run = await _prepare(ctx, options, hour, fence)
+    run = await _prepare(ctx, scope, fence)
     try:
         await _send_all(run)
     except BaseException as error:
@@ -152,7 +171,7 @@ def _entry(run: PushRun, hour_run: recovery.HourRun, before: Counter, failed_bef
     produced = run.sink.produced if isinstance(run.sink, Delivery) else 0
     return ledger.finished(hour_run.written or {}, counts, failures, run.progress.total or 0, clean=clean,
                            recovered=hour_run.recovered_of_hour, produced=produced, now=run.ctx.clock.now(),
-                           window_closed=run.closed)
+                           window_closed=run.window.was_closed)
 
 
 async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
@@ -161,61 +180,63 @@ async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
     with a message to send counted `expired`, but for as many as an earlier run of the hour found without a
     card: `material_not_found`; a card is not asked for here). The entry written, final (expired; done
     when nobody was left), or None when the ledger already says final."""
-    store, shard = ctx.conns.store, ctx.options.shard
-    start, prev = await store.get_push_run(hour.date, hour.hour, shard.suffix)
+    store, scope = ctx.conns.store, ctx.options.scope.at(hour)
+    start, prev = await store.get_push_run(scope)
     if ledger.state_of(prev) in FINAL:
         return None
     marked = recovered = 0
     if start is not None and not ledger.is_clean(prev):  # later hours must see what a dead run sent
-        marked, recovered = await recovery.recover(store, ctx.settings.kafka, hour.date, hour.hour, start, shard,
-                                                   fence)
-    options = dataclasses.replace(ctx.options, date=hour.date, hour=hour.hour)
+        marked, recovered = await recovery.recover(store, ctx.settings.kafka, scope, start, fence)
     before = Counter(ctx.summary.counts)
     ctx.summary.counts["recovered"] += marked
-    run = await _prepare(ctx, options, hour, fence, closed=True)
+    run = await _prepare(ctx, scope, fence, closed=True)
     await _read_hits(run, None)
     run.progress.close()
     # The users an earlier run of the hour found without a card are hits again here: not expired.
     known = min(int((prev or {}).get("material_not_found") or 0), ctx.summary.counts["expired"] - before["expired"])
     ctx.summary.counts.update(expired=-known, material_not_found=known)
     counts = ctx.summary.counts - before
-    entry = ledger.finished(ledger.closing(prev, hour, shard), counts, Counter(), run.progress.total or 0,
+    entry = ledger.finished(ledger.closing(prev, scope), counts, Counter(), run.progress.total or 0,
                             clean=True, recovered=recovered, produced=0, now=ctx.clock.now(), window_closed=True)
     entry["state"] = ledger.DONE if entry["state"] == ledger.DONE else ledger.EXPIRED
-    await store.put_ledger(hour.date, hour.hour, entry, shard.suffix, fence)
+    await store.put_ledger(scope, entry, fence)
     return entry
 
 
-async def _prepare(ctx: PushContext, options, hour: Hour, fence: Any = None, closed: bool = False) -> PushRun:
-    """The hour's run: its users counted, sorter, cards, live resolver, deadline (`closed`: already past,
-    the expiry pass)."""
-    settings, summary = ctx.settings, ctx.summary
-    total = await ctx.conns.starrocks.count(user_query(settings, options))
+async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed: bool = False) -> PushRun:
+    """The scope's hour's run: its users' query and count, sorter, cards, live resolver, deadline
+    (`closed`: already past, the expiry pass)."""
+    settings, summary, options = ctx.settings, ctx.summary, ctx.options
+    query = UserQuery.of(settings, scope)
+    total = await ctx.conns.starrocks.count(query)
     summary.total = (summary.total or 0) + total
     if not closed:
-        event(log, "push.start", date=options.date, hour=options.hour, users=total, dry_run=options.dry_run,
+        event(log, "push.start", date=scope.date, hour=scope.hour, users=total, dry_run=options.dry_run,
               force=options.force, on_miss=options.on_miss)
     progress = Progress(JOB, settings.push.progress_interval_seconds, total)
-    sorter = Sorter(options.date, options.hour, options.force, summary.counts,
+    sorter = Sorter(scope.date, scope.hour, options.force, summary.counts,
                     settings.push.miss_log_limit, progress.advance,
                     name=summary.name if options.on_miss == "skip" else None, alerts=not closed)
     live = None
     if options.on_miss == "live":
-        live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, date=options.date,
+        live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, date=scope.date,
                             budget=settings.push.live_budget, concurrency=settings.push.concurrency,
                             failures=summary.failures, write=not options.dry_run)
     materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency)
     timed = not (options.allow_late or options.dry_run)
-    deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(hour)) if timed else None
+    deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
-    return PushRun(ctx, options, progress, sorter, materials, live,
-                   expires_at(ctx.schedule, hour.date, hour.hour, late_from), deadline, fence=fence)
+    return PushRun(ctx, scope, query, progress, sorter, materials, live,
+                   expires_at(ctx.schedule, scope.date, scope.hour, late_from), Window(deadline),
+                   sink=None if closed else _new_sink(ctx, scope, fence), fence=fence)
 
 
-def user_query(settings: Settings, options) -> UserQuery:
-    """The users of the options' date and hour (and shard)."""
-    return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, options.date),
-                     hour=options.hour, shard=options.shard.sql())
+def _new_sink(ctx: PushContext, scope: RunScope, fence: Any) -> Delivery | DryRunSink:
+    """The hour's sink: the dry run's printer, else Kafka delivery marking the scope's date's users sent."""
+    if ctx.options.dry_run:
+        return DryRunSink(ctx.stream)
+    return Delivery(ctx.conns.producer, ctx.settings.kafka.topic, ctx.conns.store, scope.date,
+                    ctx.settings.redis.batch_size, fence)
 
 
 def _collect(run: PushRun) -> None:
@@ -227,9 +248,9 @@ def _collect(run: PushRun) -> None:
         for key, value in run.sink.details().items():
             summary.extra[key] = summary.extra.get(key, 0) + value
     if isinstance(run.sink, Delivery) and run.sink.undelivered:
-        summary.failures["undelivered"] += run.sink.undelivered
+        summary.failures[UNDELIVERED] += run.sink.undelivered
         for reason, uid in run.sink.failed_uids:
-            summary.name(f"undelivered_{reason}", uid)
+            summary.name(undelivered(reason), uid)
     for uid in getattr(run.sink, "oversize", ()):  # refused by produce() for its size: never produced
         summary.failures[OVERSIZE_MESSAGE] += 1
         summary.name(OVERSIZE_MESSAGE, uid)
@@ -238,27 +259,25 @@ def _collect(run: PushRun) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _sink(run: PushRun) -> AsyncIterator[Any]:
-    if run.options.dry_run:
-        printer = DryRunSink(run.ctx.stream)
+async def _sink(run: PushRun) -> AsyncIterator[None]:
+    """The sink at work around the pipeline: the printer flushed at the end; Kafka delivery with its pump,
+    marker writer and bounded finish (`delivering`)."""
+    if isinstance(run.sink, DryRunSink):
         try:
-            yield printer
+            yield
         finally:
-            printer.flush()
+            run.sink.flush()
         return
-    delivery = Delivery(run.ctx.conns.producer, run.settings.kafka.topic, run.ctx.conns.store,
-                        run.options.date, run.settings.redis.batch_size, run.fence)
-    async with delivering(delivery, run.settings.push.flush_timeout_seconds,
-                          stop_early=lambda: run.shutdown.force.cancel_called) as sink:
-        yield sink
+    async with delivering(run.sink, run.settings.push.flush_timeout_seconds,
+                          stop_early=lambda: run.shutdown.force.cancel_called):
+        yield
 
 
 async def _send_all(run: PushRun) -> None:
     """The pipeline under the sink, with progress, the grace period after a signal, and force-stop
     (`shutdown.force` is entered once per hour the run handles: an anyio scope may be re-entered after it
     exits; once it has been cancelled the run is stopping and starts no further hour)."""
-    async with _sink(run) as sink:
-        run.sink = sink
+    async with _sink(run):
         with run.shutdown.force:
             async with runtime.task_group() as tg:
                 tg.start_soon(run.progress.run)
@@ -290,14 +309,14 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
     markers and the lock in one round trip, sorted; hits whose card is already known are finished right
     here, the others go to the workers, which fetch the card; once the window has closed, every hit is
     counted expired (`send` is None only then: the expiry pass)."""
-    batch, store, query = run.settings.redis.batch_size, run.ctx.conns.store, user_query(run.settings, run.options)
+    batch, store, query = run.settings.redis.batch_size, run.ctx.conns.store, run.query
     async for page in run.ctx.conns.starrocks.users(query):
         earlier = await _earlier(run, query, page)
         for start in range(0, len(page), batch):
             if run.shutdown.stopping:
                 return
             users = page[start:start + batch]
-            values, sent = await store.get_push_state(run.options.date, [u.uid for u in users], run.fence)
+            values, sent = await store.get_push_state(run.scope.date, [u.uid for u in users], run.fence)
             hits, missing = run.sorter.sort(users, values, sent, earlier)
             hits += await _resolve_missing(run, missing)
             for hit in hits:
@@ -313,9 +332,9 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
 async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[str]:
     """The uids of the page with a row at an earlier hour of the date: that hour's users (one point-lookup
     query per page; none for hour 0)."""
-    if run.options.hour == 0 or not page:
+    if run.scope.hour == 0 or not page:
         return set()
-    return await run.ctx.conns.starrocks.earlier(query, run.options.hour, [user.uid for user in page])
+    return await run.ctx.conns.starrocks.earlier(query, run.scope.hour, [user.uid for user in page])
 
 
 async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
@@ -329,8 +348,8 @@ async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
     async with receive:
         async for hit in receive:
             if run.shutdown.stopping:
-                run.summary.counts["not_processed"] += 1  # stop taking new users; the rerun sends them
-                run.summary.name("not_processed", hit.user.uid)
+                run.summary.counts[NOT_PROCESSED] += 1  # stop taking new users; the rerun sends them
+                run.summary.name(NOT_PROCESSED, hit.user.uid)
             elif not _expired(run, hit):
                 await _push_one(run, hit)
 
@@ -339,8 +358,8 @@ def _expired(run: PushRun, hit: Hit) -> bool:
     """True, counting the user expired, once the hour's window has closed: nothing more is sent."""
     if not run.window_closed():
         return False
-    run.summary.counts["expired"] += 1
-    run.summary.name("expired", hit.user.uid)
+    run.summary.counts[EXPIRED] += 1
+    run.summary.name(EXPIRED, hit.user.uid)
     run.progress.advance(1)
     return True
 
@@ -358,14 +377,15 @@ async def _push_one(run: PushRun, hit: Hit) -> None:
 async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> None:
     """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
     if error is not None:
-        run.summary.failures[f"material_{error.reason}"] += 1
-        run.summary.name(f"material_{error.reason}", hit.user.uid)
+        reason = material_failure(error.reason)
+        run.summary.failures[reason] += 1
+        run.summary.name(reason, hit.user.uid)
     elif material is None:
         run.summary.counts["material_not_found"] += 1
     elif _expired(run, hit):
         return
     else:
-        message = build_message(hit.user, hit.value, material, date=run.options.date, hour=run.options.hour,
-                                clock=run.ctx.clock, expires=run.expires)
-        await run.sink.send(hit.user.uid, message["msg_id"], encode(message))
+        message = PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
+                                    clock=run.ctx.clock, expires=run.expires)
+        await run.sink.send(hit.user.uid, message.msg_id, message.encode())
     run.progress.advance(1)

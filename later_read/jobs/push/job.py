@@ -24,13 +24,12 @@ exits with the worst (7 over 1 over 0).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from later_read import ledger
-from later_read.clock import Clock
-from later_read.config import Settings
+from later_read.core import ledger
+from later_read.core.clock import Clock
+from later_read.config.settings import Settings
 from later_read.connections import PushConnections, open_push
 from later_read.errors import LaterReadError, UsageError
 from later_read.inputs import parse_date
@@ -38,13 +37,13 @@ from later_read.jobs.lifecycle import run_job
 from later_read.jobs.progress import check_report_path
 from later_read.jobs.push import day_run
 from later_read.jobs.push.hour import JOB, PushContext
-from later_read.keys import Keys
+from later_read.store.keys import Keys
 from later_read.log import alert, get_logger
 from later_read.runtime import Shutdown
-from later_read.saving import peak_calls_saved, with_old_flow
-from later_read.schedule import Hour, Schedule
-from later_read.shard import Shard, parse_shard
-from later_read.summary import Summary
+from later_read.jobs.saving import peak_calls_saved, with_old_flow
+from later_read.core.schedule import Hour, Schedule
+from later_read.core.scope import RunScope, parse_shard
+from later_read.jobs.summary import Summary
 
 log = get_logger("push")
 
@@ -67,8 +66,7 @@ STATUS_RANK = ("ok", "failures", "expired", "interrupted")  # a run of several h
 
 @dataclass(frozen=True)
 class PushOptions:
-    date: str
-    hour: int
+    scope: RunScope            # the own hour (date, hour) and the shard
     dry_run: bool
     output: str | None
     force: bool
@@ -76,7 +74,6 @@ class PushOptions:
     report_path: str | None
     lock_wait: float
     wait_seconds: float = 0.0  # for the prewarm's marker (jobs/push/wait.py)
-    shard: Shard = Shard.whole()
     scheduled: bool = False    # no --date/--hour: expire and catch up earlier hours first (day_run.py)
     allow_late: bool = False   # --allow-late: send an hour whose window has closed
     clock: Clock | None = None  # --now, else the wall clock
@@ -89,18 +86,18 @@ def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run:
     """The `push` command: check the options, run the hour(s), return the exit code."""
     options = push_options(settings, date=date, hour=hour, dry_run=dry_run, output=output, force=force,
                            on_miss=on_miss, report_path=report_path, lock_wait=lock_wait, wait=wait, now=now,
-                           allow_late=allow_late)
-    options = dataclasses.replace(options, shard=parse_shard(shard, settings.shards.count))
+                           allow_late=allow_late, shard=shard)
     return run_job(PushJob(settings, options))
 
 
 def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
                  output: str | None, force: bool, on_miss: str, report_path: str | None,
                  lock_wait: float | None = None, wait: float | None = None, now: str | None = None,
-                 allow_late: bool = False) -> PushOptions:
-    """Checked options. Without --date and --hour the run is scheduled: date and hour are one reading of
-    the clock (`now`, else the wall clock) in the configured zone; either given, the run is that hour,
-    refused when its window has closed unless `allow_late` (a dry run is never refused: it sends nothing).
+                 allow_late: bool = False, shard: str | None = None) -> PushOptions:
+    """Checked options, the run's scope built once. Without --date and --hour the run is scheduled: date
+    and hour are one reading of the clock (`now`, else the wall clock) in the configured zone; either
+    given, the run is that hour, refused when its window has closed unless `allow_late` (a dry run is never
+    refused: it sends nothing). The shard: `shard` (--shard K/N), else JOB_COMPLETION_INDEX (core/scope.py).
     The wait for the prewarm: `wait`, else the config's (0 for a dry run: it must not block)."""
     if output is not None and not dry_run:
         raise UsageError("--output only goes with --dry-run (a real run sends to Kafka); add --dry-run")
@@ -123,7 +120,8 @@ def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_
     if wait is not None and wait < 0:
         raise UsageError(f"--wait: expected seconds >= 0, got {wait:g}")
     wait_seconds = wait if wait is not None else 0.0 if dry_run else settings.push.wait_for_prewarm_seconds
-    return PushOptions(target.date, target.hour, dry_run, output, force, on_miss, report_path,
+    scope = RunScope(target.date, target.hour, parse_shard(shard, settings.shards.count))
+    return PushOptions(scope, dry_run, output, force, on_miss, report_path,
                        settings.lock.wait_seconds if lock_wait is None else lock_wait, wait_seconds,
                        scheduled=scheduled, allow_late=allow_late, clock=clock)
 
@@ -137,10 +135,10 @@ class PushJob:
 
     def __init__(self, settings: Settings, options: PushOptions) -> None:
         self.settings, self.options = settings, options
-        self.report_path, self.lock_wait, self.shard = options.report_path, options.lock_wait, options.shard
-        self.summary = Summary(JOB, options.date, options.hour)
+        self.report_path, self.lock_wait, self.scope = options.report_path, options.lock_wait, options.scope
+        self.summary = Summary(JOB, options.scope.date, options.scope.hour)
         self.summary.extra.update(dry_run=options.dry_run, force=options.force, on_miss=options.on_miss,
-                                  shard=options.shard.label, scheduled=options.scheduled,
+                                  shard=options.scope.shard.label, scheduled=options.scheduled,
                                   allow_late=options.allow_late,
                                   topic=None if options.dry_run else settings.kafka.topic)
         self.stream: Any = None
@@ -156,10 +154,7 @@ class PushJob:
 
     def lock(self) -> tuple[str, str] | None:
         """The own hour's lock (a scheduled run takes the lock of each earlier hour it handles itself)."""
-        o = self.options
-        shard = f" shard {o.shard.label}" if o.shard.sharded else ""
-        return None if o.dry_run else (Keys.lock(JOB, o.date, o.hour, o.shard.suffix),
-                                       f"push run for {o.date} hour {o.hour}{shard}")
+        return None if self.options.dry_run else (Keys.lock(JOB, self.scope), self.scope.describe(JOB))
 
     async def work(self, conns: PushConnections, shutdown: Shutdown) -> str:
         """The run's hours (the own one; for a scheduled run, those before it first); the worst status.
@@ -173,7 +168,7 @@ class PushJob:
             if options.scheduled:
                 statuses = await day_run.run_scheduled(ctx)
             else:
-                statuses = [await day_run.run_hour(ctx, Hour(options.date, options.hour))]
+                statuses = [await day_run.run_hour(ctx, options.scope.slot)]
         finally:
             _conclude_services(ctx)
         if not options.dry_run:
@@ -190,8 +185,8 @@ class PushJob:
     def alert(self, error: BaseException | None) -> None:
         """The push's closing alert: only an interrupted run needs one (the others have their own lines)."""
         if self.summary.status == "interrupted" and self.shutdown is not None:
-            alert(log, "push.interrupted", signal=self.shutdown.signal_name, date=self.options.date,
-                  hour=self.options.hour, fix="rerun the same hour: users already sent are skipped")
+            alert(log, "push.interrupted", signal=self.shutdown.signal_name, date=self.scope.date,
+                  hour=self.scope.hour, fix="rerun the same hour: users already sent are skipped")
 
 
 def _open_output(stack: contextlib.ExitStack, options: PushOptions):

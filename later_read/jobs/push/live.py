@@ -16,14 +16,15 @@ from typing import Sequence
 import anyio
 
 from later_read import runtime
-from later_read.value_codec import CachedValue, encode
+from later_read.core.counts import live_failure
+from later_read.core.value import CachedValue, encode
 from later_read.connections import Services
 from later_read.errors import ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.log import alert, get_logger
 from later_read.store import Store
-from later_read.users import TaskUser
+from later_read.core.users import TaskUser
 
 log = get_logger("push")
 
@@ -60,7 +61,7 @@ class LiveResolver:
             try:
                 results[user.uid] = await decide(self.services, user.uid, user.project, self.date)
             except ServiceError as exc:
-                self.failures[f"live_{exc.service}_{exc.reason}"] += 1
+                self.failures[live_failure(exc.service, exc.reason)] += 1
                 self.sorter.advance(1)
 
     def _over_budget(self, skipped: int) -> None:

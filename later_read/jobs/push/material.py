@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import anyio
 
-from later_read.value_codec import CachedValue
+from later_read.core.value import CachedValue
 from later_read.clients.material import Material, MaterialClient
 from later_read.errors import ServiceError
 

@@ -12,7 +12,7 @@ send them again. So every push run of a (date, hour), and `rerun UID`, goes thro
 
 and the run calls `end` with the entry it ends with, clean only when every produced message is confirmed
 and marked (no purged or failed delivery whose fate is unknown). With the hour's lock as `fence`, the start
-record, the entries and the recovered markers are written only while the run holds it (fencing.py). The
+record, the entries and the recovered markers are written only while the run holds it (store/fencing.py). The
 read is bounded by what was written to the topic since the hour's first run started (that hour's messages,
 and whatever else shares the topic meanwhile), not by the topic's size; a finished hour costs two Redis
 GETs. Why this and not a
@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 import anyio
-import orjson
 
-from later_read import ledger
+from later_read.core import ledger
+from later_read.core.message import BadMessage, PushMessage
 from later_read.clients import kafka_topic
-from later_read.config import KafkaSettings
+from later_read.config.settings import KafkaSettings
 from later_read.errors import KafkaUnavailable
-from later_read.fencing import Fence
+from later_read.store.fencing import Fence
 from later_read.log import alert, get_logger
-from later_read.shard import Shard
+from later_read.core.scope import RunScope
 from later_read.store import Store
 
 log = get_logger("push")
@@ -50,11 +50,9 @@ MARKER_BATCH = 1000  # sent markers per Redis call while recovering
 
 @dataclass
 class HourRun:
-    """What `begin` found and did for one (date, hour[, shard])."""
+    """What `begin` found and did for one (date, hour[, shard]): the `scope`."""
 
-    date: str
-    hour: int
-    suffix: str
+    scope: RunScope
     start: dict
     entry: dict | None           # the ledger entry found (before this run marked the hour unfinished)
     recovered: int | None = None  # users marked sent from the topic; None: no recovery was needed
@@ -67,54 +65,52 @@ class HourRun:
         return ledger.is_clean(self.entry)
 
 
-async def begin(store: Store, kafka: KafkaSettings, date: str, hour: int, shard: Shard = Shard.whole(),
+async def begin(store: Store, kafka: KafkaSettings, scope: RunScope,
                 mark: Callable[[dict | None], dict | None] = ledger.unclean, fence: Fence | None = None) -> HourRun:
-    """Recover an unfinished earlier run of the hour, record where this run starts, then write
+    """Recover an unfinished earlier run of the scope's hour, record where this run starts, then write
     `mark(entry found)` as the hour's ledger entry (unclean; None writes nothing); every write fenced by
     `fence`, the hour's lock, when given."""
-    suffix = shard.suffix
-    start, entry = await store.get_push_run(date, hour, suffix)
-    run = HourRun(date, hour, suffix, start or {}, entry, fence=fence)
+    start, entry = await store.get_push_run(scope)
+    run = HourRun(scope, start or {}, entry, fence=fence)
     if start is not None and not run.was_finished:
-        run.recovered, run.recovered_of_hour = await recover(store, kafka, date, hour, start, shard, fence)
+        run.recovered, run.recovered_of_hour = await recover(store, kafka, scope, start, fence)
     if start is None:
         offsets = await anyio.to_thread.run_sync(kafka_topic.end_offsets, kafka, kafka.topic,
                                                  OFFSETS_TIMEOUT_SECONDS)
         run.start = {"topic": kafka.topic, "offsets": {str(p): o for p, o in sorted(offsets.items())},
                      "at": round(time.time(), 3)}
-        if not await store.put_push_start(date, hour, run.start, suffix, fence):
+        if not await store.put_push_start(scope, run.start, fence):
             # Another run recorded a start meanwhile (only possible without the lock, e.g. `rerun`).
-            run.start = (await store.get_push_run(date, hour, suffix))[0] or run.start
-            run.recovered, run.recovered_of_hour = await recover(store, kafka, date, hour, run.start, shard,
-                                                                 fence)
+            run.start = (await store.get_push_run(scope))[0] or run.start
+            run.recovered, run.recovered_of_hour = await recover(store, kafka, scope, run.start, fence)
     run.written = mark(entry)
     if run.written is not None:
-        await store.put_ledger(date, hour, run.written, suffix, fence)
+        await store.put_ledger(scope, run.written, fence)
     return run
 
 
 async def end(store: Store, run: HourRun, entry: dict | None) -> None:
     """The run stopped: write the hour's ledger entry (clean only if every delivery is known), fenced."""
     if entry is not None:
-        await store.put_ledger(run.date, run.hour, entry, run.suffix, run.fence)
+        await store.put_ledger(run.scope, entry, run.fence)
 
 
-async def recover_if_unfinished(store: Store, kafka: KafkaSettings, date: str, hour: int,
-                                shard: Shard = Shard.whole()) -> int | None:
-    """`recover` when the hour has a start record and its ledger entry is not clean; None when nothing
-    to do."""
-    start, entry = await store.get_push_run(date, hour, shard.suffix)
+async def recover_if_unfinished(store: Store, kafka: KafkaSettings, scope: RunScope) -> int | None:
+    """`recover` when the scope's hour has a start record and its ledger entry is not clean; None when
+    nothing to do."""
+    start, entry = await store.get_push_run(scope)
     if start is None or ledger.is_clean(entry):
         return None
-    return (await recover(store, kafka, date, hour, start, shard))[0]
+    return (await recover(store, kafka, scope, start))[0]
 
 
-async def recover(store: Store, kafka: KafkaSettings, date: str, hour: int, start: dict,
-                  shard: Shard = Shard.whole(), fence: Fence | None = None) -> tuple[int, int]:
+async def recover(store: Store, kafka: KafkaSettings, scope: RunScope, start: dict,
+                  fence: Fence | None = None) -> tuple[int, int]:
     """Read the topic from `start`'s offsets to its end; write the sent marker of every user with a
-    message of `date` there. (users marked, messages among them of this hour whose user is in `shard`).
-    KafkaUnavailable if it cannot read."""
+    message of the scope's date there. (users marked, messages among them of the scope's hour whose user
+    is in its shard). KafkaUnavailable if it cannot read."""
     began = time.monotonic()
+    date, hour, shard = scope.date, scope.hour, scope.shard
     topic, offsets = _parse_start(start, date, hour)
     found, read, foreign = await anyio.to_thread.run_sync(_collect, kafka, topic, offsets, date)
     items = sorted((uid, msg_id) for uid, (msg_id, _) in found.items())
@@ -154,14 +150,12 @@ def _collect(kafka: KafkaSettings, topic: str, offsets: dict[int, int], date: st
 
 
 def _message_of(value: bytes | None, date: str) -> tuple[str, str, object] | None:
-    """(uid, msg_id, push_hour) of a push message of `date`; None for anything else sharing the topic."""
+    """(uid, msg_id, push_hour) of a push message of `date` (core/message.py); None for anything else
+    sharing the topic."""
     try:
-        body = orjson.loads(value) if value else None
-    except orjson.JSONDecodeError:
+        message = PushMessage.decode(value)
+    except BadMessage:
         return None
-    if not isinstance(body, dict) or body.get("push_date") != date:
+    if message.push_date != date or not isinstance(message.source_uid, str):
         return None
-    uid, msg_id = body.get("source_uid"), body.get("msg_id")
-    if not isinstance(uid, str) or not isinstance(msg_id, str):
-        return None
-    return uid, msg_id, body.get("push_hour")
+    return message.source_uid, message.msg_id, message.push_hour

@@ -14,6 +14,7 @@ from __future__ import annotations
 import anyio
 
 from later_read.connections import PushConnections
+from later_read.core.scope import RunScope
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
 
@@ -23,17 +24,18 @@ PROGRESS_SECONDS = 5.0   # one line every 5 s while waiting: alive, without floo
 log = get_logger("push")
 
 
-async def wait_for_prewarm(conns: PushConnections, date: str, hour: int, wait_seconds: float,
-                           shutdown: Shutdown, shards: int = 1) -> dict | None:
-    """The marker that lets hour `hour` go (the hour's, else the day's), waiting up to `wait_seconds`.
-    With `shards` > 1 the prewarm ran as that many shards: an hour (a day) is ready when every shard's
-    marker for it is there (or the unsharded one).
+async def wait_for_prewarm(conns: PushConnections, scope: RunScope, wait_seconds: float,
+                           shutdown: Shutdown) -> dict | None:
+    """The marker that lets the scope's hour go (the hour's, else the day's), waiting up to `wait_seconds`.
+    With the scope sharded the prewarm ran as its split's shards: an hour (a day) is ready when every
+    shard's marker for it is there (or the unsharded one).
 
     None when neither appeared in time (alerted): whatever the prewarm wrote is still pushed, and every
     user it did not reach is counted (and alerted) as a miss.
     """
+    date, hour = scope.date, scope.hour
     started = anyio.current_time()
-    marker, ready = await _poll(conns, date, hour, shards)
+    marker, ready = await _poll(conns, scope)
     last_line = started - PROGRESS_SECONDS
     while marker is None and not shutdown.stopping and anyio.current_time() - started < wait_seconds:
         now = anyio.current_time()
@@ -43,7 +45,7 @@ async def wait_for_prewarm(conns: PushConnections, date: str, hour: int, wait_se
             last_line = now
         with anyio.move_on_after(min(POLL_SECONDS, max(wait_seconds - (now - started), 0))):
             await shutdown.requested.wait()
-        marker, ready = await _poll(conns, date, hour, shards)
+        marker, ready = await _poll(conns, scope)
     waited = round(anyio.current_time() - started, 1)
     if marker is None and not shutdown.stopping:
         alert(log, "push.prewarm_unfinished", date=date, hour=hour, waited_seconds=waited, hours_ready=ready,
@@ -53,9 +55,9 @@ async def wait_for_prewarm(conns: PushConnections, date: str, hour: int, wait_se
     return marker
 
 
-async def _poll(conns: PushConnections, date: str, hour: int, shards: int) -> tuple[dict | None, int]:
+async def _poll(conns: PushConnections, scope: RunScope) -> tuple[dict | None, int]:
     assert conns.store is not None
-    hour_marker, day_marker, ready = await conns.store.get_prewarm_ready(date, hour, shards)
+    hour_marker, day_marker, ready = await conns.store.get_prewarm_ready(scope)
     if hour_marker is not None:
         return {**hour_marker, "_which": "hour"}, ready
     if day_marker is not None:

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from later_read.keys import Keys
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 from later_read.sandbox.faults.checks import (Verdict, check_day, check_job, pushable_users,
                                               unmarked_deliveries)
 from later_read.sandbox.faults import schedule
@@ -78,7 +79,7 @@ def _signal_at(progress, signum: int, **bounds):
 
 def _kill_before_first(lab: Lab, day: Day, job: Job, rng: random.Random) -> None:
     """After the run recorded its start offsets (it holds the lock, recovery done), before any message."""
-    key = Keys.push_start(DATE, HOUR)
+    key = Keys.push_start(RunScope(DATE, HOUR))
     if lab.wait_for(lambda: bool(lab.redis_client().exists(key)), job):
         time.sleep(rng.uniform(0, 0.03))
         job.signal(signal.SIGKILL)
@@ -214,7 +215,7 @@ def _phase(lab: Lab, day: Day, job_name: str, fault: Fault | None, rng: random.R
 
 def _wait_for_lock(lab: Lab, job_name: str) -> None:
     """Exit 5 is already recorded against the run; wait the lock out so the invariants can be read."""
-    key = Keys.lock(job_name, DATE, HOUR if job_name == "push" else None)
+    key = Keys.lock(job_name, RunScope(DATE, HOUR if job_name == "push" else None))
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while time.monotonic() < deadline and lab.redis_client().exists(key):
         time.sleep(0.5)

@@ -1,0 +1,140 @@
+"""The per-user Redis value: what the prewarm decided for a user on a date.
+
+Seed format `{"rec_id","rec_type","material_id","trace_id"}` plus `date` (the day it was computed
+for, so yesterday's value is never pushed today) and `outcome` (so the push can tell "looked at, nothing
+to send" from "never computed").
+
+What a stored value (or its absence) stands for on a date is decided here, once (`judge`), for the
+prewarm (done already?), the push (send, count, or miss), `show` and `rerun`:
+
+    ABSENT    no value under the key                        a miss
+    CORRUPT   does not parse, or a field over its bound     counted and alerted; recomputed by the prewarm
+    STALE     parses, computed for another date             a miss (yesterday's value is never pushed)
+    USABLE    parses, computed for the date                 its outcome: a recommendation is sent, the
+                                                            other outcomes are quiet (nothing to send)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import orjson
+
+from later_read.core.bounds import MAX_VALUE_BYTES, over
+from later_read.errors import CorruptValue
+
+# Outcomes stored in the per-user value. "rec" carries a recommendation; the other two tell the push
+# that the prewarm looked at the user and decided there is nothing to send (quiet, not a miss).
+OUTCOME_REC = "rec"
+OUTCOME_NOT_IN_EXPERIMENT = "not_in_experiment"
+OUTCOME_NO_RECOMMENDATION = "no_recommendation"
+OUTCOMES = (OUTCOME_REC, OUTCOME_NOT_IN_EXPERIMENT, OUTCOME_NO_RECOMMENDATION)
+# Each outcome in words, for people (`show`, `rerun`).
+MEANING = {
+    OUTCOME_REC: "a recommendation for the date: the push of the user's hour sends it once",
+    OUTCOME_NOT_IN_EXPERIMENT: "the prewarm looked: not in the experiment, nothing to send (quiet)",
+    OUTCOME_NO_RECOMMENDATION: "the prewarm looked: recommend had nothing, nothing to send (quiet)",
+}
+
+# A stored value's state for a date (`judge`).
+ABSENT, CORRUPT, STALE, USABLE = "absent", "corrupt", "stale", "usable"
+
+_REC_FIELDS = ("rec_id", "rec_type", "material_id")
+
+
+class CachedValue(NamedTuple):
+    """Immutable; a NamedTuple because the push builds one per user (a frozen dataclass costs 3x)."""
+
+    outcome: str
+    date: str | None
+    trace_id: str = ""
+    rec_id: str = ""
+    rec_type: str = ""
+    material_id: str = ""
+
+    @property
+    def is_rec(self) -> bool:
+        """A recommendation: the push sends it (the other outcomes have nothing to send)."""
+        return self.outcome == OUTCOME_REC
+
+    def usable_for(self, date: str) -> bool:
+        """Computed for `date` (else stale: another day's value is never served)."""
+        return self.date == date
+
+    def to_dict(self) -> dict:
+        data = {"outcome": self.outcome, "date": self.date, "trace_id": self.trace_id}
+        if self.is_rec:
+            data.update(rec_id=self.rec_id, rec_type=self.rec_type, material_id=self.material_id)
+        return data
+
+
+class Verdict(NamedTuple):
+    """What a stored value stands for on a date (`judge`)."""
+
+    state: str                       # ABSENT, CORRUPT, STALE or USABLE
+    value: CachedValue | None = None  # the parsed value (STALE, USABLE)
+    problem: str = ""                # what is wrong with it (CORRUPT)
+
+
+def judge(raw: bytes | None, date: str) -> Verdict:
+    """The stored value `raw` (None: absent) for `date`: absent, corrupt (why), stale or usable (the value)."""
+    if raw is None:
+        return Verdict(ABSENT)
+    try:
+        value = decode(raw)
+    except CorruptValue as exc:
+        return Verdict(CORRUPT, None, str(exc))
+    return Verdict(USABLE if value.usable_for(date) else STALE, value)
+
+
+def encode(value: CachedValue) -> bytes:
+    return orjson.dumps(value.to_dict())
+
+
+def decode(raw: bytes | str) -> CachedValue:
+    """Parse a stored value; anything unusable raises CorruptValue naming what is wrong. A value over
+    MAX_VALUE_BYTES is refused before it is parsed; a field over its bound (core/bounds.py) too."""
+    if len(raw) > MAX_VALUE_BYTES:
+        raise CorruptValue(f"{len(raw):,} bytes, over the {MAX_VALUE_BYTES:,}-byte bound of a value")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CorruptValue(f"not JSON: {_preview(raw)}") from None
+    if not isinstance(data, dict):
+        raise CorruptValue(f"not a JSON object: {_preview(raw)}")
+    outcome = data.get("outcome", OUTCOME_REC)  # the seed's Go job wrote no outcome
+    if outcome not in OUTCOMES:
+        raise CorruptValue(f"unknown outcome {outcome!r}")
+    date, trace_id = data.get("date"), data.get("trace_id", "")
+    if not isinstance(date, (str, type(None))) or not isinstance(trace_id, str):
+        raise CorruptValue(f"date/trace_id are not strings: {_preview(raw)}")
+    if outcome != OUTCOME_REC:
+        _bounded(("trace_id", trace_id))
+        return CachedValue(outcome, date, trace_id)
+    rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
+    if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str  # noqa: E721
+            and rec_id and rec_type and material_id):  # the common case, checked fast; else:
+        rec_id, rec_type, material_id = _rec_fields(data, raw)
+    _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
+    return CachedValue(outcome, date, trace_id, rec_id, rec_type, material_id)
+
+
+def _bounded(*fields: tuple[str, str]) -> None:
+    """CorruptValue when a field is over its bound: the prewarm never writes one (core/bounds.py)."""
+    for name, text in fields:
+        problem = over(name, text)
+        if problem is not None:
+            raise CorruptValue(problem)
+
+
+def _rec_fields(data: dict, raw: bytes | str) -> tuple[str, str, str]:
+    """rec_id, rec_type, material_id as strings (numbers are accepted and turned into strings)."""
+    rec = [data.get(name) for name in _REC_FIELDS]
+    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for v in rec):
+        raise CorruptValue(f"missing or empty {'/'.join(_REC_FIELDS)}: {_preview(raw)}")
+    return str(rec[0]), str(rec[1]), str(rec[2])
+
+
+def _preview(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return repr(text[:80])

@@ -1,0 +1,1 @@
+"""The on-call commands: `check`, `show`, `rerun`, `sent`, `day` (read-mostly; `rerun` walks one user)."""
