@@ -1,6 +1,6 @@
 """Shared fixtures: real servers (started lazily, once per session), the HTTP simulator, configs.
 
-Servers come from `later_read.sandbox.servers`; each can be an already-running one named by an
+Servers come from `later_read_sandbox.servers`; each can be an already-running one named by an
 environment variable (LATER_READ_TEST_REDIS_URL, LATER_READ_TEST_MYSQL, LATER_READ_TEST_KAFKA). A
 server that cannot start fails the test that needs it with a message saying what to install: a
 missing dependency is never a skip.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from later_read.sandbox import servers
-from later_read.sandbox.stack import render_toml
+from later_read_sandbox import servers
+from later_read_sandbox.stack import render_toml
 
 
 @contextmanager
@@ -65,7 +65,7 @@ def kafka_server() -> servers.KafkaServer:
 @pytest.fixture(scope="session")
 def simulator():
     """The downstream HTTP simulator (A/B, recommend, material) in its own process, for the session."""
-    from later_read.sandbox.simulator import SimulatorProcess
+    from later_read_sandbox.simulator import SimulatorProcess
 
     process = SimulatorProcess()
     try:
@@ -78,7 +78,7 @@ def simulator():
 @pytest.fixture
 def sim(simulator):
     """The session simulator with counters reset, and its knobs back to the defaults afterwards."""
-    from later_read.sandbox.simulator import SimulatorKnobs
+    from later_read_sandbox.simulator import SimulatorKnobs
 
     simulator.reset()
     yield simulator

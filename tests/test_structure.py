@@ -43,13 +43,13 @@ def test_prewarm_help_imports_no_sandbox_module():
     assert "Example:" in result.stdout
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
     assert "later_read.cli" in imported  # -X importtime did list the package's imports
-    assert [name for name in imported if name.startswith("later_read.sandbox")] == []
+    assert [name for name in imported if name.startswith("later_read_sandbox")] == []
 
 
 def test_prewarm_runs_without_loading_the_sandbox():
     """The job's whole import graph (not only --help): everything run_prewarm needs, then sys.modules."""
     code = ("import sys; import later_read.cli, later_read.jobs.prewarm, later_read.jobs.push, "
-            "later_read.oncall.rerun; print([m for m in sys.modules if m.startswith('later_read.sandbox')])")
+            "later_read.oncall.rerun; print([m for m in sys.modules if m.startswith('later_read_sandbox')])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

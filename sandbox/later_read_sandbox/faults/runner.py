@@ -11,8 +11,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Iterable
 
-from later_read.sandbox.faults.catalogue import FAULTS, Outcome, run_fault
-from later_read.sandbox.faults.lab import Lab
+from later_read_sandbox.faults.catalogue import FAULTS, Outcome, run_fault
+from later_read_sandbox.faults.lab import Lab
 
 SHORT_USERS = 1500   # each fault once at this size: a few minutes for the whole catalogue
 FULL_USERS = 2500

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import orjson
 
-from later_read.sandbox.simulator.knobs import ServiceKnobs
+from later_read_sandbox.simulator.knobs import ServiceKnobs
 
 PLACEHOLDER = "\x00hostile\x00"
 TRICKLE_STEP_SECONDS = 0.05

@@ -1,5 +1,5 @@
 """The simulator's server: `serve()` (in the current event loop), `RunningSimulator`, the click command
-(`later-read sandbox simulator`, `python -m later_read.sandbox.simulator`)."""
+(`later-read sandbox simulator`, `python -m later_read_sandbox.simulator`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import click
 import orjson
 
-from later_read.sandbox.simulator.app import SimulatorApp
-from later_read.sandbox.simulator.http import HttpConnection, ResponseHeads
-from later_read.sandbox.simulator.knobs import KnobError, SimulatorKnobs
-from later_read.sandbox.simulator.timer import Clock, precise_clock
+from later_read_sandbox.simulator.app import SimulatorApp
+from later_read_sandbox.simulator.http import HttpConnection, ResponseHeads
+from later_read_sandbox.simulator.knobs import KnobError, SimulatorKnobs
+from later_read_sandbox.simulator.timer import Clock, precise_clock
 
 
 

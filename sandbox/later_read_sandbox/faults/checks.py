@@ -25,12 +25,12 @@ import orjson
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read.sandbox import seed as seeding
-from later_read.sandbox.faults.lab import DATE, KNOBS, Day, Job, Lab
-from later_read.sandbox.simulator import SimulatorKnobs
-from later_read.sandbox.simulator.oracle import Oracle
-from later_read.sandbox.stack import DEFAULT_TASKS
-from later_read.sandbox.topic import read_topic
+from later_read_sandbox import seed as seeding
+from later_read_sandbox.faults.lab import DATE, KNOBS, Day, Job, Lab
+from later_read_sandbox.simulator import SimulatorKnobs
+from later_read_sandbox.simulator.oracle import Oracle
+from later_read_sandbox.stack import DEFAULT_TASKS
+from later_read_sandbox.topic import read_topic
 from later_read.core.value import CachedValue, decode
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 8}  # README "Exit codes"; 70 is a bug by definition

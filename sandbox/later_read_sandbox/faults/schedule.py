@@ -30,8 +30,8 @@ import time
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from later_read.sandbox.faults.checks import first_hours, oracle
-from later_read.sandbox.faults.lab import DATE, Day, Job, Lab
+from later_read_sandbox.faults.checks import first_hours, oracle
+from later_read_sandbox.faults.lab import DATE, Day, Job, Lab
 
 ZONE = ZoneInfo("Asia/Shanghai")  # the lab's configured timezone (the shipped default)
 HOURS = (8, 9, 10)

@@ -27,10 +27,10 @@ from typing import Callable
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from later_read.sandbox import seed as seeding
-from later_read.sandbox import servers
-from later_read.sandbox.simulator import SimulatorKnobs, SimulatorProcess
-from later_read.sandbox.stack import DEFAULT_TASKS, config_dict, render_toml
+from later_read_sandbox import seed as seeding
+from later_read_sandbox import servers
+from later_read_sandbox.simulator import SimulatorKnobs, SimulatorProcess
+from later_read_sandbox.stack import DEFAULT_TASKS, config_dict, render_toml
 
 DATE = "20261123"
 HOUR = 9

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import quote, urlsplit
 
-from later_read.sandbox.servers.process import (REDIS_ENV, LocalServer, ServerUnavailable, free_port, port_open,
+from later_read_sandbox.servers.process import (REDIS_ENV, LocalServer, ServerUnavailable, free_port, port_open,
                                                 require_program)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hashlib import blake2b
 from typing import Any
 
-from later_read.sandbox.simulator.knobs import SimulatorKnobs
+from later_read_sandbox.simulator.knobs import SimulatorKnobs
 from later_read.core.value import CachedValue
 
 REC_TYPES = ("book", "serial", "audiobook")

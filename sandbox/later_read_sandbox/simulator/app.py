@@ -24,12 +24,12 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from later_read.sandbox.simulator.capacity import Station
-from later_read.sandbox.simulator.hostile import HostileReplies
-from later_read.sandbox.simulator.knobs import SERVICES, KnobError, ServiceKnobs, SimulatorKnobs
-from later_read.sandbox.simulator.oracle import Oracle
-from later_read.sandbox.simulator.stats import EndpointStats, SimulatorStats
-from later_read.sandbox.simulator.timer import Clock
+from later_read_sandbox.simulator.capacity import Station
+from later_read_sandbox.simulator.hostile import HostileReplies
+from later_read_sandbox.simulator.knobs import SERVICES, KnobError, ServiceKnobs, SimulatorKnobs
+from later_read_sandbox.simulator.oracle import Oracle
+from later_read_sandbox.simulator.stats import EndpointStats, SimulatorStats
+from later_read_sandbox.simulator.timer import Clock
 
 SERVICE_PATHS = {b"/v1/ab/assign": "ab", b"/v1/rec/get": "rec", b"/v1/material/get": "material"}
 NO_REC_BODY = orjson.dumps({"error": "no recommendation"})

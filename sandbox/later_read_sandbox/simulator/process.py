@@ -20,9 +20,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from later_read.sandbox.servers import death_signal_setter
-from later_read.sandbox.simulator.knobs import KnobError, SimulatorKnobs
-from later_read.sandbox.simulator.oracle import Oracle
+from later_read_sandbox.servers import death_signal_setter
+from later_read_sandbox.simulator.knobs import KnobError, SimulatorKnobs
+from later_read_sandbox.simulator.oracle import Oracle
 from later_read.core.value import CachedValue
 
 START_TIMEOUT_SECONDS = 15.0
@@ -39,7 +39,7 @@ class SimulatorError(RuntimeError):
 
 
 class SimulatorProcess:
-    """`python -m later_read.sandbox.simulator` in a child process; use as a context manager."""
+    """`python -m later_read_sandbox.simulator` in a child process; use as a context manager."""
 
     def __init__(self, knobs: SimulatorKnobs | None = None, port: int = 0, cpu: int | None = None) -> None:
         self.knobs = knobs if knobs is not None else SimulatorKnobs()
@@ -51,7 +51,7 @@ class SimulatorProcess:
 
     # Lifecycle -----------------------------------------------------------------------------------
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "later_read.sandbox.simulator", "--port", str(self.port),
+        command = [sys.executable, "-m", "later_read_sandbox.simulator", "--port", str(self.port),
                    "--config-json", json.dumps(self.knobs.to_dict())]
         return command + (["--cpu", str(self.cpu)] if self.cpu is not None else [])
 

@@ -17,10 +17,10 @@ import time
 import traceback
 from http import HTTPStatus
 
-from later_read.sandbox.simulator.app import Reply, SimulatorApp, error
-from later_read.sandbox.simulator.capacity import Station
-from later_read.sandbox.simulator.hostile import Trickle
-from later_read.sandbox.simulator.timer import Clock
+from later_read_sandbox.simulator.app import Reply, SimulatorApp, error
+from later_read_sandbox.simulator.capacity import Station
+from later_read_sandbox.simulator.hostile import Trickle
+from later_read_sandbox.simulator.timer import Clock
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from later_read.config.settings import ENV_CONFIG_PATH, Settings, load_settings
 from later_read.errors import UsageError
-from later_read.sandbox.servers import started_servers
+from later_read_sandbox.servers import started_servers
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

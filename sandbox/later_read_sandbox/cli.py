@@ -22,8 +22,8 @@ import click
 from later_read.config.settings import ENV_CONFIG_PATH, load_settings
 from later_read.errors import EXIT_DEPENDENCY, UsageError
 from later_read.inputs import parse_date
-from later_read.sandbox.guard import sandbox_settings
-from later_read.sandbox.simulator import simulator_command
+from later_read_sandbox.guard import sandbox_settings
+from later_read_sandbox.simulator import simulator_command
 
 UP_POLL_SECONDS = 1.0  # `sandbox up` notices a dead server within a second
 
@@ -61,7 +61,7 @@ def seed(users: int, date: str | None, seed: int, both_ratio: float, config_path
     Example:
         later-read sandbox seed --users 50000 --date 20261123 --config sandbox.toml
     """
-    from later_read.sandbox.seed import open_seed_connection, seed_day
+    from later_read_sandbox.seed import open_seed_connection, seed_day
 
     settings = sandbox_settings(config_path, "seed")
     day = parse_date(date, settings.zone)
@@ -86,7 +86,7 @@ def up(users: int, config_out: str) -> None:
     Example:
         later-read sandbox up --users 20000 --config-out /tmp/sandbox.toml
     """
-    from later_read.sandbox.stack import Stack
+    from later_read_sandbox.stack import Stack
 
     _check_overwrite(Path(config_out))
     with Stack(own_servers=True) as stack:
@@ -114,7 +114,7 @@ def demo(users: int) -> None:
     Example:
         later-read sandbox demo --users 5000
     """
-    from later_read.sandbox.stack import Stack
+    from later_read_sandbox.stack import Stack
 
     with tempfile.TemporaryDirectory(prefix="later-read-demo-") as tmp, Stack(own_servers=True) as stack:
         path = stack.write_config(Path(tmp) / "config.toml")
@@ -161,7 +161,7 @@ def _show_topic(stack) -> None:
     """Count the topic's messages and print one, to show what the push produced."""
     import orjson
 
-    from later_read.sandbox.topic import read_topic
+    from later_read_sandbox.topic import read_topic
 
     messages = read_topic(stack.kafka.bootstrap, stack.topic)
     ids = {m.value["msg_id"] for m in messages}
@@ -173,7 +173,7 @@ def _show_topic(stack) -> None:
 def _got_it_twice(stack, config_path: Path, hour: int) -> None:
     """On-call's "I got it twice": send one user's message again (`rerun --force`), then find the copy
     with `later-read sent`."""
-    from later_read.sandbox.topic import read_topic
+    from later_read_sandbox.topic import read_topic
 
     messages = read_topic(stack.kafka.bootstrap, stack.topic)
     if not messages:
@@ -197,7 +197,7 @@ def fetch_kafka() -> None:
     Example:
         later-read sandbox fetch-kafka
     """
-    from later_read.sandbox.servers import ServerUnavailable, ensure_kafka_classpath
+    from later_read_sandbox.servers import ServerUnavailable, ensure_kafka_classpath
 
     try:
         click.echo(ensure_kafka_classpath())
@@ -216,7 +216,7 @@ def servers_command(kinds: tuple[str, ...]) -> None:
     Example:
         later-read sandbox servers redis kafka
     """
-    from later_read.sandbox.servers import FACTORIES, ServerUnavailable
+    from later_read_sandbox.servers import FACTORIES, ServerUnavailable
 
     running = []
     signal.signal(signal.SIGTERM, _interrupt)
@@ -239,7 +239,7 @@ def servers_command(kinds: tuple[str, ...]) -> None:
 
 def _env_line(server) -> str:
     """The `export` line that points later tests (or a demo) at this running server."""
-    from later_read.sandbox import servers
+    from later_read_sandbox import servers
 
     if isinstance(server, servers.RedisServer):
         return f"export {servers.REDIS_ENV}={server.url}"

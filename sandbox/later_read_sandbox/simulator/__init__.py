@@ -13,13 +13,13 @@ per uid for a seed, injects faults and latency per request from knobs that can b
   http.py      the HTTP/1.1 protocol on asyncio (uvloop when installed)
   timer.py     the clocks that time replies (timerfd, spin)
   process.py   SimulatorProcess: the simulator in its own OS process, with a urllib control client
-  server.py    serve(), the click command; `python -m later_read.sandbox.simulator` runs it (__main__.py)
+  server.py    serve(), the click command; `python -m later_read_sandbox.simulator` runs it (__main__.py)
 """
 
-from later_read.sandbox.simulator.knobs import KnobError, ServiceKnobs, SimulatorKnobs
-from later_read.sandbox.simulator.oracle import Oracle
-from later_read.sandbox.simulator.process import SimulatorProcess
-from later_read.sandbox.simulator.server import RunningSimulator, knobs_from_options, serve, simulator_command
+from later_read_sandbox.simulator.knobs import KnobError, ServiceKnobs, SimulatorKnobs
+from later_read_sandbox.simulator.oracle import Oracle
+from later_read_sandbox.simulator.process import SimulatorProcess
+from later_read_sandbox.simulator.server import RunningSimulator, knobs_from_options, serve, simulator_command
 
 __all__ = [
     "KnobError", "Oracle", "RunningSimulator", "ServiceKnobs", "SimulatorKnobs", "SimulatorProcess",

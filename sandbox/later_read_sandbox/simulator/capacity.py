@@ -30,7 +30,7 @@ from collections import deque
 from typing import Any, Callable
 
 from later_read.clients.latency import LatencyHistogram
-from later_read.sandbox.simulator.timer import Clock
+from later_read_sandbox.simulator.timer import Clock
 
 
 class _Job:

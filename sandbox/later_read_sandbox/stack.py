@@ -14,8 +14,8 @@ from typing import Any
 
 import tomli_w
 
-from later_read.sandbox import servers
-from later_read.sandbox.simulator import SimulatorKnobs, SimulatorProcess
+from later_read_sandbox import servers
+from later_read_sandbox.simulator import SimulatorKnobs, SimulatorProcess
 
 DEFAULT_TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from later_read.sandbox.servers.process import (MYSQL_ENV, LocalServer, ServerUnavailable, _one_line, free_port,
+from later_read_sandbox.servers.process import (MYSQL_ENV, LocalServer, ServerUnavailable, _one_line, free_port,
                                                 port_open, require_program)
 
 
