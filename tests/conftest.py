@@ -12,15 +12,25 @@ DB), `mysql` (its own database), `kafka_topic` (its own topic), `sim` (simulator
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from later_read_sandbox import servers
-from later_read_sandbox.stack import render_toml
+# This checkout's code (later_read/ at the root, later_read_sandbox/ in sandbox/) for the tests and for
+# every child process they start (`python -m later_read`, the simulator), whatever else is installed: in
+# CI the editable installs point here anyway; in a worktree beside another checkout's install, they do not.
+CODE = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "sandbox")]
+sys.path[:0] = [folder for folder in CODE if folder not in sys.path]
+os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
+    [*CODE, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+
+from later_read_sandbox import servers  # noqa: E402 (needs CODE on the path)
+from later_read_sandbox.stack import render_toml  # noqa: E402
 
 
 @contextmanager

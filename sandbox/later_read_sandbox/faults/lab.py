@@ -14,7 +14,6 @@ refused) and started again at the same address.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -35,7 +34,6 @@ from later_read_sandbox.stack import DEFAULT_TASKS, config_dict, render_toml
 DATE = "20261123"
 HOUR = 9
 NOW = "2026-11-23T09:01:00+08:00"  # every push runs at its hour (--now): inside the hour's window
-PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 # Knobs of every run: latencies that spread a few thousand users over seconds (so a random point falls
 # inside the work), short timeouts and waits (so a fault costs seconds, not minutes).
 KNOBS = {"ab": {"latency_ms": 4}, "rec": {"latency_ms": 8}, "material": {"latency_ms": 40},
@@ -82,8 +80,7 @@ class Job:
     """One `later-read` process; stderr goes to a file the checks read afterwards."""
 
     def __init__(self, argv: list[str], log: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        env = servers.python_env()
         self.argv, self.log = argv, log
         with log.open("wb") as err:
             self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)

@@ -17,8 +17,8 @@ from later_read_sandbox.servers.kafka import (CACHE_ENV, KAFKA_POM, KafkaServer,
 from later_read_sandbox.servers.mariadb import MariaDBServer, MySQLDatabase, TlsFiles, mariadb_server
 from later_read_sandbox.servers.process import (KAFKA_ENV, MYSQL_ENV, REDIS_ENV, ChildProcess, LocalServer,
                                                 ServerUnavailable, death_signal_setter, find_program,
-                                                free_port, port_open, require_program, started_servers,
-                                                wait_until)
+                                                free_port, port_open, python_env, require_program,
+                                                started_servers, wait_until)
 from later_read_sandbox.servers.redis import RedisServer, redis_server
 
 FACTORIES = {"redis": redis_server, "mariadb": mariadb_server, "kafka": kafka_server}
@@ -27,5 +27,6 @@ __all__ = ["CACHE_ENV", "KAFKA_ENV", "KAFKA_POM", "MYSQL_ENV", "REDIS_ENV", "Chi
            "KafkaServer", "LocalServer", "MariaDBServer", "MySQLDatabase", "RedisServer", "ServerUnavailable",
            "TlsFiles",
            "death_signal_setter", "ensure_java", "ensure_kafka_classpath", "find_program", "free_port",
-           "kafka_cache_dir", "kafka_server", "kafka_version", "mariadb_server", "port_open", "redis_server",
+           "kafka_cache_dir", "kafka_server", "kafka_version", "mariadb_server", "port_open", "python_env",
+           "redis_server",
            "require_program", "started_servers", "wait_until"]

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import tempfile
@@ -84,6 +85,21 @@ def _one_line(text: str, limit: int = 240) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Child processes
+
+
+def python_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: ours) with PYTHONPATH led by the folders `later_read` and `later_read_sandbox` were
+    imported from, so that a child `python -m later_read...` runs this very code: a checkout's or a
+    worktree's, even beside another install. Site-packages folders are left out (a child finds them)."""
+    import later_read
+    import later_read_sandbox
+
+    site_dirs = {Path(folder).resolve() for folder in [*site.getsitepackages(), site.getusersitepackages()]}
+    roots = [Path(module.__file__).resolve().parents[1] for module in (later_read, later_read_sandbox)]
+    env = dict(os.environ if env is None else env)
+    paths = [str(root) for root in roots if root not in site_dirs] + [env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, paths)))
+    return env
 
 
 def death_signal_setter():

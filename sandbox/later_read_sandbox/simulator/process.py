@@ -20,14 +20,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from later_read_sandbox.servers import death_signal_setter
+from later_read_sandbox.servers import death_signal_setter, python_env
 from later_read_sandbox.simulator.knobs import KnobError, SimulatorKnobs
 from later_read_sandbox.simulator.oracle import Oracle
 from later_read.core.value import CachedValue
 
 START_TIMEOUT_SECONDS = 15.0
 LISTENING = "simulator listening on "
-PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 class SimulatorError(RuntimeError):
@@ -57,8 +56,7 @@ class SimulatorProcess:
 
     def start(self) -> "SimulatorProcess":
         """Start the child and wait until it answers; RuntimeError (with its output) if it does not."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        env = python_env()
         # Dies with us (even after kill -9 of a test run), as the real servers do.
         main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(self.command(), stdout=self._output, stderr=subprocess.STDOUT,
