@@ -1,5 +1,5 @@
-"""The package's shape: module and function sizes, the sandbox off the production path, docs/design.md's
-layout section against the tree."""
+"""The packages' shape (later_read and the sandbox's later_read_sandbox): module and function sizes, the
+sandbox off the production path, docs/design.md's layout section against both trees."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "later_read"
+SANDBOX = ROOT / "sandbox" / "later_read_sandbox"  # a distribution of its own: sandbox/pyproject.toml
+PACKAGES = (PACKAGE, SANDBOX)
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 50
 
 
 def modules() -> list[Path]:
-    return sorted(PACKAGE.rglob("*.py"))
+    return sorted(path for package in PACKAGES for path in package.rglob("*.py"))
 
 
 def test_no_module_over_400_lines_and_no_function_over_50():
@@ -73,13 +75,17 @@ def documented_names(block: str) -> set[str]:
 
 
 def test_design_layout_section_matches_the_tree():
-    names = documented_names(layout_block())
+    block = layout_block()
+    names = documented_names(block)
+    tops = {"later_read/", "sandbox/", "later_read_sandbox/"}
+    assert tops <= names, f"docs/design.md's layout section lacks a package's head: {tops - names}"
     files = [p for p in modules() if p.name not in ("__init__.py", "__main__.py")]
-    missing = [str(p.relative_to(PACKAGE)) for p in files
+    missing = [str(p.relative_to(ROOT)) for p in files
                if not any(fnmatch.fnmatch(p.name, name) for name in names)]
     assert not missing, f"modules not in docs/design.md's layout section: {missing}"
-    folders = {p.name + "/" for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
-    stale = [name for name in names if name.endswith("/") and name != "later_read/" and name not in folders]
+    folders = {p.name + "/" for package in PACKAGES for p in package.rglob("*")
+               if p.is_dir() and p.name != "__pycache__"}
+    stale = [name for name in names if name.endswith("/") and name not in tops and name not in folders]
     stale += [name for name in names if name.endswith(".py")
               and not any(fnmatch.fnmatch(p.name, name) for p in modules())]
     assert not stale, f"docs/design.md's layout section names what the tree does not have: {stale}"
