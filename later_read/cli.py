@@ -26,7 +26,7 @@ CONFIG_HELP = "Config file (default: $LATER_READ_CONFIG, else ./config.toml)."
 # Commands imported only when asked for: the sandbox (simulator, local servers, seeding) is a distribution
 # of its own (sandbox/, the `sandbox` extra) that a production install does not contain.
 LAZY_COMMANDS = {"sandbox": "later_read_sandbox.cli:sandbox"}
-INSTALL_LAZY = "pip install 'later-read[{name}]' (from a checkout: pip install -e ./{name} -e '.[{name}]')"
+INSTALL_LAZY = "pip install 'later-read[{name}]' (from a checkout: pip install -e '.[{name}]' -e ./{name})"
 
 
 def load_lazy(name: str) -> click.Command:
