@@ -30,9 +30,9 @@ from typing import Any
 
 import anyio
 
-from later_read.core.value import decode, encode
+from later_read.core.value import USABLE, encode, judge
 from later_read.connections import JobConnections
-from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
+from later_read.errors import LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.prewarm.hours import HOURS, HourTracker
 from later_read.core.scope import RunScope
@@ -189,13 +189,9 @@ class Fanout:
         return todo
 
     def _is_done(self, raw: bytes | None) -> bool:
-        """Already computed for this date: the value parses and its date is the run's date."""
-        if raw is None:
-            return False
-        try:
-            return decode(raw).date == self.plan.scope.date
-        except CorruptValue:
-            return False  # recomputed and overwritten
+        """Already computed for this date: the value is usable for the run's date (core/value.py; an absent,
+        corrupt or stale one is recomputed and overwritten)."""
+        return judge(raw, self.plan.scope.date).state == USABLE
 
     async def _work(self, feed: UserFeed) -> None:
         """One long-lived worker: the per-user hot path (no per-user tasks, scopes or INFO logging)."""
