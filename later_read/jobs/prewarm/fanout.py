@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 
+from later_read.core.counts import UNFINISHED, service_failure
 from later_read.core.value import USABLE, encode, judge
 from later_read.connections import JobConnections
 from later_read.errors import LaterReadError, ServiceDown, ServiceError
@@ -211,18 +212,19 @@ class Fanout:
             try:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:
-                failures[f"{exc.service}.{exc.reason}"] += 1
-                self.named.append((f"{exc.service}.{exc.reason}", user.uid))
+                reason = service_failure(exc.service, exc.reason)
+                failures[reason] += 1
+                self.named.append((reason, user.uid))
                 self.hours.settled(hour, failed=True)
                 event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
             except ServiceDown as exc:
-                counts["unfinished"] += 1
-                self.named.append(("unfinished", user.uid))
+                counts[UNFINISHED] += 1
+                self.named.append((UNFINISHED, user.uid))
                 self.request_stop(STOP_SERVICE_DOWN, exc)
                 return
             except anyio.get_cancelled_exc_class():
-                counts["unfinished"] += 1
-                self.named.append(("unfinished", user.uid))
+                counts[UNFINISHED] += 1
+                self.named.append((UNFINISHED, user.uid))
                 raise
             else:
                 counts[value.outcome] += 1
