@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import DATE, run_job  # noqa: E402
-from later_read.sandbox.seed import connect, seed_day  # noqa: E402
-from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs  # noqa: E402
-from later_read.sandbox.stack import Stack  # noqa: E402
+from later_read_sandbox.seed import connect, seed_day  # noqa: E402
+from later_read_sandbox.simulator import ServiceKnobs, SimulatorKnobs  # noqa: E402
+from later_read_sandbox.stack import Stack  # noqa: E402
 
 ANCHOR_DIR = ROOT.parent / "shared" / "anchor-go"
 

@@ -32,7 +32,7 @@ from later_read.config.kafka import PRODUCER_DEFAULTS  # noqa: E402
 from later_read.clients.kafka_topic import end_offsets, read_range  # noqa: E402
 from later_read.config.settings import KafkaSettings  # noqa: E402
 from later_read.core.message import msg_id  # noqa: E402
-from later_read.sandbox.servers import KafkaServer  # noqa: E402
+from later_read_sandbox.servers import KafkaServer  # noqa: E402
 
 DATE = "20261123"
 

@@ -5,7 +5,7 @@
     python benchmarks/faults.py --fault push_kill9_mid_produce --run-seed 123   # replay one run
 
 Each run prints its fault, its seed and, when an invariant broke, the command that replays it. The
-faults, the invariants and how a run goes: later_read/sandbox/faults/ (catalogue.py, checks.py).
+faults, the invariants and how a run goes: sandbox/later_read_sandbox/faults/ (catalogue.py, checks.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from later_read.sandbox.faults.catalogue import FAULTS  # noqa: E402
-from later_read.sandbox.faults.runner import FULL_USERS, SHORT_USERS, main  # noqa: E402
+from later_read_sandbox.faults.catalogue import FAULTS  # noqa: E402
+from later_read_sandbox.faults.runner import FULL_USERS, SHORT_USERS, main  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,7 +4,7 @@
     python benchmarks/hostile.py --code /path/to/checkout  # another checkout's jobs, the same simulator
     python benchmarks/hostile.py --scenario prewarm-field --repeat 1 --users 50
 
-The servers and the simulator (its hostile knobs: later_read/sandbox/simulator/hostile.py) come from this
+The servers and the simulator (its hostile knobs: sandbox/later_read_sandbox/simulator/hostile.py) come from this
 tree; the job process runs `python -m later_read` with PYTHONPATH at `--code`, so the code before a change
 can be measured against exactly the same hostile services. Prints figures and asserts nothing.
 
@@ -38,9 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from later_read.sandbox.seed import connect, seed_day  # noqa: E402
-from later_read.sandbox.simulator import SimulatorKnobs  # noqa: E402
-from later_read.sandbox.stack import Stack  # noqa: E402
+from later_read_sandbox.seed import connect, seed_day  # noqa: E402
+from later_read_sandbox.simulator import SimulatorKnobs  # noqa: E402
+from later_read_sandbox.stack import Stack  # noqa: E402
 
 DATE, HOUR = "20261123", 21
 MIB15 = 15 * 1024 * 1024

@@ -15,17 +15,36 @@ import click
 
 from later_read import __version__
 from later_read.config.settings import Settings, load_settings
-from later_read.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, error_line,
-                               traceback_text)
+from later_read.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, UsageError,
+                               error_line, traceback_text)
 from later_read.log import set_zone, setup_logging
 from later_read.redact import redact
 
 CONFIG_HELP = "Config file (default: $LATER_READ_CONFIG, else ./config.toml)."
 
 
-# Commands imported only when asked for: the sandbox (simulator, local servers, seeding) is a third of the
-# package and never needed by the production jobs, so `later-read prewarm` must not pay for importing it.
-LAZY_COMMANDS = {"sandbox": "later_read.sandbox.cli:sandbox"}
+# Commands imported only when asked for: the sandbox (simulator, local servers, seeding) is a distribution
+# of its own (sandbox/, the `sandbox` extra) that a production install does not contain.
+LAZY_COMMANDS = {"sandbox": "later_read_sandbox.cli:sandbox"}
+INSTALL_LAZY = "pip install 'later-read[{name}]' (from a checkout: pip install -e '.[{name}]' -e ./{name})"
+
+
+def load_lazy(name: str) -> click.Command:
+    """LAZY_COMMANDS[name], or, when its distribution is not installed, a stand-in command that fails with
+    one line naming INSTALL_LAZY (exit 2) whatever its arguments (`--help` included)."""
+    module, attr = LAZY_COMMANDS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name != module.split(".")[0]:
+            raise
+    fix = INSTALL_LAZY.format(name=name)
+
+    @click.command(name, help=f"Not installed: {fix}.", add_help_option=False,
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def missing() -> None:
+        raise UsageError(f"the {name} is not installed: {fix}")
+    return missing
 
 
 class Group(click.Group):
@@ -37,8 +56,7 @@ class Group(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY_COMMANDS and name not in self.commands:
-            module, attr = LAZY_COMMANDS[name].split(":")
-            self.add_command(getattr(importlib.import_module(module), attr), name)
+            self.add_command(load_lazy(name), name)
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):

@@ -35,6 +35,7 @@ class Case:
     value: bytes | None = None      # stored under rec:later_read:u1 before `show u1`
     needs_redis: bool = False
     server: str | None = None       # a fake server the row's config points StarRocks at (<PORT>): "clear_password"
+    missing: str | None = None      # a package made unimportable for the row, as if not installed
 
 
 def cfg(what: str, old: str, new: str, line: str) -> Case:
@@ -375,6 +376,9 @@ CASES += [
     Case("sandbox", "sandbox up over a config that is not the sandbox's", E + "sandbox up: <CONFIG> exists and is not "
          "a sandbox config (no [sandbox] own_servers = true); refusing to overwrite it: pass another --config-out",
          2, args=["sandbox", "up", "--config-out", "<CONFIG>"]),
+    Case("install", "the sandbox not installed (a production install)", E + "the sandbox is not installed: pip "
+         "install 'later-read[sandbox]' (from a checkout: pip install -e '.[sandbox]' -e ./sandbox)", 2,
+         args=["sandbox", "up", "--users", "5"], missing="later_read_sandbox"),
     Case("server", "StarRocks asking for the password in clear text without TLS", E + "StarRocks at 127.0.0.1:<PORT> "
          "asked for the password in clear text (mysql_clear_password) on a connection without TLS; refused, the "
          "password was not sent; set [starrocks] tls = true (and tls_ca_file), or check that host/port is really "
@@ -395,7 +399,8 @@ def render_doc() -> str:
         "--config <CONFIG>` with one change to the shipped `config.toml`. Sandbox rows show that a sandbox",
         "command that writes touches nothing it did not start (no connection is opened). Server rows point",
         "`[starrocks]` at a fake server the test runs on port `<PORT>` (and `[redis]` at a real one); their",
-        "line is the run's last.",
+        "line is the run's last. The install row runs with the sandbox unimportable, as in a production",
+        "install, which does not contain it.",
         "",
         f"{len(CASES)} inputs.",
         "",

@@ -1,6 +1,6 @@
 """Shared fixtures: real servers (started lazily, once per session), the HTTP simulator, configs.
 
-Servers come from `later_read.sandbox.servers`; each can be an already-running one named by an
+Servers come from `later_read_sandbox.servers`; each can be an already-running one named by an
 environment variable (LATER_READ_TEST_REDIS_URL, LATER_READ_TEST_MYSQL, LATER_READ_TEST_KAFKA). A
 server that cannot start fails the test that needs it with a message saying what to install: a
 missing dependency is never a skip.
@@ -12,15 +12,25 @@ DB), `mysql` (its own database), `kafka_topic` (its own topic), `sim` (simulator
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from later_read.sandbox import servers
-from later_read.sandbox.stack import render_toml
+# This checkout's code (later_read/ at the root, later_read_sandbox/ in sandbox/) for the tests and for
+# every child process they start (`python -m later_read`, the simulator), whatever else is installed: in
+# CI the editable installs point here anyway; in a worktree beside another checkout's install, they do not.
+CODE = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "sandbox")]
+sys.path[:0] = [folder for folder in CODE if folder not in sys.path]
+os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
+    [*CODE, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+
+from later_read_sandbox import servers  # noqa: E402 (needs CODE on the path)
+from later_read_sandbox.stack import render_toml  # noqa: E402
 
 
 @contextmanager
@@ -65,7 +75,7 @@ def kafka_server() -> servers.KafkaServer:
 @pytest.fixture(scope="session")
 def simulator():
     """The downstream HTTP simulator (A/B, recommend, material) in its own process, for the session."""
-    from later_read.sandbox.simulator import SimulatorProcess
+    from later_read_sandbox.simulator import SimulatorProcess
 
     process = SimulatorProcess()
     try:
@@ -78,7 +88,7 @@ def simulator():
 @pytest.fixture
 def sim(simulator):
     """The session simulator with counters reset, and its knobs back to the defaults afterwards."""
-    from later_read.sandbox.simulator import SimulatorKnobs
+    from later_read_sandbox.simulator import SimulatorKnobs
 
     simulator.reset()
     yield simulator

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import redis
 from click.testing import CliRunner
 
-from later_read.cli import cli
+from later_read.cli import LAZY_COMMANDS, cli
 
 from bad_inputs import CA_PEM, CASES, DOC, ROOT, Case, render_doc
 from fake_mysql import FakeMySQL
@@ -43,9 +44,33 @@ def ids(cases: list[Case]) -> list[str]:
 
 
 @pytest.mark.parametrize("case", OFFLINE, ids=ids(OFFLINE))
-def test_bad_input(case: Case, tmp_path, make_config):
-    """Config, environment, command line, uid: one line, exit 2, before any connection (none is up)."""
+def test_bad_input(case: Case, tmp_path, make_config, monkeypatch):
+    """Config, environment, command line, uid, install: one line, exit 2, before any connection (none is up)."""
+    if case.missing is not None:
+        not_installed(case.missing, monkeypatch)
     check(case, tmp_path, config_for(case, tmp_path, make_config))
+
+
+class Absent:
+    """A first import finder that answers for `package` as the import system does when it is not installed."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def find_spec(self, name: str, path=None, target=None):
+        if name.split(".")[0] == self.package:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+def not_installed(package: str, monkeypatch) -> None:
+    """`package` unimportable for one test, as in an install without it (tests/test_packaging.py tries a
+    real one); the group's lazily loaded commands start afresh, and all comes back afterwards."""
+    for name in [name for name in sys.modules if name.split(".")[0] == package]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [Absent(package), *sys.meta_path])
+    monkeypatch.setattr(cli, "commands", {name: command for name, command in cli.commands.items()
+                                          if name not in LAZY_COMMANDS})
 
 
 @pytest.mark.parametrize("case", WITH_REDIS, ids=ids(WITH_REDIS))

@@ -29,7 +29,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from later_read.sandbox.servers import MariaDBServer, RedisServer, free_port
+from later_read_sandbox.servers import MariaDBServer, RedisServer, free_port
 
 MARK = "Xq9Zt"
 SPECIAL = "/7@k:1#z"   # what breaks a URL unless percent-encoded

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from later_read.cli import cli
 from later_read.core.message import msg_id
 from later_read.store.keys import Keys
-from later_read.sandbox import seed as seeding
+from later_read_sandbox import seed as seeding
 from later_read.core.scope import Shard
 from test_push import DATE, TEMPLATES, at, consume, seed_day, subprocess_env
 

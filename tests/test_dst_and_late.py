@@ -16,7 +16,7 @@ from later_read.cli import cli
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read.sandbox import seed as seeding
+from later_read_sandbox import seed as seeding
 from test_push import (DATE, TEMPLATES, at, consume, oracle_value, prewarm, push_config, pushable, seed_hour)
 
 PER_HOUR = 8

@@ -1,9 +1,9 @@
-"""The fault suite's short mode: each fault of later_read/sandbox/faults/catalogue.py once, at a random
+"""The fault suite's short mode: each fault of sandbox/later_read_sandbox/faults/catalogue.py once, at a random
 point, against its own real servers (it kills and restarts them, so never the session's shared ones).
 
 The seed is printed and put in every failure message with the command that replays the run; set
 LATER_READ_FAULT_SEED to rerun the same plan. The full mode is `python benchmarks/faults.py --runs N --seed S`.
-The schedule's four faults (later_read/sandbox/faults/schedule.py) take about 7 s (late start), 11 s
+The schedule's four faults (sandbox/later_read_sandbox/faults/schedule.py) take about 7 s (late start), 11 s
 (skipped hour), 26 s (catch-up killed) and 60-70 s (overrun, slowed to last past its window) each at
 2,500 users; less here.
 """
@@ -15,9 +15,9 @@ import random
 
 import pytest
 
-from later_read.sandbox.faults.catalogue import FAULTS, run_fault
-from later_read.sandbox.faults.lab import Lab
-from later_read.sandbox.faults.runner import SHORT_USERS, replay_command
+from later_read_sandbox.faults.catalogue import FAULTS, run_fault
+from later_read_sandbox.faults.lab import Lab
+from later_read_sandbox.faults.runner import SHORT_USERS, replay_command
 
 SEED = int(os.environ.get("LATER_READ_FAULT_SEED") or random.SystemRandom().randrange(2**31))
 

@@ -1,5 +1,5 @@
 """Services that misbehave, through the real jobs: real Redis, MariaDB, Kafka and the simulator's hostile
-knobs (later_read/sandbox/simulator/hostile.py).
+knobs (sandbox/later_read_sandbox/simulator/hostile.py).
 
 - a reply over `[services] max_reply_bytes`, or a field over its bound (core/bounds.py), fails that
   user with `oversize_reply`: asked once (the simulator counts the calls), never stored, never sent;
@@ -22,9 +22,9 @@ from click.testing import CliRunner
 from later_read.cli import cli
 from later_read.log import ALERT_KEYWORD
 from later_read.store.keys import Keys
-from later_read.sandbox.seed import connect, seed_day, uid_of
-from later_read.sandbox.simulator.oracle import Oracle
-from later_read.sandbox.topic import read_topic
+from later_read_sandbox.seed import connect, seed_day, uid_of
+from later_read_sandbox.simulator.oracle import Oracle
+from later_read_sandbox.topic import read_topic
 
 DATE, HOUR, USERS = "20261123", 7, 80
 NOW = "2026-11-23T07:05:00+08:00"  # inside HOUR's window: an explicit push of it is not refused

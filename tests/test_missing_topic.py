@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.sandbox import servers
-from later_read.sandbox.seed import connect, seed_day, uid_of
+from later_read_sandbox import servers
+from later_read_sandbox.seed import connect, seed_day, uid_of
 
 DATE, HOUR = "20261123", 3
 NOW = "2026-11-23T03:05:00+08:00"  # inside HOUR's window: an explicit push of it is not refused

@@ -25,11 +25,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import default_config, merge
-from later_read.sandbox.stack import render_toml
+from later_read_sandbox.stack import render_toml
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read.sandbox import seed as seeding
-from later_read.sandbox.topic import read_topic
+from later_read_sandbox import seed as seeding
+from later_read_sandbox.topic import read_topic
 from test_push import at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,7 +322,7 @@ def test_sent_tally_counts_foreign_messages_without_failing():
 
 
 def test_sent_reads_the_topic_even_when_redis_is_down(real_day, tmp_path):
-    from later_read.sandbox.servers import free_port
+    from later_read_sandbox.servers import free_port
 
     config = tmp_path / "no-redis.toml"
     text = real_day["config"].read_text(encoding="utf-8")

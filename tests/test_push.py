@@ -1,6 +1,6 @@
 """`later-read push` against real Redis, MariaDB (as StarRocks), Kafka and the simulator.
 
-The day is seeded with `later_read.sandbox.seed` (noise rows included: other task ids, other dates,
+The day is seeded with `later_read_sandbox.seed` (noise rows included: other task ids, other dates,
 users of other hours) and "prewarmed" by writing the values the prewarm would write, computed from the
 simulator's own answers (`sim.expected`). What the topic holds is read back partition by partition up
 to the high watermarks, so a test knows it saw everything without waiting for an idle timeout.
@@ -28,9 +28,9 @@ from later_read.config.settings import RedisSettings
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read.sandbox import seed as seeding
-from later_read.sandbox.simulator.oracle import Oracle
-from later_read.sandbox.topic import read_topic, topic_size
+from later_read_sandbox import seed as seeding
+from later_read_sandbox.simulator.oracle import Oracle
+from later_read_sandbox.topic import read_topic, topic_size
 from later_read.store import Store
 from later_read.store.client import open_redis
 
@@ -651,7 +651,7 @@ def test_undelivered_messages_are_counted_alerted_and_unmarked(
 def test_broker_dying_mid_run_counts_undelivered_and_marks_only_confirmed(
         redis_url, mysql, sim, make_config, tmp_path):
     """A private broker (the session one stays up for other tests) is SIGKILLed while the push produces."""
-    from later_read.sandbox.servers import KafkaServer
+    from later_read_sandbox.servers import KafkaServer
 
     hour, users = 16, 1500
     expected = seed_hour(mysql, users, hour, prefix="d")

@@ -48,7 +48,7 @@ def test_short_values_are_not_scrubbed_as_free_text():
 
 def test_loading_a_config_registers_every_secret(tmp_path):
     from conftest import default_config, merge
-    from later_read.sandbox.stack import render_toml
+    from later_read_sandbox.stack import render_toml
 
     path = tmp_path / "config.toml"
     path.write_text(render_toml(merge(default_config(), {

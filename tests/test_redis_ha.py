@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from later_read.cli import cli
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read.sandbox.servers.process import ServerUnavailable
-from later_read.sandbox.servers.redis_ha import SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup
+from later_read_sandbox.servers.process import ServerUnavailable
+from later_read_sandbox.servers.redis_ha import SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup
 from later_read.core.value import decode
 
 HOUR = 9

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from later_read.sandbox.seed import create_table, day_rows
-from later_read.sandbox.servers import MariaDBServer
-from later_read.sandbox.stack import DEFAULT_TASKS
+from later_read_sandbox.seed import create_table, day_rows
+from later_read_sandbox.servers import MariaDBServer
+from later_read_sandbox.stack import DEFAULT_TASKS
 
 from fake_mysql import FakeMySQL
 

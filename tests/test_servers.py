@@ -11,7 +11,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
-from later_read.sandbox import servers
+from later_read_sandbox import servers
 
 
 def test_redis_round_trip_with_ttl(redis_url):
@@ -233,7 +233,7 @@ def _read_all(reader, query) -> list[list]:
 
 
 def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
-    from later_read.sandbox.seed import DDL
+    from later_read_sandbox.seed import DDL
     from later_read.clients.starrocks import UserQuery
     from later_read.core.users import TaskUser
 
@@ -276,8 +276,8 @@ def test_sandbox_up_notices_a_dead_simulator():
     """`sandbox up` polls Stack.dead(): a simulator killed under it is named with its exit code."""
     from types import SimpleNamespace
 
-    from later_read.sandbox.simulator import SimulatorKnobs, SimulatorProcess
-    from later_read.sandbox.stack import Stack
+    from later_read_sandbox.simulator import SimulatorKnobs, SimulatorProcess
+    from later_read_sandbox.stack import Stack
 
     stack = Stack()
     stack.redis = stack.mysql = stack.kafka = SimpleNamespace(child=None)  # external servers: nothing to watch

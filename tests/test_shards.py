@@ -22,7 +22,7 @@ from test_push import DATE, at, consume, seed_hour, subprocess_env
 from later_read.errors import UsageError
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read.sandbox import seed as seeding
+from later_read_sandbox import seed as seeding
 from later_read.core.scope import JOB_INDEX_ENV, Shard, parse_shard
 
 HOUR = 9

@@ -19,11 +19,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from later_read.sandbox.simulator import (
+from later_read_sandbox.simulator import (
     KnobError, Oracle, ServiceKnobs, SimulatorKnobs, SimulatorProcess, serve, simulator_command)
-from later_read.sandbox.simulator import knobs_from_options
-from later_read.sandbox.simulator.stats import EndpointStats
-from later_read.sandbox.simulator.timer import SpinClock, TimerfdClock, precise_clock
+from later_read_sandbox.simulator import knobs_from_options
+from later_read_sandbox.simulator.stats import EndpointStats
+from later_read_sandbox.simulator.timer import SpinClock, TimerfdClock, precise_clock
 
 AB, REC, MATERIAL = "/v1/ab/assign", "/v1/rec/get", "/v1/material/get"
 REQUIRED = {

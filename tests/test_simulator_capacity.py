@@ -17,7 +17,7 @@ from typing import Any, Callable
 import orjson
 import pytest
 
-from later_read.sandbox.simulator import KnobError, SimulatorProcess
+from later_read_sandbox.simulator import KnobError, SimulatorProcess
 
 REC = "/v1/rec/get"
 

@@ -1,5 +1,5 @@
-"""The package's shape: module and function sizes, the sandbox off the production path, docs/design.md's
-layout section against the tree."""
+"""The packages' shape (later_read and the sandbox's later_read_sandbox): module and function sizes, the
+sandbox off the production path, docs/design.md's layout section against both trees."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "later_read"
+SANDBOX = ROOT / "sandbox" / "later_read_sandbox"  # a distribution of its own: sandbox/pyproject.toml
+PACKAGES = (PACKAGE, SANDBOX)
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 50
 
 
 def modules() -> list[Path]:
-    return sorted(PACKAGE.rglob("*.py"))
+    return sorted(path for package in PACKAGES for path in package.rglob("*.py"))
 
 
 def test_no_module_over_400_lines_and_no_function_over_50():
@@ -43,13 +45,13 @@ def test_prewarm_help_imports_no_sandbox_module():
     assert "Example:" in result.stdout
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
     assert "later_read.cli" in imported  # -X importtime did list the package's imports
-    assert [name for name in imported if name.startswith("later_read.sandbox")] == []
+    assert [name for name in imported if name.startswith("later_read_sandbox")] == []
 
 
 def test_prewarm_runs_without_loading_the_sandbox():
     """The job's whole import graph (not only --help): everything run_prewarm needs, then sys.modules."""
     code = ("import sys; import later_read.cli, later_read.jobs.prewarm, later_read.jobs.push, "
-            "later_read.oncall.rerun; print([m for m in sys.modules if m.startswith('later_read.sandbox')])")
+            "later_read.oncall.rerun; print([m for m in sys.modules if m.startswith('later_read_sandbox')])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -73,13 +75,17 @@ def documented_names(block: str) -> set[str]:
 
 
 def test_design_layout_section_matches_the_tree():
-    names = documented_names(layout_block())
+    block = layout_block()
+    names = documented_names(block)
+    tops = {"later_read/", "sandbox/", "later_read_sandbox/"}
+    assert tops <= names, f"docs/design.md's layout section lacks a package's head: {tops - names}"
     files = [p for p in modules() if p.name not in ("__init__.py", "__main__.py")]
-    missing = [str(p.relative_to(PACKAGE)) for p in files
+    missing = [str(p.relative_to(ROOT)) for p in files
                if not any(fnmatch.fnmatch(p.name, name) for name in names)]
     assert not missing, f"modules not in docs/design.md's layout section: {missing}"
-    folders = {p.name + "/" for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
-    stale = [name for name in names if name.endswith("/") and name != "later_read/" and name not in folders]
+    folders = {p.name + "/" for package in PACKAGES for p in package.rglob("*")
+               if p.is_dir() and p.name != "__pycache__"}
+    stale = [name for name in names if name.endswith("/") and name not in tops and name not in folders]
     stale += [name for name in names if name.endswith(".py")
               and not any(fnmatch.fnmatch(p.name, name) for p in modules())]
     assert not stale, f"docs/design.md's layout section names what the tree does not have: {stale}"

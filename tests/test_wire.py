@@ -19,7 +19,7 @@ from later_read.clients.http import ServiceCaller
 from later_read.clients.wire import HttpPool, Origin, WireClosed, WireError, WireTimeout, WireTooLarge
 from later_read.config.settings import ServiceSettings
 from later_read.errors import PermanentServiceError, TransientServiceError
-from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs, serve
+from later_read_sandbox.simulator import ServiceKnobs, SimulatorKnobs, serve
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from later_read.sandbox.servers import TlsFiles
+from later_read_sandbox.servers import TlsFiles
 
 
 def _name(common: str) -> x509.Name:

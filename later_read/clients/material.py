@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from later_read.core.bounds import check_reply
+from later_read.core.message import Material
 from later_read.clients.http import ServiceCaller, malformed
 
 PATH = "/v1/material/get"
 _CARD = ("title", "content", "cover_url", "deeplink")
-
-
-@dataclass(frozen=True, slots=True)
-class Material:
-    material_id: str
-    title: str
-    content: str
-    cover_url: str
-    deeplink: str
 
 
 class MaterialClient:

@@ -24,7 +24,6 @@ import orjson
 from later_read.core.clock import Clock
 from later_read.core.schedule import Hour, Schedule
 from later_read.core.value import CachedValue
-from later_read.clients.material import Material
 from later_read.core.users import TaskUser
 
 # uuid5(NAMESPACE_URL, "https://later-read/push-message"), written out so it can never drift.
@@ -50,6 +49,17 @@ def expires_at(schedule: Schedule, date: str, hour: int, late_from: dt.datetime 
     it rather than deliver a stale push: `Schedule.expiry` (the hour's window end; with `late_from`, the
     now of an --allow-late send, a fresh window from then)."""
     return schedule.iso(schedule.expiry(Hour(date, hour), late_from))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Material:
+    """A book's card as the material service returns it (clients/material.py), carried by the message."""
+
+    material_id: str
+    title: str
+    content: str
+    cover_url: str
+    deeplink: str
 
 
 class BadMessage(ValueError):

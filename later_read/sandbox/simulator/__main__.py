@@ -1,5 +1,0 @@
-"""`python -m later_read.sandbox.simulator`: the simulator's command (SimulatorProcess starts it so)."""
-
-from later_read.sandbox.simulator.server import simulator_command
-
-simulator_command(prog_name="python -m later_read.sandbox.simulator")
