@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
+from collections.abc import AsyncIterator
 
 from later_read.clients.ab import PATH as AB_PATH, ABClient
 from later_read.clients.http import ServiceCaller, open_session

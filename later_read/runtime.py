@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import signal
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import stamina.instrumentation

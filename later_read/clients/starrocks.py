@@ -21,7 +21,7 @@ import ssl
 import threading
 from concurrent.futures import Future
 from operator import itemgetter
-from typing import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import anyio
 import pymysql

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Callable
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from later_read.errors import UsageError

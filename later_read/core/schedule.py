@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from later_read.errors import UsageError

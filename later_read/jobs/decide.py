@@ -7,7 +7,8 @@ values too, so the push can tell them from a user the prewarm never covered.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from later_read.core import value
 from later_read.core.value import CachedValue

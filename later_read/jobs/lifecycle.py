@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import asynccontextmanager
-from typing import Any, AsyncContextManager, AsyncIterator, Protocol
+from typing import Any, AsyncContextManager, Protocol
+from collections.abc import AsyncIterator
 
 import anyio
 import click

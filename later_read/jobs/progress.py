@@ -10,7 +10,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
+from collections.abc import Callable
 
 import anyio
 import orjson

@@ -24,7 +24,7 @@ import os
 import time
 import urllib.request
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 

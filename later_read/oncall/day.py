@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 

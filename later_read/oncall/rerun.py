@@ -34,7 +34,8 @@ from __future__ import annotations
 import dataclasses
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import confluent_kafka

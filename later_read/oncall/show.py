@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 

@@ -17,7 +17,7 @@ import datetime as dt
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import pymysql
 

@@ -28,7 +28,7 @@ import os
 import secrets
 import socket
 from contextlib import asynccontextmanager, contextmanager
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import redis.asyncio as aioredis

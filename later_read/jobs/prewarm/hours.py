@@ -16,7 +16,8 @@ finish. A `--uids-file` run covers only some users and writes no marker (`enable
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import anyio
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import AsyncContextManager, Callable
+from typing import AsyncContextManager
+from collections.abc import Callable
 
 from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
 from later_read.config.settings import Settings

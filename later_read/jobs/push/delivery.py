@@ -28,7 +28,8 @@ import time
 from collections import Counter, deque
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import IO, Any, AsyncIterator, Callable
+from typing import IO, Any
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import confluent_kafka

@@ -24,7 +24,8 @@ import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
+from collections.abc import AsyncIterator
 
 from later_read.core import ledger
 from later_read.core.clock import Clock

@@ -11,7 +11,7 @@ finds them in Redis.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import anyio
 

@@ -20,7 +20,8 @@ expiry pass (nobody is sent) sorts with `alerts=False`: it counts, it does not a
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Container, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Callable, Container, Sequence
 
 from later_read.core.value import CachedValue, decode
 from later_read.errors import CorruptValue

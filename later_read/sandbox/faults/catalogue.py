@@ -15,7 +15,7 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys

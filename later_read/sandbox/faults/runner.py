@@ -9,7 +9,7 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from later_read.sandbox.faults.catalogue import FAULTS, Outcome, run_fault
 from later_read.sandbox.faults.lab import Lab

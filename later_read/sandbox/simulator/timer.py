@@ -17,7 +17,8 @@ import heapq
 import itertools
 import os
 import time
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 SPIN_SECONDS = 0.0015
 _CLOCK_MONOTONIC = 1
