@@ -30,7 +30,7 @@ class FakeMySQL:
         self.port = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "FakeMySQL":
+    def __enter__(self) -> FakeMySQL:
         self._thread.start()
         return self
 

@@ -49,7 +49,7 @@ class Monitor:
     commands: list[dict] = field(default_factory=list)
     stopping: bool = False
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Monitor:
         self.client = redis.Redis.from_url(self.url)
         self.monitor = self.client.monitor()
         self.monitor.__enter__()

@@ -59,7 +59,7 @@ class Origin:
     head: bytes  # the request head up to the Content-Length value
 
     @classmethod
-    def parse(cls, url: str) -> "Origin":
+    def parse(cls, url: str) -> Origin:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"only http://host[:port]/path URLs are supported, not {url!r}")
@@ -319,7 +319,7 @@ class HttpPool:
                 waiter.set_result(None)
                 return
 
-    async def __aenter__(self) -> "HttpPool":
+    async def __aenter__(self) -> HttpPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -32,7 +32,7 @@ class Clock:
         self._began = monotonic()
 
     @classmethod
-    def parse(cls, text: str | None, zone: ZoneInfo) -> "Clock":
+    def parse(cls, text: str | None, zone: ZoneInfo) -> Clock:
         """`--now`: None is the wall clock; else ISO 8601 with an offset (UsageError otherwise)."""
         if text is None:
             return cls(zone)

@@ -61,7 +61,7 @@ class Schedule:
         self.window = dt.timedelta(minutes=catch_up_minutes)
 
     @classmethod
-    def of(cls, settings) -> "Schedule":
+    def of(cls, settings) -> Schedule:
         return cls(settings.zone, settings.push.catch_up_minutes)
 
     # One hour ------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class Stack:
         self.own_servers = own_servers
         self._exit = ExitStack()
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         own = self.own_servers
         try:
             self.redis = self._exit.enter_context(servers.RedisServer() if own else servers.redis_server())

@@ -64,7 +64,7 @@ class Failover:
     seconds: float
 
     @classmethod
-    def of(cls, settings: RedisSettings) -> "Failover":
+    def of(cls, settings: RedisSettings) -> Failover:
         return cls(0.0 if settings.mode == "standalone" else settings.failover_seconds)
 
     def attempts(self) -> Any:

@@ -75,7 +75,7 @@ class Day:
     logs: Path
     hours: tuple[int, ...] = (HOUR,)
     sections: dict = field(default_factory=dict)  # the config's sections (a variant starts from them)
-    jobs: list["Job"] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
 
 
 class Job:
@@ -136,7 +136,7 @@ class Lab:
         self._client: redis.Redis | None = None
         self._consumer: Consumer | None = None
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         try:
             for server in (self.redis, self.mariadb, self.kafka, self.simulator):
                 server.start()

@@ -55,7 +55,7 @@ class SimulatorProcess:
                    "--config-json", json.dumps(self.knobs.to_dict())]
         return command + (["--cpu", str(self.cpu)] if self.cpu is not None else [])
 
-    def start(self) -> "SimulatorProcess":
+    def start(self) -> SimulatorProcess:
         """Start the child and wait until it answers; RuntimeError (with its output) if it does not."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
@@ -119,7 +119,7 @@ class SimulatorProcess:
         assert self.process is not None, "the simulator is not running"
         return process_cpu_seconds(self.process.pid)
 
-    def __enter__(self) -> "SimulatorProcess":
+    def __enter__(self) -> SimulatorProcess:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -44,7 +44,7 @@ class RunningSimulator:
         await self.server.wait_closed()
         self._clock.close()
 
-    async def __aenter__(self) -> "RunningSimulator":
+    async def __aenter__(self) -> RunningSimulator:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
