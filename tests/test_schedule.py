@@ -16,7 +16,7 @@ from later_read.errors import UsageError
 from later_read.core.schedule import LOOKBACK, Hour, Schedule
 from later_read.core.scope import RunScope
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ZONES = ("Asia/Shanghai", "America/New_York", "Europe/Berlin")
 H = dt.timedelta(hours=1)
 

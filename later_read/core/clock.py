@@ -27,7 +27,7 @@ class Clock:
         if fixed is not None and fixed.utcoffset() is None:
             raise ValueError("a set clock needs an aware datetime")
         self.zone = zone
-        self.fixed = None if fixed is None else fixed.astimezone(dt.timezone.utc)
+        self.fixed = None if fixed is None else fixed.astimezone(dt.UTC)
         self._monotonic = monotonic
         self._began = monotonic()
 
@@ -62,5 +62,5 @@ class Clock:
 
     def monotonic_at(self, instant: dt.datetime) -> float:
         """The `time.monotonic()` reading at which `now()` reaches `instant`: a deadline for a loop."""
-        ahead = instant.astimezone(dt.timezone.utc) - self.now().astimezone(dt.timezone.utc)
+        ahead = instant.astimezone(dt.UTC) - self.now().astimezone(dt.UTC)
         return self._monotonic() + ahead.total_seconds()

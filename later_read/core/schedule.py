@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from later_read.errors import UsageError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 LOOKBACK = dt.timedelta(hours=24)  # a run judges the hours that started within the last 24 h
 DUE_MINUTES = 30                   # `day`: an hour not done this long after its start is late
 FINAL = ("done", "expired")        # ledger states a scheduled run never touches again
