@@ -75,7 +75,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict, timeout: f
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             data = await response.read()
             return Answer(response.status, data, time.perf_counter() - started)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Answer(None, b"", time.perf_counter() - started)
 
 

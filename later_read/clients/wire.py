@@ -258,10 +258,10 @@ class HttpPool:
         try:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             _, connection = await asyncio.wait_for(
                 loop.create_connection(self._protocol, origin.host, origin.port), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._forget()
             raise WireTimeout(f"connect to {origin.host}:{origin.port} timed out") from None
         except OSError as exc:
