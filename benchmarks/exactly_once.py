@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
-from later_read.config.kafka import PRODUCER_DEFAULTS  # noqa: E402
 from later_read.clients.kafka_topic import end_offsets, read_range  # noqa: E402
+from later_read.config.kafka import PRODUCER_DEFAULTS  # noqa: E402
 from later_read.config.settings import KafkaSettings  # noqa: E402
 from later_read.core.message import msg_id  # noqa: E402
 from later_read.sandbox.servers import KafkaServer  # noqa: E402

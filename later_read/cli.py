@@ -15,8 +15,14 @@ import click
 
 from later_read import __version__
 from later_read.config.settings import Settings, load_settings
-from later_read.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, error_line,
-                               traceback_text)
+from later_read.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    INTERNAL_ERROR_LINE,
+    LaterReadError,
+    error_line,
+    traceback_text,
+)
 from later_read.log import set_zone, setup_logging
 from later_read.redact import redact
 

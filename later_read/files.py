@@ -16,9 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
-from collections.abc import Iterator
 
 MODE = 0o640  # the job's user reads and writes, its group (the collector, the on-call) reads
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

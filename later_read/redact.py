@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 MASK = "***"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import stamina.instrumentation

@@ -9,10 +9,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from later_read.cli import cli
-
 from bad_inputs import CA_PEM, CASES, DOC, ROOT, Case, render_doc
 from fake_mysql import FakeMySQL
+from later_read.cli import cli
 from tls_certs import CA
 
 SHIPPED = (ROOT / "config.toml").read_text()

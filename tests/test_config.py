@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from later_read.config.settings import load_settings
-from later_read.redact import redact
 from later_read.errors import EXIT_USAGE, ConfigError
+from later_read.redact import redact
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = (ROOT / "config.toml").read_text()

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 
 from later_read.cli import cli
 from later_read.core.message import msg_id
-from later_read.store.keys import Keys
-from later_read.sandbox import seed as seeding
 from later_read.core.scope import Shard
+from later_read.sandbox import seed as seeding
+from later_read.store.keys import Keys
 from test_push import DATE, TEMPLATES, at, consume, seed_day, subprocess_env
 
 USERS = 240  # 10 a push hour, and some under a second hour too

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from later_read.cli import cli
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
-from test_push import (DATE, TEMPLATES, at, consume, oracle_value, prewarm, push_config, pushable, seed_hour)
+from later_read.store.keys import Keys
+from test_push import DATE, TEMPLATES, at, consume, oracle_value, prewarm, push_config, pushable, seed_hour
 
 PER_HOUR = 8
 REFUSED_3 = ("later-read: error: hour 3 of 20261123 is expired: its window closed at 2026-11-23T05:00:00+08:00 "

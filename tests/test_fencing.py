@@ -205,9 +205,9 @@ def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
 
     from later_read.config.settings import LockSettings, RedisSettings
     from later_read.errors import LockLost
-    from later_read.store.lock import JobLock
     from later_read.store import Store
     from later_read.store.client import open_redis
+    from later_read.store.lock import JobLock
 
     settings = RedisSettings(**{"url": url, **(settings_extra or {})})
     found: dict = {}

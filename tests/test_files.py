@@ -14,12 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from later_read.jobs import metrics
 from later_read.config.settings import load_settings
+from later_read.core.uids import read_file, write_file
 from later_read.files import atomic_file, write_atomic
+from later_read.jobs import metrics
 from later_read.jobs.progress import write_report
 from later_read.jobs.summary import Summary
-from later_read.core.uids import read_file, write_file
 
 SECRET = b"the victim's content\n"
 

@@ -21,10 +21,10 @@ from click.testing import CliRunner
 
 from later_read.cli import cli
 from later_read.log import ALERT_KEYWORD
-from later_read.store.keys import Keys
 from later_read.sandbox.seed import connect, seed_day, uid_of
 from later_read.sandbox.simulator.oracle import Oracle
 from later_read.sandbox.topic import read_topic
+from later_read.store.keys import Keys
 
 DATE, HOUR, USERS = "20261123", 7, 80
 NOW = "2026-11-23T07:05:00+08:00"  # inside HOUR's window: an explicit push of it is not refused

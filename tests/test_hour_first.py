@@ -15,8 +15,8 @@ import orjson
 import redis
 
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
+from later_read.store.keys import Keys
 from test_prewarm import wait_until
 from test_push import at
 

@@ -15,9 +15,9 @@ import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
-from later_read.store.keys import Keys
 from later_read.sandbox.seed import connect, expected_users, seed_day
 from later_read.sandbox.servers import free_port
+from later_read.store.keys import Keys
 
 DATE = "20261123"
 NOW = "2026-11-23T09:05:00+08:00"  # inside hour 9's window: an explicit push of it is not refused

@@ -14,17 +14,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 import redis
 from click.testing import CliRunner
 
 from later_read.cli import cli
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
 from later_read.sandbox import servers
-from later_read.sandbox.topic import TopicMessage, read_topic
 from later_read.sandbox.seed import connect, day_rows, seed_day, uid_of
+from later_read.sandbox.topic import TopicMessage, read_topic
+from later_read.store.keys import Keys
 from test_push import at
 
 DATE = "20261123"

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-import stamina
 import redis
+import stamina
 from click.testing import CliRunner
 
 from later_read.cli import cli
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
 from later_read.sandbox.seed import connect, expected_users, seed_day, uid_of
 from later_read.sandbox.servers import free_port
+from later_read.store.keys import Keys
 
 DATE = "20261123"
 TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]

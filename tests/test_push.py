@@ -22,17 +22,17 @@ import anyio
 import redis
 from click.testing import CliRunner
 
-from later_read.core.value import CachedValue, encode
 from later_read.cli import cli
 from later_read.config.settings import RedisSettings
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
+from later_read.core.value import CachedValue, encode
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.simulator.oracle import Oracle
 from later_read.sandbox.topic import read_topic, topic_size
 from later_read.store import Store
 from later_read.store.client import open_redis
+from later_read.store.keys import Keys
 
 DATE = "20261123"
 TEMPLATES = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]

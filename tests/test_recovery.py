@@ -18,8 +18,7 @@ from later_read.cli import cli
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from test_push import (DATE, at, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour,
-                       sent_markers)
+from test_push import DATE, at, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour, sent_markers
 
 HOUR = 7
 

@@ -14,17 +14,16 @@ import time
 import orjson
 import pytest
 import redis
-from redis.sentinel import Sentinel
-from test_push import DATE, consume, pushable, seed_hour, subprocess_env
-from test_push import at, oracle_value
 from click.testing import CliRunner
+from redis.sentinel import Sentinel
 
 from later_read.cli import cli
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
+from later_read.core.value import decode
 from later_read.sandbox.servers.process import ServerUnavailable
 from later_read.sandbox.servers.redis_ha import SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup
-from later_read.core.value import decode
+from later_read.store.keys import Keys
+from test_push import DATE, at, consume, oracle_value, pushable, seed_hour, subprocess_env
 
 HOUR = 9
 USERS = 600

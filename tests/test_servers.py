@@ -233,9 +233,9 @@ def _read_all(reader, query) -> list[list]:
 
 
 def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
-    from later_read.sandbox.seed import DDL
     from later_read.clients.starrocks import UserQuery
     from later_read.core.users import TaskUser
+    from later_read.sandbox.seed import DDL
 
     a, b, other = "04-026-20261123-r0gdua", "04-026-20261123-qk79ub", "04-026-20261122-r0gdua"
     uids = [str(n) for n in range(1, 40)] + ["Zed", "alice", "é-uid", "9" * 20]
@@ -260,8 +260,8 @@ def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
 
 
 def test_a_case_insensitive_uid_column_is_refused_not_silently_misread(mysql):
-    from later_read.errors import StarRocksError
     from later_read.clients.starrocks import UserQuery
+    from later_read.errors import StarRocksError
 
     with mysql.connect() as conn, conn.cursor() as cur:
         cur.execute(TASK_DATA + " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")

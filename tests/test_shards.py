@@ -16,14 +16,13 @@ import zlib
 import orjson
 import pytest
 import redis
+
+from later_read.core.scope import JOB_INDEX_ENV, RunScope, Shard, parse_shard
+from later_read.errors import UsageError
+from later_read.sandbox import seed as seeding
+from later_read.store.keys import Keys
 from test_prewarm import assert_capped
 from test_push import DATE, at, consume, seed_hour, subprocess_env
-
-from later_read.errors import UsageError
-from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
-from later_read.sandbox import seed as seeding
-from later_read.core.scope import JOB_INDEX_ENV, Shard, parse_shard
 
 HOUR = 9
 SHARDS = 4
@@ -177,6 +176,7 @@ def lua_calls(client: redis.Redis) -> int:
 @pytest.mark.parametrize("job", ["prewarm", "push"])
 def test_the_indexed_cronjob_runs_one_shard_per_completion_index(job, tmp_path):
     import yaml
+
     from test_deploy import CONFIG_PATH, ROOT, assert_cli_accepts, configmap_settings, manifests
 
     path = ROOT / "deploy" / "sharded" / f"{job}-indexed-cronjob.yaml"

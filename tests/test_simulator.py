@@ -20,8 +20,15 @@ import pytest
 from click.testing import CliRunner
 
 from later_read.sandbox.simulator import (
-    KnobError, Oracle, ServiceKnobs, SimulatorKnobs, SimulatorProcess, serve, simulator_command)
-from later_read.sandbox.simulator import knobs_from_options
+    KnobError,
+    Oracle,
+    ServiceKnobs,
+    SimulatorKnobs,
+    SimulatorProcess,
+    knobs_from_options,
+    serve,
+    simulator_command,
+)
 from later_read.sandbox.simulator.stats import EndpointStats
 from later_read.sandbox.simulator.timer import SpinClock, TimerfdClock, precise_clock
 

@@ -10,14 +10,13 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from fake_mysql import FakeMySQL
 from later_read.cli import cli
 from later_read.clients.starrocks import connect_options
 from later_read.config.settings import load_settings
-from later_read.store.keys import Keys
 from later_read.sandbox.seed import expected_users, seed_day
 from later_read.sandbox.servers import MariaDBServer
-
-from fake_mysql import FakeMySQL
+from later_read.store.keys import Keys
 from tls_certs import CA
 
 DATE = "20261123"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from later_read.core.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
+from later_read.core.bounds import check_reply
 
 PATH = "/v1/ab/assign"
 # Fixed request fields of the A/B contract.

@@ -60,8 +60,8 @@ import random
 import statistics
 import time
 from collections import deque
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 WINDOW_SECONDS = 0.1     # Envoy's sample window; ~5 round trips of a 20 ms service per window
 WINDOW_SAMPLES = 10      # Netflix WindowedLimit's minimum window size: fewer samples are noise

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, NamedTuple
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import confluent_kafka
 from confluent_kafka import TopicPartition

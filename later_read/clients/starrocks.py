@@ -19,17 +19,17 @@ import heapq
 import itertools
 import ssl
 import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future
 from operator import itemgetter
-from collections.abc import AsyncIterator, Iterator, Sequence
 
 import anyio
 import pymysql
 
 from later_read.config.settings import StarRocksSettings
-from later_read.errors import StarRocksError
 from later_read.core.scope import WHOLE, Shard
 from later_read.core.users import TaskUser
+from later_read.errors import StarRocksError
 
 
 class StarRocks:

@@ -21,12 +21,41 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from later_read.core.bounds import DEFAULT_MAX_REPLY_BYTES
-from later_read.config.checks import (BATCH, BOOTSTRAP, CA_FILE, CATCH_UP, CONCURRENCY, GRACE, HOST, HOST_PORTS,
-                                      HTTP_URL, INTERVAL, NON_EMPTY, PING_URL, PORT, PUSHGATEWAY_URL, QPS, RATIO,
-                                      REDIS_MODE, REDIS_URL, REPLICAS, REPLY_BYTES, SHARDS, SQL_NAME, TASK_IDS,
-                                      TIMEOUT, TOPIC, TTL, above, between, check, host_port, valid_zone)
+from later_read.config.checks import (
+    BATCH,
+    BOOTSTRAP,
+    CA_FILE,
+    CATCH_UP,
+    CONCURRENCY,
+    GRACE,
+    HOST,
+    HOST_PORTS,
+    HTTP_URL,
+    INTERVAL,
+    NON_EMPTY,
+    PING_URL,
+    PORT,
+    PUSHGATEWAY_URL,
+    QPS,
+    RATIO,
+    REDIS_MODE,
+    REDIS_URL,
+    REPLICAS,
+    REPLY_BYTES,
+    SHARDS,
+    SQL_NAME,
+    TASK_IDS,
+    TIMEOUT,
+    TOPIC,
+    TTL,
+    above,
+    between,
+    check,
+    host_port,
+    valid_zone,
+)
 from later_read.config.env import TYPE_WORDS, EnvValue, apply_env, env_name, from_env, key_label, show
+from later_read.core.bounds import DEFAULT_MAX_REPLY_BYTES
 from later_read.errors import ConfigError
 from later_read.redact import register_config
 

@@ -15,11 +15,11 @@ import uuid
 
 import orjson
 
+from later_read.clients.material import Material
 from later_read.core.clock import Clock
 from later_read.core.schedule import Hour, Schedule
-from later_read.core.value import CachedValue
-from later_read.clients.material import Material
 from later_read.core.users import TaskUser
+from later_read.core.value import CachedValue
 
 # uuid5(NAMESPACE_URL, "https://later-read/push-message"), written out so it can never drift.
 MSG_NAMESPACE = uuid.UUID("56ceba24-d476-55d4-8d79-7a252494d8f7")

@@ -19,8 +19,8 @@ tzinfo by their wall-clock fields, which is wrong across a DST transition.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from later_read.errors import UsageError

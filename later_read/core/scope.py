@@ -19,9 +19,9 @@ an unsharded deployment keeps every key it had.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
-import dataclasses
 from dataclasses import dataclass
 
 from later_read.core.schedule import Hour

@@ -6,8 +6,8 @@ clients/starrocks.py's.
 
 from __future__ import annotations
 
-from typing import NamedTuple
 from collections.abc import Sequence
+from typing import NamedTuple
 
 
 class TaskUser(NamedTuple):

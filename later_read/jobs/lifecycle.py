@@ -18,9 +18,9 @@ A job is any object with the attributes and methods of `Job` below.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, AsyncContextManager, Protocol
-from collections.abc import AsyncIterator
 
 import anyio
 import click
@@ -28,17 +28,29 @@ from anyio.abc import TaskGroup
 
 from later_read import runtime
 from later_read.config.settings import Settings
-from later_read.errors import (EXIT_EXPIRED, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
-                               EXIT_SERVICE_DOWN, INTERNAL_ERROR_LINE, Interrupted, LaterReadError, LockLost,
-                               ServiceDown, error_line, traceback_text)
-from later_read.jobs.progress import write_report
-from later_read.store.lock import JobLock
-from later_read.log import alert, get_logger, summary as log_summary
+from later_read.core.scope import RunScope
+from later_read.errors import (
+    EXIT_EXPIRED,
+    EXIT_FAILURES,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVICE_DOWN,
+    INTERNAL_ERROR_LINE,
+    Interrupted,
+    LaterReadError,
+    LockLost,
+    ServiceDown,
+    error_line,
+    traceback_text,
+)
 from later_read.jobs.monitor import Pings
+from later_read.jobs.progress import write_report
+from later_read.jobs.summary import Summary
+from later_read.log import alert, get_logger, summary as log_summary
 from later_read.redact import redact_data
 from later_read.runtime import Shutdown
-from later_read.core.scope import RunScope
-from later_read.jobs.summary import Summary
+from later_read.store.lock import JobLock
 
 log = get_logger("lifecycle")
 

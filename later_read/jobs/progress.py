@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
-from collections.abc import Callable
 
 import anyio
 import orjson

@@ -23,8 +23,8 @@ import dataclasses
 import os
 import time
 import urllib.request
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 
@@ -33,14 +33,14 @@ from later_read.clients.kafka import check_topic, open_producer
 from later_read.clients.starrocks import StarRocks, UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import build_services
+from later_read.core.users import task_ids_for
 from later_read.errors import EXIT_DEPENDENCY, EXIT_OK, ServiceError
 from later_read.inputs import current_hour, parse_date
 from later_read.log import printable, quote
-from later_read.runtime import run
 from later_read.redact import redact
-from later_read.store.client import describe, open_redis, target
+from later_read.runtime import run
 from later_read.store import Store
-from later_read.core.users import task_ids_for
+from later_read.store.client import describe, open_redis, target
 
 PROBE_UID = "later-read-check"
 PROBE_PROJECT = "novel"

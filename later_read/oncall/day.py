@@ -26,15 +26,15 @@ from collections.abc import Callable
 
 import orjson
 
-from later_read.core import ledger
-from later_read.core.clock import Clock
 from later_read.config.settings import Settings
 from later_read.connections import open_store
+from later_read.core import ledger
+from later_read.core.clock import Clock
+from later_read.core.schedule import Hour, Schedule
+from later_read.core.scope import RunScope
 from later_read.errors import EXIT_FAILURES, EXIT_OK
 from later_read.log import quote
 from later_read.runtime import run
-from later_read.core.schedule import Hour, Schedule
-from later_read.core.scope import RunScope
 from later_read.store import DayRecords
 from later_read.store.keys import LEDGER_DAYS
 

@@ -25,9 +25,9 @@ import datetime as dt
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable
 
 import confluent_kafka
 import orjson
@@ -37,11 +37,11 @@ from redis.exceptions import RedisError
 from later_read.clients.kafka import ErrorReporter, LibrdkafkaLog, check_topic
 from later_read.config.settings import Settings
 from later_read.connections import open_store
-from later_read.errors import EXIT_OK, KafkaUnavailable, LaterReadError
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
+from later_read.errors import EXIT_OK, KafkaUnavailable, LaterReadError
 from later_read.log import fields
 from later_read.runtime import run
+from later_read.store.keys import Keys
 
 # A push started by hand a little before its hour, or a host clock a little off, still falls inside the
 # time bound; reading an hour more of the topic costs little, and other dates are filtered out anyway.

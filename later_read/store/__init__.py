@@ -7,25 +7,32 @@ Batching is the caller's choice (`redis.batch_size` keys per call); each method 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import anyio
 import orjson
 from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
-from later_read.core import ledger
-from later_read.store import fencing
 from later_read.config.settings import RedisSettings
-from later_read.errors import RedisUnavailable
-from later_read.store.fencing import Fence
-from later_read.store.keys import (CHECK_SCRATCH_TTL_SECONDS, PREWARM_DONE_TTL_SECONDS, PREWARM_READY_TTL_SECONDS,
-                                   PUSH_LEDGER_TTL_SECONDS, PUSH_START_TTL_SECONDS, SENT_TTL_SECONDS, Keys)
-from later_read.log import event, get_logger
+from later_read.core import ledger
 from later_read.core.schedule import Hour
 from later_read.core.scope import RunScope
+from later_read.errors import RedisUnavailable
+from later_read.log import event, get_logger
+from later_read.store import fencing
 from later_read.store.client import RETRYABLE, WRITER_RACE, Failover, retryable, target
+from later_read.store.fencing import Fence
+from later_read.store.keys import (
+    CHECK_SCRATCH_TTL_SECONDS,
+    PREWARM_DONE_TTL_SECONDS,
+    PREWARM_READY_TTL_SECONDS,
+    PUSH_LEDGER_TTL_SECONDS,
+    PUSH_START_TTL_SECONDS,
+    SENT_TTL_SECONDS,
+    Keys,
+)
 
 log = get_logger("store")
 

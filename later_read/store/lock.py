@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from contextlib import asynccontextmanager, contextmanager
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import redis.asyncio as aioredis

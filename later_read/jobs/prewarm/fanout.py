@@ -30,20 +30,20 @@ from typing import Any
 
 import anyio
 
-from later_read.core.value import decode, encode
+from later_read.clients.starrocks import UserQuery
 from later_read.connections import JobConnections
+from later_read.core.scope import RunScope
+from later_read.core.uids import unservable
+from later_read.core.users import TaskUser
+from later_read.core.value import decode, encode
 from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
-from later_read.jobs.prewarm.hours import HOURS, HourTracker
-from later_read.core.scope import RunScope
 from later_read.jobs.prewarm.feed import UserFeed
+from later_read.jobs.prewarm.hours import HOURS, HourTracker
 from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
-from later_read.core.uids import unservable
-from later_read.clients.starrocks import UserQuery
-from later_read.core.users import TaskUser
 
 log = get_logger("prewarm")
 

@@ -15,26 +15,26 @@ its closing alert line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import AsyncContextManager
-from collections.abc import Callable
 
 from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
+from later_read.clients.starrocks import UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import JobConnections, Services, open_job
+from later_read.core.scope import RunScope, parse_shard
+from later_read.core.users import task_ids_for
 from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.prewarm.fanout import STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout, FanoutPlan
 from later_read.jobs.progress import Progress, check_report_path
-from later_read.store.keys import Keys
-from later_read.log import alert, event, get_logger
-from later_read.runtime import Shutdown
-from later_read.core.scope import RunScope, parse_shard
 from later_read.jobs.saving import with_old_flow
 from later_read.jobs.summary import Summary
-from later_read.clients.starrocks import UserQuery
-from later_read.core.users import task_ids_for
+from later_read.log import alert, event, get_logger
+from later_read.runtime import Shutdown
+from later_read.store.keys import Keys
 
 JOB = "prewarm"
 # The report's counters. `users` = the users this run looked at, each counted once in exactly one of

@@ -24,12 +24,12 @@ import datetime as dt
 from typing import Any
 
 from later_read.core import ledger
+from later_read.core.schedule import FINAL, Hour, Plan
 from later_read.errors import LockHeld
 from later_read.jobs.push.hour import JOB, PushContext, expire_hour, push_hour
+from later_read.log import alert, event, get_logger
 from later_read.store.keys import LEDGER_DAYS, Keys
 from later_read.store.lock import JobLock, holding
-from later_read.log import alert, event, get_logger
-from later_read.core.schedule import FINAL, Hour, Plan
 
 log = get_logger("push")
 

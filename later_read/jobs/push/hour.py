@@ -23,36 +23,36 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import AsyncIterator, Sequence
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from later_read import runtime
-from later_read.core import ledger
 from later_read.clients.kafka import OVERSIZE_MESSAGE
 from later_read.clients.material import Material
-from later_read.core.clock import Clock
+from later_read.clients.starrocks import UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import PushConnections
+from later_read.core import ledger
+from later_read.core.clock import Clock
+from later_read.core.message import build_message, encode, expires_at
+from later_read.core.schedule import FINAL, Hour, Schedule
+from later_read.core.scope import RunScope
+from later_read.core.users import TaskUser, task_ids_for
 from later_read.errors import LaterReadError, ServiceError
 from later_read.jobs.progress import Progress
 from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
-from later_read.core.message import build_message, encode, expires_at
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.jobs.push.wait import wait_for_prewarm
+from later_read.jobs.summary import Summary
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
-from later_read.core.schedule import FINAL, Hour, Schedule
-from later_read.core.scope import RunScope
-from later_read.jobs.summary import Summary
-from later_read.clients.starrocks import UserQuery
-from later_read.core.users import TaskUser, task_ids_for
 
 log = get_logger("push")
 

@@ -22,20 +22,20 @@ transactional producer, with figures: docs/design.md ("Exactly one message per u
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio
 import orjson
 
-from later_read.core import ledger
 from later_read.clients import kafka_topic
 from later_read.config.settings import KafkaSettings
-from later_read.errors import KafkaUnavailable
-from later_read.store.fencing import Fence
-from later_read.log import alert, get_logger
+from later_read.core import ledger
 from later_read.core.scope import RunScope
+from later_read.errors import KafkaUnavailable
+from later_read.log import alert, get_logger
 from later_read.store import Store
+from later_read.store.fencing import Fence
 
 log = get_logger("push")
 

@@ -20,14 +20,14 @@ expiry pass (nobody is sent) sorts with `alerts=False`: it counts, it does not a
 from __future__ import annotations
 
 from collections import Counter
-from typing import NamedTuple
 from collections.abc import Callable, Container, Sequence
+from typing import NamedTuple
 
+from later_read.core.uids import unservable
+from later_read.core.users import TaskUser
 from later_read.core.value import CachedValue, decode
 from later_read.errors import CorruptValue
 from later_read.log import alert, get_logger
-from later_read.core.uids import unservable
-from later_read.core.users import TaskUser
 
 log = get_logger("push")
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 import random
 import signal
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
-from later_read.sandbox.faults.checks import (Verdict, check_day, check_job, pushable_users,
-                                              unmarked_deliveries)
 from later_read.sandbox.faults import schedule
+from later_read.sandbox.faults.checks import Verdict, check_day, check_job, pushable_users, unmarked_deliveries
 from later_read.sandbox.faults.lab import DATE, HOUR, KNOBS, Day, Job, Lab
 from later_read.sandbox.simulator import SimulatorKnobs
+from later_read.store.keys import Keys
 
 MAX_RERUNS = 4
 LOCK_WAIT_SECONDS = 75  # a lock left by a dead run expires within its 60 s TTL

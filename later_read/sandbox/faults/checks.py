@@ -24,14 +24,14 @@ import orjson
 
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
+from later_read.core.value import CachedValue, decode
 from later_read.sandbox import seed as seeding
 from later_read.sandbox.faults.lab import DATE, KNOBS, Day, Job, Lab
 from later_read.sandbox.simulator import SimulatorKnobs
 from later_read.sandbox.simulator.oracle import Oracle
 from later_read.sandbox.stack import DEFAULT_TASKS
 from later_read.sandbox.topic import read_topic
-from later_read.core.value import CachedValue, decode
+from later_read.store.keys import Keys
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 8}  # README "Exit codes"; 70 is a bug by definition
 ONE_LINE_ERROR_CODES = {2, 3, 4, 5, 8}            # these end with exactly one `later-read: error:` line

@@ -20,15 +20,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from later_read.sandbox import seed as seeding
-from later_read.sandbox import servers
+from later_read.sandbox import seed as seeding, servers
 from later_read.sandbox.simulator import SimulatorKnobs, SimulatorProcess
 from later_read.sandbox.stack import DEFAULT_TASKS, config_dict, render_toml
 

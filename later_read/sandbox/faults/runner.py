@@ -8,8 +8,8 @@ import random
 import statistics
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from later_read.sandbox.faults.catalogue import FAULTS, Outcome, run_fault
 from later_read.sandbox.faults.lab import Lab

@@ -14,8 +14,17 @@ import time
 import uuid
 from pathlib import Path
 
-from later_read.sandbox.servers.process import (KAFKA_ENV, LocalServer, ServerUnavailable, _one_line, find_program,
-                                                free_port, port_open, require_program, wait_until)
+from later_read.sandbox.servers.process import (
+    KAFKA_ENV,
+    LocalServer,
+    ServerUnavailable,
+    _one_line,
+    find_program,
+    free_port,
+    port_open,
+    require_program,
+    wait_until,
+)
 
 CACHE_ENV = "LATER_READ_CACHE"
 # The one place the Kafka version is pinned (Maven resolves the broker and its dependencies from it).

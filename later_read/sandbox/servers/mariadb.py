@@ -8,8 +8,15 @@ import subprocess
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from later_read.sandbox.servers.process import (MYSQL_ENV, LocalServer, ServerUnavailable, _one_line, free_port,
-                                                port_open, require_program)
+from later_read.sandbox.servers.process import (
+    MYSQL_ENV,
+    LocalServer,
+    ServerUnavailable,
+    _one_line,
+    free_port,
+    port_open,
+    require_program,
+)
 
 
 @dataclass(frozen=True)

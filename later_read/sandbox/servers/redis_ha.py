@@ -22,7 +22,14 @@ import time
 from pathlib import Path
 
 from later_read.sandbox.servers.process import (
-    REDIS_ENV, ChildProcess, ServerUnavailable, free_port, port_open, require_program, wait_until)
+    REDIS_ENV,
+    ChildProcess,
+    ServerUnavailable,
+    free_port,
+    port_open,
+    require_program,
+    wait_until,
+)
 
 NODE_TIMEOUT_MS = 1000   # cluster-node-timeout / down-after-milliseconds: a failover in ~2-5 s
 SENTINEL_FAILOVER_TIMEOUT_MS = 5000

@@ -19,8 +19,8 @@ material ids for material) and are counted as fault "hostile"; their body is a t
 from __future__ import annotations
 
 import random
-from typing import Any, NamedTuple
 from collections.abc import Callable
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import orjson

@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from later_read.core.value import CachedValue
 from later_read.sandbox.servers import death_signal_setter
 from later_read.sandbox.simulator.knobs import KnobError, SimulatorKnobs
 from later_read.sandbox.simulator.oracle import Oracle
-from later_read.core.value import CachedValue
 
 START_TIMEOUT_SECONDS = 15.0
 LISTENING = "simulator listening on "

@@ -18,7 +18,6 @@ from later_read.sandbox.simulator.knobs import KnobError, SimulatorKnobs
 from later_read.sandbox.simulator.timer import Clock, precise_clock
 
 
-
 class RunningSimulator:
     """A simulator serving in the current event loop; `async with` or `await close()` stops it."""
 

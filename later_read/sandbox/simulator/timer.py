@@ -17,8 +17,8 @@ import heapq
 import itertools
 import os
 import time
-from typing import Protocol
 from collections.abc import Callable
+from typing import Protocol
 
 SPIN_SECONDS = 0.0015
 _CLOCK_MONOTONIC = 1
