@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs, SimulatorProcess  # noqa: E402
-from later_read.sandbox.simulator.process import process_cpu_seconds as cpu_seconds  # noqa: E402
+from later_read.sandbox.simulator import ServiceKnobs, SimulatorKnobs, SimulatorProcess
+from later_read.sandbox.simulator.process import process_cpu_seconds as cpu_seconds
 
 UIDS = 2000
 

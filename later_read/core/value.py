@@ -70,7 +70,7 @@ def decode(raw: bytes | str) -> CachedValue:
         _bounded(("trace_id", trace_id))
         return CachedValue(outcome, date, trace_id)
     rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
-    if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str  # noqa: E721
+    if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str
             and rec_id and rec_type and material_id):  # the common case, checked fast; else:
         rec_id, rec_type, material_id = _rec_fields(data, raw)
     _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
