@@ -31,7 +31,7 @@ USERS = 240  # 10 a push hour, and some under a second hour too
 KILLED, EXPIRED = 4, 10
 # hour -> the minute its scheduled run starts; hours 2, 10 and 11 have no run of their own: 2 and 11 are
 # caught up by the next run (03:01, 12:05), 10's window (10:00-12:00) has closed by then; 7 starts late.
-RUNS = {0: 2, 1: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 50, 8: 1, 9: 1, 12: 5, **{h: 1 for h in range(13, 24)}}
+RUNS = {0: 2, 1: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 50, 8: 1, 9: 1, 12: 5, **dict.fromkeys(range(13, 24), 1)}
 CAUGHT_UP = {2: 61, 4: 61, 11: 65}  # hour -> minutes late when its catch-up began (at least)
 ORDER = [*range(0, 24)]  # the order hours are handled in: a catch-up is always before the next hour
 
