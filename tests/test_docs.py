@@ -72,7 +72,7 @@ def test_every_relative_link_resolves(doc):
             continue
         file, _, anchor = target.partition("#")
         path = (doc.parent / file).resolve() if file else doc
-        if not path.exists() or anchor and path.suffix == ".md" and anchor not in anchors(path):
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in anchors(path)):
             broken.append(target)
     assert not broken, f"{doc.relative_to(ROOT)}: links to nothing: {broken}"
 

@@ -145,7 +145,7 @@ def _check_fields(sim: Oracle, messages, users: dict, first: dict, verdict: Verd
                 or body.get("push_hour") != first.get(m.key)
                 or body.get("rec_id") != e["rec_id"] or body.get("material_id") != e["material_id"]
                 or body.get("trace_id") != e["trace_id"] or card is None or body.get("title") != card["title"]
-                or m.key in users and body.get("project") != users[m.key][0]):
+                or (m.key in users and body.get("project") != users[m.key][0])):
             wrong += 1
     if wrong:
         verdict.problems.append(f"{wrong} message(s) with a field that differs from the oracle")
