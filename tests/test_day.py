@@ -33,7 +33,7 @@ KILLED, EXPIRED = 4, 10
 # caught up by the next run (03:01, 12:05), 10's window (10:00-12:00) has closed by then; 7 starts late.
 RUNS = {0: 2, 1: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 50, 8: 1, 9: 1, 12: 5, **dict.fromkeys(range(13, 24), 1)}
 CAUGHT_UP = {2: 61, 4: 61, 11: 65}  # hour -> minutes late when its catch-up began (at least)
-ORDER = [*range(0, 24)]  # the order hours are handled in: a catch-up is always before the next hour
+ORDER = [*range(24)]  # the order hours are handled in: a catch-up is always before the next hour
 
 
 def later_read(config, *args: str) -> subprocess.Popen:
