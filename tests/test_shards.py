@@ -7,7 +7,6 @@ shard's prewarm marker.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
