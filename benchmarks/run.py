@@ -164,8 +164,8 @@ def print_result(result: dict) -> None:
             f"wall={m['wall_seconds']:.2f}s users/s={m['users_per_second']:,.0f} "
             f"cpu={m['cpu_seconds']:.2f}s cpu/user={m['cpu_us_per_user']:.0f}us rss={m['peak_rss_mb']:.0f}MB")
     if "fraction_of_ceiling" in m:
-        line += f" ceiling={s['concurrency'] / ((s['ab_ms'] + s['rec_ms']) / 1000):,.0f}/s " \
-                f"fraction={m['fraction_of_ceiling']:.3f}"
+        line += (f" ceiling={s['concurrency'] / ((s['ab_ms'] + s['rec_ms']) / 1000):,.0f}/s "
+                 f"fraction={m['fraction_of_ceiling']:.3f}")
     sim = result["runs"][-1]["simulator"]
     line += " sim=" + ",".join(f"{k}:{v['calls']}@{v['peak_qps']}qps" for k, v in sim.items())
     print(line, flush=True)

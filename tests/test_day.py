@@ -168,9 +168,9 @@ def _check_refusal_and_retry(config, count: int) -> None:
     refused = CliRunner().invoke(cli, ["push", "--config", str(config), "--hour", str(EXPIRED), "--now",
                                        at(12, 6), *shard])
     assert refused.exit_code == 2 and refused.stderr.splitlines() == [
-        "later-read: error: hour 10 of 20261123 is expired: its window closed at 2026-11-23T12:00:00+08:00 "
-        "(start + [push] catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it "
-        "anyway"]
+        ("later-read: error: hour 10 of 20261123 is expired: its window closed at 2026-11-23T12:00:00+08:00 "
+         "(start + [push] catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it "
+         "anyway")]
     retry = run_hour(config, 12, count, minute=6)
     assert [code for code, _ in retry] == [0] * count, retry
     assert not any("push.hour_expired" in stderr or " push.caught_up " in stderr for _, stderr in retry)

@@ -140,12 +140,12 @@ def test_env_override_that_does_not_answer_says_so(monkeypatch):
 
 
 @pytest.mark.parametrize("server_class, message", [
-    (servers.RedisServer, "redis-server not found: run `apt-get install redis-server` "
-                          "(or set LATER_READ_TEST_REDIS_URL)"),
-    (servers.MariaDBServer, "mariadbd not found: run `apt-get install mariadb-server` "
-                            "(or set LATER_READ_TEST_MYSQL)"),
-    (servers.KafkaServer, "java not found: run `apt-get install openjdk-17-jre-headless` "
-                          "(or set LATER_READ_TEST_KAFKA)"),
+    (servers.RedisServer, ("redis-server not found: run `apt-get install redis-server` "
+                           "(or set LATER_READ_TEST_REDIS_URL)")),
+    (servers.MariaDBServer, ("mariadbd not found: run `apt-get install mariadb-server` "
+                             "(or set LATER_READ_TEST_MYSQL)")),
+    (servers.KafkaServer, ("java not found: run `apt-get install openjdk-17-jre-headless` "
+                           "(or set LATER_READ_TEST_KAFKA)")),
 ])
 def test_missing_program_is_one_clear_line(server_class, message, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))

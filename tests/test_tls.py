@@ -113,8 +113,9 @@ def test_a_cleartext_password_is_refused_without_tls_before_it_is_sent(make_conf
         checked = run("check", "--config", str(config), "--timeout", "3")
     assert fake.switched == 1 and fake.received == []  # asked, and got nothing
     line = starrocks_line(checked)
-    assert line.startswith("FAIL starrocks") and "asked for the password in clear text (mysql_clear_password) " \
-        "on a connection without TLS; refused, the password was not sent" in line
+    assert line.startswith("FAIL starrocks")
+    assert ("asked for the password in clear text (mysql_clear_password) on a connection without TLS; "
+            "refused, the password was not sent") in line
     assert "Cleartext-Canary-9" not in checked.output
 
 

@@ -84,8 +84,8 @@ class StarRocksSettings:
 
     def problems(self) -> list[tuple[str, str]]:
         if self.tls_ca_file and not self.tls:
-            return [("tls_ca_file", "set while tls = false, so it would not be used; set tls = true or "
-                                    'tls_ca_file = ""')]
+            return [("tls_ca_file", ("set while tls = false, so it would not be used; set tls = true or "
+                                     'tls_ca_file = ""'))]
         return []
 
 
@@ -156,11 +156,11 @@ class ServiceSettings:
         """(key, what is wrong) for values that are fine alone but not together."""
         found = []
         if self.backoff_max_seconds < self.backoff_initial_seconds:
-            found.append(("backoff_max_seconds", f"{self.backoff_max_seconds:g} is below "
-                                                 f"backoff_initial_seconds = {self.backoff_initial_seconds:g}"))
+            found.append(("backoff_max_seconds", (f"{self.backoff_max_seconds:g} is below "
+                                                  f"backoff_initial_seconds = {self.backoff_initial_seconds:g}")))
         if self.breaker_min_calls > self.breaker_window:
-            found.append(("breaker_min_calls", f"{self.breaker_min_calls} is above breaker_window = "
-                                               f"{self.breaker_window}: the breaker could never trip"))
+            found.append(("breaker_min_calls", (f"{self.breaker_min_calls} is above breaker_window = "
+                                                f"{self.breaker_window}: the breaker could never trip")))
         return found
 
 
@@ -188,9 +188,9 @@ class PushSettings:
     def problems(self) -> list[tuple[str, str]]:
         """(key, what is wrong) for values that are fine alone but not together."""
         if self.catch_up_minutes * 60 <= self.wait_for_prewarm_seconds:
-            return [("catch_up_minutes", f"{self.catch_up_minutes} min is not above wait_for_prewarm_seconds = "
-                                         f"{self.wait_for_prewarm_seconds:g} s: an hour could expire while "
-                                         "it waits for the prewarm")]
+            return [("catch_up_minutes", (f"{self.catch_up_minutes} min is not above wait_for_prewarm_seconds = "
+                                          f"{self.wait_for_prewarm_seconds:g} s: an hour could expire while "
+                                          "it waits for the prewarm"))]
         return []
 
 

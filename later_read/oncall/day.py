@@ -117,9 +117,9 @@ def _count(value: object) -> int | float:
 
 def render(report: dict) -> list[str]:
     """The text form: a head line, one row per hour, what is late or expired, the totals."""
-    lines = [f"day {report['date']} timezone={quote(report['timezone'])} now={report['now']} "
-             f"catch_up_minutes={report['catch_up_minutes']} shards={report['shards']} "
-             f"prewarm={'done' if report['prewarm_done'] else 'not done'}"]
+    lines = [(f"day {report['date']} timezone={quote(report['timezone'])} now={report['now']} "
+              f"catch_up_minutes={report['catch_up_minutes']} shards={report['shards']} "
+              f"prewarm={'done' if report['prewarm_done'] else 'not done'}")]
     table = [list(COLUMNS)] + [_cells(row) for row in report["hours"]]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS) - 1)]
     for cells in table:
