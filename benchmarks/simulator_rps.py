@@ -6,8 +6,8 @@ load generator pinned to another, and prints requests/s with both sides' CPU use
 
 Three load generators: "wire" (the product's `wire.HttpPool`), "aiohttp" and "raw" (a minimal
 asyncio.Protocol HTTP/1.1 client); the summary line gives both sides' CPU per request. aiohttp spends
-more CPU per request than the simulator does, so on a two-core machine it saturates its core first and cannot show the simulator's limit; the raw client can. The verdict line says
-which side ran out of CPU.
+more CPU per request than the simulator does, so on a two-core machine it saturates its core first and
+cannot show the simulator's limit; the raw client can. The verdict line says which side ran out of CPU.
 
     python benchmarks/simulator_rps.py                      # raw and aiohttp, latency 0 and 5 ms
     python benchmarks/simulator_rps.py --client raw --latency-ms 0 --connections 200

@@ -67,7 +67,8 @@ def prewarm(config: Path, report: Path):
 
 
 def push(config: Path, report: Path):
-    return later_read("push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config), "--report", str(report))
+    return later_read("push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config),
+                      "--report", str(report))
 
 
 def quick_config(make_config, **extra):
@@ -112,7 +113,8 @@ def test_an_oversize_card_fails_its_users_once_and_sends_nothing_for_them(
     result = push(config, tmp_path / "r.json")
     assert result.exit_code == 1, result.output
     with_card = {u: sim.expected(u)["material_id"] for u in UIDS
-                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"] and sim.expected(u)["material_found"]}
+                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"]
+                 and sim.expected(u)["material_found"]}
     bad_cards = hostile(sim, set(with_card.values()), 0.3)
     failed = {u for u, m in with_card.items() if m in bad_cards}
     assert failed and bad_cards
@@ -157,7 +159,8 @@ def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does
     # 3,000 bytes of content: under its 16 KiB bound, over the producer's 1,000-byte messages
     sim.configure(material={"hostile_ratio": 0.3, "hostile_field": "content", "hostile_field_bytes": 3000})
     with_card = {u: sim.expected(u)["material_id"] for u in UIDS
-                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"] and sim.expected(u)["material_found"]}
+                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"]
+                 and sim.expected(u)["material_found"]}
     too_big = {u for u, m in with_card.items() if m in hostile(sim, set(with_card.values()), 0.3)}
     assert too_big
     for run in (1, 2):  # the second run of the hour: no recovery, the same users refused, nothing produced

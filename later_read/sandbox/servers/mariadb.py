@@ -134,7 +134,8 @@ class MariaDBServer(LocalServer):
         d = self.tempdir
         (d / "tmp").mkdir(exist_ok=True)  # its own temp tables: nothing else cleaning /tmp can break a query
         return [self.binary, "--no-defaults", *self._as_user(), f"--datadir={d / 'data'}",
-                f"--tmpdir={d / 'tmp'}", f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}", f"--port={self.port}",
+                f"--tmpdir={d / 'tmp'}", f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}",
+                f"--port={self.port}",
                 "--bind-address=127.0.0.1", *self.TUNING, *self._tls_options()]
 
     def _tls_options(self) -> list[str]:
