@@ -182,9 +182,8 @@ def main() -> None:
     wanted = set(args.scenario.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     results = []
-    for s in QUICK if args.quick else FULL:
-        if args.users:
-            s = dataclasses.replace(s, users=args.users)
+    for listed in QUICK if args.quick else FULL:
+        s = dataclasses.replace(listed, users=args.users) if args.users else listed
         if s.name in wanted:
             results.append(scenario(s, repeat))
             print_result(results[-1])

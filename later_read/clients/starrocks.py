@@ -98,8 +98,8 @@ class StarRocks:
         """Every task id's uids merged in uid order, one TaskUser per uid (smallest project and task id).
         Runs in the worker thread: the pages are read lazily as the merge needs them."""
         streams = [self._task_rows(query, task_id) for task_id in sorted(set(query.task_ids))]
-        for uid, rows in itertools.groupby(heapq.merge(*streams, key=itemgetter(0)), key=itemgetter(0)):
-            rows = list(rows)
+        for uid, group in itertools.groupby(heapq.merge(*streams, key=itemgetter(0)), key=itemgetter(0)):
+            rows = list(group)
             yield TaskUser(uid, min(r[1] for r in rows), min(r[2] for r in rows))
 
     def _task_rows(self, query: UserQuery, task_id: str) -> Iterator[tuple[str, str, str]]:
@@ -107,8 +107,8 @@ class StarRocks:
         after: str | None = None
         while True:
             rows = self._query(*query.page(task_id, after, self.settings.batch_size))
-            for uid, project in rows:
-                uid = str(uid)
+            for raw_uid, project in rows:
+                uid = str(raw_uid)
                 if after is not None and uid <= after:
                     raise StarRocksError(
                         f"{self.settings.table}.source_uid came back out of byte order ({after!r} then "
