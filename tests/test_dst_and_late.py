@@ -148,7 +148,7 @@ def test_a_run_whose_window_closes_mid_run_stops_and_counts_the_rest_expired(
     result = invoke("push", "--config", config, "--date", DATE, "--hour", "9", "--now", "2026-11-23T09:09:58+08:00",
                     "--report", str(report))
     assert result.exit_code == 7, result.stderr[-2000:]
-    line = next(l for l in result.stderr.splitlines() if " push.hour_expired " in l)
+    line = next(text for text in result.stderr.splitlines() if " push.hour_expired " in text)
     assert line.endswith("LATER_READ_ALERT") and "window_closed_at=2026-11-23T09:10:00+08:00" in line
     client = redis.Redis.from_url(redis_url)
     entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, 9))))

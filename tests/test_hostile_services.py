@@ -141,9 +141,9 @@ def test_a_redis_value_over_a_bound_is_corrupt_in_push_and_show(redis_url, mysql
     result = push(config, tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["corrupt"] == 2 and sorted(data["uids"]["corrupt"]) == sorted([big, long_field])
-    corrupt_lines = [l for l in result.stderr.splitlines() if " push.corrupt_value " in l]
-    assert any("over the 8,192-byte bound of a value" in l for l in corrupt_lines)
-    assert any("trace_id of 300 bytes, over its 256-byte bound" in l for l in corrupt_lines)
+    corrupt_lines = [line for line in result.stderr.splitlines() if " push.corrupt_value " in line]
+    assert any("over the 8,192-byte bound of a value" in line for line in corrupt_lines)
+    assert any("trace_id of 300 bytes, over its 256-byte bound" in line for line in corrupt_lines)
     shown = later_read("show", big, "--date", DATE, "--config", str(config))
     assert "outcome    corrupt: 9,1" in shown.stdout and "bytes, over the 8,192-byte bound of a value" in shown.stdout
     shown = later_read("show", long_field, "--date", DATE, "--config", str(config))
@@ -171,9 +171,10 @@ def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does
         assert data["failures"] == {"oversize_message": len(too_big)}
         assert set(data["uids"]["oversize_message"]) == too_big
         assert data["recovered"] == 0 and data["sent"] == (len(with_card) - len(too_big) if run == 1 else 0)
-        alerts = [l for l in result.stderr.splitlines() if " push.oversize_message " in l]
+        alerts = [line for line in result.stderr.splitlines() if " push.oversize_message " in line]
         assert len(alerts) == 1 and f"count={len(too_big)}" in alerts[0] and alerts[0].endswith(ALERT_KEYWORD)
-        assert not [l for l in result.stderr.splitlines() if " push.undelivered " in l or " push.recovered " in l]
+        assert not [line for line in result.stderr.splitlines()
+                    if " push.undelivered " in line or " push.recovered " in line]
         assert {m.key for m in read_topic(*kafka_topic)} == set(with_card) - too_big
     uid = sorted(too_big)[0]
     rerun = later_read("rerun", uid, "--date", DATE, "--now", NOW, "--push-only", "--config", str(config))

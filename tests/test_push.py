@@ -349,9 +349,9 @@ def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
     assert ALERT in line and " count=38 " in line and f" users={len(hour_users)} " in line
     assert f" ratio={38 / len(hour_users):.6f} " in line
     assert " misses=38 " in summary_line(result.stderr)
-    per_user = [l for l in result.stderr.splitlines() if " push.cache_miss " in f" {l} "]
-    assert len(per_user) == 5 and all(ALERT in l for l in per_user)  # rate-limited
-    assert len([l for l in result.stderr.splitlines() if "push.cache_miss_suppressed" in l]) == 1
+    per_user = [line for line in result.stderr.splitlines() if " push.cache_miss " in f" {line} "]
+    assert len(per_user) == 5 and all(ALERT in line for line in per_user)  # rate-limited
+    assert len([line for line in result.stderr.splitlines() if "push.cache_miss_suppressed" in line]) == 1
     sent = {key for key, _ in consume(kafka_topic)}
     assert not sent & set(deleted + [stale])
     assert sent == set(pushable(sim, dict.fromkeys(set(picked) - set(deleted) - {stale}, ("", ""))))
@@ -371,8 +371,8 @@ def test_corrupt_value_is_counted_and_alerted_never_a_crash(
     report = tmp_path / "r.json"
     result = run_push(push_config(make_config), "--report", str(report), hour=hour)
     assert result.exit_code == 0, result.output
-    alerts = [l for l in result.stderr.splitlines() if "push.corrupt_value " in l]
-    assert len(alerts) == 2 and all(ALERT in l for l in alerts)
+    alerts = [line for line in result.stderr.splitlines() if "push.corrupt_value " in line]
+    assert len(alerts) == 2 and all(ALERT in line for line in alerts)
     assert f"uid={picked[0]}" in alerts[0] and "not JSON" in alerts[0]
     assert " count=2 " in summary_line(result.stderr, "push.corrupt_values")
     data = json.loads(report.read_text())
@@ -452,7 +452,7 @@ def test_dry_run_prints_messages_without_kafka_or_markers(
     result = run_push(config, "--dry-run", "--output", str(out), hour=hour)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert sorted(json.loads(l)["source_uid"] for l in out.read_text().splitlines()) == sorted(expected)
+    assert sorted(json.loads(line)["source_uid"] for line in out.read_text().splitlines()) == sorted(expected)
     assert topic_size(*kafka_topic) == 0
     assert sent_markers(redis_url) == {}
 
@@ -614,7 +614,7 @@ def test_broker_unreachable_is_one_clear_error_exit_3_nobody_marked(
                          push={"wait_for_prewarm_seconds": 0})
     result = run_push(config, hour=0)
     assert result.exit_code == 3
-    errors = [l for l in result.stderr.splitlines() if l.strip()]
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert errors == [errors[-1]] and errors[-1].startswith("later-read: error: Kafka at 127.0.0.1:1 "
                                                             "unreachable"), result.stderr
     assert "bootstrap_servers" in errors[-1]

@@ -69,7 +69,7 @@ def test_a_dead_runs_unmarked_deliveries_are_marked_from_the_topic_not_resent(
     _forget(redis_url, lost)
     rerun = run_push(config, hour=HOUR)
     assert rerun.exit_code == 0, rerun.output
-    line = next(l for l in rerun.stderr.splitlines() if "push.recovered" in l)
+    line = next(text for text in rerun.stderr.splitlines() if "push.recovered" in text)
     assert f"users_marked={len(want)}" in line and f"messages_read={len(want)}" in line
     assert f"of_hour={len(want)}" in line and "LATER_READ_ALERT" in line
     client = redis.Redis.from_url(redis_url)
