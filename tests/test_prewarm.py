@@ -206,7 +206,7 @@ def test_uids_file_restricts_the_run_and_writes_no_marker(sim, redis_url, mysql,
     chosen = sorted(expected)[10:13]
     not_today = uid_of(100)  # seeded only under other task ids: not a user of the day
     uids = tmp_path / "uids.txt"
-    uids.write_text("# rerun these\n" + "\n".join(chosen + [not_today, chosen[0]]) + "\n\n")
+    uids.write_text("# rerun these\n" + "\n".join([*chosen, not_today, chosen[0]]) + "\n\n")
 
     result = prewarm(make_config(), "--uids-file", str(uids))
 

@@ -353,7 +353,7 @@ def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
     assert len(per_user) == 5 and all(ALERT in line for line in per_user)  # rate-limited
     assert len([line for line in result.stderr.splitlines() if "push.cache_miss_suppressed" in line]) == 1
     sent = {key for key, _ in consume(kafka_topic)}
-    assert not sent & set(deleted + [stale])
+    assert not sent & {*deleted, stale}
     assert sent == set(pushable(sim, dict.fromkeys(set(picked) - set(deleted) - {stale}, ("", ""))))
 
 

@@ -196,7 +196,7 @@ def _require_tls(conn: pymysql.connections.Connection) -> None:
 def connection_problem(settings: StarRocksSettings, exc: pymysql.err.OperationalError) -> str:
     """One line for a failed connection or query: refused cleartext, TLS, or the server's own error."""
     where = f"StarRocks at {settings.host}:{settings.port}"
-    code, text = (exc.args + ("",))[:2]
+    code, text = (*exc.args, "")[:2]
     cause = getattr(exc, "original_exception", None)
     if isinstance(exc, CleartextRefused):
         return (f"{where} asked for the password in clear text (mysql_clear_password) on a connection "
@@ -259,7 +259,7 @@ class UserQuery:
             params.append(after_uid)
         sql = (f"SELECT source_uid, MIN(project) FROM `{self.table}` "
                f"WHERE {' AND '.join(where)} GROUP BY source_uid ORDER BY source_uid LIMIT %s")
-        return sql, params + [limit]
+        return sql, [*params, limit]
 
     def earlier(self, hour: int, uids: Sequence[str]) -> tuple[str, list]:
         """SQL for which of `uids` (one page, <= batch_size) also have a row at a push hour before `hour`
@@ -268,7 +268,7 @@ class UserQuery:
         where, params = dataclasses.replace(self, hour=None, uids=uids)._where()
         where.append("push_hour < %s")
         return (f"SELECT DISTINCT source_uid FROM `{self.table}` WHERE {' AND '.join(where)}",
-                params + [hour])
+                [*params, hour])
 
     def rows(self, limit: int) -> tuple[str, list]:
         """SQL for the raw task rows behind the query (task_id, source_uid, project, push_hour, book_id),
@@ -276,14 +276,14 @@ class UserQuery:
         where, params = self._where()
         sql = (f"SELECT task_id, source_uid, project, push_hour, book_id FROM `{self.table}` "
                f"WHERE {' AND '.join(where)} ORDER BY source_uid, task_id, push_hour LIMIT %s")
-        return sql, params + [limit]
+        return sql, [*params, limit]
 
     def bad_hours(self, limit: int) -> tuple[str, list]:
         """SQL for up to `limit` rows whose push_hour is not 0-23 (or NULL): users no push will reach."""
         where, params = self._where()
         sql = (f"SELECT source_uid, push_hour FROM `{self.table}` WHERE {' AND '.join(where)} AND "
                "(push_hour IS NULL OR push_hour < 0 OR push_hour > 23) ORDER BY source_uid LIMIT %s")
-        return sql, params + [limit]
+        return sql, [*params, limit]
 
     def count(self) -> tuple[str, list]:
         """SQL counting the distinct users (for progress ETA)."""

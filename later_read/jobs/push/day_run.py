@@ -53,7 +53,7 @@ async def run_scheduled(ctx: PushContext) -> list[str]:
               note=f"the ledger says {plan.own_final}: nothing to send")
         _record(ctx, plan.own, {"state": plan.own_final, "already": True}, False)
         return statuses
-    return statuses + [await run_hour(ctx, plan.own)]
+    return [*statuses, await run_hour(ctx, plan.own)]
 
 
 async def shard_ledger(ctx: PushContext, now: dt.datetime) -> dict[Hour, dict | None]:
