@@ -50,7 +50,7 @@ def _one_each(kafka_topic, want) -> None:
 
 def test_start_record_holds_the_end_offsets_before_the_first_message(
         redis_url, mysql, kafka_topic, sim, make_config):
-    config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
+    _, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     client = redis.Redis.from_url(redis_url)
     start = orjson.loads(client.get(Keys.push_start(RunScope(DATE, HOUR))))
     entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, HOUR))))

@@ -105,7 +105,7 @@ def finish(child: subprocess.Popen, group, config, job: str, *args: str) -> list
         assert "Redis" in stderr.strip().splitlines()[-1], stderr[-3000:]
         client = reader(group)
         try:
-            client.delete(*[k for k in (Keys.lock(job, RunScope(DATE)), Keys.lock(job, RunScope(DATE, HOUR)))])
+            client.delete(Keys.lock(job, RunScope(DATE)), Keys.lock(job, RunScope(DATE, HOUR)))
         finally:
             client.close()
         rerun = run_job(config, job, *args)

@@ -122,8 +122,8 @@ def render(report: dict) -> list[str]:
               f"prewarm={'done' if report['prewarm_done'] else 'not done'}")]
     table = [list(COLUMNS)] + [_cells(row) for row in report["hours"]]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS) - 1)]
-    for cells in table:
-        lines.append(("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]).rstrip())
+    lines.extend(("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]).rstrip()
+                 for cells in table)
     listed = [f"{word}: {', '.join(str(h) for h in report[word]) or 'none'}" for word in ("late", "expired")]
     lines.append("now        " + "; ".join(listed))
     t = report["totals"]

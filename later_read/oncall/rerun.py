@@ -205,7 +205,7 @@ class Rerun:
                        EXIT_FAILURES)
         for task_id, _, project, push_hour, book_id in rows:
             self.step("task row", f"task_id={task_id} project={project} push_hour={push_hour} book_id={book_id}")
-        user = [u async for page in self.conns.starrocks.users(query) for u in page][0]
+        user = [u async for page in self.conns.starrocks.users(query) for u in page][0]  # noqa: RUF015 - async
         hours = self.hours = sorted({int(row[3]) for row in rows})
         hour = o.hour if o.hour is not None else hours[0]
         self.step("user", f"project={user.project} task_id={user.task_id} push hours={hours}; "
