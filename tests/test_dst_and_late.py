@@ -111,7 +111,7 @@ def test_an_expired_hour_is_refused_then_sent_with_allow_late(redis_url, mysql, 
     expected = seed_hour(mysql, 40, 3, prefix="l")
     prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     config = str(push_config(make_config))
-    uid = sorted(pushable(sim, expected))[0]
+    uid = min(pushable(sim, expected))
     refused = invoke("push", "--config", config, "--date", DATE, "--hour", "3", "--now", at(9, 0))
     assert (refused.exit_code, refused.stderr.splitlines()) == (2, [REFUSED_3])
     rerun = invoke("rerun", uid, "--config", config, "--date", DATE, "--push-only", "--now", at(9, 0))

@@ -176,7 +176,7 @@ def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does
         assert not [line for line in result.stderr.splitlines()
                     if " push.undelivered " in line or " push.recovered " in line]
         assert {m.key for m in read_topic(*kafka_topic)} == set(with_card) - too_big
-    uid = sorted(too_big)[0]
+    uid = min(too_big)
     rerun = later_read("rerun", uid, "--date", DATE, "--now", NOW, "--push-only", "--config", str(config))
     assert rerun.exit_code == 1
     assert rerun.stdout.splitlines()[-1].startswith("stopped    oversize_message: the message is ")

@@ -97,7 +97,7 @@ def test_a_finished_hour_is_not_read_back_and_keeps_its_first_start(
 def test_rerun_uid_takes_the_same_path_and_sends_nothing_twice(
         redis_url, mysql, kafka_topic, sim, make_config):
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
-    uid = sorted(want)[0]
+    uid = min(want)
     _forget(redis_url, [uid])
     result = CliRunner().invoke(cli, ["rerun", uid, "--config", str(config), "--date", DATE, "--push-only",
                                       "--now", at(HOUR)], catch_exceptions=False)
