@@ -207,7 +207,7 @@ def one_run(sim: SimulatorProcess, args: argparse.Namespace, kind: str) -> RunRe
     counts = [results.get(timeout=args.seconds + 60) for _ in processes]
     elapsed = time.monotonic() - started
     sim_cpu = (cpu_seconds(sim.pid) - sim_before) / elapsed
-    load_cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(processes, load_before)) / elapsed
+    load_cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(processes, load_before, strict=True)) / elapsed
     for process in processes:
         process.join()
     return RunResult(sum(c[0] for c in counts), sum(c[1] for c in counts), elapsed, sim_cpu, load_cpu)

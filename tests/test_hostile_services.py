@@ -51,7 +51,7 @@ def stored(redis_url: str) -> dict[str, bytes]:
     client = redis.Redis.from_url(redis_url)
     try:
         keys = client.keys(KEYS.rec("*"))
-        return {KEYS.uid_of(k): v for k, v in zip(keys, client.mget(keys) if keys else [])}
+        return {KEYS.uid_of(k): v for k, v in zip(keys, client.mget(keys) if keys else [], strict=True)}
     finally:
         client.close()
 

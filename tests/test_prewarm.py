@@ -73,7 +73,7 @@ def stored_values(url: str) -> dict[str, dict]:
         values = client.mget(keys) if keys else []
     finally:
         client.close()
-    return {KEYS.uid_of(k): orjson.loads(v) for k, v in zip(keys, values)}
+    return {KEYS.uid_of(k): orjson.loads(v) for k, v in zip(keys, values, strict=True)}
 
 
 def marker(url: str) -> dict | None:

@@ -140,7 +140,7 @@ def sent_markers(redis_url: str) -> dict[str, str]:
     try:
         keys = list(client.scan_iter(match=Keys.sent(DATE, "*"), count=1000))
         values = client.mget(keys) if keys else []
-        return {k.decode().rsplit(":", 1)[1]: v.decode() for k, v in zip(keys, values)}
+        return {k.decode().rsplit(":", 1)[1]: v.decode() for k, v in zip(keys, values, strict=True)}
     finally:
         client.close()
 

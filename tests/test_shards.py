@@ -73,7 +73,7 @@ def job(config, name: str, shard: int | None, via_env: bool = False) -> subproce
 
 def wait_all(children: list[subprocess.Popen]) -> list[str]:
     outputs = [child.communicate(timeout=180)[1] for child in children]
-    for child, stderr in zip(children, outputs):
+    for child, stderr in zip(children, outputs, strict=True):
         assert child.returncode == 0, stderr[-3000:]
     return outputs
 
@@ -86,7 +86,7 @@ def assert_each_user_called_once_but_for_retries(calls: dict[str, int], users, o
     counted = [tuple(map(int, found)) for stderr in outputs
                for found in re.findall(r" prewarm\.service name=ab .*?\bcalls=(\d+) .*?\bretries=(\d+)\b", stderr)]
     assert len(counted) == len(outputs)
-    made, retried = map(sum, zip(*counted))
+    made, retried = map(sum, zip(*counted, strict=True))
     assert set(calls) == set(users) and sum(calls.values()) == made == len(users) + retried
 
 
@@ -96,7 +96,7 @@ def snapshot(url: str) -> dict[str, bytes]:
     client = redis.Redis.from_url(url)
     try:
         keys = sorted(k for k in client.keys("*") if not k.startswith(PER_RUN))
-        return dict(zip(keys, client.mget(keys))) if keys else {}
+        return dict(zip(keys, client.mget(keys), strict=True)) if keys else {}
     finally:
         client.close()
 

@@ -122,7 +122,7 @@ def render(report: dict) -> list[str]:
               f"prewarm={'done' if report['prewarm_done'] else 'not done'}")]
     table = [list(COLUMNS)] + [_cells(row) for row in report["hours"]]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS) - 1)]
-    lines.extend(("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]).rstrip()
+    lines.extend(("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1]).rstrip()
                  for cells in table)
     listed = [f"{word}: {', '.join(str(h) for h in report[word]) or 'none'}" for word in ("late", "expired")]
     lines.append("now        " + "; ".join(listed))

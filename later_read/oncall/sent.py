@@ -156,7 +156,7 @@ async def recorded_starts(settings: Settings, query: SentQuery) -> tuple[dict[in
             raws = await store.client.mget(keys)
     except (LaterReadError, RedisError, OSError) as exc:
         return {}, [], [f"push start offsets not read ({exc}); reading from the time bound"]
-    for key, raw in zip(keys, raws):
+    for key, raw in zip(keys, raws, strict=True):
         if raw is None:
             continue
         try:

@@ -141,8 +141,8 @@ class Store:
                 pipe.execute_command("MGET", *slot_keys)  # ClusterPipeline blocks .mget()
             return pipe.execute()
         found: list[bytes | None] = [None] * len(flat)
-        for (_, positions), values in zip(groups, await self._run(what, calls)):
-            for position, value in zip(positions, values):
+        for (_, positions), values in zip(groups, await self._run(what, calls), strict=True):
+            for position, value in zip(positions, values, strict=True):
                 found[position] = value
         out, start = [], 0
         for keys in key_lists:
@@ -257,7 +257,7 @@ class Store:
         cluster mode)."""
         scopes = list(scopes)
         raws = (await self._mget("MGET ledger", [Keys.push_ledger(scope) for scope in scopes]))[0]
-        return {scope: ledger.parse(raw) for scope, raw in zip(scopes, raws)}
+        return {scope: ledger.parse(raw) for scope, raw in zip(scopes, raws, strict=True)}
 
     async def get_day(self, day: RunScope, memory: Sequence[Hour] = ()) -> DayRecords:
         """A date's records for `later-read day`, in one round trip: the ledger of its 24 hours (and of
@@ -274,10 +274,11 @@ class Store:
         entries, ready, done, held = await self._mget("MGET day records", *lists)
         n = len(marks)
         return DayRecords(
-            ledger={scope: ledger.parse(raw) for scope, raw in zip(runs, entries)},
+            ledger={scope: ledger.parse(raw) for scope, raw in zip(runs, entries, strict=True)},
             ready={h: _merged(ready[h * n:(h + 1) * n]) for h in range(24)},
             prewarm_done=_merged(done),
-            locks={scope: raw.decode("utf-8", "replace") for scope, raw in zip(locks, held) if raw is not None})
+            locks={scope: raw.decode("utf-8", "replace")
+                   for scope, raw in zip(locks, held, strict=True) if raw is not None})
 
     async def put_prewarm_ready(self, scope: RunScope, hour: int, info: dict, fence: Fence | None = None) -> None:
         """Hour `hour` of the scope's day is prewarmed (by its shard); with a `fence`, only while the
@@ -340,7 +341,7 @@ class DayRecords:
 def _by_slot(keys: list[str], values: list) -> list[tuple[list[str], list]]:
     """(keys, values) grouped by Redis Cluster hash slot, in order of first appearance."""
     groups: dict[int, tuple[list[str], list]] = {}
-    for key, value in zip(keys, values):
+    for key, value in zip(keys, values, strict=True):
         slot_keys, slot_values = groups.setdefault(key_slot(key.encode()), ([], []))
         slot_keys.append(key)
         slot_values.append(value)

@@ -183,7 +183,7 @@ class Fanout:
         for start in range(0, len(page), self.redis_batch):
             chunk = page[start:start + self.redis_batch]
             values = await self.store.get_values([user.uid for user in chunk])
-            todo.extend(user for user, raw in zip(chunk, values) if not self._is_done(raw))
+            todo.extend(user for user, raw in zip(chunk, values, strict=True) if not self._is_done(raw))
         return todo
 
     def _is_done(self, raw: bytes | None) -> bool:

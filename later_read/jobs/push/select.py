@@ -72,7 +72,7 @@ class Sorter:
         hits: list[Hit] = []
         missing: list[TaskUser] = []
         self.counts["users"] += len(users)
-        for user, raw, marker in zip(users, values, sent):
+        for user, raw, marker in zip(users, values, sent, strict=True):
             reason = unservable(user.uid)
             if reason is not None:
                 self.counts["unservable"] += 1

@@ -167,7 +167,7 @@ def unmarked_deliveries(lab: Lab, day: Day) -> int:
 def _check_markers(lab: Lab, seen: set[str], verdict: Verdict) -> None:
     keys, values = _markers(lab)
     orphans = wrong = 0
-    for key, value in zip(keys, values):
+    for key, value in zip(keys, values, strict=True):
         uid = key.decode().rsplit(":", 1)[1]
         orphans += uid not in seen
         wrong += value is None or value.decode() != msg_id(DATE, uid)
@@ -181,7 +181,7 @@ def _check_values(lab: Lab, sim: Oracle, users: dict, verdict: Verdict) -> None:
     wrong = missing = 0
     for start in range(0, len(uids), 1000):
         chunk = uids[start:start + 1000]
-        for uid, raw in zip(chunk, lab.redis_client().mget([keys.rec(u) for u in chunk])):
+        for uid, raw in zip(chunk, lab.redis_client().mget([keys.rec(u) for u in chunk]), strict=True):
             if raw is None:
                 missing += 1
             elif decode(raw) != expected_value(sim, uid):

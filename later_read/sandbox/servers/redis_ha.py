@@ -272,7 +272,7 @@ class RedisSentinelGroup(_Group):
         """Each sentinel knows the master, one replica and the two other sentinels; the replica synced."""
         def ready(c) -> bool:
             master = c.execute_command("SENTINEL", "MASTER", SERVICE_NAME)
-            fields = dict(zip(master[::2], master[1::2])) if isinstance(master, list) else master
+            fields = dict(zip(master[::2], master[1::2], strict=True)) if isinstance(master, list) else master
             fields = {_text(k): _text(v) for k, v in fields.items()}
             return fields.get("num-slaves") == "1" and fields.get("num-other-sentinels") == "2"
         return _replica_online(self.master_port) and all(_ask(p, ready, False) for p in self.sentinel_ports)
