@@ -55,7 +55,7 @@ def ensure_java() -> str:
     java = find_program("java")
     if java is None:
         raise ServerUnavailable(f"java not found: {hint}")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
     found = re.search(r'version "(\d+)', out.stderr + out.stdout)
     if not found or int(found.group(1)) < 17:
         raise ServerUnavailable(f"Kafka 4.x needs Java 17+, {java} says {_one_line(out.stderr)[:80]!r}: {hint}")
@@ -90,7 +90,7 @@ def _copy_dependencies(mvn: str, pom: Path, into: Path) -> None:
     argv = [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom), "dependency:copy-dependencies",
             f"-DoutputDirectory={into}", "-DincludeScope=runtime"]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     except subprocess.TimeoutExpired:
         raise ServerUnavailable("mvn took over 15 min fetching the Kafka jars: check access to Maven Central")
     if done.returncode != 0 or not any(into.glob("kafka_2.13-*.jar")):
@@ -195,7 +195,7 @@ class KafkaServer(LocalServer):
             [f"-XX:ArchiveClassesAtExit={staging}"] if os.access(jars, os.W_OK) else []
         argv = [self.java, *self.TOOL_JVM, *cds, "-cp", self.classpath, "kafka.tools.StorageTool",
                 "format", "--standalone", "-t", _cluster_id(), "-c", str(props)]
-        done = subprocess.run(argv, cwd=self.tempdir, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(argv, cwd=self.tempdir, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise ServerUnavailable(f"kafka storage format failed (exit {done.returncode}): "
                                     f"{_one_line(done.stdout + done.stderr)}")
