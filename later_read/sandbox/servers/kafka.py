@@ -118,11 +118,11 @@ class KafkaServer(LocalServer):
     kind = "kafka"
     env = KAFKA_ENV
     #: Small heap, serial GC and C1 only: the broker starts about twice as fast on 2 cores.
-    JVM = ["-Xmx512m", "-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
+    JVM = ("-Xmx512m", "-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
            "-Djava.awt.headless=true", "-Dorg.slf4j.simpleLogger.showDateTime=true",
-           "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn"]
-    TOOL_JVM = ["-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]
+           "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn")
+    TOOL_JVM = ("-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
 
     def __init__(self, external: str | None = None, start_timeout: float = 90.0,
                  auto_create_topics: bool = False) -> None:

@@ -75,9 +75,9 @@ class MariaDBServer(LocalServer):
     # The password is a configured secret, so output never shows it: it must not be a word output uses.
     USER, PASSWORD, DATABASE = "later_read", "sandbox-pw", "later_read"
     #: Speed over durability: a test database is thrown away anyway.
-    TUNING = ["--skip-log-bin", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
+    TUNING = ("--skip-log-bin", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
               "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=8M", "--innodb-doublewrite=0",
-              "--character-set-server=utf8mb4", "--max-connections=500"]
+              "--character-set-server=utf8mb4", "--max-connections=500")
 
     def __init__(self, external: str | None = None, start_timeout: float = 30.0,
                  tls: TlsFiles | None = None) -> None:
