@@ -92,7 +92,7 @@ def _copy_dependencies(mvn: str, pom: Path, into: Path) -> None:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     except subprocess.TimeoutExpired:
-        raise ServerUnavailable("mvn took over 15 min fetching the Kafka jars: check access to Maven Central")
+        raise ServerUnavailable("mvn took over 15 min fetching the Kafka jars: check access to Maven Central") from None
     if done.returncode != 0 or not any(into.glob("kafka_2.13-*.jar")):
         lines = [ln for ln in (done.stdout + done.stderr).splitlines() if "ERROR" in ln] or [done.stderr]
         raise ServerUnavailable(f"mvn failed (exit {done.returncode}) fetching the Kafka jars from Maven "

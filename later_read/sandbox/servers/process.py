@@ -263,7 +263,8 @@ class LocalServer:
         """free_port() can race with another process; pick new ports when a bind failed."""
         for left in range(tries - 1, -1, -1):
             try:
-                return attempt()
+                attempt()
+                return
             except ServerUnavailable as error:
                 self._discard()
                 if left == 0 or "in use" not in str(error).lower():
