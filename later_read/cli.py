@@ -62,7 +62,7 @@ class Group(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
-        except Exception as exc:  # a bug: keep the traceback (redacted), but still a documented exit code
+        except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback (redacted), still a documented exit code
             click.echo(traceback_text(exc), err=True, nl=False)
             click.echo(INTERNAL_ERROR_LINE, err=True)
             sys.exit(EXIT_INTERNAL)

@@ -70,7 +70,7 @@ def redact_data(data: Any) -> Any:
 
 def register(*values: object) -> None:
     """Scrub these values (and their encoded forms) from every message from now on."""
-    global _pattern
+    global _pattern  # noqa: PLW0603 - the registry of secrets is process-wide by design
     added = False
     for value in values:
         for form in _forms(str(value)):

@@ -86,7 +86,7 @@ def test_the_metrics_textfile_never_follows_a_link_at_the_old_temporary_name(mak
 def test_a_failed_write_leaves_the_target_as_it_was_and_no_temporary_file(tmp_path):
     target = tmp_path / "r.json"
     write_atomic(target, b"old")
-    with pytest.raises(RuntimeError), atomic_file(target) as out:
+    with pytest.raises(RuntimeError), atomic_file(target) as out:  # noqa: PT012 - the writer fails mid-block
         out.write(b"half of the new")
         raise RuntimeError("the writer failed")
     assert target.read_bytes() == b"old"

@@ -217,7 +217,7 @@ def _metrics_probes(settings: Settings, timeout: float) -> list[Probe]:
     directory = settings.metrics.textfile_dir
     if directory:
         async def textfile() -> str:
-            if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            if not os.path.isdir(directory) or not os.access(directory, os.W_OK):  # noqa: ASYNC240 - two stats
                 raise RuntimeError("not a writable directory; create it or fix [metrics] textfile_dir")
             return "writable directory"
         probes.append(Probe("textfile", directory, textfile, "check [metrics] textfile_dir"))

@@ -115,7 +115,7 @@ class ChildProcess:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                process_group=0, preexec_fn=death_signal_setter() if main else None,
+                process_group=0, preexec_fn=death_signal_setter() if main else None,  # noqa: PLW1509 - see there
             )
         atexit.register(self.kill)
 

@@ -47,7 +47,7 @@ class SimulatorProcess:
         self.cpu = cpu
         self.url = ""
         self.process: subprocess.Popen | None = None
-        self._output = tempfile.TemporaryFile()
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 - the child's output for its life; stop() closes it
 
     # Lifecycle -----------------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -63,7 +63,7 @@ class SimulatorProcess:
         main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(self.command(), stdout=self._output, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env,
-                                        preexec_fn=death_signal_setter() if main else None)
+                                        preexec_fn=death_signal_setter() if main else None)  # noqa: PLW1509
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
