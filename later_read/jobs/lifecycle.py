@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, AsyncContextManager, Protocol
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 import anyio
 import click
@@ -69,7 +69,7 @@ class Job(Protocol):
     scope: RunScope                 # the date (and hour) and the shard of users this run works on
     fence: JobLock | None           # set by the lifecycle: the lock it holds for the run (None: no lock)
 
-    def connect(self) -> AsyncContextManager[Any]:
+    def connect(self) -> AbstractAsyncContextManager[Any]:
         """The job's typed connections (an object with a `store`)."""
 
     def lock(self) -> tuple[str, str] | None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import AsyncContextManager
 
 from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
 from later_read.clients.starrocks import UserQuery
@@ -99,7 +99,7 @@ class PrewarmJob:
             "shard": options.scope.shard.label})
         self.fanout: Fanout | None = None
 
-    def connect(self) -> AsyncContextManager[JobConnections]:
+    def connect(self) -> AbstractAsyncContextManager[JobConnections]:
         return open_job(self.settings, http_connections=self.options.concurrency)
 
     def lock(self) -> tuple[str, str]:
