@@ -41,9 +41,8 @@ from later_read.sandbox.servers.redis import RedisServer, redis_server
 
 FACTORIES = {"redis": redis_server, "mariadb": mariadb_server, "kafka": kafka_server}
 
-__all__ = ["CACHE_ENV", "KAFKA_ENV", "KAFKA_POM", "MYSQL_ENV", "REDIS_ENV", "ChildProcess", "FACTORIES",
-           "KafkaServer", "LocalServer", "MariaDBServer", "MySQLDatabase", "RedisServer", "ServerUnavailable",
-           "TlsFiles",
+__all__ = ["CACHE_ENV", "FACTORIES", "KAFKA_ENV", "KAFKA_POM", "MYSQL_ENV", "REDIS_ENV", "ChildProcess", "KafkaServer",
+           "LocalServer", "MariaDBServer", "MySQLDatabase", "RedisServer", "ServerUnavailable", "TlsFiles",
            "death_signal_setter", "ensure_java", "ensure_kafka_classpath", "find_program", "free_port",
            "kafka_cache_dir", "kafka_server", "kafka_version", "mariadb_server", "port_open", "redis_server",
            "require_program", "started_servers", "wait_until"]
