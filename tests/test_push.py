@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
+import pytest
 import redis
 from click.testing import CliRunner
 
@@ -216,12 +217,8 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
     explicit = push_options(settings, date="20261123", hour=0, now="2026-11-23T00:05:00-05:00", **options)
     assert (explicit.hour, explicit.scheduled) == (0, False)
     assert push_options(settings, date=None, hour=None, now="2026-11-23T06:30:00Z", **options).hour == 1
-    try:
+    with pytest.raises(UsageError, match="--date: expected YYYYMMDD"):
         push_options(settings, date="2026-11-23", hour=None, **options)
-    except UsageError as exc:
-        assert "--date: expected YYYYMMDD" in str(exc)
-    else:
-        raise AssertionError("a bad --date must be a UsageError")
 
 
 # --------------------------------------------------------------------------------------------------

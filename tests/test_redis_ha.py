@@ -250,10 +250,9 @@ def test_redis_pys_closed_writer_race_is_a_failover_error_and_nothing_else_is(re
     race = asyncio.run(_closed_writer_race(redis_url))
     assert isinstance(race, AttributeError) and retryable(race)
     assert retryable(redis_errors.ConnectionError("gone"))
-    try:
+    with pytest.raises(AttributeError) as ours:
         None.writelines([])   # the same message, raised by our own code: a bug, never retried
-    except AttributeError as ours:
-        assert not retryable(ours)
+    assert not retryable(ours.value)
     assert not retryable(TypeError("'NoneType' object is not callable"))   # no redis-py frame
 
 
