@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from typing import Any
 
 import orjson
 
@@ -47,7 +48,7 @@ def expires_at(schedule: Schedule, date: str, hour: int, late_from: dt.datetime 
 
 
 def build_message(user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
-                  clock: Clock, expires: str) -> dict:
+                  clock: Clock, expires: str) -> dict[str, Any]:
     """The message dict (brief's fields); `created_at` is when it was built by the run's clock, in the push
     timezone; `expires` is `expires_at(...)` of its hour."""
     return {
@@ -70,5 +71,5 @@ def build_message(user: TaskUser, value: CachedValue, material: Material, *, dat
     }
 
 
-def encode(message: dict) -> bytes:
+def encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message)

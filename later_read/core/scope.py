@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from later_read.core.schedule import Hour
@@ -134,7 +135,7 @@ class RunScope:
         return f"{job} run for {self.date}{hour}" + (f" shard {self.shard.label}" if self.shard.sharded else "")
 
 
-def parse_shard(text: str | None, count: int, environ=None) -> Shard:
+def parse_shard(text: str | None, count: int, environ: Mapping[str, str] | None = None) -> Shard:
     """The shard from `--shard K/N`, else K from JOB_COMPLETION_INDEX with N = `[shards] count`, else
     the whole day. N must be `[shards] count`: a run of another split would take other locks and records
     than the deployment's runs and work beside them on the same users. UsageError (exit 2) names the

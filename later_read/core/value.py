@@ -7,7 +7,7 @@ to send" from "never computed").
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -38,7 +38,7 @@ class CachedValue(NamedTuple):
     def is_rec(self) -> bool:
         return self.outcome == OUTCOME_REC
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | None]:
         data = {"outcome": self.outcome, "date": self.date, "trace_id": self.trace_id}
         if self.is_rec:
             data.update(rec_id=self.rec_id, rec_type=self.rec_type, material_id=self.material_id)
@@ -85,7 +85,7 @@ def _bounded(*fields: tuple[str, str]) -> None:
             raise CorruptValue(problem)
 
 
-def _rec_fields(data: dict, raw: bytes | str) -> tuple[str, str, str]:
+def _rec_fields(data: dict[str, Any], raw: bytes | str) -> tuple[str, str, str]:
     """rec_id, rec_type, material_id as strings (numbers are accepted and turned into strings)."""
     rec = [data.get(name) for name in _REC_FIELDS]
     if not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for v in rec):
