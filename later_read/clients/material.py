@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from later_read.clients.http import ServiceCaller, malformed
 from later_read.core.bounds import check_reply
@@ -32,7 +33,7 @@ class MaterialClient:
 def _parse(data: dict | None, material_id: str) -> Material | None:
     if data is None:
         return None
-    card = [data.get(name) for name in _CARD]
+    card: list[Any] = [data.get(name) for name in _CARD]
     if not all(isinstance(v, str) for v in card):
         raise malformed("material", "reply lacks title/content/cover_url/deeplink")
     title, content, cover_url, deeplink = card

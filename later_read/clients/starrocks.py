@@ -189,7 +189,7 @@ class DialogOverTls:
 
 
 def _require_tls(conn: pymysql.connections.Connection) -> None:
-    if not conn._secure:  # pymysql's own flag: set once TLS is up (or on a unix socket)
+    if not conn._secure:  # type: ignore[attr-defined]  # pymysql's own flag: set once TLS is up (or on a unix socket)
         raise CleartextRefused(2059, "the server asked for the password in clear text without TLS; not sent")
 
 
@@ -293,6 +293,7 @@ class UserQuery:
 
     def _where(self, task_ids: Sequence[str] | None = None) -> tuple[list[str], list]:
         task_ids = self.task_ids if task_ids is None else task_ids
+        params: list[object]
         if len(task_ids) == 1:
             where, params = ["task_id = %s"], list(task_ids)
         else:

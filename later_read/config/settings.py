@@ -324,7 +324,7 @@ def _build(cls: type, raw: Any, where: str):
 
 def _value(hint: Any, value: Any, spec: dataclasses.Field, where: str) -> Any:
     key = key_label(where, spec.name)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{where}.{spec.name}" if where else spec.name)
     checked = _coerce(hint, value, key)
     check = spec.metadata.get("check")

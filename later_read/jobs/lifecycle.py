@@ -56,7 +56,8 @@ log = get_logger("lifecycle")
 
 STATUS_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "service_down": EXIT_SERVICE_DOWN,
                "interrupted": EXIT_INTERRUPTED, "expired": EXIT_EXPIRED}
-_ERROR_STATUS = {ServiceDown: "service_down", Interrupted: "interrupted", LockLost: "lock_lost"}  # else "error"
+_ERROR_STATUS: dict[type[BaseException], str] = {  # else "error"
+    ServiceDown: "service_down", Interrupted: "interrupted", LockLost: "lock_lost"}
 
 
 class Job(Protocol):

@@ -150,7 +150,8 @@ def start_keys(settings: Settings, query: SentQuery) -> list[str]:
 
 async def recorded_starts(settings: Settings, query: SentQuery) -> tuple[dict[int, int], list[str], list[str]]:
     """(partition -> earliest recorded start offset, keys used, notes) from Redis; empty when unreadable."""
-    keys, offsets, used, notes = start_keys(settings, query), {}, [], []
+    keys, used, notes = start_keys(settings, query), [], []
+    offsets: dict[int, int] = {}
     try:
         async with open_store(settings) as store:
             raws = await store.client.mget(keys)

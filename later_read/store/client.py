@@ -80,7 +80,7 @@ class Failover:
 
 def open_redis(settings: RedisSettings):
     """A client for the configured mode (the caller closes it with `aclose()`)."""
-    timeouts = {"socket_timeout": settings.socket_timeout_seconds,
+    timeouts: dict[str, Any] = {"socket_timeout": settings.socket_timeout_seconds,
                 "socket_connect_timeout": settings.socket_timeout_seconds}
     if settings.mode == "cluster":
         from redis.asyncio.cluster import RedisCluster

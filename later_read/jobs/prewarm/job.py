@@ -35,6 +35,7 @@ from later_read.jobs.summary import Summary
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
 from later_read.store.keys import Keys
+from later_read.store.lock import JobLock
 
 JOB = "prewarm"
 # The report's counters. `users` = the users this run looked at, each counted once in exactly one of
@@ -88,8 +89,8 @@ class PrewarmJob:
     """The prewarm's part of the lifecycle (see `jobs.lifecycle.Job`)."""
 
     name = JOB
-    report_keys = REPORT_KEYS
-    fence = None  # the date's lock, set by the lifecycle: the markers are fenced by it
+    report_keys: tuple[str, ...] = REPORT_KEYS
+    fence: JobLock | None = None  # the date's lock, set by the lifecycle: the markers are fenced by it
 
     def __init__(self, settings: Settings, options: PrewarmOptions) -> None:
         self.settings, self.options = settings, options
@@ -182,8 +183,9 @@ class PrewarmJob:
     def stop_error(self) -> LaterReadError | None:
         """The breaker's ServiceDown when a service tripped it: the run's last line names it."""
         error = self.fanout.error if self.fanout is not None else None
-        stopped = self.summary.status == STOP_SERVICE_DOWN and isinstance(error, LaterReadError)
-        return error if stopped else None
+        if self.summary.status == STOP_SERVICE_DOWN and isinstance(error, LaterReadError):
+            return error
+        return None
 
     def alert(self, error: BaseException | None) -> None:
         """One line per run: an alert when a person must act, an INFO `prewarm.done` otherwise."""

@@ -37,7 +37,7 @@ log = get_logger("push")
 async def run_scheduled(ctx: PushContext) -> list[str]:
     """Expire, catch up, then the own hour, as `plan` says; the status of each hour handled."""
     plan = await make_plan(ctx)
-    statuses = []
+    statuses: list[str] = []
     for hour in plan.expire:
         if ctx.shutdown.stopping:
             return statuses

@@ -45,6 +45,7 @@ from later_read.jobs.summary import Summary
 from later_read.log import alert, get_logger
 from later_read.runtime import Shutdown
 from later_read.store.keys import Keys
+from later_read.store.lock import JobLock
 
 log = get_logger("push")
 
@@ -131,8 +132,8 @@ class PushJob:
     """The push's part of the lifecycle (see `jobs.lifecycle.Job`)."""
 
     name = JOB
-    report_keys = REPORT_KEYS
-    fence = None  # the own hour's lock, set by the lifecycle
+    report_keys: tuple[str, ...] = REPORT_KEYS
+    fence: JobLock | None = None  # the own hour's lock, set by the lifecycle
 
     def __init__(self, settings: Settings, options: PushOptions) -> None:
         self.settings, self.options = settings, options
