@@ -20,6 +20,7 @@ Exit code: 0 when every line is ok, 3 (dependency) when any failed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 import urllib.request
@@ -129,7 +130,7 @@ def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     }
     for name, call in calls.items():
         caller = getattr(services, name).caller
-        probes.append(Probe(name, caller.url, lambda n=name, c=call: _http(n, c),
+        probes.append(Probe(name, caller.url, functools.partial(_http, name, call),
                             f"check [services] {name}_url and that the service is up"))
     probes += _metrics_probes(settings, timeout)
     return probes
@@ -206,7 +207,7 @@ _NOTHING = {"ab": "no assignment", "rec": "no recommendation", "material": "no s
 
 
 def _describe(answer: object) -> str:
-    fields = dataclasses.asdict(answer) if dataclasses.is_dataclass(answer) else {}
+    fields = dataclasses.asdict(answer) if dataclasses.is_dataclass(answer) and not isinstance(answer, type) else {}
     shown = {k: v for k, v in fields.items() if k in ("value", "trace_id", "rec_id", "material_id", "title")}
     return ", ".join(f"{k}={quote(str(v))}" for k, v in shown.items()) or type(answer).__name__
 

@@ -302,6 +302,7 @@ class Rerun:
         if outcome in (MISS, CORRUPT):
             raise Stop(f"no usable value for {self.options.date} ({outcome}); rerun without --push-only "
                        "to compute it first", EXIT_FAILURES)
+        assert raw is not None  # an absent value is a MISS
         return value_codec.decode(raw)
 
     async def _produce(self, uid: str, payload: bytes) -> tuple[int, int]:

@@ -135,13 +135,13 @@ class Store:
         flat = [key for keys in key_lists for key in keys]
         groups = _by_slot(flat, list(range(len(flat))))
 
-        def calls():
+        def slot_calls():
             pipe = self.client.pipeline()
             for slot_keys, _ in groups:
                 pipe.execute_command("MGET", *slot_keys)  # ClusterPipeline blocks .mget()
             return pipe.execute()
         found: list[bytes | None] = [None] * len(flat)
-        for (_, positions), values in zip(groups, await self._run(what, calls), strict=True):
+        for (_, positions), values in zip(groups, await self._run(what, slot_calls), strict=True):
             for position, value in zip(positions, values, strict=True):
                 found[position] = value
         out, start = [], 0
@@ -364,8 +364,9 @@ def merge_markers(markers: list[dict]) -> dict:
 
 def _merged(found: list[bytes | None]) -> dict | None:
     """The unsharded marker (first), else every shard's merged, else None (some shard not there yet)."""
-    if found[0]:
-        return orjson.loads(found[0])
+    first = found[0]
+    if first:
+        return orjson.loads(first)
     if len(found) > 1 and all(found[1:]):
-        return merge_markers([orjson.loads(raw) for raw in found[1:]])
+        return merge_markers([orjson.loads(raw) for raw in found[1:] if raw is not None])
     return None

@@ -75,6 +75,7 @@ class Delivery:
         callback = partial(self._reported, uid, msg_id)
         while True:
             if self.fence_lost:
+                assert self.fence is not None
                 raise self.fence.error()
             try:
                 self.producer.produce(self.topic, value, key=uid, on_delivery=callback)

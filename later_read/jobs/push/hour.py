@@ -203,7 +203,7 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
         event(log, "push.start", date=scope.date, hour=scope.hour, users=total, dry_run=options.dry_run,
               force=options.force, on_miss=options.on_miss)
     progress = Progress(JOB, settings.push.progress_interval_seconds, total)
-    sorter = Sorter(scope.date, scope.hour, options.force, summary.counts,
+    sorter = Sorter(scope.date, scope.slot.hour, options.force, summary.counts,
                     settings.push.miss_log_limit, progress.advance,
                     name=summary.name if options.on_miss == "skip" else None, alerts=not closed)
     live = None
@@ -216,7 +216,7 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
     deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
     return PushRun(ctx, scope, query, progress, sorter, materials, live,
-                   expires_at(ctx.schedule, scope.date, scope.hour, late_from), deadline, fence=fence)
+                   expires_at(ctx.schedule, scope.date, scope.slot.hour, late_from), deadline, fence=fence)
 
 
 def user_query(settings: Settings, scope: RunScope) -> UserQuery:
@@ -322,7 +322,7 @@ async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[
     query per page; none for hour 0)."""
     if run.scope.hour == 0 or not page:
         return set()
-    return await run.ctx.conns.starrocks.earlier(query, run.scope.hour, [user.uid for user in page])
+    return await run.ctx.conns.starrocks.earlier(query, run.scope.slot.hour, [user.uid for user in page])
 
 
 async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
@@ -372,6 +372,7 @@ async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: Ser
     elif _expired(run, hit):
         return
     else:
+        assert run.scope.hour is not None  # a push run's scope has its hour (not .slot: this is per message)
         message = build_message(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
                                 clock=run.ctx.clock, expires=run.expires)
         await run.sink.send(hit.user.uid, message["msg_id"], encode(message))

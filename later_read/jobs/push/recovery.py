@@ -110,7 +110,7 @@ async def recover(store: Store, kafka: KafkaSettings, scope: RunScope, start: di
     message of the scope's date there. (users marked, messages among them of the scope's hour whose user
     is in its shard). KafkaUnavailable if it cannot read."""
     began = time.monotonic()
-    date, hour, shard = scope.date, scope.hour, scope.shard
+    date, hour, shard = scope.date, scope.slot.hour, scope.shard
     topic, offsets = _parse_start(start, date, hour)
     found, read, foreign = await anyio.to_thread.run_sync(_collect, kafka, topic, offsets, date)
     items = sorted((uid, msg_id) for uid, (msg_id, _) in found.items())
