@@ -179,7 +179,7 @@ class KafkaServer(LocalServer):
         self.java = ensure_java()
         self.classpath = str(ensure_kafka_classpath() / "*")
         self.port, self.controller_port = free_port(), free_port()
-        props = self.tempdir / "server.properties"
+        props = self.workdir / "server.properties"
         props.write_text(self._properties())
         self._format(props, Path(self.classpath).parent)
 
@@ -195,7 +195,7 @@ class KafkaServer(LocalServer):
             [f"-XX:ArchiveClassesAtExit={staging}"] if os.access(jars, os.W_OK) else []
         argv = [self.java, *self.TOOL_JVM, *cds, "-cp", self.classpath, "kafka.tools.StorageTool",
                 "format", "--standalone", "-t", _cluster_id(), "-c", str(props)]
-        done = subprocess.run(argv, cwd=self.tempdir, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(argv, cwd=self.workdir, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise ServerUnavailable(f"kafka storage format failed (exit {done.returncode}): "
                                     f"{_one_line(done.stdout + done.stderr)}")
@@ -210,7 +210,7 @@ class KafkaServer(LocalServer):
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": self.tempdir / "data",
+            "log.dirs": self.workdir / "data",
             "num.partitions": 3, "auto.create.topics.enable": str(self.auto_create_topics).lower(),
             "group.initial.rebalance.delay.ms": 0,
             "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 3,
@@ -224,7 +224,7 @@ class KafkaServer(LocalServer):
 
     def _argv(self) -> list[str]:
         return [self.java, *self.JVM, "-cp", self.classpath, "kafka.Kafka",
-                str(self.tempdir / "server.properties")]
+                str(self.workdir / "server.properties")]
 
     def _answers(self) -> bool:
         if not port_open(self.port):
@@ -251,6 +251,7 @@ class KafkaServer(LocalServer):
         fails the start with its log's tail (`wait_until`, as a broker that does not answer at all).
         """
         admin = self.admin()
+        assert self.child is not None, "called once the broker has started"
         wait_until(lambda: self._has_coordinator(admin), self.child, WARM_UP_SECONDS, "kafka's group coordinator")
 
     @staticmethod

@@ -118,9 +118,9 @@ class MariaDBServer(LocalServer):
         self.binary = require_program("mariadbd", install, MYSQL_ENV)
         install_db = require_program("mariadb-install-db", install, MYSQL_ENV)
         self.target = MySQLDatabase("127.0.0.1", free_port(), self.USER, self.PASSWORD, self.DATABASE)
-        argv = [install_db, "--no-defaults", f"--datadir={self.tempdir / 'data'}", "--skip-test-db",
+        argv = [install_db, "--no-defaults", f"--datadir={self.workdir / 'data'}", "--skip-test-db",
                 "--auth-root-authentication-method=normal", *self._as_user(), *self.TUNING]
-        done = subprocess.run(argv, cwd=self.tempdir, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(argv, cwd=self.workdir, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise ServerUnavailable(f"mariadb-install-db failed (exit {done.returncode}): "
                                     f"{_one_line(done.stdout + done.stderr)}")
@@ -131,7 +131,7 @@ class MariaDBServer(LocalServer):
         return ["--user=root"] if os.geteuid() == 0 else []
 
     def _argv(self) -> list[str]:
-        d = self.tempdir
+        d = self.workdir
         (d / "tmp").mkdir(exist_ok=True)  # its own temp tables: nothing else cleaning /tmp can break a query
         return [self.binary, "--no-defaults", *self._as_user(), f"--datadir={d / 'data'}",
                 f"--tmpdir={d / 'tmp'}", f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}",

@@ -148,6 +148,7 @@ class ChildProcess:
         atexit.unregister(self.kill)
 
     def _signal(self, sig: int) -> None:
+        assert self.popen is not None, "signalled before its start"
         try:
             os.killpg(self.popen.pid, sig)
         except ProcessLookupError:
@@ -233,6 +234,12 @@ class LocalServer:
         self.startup_seconds: float | None = None
 
     @property
+    def workdir(self) -> Path:
+        """The temporary directory, from the start until stop() (only a started server has one)."""
+        assert self.tempdir is not None, "not started"
+        return self.tempdir
+
+    @property
     def managed(self) -> bool:
         """True when this object started (and so owns) the server process."""
         return self.external is None
@@ -279,11 +286,11 @@ class LocalServer:
         self._after_first_start()
 
     def _run(self) -> None:
-        self.child = ChildProcess(self._argv(), self.tempdir / f"{self.kind}.log", self.tempdir)
+        self.child = ChildProcess(self._argv(), self.workdir / f"{self.kind}.log", self.workdir)
         self.child.start()
         wait_until(self._answers, self.child, self.start_timeout, self.kind)
         record = {"kind": self.kind, "address": self.address(), "pid": self.child.pid}
-        (self.tempdir / SERVER_RECORD).write_text(json.dumps(record))
+        (self.workdir / SERVER_RECORD).write_text(json.dumps(record))
 
     def stop(self) -> None:
         """Kill the server and remove its directory; does nothing to an external server."""
