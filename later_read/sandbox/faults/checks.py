@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -151,7 +152,7 @@ def _check_fields(sim: Oracle, messages, users: dict, first: dict, verdict: Verd
         verdict.problems.append(f"{wrong} message(s) with a field that differs from the oracle")
 
 
-def _markers(lab: Lab) -> tuple[list[bytes], list[bytes | None]]:
+def _markers(lab: Lab) -> tuple[list[bytes], list[Any]]:
     client = lab.redis_client()
     keys = list(client.scan_iter(match=Keys.sent(DATE, "*"), count=1000))
     return keys, (client.mget(keys) if keys else [])

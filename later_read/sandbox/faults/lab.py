@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from confluent_kafka import Consumer, TopicPartition
@@ -39,7 +40,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 # inside the work), short timeouts and waits (so a fault costs seconds, not minutes).
 KNOBS = {"ab": {"latency_ms": 4}, "rec": {"latency_ms": 8}, "material": {"latency_ms": 40},
          "materials": 400, "timeout_hold_seconds": 5}
-OVERRIDES = {
+OVERRIDES: dict[str, dict[str, Any]] = {
     "starrocks": {"batch_size": 250},
     "services": {"timeout_seconds": 1.0, "max_attempts": 3, "backoff_initial_seconds": 0.02,
                  "backoff_max_seconds": 0.2},

@@ -21,7 +21,7 @@ from later_read.sandbox.simulator.timer import Clock, precise_clock
 class RunningSimulator:
     """A simulator serving in the current event loop; `async with` or `await close()` stops it."""
 
-    def __init__(self, server: asyncio.AbstractServer, app: SimulatorApp, connections: set,
+    def __init__(self, server: asyncio.Server, app: SimulatorApp, connections: set,
                  clock: Clock) -> None:
         self.server = server
         self.app = app
