@@ -39,7 +39,7 @@ def _create(target: Path) -> tuple[int, Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_args: Any) -> Iterator[IO[Any]]:
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_args: Any) -> Iterator[IO[Any]]:
     """A file object to write `path`'s new content into; the target is replaced only on success."""
     target = Path(path)
     fd, temp = _create(target)
@@ -55,7 +55,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_args: Any) -> 
         raise
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """`data` as the whole new content of `path` (see `atomic_file`)."""
     with atomic_file(path, "wb") as out:
         out.write(data)

@@ -56,7 +56,7 @@ class Shutdown:
     def stopping(self) -> bool:
         return self.requested.is_set()
 
-    async def watch(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    async def watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
             async for signum in signals:

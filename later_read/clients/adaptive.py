@@ -288,7 +288,7 @@ class AdaptiveGate:
         self.clock = clock
         self.in_flight = 0
         self.peak_in_flight = 0
-        self._waiters: deque[asyncio.Future] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._area = 0.0              # integral of in_flight over time, for the mean
         self._since = self._first = clock()
 

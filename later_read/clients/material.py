@@ -30,7 +30,7 @@ class MaterialClient:
         return await self.caller.post(body, lambda data: _parse(data, material_id))
 
 
-def _parse(data: dict | None, material_id: str) -> Material | None:
+def _parse(data: dict[str, Any] | None, material_id: str) -> Material | None:
     if data is None:
         return None
     card: list[Any] = [data.get(name) for name in _CARD]
