@@ -39,8 +39,8 @@ def test_documented_default_loads():
 
 @pytest.mark.parametrize("text, expected", [
     (replace("ttl_seconds = 86400", "ttl_seconds = 86400\nttl = 5"),
-     ("[redis] ttl: unknown key; known keys in [redis]: mode, url, sentinels, service_name, failover_seconds, "
-      "wait_replicas, key_prefix, ttl_seconds")),
+     ("[redis] ttl: unknown key; known keys in [redis]: mode, url, sentinels, service_name, "
+      "failover_seconds, wait_replicas, key_prefix, ttl_seconds")),
     (replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\nmode = "x"'),
      "mode: unknown key; known keys in top level: timezone, starrocks"),
     (replace("ttl_seconds = 86400", 'ttl_seconds = "1 day"'),

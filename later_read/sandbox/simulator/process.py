@@ -63,7 +63,8 @@ class SimulatorProcess:
         main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(self.command(), stdout=self._output, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env,
-                                        preexec_fn=death_signal_setter() if main else None)  # noqa: PLW1509
+                                        preexec_fn=death_signal_setter() if main else None,  # noqa: PLW1509
+                                        )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
