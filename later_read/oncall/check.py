@@ -34,7 +34,7 @@ from later_read.clients.kafka import check_topic, open_producer
 from later_read.clients.starrocks import StarRocks, UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import build_services
-from later_read.core.users import task_ids_for
+from later_read.core.scope import RunScope
 from later_read.errors import EXIT_DEPENDENCY, EXIT_OK, ServiceError
 from later_read.inputs import current_hour, parse_date
 from later_read.log import printable, quote
@@ -142,7 +142,7 @@ async def _starrocks(settings: Settings, timeout: float) -> str:
     sr = dataclasses.replace(settings.starrocks, read_timeout_seconds=timeout / 2,
                              connect_timeout_seconds=min(settings.starrocks.connect_timeout_seconds, timeout / 2))
     date, hour = parse_date(None, settings.zone), current_hour(settings.zone)
-    query = UserQuery(sr.table, task_ids_for(settings.tasks.ids, date), hour=hour)
+    query = UserQuery.of(settings, RunScope(date, hour))
     client = StarRocks(sr)
     try:
         rows = await client.query(*query.page(query.task_ids[0], None, 1))

@@ -6,8 +6,9 @@ import time
 import uuid
 from typing import NamedTuple
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from later_read.core.message import PushMessage
 
 # A broker just restarted answers these until its partitions have leaders again: asked again, not failed.
 _NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
@@ -19,7 +20,12 @@ class TopicMessage(NamedTuple):
     key: str
     partition: int
     offset: int
-    value: dict
+    message: PushMessage  # decoded by core/message.py (PushMessage.decode)
+
+    @property
+    def value(self) -> dict:
+        """The message's fields by name (as its JSON holds them)."""
+        return self.message.to_dict()
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TopicMessage]:
@@ -41,7 +47,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TopicM
                 continue
             key, value, partition, offset = message.key(), message.value(), message.partition(), message.offset()
             assert key is not None and value is not None and partition is not None and offset is not None
-            found.append(TopicMessage(key.decode(), partition, offset, orjson.loads(value)))
+            found.append(TopicMessage(key.decode(), partition, offset, PushMessage.decode(value)))
             if offset + 1 >= highs[partition]:
                 left.discard(partition)
         if left:

@@ -24,7 +24,6 @@ from later_read.clients.starrocks import UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import JobConnections, Services, open_job
 from later_read.core.scope import RunScope, parse_shard
-from later_read.core.users import task_ids_for
 from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
@@ -109,8 +108,7 @@ class PrewarmJob:
     async def work(self, conns: JobConnections, shutdown: Shutdown) -> str:
         """The fan-out over the day's users, then the completion marker when every user was gone through."""
         settings, options, scope = self.settings, self.options, self.scope
-        query = UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, scope.date),
-                          uids=options.uids, shard=scope.shard)
+        query = UserQuery.of(settings, scope, options.uids)
         total = self.summary.total = await conns.starrocks.count(query)
         await self._check_hours(conns, query)
         plan = FanoutPlan(scope, query, options.concurrency, options.force, settings.prewarm.grace_seconds)
