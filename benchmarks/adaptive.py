@@ -109,7 +109,7 @@ def cpu_times() -> list[int]:
 
 def steal_percent(before: list[int], after: list[int]) -> float:
     """The share of CPU time the hypervisor gave to other guests between the two readings (0 off a VM)."""
-    spent = [b - a for a, b in zip(before, after)]
+    spent = [b - a for a, b in zip(before, after, strict=True)]
     return round(100 * spent[7] / max(sum(spent), 1), 1) if len(spent) > 7 else 0.0
 
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
-from later_read.config.kafka import PRODUCER_DEFAULTS  # noqa: E402
 from later_read.clients.kafka_topic import end_offsets, read_range  # noqa: E402
+from later_read.config.kafka import PRODUCER_DEFAULTS  # noqa: E402
 from later_read.config.settings import KafkaSettings  # noqa: E402
 from later_read.core.message import msg_id  # noqa: E402
 from later_read_sandbox.servers import KafkaServer  # noqa: E402
@@ -114,7 +114,8 @@ def main() -> None:
             starts = end_offsets(settings, topic, 10)  # what every push run pays for its start record
             rows.setdefault("A start record: end offsets of 3 partitions, ms", []).append(
                 (time.perf_counter() - at) * 1000)
-            rows.setdefault("A produce (idempotent), s", []).append(produce_idempotent(broker.bootstrap, topic, args.messages))
+            rows.setdefault("A produce (idempotent), s", []).append(
+                produce_idempotent(broker.bootstrap, topic, args.messages))
             seconds, users = recovery_read(settings, starts)
             assert users == args.messages
             rows.setdefault("A recovery read of all of them, s", []).append(seconds)

@@ -76,8 +76,9 @@ def main() -> None:
           f"misses={push_report['misses']} prewarm_marker={push_report['prewarm_marker']}")
     print(f"hour 0 ready after {hour0['seconds']:.2f} s of prewarm; hour-0 push done (every hour-0 user "
           f"sent) {push_seconds:.2f} s after the start; prewarm done {prewarm_seconds:.2f} s after the start")
-    print(f"push peak_calls_saved={push_report.get('peak_calls_saved')} "
-          f"services={json.dumps({k: {'calls': v['calls'], 'old_flow_calls': v['old_flow_calls']} for k, v in push_report['services'].items()})}")
+    services = {k: {"calls": v["calls"], "old_flow_calls": v["old_flow_calls"]}
+                for k, v in push_report["services"].items()}
+    print(f"push peak_calls_saved={push_report.get('peak_calls_saved')} services={json.dumps(services)}")
 
 
 if __name__ == "__main__":

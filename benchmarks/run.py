@@ -164,8 +164,8 @@ def print_result(result: dict) -> None:
             f"wall={m['wall_seconds']:.2f}s users/s={m['users_per_second']:,.0f} "
             f"cpu={m['cpu_seconds']:.2f}s cpu/user={m['cpu_us_per_user']:.0f}us rss={m['peak_rss_mb']:.0f}MB")
     if "fraction_of_ceiling" in m:
-        line += f" ceiling={s['concurrency'] / ((s['ab_ms'] + s['rec_ms']) / 1000):,.0f}/s " \
-                f"fraction={m['fraction_of_ceiling']:.3f}"
+        line += (f" ceiling={s['concurrency'] / ((s['ab_ms'] + s['rec_ms']) / 1000):,.0f}/s "
+                 f"fraction={m['fraction_of_ceiling']:.3f}")
     sim = result["runs"][-1]["simulator"]
     line += " sim=" + ",".join(f"{k}:{v['calls']}@{v['peak_qps']}qps" for k, v in sim.items())
     print(line, flush=True)
@@ -182,9 +182,8 @@ def main() -> None:
     wanted = set(args.scenario.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     results = []
-    for s in QUICK if args.quick else FULL:
-        if args.users:
-            s = dataclasses.replace(s, users=args.users)
+    for listed in QUICK if args.quick else FULL:
+        s = dataclasses.replace(listed, users=args.users) if args.users else listed
         if s.name in wanted:
             results.append(scenario(s, repeat))
             print_result(results[-1])

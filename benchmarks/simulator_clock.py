@@ -26,8 +26,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from later_read_sandbox.simulator import ServiceKnobs, SimulatorKnobs, SimulatorProcess  # noqa: E402
-from later_read_sandbox.simulator.timer import SpinClock, TimerfdClock  # noqa: E402
+from later_read_sandbox.simulator import ServiceKnobs, SimulatorKnobs, SimulatorProcess
+from later_read_sandbox.simulator.timer import SpinClock, TimerfdClock
 
 TIMERS = 200  # enough for a stable median and a p99 from one loop
 REPLIES, CONNECTIONS, LATENCY_MS = 3000, 50, 20  # the prewarm benchmark's shape: many replies waiting at once

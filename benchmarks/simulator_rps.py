@@ -6,8 +6,8 @@ load generator pinned to another, and prints requests/s with both sides' CPU use
 
 Three load generators: "wire" (the product's `wire.HttpPool`), "aiohttp" and "raw" (a minimal
 asyncio.Protocol HTTP/1.1 client); the summary line gives both sides' CPU per request. aiohttp spends
-more CPU per request than the simulator does, so on a two-core machine it saturates its core first and cannot show the simulator's limit; the raw client can. The verdict line says
-which side ran out of CPU.
+more CPU per request than the simulator does, so on a two-core machine it saturates its core first and
+cannot show the simulator's limit; the raw client can. The verdict line says which side ran out of CPU.
 
     python benchmarks/simulator_rps.py                      # raw and aiohttp, latency 0 and 5 ms
     python benchmarks/simulator_rps.py --client raw --latency-ms 0 --connections 200
@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from later_read_sandbox.simulator import ServiceKnobs, SimulatorKnobs, SimulatorProcess  # noqa: E402
-from later_read_sandbox.simulator.process import process_cpu_seconds as cpu_seconds  # noqa: E402
+from later_read_sandbox.simulator import ServiceKnobs, SimulatorKnobs, SimulatorProcess
+from later_read_sandbox.simulator.process import process_cpu_seconds as cpu_seconds
 
 UIDS = 2000
 
@@ -207,7 +207,7 @@ def one_run(sim: SimulatorProcess, args: argparse.Namespace, kind: str) -> RunRe
     counts = [results.get(timeout=args.seconds + 60) for _ in processes]
     elapsed = time.monotonic() - started
     sim_cpu = (cpu_seconds(sim.pid) - sim_before) / elapsed
-    load_cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(processes, load_before)) / elapsed
+    load_cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(processes, load_before, strict=False)) / elapsed
     for process in processes:
         process.join()
     return RunResult(sum(c[0] for c in counts), sum(c[1] for c in counts), elapsed, sim_cpu, load_cpu)

@@ -15,8 +15,15 @@ import click
 
 from later_read import __version__
 from later_read.config.settings import Settings, load_settings
-from later_read.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, INTERNAL_ERROR_LINE, LaterReadError, UsageError,
-                               error_line, traceback_text)
+from later_read.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    INTERNAL_ERROR_LINE,
+    LaterReadError,
+    UsageError,
+    error_line,
+    traceback_text,
+)
 from later_read.log import set_zone, setup_logging
 from later_read.redact import redact
 
@@ -74,7 +81,7 @@ class Group(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
-        except Exception as exc:  # a bug: keep the traceback (redacted), but still a documented exit code
+        except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback (redacted), still a documented exit code
             click.echo(traceback_text(exc), err=True, nl=False)
             click.echo(INTERNAL_ERROR_LINE, err=True)
             sys.exit(EXIT_INTERNAL)

@@ -11,9 +11,10 @@ sharded runs) change how clients are built here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from later_read.clients.ab import PATH as AB_PATH, ABClient
 from later_read.clients.http import ServiceCaller, open_session

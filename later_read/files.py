@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 MODE = 0o640  # the job's user reads and writes, its group (the collector, the on-call) reads
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -38,7 +39,7 @@ def _create(target: Path) -> tuple[int, Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_args: Any) -> Iterator[IO[Any]]:
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_args: Any) -> Iterator[IO[Any]]:
     """A file object to write `path`'s new content into; the target is replaced only on success."""
     target = Path(path)
     fd, temp = _create(target)
@@ -54,7 +55,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_args: Any) -> 
         raise
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """`data` as the whole new content of `path` (see `atomic_file`)."""
     with atomic_file(path, "wb") as out:
         out.write(data)

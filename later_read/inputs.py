@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from later_read.core import uids
 from later_read.errors import UsageError
 
+
 def parse_date(text: str | None, zone: ZoneInfo) -> str:
     """YYYYMMDD, exactly eight ASCII digits (strptime alone takes `2026111` and `20261 1`), returned as
     the date it names writes itself; None means today in the configured zone."""

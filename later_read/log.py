@@ -40,7 +40,7 @@ _DEFUSED = ALERT_KEYWORD.replace("_ALERT", "\\x5fALERT")
 
 def set_zone(zone: ZoneInfo | None) -> None:
     """Write timestamps (and `at()` times) in this zone from now on."""
-    global _zone
+    global _zone  # noqa: PLW0603 - the one setting, made once by the CLI at start-up
     _zone = zone
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 MASK = "***"
@@ -69,7 +70,7 @@ def redact_data(data: Any) -> Any:
 
 def register(*values: object) -> None:
     """Scrub these values (and their encoded forms) from every message from now on."""
-    global _pattern
+    global _pattern  # noqa: PLW0603 - the registry of secrets is process-wide by design
     added = False
     for value in values:
         for form in _forms(str(value)):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import stamina.instrumentation
@@ -55,7 +56,7 @@ class Shutdown:
     def stopping(self) -> bool:
         return self.requested.is_set()
 
-    async def watch(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    async def watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
             async for signum in signals:

@@ -30,7 +30,7 @@ class FakeMySQL:
         self.port = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "FakeMySQL":
+    def __enter__(self) -> FakeMySQL:
         self._thread.start()
         return self
 
@@ -52,7 +52,7 @@ class FakeMySQL:
     def _session(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         caps = CAPABILITIES | (CLIENT_SSL if self.tls else 0)
-        greeting = (b"\x0a" + b"8.0.99-fake\x00" + struct.pack("<I", 7) + SALT[:8] + b"\x00"
+        greeting = (b"\x0a8.0.99-fake\x00" + struct.pack("<I", 7) + SALT[:8] + b"\x00"
                     + struct.pack("<H", caps & 0xFFFF) + b"\x21" + struct.pack("<H", 2)
                     + struct.pack("<H", caps >> 16) + bytes([len(SALT) + 1]) + b"\x00" * 10
                     + SALT[8:] + b"\x00" + b"mysql_native_password\x00")

@@ -10,10 +10,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from later_read.cli import LAZY_COMMANDS, cli
-
 from bad_inputs import CA_PEM, CASES, DOC, ROOT, Case, render_doc
 from fake_mysql import FakeMySQL
+from later_read.cli import LAZY_COMMANDS, cli
 from tls_certs import CA
 
 SHIPPED = (ROOT / "config.toml").read_text()
@@ -60,7 +59,7 @@ class Absent:
     def find_spec(self, name: str, path=None, target=None):
         if name.split(".")[0] == self.package:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
+        return
 
 
 def not_installed(package: str, monkeypatch) -> None:

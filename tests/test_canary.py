@@ -71,7 +71,7 @@ class Servers:
         bodies = self.bodies
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
                 self.send_response(500)
                 self.send_header("Content-Length", "0")

@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from later_read.clients.material import Material
 from later_read.core.clock import Clock
-from later_read.core.message import PushMessage, expires_at
+from later_read.core.message import Material, PushMessage, expires_at
 from later_read.core.schedule import Schedule
 from later_read.core.users import TaskUser
 from later_read.core.value import CachedValue, decode, encode as encode_value

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from later_read.config.settings import load_settings
-from later_read.redact import redact
 from later_read.errors import EXIT_USAGE, ConfigError
+from later_read.redact import redact
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = (ROOT / "config.toml").read_text()
@@ -39,7 +39,8 @@ def test_documented_default_loads():
 
 @pytest.mark.parametrize("text, expected", [
     (replace("ttl_seconds = 86400", "ttl_seconds = 86400\nttl = 5"),
-     "[redis] ttl: unknown key; known keys in [redis]: mode, url, sentinels, service_name, failover_seconds, wait_replicas, key_prefix, ttl_seconds"),
+     ("[redis] ttl: unknown key; known keys in [redis]: mode, url, sentinels, service_name, "
+      "failover_seconds, wait_replicas, key_prefix, ttl_seconds")),
     (replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\nmode = "x"'),
      "mode: unknown key; known keys in top level: timezone, starrocks"),
     (replace("ttl_seconds = 86400", 'ttl_seconds = "1 day"'),
@@ -51,8 +52,8 @@ def test_documented_default_loads():
     (replace('topic = "later_read_push"', ""),
      "[kafka] topic: missing; set it in the file or in LATER_READ__KAFKA__TOPIC"),
     (replace('ab_url = "http://127.0.0.1:8900"', 'ab_url = "127.0.0.1:8900"'),
-     '[services] ab_url: scheme must be http://, not missing; expected an http://host[:port][/path] URL, '
-     'got "127.0.0.1:8900"'),
+     ('[services] ab_url: scheme must be http://, not missing; expected an http://host[:port][/path] URL, '
+      'got "127.0.0.1:8900"')),
     (replace('ids = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]', 'ids = ["04-026-r0gdua"]'),
      "[tasks] ids: expected a non-empty list of task ids, each containing {date}"),
     (replace('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"'),
@@ -122,5 +123,5 @@ def test_cli_exits_2_with_one_line_before_doing_anything(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == EXIT_USAGE
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"later-read: error: config error in {path}: [starrocks] batch_size: "
-                     "expected an integer from 1 to 100,000, got -1"]
+    assert lines == [(f"later-read: error: config error in {path}: [starrocks] batch_size: "
+                      "expected an integer from 1 to 100,000, got -1")]

@@ -22,18 +22,18 @@ from click.testing import CliRunner
 
 from later_read.cli import cli
 from later_read.core.message import msg_id
+from later_read.core.scope import Shard
 from later_read.store.keys import Keys
 from later_read_sandbox import seed as seeding
-from later_read.core.scope import Shard
 from test_push import DATE, TEMPLATES, at, consume, seed_day, subprocess_env
 
 USERS = 240  # 10 a push hour, and some under a second hour too
 KILLED, EXPIRED = 4, 10
 # hour -> the minute its scheduled run starts; hours 2, 10 and 11 have no run of their own: 2 and 11 are
 # caught up by the next run (03:01, 12:05), 10's window (10:00-12:00) has closed by then; 7 starts late.
-RUNS = {0: 2, 1: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 50, 8: 1, 9: 1, 12: 5, **{h: 1 for h in range(13, 24)}}
+RUNS = {0: 2, 1: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 50, 8: 1, 9: 1, 12: 5, **dict.fromkeys(range(13, 24), 1)}
 CAUGHT_UP = {2: 61, 4: 61, 11: 65}  # hour -> minutes late when its catch-up began (at least)
-ORDER = [*range(0, 24)]  # the order hours are handled in: a catch-up is always before the next hour
+ORDER = [*range(24)]  # the order hours are handled in: a catch-up is always before the next hour
 
 
 def later_read(config, *args: str) -> subprocess.Popen:
@@ -168,9 +168,9 @@ def _check_refusal_and_retry(config, count: int) -> None:
     refused = CliRunner().invoke(cli, ["push", "--config", str(config), "--hour", str(EXPIRED), "--now",
                                        at(12, 6), *shard])
     assert refused.exit_code == 2 and refused.stderr.splitlines() == [
-        "later-read: error: hour 10 of 20261123 is expired: its window closed at 2026-11-23T12:00:00+08:00 "
+        ("later-read: error: hour 10 of 20261123 is expired: its window closed at 2026-11-23T12:00:00+08:00 "
         "(start + [push] catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it "
-        "anyway"]
+        "anyway")]
     retry = run_hour(config, 12, count, minute=6)
     assert [code for code, _ in retry] == [0] * count, retry
     assert not any("push.hour_expired" in stderr or " push.caught_up " in stderr for _, stderr in retry)

@@ -34,7 +34,7 @@ def test_the_readme_is_at_most_150_lines():
 
 
 def minimal_config() -> str:
-    blocks = re.findall(r"```toml\n(.*?)```", text(README).split("\n## Configure\n", 1)[1], re.S)
+    blocks = re.findall(r"```toml\n(.*?)```", text(README).split("\n## Configure\n", 1)[1], re.DOTALL)
     assert blocks, "README.md's Configure section has no ```toml block"
     return blocks[0]
 
@@ -60,21 +60,19 @@ def slug(heading: str) -> str:
 
 
 def anchors(path: Path) -> set[str]:
-    body = re.sub(r"```.*?```", "", text(path), flags=re.S)
-    return {slug(m) for m in re.findall(r"^#{1,6} (.+)$", body, re.M)}
+    body = re.sub(r"```.*?```", "", text(path), flags=re.DOTALL)
+    return {slug(m) for m in re.findall(r"^#{1,6} (.+)$", body, re.MULTILINE)}
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves(doc):
     broken = []
-    for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text(doc), flags=re.S)):
+    for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text(doc), flags=re.DOTALL)):
         if re.match(r"[a-z]+://|mailto:", target):
             continue
         file, _, anchor = target.partition("#")
         path = (doc.parent / file).resolve() if file else doc
-        if not path.exists():
-            broken.append(target)
-        elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in anchors(path)):
             broken.append(target)
     assert not broken, f"{doc.relative_to(ROOT)}: links to nothing: {broken}"
 
@@ -164,7 +162,7 @@ def test_alerting_md_sends_the_reader_to_the_runbook():
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
 def test_every_benchmark_script_has_its_method_and_command(script):
     doc = text(BENCHMARKS / "README.md")
-    assert re.search(rf"^### .*`{re.escape(script)}`", doc, re.M), f"no section for {script}"
+    assert re.search(rf"^### .*`{re.escape(script)}`", doc, re.MULTILINE), f"no section for {script}"
     assert f"python benchmarks/{script} " in doc or f"python benchmarks/{script}\n" in doc, \
         f"no command for {script}"
 

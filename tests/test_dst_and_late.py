@@ -17,7 +17,7 @@ from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read_sandbox import seed as seeding
-from test_push import (DATE, TEMPLATES, at, consume, oracle_value, prewarm, push_config, pushable, seed_hour)
+from test_push import DATE, TEMPLATES, at, consume, oracle_value, prewarm, push_config, pushable, seed_hour
 
 PER_HOUR = 8
 REFUSED_3 = ("later-read: error: hour 3 of 20261123 is expired: its window closed at 2026-11-23T05:00:00+08:00 "
@@ -80,8 +80,8 @@ def test_dst_transitions_push_each_user_once(case, redis_url, mysql, kafka_topic
     report = orjson.loads(invoke("day", "--config", str(config), "--date", date, "--now", day + runs[-1],
                                  "--json").stdout)
     rows = {row["hour"]: row for row in report["hours"]}
-    assert {h: rows[h]["state"] for h in hours} == {h: "done" for h in hours} and report["exit_code"] == 0
-    assert {h: rows[h]["users"] for h in hours} == {h: PER_HOUR for h in hours}
+    assert {h: rows[h]["state"] for h in hours} == dict.fromkeys(hours, "done") and report["exit_code"] == 0
+    assert {h: rows[h]["users"] for h in hours} == dict.fromkeys(hours, PER_HOUR)
     if "spring" in case:  # the missing hour: caught up by the next hour's run, at the transition instant
         assert rows[special]["caught_up"] and rows[special]["start"] == rows[special + 1]["start"]
         assert " push.caught_up " in results[1].stderr and f"hour={special} " in results[1].stderr
@@ -112,7 +112,7 @@ def test_an_expired_hour_is_refused_then_sent_with_allow_late(redis_url, mysql, 
     expected = seed_hour(mysql, 40, 3, prefix="l")
     prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     config = str(push_config(make_config))
-    uid = sorted(pushable(sim, expected))[0]
+    uid = min(pushable(sim, expected))
     refused = invoke("push", "--config", config, "--date", DATE, "--hour", "3", "--now", at(9, 0))
     assert (refused.exit_code, refused.stderr.splitlines()) == (2, [REFUSED_3])
     rerun = invoke("rerun", uid, "--config", config, "--date", DATE, "--push-only", "--now", at(9, 0))
@@ -149,7 +149,7 @@ def test_a_run_whose_window_closes_mid_run_stops_and_counts_the_rest_expired(
     result = invoke("push", "--config", config, "--date", DATE, "--hour", "9", "--now", "2026-11-23T09:09:58+08:00",
                     "--report", str(report))
     assert result.exit_code == 7, result.stderr[-2000:]
-    line = next(l for l in result.stderr.splitlines() if " push.hour_expired " in l)
+    line = next(text for text in result.stderr.splitlines() if " push.hour_expired " in text)
     assert line.endswith("LATER_READ_ALERT") and "window_closed_at=2026-11-23T09:10:00+08:00" in line
     client = redis.Redis.from_url(redis_url)
     entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, 9))))

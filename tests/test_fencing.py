@@ -49,7 +49,7 @@ class Monitor:
     commands: list[dict] = field(default_factory=list)
     stopping: bool = False
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Monitor:
         self.client = redis.Redis.from_url(self.url)
         self.monitor = self.client.monitor()
         self.monitor.__enter__()
@@ -205,9 +205,9 @@ def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
 
     from later_read.config.settings import LockSettings, RedisSettings
     from later_read.errors import LockLost
-    from later_read.store.lock import JobLock
     from later_read.store import Store
     from later_read.store.client import open_redis
+    from later_read.store.lock import JobLock
 
     settings = RedisSettings(**{"url": url, **(settings_extra or {})})
     found: dict = {}
@@ -237,7 +237,8 @@ def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
             await attempt("state_after", lambda: store.get_push_state(DATE, ["u1"], lock))
             lock.lost = None
             await attempt("start_after", lambda: store.put_push_start(RunScope(DATE, HOUR), {"at": 2}, lock))
-            await attempt("refused_without_asking", lambda: store.put_ledger(RunScope(DATE, HOUR), {"state": "x"}, lock))
+            await attempt("refused_without_asking",
+                          lambda: store.put_ledger(RunScope(DATE, HOUR), {"state": "x"}, lock))
             keys = [Keys.sent(DATE, u) for u in ("u1", "u2", "u3", "u4")] + [Keys.push_start(RunScope(DATE, HOUR)),
                                                                       Keys.push_ledger(RunScope(DATE, HOUR))]
             found["values"] = {key: await client.get(key) for key in keys}

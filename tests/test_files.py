@@ -14,12 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from later_read.jobs import metrics
 from later_read.config.settings import load_settings
+from later_read.core.uids import read_file, write_file
 from later_read.files import atomic_file, write_atomic
+from later_read.jobs import metrics
 from later_read.jobs.progress import write_report
 from later_read.jobs.summary import Summary
-from later_read.core.uids import read_file, write_file
 
 SECRET = b"the victim's content\n"
 
@@ -86,9 +86,8 @@ def test_the_metrics_textfile_never_follows_a_link_at_the_old_temporary_name(mak
 def test_a_failed_write_leaves_the_target_as_it_was_and_no_temporary_file(tmp_path):
     target = tmp_path / "r.json"
     write_atomic(target, b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_file(target) as out:
-            out.write(b"half of the new")
-            raise RuntimeError("the writer failed")
+    with pytest.raises(RuntimeError), atomic_file(target) as out:  # noqa: PT012 - the writer fails mid-block
+        out.write(b"half of the new")
+        raise RuntimeError("the writer failed")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

@@ -51,7 +51,7 @@ def stored(redis_url: str) -> dict[str, bytes]:
     client = redis.Redis.from_url(redis_url)
     try:
         keys = client.keys(KEYS.rec("*"))
-        return {KEYS.uid_of(k): v for k, v in zip(keys, client.mget(keys) if keys else [])}
+        return {KEYS.uid_of(k): v for k, v in zip(keys, client.mget(keys) if keys else [], strict=True)}
     finally:
         client.close()
 
@@ -67,7 +67,8 @@ def prewarm(config: Path, report: Path):
 
 
 def push(config: Path, report: Path):
-    return later_read("push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config), "--report", str(report))
+    return later_read("push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config),
+                      "--report", str(report))
 
 
 def quick_config(make_config, **extra):
@@ -112,7 +113,8 @@ def test_an_oversize_card_fails_its_users_once_and_sends_nothing_for_them(
     result = push(config, tmp_path / "r.json")
     assert result.exit_code == 1, result.output
     with_card = {u: sim.expected(u)["material_id"] for u in UIDS
-                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"] and sim.expected(u)["material_found"]}
+                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"]
+                 and sim.expected(u)["material_found"]}
     bad_cards = hostile(sim, set(with_card.values()), 0.3)
     failed = {u for u, m in with_card.items() if m in bad_cards}
     assert failed and bad_cards
@@ -139,9 +141,9 @@ def test_a_redis_value_over_a_bound_is_corrupt_in_push_and_show(redis_url, mysql
     result = push(config, tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["corrupt"] == 2 and sorted(data["uids"]["corrupt"]) == sorted([big, long_field])
-    corrupt_lines = [l for l in result.stderr.splitlines() if " push.corrupt_value " in l]
-    assert any("over the 8,192-byte bound of a value" in l for l in corrupt_lines)
-    assert any("trace_id of 300 bytes, over its 256-byte bound" in l for l in corrupt_lines)
+    corrupt_lines = [line for line in result.stderr.splitlines() if " push.corrupt_value " in line]
+    assert any("over the 8,192-byte bound of a value" in line for line in corrupt_lines)
+    assert any("trace_id of 300 bytes, over its 256-byte bound" in line for line in corrupt_lines)
     shown = later_read("show", big, "--date", DATE, "--config", str(config))
     assert "outcome    corrupt: 9,1" in shown.stdout and "bytes, over the 8,192-byte bound of a value" in shown.stdout
     shown = later_read("show", long_field, "--date", DATE, "--config", str(config))
@@ -157,7 +159,8 @@ def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does
     # 3,000 bytes of content: under its 16 KiB bound, over the producer's 1,000-byte messages
     sim.configure(material={"hostile_ratio": 0.3, "hostile_field": "content", "hostile_field_bytes": 3000})
     with_card = {u: sim.expected(u)["material_id"] for u in UIDS
-                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"] and sim.expected(u)["material_found"]}
+                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"]
+                 and sim.expected(u)["material_found"]}
     too_big = {u for u, m in with_card.items() if m in hostile(sim, set(with_card.values()), 0.3)}
     assert too_big
     for run in (1, 2):  # the second run of the hour: no recovery, the same users refused, nothing produced
@@ -168,11 +171,12 @@ def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does
         assert data["failures"] == {"oversize_message": len(too_big)}
         assert set(data["uids"]["oversize_message"]) == too_big
         assert data["recovered"] == 0 and data["sent"] == (len(with_card) - len(too_big) if run == 1 else 0)
-        alerts = [l for l in result.stderr.splitlines() if " push.oversize_message " in l]
+        alerts = [line for line in result.stderr.splitlines() if " push.oversize_message " in line]
         assert len(alerts) == 1 and f"count={len(too_big)}" in alerts[0] and alerts[0].endswith(ALERT_KEYWORD)
-        assert not [l for l in result.stderr.splitlines() if " push.undelivered " in l or " push.recovered " in l]
+        assert not [line for line in result.stderr.splitlines()
+                    if " push.undelivered " in line or " push.recovered " in line]
         assert {m.key for m in read_topic(*kafka_topic)} == set(with_card) - too_big
-    uid = sorted(too_big)[0]
+    uid = min(too_big)
     rerun = later_read("rerun", uid, "--date", DATE, "--now", NOW, "--push-only", "--config", str(config))
     assert rerun.exit_code == 1
     assert rerun.stdout.splitlines()[-1].startswith("stopped    oversize_message: the message is ")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pymysql
 
+from later_read.core.uids import read_file
 from later_read.log import ALERT_KEYWORD
 from later_read_sandbox.seed import DDL
 from later_read_sandbox.topic import read_topic
-from later_read.core.uids import read_file
 from test_push import at
 
 DATE, HOUR = "20261123", 9

@@ -104,7 +104,7 @@ def find_cycle() -> list[str] | None:
         stack.append(module)
         for target in sorted(internal(module)):
             if state.get(target) == "open":
-                return stack[stack.index(target):] + [target]
+                return [*stack[stack.index(target):], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         stack.pop()
@@ -171,10 +171,9 @@ def test_the_production_package_never_imports_the_sandbox():
     importers = sorted(module for module in MODULES
                        if any(name.split(".")[0] == SANDBOX for name in GRAPH[module]))
     assert importers == [], f"later_read modules importing the sandbox: {importers}"
-    mentions = []
-    for module, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SANDBOX in node.value:
-                mentions.append((module, node.value))
+    mentions = [(module, node.value)
+                for module, path in MODULES.items()
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and SANDBOX in node.value]
     assert mentions == [("later_read.cli", LAZY_COMMANDS["sandbox"])]
     assert LAZY_COMMANDS["sandbox"].split(":")[0].split(".")[0] == SANDBOX

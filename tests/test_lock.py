@@ -12,8 +12,16 @@ import redis
 
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from test_prewarm import (DATE, count_values, expected_value, seed, start_prewarm, stop_children,  # noqa: F401
-                          stored_values, wait_until)
+from test_prewarm import (  # noqa: F401
+    DATE,
+    count_values,
+    expected_value,
+    seed,
+    start_prewarm,
+    stop_children,
+    stored_values,
+    wait_until,
+)
 
 LOCK = Keys.lock("prewarm", RunScope(DATE))
 ALERT = "LATER_READ_ALERT"
@@ -104,8 +112,7 @@ def test_lock_wait_0_fails_at_once_and_says_so(sim, redis_url, mysql, make_confi
 
 
 def test_rerun_holds_the_hours_push_lock_and_waits_for_it(redis_url, mysql, kafka_topic, sim, make_config):
-    from test_ops import consume, first_push_hour, later_read, pick
-    from test_ops import seed as seed_ops
+    from test_ops import consume, first_push_hour, later_read, pick, seed as seed_ops
 
     seed_ops(mysql)
     config, uid = make_config(), pick(sim, "rec")

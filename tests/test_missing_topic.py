@@ -58,7 +58,7 @@ def test_push_and_rerun_refuse_a_missing_topic_alike_and_never_create_it(
             result = CliRunner().invoke(cli, argv, catch_exceptions=False)
             assert result.exit_code == 3, (name, attempt, result.output)
             lines[name, attempt] = result.stderr.strip().splitlines()[-1]
-    assert set(lines.values()) == {f"later-read: error: Kafka topic {topic!r} not usable (Broker: Unknown topic "
-                                   "or partition); create it or fix [kafka] topic"}
+    assert set(lines.values()) == {(f"later-read: error: Kafka topic {topic!r} not usable (Broker: Unknown topic "
+                                    "or partition); create it or fix [kafka] topic")}
     assert topic not in topics(broker)
     assert sim.stats()["ab"]["calls"] == 0  # rerun stopped before its prewarm step, as push before work

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 import redis
 from click.testing import CliRunner
 
@@ -23,8 +22,8 @@ from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read_sandbox import servers
-from later_read_sandbox.topic import TopicMessage, read_topic
 from later_read_sandbox.seed import connect, day_rows, seed_day, uid_of
+from later_read_sandbox.topic import TopicMessage, read_topic
 from test_push import at
 
 DATE = "20261123"

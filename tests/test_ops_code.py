@@ -25,10 +25,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import default_config, merge
-from later_read_sandbox.stack import render_toml
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read_sandbox import seed as seeding
+from later_read_sandbox.stack import render_toml
 from later_read_sandbox.topic import read_topic
 from test_push import at
 
@@ -301,8 +301,8 @@ def test_sent_errors_are_one_line_with_the_documented_code(real_day, tmp_path):
 
 
 def test_sent_tally_counts_foreign_messages_without_failing():
-    from later_read.oncall.sent import SentQuery, Tally, _duplicates, _hours, clean
     from later_read.log import fields
+    from later_read.oncall.sent import SentQuery, Tally, _duplicates, _hours, clean
 
     tally = Tally(SentQuery(DATE, limit=5))
     for offset, raw in enumerate([b"not json", b"[1]", b'{"msg_id": 7}',

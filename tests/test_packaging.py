@@ -131,8 +131,8 @@ def test_a_production_install_has_neither_the_sandbox_nor_tomli_w(venv, built):
         done = run([python, "-c", f"import {module}"], cwd=built["work"])
         assert done.returncode == 1, (module, done.stdout, done.stderr)
         assert f"ModuleNotFoundError: No module named '{module.split('.')[0]}'" in done.stderr
-    names = run([python, "-c", "import importlib.metadata as m; print(*sorted(d.metadata['Name'].lower() "
-                 "for d in m.distributions()))"], cwd=built["work"])
+    names = run([python, "-c", ("import importlib.metadata as m; print(*sorted(d.metadata['Name'].lower() "
+                 "for d in m.distributions()))")], cwd=built["work"])
     installed = set(names.stdout.split())
     assert "later-read" in installed and "click" in installed, names.stderr
     assert installed & {"tomli-w", "tomli_w", "later-read-sandbox"} == set()

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-import stamina
 import redis
+import stamina
 from click.testing import CliRunner
 
 from later_read.cli import cli
@@ -73,7 +73,7 @@ def stored_values(url: str) -> dict[str, dict]:
         values = client.mget(keys) if keys else []
     finally:
         client.close()
-    return {KEYS.uid_of(k): orjson.loads(v) for k, v in zip(keys, values)}
+    return {KEYS.uid_of(k): orjson.loads(v) for k, v in zip(keys, values, strict=False)}
 
 
 def marker(url: str) -> dict | None:
@@ -155,11 +155,11 @@ def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp
 
     # Every uid called once, however many rows or task ids it has; recommend only for the experiment.
     ab, rec = sim.calls("ab"), sim.calls("rec")
-    assert ab == {uid: 1 for uid in expected}
+    assert ab == dict.fromkeys(expected, 1)
     assert rec == {uid: 1 for uid, v in values.items() if v["outcome"] != "not_in_experiment"}
 
     data = json.loads(report.read_text())
-    assert REPORT_KEYS <= set(data)
+    assert set(data) >= REPORT_KEYS
     assert (data["users"], data["failed"], data["skipped_existing"], data["status"]) == (
         len(expected), 0, 0, "ok")
     assert data["cached"] == outcomes.count("rec")
@@ -197,7 +197,7 @@ def test_rerun_skips_done_users_recomputes_stale_and_force_redoes_all(sim, redis
     sim.reset()
     forced = prewarm(config, "--force")
     assert forced.exit_code == 0, forced.stderr
-    assert sim.calls("ab") == {uid: 1 for uid in expected}
+    assert sim.calls("ab") == dict.fromkeys(expected, 1)
     assert marker(redis_url)["skipped_existing"] == 0
 
 
@@ -206,13 +206,13 @@ def test_uids_file_restricts_the_run_and_writes_no_marker(sim, redis_url, mysql,
     chosen = sorted(expected)[10:13]
     not_today = uid_of(100)  # seeded only under other task ids: not a user of the day
     uids = tmp_path / "uids.txt"
-    uids.write_text("# rerun these\n" + "\n".join(chosen + [not_today, chosen[0]]) + "\n\n")
+    uids.write_text("# rerun these\n" + "\n".join([*chosen, not_today, chosen[0]]) + "\n\n")
 
     result = prewarm(make_config(), "--uids-file", str(uids))
 
     assert result.exit_code == 0, result.stderr
     assert stored_values(redis_url) == {uid: expected_value(sim, uid) for uid in chosen}
-    assert sim.calls("ab") == {uid: 1 for uid in chosen}
+    assert sim.calls("ab") == dict.fromkeys(chosen, 1)
     assert marker(redis_url) is None  # only a run over the whole day completes it
 
 

@@ -19,20 +19,21 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
+import pytest
 import redis
 from click.testing import CliRunner
 
-from later_read.core.value import CachedValue, encode
 from later_read.cli import cli
 from later_read.config.settings import RedisSettings
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
+from later_read.core.value import CachedValue, encode
+from later_read.store import Store
+from later_read.store.client import open_redis
 from later_read.store.keys import Keys
 from later_read_sandbox import seed as seeding
 from later_read_sandbox.simulator.oracle import Oracle
 from later_read_sandbox.topic import read_topic, topic_size
-from later_read.store import Store
-from later_read.store.client import open_redis
 
 DATE = "20261123"
 TEMPLATES = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
@@ -140,7 +141,7 @@ def sent_markers(redis_url: str) -> dict[str, str]:
     try:
         keys = list(client.scan_iter(match=Keys.sent(DATE, "*"), count=1000))
         values = client.mget(keys) if keys else []
-        return {k.decode().rsplit(":", 1)[1]: v.decode() for k, v in zip(keys, values)}
+        return {k.decode().rsplit(":", 1)[1]: v.decode() for k, v in zip(keys, values, strict=True)}
     finally:
         client.close()
 
@@ -216,12 +217,8 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
     explicit = push_options(settings, date="20261123", hour=0, now="2026-11-23T00:05:00-05:00", **options)
     assert (explicit.scope.hour, explicit.scheduled) == (0, False)
     assert push_options(settings, date=None, hour=None, now="2026-11-23T06:30:00Z", **options).scope.hour == 1
-    try:
+    with pytest.raises(UsageError, match="--date: expected YYYYMMDD"):
         push_options(settings, date="2026-11-23", hour=None, **options)
-    except UsageError as exc:
-        assert "--date: expected YYYYMMDD" in str(exc)
-    else:
-        raise AssertionError("a bad --date must be a UsageError")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,7 +259,7 @@ def test_hour_yields_exactly_its_users_once_with_correct_fields(
         assert body["expires_at"] == "2026-11-23T07:00:00+08:00"
 
     data = json.loads(report.read_text())
-    assert REPORT_KEYS <= set(data)
+    assert set(data) >= REPORT_KEYS
     outcomes = [sim.expected(uid) for uid in own]
     assert data["users"] == len(picked) and data["earlier_hour"] == len(picked) - len(own)
     assert data["sent"] == len(expected)
@@ -349,11 +346,11 @@ def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
     assert ALERT in line and " count=38 " in line and f" users={len(hour_users)} " in line
     assert f" ratio={38 / len(hour_users):.6f} " in line
     assert " misses=38 " in summary_line(result.stderr)
-    per_user = [l for l in result.stderr.splitlines() if " push.cache_miss " in f" {l} "]
-    assert len(per_user) == 5 and all(ALERT in l for l in per_user)  # rate-limited
-    assert len([l for l in result.stderr.splitlines() if "push.cache_miss_suppressed" in l]) == 1
+    per_user = [line for line in result.stderr.splitlines() if " push.cache_miss " in f" {line} "]
+    assert len(per_user) == 5 and all(ALERT in line for line in per_user)  # rate-limited
+    assert len([line for line in result.stderr.splitlines() if "push.cache_miss_suppressed" in line]) == 1
     sent = {key for key, _ in consume(kafka_topic)}
-    assert not sent & set(deleted + [stale])
+    assert not sent & {*deleted, stale}
     assert sent == set(pushable(sim, dict.fromkeys(set(picked) - set(deleted) - {stale}, ("", ""))))
 
 
@@ -371,8 +368,8 @@ def test_corrupt_value_is_counted_and_alerted_never_a_crash(
     report = tmp_path / "r.json"
     result = run_push(push_config(make_config), "--report", str(report), hour=hour)
     assert result.exit_code == 0, result.output
-    alerts = [l for l in result.stderr.splitlines() if "push.corrupt_value " in l]
-    assert len(alerts) == 2 and all(ALERT in l for l in alerts)
+    alerts = [line for line in result.stderr.splitlines() if "push.corrupt_value " in line]
+    assert len(alerts) == 2 and all(ALERT in line for line in alerts)
     assert f"uid={picked[0]}" in alerts[0] and "not JSON" in alerts[0]
     assert " count=2 " in summary_line(result.stderr, "push.corrupt_values")
     data = json.loads(report.read_text())
@@ -452,7 +449,7 @@ def test_dry_run_prints_messages_without_kafka_or_markers(
     result = run_push(config, "--dry-run", "--output", str(out), hour=hour)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert sorted(json.loads(l)["source_uid"] for l in out.read_text().splitlines()) == sorted(expected)
+    assert sorted(json.loads(line)["source_uid"] for line in out.read_text().splitlines()) == sorted(expected)
     assert topic_size(*kafka_topic) == 0
     assert sent_markers(redis_url) == {}
 
@@ -614,7 +611,7 @@ def test_broker_unreachable_is_one_clear_error_exit_3_nobody_marked(
                          push={"wait_for_prewarm_seconds": 0})
     result = run_push(config, hour=0)
     assert result.exit_code == 3
-    errors = [l for l in result.stderr.splitlines() if l.strip()]
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert errors == [errors[-1]] and errors[-1].startswith("later-read: error: Kafka at 127.0.0.1:1 "
                                                             "unreachable"), result.stderr
     assert "bootstrap_servers" in errors[-1]

@@ -18,8 +18,7 @@ from later_read.cli import cli
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from test_push import (DATE, at, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour,
-                       sent_markers)
+from test_push import DATE, at, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour, sent_markers
 
 HOUR = 7
 
@@ -51,7 +50,7 @@ def _one_each(kafka_topic, want) -> None:
 
 def test_start_record_holds_the_end_offsets_before_the_first_message(
         redis_url, mysql, kafka_topic, sim, make_config):
-    config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
+    _, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     client = redis.Redis.from_url(redis_url)
     start = orjson.loads(client.get(Keys.push_start(RunScope(DATE, HOUR))))
     entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, HOUR))))
@@ -70,7 +69,7 @@ def test_a_dead_runs_unmarked_deliveries_are_marked_from_the_topic_not_resent(
     _forget(redis_url, lost)
     rerun = run_push(config, hour=HOUR)
     assert rerun.exit_code == 0, rerun.output
-    line = next(l for l in rerun.stderr.splitlines() if "push.recovered" in l)
+    line = next(text for text in rerun.stderr.splitlines() if "push.recovered" in text)
     assert f"users_marked={len(want)}" in line and f"messages_read={len(want)}" in line
     assert f"of_hour={len(want)}" in line and "LATER_READ_ALERT" in line
     client = redis.Redis.from_url(redis_url)
@@ -98,7 +97,7 @@ def test_a_finished_hour_is_not_read_back_and_keeps_its_first_start(
 def test_rerun_uid_takes_the_same_path_and_sends_nothing_twice(
         redis_url, mysql, kafka_topic, sim, make_config):
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
-    uid = sorted(want)[0]
+    uid = min(want)
     _forget(redis_url, [uid])
     result = CliRunner().invoke(cli, ["rerun", uid, "--config", str(config), "--date", DATE, "--push-only",
                                       "--now", at(HOUR)], catch_exceptions=False)

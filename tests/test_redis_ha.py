@@ -14,17 +14,16 @@ import time
 import orjson
 import pytest
 import redis
-from redis.sentinel import Sentinel
-from test_push import DATE, consume, pushable, seed_hour, subprocess_env
-from test_push import at, oracle_value
 from click.testing import CliRunner
+from redis.sentinel import Sentinel
 
 from later_read.cli import cli
 from later_read.core.scope import RunScope
+from later_read.core.value import decode
 from later_read.store.keys import Keys
 from later_read_sandbox.servers.process import ServerUnavailable
 from later_read_sandbox.servers.redis_ha import SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup
-from later_read.core.value import decode
+from test_push import DATE, at, consume, oracle_value, pushable, seed_hour, subprocess_env
 
 HOUR = 9
 USERS = 600
@@ -106,7 +105,7 @@ def finish(child: subprocess.Popen, group, config, job: str, *args: str) -> list
         assert "Redis" in stderr.strip().splitlines()[-1], stderr[-3000:]
         client = reader(group)
         try:
-            client.delete(*[k for k in (Keys.lock(job, RunScope(DATE)), Keys.lock(job, RunScope(DATE, HOUR)))])
+            client.delete(Keys.lock(job, RunScope(DATE)), Keys.lock(job, RunScope(DATE, HOUR)))
         finally:
             client.close()
         rerun = run_job(config, job, *args)
@@ -251,10 +250,9 @@ def test_redis_pys_closed_writer_race_is_a_failover_error_and_nothing_else_is(re
     race = asyncio.run(_closed_writer_race(redis_url))
     assert isinstance(race, AttributeError) and retryable(race)
     assert retryable(redis_errors.ConnectionError("gone"))
-    try:
+    with pytest.raises(AttributeError) as ours:
         None.writelines([])   # the same message, raised by our own code: a bug, never retried
-    except AttributeError as ours:
-        assert not retryable(ours)
+    assert not retryable(ours.value)
     assert not retryable(TypeError("'NoneType' object is not callable"))   # no redis-py frame
 
 

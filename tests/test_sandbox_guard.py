@@ -11,11 +11,10 @@ import sys
 
 import pytest
 
+from fake_mysql import FakeMySQL
 from later_read_sandbox.seed import create_table, day_rows
 from later_read_sandbox.servers import MariaDBServer
 from later_read_sandbox.stack import DEFAULT_TASKS
-
-from fake_mysql import FakeMySQL
 
 DATE = "20261123"
 OTHERS = [(f"09-999-{DATE}-keepme", "k1", "novel", 3, "b1"), (f"09-999-{DATE}-keepme", "k2", "comic", 4, "b2"),

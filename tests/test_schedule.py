@@ -12,11 +12,11 @@ from hypothesis import given, settings, strategies as st
 
 from later_read.core import ledger
 from later_read.core.clock import Clock
-from later_read.errors import UsageError
 from later_read.core.schedule import LOOKBACK, Hour, Schedule
 from later_read.core.scope import RunScope
+from later_read.errors import UsageError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ZONES = ("Asia/Shanghai", "America/New_York", "Europe/Berlin")
 H = dt.timedelta(hours=1)
 

@@ -140,12 +140,12 @@ def test_env_override_that_does_not_answer_says_so(monkeypatch):
 
 
 @pytest.mark.parametrize("server_class, message", [
-    (servers.RedisServer, "redis-server not found: run `apt-get install redis-server` "
-                          "(or set LATER_READ_TEST_REDIS_URL)"),
-    (servers.MariaDBServer, "mariadbd not found: run `apt-get install mariadb-server` "
-                            "(or set LATER_READ_TEST_MYSQL)"),
-    (servers.KafkaServer, "java not found: run `apt-get install openjdk-17-jre-headless` "
-                          "(or set LATER_READ_TEST_KAFKA)"),
+    (servers.RedisServer, ("redis-server not found: run `apt-get install redis-server` "
+                          "(or set LATER_READ_TEST_REDIS_URL)")),
+    (servers.MariaDBServer, ("mariadbd not found: run `apt-get install mariadb-server` "
+                            "(or set LATER_READ_TEST_MYSQL)")),
+    (servers.KafkaServer, ("java not found: run `apt-get install openjdk-17-jre-headless` "
+                          "(or set LATER_READ_TEST_KAFKA)")),
 ])
 def test_missing_program_is_one_clear_line(server_class, message, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -233,9 +233,9 @@ def _read_all(reader, query) -> list[list]:
 
 
 def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
-    from later_read_sandbox.seed import DDL
     from later_read.clients.starrocks import UserQuery
     from later_read.core.users import TaskUser
+    from later_read_sandbox.seed import DDL
 
     a, b, other = "04-026-20261123-r0gdua", "04-026-20261123-qk79ub", "04-026-20261122-r0gdua"
     uids = [str(n) for n in range(1, 40)] + ["Zed", "alice", "é-uid", "9" * 20]
@@ -260,8 +260,8 @@ def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
 
 
 def test_a_case_insensitive_uid_column_is_refused_not_silently_misread(mysql):
-    from later_read.errors import StarRocksError
     from later_read.clients.starrocks import UserQuery
+    from later_read.errors import StarRocksError
 
     with mysql.connect() as conn, conn.cursor() as cur:
         cur.execute(TASK_DATA + " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")

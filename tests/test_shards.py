@@ -7,7 +7,6 @@ shard's prewarm marker.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -16,14 +15,13 @@ import zlib
 import orjson
 import pytest
 import redis
-from test_prewarm import assert_capped
-from test_push import DATE, at, consume, seed_hour, subprocess_env
 
+from later_read.core.scope import JOB_INDEX_ENV, RunScope, Shard, parse_shard
 from later_read.errors import UsageError
-from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read_sandbox import seed as seeding
-from later_read.core.scope import JOB_INDEX_ENV, Shard, parse_shard
+from test_prewarm import assert_capped
+from test_push import DATE, at, consume, seed_hour, subprocess_env
 
 HOUR = 9
 SHARDS = 4
@@ -75,7 +73,7 @@ def job(config, name: str, shard: int | None, via_env: bool = False) -> subproce
 
 def wait_all(children: list[subprocess.Popen]) -> list[str]:
     outputs = [child.communicate(timeout=180)[1] for child in children]
-    for child, stderr in zip(children, outputs):
+    for child, stderr in zip(children, outputs, strict=False):
         assert child.returncode == 0, stderr[-3000:]
     return outputs
 
@@ -88,7 +86,7 @@ def assert_each_user_called_once_but_for_retries(calls: dict[str, int], users, o
     counted = [tuple(map(int, found)) for stderr in outputs
                for found in re.findall(r" prewarm\.service name=ab .*?\bcalls=(\d+) .*?\bretries=(\d+)\b", stderr)]
     assert len(counted) == len(outputs)
-    made, retried = map(sum, zip(*counted))
+    made, retried = map(sum, zip(*counted, strict=False))
     assert set(calls) == set(users) and sum(calls.values()) == made == len(users) + retried
 
 
@@ -98,7 +96,7 @@ def snapshot(url: str) -> dict[str, bytes]:
     client = redis.Redis.from_url(url)
     try:
         keys = sorted(k for k in client.keys("*") if not k.startswith(PER_RUN))
-        return dict(zip(keys, client.mget(keys))) if keys else {}
+        return dict(zip(keys, client.mget(keys), strict=False)) if keys else {}
     finally:
         client.close()
 
@@ -177,6 +175,7 @@ def lua_calls(client: redis.Redis) -> int:
 @pytest.mark.parametrize("job", ["prewarm", "push"])
 def test_the_indexed_cronjob_runs_one_shard_per_completion_index(job, tmp_path):
     import yaml
+
     from test_deploy import CONFIG_PATH, ROOT, assert_cli_accepts, configmap_settings, manifests
 
     path = ROOT / "deploy" / "sharded" / f"{job}-indexed-cronjob.yaml"

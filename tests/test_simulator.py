@@ -20,8 +20,15 @@ import pytest
 from click.testing import CliRunner
 
 from later_read_sandbox.simulator import (
-    KnobError, Oracle, ServiceKnobs, SimulatorKnobs, SimulatorProcess, serve, simulator_command)
-from later_read_sandbox.simulator import knobs_from_options
+    KnobError,
+    Oracle,
+    ServiceKnobs,
+    SimulatorKnobs,
+    SimulatorProcess,
+    knobs_from_options,
+    serve,
+    simulator_command,
+)
 from later_read_sandbox.simulator.stats import EndpointStats
 from later_read_sandbox.simulator.timer import SpinClock, TimerfdClock, precise_clock
 
@@ -75,7 +82,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict, timeout: f
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             data = await response.read()
             return Answer(response.status, data, time.perf_counter() - started)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Answer(None, b"", time.perf_counter() - started)
 
 
@@ -110,7 +117,7 @@ def test_answers_follow_the_contracts_and_the_local_oracle(sim):
     people = uids(300)
     ab = post_all(sim.url, [ab_call(uid) for uid in people])
     rec = post_all(sim.url, [rec_call(uid) for uid in people])
-    for uid, ab_answer, rec_answer in zip(people, ab, rec):
+    for uid, ab_answer, rec_answer in zip(people, ab, rec, strict=False):
         expected = sim.expected(uid)
         assert ab_answer.status == 200 and ab_answer.json() == {
             "value": expected["ab_value"], "trace_id": expected["trace_id"]}
@@ -121,7 +128,7 @@ def test_answers_follow_the_contracts_and_the_local_oracle(sim):
             assert (rec_answer.status, rec_answer.json()) == (200, {})
     with_rec = [uid for uid in people if sim.expected(uid)["has_rec"]]
     cards = post_all(sim.url, [material_call(sim.expected(uid)["material_id"], uid) for uid in with_rec])
-    for uid, card in zip(with_rec, cards):
+    for uid, card in zip(with_rec, cards, strict=False):
         expected = sim.expected(uid)
         assert card.status == (200 if expected["material_found"] else 404)
         if card.status == 200:
@@ -244,7 +251,7 @@ def test_hostile_replies_a_huge_field_for_a_stable_share_of_the_uids(sim):
     oracle = Oracle(sim.knobs)
     hostile = {uid for uid in calls if oracle.fraction("hostile", uid) < 0.3}
     assert 0 < len(hostile) < len(calls)
-    for uid, answer in zip(calls, answers):
+    for uid, answer in zip(calls, answers, strict=False):
         trace_id = answer.json()["trace_id"]
         assert trace_id == ("x" * 1_048_576 if uid in hostile else sim.expected(uid)["trace_id"])
         assert answer.json()["value"] == sim.expected(uid)["ab_value"]  # the rest of the reply is as usual
@@ -341,7 +348,7 @@ def test_same_seed_same_answers_in_another_process_different_seed_different(sim)
         assert [answer.body for answer in post_all(twin.url, calls)] == first
     set_knobs(sim, seed=2)
     other = [answer.body for answer in post_all(sim.url, calls)]
-    assert sum(a != b for a, b in zip(first, other)) > 550  # trace and rec ids all change
+    assert sum(a != b for a, b in zip(first, other, strict=False)) > 550  # trace and rec ids all change
 
 
 def test_the_fault_sequence_restarts_on_reset(sim):

@@ -10,14 +10,13 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from fake_mysql import FakeMySQL
 from later_read.cli import cli
 from later_read.clients.starrocks import connect_options
 from later_read.config.settings import load_settings
 from later_read.store.keys import Keys
 from later_read_sandbox.seed import expected_users, seed_day
 from later_read_sandbox.servers import MariaDBServer
-
-from fake_mysql import FakeMySQL
 from tls_certs import CA
 
 DATE = "20261123"
@@ -114,8 +113,9 @@ def test_a_cleartext_password_is_refused_without_tls_before_it_is_sent(make_conf
         checked = run("check", "--config", str(config), "--timeout", "3")
     assert fake.switched == 1 and fake.received == []  # asked, and got nothing
     line = starrocks_line(checked)
-    assert line.startswith("FAIL starrocks") and "asked for the password in clear text (mysql_clear_password) " \
-        "on a connection without TLS; refused, the password was not sent" in line
+    assert line.startswith("FAIL starrocks")
+    assert ("asked for the password in clear text (mysql_clear_password) on a connection without TLS; "
+            "refused, the password was not sent") in line
     assert "Cleartext-Canary-9" not in checked.output
 
 

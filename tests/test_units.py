@@ -7,17 +7,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from redis.crc import key_slot
 
-from later_read.core.value import OUTCOME_NO_RECOMMENDATION, OUTCOME_NOT_IN_EXPERIMENT
-from later_read.core.value import CachedValue, decode, encode
 from later_read.clients.http import Breaker
 from later_read.clients.latency import LatencyHistogram
+from later_read.clients.starrocks import UserQuery
+from later_read.core.scope import RunScope, Shard
+from later_read.core.uids import write_file
+from later_read.core.users import task_ids_for
+from later_read.core.value import OUTCOME_NO_RECOMMENDATION, OUTCOME_NOT_IN_EXPERIMENT, CachedValue, decode, encode
 from later_read.errors import CorruptValue, UsageError
 from later_read.inputs import parse_date, parse_uid, read_uids_file
-from later_read.core.uids import write_file
-from later_read.core.scope import RunScope, Shard
 from later_read.store.keys import Keys
-from later_read.clients.starrocks import UserQuery
-from later_read.core.users import task_ids_for
 
 
 def test_value_round_trip_keeps_seed_fields():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 import pytest
@@ -325,8 +325,8 @@ def test_a_reply_over_the_bound_is_an_oversize_reply_and_never_retried():
 
 
 @pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n",
-                                     b"HTTP/1.1 103 Early Hints\r\nLink: </c.css>; rel=preload\r\n\r\n"
-                                     b"HTTP/1.1 100 Continue\r\n\r\n"])
+                                     (b"HTTP/1.1 103 Early Hints\r\nLink: </c.css>; rel=preload\r\n\r\n"
+                                      b"HTTP/1.1 100 Continue\r\n\r\n")])
 def test_interim_1xx_replies_are_skipped_and_the_final_status_is_returned(interim):
     async def handler(reader, writer):
         for body in (b'{"n": 1}', b'{"n": 2}'):  # the connection stays usable for the next request

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from later_read.core.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
+from later_read.core.bounds import check_reply
 
 PATH = "/v1/ab/assign"
 # Fixed request fields of the A/B contract.
@@ -32,7 +33,7 @@ class ABClient:
         return await self.caller.post(body, _parse)
 
 
-def _parse(data: dict | None) -> Assignment:
+def _parse(data: dict[str, Any] | None) -> Assignment:
     if data is None:
         raise malformed("ab", "404 from /v1/ab/assign")
     value, trace_id = data.get("value"), data.get("trace_id", "")

@@ -60,7 +60,8 @@ import random
 import statistics
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 WINDOW_SECONDS = 0.1     # Envoy's sample window; ~5 round trips of a 20 ms service per window
 WINDOW_SAMPLES = 10      # Netflix WindowedLimit's minimum window size: fewer samples are noise
@@ -287,7 +288,7 @@ class AdaptiveGate:
         self.clock = clock
         self.in_flight = 0
         self.peak_in_flight = 0
-        self._waiters: deque[asyncio.Future] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._area = 0.0              # integral of in_flight over time, for the mean
         self._since = self._first = clock()
 

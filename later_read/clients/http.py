@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import orjson
 import stamina
 
-from later_read.clients.rate import RateLimiter
 from later_read.clients.adaptive import AdaptiveGate
 from later_read.clients.latency import LatencyHistogram
-from later_read.core.bounds import OVERSIZE
+from later_read.clients.rate import RateLimiter
 from later_read.clients.wire import HttpPool, Origin, WireError, WireTimeout, WireTooLarge
 from later_read.config.settings import ServiceSettings
+from later_read.core.bounds import OVERSIZE
 from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, TransientServiceError
 
 T = TypeVar("T")

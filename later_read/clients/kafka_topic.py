@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import confluent_kafka
 from confluent_kafka import TopicPartition
@@ -106,11 +107,13 @@ def read_range(settings: KafkaSettings, topic: str, starts: dict[int, int], time
                 raise _unreachable(settings, topic, f"read partitions {sorted(left)} to their end offsets",
                                    f"not done within {timeout:g} s")
             for message in consumer.consume(CONSUME_BATCH, CONSUME_WAIT_SECONDS):
-                if message.error() is not None:
-                    if message.error().fatal():
-                        raise _unreachable(settings, topic, "read", message.error().str())
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise _unreachable(settings, topic, "read", error.str())
                     continue
                 partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset is not None  # set on every message without an error
                 if partition not in left or offset >= ranges[partition][1]:
                     continue
                 yield Record(partition, offset, message.key(), message.value())

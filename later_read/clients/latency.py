@@ -30,5 +30,5 @@ class LatencyHistogram:
                 return math.exp((bucket + 0.5) * self._BASE) / 1e3
         return 0.0
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, float]:
         return {f"p{q}_ms": round(self.percentile(q), 2) for q in (50, 95, 99)}

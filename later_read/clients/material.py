@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from later_read.clients.http import ServiceCaller, malformed
 from later_read.core.bounds import check_reply
 from later_read.core.message import Material
-from later_read.clients.http import ServiceCaller, malformed
 
 PATH = "/v1/material/get"
 _CARD = ("title", "content", "cover_url", "deeplink")
@@ -19,10 +21,10 @@ class MaterialClient:
         return await self.caller.post(body, lambda data: _parse(data, material_id))
 
 
-def _parse(data: dict | None, material_id: str) -> Material | None:
+def _parse(data: dict[str, Any] | None, material_id: str) -> Material | None:
     if data is None:
         return None
-    card = [data.get(name) for name in _CARD]
+    card: list[Any] = [data.get(name) for name in _CARD]
     if not all(isinstance(v, str) for v in card):
         raise malformed("material", "reply lacks title/content/cover_url/deeplink")
     title, content, cover_url, deeplink = card

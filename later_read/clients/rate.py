@@ -37,7 +37,8 @@ MIN_WAIT_SECONDS = 0.001       # a full window is re-checked no sooner than this
 class Failover(Protocol):
     """What the shared window needs of store/client.py's `Failover` (connections.py hands it in)."""
 
-    seconds: float
+    @property
+    def seconds(self) -> float: ...
 
     def attempts(self) -> Any: ...
 

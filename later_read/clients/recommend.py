@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from later_read.core.bounds import check_reply
 from later_read.clients.http import ServiceCaller, malformed
+from later_read.core.bounds import check_reply
 
 PATH = "/v1/rec/get"
 # Fixed request field of the recommend contract.
@@ -29,7 +30,7 @@ class RecClient:
         return await self.caller.post(body, _parse)
 
 
-def _parse(data: dict | None) -> Recommendation | None:
+def _parse(data: dict[str, Any] | None) -> Recommendation | None:
     if not data:
         return None
     values = [data.get(name) for name in _FIELDS]

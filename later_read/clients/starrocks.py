@@ -19,17 +19,17 @@ import heapq
 import itertools
 import ssl
 import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future
 from operator import itemgetter
-from typing import AsyncIterator, Iterator, Sequence
 
 import anyio
 import pymysql
 
 from later_read.config.settings import Settings, StarRocksSettings
-from later_read.errors import StarRocksError
 from later_read.core.scope import WHOLE, RunScope, Shard
 from later_read.core.users import TaskUser, task_ids_for
+from later_read.errors import StarRocksError
 
 
 class StarRocks:
@@ -98,8 +98,8 @@ class StarRocks:
         """Every task id's uids merged in uid order, one TaskUser per uid (smallest project and task id).
         Runs in the worker thread: the pages are read lazily as the merge needs them."""
         streams = [self._task_rows(query, task_id) for task_id in sorted(set(query.task_ids))]
-        for uid, rows in itertools.groupby(heapq.merge(*streams, key=itemgetter(0)), key=itemgetter(0)):
-            rows = list(rows)
+        for uid, group in itertools.groupby(heapq.merge(*streams, key=itemgetter(0)), key=itemgetter(0)):
+            rows = list(group)
             yield TaskUser(uid, min(r[1] for r in rows), min(r[2] for r in rows))
 
     def _task_rows(self, query: UserQuery, task_id: str) -> Iterator[tuple[str, str, str]]:
@@ -107,8 +107,8 @@ class StarRocks:
         after: str | None = None
         while True:
             rows = self._query(*query.page(task_id, after, self.settings.batch_size))
-            for uid, project in rows:
-                uid = str(uid)
+            for raw_uid, project in rows:
+                uid = str(raw_uid)
                 if after is not None and uid <= after:
                     raise StarRocksError(
                         f"{self.settings.table}.source_uid came back out of byte order ({after!r} then "
@@ -189,14 +189,14 @@ class DialogOverTls:
 
 
 def _require_tls(conn: pymysql.connections.Connection) -> None:
-    if not conn._secure:  # pymysql's own flag: set once TLS is up (or on a unix socket)
+    if not conn._secure:  # type: ignore[attr-defined]  # pymysql's own flag: set once TLS is up (or on a unix socket)
         raise CleartextRefused(2059, "the server asked for the password in clear text without TLS; not sent")
 
 
 def connection_problem(settings: StarRocksSettings, exc: pymysql.err.OperationalError) -> str:
     """One line for a failed connection or query: refused cleartext, TLS, or the server's own error."""
     where = f"StarRocks at {settings.host}:{settings.port}"
-    code, text = (exc.args + ("",))[:2]
+    code, text = (*exc.args, "")[:2]
     cause = getattr(exc, "original_exception", None)
     if isinstance(exc, CleartextRefused):
         return (f"{where} asked for the password in clear text (mysql_clear_password) on a connection "
@@ -248,7 +248,7 @@ class UserQuery:
     shard: Shard = WHOLE              # its users only (`Shard.sql`: CRC32(uid) % count = index)
 
     @classmethod
-    def of(cls, settings: Settings, scope: RunScope, uids: Sequence[str] | None = None) -> "UserQuery":
+    def of(cls, settings: Settings, scope: RunScope, uids: Sequence[str] | None = None) -> UserQuery:
         """The users of a run's scope: its date's task ids, its hour (None: the whole day), its shard;
         `uids` restricts them to those (--uids-file, rerun, show)."""
         return cls(settings.starrocks.table, task_ids_for(settings.tasks.ids, scope.date), hour=scope.hour,
@@ -266,7 +266,7 @@ class UserQuery:
             params.append(after_uid)
         sql = (f"SELECT source_uid, MIN(project) FROM `{self.table}` "
                f"WHERE {' AND '.join(where)} GROUP BY source_uid ORDER BY source_uid LIMIT %s")
-        return sql, params + [limit]
+        return sql, [*params, limit]
 
     def earlier(self, hour: int, uids: Sequence[str]) -> tuple[str, list]:
         """SQL for which of `uids` (one page, <= batch_size) also have a row at a push hour before `hour`
@@ -275,7 +275,7 @@ class UserQuery:
         where, params = dataclasses.replace(self, hour=None, uids=uids)._where()
         where.append("push_hour < %s")
         return (f"SELECT DISTINCT source_uid FROM `{self.table}` WHERE {' AND '.join(where)}",
-                params + [hour])
+                [*params, hour])
 
     def rows(self, limit: int) -> tuple[str, list]:
         """SQL for the raw task rows behind the query (task_id, source_uid, project, push_hour, book_id),
@@ -283,14 +283,14 @@ class UserQuery:
         where, params = self._where()
         sql = (f"SELECT task_id, source_uid, project, push_hour, book_id FROM `{self.table}` "
                f"WHERE {' AND '.join(where)} ORDER BY source_uid, task_id, push_hour LIMIT %s")
-        return sql, params + [limit]
+        return sql, [*params, limit]
 
     def bad_hours(self, limit: int) -> tuple[str, list]:
         """SQL for up to `limit` rows whose push_hour is not 0-23 (or NULL): users no push will reach."""
         where, params = self._where()
         sql = (f"SELECT source_uid, push_hour FROM `{self.table}` WHERE {' AND '.join(where)} AND "
                "(push_hour IS NULL OR push_hour < 0 OR push_hour > 23) ORDER BY source_uid LIMIT %s")
-        return sql, params + [limit]
+        return sql, [*params, limit]
 
     def count(self) -> tuple[str, list]:
         """SQL counting the distinct users (for progress ETA)."""
@@ -300,6 +300,7 @@ class UserQuery:
 
     def _where(self, task_ids: Sequence[str] | None = None) -> tuple[list[str], list]:
         task_ids = self.task_ids if task_ids is None else task_ids
+        params: list[object]
         if len(task_ids) == 1:
             where, params = ["task_id = %s"], list(task_ids)
         else:

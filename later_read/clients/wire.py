@@ -59,7 +59,7 @@ class Origin:
     head: bytes  # the request head up to the Content-Length value
 
     @classmethod
-    def parse(cls, url: str) -> "Origin":
+    def parse(cls, url: str) -> Origin:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"only http://host[:port]/path URLs are supported, not {url!r}")
@@ -258,10 +258,10 @@ class HttpPool:
         try:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             _, connection = await asyncio.wait_for(
                 loop.create_connection(self._protocol, origin.host, origin.port), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._forget()
             raise WireTimeout(f"connect to {origin.host}:{origin.port} timed out") from None
         except OSError as exc:
@@ -319,7 +319,7 @@ class HttpPool:
                 waiter.set_result(None)
                 return
 
-    async def __aenter__(self) -> "HttpPool":
+    async def __aenter__(self) -> HttpPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

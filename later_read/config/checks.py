@@ -4,7 +4,8 @@ that `config._build` applies, so a bad value is refused with one line naming wha
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from later_read.config import urls

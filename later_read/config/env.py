@@ -17,8 +17,10 @@ TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true
               list: "a list of strings", dict: "a table"}
 
 
-class EnvValue(str):
+class EnvValue(str):  # noqa: SLOT000 - it carries .variable, and a str subclass cannot have non-empty slots
     """A string from the environment: coerced to the field's type instead of rejected."""
+
+    variable: str
 
     def __new__(cls, value: str, variable: str):
         obj = super().__new__(cls, value)

@@ -21,12 +21,41 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from later_read.core.bounds import DEFAULT_MAX_REPLY_BYTES
-from later_read.config.checks import (BATCH, BOOTSTRAP, CA_FILE, CATCH_UP, CONCURRENCY, GRACE, HOST, HOST_PORTS,
-                                      HTTP_URL, INTERVAL, NON_EMPTY, PING_URL, PORT, PUSHGATEWAY_URL, QPS, RATIO,
-                                      REDIS_MODE, REDIS_URL, REPLICAS, REPLY_BYTES, SHARDS, SQL_NAME, TASK_IDS,
-                                      TIMEOUT, TOPIC, TTL, above, between, check, host_port, valid_zone)
+from later_read.config.checks import (
+    BATCH,
+    BOOTSTRAP,
+    CA_FILE,
+    CATCH_UP,
+    CONCURRENCY,
+    GRACE,
+    HOST,
+    HOST_PORTS,
+    HTTP_URL,
+    INTERVAL,
+    NON_EMPTY,
+    PING_URL,
+    PORT,
+    PUSHGATEWAY_URL,
+    QPS,
+    RATIO,
+    REDIS_MODE,
+    REDIS_URL,
+    REPLICAS,
+    REPLY_BYTES,
+    SHARDS,
+    SQL_NAME,
+    TASK_IDS,
+    TIMEOUT,
+    TOPIC,
+    TTL,
+    above,
+    between,
+    check,
+    host_port,
+    valid_zone,
+)
 from later_read.config.env import TYPE_WORDS, EnvValue, apply_env, env_name, from_env, key_label, show
+from later_read.core.bounds import DEFAULT_MAX_REPLY_BYTES
 from later_read.errors import ConfigError
 from later_read.redact import register_config
 
@@ -55,8 +84,8 @@ class StarRocksSettings:
 
     def problems(self) -> list[tuple[str, str]]:
         if self.tls_ca_file and not self.tls:
-            return [("tls_ca_file", "set while tls = false, so it would not be used; set tls = true or "
-                                    'tls_ca_file = ""')]
+            return [("tls_ca_file", ("set while tls = false, so it would not be used; set tls = true or "
+                                     'tls_ca_file = ""'))]
         return []
 
 
@@ -127,11 +156,11 @@ class ServiceSettings:
         """(key, what is wrong) for values that are fine alone but not together."""
         found = []
         if self.backoff_max_seconds < self.backoff_initial_seconds:
-            found.append(("backoff_max_seconds", f"{self.backoff_max_seconds:g} is below "
-                                                 f"backoff_initial_seconds = {self.backoff_initial_seconds:g}"))
+            found.append(("backoff_max_seconds", (f"{self.backoff_max_seconds:g} is below "
+                                                  f"backoff_initial_seconds = {self.backoff_initial_seconds:g}")))
         if self.breaker_min_calls > self.breaker_window:
-            found.append(("breaker_min_calls", f"{self.breaker_min_calls} is above breaker_window = "
-                                               f"{self.breaker_window}: the breaker could never trip"))
+            found.append(("breaker_min_calls", (f"{self.breaker_min_calls} is above breaker_window = "
+                                                f"{self.breaker_window}: the breaker could never trip")))
         return found
 
 
@@ -159,9 +188,9 @@ class PushSettings:
     def problems(self) -> list[tuple[str, str]]:
         """(key, what is wrong) for values that are fine alone but not together."""
         if self.catch_up_minutes * 60 <= self.wait_for_prewarm_seconds:
-            return [("catch_up_minutes", f"{self.catch_up_minutes} min is not above wait_for_prewarm_seconds = "
-                                         f"{self.wait_for_prewarm_seconds:g} s: an hour could expire while "
-                                         "it waits for the prewarm")]
+            return [("catch_up_minutes", (f"{self.catch_up_minutes} min is not above wait_for_prewarm_seconds = "
+                                          f"{self.wait_for_prewarm_seconds:g} s: an hour could expire while "
+                                          "it waits for the prewarm"))]
         return []
 
 
@@ -295,7 +324,7 @@ def _build(cls: type, raw: Any, where: str):
 
 def _value(hint: Any, value: Any, spec: dataclasses.Field, where: str) -> Any:
     key = key_label(where, spec.name)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{where}.{spec.name}" if where else spec.name)
     checked = _coerce(hint, value, key)
     check = spec.metadata.get("check")

@@ -8,10 +8,10 @@ falls back to database 0 on `/x`).
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 
-def _port_problem(parts) -> str | None:
+def _port_problem(parts: SplitResult) -> str | None:
     try:
         port = parts.port
     except ValueError:

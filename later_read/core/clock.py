@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Callable
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from later_read.errors import UsageError
@@ -27,12 +27,12 @@ class Clock:
         if fixed is not None and fixed.utcoffset() is None:
             raise ValueError("a set clock needs an aware datetime")
         self.zone = zone
-        self.fixed = None if fixed is None else fixed.astimezone(dt.timezone.utc)
+        self.fixed = None if fixed is None else fixed.astimezone(dt.UTC)
         self._monotonic = monotonic
         self._began = monotonic()
 
     @classmethod
-    def parse(cls, text: str | None, zone: ZoneInfo) -> "Clock":
+    def parse(cls, text: str | None, zone: ZoneInfo) -> Clock:
         """`--now`: None is the wall clock; else ISO 8601 with an offset (UsageError otherwise)."""
         if text is None:
             return cls(zone)
@@ -62,5 +62,5 @@ class Clock:
 
     def monotonic_at(self, instant: dt.datetime) -> float:
         """The `time.monotonic()` reading at which `now()` reaches `instant`: a deadline for a loop."""
-        ahead = instant.astimezone(dt.timezone.utc) - self.now().astimezone(dt.timezone.utc)
+        ahead = instant.astimezone(dt.UTC) - self.now().astimezone(dt.UTC)
         return self._monotonic() + ahead.total_seconds()

@@ -43,12 +43,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
 from later_read.core.schedule import LOOKBACK, VERDICTS, Hour, Schedule
 from later_read.core.scope import RunScope
+
+Entry = dict[str, Any]  # one ledger entry: the JSON object stored per hour and shard
 
 PENDING, RUNNING, DONE, PARTIAL, EXPIRED, UNREADABLE = ("pending", "running", "done", "partial", "expired",
                                                         "unreadable")
@@ -61,7 +64,7 @@ COUNTS = ("users", "sent", "recovered", "already_sent", "earlier_hour", "quiet",
           "unservable", "failed", "not_processed", "expired", "produced", "runs")
 
 
-def parse(raw: bytes | None) -> dict | None:
+def parse(raw: bytes | None) -> Entry | None:
     """An entry as stored; None when absent; a non-JSON or non-object value is `unreadable` (never
     clean, never final: the hour is recovered and retried)."""
     if raw is None:
@@ -75,21 +78,21 @@ def parse(raw: bytes | None) -> dict | None:
     return entry
 
 
-def state_of(entry: dict | None) -> str:
+def state_of(entry: Entry | None) -> str:
     return PENDING if entry is None else str(entry.get("state"))
 
 
-def is_clean(entry: dict | None) -> bool:
+def is_clean(entry: Entry | None) -> bool:
     return entry is not None and entry.get("clean") is True
 
 
-def unclean(entry: dict | None) -> dict | None:
+def unclean(entry: Entry | None) -> Entry | None:
     """The entry while a run is producing for the hour without taking it over (`rerun UID`)."""
     return None if entry is None else {**entry, "clean": False}
 
 
-def running(prev: dict | None, scope: RunScope, now: dt.datetime, late_minutes: float,
-            caught_up: bool = False, allow_late: bool = False) -> dict:
+def running(prev: Entry | None, scope: RunScope, now: dt.datetime, late_minutes: float,
+            caught_up: bool = False, allow_late: bool = False) -> Entry:
     """The entry a push run writes when it begins the scope's hour (before producing: unclean)."""
     return {"state": RUNNING, "clean": False, "date": scope.date, "hour": scope.hour, "shard": scope.shard.label,
             "users": (prev or {}).get("users", 0), "started_at": round(now.timestamp(), 3),
@@ -97,8 +100,8 @@ def running(prev: dict | None, scope: RunScope, now: dt.datetime, late_minutes: 
             "caught_up": caught_up, "allow_late": allow_late}
 
 
-def finished(entry: dict, counts: Counter, failures: Counter, total: int, *, clean: bool, recovered: int,
-             produced: int, now: dt.datetime, window_closed: bool = False) -> dict:
+def finished(entry: Entry, counts: Counter[str], failures: Counter[str], total: int, *, clean: bool, recovered: int,
+             produced: int, now: dt.datetime, window_closed: bool = False) -> Entry:
     """The entry of a run that ended the hour: its counts and state (module docstring). With
     `window_closed` the users it had not read or sent when the window closed are expired."""
     read = counts["users"]
@@ -126,7 +129,7 @@ def finished(entry: dict, counts: Counter, failures: Counter, total: int, *, cle
     return {**entry, **figures, "state": state}
 
 
-def closing(prev: dict | None, scope: RunScope) -> dict:
+def closing(prev: Entry | None, scope: RunScope) -> Entry:
     """The base of the entry the expiry pass writes (`finished` adds its figures): the earlier runs' start,
     lateness and count kept, `expired_by` set (the pass, not a run, ended the hour)."""
     prev = prev or {}
@@ -135,12 +138,12 @@ def closing(prev: dict | None, scope: RunScope) -> dict:
             "late_minutes": prev.get("late_minutes"), "expired_by": "schedule"}
 
 
-def verdicts(entries: Mapping[Hour, dict | None], schedule: Schedule, now: dt.datetime) -> dict[str, int]:
+def verdicts(entries: Mapping[Hour, Entry | None], schedule: Schedule, now: dt.datetime) -> dict[str, int]:
     """How many of the hours that started in the last 24 h (LOOKBACK) have each of `day`'s verdicts at
     `now` (`Schedule.verdict`), from a shard's ledger of the last LEDGER_DAYS dates: the push's metrics
     (`later_read_push_hours{verdict}`) and their alert rules."""
     since = tracked_since(entries, schedule)
-    found: Counter = Counter()
+    found: Counter[str] = Counter()
     for hour in schedule.hours_between(now - LOOKBACK, now):
         entry = entries.get(hour)
         tracked = entry is not None or (since is not None and schedule.start(hour) >= since)
@@ -148,25 +151,25 @@ def verdicts(entries: Mapping[Hour, dict | None], schedule: Schedule, now: dt.da
     return {verdict: found[verdict] for verdict in VERDICTS}
 
 
-def tracked_since(entries: Mapping[Hour, dict | None], schedule: Schedule) -> dt.datetime | None:
+def tracked_since(entries: Mapping[Hour, Entry | None], schedule: Schedule) -> dt.datetime | None:
     """The start of the earliest hour the ledger holds an entry for (None: it holds none): the hours
     before it predate this deployment (or its ledger) and are neither caught up nor expired."""
     starts = [schedule.start(hour) for hour, entry in entries.items() if entry is not None]
     return min(starts) if starts else None
 
 
-def merge(entries: Iterable[dict | None]) -> dict:
+def merge(entries: Iterable[Entry | None]) -> Entry:
     """One hour over its shards, for `day`: counts summed, the least advanced state (MERGE_ORDER), the
     latest finish (None while a shard has not finished), the largest lateness."""
     entries = list(entries)
     states = {state_of(e) for e in entries}
-    merged: dict = {"state": next(s for s in MERGE_ORDER + tuple(states) if s in states),
+    merged: Entry = {"state": next(s for s in MERGE_ORDER + tuple(states) if s in states),
                     "shards": [state_of(e) for e in entries]}
     found = [e for e in entries if e is not None]
     for key in COUNTS:
         merged[key] = sum(_number(e.get(key)) for e in found)
     for key in ("misses", "failures"):
-        total: Counter = Counter(dict.fromkeys(MISSES, 0) if key == "misses" else {})
+        total: Counter[str] = Counter(dict.fromkeys(MISSES, 0) if key == "misses" else {})
         for e in found:
             total.update({str(k): _number(v) for k, v in (e.get(key) or {}).items()}
                          if isinstance(e.get(key), dict) else {})
@@ -180,7 +183,7 @@ def merge(entries: Iterable[dict | None]) -> dict:
     return merged
 
 
-def _numbers(entries: list[dict], key: str) -> list[float | int]:
+def _numbers(entries: list[Entry], key: str) -> list[float | int]:
     """The entries' values of `key` that are numbers (an entry without one, e.g. expired unrun, is left out)."""
     return [e[key] for e in entries if isinstance(e.get(key), (int, float)) and not isinstance(e.get(key), bool)]
 

@@ -23,8 +23,8 @@ import orjson
 
 from later_read.core.clock import Clock
 from later_read.core.schedule import Hour, Schedule
-from later_read.core.value import CachedValue
 from later_read.core.users import TaskUser
+from later_read.core.value import CachedValue
 
 # uuid5(NAMESPACE_URL, "https://later-read/push-message"), written out so it can never drift.
 MSG_NAMESPACE = uuid.UUID("56ceba24-d476-55d4-8d79-7a252494d8f7")
@@ -93,7 +93,7 @@ class PushMessage:
 
     @classmethod
     def build(cls, user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
-              clock: Clock, expires: str) -> "PushMessage":
+              clock: Clock, expires: str) -> PushMessage:
         """The message of `user` for push hour `hour` of `date`: `created_at` is when it was built by the
         run's clock, in the push timezone; `expires` is `expires_at(...)` of its hour."""
         return cls(msg_id(date, user.uid), user.uid, user.project, user.task_id, date, hour, value.rec_id,
@@ -106,7 +106,7 @@ class PushMessage:
         return orjson.dumps(self)
 
     @classmethod
-    def decode(cls, raw: bytes | str | None) -> "PushMessage":
+    def decode(cls, raw: bytes | str | None) -> PushMessage:
         """A message read from the topic; BadMessage when it is not one (not a JSON object, or no string
         msg_id). Every other field is kept as found, None when absent; fields not of the message are
         ignored."""
@@ -116,7 +116,8 @@ class PushMessage:
             raise BadMessage("not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("msg_id"), str):
             raise BadMessage("not a JSON object with a string msg_id")
-        return cls(*[data.get(name) for name in _FIELDS])
+        found: list[Any] = [data.get(name) for name in _FIELDS]  # as found: a field may be absent (None)
+        return cls(*found)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields by name, in their order (what `encode` writes)."""

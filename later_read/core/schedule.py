@@ -19,13 +19,17 @@ tzinfo by their wall-clock fields, which is wrong across a DST transition.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from later_read.errors import UsageError
 
-UTC = dt.timezone.utc
+if TYPE_CHECKING:
+    from later_read.config.settings import Settings
+
+UTC = dt.UTC
 LOOKBACK = dt.timedelta(hours=24)  # a run judges the hours that started within the last 24 h
 DUE_MINUTES = 30                   # `day`: an hour not done this long after its start is late
 FINAL = ("done", "expired")        # ledger states a scheduled run never touches again
@@ -61,7 +65,7 @@ class Schedule:
         self.window = dt.timedelta(minutes=catch_up_minutes)
 
     @classmethod
-    def of(cls, settings) -> "Schedule":
+    def of(cls, settings: Settings) -> Schedule:
         return cls(settings.zone, settings.push.catch_up_minutes)
 
     # One hour ------------------------------------------------------------------------------------------

@@ -19,9 +19,10 @@ an unsharded deployment keeps every key it had.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from later_read.core.schedule import Hour
@@ -44,12 +45,12 @@ class Shard:
                              "0 <= K < N, e.g. --shard 2/4")
 
     @classmethod
-    def whole(cls) -> "Shard":
+    def whole(cls) -> Shard:
         """The whole day: shard 0 of 1."""
         return cls(0, 1)
 
     @classmethod
-    def of(cls, uid: str, count: int) -> "Shard":
+    def of(cls, uid: str, count: int) -> Shard:
         """The shard of `count` that `uid` belongs to."""
         return cls(zlib.crc32(uid.encode()) % count, count)
 
@@ -66,7 +67,7 @@ class Shard:
     def label(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def siblings(self) -> list["Shard"]:
+    def siblings(self) -> list[Shard]:
         """Every shard of the same split (this one included), in index order."""
         return [Shard(i, self.count) for i in range(self.count)]
 
@@ -94,7 +95,7 @@ class RunScope:
     shard: Shard = WHOLE
 
     @classmethod
-    def split(cls, date: str, count: int, hour: int | None = None) -> "RunScope":
+    def split(cls, date: str, count: int, hour: int | None = None) -> RunScope:
         """Shard 0 of `count` on `date`: what the readers of every shard's records (`day`, `sent`) hold to
         list them (`shards()`, `whole_and_shards()`)."""
         return cls(date, hour, Shard(0, count))
@@ -110,19 +111,19 @@ class RunScope:
         assert self.hour is not None, "a day's scope has no push hour"
         return Hour(self.date, self.hour)
 
-    def at(self, hour: Hour) -> "RunScope":
+    def at(self, hour: Hour) -> RunScope:
         """The same shard at push hour `hour` (of its date: a run catches up hours of the day before)."""
         return dataclasses.replace(self, date=hour.date, hour=hour.hour)
 
-    def day(self) -> "RunScope":
+    def day(self) -> RunScope:
         """The same shard's whole day (the prewarm's records: its lock and markers)."""
         return dataclasses.replace(self, hour=None)
 
-    def shards(self) -> list["RunScope"]:
+    def shards(self) -> list[RunScope]:
         """Every shard's scope of the same split (this one included), in index order."""
         return [dataclasses.replace(self, shard=shard) for shard in self.shard.siblings()]
 
-    def whole_and_shards(self) -> list["RunScope"]:
+    def whole_and_shards(self) -> list[RunScope]:
         """The unsharded scope, then every shard's when sharded: where a record of the split may be (the
         prewarm's markers, which the push reads whichever way the prewarm ran; the push's start records)."""
         whole = dataclasses.replace(self, shard=WHOLE)
@@ -134,7 +135,7 @@ class RunScope:
         return f"{job} run for {self.date}{hour}" + (f" shard {self.shard.label}" if self.shard.sharded else "")
 
 
-def parse_shard(text: str | None, count: int, environ=None) -> Shard:
+def parse_shard(text: str | None, count: int, environ: Mapping[str, str] | None = None) -> Shard:
     """The shard from `--shard K/N`, else K from JOB_COMPLETION_INDEX with N = `[shards] count`, else
     the whole day. N must be `[shards] count`: a run of another split would take other locks and records
     than the deployment's runs and work beside them on the same users. UsageError (exit 2) names the

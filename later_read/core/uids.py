@@ -14,8 +14,8 @@ plain, or quoted exactly as the logs show it (so a uid copied from a log line wo
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from later_read.errors import UsageError
 from later_read.files import atomic_file

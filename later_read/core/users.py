@@ -6,7 +6,8 @@ clients/starrocks.py's.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 
 class TaskUser(NamedTuple):

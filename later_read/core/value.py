@@ -16,7 +16,7 @@ prewarm (done already?), the push (send, count, or miss), `show` and `rerun`:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -61,7 +61,7 @@ class CachedValue(NamedTuple):
         """Computed for `date` (else stale: another day's value is never served)."""
         return self.date == date
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | None]:
         data = {"outcome": self.outcome, "date": self.date, "trace_id": self.trace_id}
         if self.is_rec:
             data.update(rec_id=self.rec_id, rec_type=self.rec_type, material_id=self.material_id)
@@ -112,7 +112,7 @@ def decode(raw: bytes | str) -> CachedValue:
         _bounded(("trace_id", trace_id))
         return CachedValue(outcome, date, trace_id)
     rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
-    if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str  # noqa: E721
+    if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str
             and rec_id and rec_type and material_id):  # the common case, checked fast; else:
         rec_id, rec_type, material_id = _rec_fields(data, raw)
     _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
@@ -127,7 +127,7 @@ def _bounded(*fields: tuple[str, str]) -> None:
             raise CorruptValue(problem)
 
 
-def _rec_fields(data: dict, raw: bytes | str) -> tuple[str, str, str]:
+def _rec_fields(data: dict[str, Any], raw: bytes | str) -> tuple[str, str, str]:
     """rec_id, rec_type, material_id as strings (numbers are accepted and turned into strings)."""
     rec = [data.get(name) for name in _REC_FIELDS]
     if not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for v in rec):

@@ -7,11 +7,12 @@ values too, so the push can tell them from a user the prewarm never covered.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from later_read.connections import Services
 from later_read.core import value
 from later_read.core.value import CachedValue
-from later_read.connections import Services
 
 
 async def decide(services: Services, uid: str, project: str, date: str,

@@ -18,8 +18,9 @@ A job is any object with the attributes and methods of `Job` below.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import asynccontextmanager
-from typing import Any, AsyncContextManager, AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 import anyio
 import click
@@ -27,23 +28,36 @@ from anyio.abc import TaskGroup
 
 from later_read import runtime
 from later_read.config.settings import Settings
-from later_read.errors import (EXIT_EXPIRED, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
-                               EXIT_SERVICE_DOWN, INTERNAL_ERROR_LINE, Interrupted, LaterReadError, LockLost,
-                               ServiceDown, error_line, traceback_text)
-from later_read.jobs.progress import write_report
-from later_read.store.lock import JobLock
-from later_read.log import alert, get_logger, summary as log_summary
+from later_read.core.scope import RunScope
+from later_read.errors import (
+    EXIT_EXPIRED,
+    EXIT_FAILURES,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVICE_DOWN,
+    INTERNAL_ERROR_LINE,
+    Interrupted,
+    LaterReadError,
+    LockLost,
+    ServiceDown,
+    error_line,
+    traceback_text,
+)
 from later_read.jobs.monitor import Pings
+from later_read.jobs.progress import write_report
+from later_read.jobs.summary import Summary
+from later_read.log import alert, get_logger, summary as log_summary
 from later_read.redact import redact_data
 from later_read.runtime import Shutdown
-from later_read.core.scope import RunScope
-from later_read.jobs.summary import Summary
+from later_read.store.lock import JobLock
 
 log = get_logger("lifecycle")
 
 STATUS_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "service_down": EXIT_SERVICE_DOWN,
                "interrupted": EXIT_INTERRUPTED, "expired": EXIT_EXPIRED}
-_ERROR_STATUS = {ServiceDown: "service_down", Interrupted: "interrupted", LockLost: "lock_lost"}  # else "error"
+_ERROR_STATUS: dict[type[BaseException], str] = {  # else "error"
+    ServiceDown: "service_down", Interrupted: "interrupted", LockLost: "lock_lost"}
 
 
 class Job(Protocol):
@@ -56,7 +70,7 @@ class Job(Protocol):
     scope: RunScope                 # the date (and hour) and the shard of users this run works on
     fence: JobLock | None           # set by the lifecycle: the lock it holds for the run (None: no lock)
 
-    def connect(self) -> AsyncContextManager[Any]:
+    def connect(self) -> AbstractAsyncContextManager[Any]:
         """The job's typed connections (an object with a `store`)."""
 
     def lock(self) -> tuple[str, str] | None:

@@ -40,20 +40,20 @@ import logging
 import re
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest, pushadd_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from later_read.config.settings import Settings
+from later_read.core.schedule import VERDICTS
+from later_read.core.scope import WHOLE, Shard
 from later_read.files import write_atomic
 from later_read.jobs.summary import Summary
 from later_read.log import event, get_logger
-from later_read.core.scope import WHOLE, Shard
 from later_read.redact import redact
-from later_read.core.schedule import VERDICTS
 
 log = get_logger("metrics")
 

@@ -98,7 +98,7 @@ class Pings:
         self.started: Ping | None = None
 
     @classmethod
-    def begin(cls, job: str, url: str, settings: MonitorSettings) -> "Pings":
+    def begin(cls, job: str, url: str, settings: MonitorSettings) -> Pings:
         """Send `<url>/start` in the background (when `url` is set)."""
         pings = cls(job, url, settings.ping_timeout_seconds)
         if url:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any
 
 import anyio
 import orjson
@@ -29,7 +30,7 @@ class Progress:
         self.done = 0
         self.started = time.monotonic()
         self.log = get_logger(job)
-        self.extra: Callable[[], dict[str, object]] | None = None  # more fields for each line (adaptive)
+        self.extra: Callable[[], dict[str, Any]] | None = None  # more fields for each line (adaptive)
 
     def advance(self, n: int = 1) -> None:
         self.done += n

@@ -20,11 +20,12 @@ Exit code: 0 when every line is ok, 3 (dependency) when any failed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import anyio
 
@@ -33,14 +34,14 @@ from later_read.clients.kafka import check_topic, open_producer
 from later_read.clients.starrocks import StarRocks, UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import build_services
+from later_read.core.scope import RunScope
 from later_read.errors import EXIT_DEPENDENCY, EXIT_OK, ServiceError
 from later_read.inputs import current_hour, parse_date
 from later_read.log import printable, quote
-from later_read.runtime import run
 from later_read.redact import redact
-from later_read.store.client import describe, open_redis, target
+from later_read.runtime import run
 from later_read.store import Store
-from later_read.core.scope import RunScope
+from later_read.store.client import describe, open_redis, target
 
 PROBE_UID = "later-read-check"
 PROBE_PROJECT = "novel"
@@ -129,7 +130,7 @@ def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     }
     for name, call in calls.items():
         caller = getattr(services, name).caller
-        probes.append(Probe(name, caller.url, lambda n=name, c=call: _http(n, c),
+        probes.append(Probe(name, caller.url, functools.partial(_http, name, call),
                             f"check [services] {name}_url and that the service is up"))
     probes += _metrics_probes(settings, timeout)
     return probes
@@ -206,7 +207,7 @@ _NOTHING = {"ab": "no assignment", "rec": "no recommendation", "material": "no s
 
 
 def _describe(answer: object) -> str:
-    fields = dataclasses.asdict(answer) if dataclasses.is_dataclass(answer) else {}
+    fields = dataclasses.asdict(answer) if dataclasses.is_dataclass(answer) and not isinstance(answer, type) else {}
     shown = {k: v for k, v in fields.items() if k in ("value", "trace_id", "rec_id", "material_id", "title")}
     return ", ".join(f"{k}={quote(str(v))}" for k, v in shown.items()) or type(answer).__name__
 
@@ -217,7 +218,7 @@ def _metrics_probes(settings: Settings, timeout: float) -> list[Probe]:
     directory = settings.metrics.textfile_dir
     if directory:
         async def textfile() -> str:
-            if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            if not os.path.isdir(directory) or not os.access(directory, os.W_OK):  # noqa: ASYNC240 - two stats
                 raise RuntimeError("not a writable directory; create it or fix [metrics] textfile_dir")
             return "writable directory"
         probes.append(Probe("textfile", directory, textfile, "check [metrics] textfile_dir"))

@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 
-from later_read.core import ledger
-from later_read.core.clock import Clock
 from later_read.config.settings import Settings
 from later_read.connections import open_store
+from later_read.core import ledger
+from later_read.core.clock import Clock
+from later_read.core.schedule import Hour, Schedule
+from later_read.core.scope import RunScope
 from later_read.errors import EXIT_FAILURES, EXIT_OK
 from later_read.log import quote
 from later_read.runtime import run
-from later_read.core.schedule import Hour, Schedule
-from later_read.core.scope import RunScope
 from later_read.store import DayRecords
 from later_read.store.keys import LEDGER_DAYS
 
@@ -117,13 +117,13 @@ def _count(value: object) -> int | float:
 
 def render(report: dict) -> list[str]:
     """The text form: a head line, one row per hour, what is late or expired, the totals."""
-    lines = [f"day {report['date']} timezone={quote(report['timezone'])} now={report['now']} "
-             f"catch_up_minutes={report['catch_up_minutes']} shards={report['shards']} "
-             f"prewarm={'done' if report['prewarm_done'] else 'not done'}"]
+    lines = [(f"day {report['date']} timezone={quote(report['timezone'])} now={report['now']} "
+              f"catch_up_minutes={report['catch_up_minutes']} shards={report['shards']} "
+              f"prewarm={'done' if report['prewarm_done'] else 'not done'}")]
     table = [list(COLUMNS)] + [_cells(row) for row in report["hours"]]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS) - 1)]
-    for cells in table:
-        lines.append(("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]).rstrip())
+    lines.extend(("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1]).rstrip()
+                 for cells in table)
     listed = [f"{word}: {', '.join(str(h) for h in report[word]) or 'none'}" for word in ("late", "expired")]
     lines.append("now        " + "; ".join(listed))
     t = report["totals"]

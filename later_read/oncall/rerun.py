@@ -32,34 +32,35 @@ hour's push lock stayed held for the whole wait.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import confluent_kafka
 from anyio.abc import TaskGroup
 
-from later_read.core import value as value_codec
-from later_read.core.clock import Clock
-from later_read.core.value import CachedValue
+from later_read import runtime
 from later_read.clients.kafka import OVERSIZE_FIX, OVERSIZE_MESSAGE, refused_for_size
+from later_read.clients.starrocks import UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import PushConnections, open_push
+from later_read.core import value as value_codec
+from later_read.core.clock import Clock
+from later_read.core.message import PushMessage, expires_at
+from later_read.core.schedule import Hour, Schedule
+from later_read.core.scope import RunScope, Shard
+from later_read.core.users import TaskUser
+from later_read.core.value import CachedValue
 from later_read.errors import EXIT_FAILURES, EXIT_OK, ServiceError, UsageError
 from later_read.jobs.decide import decide
 from later_read.jobs.push import recovery
-from later_read.core.message import PushMessage, expires_at
-from later_read.oncall.show import classify, cut
-from later_read.store.keys import Keys
-from later_read.core.scope import RunScope, Shard
-from later_read.store.lock import JobLock
 from later_read.log import printable, quote
-from later_read import runtime
+from later_read.oncall.show import classify, cut
 from later_read.runtime import run
-from later_read.core.schedule import Hour, Schedule
-from later_read.clients.starrocks import UserQuery
-from later_read.core.users import TaskUser
+from later_read.store.keys import Keys
+from later_read.store.lock import JobLock
 
 ROWS_SHOWN = 20
 
@@ -204,7 +205,7 @@ class Rerun:
                        EXIT_FAILURES)
         for task_id, _, project, push_hour, book_id in rows:
             self.step("task row", f"task_id={task_id} project={project} push_hour={push_hour} book_id={book_id}")
-        user = [u async for page in self.conns.starrocks.users(query) for u in page][0]
+        user = [u async for page in self.conns.starrocks.users(query) for u in page][0]  # noqa: RUF015 - async
         hours = self.hours = sorted({int(row[3]) for row in rows})
         hour = o.hour if o.hour is not None else hours[0]
         self.step("user", f"project={user.project} task_id={user.task_id} push hours={hours}; "

@@ -25,8 +25,9 @@ import datetime as dt
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import confluent_kafka
 import orjson
@@ -36,12 +37,12 @@ from redis.exceptions import RedisError
 from later_read.clients.kafka import ErrorReporter, LibrdkafkaLog, check_topic
 from later_read.config.settings import Settings
 from later_read.connections import open_store
-from later_read.errors import EXIT_OK, KafkaUnavailable, LaterReadError
 from later_read.core.message import BadMessage, PushMessage
 from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
+from later_read.errors import EXIT_OK, KafkaUnavailable, LaterReadError
 from later_read.log import fields
 from later_read.runtime import run
+from later_read.store.keys import Keys
 
 # A push started by hand a little before its hour, or a host clock a little off, still falls inside the
 # time bound; reading an hour more of the topic costs little, and other dates are filtered out anyway.
@@ -148,13 +149,14 @@ def start_keys(settings: Settings, query: SentQuery) -> list[str]:
 
 async def recorded_starts(settings: Settings, query: SentQuery) -> tuple[dict[int, int], list[str], list[str]]:
     """(partition -> earliest recorded start offset, keys used, notes) from Redis; empty when unreadable."""
-    keys, offsets, used, notes = start_keys(settings, query), {}, [], []
+    keys, used, notes = start_keys(settings, query), [], []
+    offsets: dict[int, int] = {}
     try:
         async with open_store(settings) as store:
             raws = await store.client.mget(keys)
     except (LaterReadError, RedisError, OSError) as exc:
         return {}, [], [f"push start offsets not read ({exc}); reading from the time bound"]
-    for key, raw in zip(keys, raws):
+    for key, raw in zip(keys, raws, strict=True):
         if raw is None:
             continue
         try:

@@ -25,21 +25,21 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 
-from later_read.core import value as value_codec
 from later_read.clients.starrocks import StarRocks, UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import open_store
-from later_read.errors import EXIT_OK, StarRocksError
-from later_read.store.keys import Keys
-from later_read.log import at, defused_json, printable, quote
-from later_read.runtime import run
+from later_read.core import value as value_codec
 from later_read.core.schedule import Schedule
 from later_read.core.scope import RunScope, Shard
+from later_read.errors import EXIT_OK, StarRocksError
+from later_read.log import at, defused_json, printable, quote
+from later_read.runtime import run
 from later_read.store import Store
+from later_read.store.keys import Keys
 
 MISS, CORRUPT = "miss", value_codec.CORRUPT  # the outcomes shown besides the value's own (absent, stale: miss)
 SHOWN_CHARS = 2000  # a value (or marker) longer than this is cut when shown, with its full length said

@@ -7,25 +7,32 @@ Batching is the caller's choice (`redis.batch_size` keys per call); each method 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import anyio
 import orjson
 from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
-from later_read.core import ledger
-from later_read.store import fencing
 from later_read.config.settings import RedisSettings
-from later_read.errors import RedisUnavailable
-from later_read.store.fencing import Fence
-from later_read.store.keys import (CHECK_SCRATCH_TTL_SECONDS, PREWARM_DONE_TTL_SECONDS, PREWARM_READY_TTL_SECONDS,
-                                   PUSH_LEDGER_TTL_SECONDS, PUSH_START_TTL_SECONDS, SENT_TTL_SECONDS, Keys)
-from later_read.log import event, get_logger
+from later_read.core import ledger
 from later_read.core.schedule import Hour
 from later_read.core.scope import RunScope
+from later_read.errors import RedisUnavailable
+from later_read.log import event, get_logger
+from later_read.store import fencing
 from later_read.store.client import RETRYABLE, WRITER_RACE, Failover, retryable, target
+from later_read.store.fencing import Fence
+from later_read.store.keys import (
+    CHECK_SCRATCH_TTL_SECONDS,
+    PREWARM_DONE_TTL_SECONDS,
+    PREWARM_READY_TTL_SECONDS,
+    PUSH_LEDGER_TTL_SECONDS,
+    PUSH_START_TTL_SECONDS,
+    SENT_TTL_SECONDS,
+    Keys,
+)
 
 log = get_logger("store")
 
@@ -128,14 +135,14 @@ class Store:
         flat = [key for keys in key_lists for key in keys]
         groups = _by_slot(flat, list(range(len(flat))))
 
-        def calls():
+        def slot_calls():
             pipe = self.client.pipeline()
             for slot_keys, _ in groups:
                 pipe.execute_command("MGET", *slot_keys)  # ClusterPipeline blocks .mget()
             return pipe.execute()
         found: list[bytes | None] = [None] * len(flat)
-        for (_, positions), values in zip(groups, await self._run(what, calls)):
-            for position, value in zip(positions, values):
+        for (_, positions), values in zip(groups, await self._run(what, slot_calls), strict=True):
+            for position, value in zip(positions, values, strict=True):
                 found[position] = value
         out, start = [], 0
         for keys in key_lists:
@@ -250,7 +257,7 @@ class Store:
         cluster mode)."""
         scopes = list(scopes)
         raws = (await self._mget("MGET ledger", [Keys.push_ledger(scope) for scope in scopes]))[0]
-        return {scope: ledger.parse(raw) for scope, raw in zip(scopes, raws)}
+        return {scope: ledger.parse(raw) for scope, raw in zip(scopes, raws, strict=True)}
 
     async def get_day(self, day: RunScope, memory: Sequence[Hour] = ()) -> DayRecords:
         """A date's records for `later-read day`, in one round trip: the ledger of its 24 hours (and of
@@ -267,10 +274,11 @@ class Store:
         entries, ready, done, held = await self._mget("MGET day records", *lists)
         n = len(marks)
         return DayRecords(
-            ledger={scope: ledger.parse(raw) for scope, raw in zip(runs, entries)},
+            ledger={scope: ledger.parse(raw) for scope, raw in zip(runs, entries, strict=True)},
             ready={h: _merged(ready[h * n:(h + 1) * n]) for h in range(24)},
             prewarm_done=_merged(done),
-            locks={scope: raw.decode("utf-8", "replace") for scope, raw in zip(locks, held) if raw is not None})
+            locks={scope: raw.decode("utf-8", "replace")
+                   for scope, raw in zip(locks, held, strict=True) if raw is not None})
 
     async def put_prewarm_ready(self, scope: RunScope, hour: int, info: dict, fence: Fence | None = None) -> None:
         """Hour `hour` of the scope's day is prewarmed (by its shard); with a `fence`, only while the
@@ -333,7 +341,7 @@ class DayRecords:
 def _by_slot(keys: list[str], values: list) -> list[tuple[list[str], list]]:
     """(keys, values) grouped by Redis Cluster hash slot, in order of first appearance."""
     groups: dict[int, tuple[list[str], list]] = {}
-    for key, value in zip(keys, values):
+    for key, value in zip(keys, values, strict=True):
         slot_keys, slot_values = groups.setdefault(key_slot(key.encode()), ([], []))
         slot_keys.append(key)
         slot_values.append(value)
@@ -356,8 +364,9 @@ def merge_markers(markers: list[dict]) -> dict:
 
 def _merged(found: list[bytes | None]) -> dict | None:
     """The unsharded marker (first), else every shard's merged, else None (some shard not there yet)."""
-    if found[0]:
-        return orjson.loads(found[0])
+    first = found[0]
+    if first:
+        return orjson.loads(first)
     if len(found) > 1 and all(found[1:]):
-        return merge_markers([orjson.loads(raw) for raw in found[1:]])
+        return merge_markers([orjson.loads(raw) for raw in found[1:] if raw is not None])
     return None

@@ -64,7 +64,7 @@ class Failover:
     seconds: float
 
     @classmethod
-    def of(cls, settings: RedisSettings) -> "Failover":
+    def of(cls, settings: RedisSettings) -> Failover:
         return cls(0.0 if settings.mode == "standalone" else settings.failover_seconds)
 
     def attempts(self) -> Any:
@@ -80,7 +80,7 @@ class Failover:
 
 def open_redis(settings: RedisSettings):
     """A client for the configured mode (the caller closes it with `aclose()`)."""
-    timeouts = {"socket_timeout": settings.socket_timeout_seconds,
+    timeouts: dict[str, Any] = {"socket_timeout": settings.socket_timeout_seconds,
                 "socket_connect_timeout": settings.socket_timeout_seconds}
     if settings.mode == "cluster":
         from redis.asyncio.cluster import RedisCluster

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import pymysql
 

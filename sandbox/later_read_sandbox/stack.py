@@ -21,7 +21,7 @@ DEFAULT_TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 
 
 def config_dict(*, redis_url: str, mysql: Any, kafka_bootstrap: str, topic: str, services_url: str,
-                **overrides: dict) -> dict:
+                **overrides: Any) -> dict:
     """A later-read config (as a dict) pointing at the given servers; `overrides` merge per section."""
     data: dict[str, Any] = {
         "timezone": "Asia/Shanghai",
@@ -60,7 +60,7 @@ class Stack:
         self.own_servers = own_servers
         self._exit = ExitStack()
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         own = self.own_servers
         try:
             self.redis = self._exit.enter_context(servers.RedisServer() if own else servers.redis_server())
@@ -88,14 +88,14 @@ class Stack:
                 return f"{'mariadb' if name == 'mysql' else name} (exit code {code})"
         return None
 
-    def config(self, **overrides: dict) -> dict:
+    def config(self, **overrides: Any) -> dict:
         """The config of these servers; marked `[sandbox] own_servers = true` when the stack started them all."""
         if self.own_servers:
             overrides = {"sandbox": {"own_servers": True}, **overrides}
         return config_dict(redis_url=self.redis.url, mysql=self.mysql, kafka_bootstrap=self.kafka.bootstrap,
                            topic=self.topic, services_url=self.simulator.url, **overrides)
 
-    def write_config(self, path: str | Path, **overrides: dict) -> Path:
+    def write_config(self, path: str | Path, **overrides: Any) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_toml(self.config(**overrides)), encoding="utf-8")

@@ -45,10 +45,11 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TopicM
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            found.append(TopicMessage(message.key().decode(), message.partition(), message.offset(),
-                                      PushMessage.decode(message.value())))
-            if message.offset() + 1 >= highs[message.partition()]:
-                left.discard(message.partition())
+            key, value, partition, offset = message.key(), message.value(), message.partition(), message.offset()
+            assert key is not None and value is not None and partition is not None and offset is not None
+            found.append(TopicMessage(key.decode(), partition, offset, PushMessage.decode(value)))
+            if offset + 1 >= highs[partition]:
+                left.discard(partition)
         if left:
             raise RuntimeError(f"could not read partitions {sorted(left)} of {topic} to their high watermarks")
         return found

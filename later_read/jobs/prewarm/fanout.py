@@ -30,21 +30,21 @@ from typing import Any
 
 import anyio
 
-from later_read.core.counts import UNFINISHED, service_failure
-from later_read.core.value import USABLE, encode, judge
+from later_read.clients.starrocks import UserQuery
 from later_read.connections import JobConnections
+from later_read.core.counts import UNFINISHED, service_failure
+from later_read.core.scope import RunScope
+from later_read.core.uids import unservable
+from later_read.core.users import TaskUser
+from later_read.core.value import USABLE, encode, judge
 from later_read.errors import LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
-from later_read.jobs.prewarm.hours import HOURS, HourTracker
-from later_read.core.scope import RunScope
 from later_read.jobs.prewarm.feed import UserFeed
+from later_read.jobs.prewarm.hours import HOURS, HourTracker
 from later_read.jobs.prewarm.writer import BatchWriter
 from later_read.jobs.progress import Progress
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
-from later_read.core.uids import unservable
-from later_read.clients.starrocks import UserQuery
-from later_read.core.users import TaskUser
 
 log = get_logger("prewarm")
 
@@ -153,11 +153,9 @@ class Fanout:
         `feed.put` returns as soon as the feed is below one page: the next page (and the next hour's)
         is read while the workers still have this one."""
         query = dataclasses.replace(self.plan.query, hour=hour)
-        async for page in self.starrocks.users(query):
-            earlier = await self.starrocks.earlier(self.plan.query, hour, [user.uid for user in page])
-            if earlier:
-                page = [user for user in page if user.uid not in earlier]
-            page = self._servable(page)
+        async for read in self.starrocks.users(query):
+            earlier = await self.starrocks.earlier(self.plan.query, hour, [user.uid for user in read])
+            page = self._servable([user for user in read if user.uid not in earlier] if earlier else read)
             todo = page if self.plan.force else await self._not_done(page)
             skipped = len(page) - len(todo)
             if skipped:
@@ -186,7 +184,7 @@ class Fanout:
         for start in range(0, len(page), self.redis_batch):
             chunk = page[start:start + self.redis_batch]
             values = await self.store.get_values([user.uid for user in chunk])
-            todo.extend(user for user, raw in zip(chunk, values) if not self._is_done(raw))
+            todo.extend(user for user, raw in zip(chunk, values, strict=True) if not self._is_done(raw))
         return todo
 
     def _is_done(self, raw: bytes | None) -> bool:

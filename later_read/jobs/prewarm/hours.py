@@ -16,13 +16,14 @@ finish. A `--uids-file` run covers only some users and writes no marker (`enable
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 
+from later_read.core.scope import RunScope
 from later_read.errors import LaterReadError
 from later_read.log import event, get_logger
-from later_read.core.scope import RunScope
 from later_read.store import Store
 
 HOURS = tuple(range(24))

@@ -15,24 +15,26 @@ its closing alert line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import AsyncContextManager, Callable
 
 from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
+from later_read.clients.starrocks import UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import JobConnections, Services, open_job
+from later_read.core.scope import RunScope, parse_shard
 from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.prewarm.fanout import STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout, FanoutPlan
 from later_read.jobs.progress import Progress, check_report_path
-from later_read.store.keys import Keys
-from later_read.log import alert, event, get_logger
-from later_read.runtime import Shutdown
-from later_read.core.scope import RunScope, parse_shard
 from later_read.jobs.saving import with_old_flow
 from later_read.jobs.summary import Summary
-from later_read.clients.starrocks import UserQuery
+from later_read.log import alert, event, get_logger
+from later_read.runtime import Shutdown
+from later_read.store.keys import Keys
+from later_read.store.lock import JobLock
 
 JOB = "prewarm"
 # The report's counters. `users` = the users this run looked at, each counted once in exactly one of
@@ -86,8 +88,8 @@ class PrewarmJob:
     """The prewarm's part of the lifecycle (see `jobs.lifecycle.Job`)."""
 
     name = JOB
-    report_keys = REPORT_KEYS
-    fence = None  # the date's lock, set by the lifecycle: the markers are fenced by it
+    report_keys: tuple[str, ...] = REPORT_KEYS
+    fence: JobLock | None = None  # the date's lock, set by the lifecycle: the markers are fenced by it
 
     def __init__(self, settings: Settings, options: PrewarmOptions) -> None:
         self.settings, self.options = settings, options
@@ -97,7 +99,7 @@ class PrewarmJob:
             "shard": options.scope.shard.label})
         self.fanout: Fanout | None = None
 
-    def connect(self) -> AsyncContextManager[JobConnections]:
+    def connect(self) -> AbstractAsyncContextManager[JobConnections]:
         return open_job(self.settings, http_connections=self.options.concurrency)
 
     def lock(self) -> tuple[str, str]:
@@ -179,8 +181,9 @@ class PrewarmJob:
     def stop_error(self) -> LaterReadError | None:
         """The breaker's ServiceDown when a service tripped it: the run's last line names it."""
         error = self.fanout.error if self.fanout is not None else None
-        stopped = self.summary.status == STOP_SERVICE_DOWN and isinstance(error, LaterReadError)
-        return error if stopped else None
+        if self.summary.status == STOP_SERVICE_DOWN and isinstance(error, LaterReadError):
+            return error
+        return None
 
     def alert(self, error: BaseException | None) -> None:
         """One line per run: an alert when a person must act, an INFO `prewarm.done` otherwise."""

@@ -10,7 +10,7 @@ return: results are written before the job exits in every case but kill -9. Afte
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import anyio
 

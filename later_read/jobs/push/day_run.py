@@ -24,12 +24,12 @@ import datetime as dt
 from typing import Any
 
 from later_read.core import ledger
+from later_read.core.schedule import FINAL, Hour, Plan
 from later_read.errors import LockHeld
 from later_read.jobs.push.hour import JOB, PushContext, expire_hour, push_hour
+from later_read.log import alert, event, get_logger
 from later_read.store.keys import LEDGER_DAYS, Keys
 from later_read.store.lock import JobLock, holding
-from later_read.log import alert, event, get_logger
-from later_read.core.schedule import FINAL, Hour, Plan
 
 log = get_logger("push")
 
@@ -37,7 +37,7 @@ log = get_logger("push")
 async def run_scheduled(ctx: PushContext) -> list[str]:
     """Expire, catch up, then the own hour, as `plan` says; the status of each hour handled."""
     plan = await make_plan(ctx)
-    statuses = []
+    statuses: list[str] = []
     for hour in plan.expire:
         if ctx.shutdown.stopping:
             return statuses
@@ -53,7 +53,7 @@ async def run_scheduled(ctx: PushContext) -> list[str]:
               note=f"the ledger says {plan.own_final}: nothing to send")
         _record(ctx, plan.own, {"state": plan.own_final, "already": True}, False)
         return statuses
-    return statuses + [await run_hour(ctx, plan.own)]
+    return [*statuses, await run_hour(ctx, plan.own)]
 
 
 async def shard_ledger(ctx: PushContext, now: dt.datetime) -> dict[Hour, dict | None]:

@@ -26,18 +26,19 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import IO, Any, AsyncIterator, Callable
+from typing import IO, Any
 
 import anyio
 import confluent_kafka
 
 from later_read import runtime
 from later_read.clients.kafka import OVERSIZE_FIX, delivery_reason, refused_for_size
-from later_read.store.fencing import Fence
 from later_read.log import alert, event, get_logger
 from later_read.store import Store
+from later_read.store.fencing import Fence
 
 log = get_logger("push")
 
@@ -74,6 +75,7 @@ class Delivery:
         callback = partial(self._reported, uid, msg_id)
         while True:
             if self.fence_lost:
+                assert self.fence is not None
                 raise self.fence.error()
             try:
                 self.producer.produce(self.topic, value, key=uid, on_delivery=callback)

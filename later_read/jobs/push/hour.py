@@ -23,36 +23,36 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from later_read import runtime
-from later_read.core import ledger
 from later_read.clients.kafka import OVERSIZE_MESSAGE
-from later_read.clients.material import Material
-from later_read.core.clock import Clock
+from later_read.clients.starrocks import UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import PushConnections
+from later_read.core import ledger
+from later_read.core.clock import Clock
+from later_read.core.counts import EXPIRED, NOT_PROCESSED, UNDELIVERED, material_failure, undelivered
+from later_read.core.message import Material, PushMessage, expires_at
+from later_read.core.schedule import FINAL, Hour, Schedule
+from later_read.core.scope import RunScope
+from later_read.core.users import TaskUser
 from later_read.errors import LaterReadError, ServiceError
 from later_read.jobs.progress import Progress
 from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
-from later_read.core.counts import EXPIRED, NOT_PROCESSED, UNDELIVERED, material_failure, undelivered
-from later_read.core.message import PushMessage, expires_at
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.jobs.push.wait import wait_for_prewarm
+from later_read.jobs.summary import Summary
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
-from later_read.core.schedule import FINAL, Hour, Schedule
-from later_read.core.scope import RunScope
-from later_read.jobs.summary import Summary
-from later_read.clients.starrocks import UserQuery
-from later_read.core.users import TaskUser
 
 log = get_logger("push")
 
@@ -214,7 +214,7 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
         event(log, "push.start", date=scope.date, hour=scope.hour, users=total, dry_run=options.dry_run,
               force=options.force, on_miss=options.on_miss)
     progress = Progress(JOB, settings.push.progress_interval_seconds, total)
-    sorter = Sorter(scope.date, scope.hour, options.force, summary.counts,
+    sorter = Sorter(scope.date, scope.slot.hour, options.force, summary.counts,
                     settings.push.miss_log_limit, progress.advance,
                     name=summary.name if options.on_miss == "skip" else None, alerts=not closed)
     live = None
@@ -227,7 +227,7 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
     deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
     return PushRun(ctx, scope, query, progress, sorter, materials, live,
-                   expires_at(ctx.schedule, scope.date, scope.hour, late_from), Window(deadline),
+                   expires_at(ctx.schedule, scope.date, scope.slot.hour, late_from), Window(deadline),
                    sink=None if closed else _new_sink(ctx, scope, fence), fence=fence)
 
 
@@ -334,7 +334,7 @@ async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[
     query per page; none for hour 0)."""
     if run.scope.hour == 0 or not page:
         return set()
-    return await run.ctx.conns.starrocks.earlier(query, run.scope.hour, [user.uid for user in page])
+    return await run.ctx.conns.starrocks.earlier(query, run.scope.slot.hour, [user.uid for user in page])
 
 
 async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
@@ -385,6 +385,7 @@ async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: Ser
     elif _expired(run, hit):
         return
     else:
+        assert run.scope.hour is not None  # a push run's scope has its hour (not .slot: this is per message)
         message = PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
                                     clock=run.ctx.clock, expires=run.expires)
         await run.sink.send(hit.user.uid, message.msg_id, message.encode())

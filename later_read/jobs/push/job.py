@@ -24,26 +24,28 @@ exits with the worst (7 over 1 over 0).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
-from later_read.core import ledger
-from later_read.core.clock import Clock
 from later_read.config.settings import Settings
 from later_read.connections import PushConnections, open_push
+from later_read.core import ledger
+from later_read.core.clock import Clock
+from later_read.core.schedule import Hour, Schedule
+from later_read.core.scope import RunScope, parse_shard
 from later_read.errors import LaterReadError, UsageError
 from later_read.inputs import parse_date
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.progress import check_report_path
 from later_read.jobs.push import day_run
 from later_read.jobs.push.hour import JOB, PushContext
-from later_read.store.keys import Keys
+from later_read.jobs.saving import peak_calls_saved, with_old_flow
+from later_read.jobs.summary import Summary
 from later_read.log import alert, get_logger
 from later_read.runtime import Shutdown
-from later_read.jobs.saving import peak_calls_saved, with_old_flow
-from later_read.core.schedule import Hour, Schedule
-from later_read.core.scope import RunScope, parse_shard
-from later_read.jobs.summary import Summary
+from later_read.store.keys import Keys
+from later_read.store.lock import JobLock
 
 log = get_logger("push")
 
@@ -130,8 +132,8 @@ class PushJob:
     """The push's part of the lifecycle (see `jobs.lifecycle.Job`)."""
 
     name = JOB
-    report_keys = REPORT_KEYS
-    fence = None  # the own hour's lock, set by the lifecycle
+    report_keys: tuple[str, ...] = REPORT_KEYS
+    fence: JobLock | None = None  # the own hour's lock, set by the lifecycle
 
     def __init__(self, settings: Settings, options: PushOptions) -> None:
         self.settings, self.options = settings, options

@@ -11,20 +11,20 @@ finds them in Redis.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import anyio
 
 from later_read import runtime
-from later_read.core.counts import live_failure
-from later_read.core.value import CachedValue, encode
 from later_read.connections import Services
+from later_read.core.counts import live_failure
+from later_read.core.users import TaskUser
+from later_read.core.value import CachedValue, encode
 from later_read.errors import ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.log import alert, get_logger
 from later_read.store import Store
-from later_read.core.users import TaskUser
 
 log = get_logger("push")
 

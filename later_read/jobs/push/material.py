@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import anyio
 
+from later_read.clients.material import MaterialClient
+from later_read.core.message import Material
 from later_read.core.value import CachedValue
-from later_read.clients.material import Material, MaterialClient
 from later_read.errors import ServiceError
 
 Key = tuple[str, str, str]

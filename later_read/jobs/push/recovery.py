@@ -22,20 +22,20 @@ transactional producer, with figures: docs/design.md ("Exactly one message per u
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import anyio
 
-from later_read.core import ledger
-from later_read.core.message import BadMessage, PushMessage
 from later_read.clients import kafka_topic
 from later_read.config.settings import KafkaSettings
-from later_read.errors import KafkaUnavailable
-from later_read.store.fencing import Fence
-from later_read.log import alert, get_logger
+from later_read.core import ledger
+from later_read.core.message import BadMessage, PushMessage
 from later_read.core.scope import RunScope
+from later_read.errors import KafkaUnavailable
+from later_read.log import alert, get_logger
 from later_read.store import Store
+from later_read.store.fencing import Fence
 
 log = get_logger("push")
 
@@ -110,7 +110,7 @@ async def recover(store: Store, kafka: KafkaSettings, scope: RunScope, start: di
     message of the scope's date there. (users marked, messages among them of the scope's hour whose user
     is in its shard). KafkaUnavailable if it cannot read."""
     began = time.monotonic()
-    date, hour, shard = scope.date, scope.hour, scope.shard
+    date, hour, shard = scope.date, scope.slot.hour, scope.shard
     topic, offsets = _parse_start(start, date, hour)
     found, read, foreign = await anyio.to_thread.run_sync(_collect, kafka, topic, offsets, date)
     items = sorted((uid, msg_id) for uid, (msg_id, _) in found.items())

@@ -20,12 +20,13 @@ expiry pass (nobody is sent) sorts with `alerts=False`: it counts, it does not a
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Container, NamedTuple, Sequence
+from collections.abc import Callable, Container, Sequence
+from typing import NamedTuple
 
-from later_read.core.value import ABSENT, STALE, USABLE, CachedValue, Verdict, judge
-from later_read.log import alert, get_logger
 from later_read.core.uids import unservable
 from later_read.core.users import TaskUser
+from later_read.core.value import ABSENT, STALE, USABLE, CachedValue, Verdict, judge
+from later_read.log import alert, get_logger
 
 log = get_logger("push")
 
@@ -70,7 +71,7 @@ class Sorter:
         hits: list[Hit] = []
         missing: list[TaskUser] = []
         self.counts["users"] += len(users)
-        for user, raw, marker in zip(users, values, sent):
+        for user, raw, marker in zip(users, values, sent, strict=True):
             reason = unservable(user.uid)
             if reason is not None:
                 self.counts["unservable"] += 1
@@ -90,12 +91,14 @@ class Sorter:
         """The user by its value's verdict for the date (core/value.py): a hit, an outcome, or missing."""
         state, value = verdict.state, verdict.value
         if state == USABLE:
+            assert value is not None  # a usable verdict carries its value
             hit = self.outcome(user, value)
             if hit is not None:
                 hits.append(hit)
         elif state == ABSENT:
             self._miss(user, ABSENT, missing)
         elif state == STALE:
+            assert value is not None  # so does a stale one
             self._miss(user, STALE, missing, value_date=value.date)
         else:
             self.counts["corrupt"] += 1

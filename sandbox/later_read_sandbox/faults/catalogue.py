@@ -14,14 +14,14 @@ from __future__ import annotations
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read_sandbox.faults.checks import (Verdict, check_day, check_job, pushable_users,
-                                              unmarked_deliveries)
 from later_read_sandbox.faults import schedule
+from later_read_sandbox.faults.checks import Verdict, check_day, check_job, pushable_users, unmarked_deliveries
 from later_read_sandbox.faults.lab import DATE, HOUR, KNOBS, Day, Job, Lab
 from later_read_sandbox.simulator import SimulatorKnobs
 
@@ -33,7 +33,7 @@ LOCK_WAIT_SECONDS = 75  # a lock left by a dead run expires within its 60 s TTL
 class Fault:
     name: str
     phase: str                                   # "prewarm", "push", "both" or "schedule" (schedule.py)
-    inject: Callable[[Lab, Day, Job, random.Random], None]
+    inject: Callable[..., None]  # (lab, day, job or None, rng); a schedule scenario's: (lab, day, clock, rng, outcome)
     heal: Callable[[Lab], None] = lambda lab: None
 
 
@@ -92,7 +92,7 @@ def _kill_after_last_ack(lab: Lab, day: Day, job: Job, rng: random.Random) -> No
         job.signal(signal.SIGKILL)
 
 
-def _restart(server_of: Callable[[Lab], object], progress, down=(0.2, 2.0)):
+def _restart(server_of: Callable[[Lab], Any], progress, down=(0.2, 2.0)):
     def inject(lab: Lab, day: Day, job: Job, rng: random.Random) -> None:
         if progress(lab, day, job, rng):
             server = server_of(lab)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from later_read.core.message import PushMessage, msg_id
 from later_read.core.scope import RunScope
+from later_read.core.value import CachedValue, decode
 from later_read.store.keys import Keys
 from later_read_sandbox import seed as seeding
 from later_read_sandbox.faults.lab import DATE, KNOBS, Day, Job, Lab
@@ -31,7 +33,6 @@ from later_read_sandbox.simulator import SimulatorKnobs
 from later_read_sandbox.simulator.oracle import Oracle
 from later_read_sandbox.stack import DEFAULT_TASKS
 from later_read_sandbox.topic import read_topic
-from later_read.core.value import CachedValue, decode
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 8}  # README "Exit codes"; 70 is a bug by definition
 ONE_LINE_ERROR_CODES = {2, 3, 4, 5, 8}            # these end with exactly one `later-read: error:` line
@@ -144,13 +145,13 @@ def _check_fields(sim: Oracle, messages, users: dict, first: dict, verdict: Verd
         if (body.source_uid != m.key or body.push_date != DATE or body.push_hour != first.get(m.key)
                 or body.rec_id != e["rec_id"] or body.material_id != e["material_id"]
                 or body.trace_id != e["trace_id"] or card is None or body.title != card["title"]
-                or m.key in users and body.project != users[m.key][0]):
+                or (m.key in users and body.project != users[m.key][0])):
             wrong += 1
     if wrong:
         verdict.problems.append(f"{wrong} message(s) with a field that differs from the oracle")
 
 
-def _markers(lab: Lab) -> tuple[list[bytes], list[bytes | None]]:
+def _markers(lab: Lab) -> tuple[list[bytes], list[Any]]:
     client = lab.redis_client()
     keys = list(client.scan_iter(match=Keys.sent(DATE, "*"), count=1000))
     return keys, (client.mget(keys) if keys else [])
@@ -166,7 +167,7 @@ def unmarked_deliveries(lab: Lab, day: Day) -> int:
 def _check_markers(lab: Lab, seen: set[str], verdict: Verdict) -> None:
     keys, values = _markers(lab)
     orphans = wrong = 0
-    for key, value in zip(keys, values):
+    for key, value in zip(keys, values, strict=False):
         uid = key.decode().rsplit(":", 1)[1]
         orphans += uid not in seen
         wrong += value is None or value.decode() != msg_id(DATE, uid)
@@ -180,7 +181,7 @@ def _check_values(lab: Lab, sim: Oracle, users: dict, verdict: Verdict) -> None:
     wrong = missing = 0
     for start in range(0, len(uids), 1000):
         chunk = uids[start:start + 1000]
-        for uid, raw in zip(chunk, lab.redis_client().mget([keys.rec(u) for u in chunk])):
+        for uid, raw in zip(chunk, lab.redis_client().mget([keys.rec(u) for u in chunk]), strict=False):
             if raw is None:
                 missing += 1
             elif decode(raw) != expected_value(sim, uid):

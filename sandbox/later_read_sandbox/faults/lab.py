@@ -19,15 +19,15 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from later_read_sandbox import seed as seeding
-from later_read_sandbox import servers
+from later_read_sandbox import seed as seeding, servers
 from later_read_sandbox.simulator import SimulatorKnobs, SimulatorProcess
 from later_read_sandbox.stack import DEFAULT_TASKS, config_dict, render_toml
 
@@ -38,7 +38,7 @@ NOW = "2026-11-23T09:01:00+08:00"  # every push runs at its hour (--now): inside
 # inside the work), short timeouts and waits (so a fault costs seconds, not minutes).
 KNOBS = {"ab": {"latency_ms": 4}, "rec": {"latency_ms": 8}, "material": {"latency_ms": 40},
          "materials": 400, "timeout_hold_seconds": 5}
-OVERRIDES = {
+OVERRIDES: dict[str, dict[str, Any]] = {
     "starrocks": {"batch_size": 250},
     "services": {"timeout_seconds": 1.0, "max_attempts": 3, "backoff_initial_seconds": 0.02,
                  "backoff_max_seconds": 0.2},
@@ -73,7 +73,7 @@ class Day:
     logs: Path
     hours: tuple[int, ...] = (HOUR,)
     sections: dict = field(default_factory=dict)  # the config's sections (a variant starts from them)
-    jobs: list["Job"] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
 
 
 class Job:
@@ -133,7 +133,7 @@ class Lab:
         self._client: redis.Redis | None = None
         self._consumer: Consumer | None = None
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         try:
             for server in (self.redis, self.mariadb, self.kafka, self.simulator):
                 server.start()

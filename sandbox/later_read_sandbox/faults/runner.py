@@ -8,8 +8,8 @@ import random
 import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from later_read_sandbox.faults.catalogue import FAULTS, Outcome, run_fault
 from later_read_sandbox.faults.lab import Lab
@@ -58,9 +58,9 @@ def table(outcomes: list[Outcome]) -> str:
     rows = defaultdict(list)
     for outcome in outcomes:
         rows[outcome.fault].append(outcome)
-    lines = ["| fault | runs | lost | duplicate msg_ids | unexpected | sent after expiry | exit codes (faulted "
-             "run, reruns) | time to stop s (median / max) | unmarked at the fault (runs with any, users) "
-             "| other problems |",
+    lines = [("| fault | runs | lost | duplicate msg_ids | unexpected | sent after expiry | exit codes (faulted "
+              "run, reruns) | time to stop s (median / max) | unmarked at the fault (runs with any, users) "
+              "| other problems |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in sorted(rows):
         group = rows[name]

@@ -27,7 +27,7 @@ import datetime as dt
 import random
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from later_read_sandbox.faults.checks import first_hours, oracle

@@ -11,22 +11,65 @@ Command line: `later-read sandbox fetch-kafka` fills the Kafka jar cache; `later
 [KIND ...]` runs servers until Ctrl-C and prints the variables that point the tests at them.
 """
 
-from later_read_sandbox.servers.kafka import (CACHE_ENV, KAFKA_POM, KafkaServer, ensure_java,
-                                              ensure_kafka_classpath, kafka_cache_dir, kafka_server,
-                                              kafka_version)
+from later_read_sandbox.servers.kafka import (
+                                              CACHE_ENV,
+                                              KAFKA_POM,
+                                              KafkaServer,
+                                              ensure_java,
+                                              ensure_kafka_classpath,
+                                              kafka_cache_dir,
+                                              kafka_server,
+                                              kafka_version,
+)
 from later_read_sandbox.servers.mariadb import MariaDBServer, MySQLDatabase, TlsFiles, mariadb_server
-from later_read_sandbox.servers.process import (KAFKA_ENV, MYSQL_ENV, REDIS_ENV, ChildProcess, LocalServer,
-                                                ServerUnavailable, death_signal_setter, find_program,
-                                                free_port, port_open, python_env, require_program,
-                                                started_servers, wait_until)
+from later_read_sandbox.servers.process import (
+                                              KAFKA_ENV,
+                                              MYSQL_ENV,
+                                              REDIS_ENV,
+                                              ChildProcess,
+                                              LocalServer,
+                                              ServerUnavailable,
+                                              death_signal_setter,
+                                              find_program,
+                                              free_port,
+                                              port_open,
+                                              python_env,
+                                              require_program,
+                                              started_servers,
+                                              wait_until,
+)
 from later_read_sandbox.servers.redis import RedisServer, redis_server
 
 FACTORIES = {"redis": redis_server, "mariadb": mariadb_server, "kafka": kafka_server}
 
-__all__ = ["CACHE_ENV", "KAFKA_ENV", "KAFKA_POM", "MYSQL_ENV", "REDIS_ENV", "ChildProcess", "FACTORIES",
-           "KafkaServer", "LocalServer", "MariaDBServer", "MySQLDatabase", "RedisServer", "ServerUnavailable",
-           "TlsFiles",
-           "death_signal_setter", "ensure_java", "ensure_kafka_classpath", "find_program", "free_port",
-           "kafka_cache_dir", "kafka_server", "kafka_version", "mariadb_server", "port_open", "python_env",
-           "redis_server",
-           "require_program", "started_servers", "wait_until"]
+__all__ = [
+    "CACHE_ENV",
+    "FACTORIES",
+    "KAFKA_ENV",
+    "KAFKA_POM",
+    "MYSQL_ENV",
+    "REDIS_ENV",
+    "ChildProcess",
+    "KafkaServer",
+    "LocalServer",
+    "MariaDBServer",
+    "MySQLDatabase",
+    "RedisServer",
+    "ServerUnavailable",
+    "TlsFiles",
+    "death_signal_setter",
+    "ensure_java",
+    "ensure_kafka_classpath",
+    "find_program",
+    "free_port",
+    "kafka_cache_dir",
+    "kafka_server",
+    "kafka_version",
+    "mariadb_server",
+    "port_open",
+    "python_env",
+    "redis_server",
+    "require_program",
+    "started_servers",
+    "wait_until",
+]

@@ -14,8 +14,17 @@ import time
 import uuid
 from pathlib import Path
 
-from later_read_sandbox.servers.process import (KAFKA_ENV, LocalServer, ServerUnavailable, _one_line, find_program,
-                                                free_port, port_open, require_program, wait_until)
+from later_read_sandbox.servers.process import (
+    KAFKA_ENV,
+    LocalServer,
+    ServerUnavailable,
+    _one_line,
+    find_program,
+    free_port,
+    port_open,
+    require_program,
+    wait_until,
+)
 
 CACHE_ENV = "LATER_READ_CACHE"
 # The one place the Kafka version is pinned (Maven resolves the broker and its dependencies from it).
@@ -46,7 +55,7 @@ def ensure_java() -> str:
     java = find_program("java")
     if java is None:
         raise ServerUnavailable(f"java not found: {hint}")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
     found = re.search(r'version "(\d+)', out.stderr + out.stdout)
     if not found or int(found.group(1)) < 17:
         raise ServerUnavailable(f"Kafka 4.x needs Java 17+, {java} says {_one_line(out.stderr)[:80]!r}: {hint}")
@@ -81,9 +90,9 @@ def _copy_dependencies(mvn: str, pom: Path, into: Path) -> None:
     argv = [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom), "dependency:copy-dependencies",
             f"-DoutputDirectory={into}", "-DincludeScope=runtime"]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     except subprocess.TimeoutExpired:
-        raise ServerUnavailable("mvn took over 15 min fetching the Kafka jars: check access to Maven Central")
+        raise ServerUnavailable("mvn took over 15 min fetching the Kafka jars: check access to Maven Central") from None
     if done.returncode != 0 or not any(into.glob("kafka_2.13-*.jar")):
         lines = [ln for ln in (done.stdout + done.stderr).splitlines() if "ERROR" in ln] or [done.stderr]
         raise ServerUnavailable(f"mvn failed (exit {done.returncode}) fetching the Kafka jars from Maven "
@@ -109,11 +118,11 @@ class KafkaServer(LocalServer):
     kind = "kafka"
     env = KAFKA_ENV
     #: Small heap, serial GC and C1 only: the broker starts about twice as fast on 2 cores.
-    JVM = ["-Xmx512m", "-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
+    JVM = ("-Xmx512m", "-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
            "-Djava.awt.headless=true", "-Dorg.slf4j.simpleLogger.showDateTime=true",
-           "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn"]
-    TOOL_JVM = ["-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]
+           "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn")
+    TOOL_JVM = ("-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
 
     def __init__(self, external: str | None = None, start_timeout: float = 90.0,
                  auto_create_topics: bool = False) -> None:
@@ -170,7 +179,7 @@ class KafkaServer(LocalServer):
         self.java = ensure_java()
         self.classpath = str(ensure_kafka_classpath() / "*")
         self.port, self.controller_port = free_port(), free_port()
-        props = self.tempdir / "server.properties"
+        props = self.workdir / "server.properties"
         props.write_text(self._properties())
         self._format(props, Path(self.classpath).parent)
 
@@ -186,7 +195,7 @@ class KafkaServer(LocalServer):
             [f"-XX:ArchiveClassesAtExit={staging}"] if os.access(jars, os.W_OK) else []
         argv = [self.java, *self.TOOL_JVM, *cds, "-cp", self.classpath, "kafka.tools.StorageTool",
                 "format", "--standalone", "-t", _cluster_id(), "-c", str(props)]
-        done = subprocess.run(argv, cwd=self.tempdir, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(argv, cwd=self.workdir, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise ServerUnavailable(f"kafka storage format failed (exit {done.returncode}): "
                                     f"{_one_line(done.stdout + done.stderr)}")
@@ -201,7 +210,7 @@ class KafkaServer(LocalServer):
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": self.tempdir / "data",
+            "log.dirs": self.workdir / "data",
             "num.partitions": 3, "auto.create.topics.enable": str(self.auto_create_topics).lower(),
             "group.initial.rebalance.delay.ms": 0,
             "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 3,
@@ -215,7 +224,7 @@ class KafkaServer(LocalServer):
 
     def _argv(self) -> list[str]:
         return [self.java, *self.JVM, "-cp", self.classpath, "kafka.Kafka",
-                str(self.tempdir / "server.properties")]
+                str(self.workdir / "server.properties")]
 
     def _answers(self) -> bool:
         if not port_open(self.port):
@@ -242,6 +251,7 @@ class KafkaServer(LocalServer):
         fails the start with its log's tail (`wait_until`, as a broker that does not answer at all).
         """
         admin = self.admin()
+        assert self.child is not None, "called once the broker has started"
         wait_until(lambda: self._has_coordinator(admin), self.child, WARM_UP_SECONDS, "kafka's group coordinator")
 
     @staticmethod

@@ -8,8 +8,15 @@ import subprocess
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from later_read_sandbox.servers.process import (MYSQL_ENV, LocalServer, ServerUnavailable, _one_line, free_port,
-                                                port_open, require_program)
+from later_read_sandbox.servers.process import (
+    MYSQL_ENV,
+    LocalServer,
+    ServerUnavailable,
+    _one_line,
+    free_port,
+    port_open,
+    require_program,
+)
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,9 @@ class MariaDBServer(LocalServer):
     # The password is a configured secret, so output never shows it: it must not be a word output uses.
     USER, PASSWORD, DATABASE = "later_read", "sandbox-pw", "later_read"
     #: Speed over durability: a test database is thrown away anyway.
-    TUNING = ["--skip-log-bin", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
+    TUNING = ("--skip-log-bin", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
               "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=8M", "--innodb-doublewrite=0",
-              "--character-set-server=utf8mb4", "--max-connections=500"]
+              "--character-set-server=utf8mb4", "--max-connections=500")
 
     def __init__(self, external: str | None = None, start_timeout: float = 30.0,
                  tls: TlsFiles | None = None) -> None:
@@ -111,9 +118,9 @@ class MariaDBServer(LocalServer):
         self.binary = require_program("mariadbd", install, MYSQL_ENV)
         install_db = require_program("mariadb-install-db", install, MYSQL_ENV)
         self.target = MySQLDatabase("127.0.0.1", free_port(), self.USER, self.PASSWORD, self.DATABASE)
-        argv = [install_db, "--no-defaults", f"--datadir={self.tempdir / 'data'}", "--skip-test-db",
+        argv = [install_db, "--no-defaults", f"--datadir={self.workdir / 'data'}", "--skip-test-db",
                 "--auth-root-authentication-method=normal", *self._as_user(), *self.TUNING]
-        done = subprocess.run(argv, cwd=self.tempdir, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(argv, cwd=self.workdir, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise ServerUnavailable(f"mariadb-install-db failed (exit {done.returncode}): "
                                     f"{_one_line(done.stdout + done.stderr)}")
@@ -124,10 +131,11 @@ class MariaDBServer(LocalServer):
         return ["--user=root"] if os.geteuid() == 0 else []
 
     def _argv(self) -> list[str]:
-        d = self.tempdir
+        d = self.workdir
         (d / "tmp").mkdir(exist_ok=True)  # its own temp tables: nothing else cleaning /tmp can break a query
         return [self.binary, "--no-defaults", *self._as_user(), f"--datadir={d / 'data'}",
-                f"--tmpdir={d / 'tmp'}", f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}", f"--port={self.port}",
+                f"--tmpdir={d / 'tmp'}", f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}",
+                f"--port={self.port}",
                 "--bind-address=127.0.0.1", *self.TUNING, *self._tls_options()]
 
     def _tls_options(self) -> list[str]:

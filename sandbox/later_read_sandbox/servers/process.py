@@ -95,7 +95,7 @@ def python_env(env: dict[str, str] | None = None) -> dict[str, str]:
     import later_read_sandbox
 
     site_dirs = {Path(folder).resolve() for folder in [*site.getsitepackages(), site.getusersitepackages()]}
-    roots = [Path(module.__file__).resolve().parents[1] for module in (later_read, later_read_sandbox)]
+    roots = [Path(str(module.__file__)).resolve().parents[1] for module in (later_read, later_read_sandbox)]
     env = dict(os.environ if env is None else env)
     paths = [str(root) for root in roots if root not in site_dirs] + [env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, paths)))
@@ -131,7 +131,7 @@ class ChildProcess:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                process_group=0, preexec_fn=death_signal_setter() if main else None,
+                process_group=0, preexec_fn=death_signal_setter() if main else None,  # noqa: PLW1509 - see there
             )
         atexit.register(self.kill)
 
@@ -164,6 +164,7 @@ class ChildProcess:
         atexit.unregister(self.kill)
 
     def _signal(self, sig: int) -> None:
+        assert self.popen is not None, "signalled before its start"
         try:
             os.killpg(self.popen.pid, sig)
         except ProcessLookupError:
@@ -249,6 +250,12 @@ class LocalServer:
         self.startup_seconds: float | None = None
 
     @property
+    def workdir(self) -> Path:
+        """The temporary directory, from the start until stop() (only a started server has one)."""
+        assert self.tempdir is not None, "not started"
+        return self.tempdir
+
+    @property
     def managed(self) -> bool:
         """True when this object started (and so owns) the server process."""
         return self.external is None
@@ -279,7 +286,8 @@ class LocalServer:
         """free_port() can race with another process; pick new ports when a bind failed."""
         for left in range(tries - 1, -1, -1):
             try:
-                return attempt()
+                attempt()
+                return
             except ServerUnavailable as error:
                 self._discard()
                 if left == 0 or "in use" not in str(error).lower():
@@ -294,11 +302,11 @@ class LocalServer:
         self._after_first_start()
 
     def _run(self) -> None:
-        self.child = ChildProcess(self._argv(), self.tempdir / f"{self.kind}.log", self.tempdir)
+        self.child = ChildProcess(self._argv(), self.workdir / f"{self.kind}.log", self.workdir)
         self.child.start()
         wait_until(self._answers, self.child, self.start_timeout, self.kind)
         record = {"kind": self.kind, "address": self.address(), "pid": self.child.pid}
-        (self.tempdir / SERVER_RECORD).write_text(json.dumps(record))
+        (self.workdir / SERVER_RECORD).write_text(json.dumps(record))
 
     def stop(self) -> None:
         """Kill the server and remove its directory; does nothing to an external server."""

@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 from urllib.parse import quote, urlsplit
 
-from later_read_sandbox.servers.process import (REDIS_ENV, LocalServer, ServerUnavailable, free_port, port_open,
-                                                require_program)
+from later_read_sandbox.servers.process import (
+    REDIS_ENV,
+    LocalServer,
+    ServerUnavailable,
+    free_port,
+    port_open,
+    require_program,
+)
 
 
 class RedisServer(LocalServer):

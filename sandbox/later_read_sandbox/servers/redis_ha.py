@@ -22,7 +22,14 @@ import time
 from pathlib import Path
 
 from later_read_sandbox.servers.process import (
-    REDIS_ENV, ChildProcess, ServerUnavailable, free_port, port_open, require_program, wait_until)
+    REDIS_ENV,
+    ChildProcess,
+    ServerUnavailable,
+    free_port,
+    port_open,
+    require_program,
+    wait_until,
+)
 
 NODE_TIMEOUT_MS = 1000   # cluster-node-timeout / down-after-milliseconds: a failover in ~2-5 s
 SENTINEL_FAILOVER_TIMEOUT_MS = 5000
@@ -72,6 +79,12 @@ class _Group:
         self.binary = ""
         self.killed: int | None = None  # the master `kill_master` took down (wait_failover looks past it)
 
+    @property
+    def workdir(self) -> Path:
+        """The temporary directory, from the start until stop() (only a started server has one)."""
+        assert self.tempdir is not None, "not started"
+        return self.tempdir
+
     def __enter__(self):
         return self.start()
 
@@ -95,7 +108,7 @@ class _Group:
         raise NotImplementedError
 
     def _spawn(self, port: int, argv: list[str], name: str) -> ChildProcess:
-        folder = self.tempdir / name
+        folder = self.workdir / name
         folder.mkdir(exist_ok=True)
         child = ChildProcess([self.binary, *argv], folder / "redis.log", folder)
         child.start()
@@ -136,11 +149,11 @@ class RedisClusterGroup(_Group):
             self._spawn(port, ["--port", str(port), "--cluster-port", str(free_port()),
                                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), *_COMMON,
-                               "--dir", str(self.tempdir / f"node{i}")], f"node{i}")
+                               "--dir", str(self.workdir / f"node{i}")], f"node{i}")
         cli = require_program("redis-cli", "apt-get install redis-tools", REDIS_ENV)
         done = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                                "--cluster-replicas", "1", "--cluster-yes"],
-                              capture_output=True, text=True, timeout=self.start_timeout)
+                              capture_output=True, text=True, timeout=self.start_timeout, check=False)
         if done.returncode != 0:
             raise ServerUnavailable(f"redis-cli --cluster create failed: {done.stdout[-300:]}{done.stderr}")
         _poll(self.healthy, self.start_timeout, "the cluster did not reach state ok with a replica per master")
@@ -227,10 +240,10 @@ class RedisSentinelGroup(_Group):
     def _start(self) -> None:
         self.master_port, self.replica_port = free_port(), free_port()
         self._spawn(self.master_port, ["--port", str(self.master_port), *_COMMON,
-                                       "--dir", str(self.tempdir / "master")], "master")
+                                       "--dir", str(self.workdir / "master")], "master")
         self._spawn(self.replica_port, ["--port", str(self.replica_port), "--replicaof", "127.0.0.1",
                                         str(self.master_port), *_COMMON,
-                                        "--dir", str(self.tempdir / "replica")], "replica")
+                                        "--dir", str(self.workdir / "replica")], "replica")
         self.sentinel_ports = [free_port() for _ in range(3)]
         for i, port in enumerate(self.sentinel_ports):
             self._spawn(port, [str(self._sentinel_conf(i, port)), "--sentinel"], f"sentinel{i}")
@@ -238,7 +251,7 @@ class RedisSentinelGroup(_Group):
               "each other")
 
     def _sentinel_conf(self, i: int, port: int) -> Path:
-        folder = self.tempdir / f"sentinel{i}"
+        folder = self.workdir / f"sentinel{i}"
         folder.mkdir(exist_ok=True)
         conf = folder / "sentinel.conf"
         conf.write_text("\n".join([
@@ -265,14 +278,17 @@ class RedisSentinelGroup(_Group):
         """Each sentinel knows the master, one replica and the two other sentinels; the replica synced."""
         def ready(c) -> bool:
             master = c.execute_command("SENTINEL", "MASTER", SERVICE_NAME)
-            fields = dict(zip(master[::2], master[1::2])) if isinstance(master, list) else master
+            fields = dict(zip(master[::2], master[1::2], strict=True)) if isinstance(master, list) else master
             fields = {_text(k): _text(v) for k, v in fields.items()}
             return fields.get("num-slaves") == "1" and fields.get("num-other-sentinels") == "2"
         return _replica_online(self.master_port) and all(_ask(p, ready, False) for p in self.sentinel_ports)
 
     def kill_master(self) -> int:
         """SIGKILL the current master; the sentinels promote the replica. Returns the killed port."""
-        return self._kill_master_at(self.master())
+        master = self.master()
+        if master is None:
+            raise ServerUnavailable("no sentinel named the master: nothing to kill")
+        return self._kill_master_at(master)
 
     def wait_failover(self, timeout: float = 30.0) -> None:
         """Return once the sentinels name a new master and it answers as a master."""

@@ -19,7 +19,8 @@ material ids for material) and are counted as fault "hostile"; their body is a t
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import orjson
@@ -115,15 +116,15 @@ class SimulatorApp:
             status, payload = 429, TOO_MANY_BODY
         elif fault == "malformed":
             status, payload = 200, self._malformed(name, request)
-        body: bytes | tuple[bytes, ...] = payload
+        reply: bytes | tuple[bytes, ...] = payload
         if fault == "none" and status == 200 and self._hostile(name, knobs, request):
-            fault, body = "hostile", self.hostile.body(knobs, payload)
+            fault, reply = "hostile", self.hostile.body(knobs, payload)
         stats.decided(uid, status, fault)
         if fault == "timeout":
             return Reply(status, payload, self.knobs.timeout_hold_seconds, stats)
         queued = station if station.capacity > 0 and fault != "429" else None  # no capacity: no queue
         trickle = knobs.trickle_bytes_per_second if fault == "hostile" else 0.0
-        return Reply(status, body, self._latency(knobs), stats, queued, trickle)
+        return Reply(status, reply, self._latency(knobs), stats, queued, trickle)
 
     def _hostile(self, name: str, knobs: ServiceKnobs, request: dict[str, Any]) -> bool:
         """Whether this request's reply is hostile: a stable share of the uids (material: of the ids)."""

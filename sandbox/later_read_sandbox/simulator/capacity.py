@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from later_read.clients.latency import LatencyHistogram
 from later_read_sandbox.simulator.timer import Clock

@@ -15,7 +15,8 @@ reference, no copy per reply), so 50 concurrent replies of 15 MiB cost the simul
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 

@@ -115,7 +115,7 @@ class HttpConnection(asyncio.Protocol):
     def _answer(self, method: bytes, target: bytes, body: bytes) -> Reply:
         try:
             return self.app.handle(method, target, body)
-        except Exception as exc:  # a simulator bug: say so loudly, keep serving
+        except Exception as exc:  # noqa: BLE001 - a simulator bug: say so loudly, keep serving
             traceback.print_exc(file=sys.stderr)
             return error(500, f"simulator internal error: {exc!r}")
 

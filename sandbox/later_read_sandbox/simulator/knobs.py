@@ -52,10 +52,10 @@ class ServiceKnobs:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "service") -> "ServiceKnobs":
+    def from_dict(cls, data: dict[str, Any], where: str = "service") -> ServiceKnobs:
         return cls().updated(data, where)
 
-    def updated(self, changes: dict[str, Any], where: str = "service") -> "ServiceKnobs":
+    def updated(self, changes: dict[str, Any], where: str = "service") -> ServiceKnobs:
         """A copy with `changes` applied; raises KnobError (nothing applied) on any bad entry."""
         values = asdict(self)
         for name, value in _mapping(changes, where).items():
@@ -111,11 +111,11 @@ class SimulatorKnobs:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SimulatorKnobs":
+    def from_dict(cls, data: dict[str, Any]) -> SimulatorKnobs:
         """Knobs from a full or partial dict; missing knobs keep their defaults."""
         return cls().updated(data)
 
-    def updated(self, changes: dict[str, Any]) -> "SimulatorKnobs":
+    def updated(self, changes: dict[str, Any]) -> SimulatorKnobs:
         """A copy with a partial, possibly nested change applied; raises KnobError on any bad entry."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in _mapping(changes, "config").items():

@@ -10,8 +10,8 @@ from __future__ import annotations
 from hashlib import blake2b
 from typing import Any
 
-from later_read_sandbox.simulator.knobs import SimulatorKnobs
 from later_read.core.value import CachedValue
+from later_read_sandbox.simulator.knobs import SimulatorKnobs
 
 REC_TYPES = ("book", "serial", "audiobook")
 _SCALE = float(2**64)

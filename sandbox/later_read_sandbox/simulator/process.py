@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from later_read.core.value import CachedValue
 from later_read_sandbox.servers import death_signal_setter, python_env
 from later_read_sandbox.simulator.knobs import KnobError, SimulatorKnobs
 from later_read_sandbox.simulator.oracle import Oracle
-from later_read.core.value import CachedValue
 
 START_TIMEOUT_SECONDS = 15.0
 LISTENING = "simulator listening on "
@@ -46,7 +46,7 @@ class SimulatorProcess:
         self.cpu = cpu
         self.url = ""
         self.process: subprocess.Popen | None = None
-        self._output = tempfile.TemporaryFile()
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 - the child's output for its life; stop() closes it
 
     # Lifecycle -----------------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -54,14 +54,14 @@ class SimulatorProcess:
                    "--config-json", json.dumps(self.knobs.to_dict())]
         return command + (["--cpu", str(self.cpu)] if self.cpu is not None else [])
 
-    def start(self) -> "SimulatorProcess":
+    def start(self) -> SimulatorProcess:
         """Start the child and wait until it answers; RuntimeError (with its output) if it does not."""
         env = python_env()
         # Dies with us (even after kill -9 of a test run), as the real servers do.
         main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(self.command(), stdout=self._output, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env,
-                                        preexec_fn=death_signal_setter() if main else None)
+                                        preexec_fn=death_signal_setter() if main else None)  # noqa: PLW1509
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -117,7 +117,7 @@ class SimulatorProcess:
         assert self.process is not None, "the simulator is not running"
         return process_cpu_seconds(self.process.pid)
 
-    def __enter__(self) -> "SimulatorProcess":
+    def __enter__(self) -> SimulatorProcess:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -18,11 +18,10 @@ from later_read_sandbox.simulator.knobs import KnobError, SimulatorKnobs
 from later_read_sandbox.simulator.timer import Clock, precise_clock
 
 
-
 class RunningSimulator:
     """A simulator serving in the current event loop; `async with` or `await close()` stops it."""
 
-    def __init__(self, server: asyncio.AbstractServer, app: SimulatorApp, connections: set,
+    def __init__(self, server: asyncio.Server, app: SimulatorApp, connections: set,
                  clock: Clock) -> None:
         self.server = server
         self.app = app
@@ -44,7 +43,7 @@ class RunningSimulator:
         await self.server.wait_closed()
         self._clock.close()
 
-    async def __aenter__(self) -> "RunningSimulator":
+    async def __aenter__(self) -> RunningSimulator:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

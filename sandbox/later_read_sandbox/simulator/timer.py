@@ -17,7 +17,8 @@ import heapq
 import itertools
 import os
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 SPIN_SECONDS = 0.0015
 _CLOCK_MONOTONIC = 1
@@ -27,8 +28,8 @@ _TFD_CLOEXEC = os.O_CLOEXEC
 
 
 class Clock(Protocol):
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> object: ...
-    def cancel(self, handle: object) -> None: ...
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Any: ...  # a handle for cancel()
+    def cancel(self, handle: Any) -> None: ...
     def close(self) -> None: ...
 
 
