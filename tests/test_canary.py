@@ -21,7 +21,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,7 +28,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from later_read.sandbox.servers import MariaDBServer, RedisServer, free_port
+from helpers import run_cli, servers
 
 MARK = "Xq9Zt"
 SPECIAL = "/7@k:1#z"   # what breaks a URL unless percent-encoded
@@ -59,11 +58,11 @@ class Servers:
     with another password, a ping service answering 500 (its request bodies kept)."""
 
     def __init__(self, tmp: Path) -> None:
-        self.dead = free_port()
+        self.dead = servers.free_port()
         self.silent = socket.create_server(("127.0.0.1", 0))
         self.silent_port = self.silent.getsockname()[1]
-        self.redis = RedisServer(password=CANARY["redis_real"]).start()
-        self.mariadb = MariaDBServer().start()
+        self.redis = servers.RedisServer(password=CANARY["redis_real"]).start()
+        self.mariadb = servers.MariaDBServer().start()
         with self.mariadb.connect("") as conn, conn.cursor() as cur:
             cur.execute("CREATE USER 'canary'@'%' IDENTIFIED BY 'not-the-configured-one'")
             cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'canary'@'%'")
@@ -182,8 +181,7 @@ def run(world: Servers, tmp: Path, make_config, command: str, path: str) -> subp
             data[section][key] = value
     config_path = make_config(**data)
     argv = [a.replace("{tmp}", str(tmp)) for a in args] + ["--config", str(config_path)]
-    return subprocess.run([sys.executable, "-m", "later_read", *argv], capture_output=True, text=True,
-                          timeout=90, env=env, cwd=tmp)
+    return run_cli(*argv, env=env, timeout=90, cwd=tmp)
 
 
 def artifacts(tmp: Path, result: subprocess.CompletedProcess, world: Servers) -> dict[str, str]:
