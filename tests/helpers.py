@@ -12,6 +12,7 @@ whatever the editable install points at.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ __all__ = ["ALERT", "CONFIG_PATH", "DATE", "FENCE_HOUR", "ROOT", "TASKS", "THEFT
            "insert_rows", "invoke", "manifests", "Oracle", "oracle_value", "pick", "prewarm_values",
            "push_config", "pushable", "read_topic", "redis_ha", "render_toml", "run_cli", "run_push", "seed_day",
            "seed_hour", "seed_users", "seeding", "sent_markers", "servers", "start_cli", "start_prewarm",
-           "stored_values", "topic_size", "TopicMessage", "uid_of", "wait_until"]
+           "stored_values", "topic_size", "TopicMessage", "uid_of", "unquote", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DATE = "20261123"
@@ -411,3 +412,17 @@ def assert_cli_accepts(argv: list[str]) -> None:
     assert argv[0] == "later-read", argv
     command = cli.commands[argv[1]]
     command.make_context(argv[1], list(argv[2:]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Log lines (test_log.py, test_properties.py)
+
+
+def unquote(value: str) -> str:
+    """The reader's side of logfmt quoting (what a log parser does), to check nothing is lost."""
+    if not value.startswith('"'):
+        return value
+    body = value[1:-1]
+    return re.sub(r'\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|.)', lambda m: {
+        "n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), chr(int(m.group(1)[1:], 16))
+                                               if len(m.group(1)) > 1 else m.group(1)), body)
