@@ -19,9 +19,10 @@ from later_read import log
 from later_read.clients.material import Material
 from later_read.core.bounds import FIELD_BYTES, MAX_VALUE_BYTES
 from later_read.core.clock import Clock
-from later_read.core.message import MSG_NAMESPACE, build_message, encode as encode_message, msg_id
+from later_read.core.message import MSG_NAMESPACE, BadMessage, PushMessage, msg_id
 from later_read.core.users import TaskUser
-from later_read.core.value import OUTCOME_REC, OUTCOMES, CachedValue, decode, encode
+from later_read.core.value import (ABSENT, CORRUPT, OUTCOME_REC, OUTCOMES, STALE, USABLE, CachedValue, Verdict,
+                                   decode, encode, judge)
 from later_read.errors import CorruptValue
 from later_read.log import ALERT_KEYWORD
 
@@ -43,17 +44,20 @@ HOSTILE = hostile(st.characters(exclude_categories=["Cs"]))
 LOGGED = hostile(st.characters())
 
 
+DATES = st.dates(dt.date(2000, 1, 1), dt.date(2099, 12, 31)).map(lambda d: d.strftime("%Y%m%d"))
+
+
 def bounded(name: str, min_size: int = 0) -> st.SearchStrategy[str]:
     """Any text within the field's byte bound (core/bounds.py): what the prewarm may store."""
     return st.text(min_size=min_size, max_size=FIELD_BYTES[name] // 4)
 
 
 # The cached value ----------------------------------------------------------------------------------
-REC_VALUES = st.builds(CachedValue, st.just(OUTCOME_REC), st.one_of(st.none(), st.text(max_size=16)),
+REC_VALUES = st.builds(CachedValue, st.just(OUTCOME_REC), st.one_of(st.none(), DATES, st.text(max_size=16)),
                        bounded("trace_id"), bounded("rec_id", 1), bounded("rec_type", 1), bounded("material_id", 1))
 QUIET_VALUES = st.builds(lambda outcome, date, trace_id: CachedValue(outcome, date, trace_id),
                          st.sampled_from([o for o in OUTCOMES if o != OUTCOME_REC]),
-                         st.one_of(st.none(), st.text(max_size=16)), bounded("trace_id"))
+                         st.one_of(st.none(), DATES, st.text(max_size=16)), bounded("trace_id"))
 
 
 @QUICK
@@ -105,8 +109,23 @@ def test_any_json_object_decodes_or_is_reported_corrupt(data):
     decodes_or_is_corrupt(orjson.dumps(data))
 
 
+@QUICK
+@given(raw=st.one_of(st.none(), st.binary(max_size=100), OBJECTS.map(orjson.dumps),
+                     st.one_of(REC_VALUES, QUIET_VALUES).map(encode)), date=DATES)
+def test_any_stored_value_has_one_verdict_for_a_date(raw, date):
+    verdict = judge(raw, date)
+    if raw is None:
+        assert verdict == Verdict(ABSENT)
+        return
+    try:
+        value = decode(raw)
+    except CorruptValue as error:
+        assert verdict == Verdict(CORRUPT, None, str(error))
+        return
+    assert verdict == Verdict(USABLE if value.date == date else STALE, value)
+
+
 # The push message ----------------------------------------------------------------------------------
-DATES = st.dates(dt.date(2000, 1, 1), dt.date(2099, 12, 31)).map(lambda d: d.strftime("%Y%m%d"))
 
 
 @QUICK
@@ -115,12 +134,26 @@ DATES = st.dates(dt.date(2000, 1, 1), dt.date(2099, 12, 31)).map(lambda d: d.str
 def test_any_push_message_round_trips_and_its_msg_id_is_date_and_uid_only(
         uid, project, task_id, value, date, hour, card, expires):
     clock = Clock(ZONE, dt.datetime(2026, 11, 23, 9, 5, tzinfo=ZONE), monotonic=lambda: 0.0)
-    message = build_message(TaskUser(uid, project, task_id), value, card, date=date, hour=hour, clock=clock,
-                            expires=expires)
-    raw = encode_message(message)
-    assert orjson.loads(raw) == message and b"\n" not in raw  # one JSON line, nothing lost
-    assert (message["source_uid"], message["push_date"], message["push_hour"]) == (uid, date, hour)
-    assert message["msg_id"] == msg_id(date, uid) == str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))
+    message = PushMessage.build(TaskUser(uid, project, task_id), value, card, date=date, hour=hour, clock=clock,
+                                expires=expires)
+    raw = message.encode()
+    assert PushMessage.decode(raw) == message and b"\n" not in raw  # one JSON line, nothing lost
+    assert orjson.loads(raw) == message.to_dict()  # the fields by name, as a consumer reads them
+    assert (message.source_uid, message.push_date, message.push_hour) == (uid, date, hour)
+    assert message.msg_id == msg_id(date, uid) == str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))
+
+
+@QUICK
+@given(st.one_of(st.binary(max_size=200), OBJECTS.map(orjson.dumps),
+                 st.dictionaries(st.sampled_from(["msg_id", "source_uid", "push_hour", "x"]), JSON).map(orjson.dumps)))
+def test_anything_on_the_topic_decodes_or_is_a_bad_message(raw):
+    try:
+        message = PushMessage.decode(raw)
+    except BadMessage as error:
+        assert str(error) in ("not JSON", "not a JSON object with a string msg_id")
+        return
+    assert isinstance(message.msg_id, str) and message.to_dict() == {
+        name: orjson.loads(raw).get(name) for name in message.to_dict()}
 
 
 @QUICK
