@@ -8,12 +8,15 @@ missing dependency is never a skip.
 Function-scoped fixtures give each test a clean slice of the shared servers: `redis_url` (flushed
 DB), `mysql` (its own database), `kafka_topic` (its own topic), `sim` (simulator reset to defaults).
 `make_config(**overrides)` writes a config.toml pointing at whichever of those the test requested.
+`stop_children` kills the child processes a test started and left running. Plain helpers (running the
+CLI, seeding, reading Redis and the topic) are in helpers.py.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import uuid
 from contextlib import contextmanager
@@ -29,8 +32,7 @@ sys.path[:0] = [folder for folder in CODE if folder not in sys.path]
 os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
     [*CODE, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
 
-from later_read_sandbox import servers  # noqa: E402 (needs CODE on the path)
-from later_read_sandbox.stack import render_toml  # noqa: E402
+from helpers import render_toml, servers  # noqa: E402 (needs CODE on the path)
 
 
 @contextmanager
@@ -93,6 +95,18 @@ def sim(simulator):
     simulator.reset()
     yield simulator
     simulator.configure(**SimulatorKnobs().to_dict())
+
+
+@pytest.fixture
+def stop_children():
+    """A list for the child processes a test starts: each still running at the end is killed, even when
+    the test fails half-way."""
+    children: list[subprocess.Popen] = []
+    yield children
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
 
 
 def _unique(prefix: str, request) -> str:

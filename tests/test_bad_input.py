@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from click.testing import CliRunner
 
 from bad_inputs import CA_PEM, CASES, DOC, ROOT, Case, render_doc
 from fake_mysql import FakeMySQL
+from helpers import invoke
 from later_read.cli import LAZY_COMMANDS, cli
 from tls_certs import CA
 
@@ -102,7 +102,7 @@ def check(case: Case, tmp_path: Path, config: Path, port: int | None = None, las
     args = [fill(a, config, tmp_path) for a in case.args]
     if "LATER_READ_CONFIG" in case.env:
         args = args[:args.index("--config")] + args[args.index("--config") + 2:]
-    result = CliRunner().invoke(cli, args, env=env, prog_name="later-read")
+    result = invoke(*args, env=env)
     expected = fill(case.line, config, tmp_path, port)
     if case.code == 0:
         lines = [line for line in result.stdout.splitlines() if line.startswith(expected.split(" ")[0] + " ")]

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
+from helpers import ROOT, invoke
 from later_read import errors
 from later_read.cli import cli
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
@@ -57,7 +55,7 @@ def test_the_walk_finds_the_commands():
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda path: " ".join(("later-read", *path)))
 def test_help_exits_0_describes_and_ends_with_an_example(path):
-    result = CliRunner().invoke(cli, [*path, "--help"], prog_name="later-read")
+    result = invoke(*path, "--help")
     assert result.exit_code == 0, result.output
     command = command_at(path)
     assert command.help and command.help.strip().splitlines()[0].strip(), "empty description"

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import ROOT, run_cli
 from later_read.config.settings import load_settings
 from later_read.errors import EXIT_USAGE, ConfigError
 from later_read.redact import redact
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = (ROOT / "config.toml").read_text()
 
 
@@ -119,8 +117,7 @@ def test_config_path_from_environment_variable(tmp_path, monkeypatch):
 
 def test_cli_exits_2_with_one_line_before_doing_anything(tmp_path):
     path = write(tmp_path, replace("batch_size = 5000", "batch_size = -1"))
-    result = subprocess.run([sys.executable, "-m", "later_read", "prewarm", "--config", str(path)],
-                            capture_output=True, text=True, timeout=60)
+    result = run_cli("prewarm", "--config", str(path), timeout=60)
     assert result.returncode == EXIT_USAGE
     lines = result.stderr.strip().splitlines()
     assert lines == [(f"later-read: error: config error in {path}: [starrocks] batch_size: "

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
 import orjson
 import pytest
 import redis
-from click.testing import CliRunner
 
-from later_read.cli import cli
+from helpers import DATE, TASKS, at, consume, invoke, seed_day, seeding, start_cli
 from later_read.core.message import msg_id
 from later_read.core.scope import Shard
 from later_read.store.keys import Keys
-from later_read_sandbox import seed as seeding
-from test_push import DATE, TEMPLATES, at, consume, seed_day, subprocess_env
 
 USERS = 240  # 10 a push hour, and some under a second hour too
 KILLED, EXPIRED = 4, 10
@@ -37,8 +33,7 @@ ORDER = [*range(24)]  # the order hours are handled in: a catch-up is always bef
 
 
 def later_read(config, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "later_read", *args, "--config", str(config)],
-                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_cli(*args, "--config", str(config))
 
 
 def finish(children: list[subprocess.Popen]) -> list[tuple[int, str]]:
@@ -62,7 +57,7 @@ def run_hour(config, hour: int, count: int, minute: int | None = None) -> list[t
 
 
 def hour_users(hour: int) -> set[str]:
-    return set(seeding.expected_users(DATE, USERS, TEMPLATES, hour=hour))
+    return set(seeding.expected_users(DATE, USERS, TASKS, hour=hour))
 
 
 def earliest_hour() -> dict[str, int]:
@@ -165,8 +160,7 @@ def _check_refusal_and_retry(config, count: int) -> None:
     """The expired hour by hand is refused and names --allow-late; a retry of the 12:05 run (a Kubernetes
     retry) neither alerts again nor fails."""
     shard = ["--shard", "0/2"] if count > 1 else []
-    refused = CliRunner().invoke(cli, ["push", "--config", str(config), "--hour", str(EXPIRED), "--now",
-                                       at(12, 6), *shard])
+    refused = invoke("push", "--config", str(config), "--hour", str(EXPIRED), "--now", at(12, 6), *shard)
     assert refused.exit_code == 2 and refused.stderr.splitlines() == [
         ("later-read: error: hour 10 of 20261123 is expired: its window closed at 2026-11-23T12:00:00+08:00 "
         "(start + [push] catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it "
@@ -188,7 +182,7 @@ def _check_topic(kafka_topic, senders: set[str]) -> None:
 
 
 def _check_day(config, hours: dict[int, Counter], count: int) -> None:
-    result = CliRunner().invoke(cli, ["day", "--config", str(config), "--now", at(23, 59), "--json"])
+    result = invoke("day", "--config", str(config), "--now", at(23, 59), "--json")
     assert result.exit_code == 1, result.output  # hour 10 expired with users unsent
     report = orjson.loads(result.stdout)
     assert report["expired"] == [EXPIRED] and report["late"] == [] and report["failing"] == [EXPIRED]

@@ -13,12 +13,13 @@ import pytest
 import yaml
 from croniter import croniter
 
-from later_read.cli import cli
+from helpers import CONFIG_PATH, ROOT, assert_cli_accepts, configmap_settings, manifests
 from later_read.config.settings import load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_PATH = "/etc/later-read/config.toml"
 ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# The shipped deadlines (a change is a decision: update the comment in the manifest and these together).
+STARTING_DEADLINES = {"prewarm": 3600, "push": 3300}
+ACTIVE_DEADLINES = {"prewarm": 4 * 3600, "push": 50 * 60}  # 4 h (SIGTERM: exit 6); done before the next hour
 
 
 def repo_settings():
@@ -42,13 +43,6 @@ def crontab() -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
         assert job not in jobs, f"two crontab lines run {job}"
         jobs[job] = (schedule, command)
     return env, jobs
-
-
-def assert_cli_accepts(argv: list[str]) -> None:
-    """The arguments parse as a later-read command line (options checked, nothing run)."""
-    assert argv[0] == "later-read", argv
-    command = cli.commands[argv[1]]
-    command.make_context(argv[1], list(argv[2:]))
 
 
 def fire_times(schedule: str, zone: ZoneInfo, start: dt.datetime, count: int) -> list[dt.datetime]:
@@ -97,28 +91,13 @@ def test_crontab_lines_use_flock_and_log_redirection(job):
 
 
 # Kubernetes ----------------------------------------------------------------------------------------
-def manifests(folder: str = "deploy") -> dict[tuple[str, str], dict]:
-    docs = {}
-    for path in sorted((ROOT / folder).glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if doc:
-                docs[(doc["kind"], doc["metadata"]["name"])] = doc
-    return docs
-
-
-def configmap_settings(tmp_path: Path):
-    configmap = manifests()[("ConfigMap", "later-read-config")]
-    path = tmp_path / "config.toml"
-    path.write_text(configmap["data"]["config.toml"], encoding="utf-8")
-    return load_settings(path, environ={})
-
-
 def test_the_configmap_holds_a_valid_config_without_secrets(tmp_path):
     settings = configmap_settings(tmp_path)
     assert settings.timezone == repo_settings().timezone
     assert settings.starrocks.password == ""  # passwords come from the Secret
     assert "@" not in settings.redis.url
-    assert settings.metrics.pushgateway_url  # a pod has no node_exporter textfile directory
+    # a pod has no node_exporter textfile directory
+    assert settings.metrics.pushgateway_url == "http://pushgateway.monitoring.svc.cluster.local:9091"
 
 
 @pytest.mark.parametrize("job, schedule", [("prewarm", "1 0 * * *"), ("push", "0 * * * *")])
@@ -130,10 +109,10 @@ def test_cronjob_has_the_required_fields(job, schedule):
     assert spec["schedule"] == schedule == crontab()[1][job][0]  # the same times as the crontab
     assert spec["timeZone"] == repo_settings().timezone
     assert spec["concurrencyPolicy"] == "Forbid"
-    assert isinstance(spec["startingDeadlineSeconds"], int) and spec["startingDeadlineSeconds"] > 0
-    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    assert spec["startingDeadlineSeconds"] == STARTING_DEADLINES[job]
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (3, 5)
     job_spec = spec["jobTemplate"]["spec"]
-    assert job_spec["backoffLimit"] == 2 and job_spec["activeDeadlineSeconds"] > 0
+    assert job_spec["backoffLimit"] == 2 and job_spec["activeDeadlineSeconds"] == ACTIVE_DEADLINES[job]
     pod = job_spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [container] = pod["containers"]
@@ -210,8 +189,6 @@ def test_the_push_deadline_ends_before_the_next_hour():
     assert spec["startingDeadlineSeconds"] < 3600
 
 
-# The shipped deadlines (a change is a decision: update the comment in the manifest and these together).
-STARTING_DEADLINES = {"prewarm": 3600, "push": 3300}
 CONTROLLER_PERIOD_SECONDS = 10  # how often the CronJob controller looks at a CronJob (Kubernetes docs)
 
 

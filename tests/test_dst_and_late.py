@@ -10,14 +10,24 @@ from collections import Counter
 import orjson
 import pytest
 import redis
-from click.testing import CliRunner
 
-from later_read.cli import cli
+from helpers import (
+    DATE,
+    TASKS,
+    at,
+    consume,
+    insert_rows,
+    invoke,
+    oracle_value,
+    prewarm_values,
+    push_config,
+    pushable,
+    seed_hour,
+    seeding,
+)
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read_sandbox import seed as seeding
-from test_push import DATE, TEMPLATES, at, consume, oracle_value, prewarm, push_config, pushable, seed_hour
 
 PER_HOUR = 8
 REFUSED_3 = ("later-read: error: hour 3 of 20261123 is expired: its window closed at 2026-11-23T05:00:00+08:00 "
@@ -25,23 +35,12 @@ REFUSED_3 = ("later-read: error: hour 3 of 20261123 is expired: its window close
              "it anyway")
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
 def seed_hours(mysql, date: str, hours: tuple[int, ...]) -> dict[str, tuple[str, str]]:
     """PER_HOUR users at each of `hours` of `date` (one task id); uid -> (project, task id)."""
-    task = TEMPLATES[0].replace("{date}", date)
+    task = TASKS[0].replace("{date}", date)
     rows = [(task, f"{date[4:]}h{hour:02d}u{i}", seeding.PROJECTS[i % 2], hour, "b1")
             for hour in hours for i in range(PER_HOUR)]
-    conn = seeding.connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        seeding.create_table(conn)
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO task_data (task_id, source_uid, project, push_hour, book_id) "
-                            "VALUES (%s, %s, %s, %s, %s)", rows)
-    finally:
-        conn.close()
+    insert_rows(mysql, rows)
     return {uid: (project, task) for task, uid, project, _, _ in rows}
 
 
@@ -110,7 +109,7 @@ def _no_collision(redis_url: str, date: str, hours: tuple[int, ...]) -> None:
 
 def test_an_expired_hour_is_refused_then_sent_with_allow_late(redis_url, mysql, kafka_topic, sim, make_config):
     expected = seed_hour(mysql, 40, 3, prefix="l")
-    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     config = str(push_config(make_config))
     uid = min(pushable(sim, expected))
     refused = invoke("push", "--config", config, "--date", DATE, "--hour", "3", "--now", at(9, 0))
@@ -141,7 +140,7 @@ def test_an_expired_hour_is_refused_then_sent_with_allow_late(redis_url, mysql, 
 def test_a_run_whose_window_closes_mid_run_stops_and_counts_the_rest_expired(
         redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     expected = seed_hour(mysql, 60, 9, prefix="o")
-    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     sim.configure(material={"latency_ms": 250})
     config = str(push_config(make_config, concurrency=1, catch_up_minutes=10))
     report = tmp_path / "push.json"

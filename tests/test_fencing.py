@@ -20,7 +20,6 @@ finish the day.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,17 +27,28 @@ from dataclasses import dataclass, field
 
 import redis
 
+from helpers import (
+    DATE,
+    FENCE_HOUR as HOUR,
+    THEFT,
+    THIEF,
+    at,
+    check_fenced_writes,
+    consume,
+    fenced_writes,
+    oracle_value,
+    prewarm_values,
+    pushable,
+    run_cli,
+    seed_hour,
+    seed_users,
+    sent_markers,
+    start_cli,
+    start_prewarm,
+    wait_until,
+)
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from test_prewarm import seed as seed_day, start_prewarm, stop_children, wait_until  # noqa: F401
-from test_push import DATE, at, consume, oracle_value, prewarm, pushable, seed_hour, sent_markers, subprocess_env
-
-HOUR = 9
-THIEF = "thief-host:4242:cafe"
-# Delete the lock and take it with another token, and list the run's keys, in one atomic step.
-THEFT = """redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', 120)
-return redis.call('KEYS', ARGV[2])"""
 
 
 @dataclass
@@ -121,7 +131,7 @@ def checks_after(commands: list[dict], lock: str) -> list[str]:
 def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
         redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     users = seed_hour(mysql, 300, HOUR, prefix="f")
-    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in users})
+    prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in users})
     sim.configure(material={"latency_ms": 100})  # ~10 s of sending: the theft lands mid-run
     config = make_config(push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, "concurrency": 1},
                          lock={"ttl_seconds": 3}, redis={"batch_size": 10})  # refreshed every second
@@ -129,9 +139,8 @@ def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
     log = tmp_path / "push.log"
     with Monitor(redis_url) as monitor:
         with log.open("wb") as err:
-            child = subprocess.Popen([sys.executable, "-m", "later_read", "push", "--config", str(config), "--date",
-                                      DATE, "--hour", str(HOUR), "--now", at(HOUR)], env=subprocess_env(),
-                                     stdout=subprocess.DEVNULL, stderr=err)
+            child = start_cli("push", "--config", str(config), "--date", DATE, "--hour", str(HOUR), "--now",
+                              at(HOUR), stdout=subprocess.DEVNULL, stderr=err)
         try:
             wait_until(lambda: len(sent_markers(redis_url)) >= 30, what="30 users sent")
             before = steal(redis_url, lock, "later_read:*")
@@ -163,9 +172,8 @@ def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
 
     redis.Redis.from_url(redis_url).delete(lock)  # the thief is done
     sim.configure(material={"latency_ms": 0})
-    rerun = subprocess.run([sys.executable, "-m", "later_read", "push", "--config", str(config), "--date", DATE,
-                            "--hour", str(HOUR), "--now", at(HOUR, 5)], env=subprocess_env(),
-                           capture_output=True, text=True, timeout=120)
+    rerun = run_cli("push", "--config", str(config), "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR, 5),
+                    timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     final = consume(kafka_topic)
     assert set(Counter(body["msg_id"] for _, body in final).values()) == {1}
@@ -174,7 +182,7 @@ def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
 
 def test_a_prewarm_whose_lock_is_taken_stops_and_marks_nothing_after(
         sim, redis_url, mysql, make_config, tmp_path, stop_children):
-    seed_day(mysql, 2000)
+    seed_users(mysql, 2000)
     sim.configure(ab={"latency_ms": 30})
     config = make_config(prewarm={"concurrency": 10}, lock={"ttl_seconds": 3})
     lock = Keys.lock("prewarm", RunScope(DATE))
@@ -196,73 +204,6 @@ def test_a_prewarm_whose_lock_is_taken_stops_and_marks_nothing_after(
     assert stderr.strip().splitlines()[-1].startswith(f"later-read: error: lost the lock {lock} of the prewarm run")
     assert after == before and Keys.prewarm_done(RunScope(DATE)) not in after  # no marker after the theft
     assert values < 2000  # it stopped instead of finishing the day
-
-
-def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
-    """Every fenced Store call, first while the run holds its lock, then after the lock was stolen: what
-    each did (used by test_redis_ha.py in sentinel and cluster mode too)."""
-    import anyio
-
-    from later_read.config.settings import LockSettings, RedisSettings
-    from later_read.errors import LockLost
-    from later_read.store import Store
-    from later_read.store.client import open_redis
-    from later_read.store.lock import JobLock
-
-    settings = RedisSettings(**{"url": url, **(settings_extra or {})})
-    found: dict = {}
-
-    async def attempt(name: str, call) -> None:
-        try:
-            found[name] = await call()
-        except LockLost as lost:
-            found[name] = f"LockLost: {lost}"
-
-    async def main() -> None:
-        client = open_redis(settings)
-        try:
-            store = Store(client, settings)
-            lock = JobLock(client, Keys.lock("push", RunScope(DATE, HOUR)), "push run", LockSettings(ttl_seconds=30))
-            await lock.acquire(anyio.Event())
-            await attempt("start", lambda: store.put_push_start(RunScope(DATE, HOUR), {"at": 1}, lock))
-            await attempt("sent", lambda: store.put_sent(DATE, [("u1", "m1"), ("u2", "m2")], lock))
-            await attempt("state", lambda: store.get_push_state(DATE, ["u1", "u3"], lock))
-            await client.eval(THEFT, 1, lock.key, THIEF, "x")
-            await attempt("ledger_after", lambda: store.put_ledger(RunScope(DATE, HOUR), {"state": "done"}, lock))
-            found["lost_after_ledger"] = lock.lost
-            lock.lost = None  # as if unnoticed: each kind of call must find the theft on its own
-            await attempt("sent_after", lambda: store.put_sent(DATE, [("u3", "m3")], lock))
-            await attempt("sent_after_known", lambda: store.put_sent(DATE, [("u4", "m4")], lock))
-            lock.lost = None
-            await attempt("state_after", lambda: store.get_push_state(DATE, ["u1"], lock))
-            lock.lost = None
-            await attempt("start_after", lambda: store.put_push_start(RunScope(DATE, HOUR), {"at": 2}, lock))
-            await attempt("refused_without_asking",
-                          lambda: store.put_ledger(RunScope(DATE, HOUR), {"state": "x"}, lock))
-            keys = [Keys.sent(DATE, u) for u in ("u1", "u2", "u3", "u4")] + [Keys.push_start(RunScope(DATE, HOUR)),
-                                                                      Keys.push_ledger(RunScope(DATE, HOUR))]
-            found["values"] = {key: await client.get(key) for key in keys}
-        finally:
-            await client.aclose()
-
-    anyio.run(main)
-    return found
-
-
-def check_fenced_writes(found: dict, cluster: bool = False) -> None:
-    """Standalone and sentinel: nothing after the theft. Cluster: the marker batch whose round trip found
-    the theft may have landed (its lock GET and its per-slot writes go to different masters at once; each
-    marker is still true: Kafka confirmed its message); no later write."""
-    assert found["start"] is True and found["state"] == ([None, None], [b"m1", None])
-    for name in ("ledger_after", "sent_after", "sent_after_known", "state_after", "refused_without_asking"):
-        assert str(found[name]).startswith("LockLost: lost the lock"), (name, found[name])
-    assert str(found["start_after"]).startswith("LockLost"), found["start_after"]
-    assert "found it" in found["lost_after_ledger"]
-    values = found["values"]
-    assert values[Keys.sent(DATE, "u1")] == b"m1" and values[Keys.sent(DATE, "u2")] == b"m2"
-    assert values[Keys.push_start(RunScope(DATE, HOUR))] == b'{"at":1}'  # the first, not the one tried after the theft
-    assert values[Keys.sent(DATE, "u4")] is None and values[Keys.push_ledger(RunScope(DATE, HOUR))] is None
-    assert values[Keys.sent(DATE, "u3")] == (b"m3" if cluster else None)
 
 
 def test_every_fenced_write_and_the_batch_check_refuse_once_the_lock_is_stolen(redis_url):

@@ -1,5 +1,5 @@
 """Services that misbehave, through the real jobs: real Redis, MariaDB, Kafka and the simulator's hostile
-knobs (sandbox/later_read_sandbox/simulator/hostile.py).
+knobs (later_read/sandbox/simulator/hostile.py).
 
 - a reply over `[services] max_reply_bytes`, or a field over its bound (core/bounds.py), fails that
   user with `oversize_reply`: asked once (the simulator counts the calls), never stored, never sent;
@@ -17,41 +17,28 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from click.testing import CliRunner
 
-from later_read.cli import cli
+from helpers import Oracle, invoke, read_topic, seed_day, uid_of
 from later_read.log import ALERT_KEYWORD
 from later_read.store.keys import Keys
-from later_read_sandbox.seed import connect, seed_day, uid_of
-from later_read_sandbox.simulator.oracle import Oracle
-from later_read_sandbox.topic import read_topic
 
 DATE, HOUR, USERS = "20261123", 7, 80
 NOW = "2026-11-23T07:05:00+08:00"  # inside HOUR's window: an explicit push of it is not refused
-TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 KEYS = Keys("rec:later_read:")
 UIDS = [uid_of(i) for i in range(USERS)]
 FORGED = f'x\n2026-11-23T07:00:00.000+08:00 WARNING push.fake uid=1 {ALERT_KEYWORD}\nforged="1"'
 
 
-def later_read(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
 def seed(mysql) -> None:
     """USERS users, all at push hour HOUR (noise rows of other days and task ids included)."""
-    conn = connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        seed_day(conn, DATE, USERS, TASKS, hours=(HOUR,))
-    finally:
-        conn.close()
+    seed_day(mysql, USERS, hours=(HOUR,))
 
 
 def stored(redis_url: str) -> dict[str, bytes]:
     client = redis.Redis.from_url(redis_url)
     try:
         keys = client.keys(KEYS.rec("*"))
-        return {KEYS.uid_of(k): v for k, v in zip(keys, client.mget(keys) if keys else [], strict=True)}
+        return {KEYS.uid_of(k): v for k, v in zip(keys, client.mget(keys) if keys else [], strict=False)}
     finally:
         client.close()
 
@@ -63,12 +50,12 @@ def hostile(sim, keys, ratio: float) -> set[str]:
 
 
 def prewarm(config: Path, report: Path):
-    return later_read("prewarm", "--date", DATE, "--config", str(config), "--report", str(report))
+    return invoke("prewarm", "--date", DATE, "--config", str(config), "--report", str(report))
 
 
 def push(config: Path, report: Path):
-    return later_read("push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config),
-                      "--report", str(report))
+    return invoke("push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config),
+                  "--report", str(report))
 
 
 def quick_config(make_config, **extra):
@@ -141,12 +128,12 @@ def test_a_redis_value_over_a_bound_is_corrupt_in_push_and_show(redis_url, mysql
     result = push(config, tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["corrupt"] == 2 and sorted(data["uids"]["corrupt"]) == sorted([big, long_field])
-    corrupt_lines = [line for line in result.stderr.splitlines() if " push.corrupt_value " in line]
-    assert any("over the 8,192-byte bound of a value" in line for line in corrupt_lines)
-    assert any("trace_id of 300 bytes, over its 256-byte bound" in line for line in corrupt_lines)
-    shown = later_read("show", big, "--date", DATE, "--config", str(config))
+    corrupt_lines = [text for text in result.stderr.splitlines() if " push.corrupt_value " in text]
+    assert any("over the 8,192-byte bound of a value" in text for text in corrupt_lines)
+    assert any("trace_id of 300 bytes, over its 256-byte bound" in text for text in corrupt_lines)
+    shown = invoke("show", big, "--date", DATE, "--config", str(config))
     assert "outcome    corrupt: 9,1" in shown.stdout and "bytes, over the 8,192-byte bound of a value" in shown.stdout
-    shown = later_read("show", long_field, "--date", DATE, "--config", str(config))
+    shown = invoke("show", long_field, "--date", DATE, "--config", str(config))
     assert "outcome    corrupt: trace_id of 300 bytes, over its 256-byte bound" in shown.stdout
 
 
@@ -171,13 +158,13 @@ def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does
         assert data["failures"] == {"oversize_message": len(too_big)}
         assert set(data["uids"]["oversize_message"]) == too_big
         assert data["recovered"] == 0 and data["sent"] == (len(with_card) - len(too_big) if run == 1 else 0)
-        alerts = [line for line in result.stderr.splitlines() if " push.oversize_message " in line]
+        alerts = [text for text in result.stderr.splitlines() if " push.oversize_message " in text]
         assert len(alerts) == 1 and f"count={len(too_big)}" in alerts[0] and alerts[0].endswith(ALERT_KEYWORD)
-        assert not [line for line in result.stderr.splitlines()
-                    if " push.undelivered " in line or " push.recovered " in line]
+        assert not [text for text in result.stderr.splitlines()
+                    if " push.undelivered " in text or " push.recovered " in text]
         assert {m.key for m in read_topic(*kafka_topic)} == set(with_card) - too_big
     uid = min(too_big)
-    rerun = later_read("rerun", uid, "--date", DATE, "--now", NOW, "--push-only", "--config", str(config))
+    rerun = invoke("rerun", uid, "--date", DATE, "--now", NOW, "--push-only", "--config", str(config))
     assert rerun.exit_code == 1
     assert rerun.stdout.splitlines()[-1].startswith("stopped    oversize_message: the message is ")
     assert {m.key for m in read_topic(*kafka_topic)} == set(with_card) - too_big
@@ -200,18 +187,18 @@ def test_service_strings_with_newlines_and_the_alert_keyword_cannot_forge_a_line
                   material={"hostile_ratio": 1.0, "hostile_field": "title", "hostile_text": FORGED},
                   in_experiment_ratio=1.0, no_rec_ratio=0, not_found_ratio=0)
     config = quick_config(make_config)
-    checked = later_read("check", "--config", str(config))
+    checked = invoke("check", "--config", str(config))
     assert checked.exit_code == 0, checked.output
     assert_unforgeable(checked.stdout, lines=1 + 6 + 1)  # config, 6 dependencies, the total
     assert "trace_id=\"x\\n2026-11-23T07:00:00.000+08:00 WARNING push.fake uid=1 LATER_READ\\x5fALERT" \
            in checked.stdout
     uid = UIDS[0]
-    rerun = later_read("rerun", uid, "--date", DATE, "--now", NOW, "--config", str(config))
+    rerun = invoke("rerun", uid, "--date", DATE, "--now", NOW, "--config", str(config))
     assert rerun.exit_code == 0, rerun.output
     assert_unforgeable(rerun.stdout)
     assert [m.value["title"] for m in read_topic(*kafka_topic)] == [FORGED]  # the data itself is kept
-    shown = later_read("show", uid, "--date", DATE, "--config", str(config))
+    shown = invoke("show", uid, "--date", DATE, "--config", str(config))
     assert_unforgeable(shown.stdout)
-    as_json = later_read("show", uid, "--date", DATE, "--json", "--config", str(config))
+    as_json = invoke("show", uid, "--date", DATE, "--json", "--config", str(config))
     assert_unforgeable(as_json.stdout, lines=1)
     assert json.loads(as_json.stdout)["value"]["trace_id"] == FORGED  # JSON-escaped, the same string

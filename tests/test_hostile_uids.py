@@ -10,16 +10,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-import pymysql
-
+from helpers import at, insert_rows, read_topic, run_cli
 from later_read.core.uids import read_file
 from later_read.log import ALERT_KEYWORD
-from later_read_sandbox.seed import DDL
-from later_read_sandbox.topic import read_topic
-from test_push import at
 
 DATE, HOUR = "20261123", 9
 TASK = "04-026-{date}-r0gdua"
@@ -33,21 +28,14 @@ ALERTS = {"push.cache_miss", "push.misses", "push.unservable", "push.prewarm_unf
 
 
 def seed(mysql) -> None:
-    conn = pymysql.connect(host=mysql.host, port=mysql.port, user=mysql.user, password=mysql.password,
-                           database=mysql.database, autocommit=True, charset="utf8mb4")
     task = TASK.replace("{date}", DATE)
     rows = [(task, uid, "novel", HOUR, "b1") for uid in [*HOSTILE, "", "100000001"]]
     rows.append((task, "late-user", "novel", 99, "b1"))
-    with conn.cursor() as cur:
-        cur.execute(DDL.format(table="task_data"))
-        cur.executemany("INSERT INTO task_data (task_id, source_uid, project, push_hour, book_id) "
-                        "VALUES (%s, %s, %s, %s, %s)", rows)
-    conn.close()
+    insert_rows(mysql, rows)
 
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "later_read", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=180)
+    return run_cli(*args, "--config", str(config))
 
 
 def check_lines(stderr: str) -> list[str]:

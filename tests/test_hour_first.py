@@ -5,34 +5,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import orjson
 import redis
 
+from helpers import DATE, TASKS, VALUE_KEYS as KEYS, at, run_cli, seed_day, seeding, start_cli, wait_until
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read_sandbox import seed as seeding
-from test_prewarm import wait_until
-from test_push import at
-
-DATE = "20261123"
-TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-KEYS = Keys("rec:later_read:")
 
 
 def seed(mysql, users: int) -> dict[str, int]:
     """Seed DATE; uid -> the user's earliest push hour (the hour the prewarm handles it under)."""
-    conn = seeding.connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        seeding.seed_day(conn, DATE, users, TASKS)
-    finally:
-        conn.close()
+    seed_day(mysql, users)
     target = {t.replace("{date}", DATE) for t in TASKS}
     earliest: dict[str, int] = {}
     for task_id, uid, _, hour, _ in seeding.day_rows(DATE, users, TASKS, noise=False):
@@ -43,22 +30,15 @@ def seed(mysql, users: int) -> dict[str, int]:
     return earliest
 
 
-def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), out.get("PYTHONPATH")]))
-    return out
-
-
 def start(config: Path, log: Path, *args: str) -> subprocess.Popen:
+    """`later-read ARGS` of DATE as a child process, its stderr to the file `log`."""
     with open(log, "wb") as err:
-        return subprocess.Popen([sys.executable, "-m", "later_read", *args, "--config", str(config),
-                                 "--date", DATE], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, env=env())
+        return start_cli(*args, "--config", str(config), "--date", DATE, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "later_read", *args, "--config", str(config), "--date", DATE],
-                          capture_output=True, text=True, env=env(), timeout=300)
+    """`later-read ARGS` of DATE to the end."""
+    return run_cli(*args, "--config", str(config), "--date", DATE, timeout=300)
 
 
 def ready_marker(client: redis.Redis, hour: int) -> dict | None:
@@ -199,7 +179,10 @@ def test_saving_figures_match_the_simulators_counters(redis_url, mysql, kafka_to
     prom = (textfile / "later_read_push.prom").read_text()
     assert f"later_read_push_peak_calls_saved {float(3 * users - material_calls)}" in prom
     assert f'later_read_push_service_calls_total{{service="material"}} {float(material_calls)}' in prom
-    assert 'later_read_prewarm_service_peak_qps{service="ab"}' in (textfile / "later_read_prewarm.prom").read_text()
+    prewarm_prom = (textfile / "later_read_prewarm.prom").read_text().splitlines()
+    for name in ("ab", "rec", "material"):  # the report's figure, the same in the metrics
+        assert f'later_read_prewarm_service_peak_qps{{service="{name}"}} {float(data["services"][name]["peak_qps"])}' \
+            in prewarm_prom
 
 
 def test_adaptive_prewarm_shows_in_flight_and_limit(redis_url, mysql, sim, make_config, tmp_path):
@@ -217,7 +200,16 @@ def test_adaptive_prewarm_shows_in_flight_and_limit(redis_url, mysql, sim, make_
     finally:
         client.close()
     progress = [line for line in result.stderr.splitlines() if " prewarm.progress " in line]
-    assert progress and all("ab_inflight=" in line and "rec_limit=" in line for line in progress)
+    assert progress
+    done = 0
+    for line in progress:  # the job's four fields, then each adaptive service's calls in flight and limit
+        fields = dict(field.split("=", 1) for field in line.split(" prewarm.progress ", 1)[1].split(" "))
+        assert list(fields) == ["done", "total", "rate", "eta_seconds", "ab_inflight", "ab_limit", "rec_inflight",
+                                "rec_limit"], line
+        assert int(fields["total"]) == len(earliest) and done <= int(fields["done"]) <= len(earliest), line
+        done = int(fields["done"])
+        for name in ("ab", "rec"):
+            assert 0 <= int(fields[f"{name}_inflight"]) <= 64 and 2 <= int(fields[f"{name}_limit"]) <= 64, line
     data = json.loads(report.read_text())
     for name in ("ab", "rec"):
         figures = data["services"][name]

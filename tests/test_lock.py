@@ -5,26 +5,30 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import redis
 
-from later_read.core.scope import RunScope
-from later_read.store.keys import Keys
-from test_prewarm import (  # noqa: F401
+from helpers import (
     DATE,
+    at,
+    consume,
     count_values,
     expected_value,
-    seed,
+    first_push_hour,
+    invoke,
+    pick,
+    run_cli,
+    seed_day,
+    seed_users,
     start_prewarm,
-    stop_children,
     stored_values,
     wait_until,
 )
+from later_read.core.scope import RunScope
+from later_read.store.keys import Keys
 
 LOCK = Keys.lock("prewarm", RunScope(DATE))
-ALERT = "LATER_READ_ALERT"
 
 
 def slow_config(sim, make_config) -> Path:
@@ -44,14 +48,12 @@ def holder_of(url: str) -> str:
 
 
 def run_prewarm(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "later_read", "prewarm", "--config", str(config),
-                           "--date", DATE, *args], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+    return run_cli("prewarm", "--config", str(config), "--date", DATE, *args, timeout=300)
 
 
 def test_a_live_holder_keeps_the_lock_and_the_waiter_exits_5_naming_it(
         sim, redis_url, mysql, make_config, tmp_path, stop_children):
-    seed(mysql, 2000)
+    seed_users(mysql, 2000)
     config = slow_config(sim, make_config)
     holder = start_prewarm(config, tmp_path / "holder.txt")
     stop_children.append(holder)
@@ -73,7 +75,7 @@ def test_a_live_holder_keeps_the_lock_and_the_waiter_exits_5_naming_it(
 
 def test_a_killed_holders_lock_expires_and_the_waiter_takes_over(
         sim, redis_url, mysql, make_config, tmp_path, stop_children):
-    expected = seed(mysql, 2000)
+    expected = seed_users(mysql, 2000)
     config = slow_config(sim, make_config)
     holder = start_prewarm(config, tmp_path / "holder.txt")
     stop_children.append(holder)
@@ -97,7 +99,7 @@ def test_a_killed_holders_lock_expires_and_the_waiter_takes_over(
 
 
 def test_lock_wait_0_fails_at_once_and_says_so(sim, redis_url, mysql, make_config):
-    seed(mysql, 10)
+    seed_users(mysql, 10)
     client = redis.Redis.from_url(redis_url)
     client.set(LOCK, "elsewhere:4242:beef", ex=60)
     client.close()
@@ -112,17 +114,17 @@ def test_lock_wait_0_fails_at_once_and_says_so(sim, redis_url, mysql, make_confi
 
 
 def test_rerun_holds_the_hours_push_lock_and_waits_for_it(redis_url, mysql, kafka_topic, sim, make_config):
-    from test_ops import consume, first_push_hour, later_read, pick, seed as seed_ops
-
-    seed_ops(mysql)
-    config, uid = make_config(), pick(sim, "rec")
-    lock = Keys.lock("push", RunScope("20261123", first_push_hour(uid)))
+    seed_day(mysql, 60)
+    config, uid = make_config(), pick(sim, "rec", 60)
+    hour = first_push_hour(uid, 60)
+    lock = Keys.lock("push", RunScope(DATE, hour))
     client = redis.Redis.from_url(redis_url)
     client.set(lock, "elsewhere:4242:beef", ex=60)
 
-    held = later_read("rerun", uid, "--date", "20261123", "--push-only", "--lock-wait", "0", "--config", str(config))
+    rerun = ("rerun", uid, "--date", DATE, "--now", at(hour), "--config", str(config))  # inside the hour's window
+    held = invoke(*rerun, "--push-only", "--lock-wait", "0")
     client.set(lock, "elsewhere:4242:beef", ex=1)  # that push ends; its lock expires in a second
-    waited = later_read("rerun", uid, "--date", "20261123", "--lock-wait", "10", "--config", str(config))
+    waited = invoke(*rerun, "--lock-wait", "10")
     client.close()
 
     assert held.exit_code == 5 and "held by elsewhere:4242:beef" in held.stderr
@@ -133,7 +135,7 @@ def test_rerun_holds_the_hours_push_lock_and_waits_for_it(redis_url, mysql, kafk
 
 def test_sigterm_while_waiting_for_the_lock_exits_6_having_done_nothing(
         sim, redis_url, mysql, make_config, tmp_path, stop_children):
-    seed(mysql, 10)
+    seed_users(mysql, 10)
     client = redis.Redis.from_url(redis_url)
     client.set(LOCK, "elsewhere:4242:beef", ex=60)
     client.close()

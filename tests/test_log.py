@@ -10,22 +10,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from helpers import unquote
 from later_read import log
 from later_read.log import ALERT_KEYWORD
 
 HOSTILE = ["bad uid", "ユーザー", "20000\n0002", f'x {ALERT_KEYWORD}" reason=forged', "", "a=b", 'q"uote',
            "back\\slash", "tab\there", "nul\x00", "bell\x07", "del\x7f", "sep\u2028x", "cr\rlf\n",
            ALERT_KEYWORD, "é-ü 漢字", "x" * 300]
-
-
-def unquote(value: str) -> str:
-    """The reader's side of logfmt quoting (what a log parser does), to check nothing is lost."""
-    if not value.startswith('"'):
-        return value
-    body = value[1:-1]
-    return re.sub(r'\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|.)', lambda m: {
-        "n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), chr(int(m.group(1)[1:], 16))
-                                               if len(m.group(1)) > 1 else m.group(1)), body)
 
 
 @pytest.mark.parametrize("value", HOSTILE)

@@ -10,15 +10,11 @@ failed ("Unknown topic or partition") and the next one found a topic with the br
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from later_read.cli import cli
-from later_read_sandbox import servers
-from later_read_sandbox.seed import connect, seed_day, uid_of
+from helpers import DATE, invoke, seed_day, servers, uid_of
 
-DATE, HOUR = "20261123", 3
+HOUR = 3
 NOW = "2026-11-23T03:05:00+08:00"  # inside HOUR's window: an explicit push of it is not refused
-TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +38,7 @@ def topics(broker) -> set[str]:
 def test_push_and_rerun_refuse_a_missing_topic_alike_and_never_create_it(
         which, auto_creating_broker, kafka_server, redis_url, mysql, sim, make_config):
     broker = auto_creating_broker if which == "auto-create on" else kafka_server
-    conn = connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        seed_day(conn, DATE, 24, TASKS, hours=(HOUR,))
-    finally:
-        conn.close()
+    seed_day(mysql, 24, hours=(HOUR,))
     topic = f"missing_{which.split()[-1]}_topic"
     config = str(make_config(kafka={"bootstrap_servers": broker.bootstrap, "topic": topic},
                              push={"wait_for_prewarm_seconds": 0}))
@@ -55,10 +47,10 @@ def test_push_and_rerun_refuse_a_missing_topic_alike_and_never_create_it(
     lines = {}
     for name, argv in commands.items():
         for attempt in (1, 2):  # the second attempt finds no topic either: the first created nothing
-            result = CliRunner().invoke(cli, argv, catch_exceptions=False)
+            result = invoke(*argv)
             assert result.exit_code == 3, (name, attempt, result.output)
             lines[name, attempt] = result.stderr.strip().splitlines()[-1]
     assert set(lines.values()) == {(f"later-read: error: Kafka topic {topic!r} not usable (Broker: Unknown topic "
-                                    "or partition); create it or fix [kafka] topic")}
+                                   "or partition); create it or fix [kafka] topic")}
     assert topic not in topics(broker)
     assert sim.stats()["ab"]["calls"] == 0  # rerun stopped before its prewarm step, as push before work

@@ -11,17 +11,10 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import redis
-from click.testing import CliRunner
 
-from later_read.cli import cli
-from later_read.store.keys import Keys
-from later_read_sandbox.seed import connect, expected_users, seed_day
-from later_read_sandbox.servers import free_port
+from helpers import DATE, TASKS, count_values, invoke, seed_day, seeding, servers
 
-DATE = "20261123"
 NOW = "2026-11-23T09:05:00+08:00"  # inside hour 9's window: an explicit push of it is not refused
-TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 USERS = 60
 
 
@@ -61,24 +54,9 @@ def pings():
 
 
 def seed(mysql) -> int:
-    conn = connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        seed_day(conn, DATE, USERS, TASKS)
-    finally:
-        conn.close()
-    return len(expected_users(DATE, USERS, TASKS))
-
-
-def values(url: str) -> int:
-    client = redis.Redis.from_url(url)
-    try:
-        return len(client.keys(Keys("rec:later_read:").rec("*")))
-    finally:
-        client.close()
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
+    """The seeded day; how many users it has."""
+    seed_day(mysql, USERS)
+    return len(seeding.expected_users(DATE, USERS, TASKS))
 
 
 def ping_lines(stderr: str) -> list[str]:
@@ -89,7 +67,7 @@ def test_a_successful_prewarm_pings_start_then_success(redis_url, mysql, sim, ma
     seed(mysql)
     check = uuid.uuid4()
     config = make_config(monitor={"prewarm_ping_url": f"http://127.0.0.1:{pings.port}/{check}"})
-    result = run("prewarm", "--config", str(config), "--date", DATE)
+    result = invoke("prewarm", "--config", str(config), "--date", DATE)
     assert result.exit_code == 0, result.output
     assert [(m, p) for m, p, _ in pings.requests] == [("POST", f"/{check}/start"), ("POST", f"/{check}")]
     body = pings.requests[1][2].splitlines()
@@ -98,11 +76,11 @@ def test_a_successful_prewarm_pings_start_then_success(redis_url, mysql, sim, ma
 
 
 def test_a_failing_push_pings_start_then_fail_with_its_exit_code(mysql, make_config, pings, tmp_path):
-    dead = free_port()
+    dead = servers.free_port()
     check = uuid.uuid4()
     config = make_config(redis={"url": f"redis://127.0.0.1:{dead}/0"},
                          monitor={"push_ping_url": f"http://127.0.0.1:{pings.port}/ping/{check}?rid=7"})
-    result = run("push", "--config", str(config), "--date", DATE, "--hour", "9", "--now", NOW)
+    result = invoke("push", "--config", str(config), "--date", DATE, "--hour", "9", "--now", NOW)
     assert result.exit_code == 3, result.output
     assert [p for _, p, _ in pings.requests] == [f"/ping/{check}/start?rid=7", f"/ping/{check}/fail?rid=7"]
     body = pings.requests[1][2].splitlines()
@@ -126,13 +104,13 @@ class Silent:
 def test_a_failing_ping_changes_nothing(failure, redis_url, mysql, sim, make_config):
     users = seed(mysql)
     target = {"down": None, "http_500": PingServer(500), "silent": Silent()}[failure]
-    port = target.port if target is not None else free_port()
+    port = target.port if target is not None else servers.free_port()
     token = uuid.uuid4()
     try:
         config = make_config(monitor={"prewarm_ping_url": f"http://127.0.0.1:{port}/{token}",
                                       "ping_timeout_seconds": 0.5})
-        result = run("prewarm", "--config", str(config), "--date", DATE)
-        down = run("push", "--config", str(make_config(redis={"url": "redis://127.0.0.1:1/0"},
+        result = invoke("prewarm", "--config", str(config), "--date", DATE)
+        down = invoke("push", "--config", str(make_config(redis={"url": "redis://127.0.0.1:1/0"},
                                                        monitor={"push_ping_url": f"http://127.0.0.1:{port}/{token}",
                                                                 "ping_timeout_seconds": 0.5})),
                    "--date", DATE, "--hour", "1", "--now", "2026-11-23T01:05:00+08:00")
@@ -140,7 +118,7 @@ def test_a_failing_ping_changes_nothing(failure, redis_url, mysql, sim, make_con
         if target is not None:
             target.close()
     assert result.exit_code == 0, result.output            # the run's outcome, as without pings
-    assert values(redis_url) == users                      # its work done
+    assert count_values(redis_url) == users                      # its work done
     assert down.exit_code == 3                             # a failed run keeps its own code too
     for output, job, last in ((result.stderr, "prewarm", "success"), (down.stderr, "push", "fail")):
         lines = ping_lines(output)

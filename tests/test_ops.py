@@ -7,29 +7,19 @@ disturb other tests.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
-from click.testing import CliRunner
 
-from later_read.cli import cli
+from helpers import DATE, TASKS, at, first_push_hour, invoke, pick, read_topic, run_cli, seed_day, seeding, servers
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read_sandbox import servers
-from later_read_sandbox.seed import connect, day_rows, seed_day, uid_of
-from later_read_sandbox.topic import TopicMessage, read_topic
-from test_push import at
 
-DATE = "20261123"
 USERS = 60
-TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 # Helpers -------------------------------------------------------------------------------------------
@@ -39,44 +29,9 @@ def later_read(*args: str):
     window, so its push step is not refused as late."""
     args = list(args)
     if args and args[0] == "rerun" and "--now" not in args and "--date" in args:
-        hour = int(args[args.index("--hour") + 1]) if "--hour" in args else first_push_hour(args[1])
+        hour = int(args[args.index("--hour") + 1]) if "--hour" in args else first_push_hour(args[1], USERS)
         args += ["--now", at(hour)]
-    return CliRunner().invoke(cli, args, catch_exceptions=False)
-
-
-def seed(mysql, users: int = USERS) -> None:
-    conn = connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        seed_day(conn, DATE, users, TASKS)
-    finally:
-        conn.close()
-
-
-def pick(sim, want: str, users: int = USERS) -> str:
-    """A seeded uid whose simulator answers lead to `want`: rec (with a card), not_in_experiment,
-    no_recommendation."""
-    for index in range(users):
-        uid = uid_of(index)
-        answer = sim.expected(uid)
-        outcome = ("not_in_experiment" if not answer["in_experiment"] else
-                   "no_recommendation" if not answer["has_rec"] else
-                   "rec" if answer["material_found"] else "rec_without_card")
-        if outcome == want:
-            return uid
-    raise AssertionError(f"no seeded user with outcome {want} among {users}")
-
-
-def first_push_hour(uid: str) -> int:
-    """The earliest push_hour of the seeded user's target rows (what rerun puts in the message); 0 for a
-    uid the day does not hold."""
-    targets = {t.replace("{date}", DATE) for t in TASKS}
-    return min((row[3] for row in day_rows(DATE, USERS, TASKS) if row[1] == uid and row[0] in targets),
-               default=0)
-
-
-def consume(kafka_topic: tuple[str, str]) -> list[TopicMessage]:
-    """Every message of the topic as (key, partition, offset, value)."""
-    return read_topic(*kafka_topic)
+    return invoke(*args)
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -100,9 +55,9 @@ def show_json(config: Path, uid: str) -> dict:
 # rerun ---------------------------------------------------------------------------------------------
 def test_rerun_of_a_user_the_prewarm_never_saw_ends_with_a_message_in_kafka(
         redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
+    seed_day(mysql, USERS)
     config = make_config()
-    uid = pick(sim, "rec")
+    uid = pick(sim, "rec", USERS)
     expected = sim.expected(uid)
     assert redis_client(redis_url).get(f"rec:later_read:{uid}") is None  # never prewarmed
 
@@ -115,13 +70,13 @@ def test_rerun_of_a_user_the_prewarm_never_saw_ends_with_a_message_in_kafka(
     assert f"material_id={expected['material_id']}" in step(out, "rec")
     assert "ttl=86400 s" in step(out, "value")
     assert out.rstrip().endswith("done")
-    messages = consume(kafka_topic)
+    messages = read_topic(*kafka_topic)
     assert len(messages) == 1
     key, partition, offset, message = messages[0]
     assert key == uid and message.msg_id == msg_id(DATE, uid)
     assert (message.rec_id, message.material_id) == (expected["rec_id"], expected["material_id"])
     assert message.trace_id == expected["trace_id"] and message.push_date == DATE
-    assert message.push_hour == first_push_hour(uid)
+    assert message.push_hour == first_push_hour(uid, USERS)
     assert f"partition={partition} offset={offset}" in step(out, "kafka")
     client = redis_client(redis_url)
     assert client.get(Keys.sent(DATE, uid)).decode() == message.msg_id
@@ -129,78 +84,78 @@ def test_rerun_of_a_user_the_prewarm_never_saw_ends_with_a_message_in_kafka(
 
 
 def test_rerun_respects_the_sent_marker_unless_force(redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
-    config, uid = make_config(), pick(sim, "rec")
+    seed_day(mysql, USERS)
+    config, uid = make_config(), pick(sim, "rec", USERS)
     assert later_read("rerun", uid, "--date", DATE, "--config", str(config)).exit_code == 0
 
     again = later_read("rerun", uid, "--date", DATE, "--push-only", "--config", str(config))
     assert again.exit_code == 0
     assert "already pushed on 20261123" in step(again.stdout, "stopped")
-    assert len(consume(kafka_topic)) == 1
+    assert len(read_topic(*kafka_topic)) == 1
 
     forced = later_read("rerun", uid, "--date", DATE, "--push-only", "--force", "--hour", "7",
                         "--config", str(config))
     assert forced.exit_code == 0, forced.output
-    messages = consume(kafka_topic)
+    messages = read_topic(*kafka_topic)
     assert [m.message.msg_id for m in messages] == [msg_id(DATE, uid)] * 2  # same id: consumers dedupe
-    assert sorted(m.message.push_hour for m in messages) == sorted([first_push_hour(uid), 7])
+    assert sorted(m.message.push_hour for m in messages) == sorted([first_push_hour(uid, USERS), 7])
 
 
 def test_rerun_dry_run_prints_everything_and_writes_nothing(redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
-    uid = pick(sim, "rec")
+    seed_day(mysql, USERS)
+    uid = pick(sim, "rec", USERS)
     result = later_read("rerun", uid, "--date", DATE, "--dry-run", "--config", str(make_config()))
     assert result.exit_code == 0, result.output
     assert "dry run: not written" in step(result.stdout, "value")
     assert orjson.loads(step(result.stdout, "message"))["msg_id"] == msg_id(DATE, uid)
     assert "not produced" in step(result.stdout, "kafka")
     assert redis_client(redis_url).keys("*") == []
-    assert consume(kafka_topic) == []
+    assert read_topic(*kafka_topic) == []
 
 
 def test_rerun_prewarm_only_then_push_only(redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
-    config, uid = make_config(), pick(sim, "rec")
+    seed_day(mysql, USERS)
+    config, uid = make_config(), pick(sim, "rec", USERS)
     first = later_read("rerun", uid, "--date", DATE, "--prewarm-only", "--config", str(config))
-    assert first.exit_code == 0 and "sent " not in first.stdout and consume(kafka_topic) == []
+    assert first.exit_code == 0 and "sent " not in first.stdout and read_topic(*kafka_topic) == []
     assert show_json(config, uid)["outcome"] == "rec"
 
     second = later_read("rerun", uid, "--date", DATE, "--push-only", "--config", str(config))
     assert second.exit_code == 0, second.output
     assert not any(line.startswith(("ab ", "rec ")) for line in second.stdout.splitlines())  # not recomputed
     assert "-> rec:" in step(second.stdout, "value")
-    assert [m[0] for m in consume(kafka_topic)] == [uid]
+    assert [m[0] for m in read_topic(*kafka_topic)] == [uid]
 
 
 @pytest.mark.parametrize("want, stop", [("not_in_experiment", "not_in_experiment"),
                                         ("no_recommendation", "no_recommendation")])
 def test_rerun_of_a_no_push_user_stores_the_outcome_and_sends_nothing(
         redis_url, mysql, kafka_topic, sim, make_config, want, stop):
-    seed(mysql)
-    config, uid = make_config(), pick(sim, want)
+    seed_day(mysql, USERS)
+    config, uid = make_config(), pick(sim, want, USERS)
     result = later_read("rerun", uid, "--date", DATE, "--config", str(config))
     assert result.exit_code == 0, result.output
     assert f"nothing to send: the value's outcome is {stop}" in step(result.stdout, "stopped")
     assert show_json(config, uid)["outcome"] == want
-    assert consume(kafka_topic) == []
+    assert read_topic(*kafka_topic) == []
 
 
 def test_rerun_stops_with_a_reason_when_it_cannot_finish(redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
+    seed_day(mysql, USERS)
     config = make_config()
     unknown = later_read("rerun", "999999999", "--date", DATE, "--config", str(config))
     assert unknown.exit_code == 1
     assert "no task rows for uid 999999999 on 20261123" in step(unknown.stdout, "stopped")
 
-    never = later_read("rerun", pick(sim, "rec"), "--date", DATE, "--push-only", "--config", str(config))
+    never = later_read("rerun", pick(sim, "rec", USERS), "--date", DATE, "--push-only", "--config", str(config))
     assert never.exit_code == 1
     assert "no usable value for 20261123 (miss)" in step(never.stdout, "stopped")
 
     sim.configure(ab={"error_5xx_rate": 1.0})
-    down = later_read("rerun", pick(sim, "rec"), "--date", DATE, "--config", str(config))
+    down = later_read("rerun", pick(sim, "rec", USERS), "--date", DATE, "--config", str(config))
     assert down.exit_code == 1
     assert "ab: http_5" in step(down.stdout, "stopped")
-    assert consume(kafka_topic) == []
+    assert read_topic(*kafka_topic) == []
 
 
 def test_rerun_bad_input_is_one_line_and_exit_2(redis_url, mysql, kafka_topic, sim, make_config):
@@ -215,9 +170,9 @@ def test_rerun_bad_input_is_one_line_and_exit_2(redis_url, mysql, kafka_topic, s
 
 # show ----------------------------------------------------------------------------------------------
 def test_show_tells_the_outcomes_apart(redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
+    seed_day(mysql, USERS)
     config = make_config()
-    users = {want: pick(sim, want) for want in ("rec", "not_in_experiment", "no_recommendation")}
+    users = {want: pick(sim, want, USERS) for want in ("rec", "not_in_experiment", "no_recommendation")}
     for uid in users.values():
         assert later_read("rerun", uid, "--date", DATE, "--prewarm-only", "--config", str(config)).exit_code == 0
     client = redis_client(redis_url)
@@ -239,8 +194,8 @@ def test_show_tells_the_outcomes_apart(redis_url, mysql, kafka_topic, sim, make_
 
 
 def test_show_text_names_markers_and_the_next_step(redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
-    config, uid = make_config(), pick(sim, "rec")
+    seed_day(mysql, USERS)
+    config, uid = make_config(), pick(sim, "rec", USERS)
     text = later_read("show", uid, "--date", DATE, "--config", str(config)).stdout
     assert "outcome    miss: never computed" in text
     assert "sent       none" in text and "prewarm    missing" in text
@@ -254,7 +209,7 @@ def test_show_text_names_markers_and_the_next_step(redis_url, mysql, kafka_topic
     assert f"sent       {msg_id(DATE, uid)}" in text
     assert "prewarm    date=20261123 finished_at=2026-11-23T00:09:12+08:00 users=60" in text
     assert "next" not in text
-    hour = first_push_hour(uid)
+    hour = first_push_hour(uid, USERS)
     window = (f"window 2026-11-23T{hour:02d}:00:00+08:00 - 2026-11-23T{hour + 2:02d}:00:00+08:00" if hour < 22
               else "window ")
     assert f"hour       {hour} (from task rows, shard 0/1) {window}" in text
@@ -262,15 +217,18 @@ def test_show_text_names_markers_and_the_next_step(redis_url, mysql, kafka_topic
 
 
 def test_show_reads_the_users_hour_in_the_day_ledger(redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
-    config, uid = make_config(push={"wait_for_prewarm_seconds": 0}), pick(sim, "rec")
-    hour = first_push_hour(uid)
+    seed_day(mysql, USERS)
+    config, uid = make_config(push={"wait_for_prewarm_seconds": 0}), pick(sim, "rec", USERS)
+    hour = first_push_hour(uid, USERS)
     assert later_read("rerun", uid, "--date", DATE, "--prewarm-only", "--config", str(config)).exit_code == 0
     pushed = later_read("push", "--date", DATE, "--hour", str(hour), "--now", at(hour), "--config", str(config))
     assert pushed.exit_code == 0, pushed.output
     found = show_json(config, uid)["push_hour"]
     assert (found["hour"], found["from"], found["shard"]) == (hour, "task rows", "0/1")
-    assert found["ledger"]["state"] in ("done", "partial") and found["ledger"]["users"] >= 1
+    hour_users = seeding.expected_users(DATE, USERS, TASKS, hour=hour)
+    first_here = seeding.expected_users(DATE, USERS, TASKS, hour=hour, earliest=True)
+    state = "done" if set(first_here) == {uid} else "partial"  # the hour's other users were never prewarmed
+    assert (found["ledger"]["state"], found["ledger"]["users"]) == (state, len(hour_users)), found["ledger"]
     other = orjson.loads(later_read("show", uid, "--date", DATE, "--hour", "3", "--json", "--config",
                                     str(config)).stdout)["push_hour"]
     assert (other["hour"], other["from"], other["ledger"]) == (3, "--hour", None)
@@ -290,10 +248,7 @@ def test_show_exit_codes(redis_url, make_config):
 
 # check ---------------------------------------------------------------------------------------------
 def run_check(config: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "later_read", "check", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return run_cli("check", "--config", str(config), *args, timeout=120)
 
 
 def verdicts(stdout: str) -> dict[str, str]:
@@ -304,7 +259,7 @@ def verdicts(stdout: str) -> dict[str, str]:
 
 def test_check_passes_with_everything_up_then_fails_clearly_with_redis_stopped(
         mysql, kafka_topic, sim, make_config):
-    seed(mysql)
+    seed_day(mysql, USERS)
     with servers.RedisServer() as own_redis:
         config = make_config(redis={"url": own_redis.url})
         up = run_check(config)
@@ -351,7 +306,7 @@ def test_check_reports_every_broken_dependency_without_printing_secrets(mysql, k
 
 
 def test_check_judges_http_services_by_their_answer(redis_url, mysql, kafka_topic, sim, make_config):
-    seed(mysql)
+    seed_day(mysql, USERS)
     sim.configure(ab={"timeout_rate": 1.0}, rec={"error_5xx_rate": 1.0}, material={"error_429_rate": 1.0})
     result = run_check(make_config(), "--timeout", "5")
     assert result.returncode == 3

@@ -11,10 +11,8 @@ tests read what those runs printed and wrote; no log line or metric name here is
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,24 +23,17 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import default_config, merge
+from helpers import ROOT, at, insert_rows, read_topic, render_toml, run_cli, seeding, servers
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read_sandbox import seed as seeding
-from later_read_sandbox.stack import render_toml
-from later_read_sandbox.topic import read_topic
-from test_push import at
 
-ROOT = Path(__file__).resolve().parents[1]
 DATE, HOUR, USERS, PREWARMED = "20261123", 9, 40, 30
 TEMPLATES = default_config()["tasks"]["ids"]
 HOSTILE_ID = "evil\nLATER_READ_ALERT x=1 " + "A" * 200
 
 
 def later_read(config: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env_path = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "later_read", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": env_path})
+    return run_cli(*args, "--config", str(config), timeout=timeout)
 
 
 def seed_hour(db, late: list[str]) -> list[str]:
@@ -51,14 +42,7 @@ def seed_hour(db, late: list[str]) -> list[str]:
     uids = [f"o{i:06d}" for i in range(USERS)]
     rows = [(task_a, uid, seeding.PROJECTS[i % 2], HOUR, "b1") for i, uid in enumerate(uids)]
     rows += [(task_a, uid, "novel", HOUR + 1, "b1") for uid in late]
-    conn = seeding.connect(db.host, db.port, db.user, db.password, db.database)
-    try:
-        seeding.create_table(conn)
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO task_data (task_id, source_uid, project, push_hour, book_id) "
-                            "VALUES (%s, %s, %s, %s, %s)", rows)
-    finally:
-        conn.close()
+    insert_rows(db, rows)
     return uids
 
 
@@ -115,10 +99,9 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
                                          "push_hour": HOUR}), i % 3) for i in range(6)]
         produce(bootstrap, topic, noise)
         start_key, before = Keys.push_start(RunScope(DATE, HOUR)), end_offsets(bootstrap, topic)
+        pushed_at = time.time()
         push = later_read(config, "push", "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR))
-        if client.get(start_key) is None:  # a push that does not record its start yet: the contract's record
-            client.set(start_key, json.dumps({"topic": topic, "offsets": before, "at": time.time()}),
-                       nx=True, ex=3 * 86400)
+        start = {"raw": client.get(start_key), "ttl": client.ttl(start_key), "around": (pushed_at, time.time())}
         pushed = [m for m in read_topic(bootstrap, topic) if m.value.get("push_date") == DATE]
         copy = pushed[0]
         hostile = orjson.dumps({"msg_id": HOSTILE_ID, "source_uid": "x\x1b[31m", "push_date": DATE,
@@ -129,6 +112,7 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
         late = later_read(config, "push", "--now", at(HOUR + 3, 1))  # 12:01: hours 9 and 10 expired, 11 caught up
         yield {"before": before, "config": config, "prewarm": prewarm, "push": push, "failed": failed, "late": late,
                "pushed": pushed, "copy": copy, "textfiles": textfiles, "client": client, "start_key": start_key,
+               "start": start,
                "bootstrap": bootstrap, "topic": topic}
     finally:
         client.close()
@@ -240,9 +224,15 @@ def sent_json(real_day, *args: str) -> dict:
 
 
 def test_the_push_start_record_is_where_the_hours_messages_begin(real_day):
-    record = json.loads(real_day["client"].get(real_day["start_key"]))
+    """The push wrote its start record itself (read right after it ran): the topic's end offsets from
+    before its first message, when it began, kept for three days."""
+    start = real_day["start"]
+    assert start["raw"] is not None, "the push wrote no start record"
+    record = json.loads(start["raw"])
+    assert sorted(record) == ["at", "offsets", "topic"]
     assert record["topic"] == real_day["topic"] and record["offsets"] == real_day["before"]
-    assert 0 < real_day["client"].ttl(real_day["start_key"]) <= 3 * 86400
+    assert start["around"][0] - 1 <= record["at"] <= start["around"][1]
+    assert 3 * 86400 - 60 < start["ttl"] <= 3 * 86400
 
 
 def test_sent_finds_the_planted_duplicate_from_the_recorded_start(real_day):
@@ -322,12 +312,11 @@ def test_sent_tally_counts_foreign_messages_without_failing():
 
 
 def test_sent_reads_the_topic_even_when_redis_is_down(real_day, tmp_path):
-    from later_read_sandbox.servers import free_port
 
     config = tmp_path / "no-redis.toml"
     text = real_day["config"].read_text(encoding="utf-8")
     url = re.search(r'url = "(redis://[^"]+)"', text).group(1)
-    config.write_text(text.replace(url, f"redis://127.0.0.1:{free_port()}/0"), encoding="utf-8")
+    config.write_text(text.replace(url, f"redis://127.0.0.1:{servers.free_port()}/0"), encoding="utf-8")
     result = later_read(config, "sent", "--date", DATE, "--hour", str(HOUR), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)

@@ -16,26 +16,30 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
 import stamina
-from click.testing import CliRunner
 
-from later_read.cli import cli
+from helpers import (
+    DATE,
+    VALUE_KEYS as KEYS,
+    assert_capped,
+    count_values,
+    expected_value,
+    invoke,
+    seed_users,
+    servers,
+    start_prewarm,
+    stored_values,
+    uid_of,
+    wait_until,
+)
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from later_read_sandbox.seed import connect, expected_users, seed_day, uid_of
-from later_read_sandbox.servers import free_port
 
-DATE = "20261123"
-TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
-KEYS = Keys("rec:later_read:")
 MARKER = Keys.prewarm_done(RunScope(DATE))
 LOCK = Keys.lock("prewarm", RunScope(DATE))
 TTL = 86400
@@ -44,40 +48,8 @@ REPORT_KEYS = {"date", "users", "cached", "not_in_experiment", "no_recommendatio
 
 
 # Helpers -------------------------------------------------------------------------------------------
-def seed(mysql, users: int) -> dict[str, tuple[str, str]]:
-    """Seed DATE (plus the noise rows of other days and task ids); uid -> (project, task_id) expected."""
-    conn = connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        day = seed_day(conn, DATE, users, TASKS)
-    finally:
-        conn.close()
-    expected = expected_users(DATE, users, TASKS)
-    assert day.both > 0 and day.rows > len(expected)  # some uids sit under both task ids / several rows
-    return expected
-
-
-def expected_value(sim, uid: str) -> dict:
-    """The value the prewarm must store for uid, from the simulator's own deterministic answers."""
-    return sim.expected_value(uid, DATE).to_dict()
-
-
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
-
-
-def stored_values(url: str) -> dict[str, dict]:
-    """uid -> decoded value of every `rec:later_read:*` key."""
-    client = redis_client(url)
-    try:
-        keys = client.keys(KEYS.rec("*"))
-        values = client.mget(keys) if keys else []
-    finally:
-        client.close()
-    return {KEYS.uid_of(k): orjson.loads(v) for k, v in zip(keys, values, strict=False)}
-
-
 def marker(url: str) -> dict | None:
-    client = redis_client(url)
+    client = redis.Redis.from_url(url)
     try:
         raw = client.get(MARKER)
     finally:
@@ -87,49 +59,12 @@ def marker(url: str) -> dict | None:
 
 def prewarm(config: Path, *args: str):
     """Run `later-read prewarm` in-process; the click Result (exit_code, stdout, stderr)."""
-    return CliRunner().invoke(cli, ["prewarm", "--config", str(config), "--date", DATE, *args])
-
-
-def start_prewarm(config: Path, stderr: Path, *args: str) -> subprocess.Popen:
-    """`python -m later_read prewarm` as a child process (for signals); stderr goes to a file."""
-    with open(stderr, "wb") as err:
-        return subprocess.Popen([sys.executable, "-m", "later_read", "prewarm", "--config", str(config),
-                                 "--date", DATE, *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
-
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def count_values(url: str) -> int:
-    client = redis_client(url)
-    try:
-        return sum(1 for _ in client.scan_iter(KEYS.rec("*"), count=1000))
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def stop_children():
-    """Children started by a test are killed even when it fails half-way."""
-    children: list[subprocess.Popen] = []
-    yield children
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=10)
+    return invoke("prewarm", "--config", str(config), "--date", DATE, *args)
 
 
 # The seeded day, exactly ----------------------------------------------------------------------------
 def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp_path):
-    expected = seed(mysql, 300)
+    expected = seed_users(mysql, 300)
     # Small pages and batches: several keyset pages, several MGET/pipeline batches.
     config = make_config(starrocks={"batch_size": 64}, redis={"batch_size": 50},
                          prewarm={"concurrency": 8})
@@ -144,7 +79,7 @@ def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp
     outcomes = [v["outcome"] for v in values.values()]
     assert {"rec", "not_in_experiment", "no_recommendation"} <= set(outcomes)
 
-    client = redis_client(redis_url)
+    client = redis.Redis.from_url(redis_url)
     try:
         ttls = [client.ttl(KEYS.rec(uid)) for uid in expected]
         assert all(TTL - 60 <= t <= TTL for t in ttls)
@@ -175,11 +110,11 @@ def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp
 
 # Rerun, --force, --uids-file ------------------------------------------------------------------------
 def test_rerun_skips_done_users_recomputes_stale_and_force_redoes_all(sim, redis_url, mysql, make_config):
-    expected = seed(mysql, 200)
+    expected = seed_users(mysql, 200)
     config = make_config(prewarm={"concurrency": 8})
     assert prewarm(config).exit_code == 0
     corrupt, stale = sorted(expected)[:2]
-    client = redis_client(redis_url)
+    client = redis.Redis.from_url(redis_url)
     try:
         client.set(KEYS.rec(corrupt), b"{not json", ex=TTL)
         client.set(KEYS.rec(stale), orjson.dumps({**expected_value(sim, stale), "date": "20261122"}), ex=TTL)
@@ -202,7 +137,7 @@ def test_rerun_skips_done_users_recomputes_stale_and_force_redoes_all(sim, redis
 
 
 def test_uids_file_restricts_the_run_and_writes_no_marker(sim, redis_url, mysql, make_config, tmp_path):
-    expected = seed(mysql, 100)
+    expected = seed_users(mysql, 100)
     chosen = sorted(expected)[10:13]
     not_today = uid_of(100)  # seeded only under other task ids: not a user of the day
     uids = tmp_path / "uids.txt"
@@ -226,7 +161,7 @@ def no_backoff():
 
 def test_thirty_percent_transient_errors_are_recovered_by_retries(sim, redis_url, mysql, make_config,
                                                                    no_backoff):
-    expected = seed(mysql, 400)
+    expected = seed_users(mysql, 400)
     sim.configure(timeout_hold_seconds=3,
                   ab={"error_5xx_rate": 0.2, "error_429_rate": 0.1},
                   rec={"error_5xx_rate": 0.2, "timeout_rate": 0.1})
@@ -250,7 +185,7 @@ def test_thirty_percent_transient_errors_are_recovered_by_retries(sim, redis_url
 
 def test_permanent_failures_are_counted_then_finished_by_a_rerun(sim, redis_url, mysql, make_config,
                                                                  tmp_path):
-    expected = seed(mysql, 200)
+    expected = seed_users(mysql, 200)
     sim.configure(rec={"malformed_rate": 0.2})  # not retried; under the breaker's 50 %
     config = make_config(prewarm={"concurrency": 8})
     report = tmp_path / "report.json"
@@ -273,26 +208,10 @@ def test_permanent_failures_are_counted_then_finished_by_a_rerun(sim, redis_url,
     assert stored_values(redis_url) == {uid: expected_value(sim, uid) for uid in expected}
 
 
-# A request may reach the simulator late (a busy host delays the first one more than the last), never early.
-ARRIVAL_SLACK_SECONDS = 0.25
-
-
-def assert_capped(stats: dict, cap: float) -> None:
-    """The calls of one endpoint's `stats` kept to `cap` per second. The contract: at most `cap` calls in any
-    one second, so N calls span at least (N - cap) / cap seconds from the first arrival to the last; that
-    floor holds on a slow host. The per-second count is checked loosely (under 2 x cap): one stall of the
-    simulator's loop moves a few dozen replies into the next second's bucket, which is not the job's doing,
-    while an uncapped or per-shard-capped job overshoots it many times."""
-    span = stats["last_at"] - stats["first_at"]
-    floor = (stats["calls"] - cap) / cap - ARRIVAL_SLACK_SECONDS
-    print(f"calls {stats['calls']} over {span:.2f} s (floor {floor:.2f} s), peak_qps {stats['peak_qps']}, "
-          f"cap {cap}")
-    assert span >= floor, stats
-    assert stats["peak_qps"] < 2 * cap, stats
 
 
 def test_per_service_qps_cap_is_respected(sim, redis_url, mysql, make_config):
-    expected = seed(mysql, 300)
+    expected = seed_users(mysql, 300)
     config = make_config(prewarm={"concurrency": 50}, services={"ab_qps": 100.0})
 
     result = prewarm(config)
@@ -303,7 +222,7 @@ def test_per_service_qps_cap_is_respected(sim, redis_url, mysql, make_config):
 
 
 def test_hard_down_service_stops_the_job_early(sim, redis_url, mysql, make_config, no_backoff):
-    expected = seed(mysql, 2000)
+    expected = seed_users(mysql, 2000)
     sim.configure(rec={"error_5xx_rate": 1.0})
     config = make_config(prewarm={"concurrency": 10})
 
@@ -330,7 +249,7 @@ def slow_run(sim, make_config, **prewarm_settings) -> Path:
 
 def test_kill_9_at_half_then_rerun_finishes_without_recomputing(sim, redis_url, mysql, make_config,
                                                                tmp_path, stop_children):
-    expected = seed(mysql, 2000)
+    expected = seed_users(mysql, 2000)
     config = slow_run(sim, make_config)
     child = start_prewarm(config, tmp_path / "killed.txt")
     stop_children.append(child)
@@ -342,7 +261,7 @@ def test_kill_9_at_half_then_rerun_finishes_without_recomputing(sim, redis_url, 
     finished = set(stored_values(redis_url))
     assert len(expected) // 2 <= len(finished) < len(expected)
     assert marker(redis_url) is None
-    client = redis_client(redis_url)
+    client = redis.Redis.from_url(redis_url)
     try:
         assert client.delete(LOCK) == 1  # the on-call step after kill -9 (else: wait 60 s)
     finally:
@@ -362,7 +281,7 @@ def test_kill_9_at_half_then_rerun_finishes_without_recomputing(sim, redis_url, 
 
 def test_sigterm_finishes_in_flight_users_prints_summary_exits_6(sim, redis_url, mysql, make_config,
                                                                  tmp_path, stop_children):
-    expected = seed(mysql, 2000)
+    expected = seed_users(mysql, 2000)
     config = slow_run(sim, make_config, progress_interval_seconds=0.5)
     stderr, report = tmp_path / "stderr.txt", tmp_path / "report.json"
     child = start_prewarm(config, stderr, "--report", str(report))
@@ -391,7 +310,7 @@ def test_sigterm_finishes_in_flight_users_prints_summary_exits_6(sim, redis_url,
 
 def test_sigterm_grace_is_bounded_stuck_users_are_cancelled(sim, redis_url, mysql, make_config, tmp_path,
                                                            stop_children):
-    seed(mysql, 200)
+    seed_users(mysql, 200)
     sim.configure(ab={"latency_ms": 5000})  # every user stuck in flight far longer than the grace
     config = make_config(prewarm={"concurrency": 10, "grace_seconds": 0.5}, services={"timeout_seconds": 30})
     stderr, report = tmp_path / "stderr.txt", tmp_path / "report.json"
@@ -412,7 +331,7 @@ def test_sigterm_grace_is_bounded_stuck_users_are_cancelled(sim, redis_url, mysq
 
 def test_starrocks_failing_mid_run_keeps_finished_work_and_exits_3(sim, redis_url, mysql, make_config,
                                                                    tmp_path, stop_children):
-    seed(mysql, 2000)
+    seed_users(mysql, 2000)
     sim.configure(ab={"latency_ms": 20})
     config = make_config(prewarm={"concurrency": 10}, starrocks={"batch_size": 100})
     stderr = tmp_path / "stderr.txt"
@@ -436,7 +355,7 @@ def test_starrocks_failing_mid_run_keeps_finished_work_and_exits_3(sim, redis_ur
 
 def test_second_concurrent_run_of_the_date_is_refused(sim, redis_url, mysql, make_config, tmp_path,
                                                       stop_children):
-    seed(mysql, 2000)
+    seed_users(mysql, 2000)
     config = slow_run(sim, make_config)
     child = start_prewarm(config, tmp_path / "first.txt")
     stop_children.append(child)
@@ -464,14 +383,14 @@ def test_bad_input_is_one_line_and_exit_2(make_config, tmp_path, args, words):
     bad.write_text('100000001\n"an unterminated quoted uid\n')
     args = [str(bad) if a == "{bad}" else a for a in args]
     # The config points at nothing that runs: input is checked before any connection.
-    result = CliRunner().invoke(cli, ["prewarm", "--config", str(make_config()), *args])
+    result = invoke("prewarm", "--config", str(make_config()), *args)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("later-read: error: ") and words in lines[0], result.stderr
 
 
 def test_unreachable_redis_is_one_line_and_exit_3(make_config):
-    config = make_config(redis={"url": f"redis://127.0.0.1:{free_port()}/0", "socket_timeout_seconds": 1.0})
+    config = make_config(redis={"url": f"redis://127.0.0.1:{servers.free_port()}/0", "socket_timeout_seconds": 1.0})
     result = prewarm(config)
     assert result.exit_code == 3
     lines = result.stderr.strip().splitlines()

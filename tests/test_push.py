@@ -9,161 +9,67 @@ to the high watermarks, so a test knows it saw everything without waiting for an
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
-import anyio
 import pytest
 import redis
-from click.testing import CliRunner
 
-from later_read.cli import cli
-from later_read.config.settings import RedisSettings
+from helpers import (
+    ALERT,
+    DATE,
+    TASKS,
+    Oracle,
+    at,
+    consume,
+    oracle_value,
+    prewarm_values,
+    push_config,
+    pushable,
+    run_cli,
+    run_push,
+    seed_day,
+    seed_hour,
+    seeding,
+    sent_markers,
+    servers,
+    start_cli,
+    topic_size,
+)
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.core.value import CachedValue, encode
-from later_read.store import Store
-from later_read.store.client import open_redis
 from later_read.store.keys import Keys
-from later_read_sandbox import seed as seeding
-from later_read_sandbox.simulator.oracle import Oracle
-from later_read_sandbox.topic import read_topic, topic_size
 
-DATE = "20261123"
-TEMPLATES = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
-ALERT = "LATER_READ_ALERT"
 REPORT_KEYS = {"date", "hour", "users", "sent", "misses", "not_in_experiment", "no_recommendation",
                "material_not_found", "already_sent", "failed", "duration_seconds"}
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------------------
-# Helpers: seeding, prewarming, running, consuming
-
-
-def seed_day(mysql, users: int) -> None:
-    conn = seeding.connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        seeding.seed_day(conn, DATE, users, TEMPLATES)
-    finally:
-        conn.close()
-
-
-def seed_hour(mysql, users: int, hour: int, prefix: str = "k") -> dict[str, tuple[str, str]]:
-    """A custom day: `users` users all at `hour` (every 5th also under the second task id)."""
-    task_a, task_b = (t.replace("{date}", DATE) for t in TEMPLATES)
-    rows, expected = [], {}
-    for i in range(users):
-        uid, project = f"{prefix}{i:06d}", seeding.PROJECTS[i % 2]
-        rows.append((task_a, uid, project, hour, "b1"))
-        if i % 5 == 0:
-            rows.append((task_b, uid, project, hour, "b2"))
-        expected[uid] = (project, min(task_a, task_b))
-    conn = seeding.connect(mysql.host, mysql.port, mysql.user, mysql.password, mysql.database)
-    try:
-        seeding.create_table(conn)
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO task_data (task_id, source_uid, project, push_hour, book_id) "
-                            "VALUES (%s, %s, %s, %s, %s)", rows)
-    finally:
-        conn.close()
-    return expected
-
-
-def oracle_value(sim, uid: str, date: str = DATE) -> CachedValue:
-    """What the prewarm stores for uid, from the simulator's deterministic answers."""
-    return sim.expected_value(uid, date)
-
-
-def prewarm(redis_url: str, values: dict[str, CachedValue], done: bool = True) -> None:
-    """Write the values (and the completion marker) the way the prewarm does, through Store."""
-    async def write() -> None:
-        settings = RedisSettings(url=redis_url)
-        client = open_redis(settings)
-        try:
-            store = Store(client, settings)
-            items = [(uid, encode(value)) for uid, value in values.items()]
-            for start in range(0, len(items), 1000):
-                await store.put_values(items[start:start + 1000])
-            if done:
-                await store.put_prewarm_done(RunScope(DATE), {"users": len(values), "finished_at": time.time()})
-        finally:
-            await client.aclose()
-
-    anyio.run(write)
+# Helpers: prewarming, running
 
 
 def prewarm_day(redis_url: str, sim, users: int, extra: int = 0) -> dict[str, CachedValue]:
     """Values for every user of the seeded day (all hours) plus `extra` noise-only uids."""
     uids = [seeding.uid_of(i) for i in range(users + extra)]
     values = {uid: oracle_value(sim, uid) for uid in uids}
-    prewarm(redis_url, values)
+    prewarm_values(redis_url, values)
     return values
 
 
-def at(hour: int, minute: int = 1, date: str = DATE, offset: str = "+08:00") -> str:
-    """`--now` for minute `minute` of hour `hour` of `date` (Asia/Shanghai by default): inside the hour's
-    window, so an explicit push of that hour is not refused as expired."""
-    return f"{date[:4]}-{date[4:6]}-{date[6:]}T{hour:02d}:{minute:02d}:00{offset}"
-
-
-def run_push(config: Path, *args: str, hour: int | None = None):
-    argv = ["push", "--config", str(config), "--date", DATE, "--now", at(hour or 0), *args]
-    if hour is not None:
-        argv += ["--hour", str(hour)]
-    return CliRunner().invoke(cli, argv, catch_exceptions=False)
-
-
-def push_command(config: Path, hour: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "later_read", "push", "--config", str(config), "--date", DATE,
-            "--hour", str(hour), "--now", at(hour), *args]
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def consume(kafka_topic: tuple[str, str]) -> list[tuple[str, dict]]:
-    """Every message in the topic as (key, value)."""
-    return [(m.key, m.value) for m in read_topic(*kafka_topic)]
-
-
-def sent_markers(redis_url: str) -> dict[str, str]:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=Keys.sent(DATE, "*"), count=1000))
-        values = client.mget(keys) if keys else []
-        return {k.decode().rsplit(":", 1)[1]: v.decode() for k, v in zip(keys, values, strict=True)}
-    finally:
-        client.close()
-
-
-def pushable(sim, picked: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
-    """The users among `picked` who get a message: in the experiment, a recommendation, a card."""
-    out = {}
-    for uid, where in picked.items():
-        e = sim.expected(uid)
-        if e["in_experiment"] and e["has_rec"] and e["material_found"]:
-            out[uid] = where
-    return out
+def push_args(config: Path, hour: int, *args: str) -> list[str]:
+    """`push` of `hour` of DATE at a minute into the hour (inside its window)."""
+    return ["push", "--config", str(config), "--date", DATE, "--hour", str(hour), "--now", at(hour), *args]
 
 
 def summary_line(stderr: str, name: str = "push.summary") -> str:
     lines = [line for line in stderr.splitlines() if f" {name} " in f" {line} "]
     assert lines, f"no {name} line in:\n{stderr[-3000:]}"
     return lines[-1]
-
-
-def push_config(make_config, **push):
-    return make_config(push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, **push})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,8 +140,8 @@ def test_hour_yields_exactly_its_users_once_with_correct_fields(
     result = run_push(push_config(make_config), "--report", str(report), hour=hour)
     assert result.exit_code == 0, result.output
 
-    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
-    own = seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True)  # the others: hour 4's
+    picked = seeding.expected_users(DATE, users, TASKS, hour=hour)
+    own = seeding.expected_users(DATE, users, TASKS, hour=hour, earliest=True)  # the others: hour 4's
     expected = pushable(sim, own)
     messages = consume(kafka_topic)
     # The precedence bug (`a OR b AND c`) would add other hours' users and the noise task ids' users.
@@ -285,7 +191,7 @@ def test_later_hour_holding_the_same_uid_sends_nothing_new(
     users = 2400
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
-    by_hour = [seeding.expected_users(DATE, users, TEMPLATES, hour=h) for h in range(24)]
+    by_hour = [seeding.expected_users(DATE, users, TASKS, hour=h) for h in range(24)]
     hour = next(h for h in range(23) if set(pushable(sim, by_hour[h])) & set(by_hour[h + 1]))
     shared = set(by_hour[hour]) & set(by_hour[hour + 1])  # rows under both task ids, two hours
     config = push_config(make_config)
@@ -332,8 +238,8 @@ def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
     users, hour = 2400, 7
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
-    hour_users = seeding.expected_users(DATE, users, TEMPLATES, hour=hour)
-    picked = sorted(seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True))
+    hour_users = seeding.expected_users(DATE, users, TASKS, hour=hour)
+    picked = sorted(seeding.expected_users(DATE, users, TASKS, hour=hour, earliest=True))
     deleted, stale = picked[:37], picked[37]
     client = redis.Redis.from_url(redis_url)
     client.delete(*[Keys().rec(uid) for uid in deleted])
@@ -346,9 +252,9 @@ def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
     assert ALERT in line and " count=38 " in line and f" users={len(hour_users)} " in line
     assert f" ratio={38 / len(hour_users):.6f} " in line
     assert " misses=38 " in summary_line(result.stderr)
-    per_user = [line for line in result.stderr.splitlines() if " push.cache_miss " in f" {line} "]
-    assert len(per_user) == 5 and all(ALERT in line for line in per_user)  # rate-limited
-    assert len([line for line in result.stderr.splitlines() if "push.cache_miss_suppressed" in line]) == 1
+    per_user = [text for text in result.stderr.splitlines() if " push.cache_miss " in f" {text} "]
+    assert len(per_user) == 5 and all(ALERT in text for text in per_user)  # rate-limited
+    assert len([text for text in result.stderr.splitlines() if "push.cache_miss_suppressed" in text]) == 1
     sent = {key for key, _ in consume(kafka_topic)}
     assert not sent & {*deleted, stale}
     assert sent == set(pushable(sim, dict.fromkeys(set(picked) - set(deleted) - {stale}, ("", ""))))
@@ -359,7 +265,7 @@ def test_corrupt_value_is_counted_and_alerted_never_a_crash(
     users, hour = 480, 9
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
-    picked = sorted(seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True))
+    picked = sorted(seeding.expected_users(DATE, users, TASKS, hour=hour, earliest=True))
     client = redis.Redis.from_url(redis_url)
     client.set(Keys().rec(picked[0]), b'{"rec_id": "r-1", "trunc')
     client.set(Keys().rec(picked[1]), b'{"outcome": "rec", "date": "20261123", "rec_id": ""}')
@@ -368,8 +274,8 @@ def test_corrupt_value_is_counted_and_alerted_never_a_crash(
     report = tmp_path / "r.json"
     result = run_push(push_config(make_config), "--report", str(report), hour=hour)
     assert result.exit_code == 0, result.output
-    alerts = [line for line in result.stderr.splitlines() if "push.corrupt_value " in line]
-    assert len(alerts) == 2 and all(ALERT in line for line in alerts)
+    alerts = [text for text in result.stderr.splitlines() if "push.corrupt_value " in text]
+    assert len(alerts) == 2 and all(ALERT in text for text in alerts)
     assert f"uid={picked[0]}" in alerts[0] and "not JSON" in alerts[0]
     assert " count=2 " in summary_line(result.stderr, "push.corrupt_values")
     data = json.loads(report.read_text())
@@ -383,7 +289,7 @@ def test_material_fetched_once_per_distinct_card_and_not_found_counted(
     sim.configure(materials=12, not_found_ratio=0.25)
     users, hour = 2400, 4
     seed_day(mysql, users)
-    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True)
+    picked = seeding.expected_users(DATE, users, TASKS, hour=hour, earliest=True)
     values = {}
     for uid in picked:  # rec_id shared per book, as a real engine's strategy/slot id is
         value = oracle_value(sim, uid)
@@ -391,7 +297,7 @@ def test_material_fetched_once_per_distinct_card_and_not_found_counted(
             value = CachedValue("rec", DATE, value.trace_id, f"rec-{value.material_id}", "book",
                                 value.material_id)
         values[uid] = value
-    prewarm(redis_url, values)
+    prewarm_values(redis_url, values)
     sim.reset()
 
     report = tmp_path / "r.json"
@@ -413,17 +319,19 @@ def test_missing_prewarm_marker_waits_then_alerts_and_pushes(
         redis_url, mysql, kafka_topic, sim, make_config):
     users, hour = 480, 2
     seed_day(mysql, users)
-    prewarm(redis_url, {seeding.uid_of(i): oracle_value(sim, seeding.uid_of(i)) for i in range(users)},
+    prewarm_values(redis_url, {seeding.uid_of(i): oracle_value(sim, seeding.uid_of(i)) for i in range(users)},
             done=False)
     config = make_config(push={"wait_for_prewarm_seconds": 1.5})
-    started = time.monotonic()
     result = run_push(config, hour=hour)
     assert result.exit_code == 0, result.output
-    assert time.monotonic() - started >= 1.5
-    assert "push.waiting_for_prewarm" in result.stderr
+    first_wait = next(ln for ln in result.stderr.splitlines() if " push.waiting_for_prewarm " in ln)
+    assert first_wait.endswith(f" push.waiting_for_prewarm date={DATE} hour={hour} waited_seconds=0.000 "
+                               "wait_seconds=1.500 hours_ready=0")
     line = summary_line(result.stderr, "push.prewarm_unfinished")
-    assert line.rstrip().endswith(ALERT) and f"date={DATE}" in line
-    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True)
+    assert line.rstrip().endswith(ALERT) and f"date={DATE} hour={hour} waited_seconds=" in line
+    fields = dict(f.split("=", 1) for f in line.split(" push.prewarm_unfinished ", 1)[1].split(" ")[:4])
+    assert float(fields["waited_seconds"]) >= 1.5 and fields["hours_ready"] == "0"  # gave up only past the wait
+    picked = seeding.expected_users(DATE, users, TASKS, hour=hour, earliest=True)
     assert {key for key, _ in consume(kafka_topic)} == set(pushable(sim, picked))
 
 
@@ -437,7 +345,7 @@ def test_dry_run_prints_messages_without_kafka_or_markers(
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
     config = make_config(push={"wait_for_prewarm_seconds": 600})  # a dry run never waits
-    expected = pushable(sim, seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True))
+    expected = pushable(sim, seeding.expected_users(DATE, users, TASKS, hour=hour, earliest=True))
 
     result = run_push(config, "--dry-run", hour=hour)
     assert result.exit_code == 0, result.output
@@ -449,7 +357,7 @@ def test_dry_run_prints_messages_without_kafka_or_markers(
     result = run_push(config, "--dry-run", "--output", str(out), hour=hour)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert sorted(json.loads(line)["source_uid"] for line in out.read_text().splitlines()) == sorted(expected)
+    assert sorted(json.loads(text)["source_uid"] for text in out.read_text().splitlines()) == sorted(expected)
     assert topic_size(*kafka_topic) == 0
     assert sent_markers(redis_url) == {}
 
@@ -460,8 +368,8 @@ def test_dry_run_prints_messages_without_kafka_or_markers(
 def test_on_miss_live_computes_within_budget(redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     users, hour = 2400, 8
     seed_day(mysql, users)
-    picked = seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True)
-    prewarm(redis_url, {})  # only the marker: the prewarm "missed" everyone
+    picked = seeding.expected_users(DATE, users, TASKS, hour=hour, earliest=True)
+    prewarm_values(redis_url, {})  # only the marker: the prewarm "missed" everyone
     budget = 40
     report = tmp_path / "r.json"
     result = run_push(push_config(make_config, live_budget=budget, miss_log_limit=2),
@@ -496,7 +404,7 @@ def test_material_service_down_stops_with_exit_4_nothing_sent(
         redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     hour = 13
     expected = seed_hour(mysql, 400, hour, prefix="m")
-    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     sim.configure(material={"error_5xx_rate": 1.0})
     report = tmp_path / "r.json"
     config = make_config(push={"wait_for_prewarm_seconds": 0, "concurrency": 4},
@@ -528,12 +436,11 @@ def test_kill_9_while_producing_then_rerun_leaves_one_msg_id_per_user(
         redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     hour, users = 14, 4000
     expected = seed_hour(mysql, users, hour)
-    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     sim.configure(material={"latency_ms": 40})
     config = push_config(make_config, concurrency=8)
     log = (tmp_path / "kill.log").open("wb")
-    process = subprocess.Popen(push_command(config, hour), stdout=subprocess.DEVNULL, stderr=log,
-                               env=subprocess_env())
+    process = start_cli(*push_args(config, hour), stdout=subprocess.DEVNULL, stderr=log)
     try:
         before = _wait_for_messages(kafka_topic, 500, process)
         process.send_signal(signal.SIGKILL)
@@ -550,8 +457,7 @@ def test_kill_9_while_producing_then_rerun_leaves_one_msg_id_per_user(
     client.delete(Keys.lock("push", RunScope(DATE, hour)))  # the documented on-call step after a kill -9
     client.close()
     sim.configure(material={"latency_ms": 0})
-    rerun = subprocess.run(push_command(config, hour), capture_output=True, text=True, timeout=300,
-                           env=subprocess_env())
+    rerun = run_cli(*push_args(config, hour), timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     messages = consume(kafka_topic)
@@ -570,14 +476,14 @@ def test_sigterm_stops_cleanly_and_the_rerun_adds_no_duplicate(
         redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     hour, users = 15, 1500
     expected = seed_hour(mysql, users, hour, prefix="s")
-    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     sim.configure(material={"latency_ms": 40})
     config = push_config(make_config, concurrency=8, grace_seconds=10)
     report = tmp_path / "r.json"
     log = tmp_path / "term.log"
     with log.open("wb") as err:
-        process = subprocess.Popen(push_command(config, hour, "--report", str(report)),
-                                   stdout=subprocess.DEVNULL, stderr=err, env=subprocess_env())
+        process = start_cli(*push_args(config, hour, "--report", str(report)), stdout=subprocess.DEVNULL,
+                                stderr=err)
         try:
             _wait_for_messages(kafka_topic, 200, process)
             process.send_signal(signal.SIGTERM)
@@ -596,8 +502,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_adds_no_duplicate(
     assert set(sent_markers(redis_url)) == {key for key, _ in in_topic}  # every delivery marked
 
     sim.configure(material={"latency_ms": 0})
-    rerun = subprocess.run(push_command(config, hour), capture_output=True, text=True, timeout=300,
-                           env=subprocess_env())
+    rerun = run_cli(*push_args(config, hour), timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     keys = [key for key, _ in consume(kafka_topic)]
     assert len(keys) == len(set(keys)) and set(keys) == set(pushable(sim, expected))
@@ -611,7 +516,7 @@ def test_broker_unreachable_is_one_clear_error_exit_3_nobody_marked(
                          push={"wait_for_prewarm_seconds": 0})
     result = run_push(config, hour=0)
     assert result.exit_code == 3
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [text for text in result.stderr.splitlines() if text.strip()]
     assert errors == [errors[-1]] and errors[-1].startswith("later-read: error: Kafka at 127.0.0.1:1 "
                                                             "unreachable"), result.stderr
     assert "bootstrap_servers" in errors[-1]
@@ -637,7 +542,7 @@ def test_undelivered_messages_are_counted_alerted_and_unmarked(
     result = run_push(config, "--report", str(report), hour=hour)
     assert result.exit_code == 1, result.output
     data = json.loads(report.read_text())
-    expected = pushable(sim, seeding.expected_users(DATE, users, TEMPLATES, hour=hour, earliest=True))
+    expected = pushable(sim, seeding.expected_users(DATE, users, TASKS, hour=hour, earliest=True))
     assert data["failures"]["undelivered"] == len(expected) and data["sent"] == 0
     assert data["status"] == "failures"
     line = summary_line(result.stderr, "push.undelivered")
@@ -648,13 +553,11 @@ def test_undelivered_messages_are_counted_alerted_and_unmarked(
 def test_broker_dying_mid_run_counts_undelivered_and_marks_only_confirmed(
         redis_url, mysql, sim, make_config, tmp_path):
     """A private broker (the session one stays up for other tests) is SIGKILLed while the push produces."""
-    from later_read_sandbox.servers import KafkaServer
-
     hour, users = 16, 1500
     expected = seed_hour(mysql, users, hour, prefix="d")
-    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     sim.configure(material={"latency_ms": 40})
-    with KafkaServer() as broker:  # never the external one: this test kills it
+    with servers.KafkaServer() as broker:  # never the external one: this test kills it
         topic = broker.create_topic("later_read_dying", partitions=3)
         config = make_config(kafka={"bootstrap_servers": broker.bootstrap, "topic": topic,
                                     "librdkafka": {"message.timeout.ms": 3000}},
@@ -662,8 +565,8 @@ def test_broker_dying_mid_run_counts_undelivered_and_marks_only_confirmed(
                                    "flush_timeout_seconds": 5})
         report = tmp_path / "r.json"
         with (tmp_path / "dying.log").open("wb") as err:
-            process = subprocess.Popen(push_command(config, hour, "--report", str(report)),
-                                       stdout=subprocess.DEVNULL, stderr=err, env=subprocess_env())
+            process = start_cli(*push_args(config, hour, "--report", str(report)), stdout=subprocess.DEVNULL,
+                                stderr=err)
             try:
                 _wait_for_messages((broker.bootstrap, topic), 200, process)
                 broker.stop_process(graceful=False)
@@ -685,8 +588,7 @@ def test_broker_dying_mid_run_counts_undelivered_and_marks_only_confirmed(
         in_topic = {key for key, _ in consume((broker.bootstrap, topic))}
         assert set(markers) <= in_topic  # a marker only ever follows a confirmed delivery
         sim.configure(material={"latency_ms": 0})
-        rerun = subprocess.run(push_command(config, hour), capture_output=True, text=True, timeout=300,
-                               env=subprocess_env())
+        rerun = run_cli(*push_args(config, hour), timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         ids: dict[str, set[str]] = {}
         for key, body in consume((broker.bootstrap, topic)):

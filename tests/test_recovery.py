@@ -12,20 +12,30 @@ from collections import Counter
 
 import orjson
 import redis
-from click.testing import CliRunner
 
-from later_read.cli import cli
+from helpers import (
+    DATE,
+    at,
+    consume,
+    invoke,
+    oracle_value,
+    prewarm_values,
+    push_config,
+    pushable,
+    run_push,
+    seed_hour,
+    sent_markers,
+)
 from later_read.core.message import msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
-from test_push import DATE, at, consume, oracle_value, prewarm, push_config, pushable, run_push, seed_hour, sent_markers
 
 HOUR = 7
 
 
 def _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config, users: int = 300):
     expected = seed_hour(mysql, users, HOUR, prefix="r")
-    prewarm(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
+    prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     config = push_config(make_config, concurrency=8)
     first = run_push(config, hour=HOUR)
     assert first.exit_code == 0, first.output
@@ -50,7 +60,7 @@ def _one_each(kafka_topic, want) -> None:
 
 def test_start_record_holds_the_end_offsets_before_the_first_message(
         redis_url, mysql, kafka_topic, sim, make_config):
-    _, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
+    _config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     client = redis.Redis.from_url(redis_url)
     start = orjson.loads(client.get(Keys.push_start(RunScope(DATE, HOUR))))
     entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, HOUR))))
@@ -99,8 +109,7 @@ def test_rerun_uid_takes_the_same_path_and_sends_nothing_twice(
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     uid = min(want)
     _forget(redis_url, [uid])
-    result = CliRunner().invoke(cli, ["rerun", uid, "--config", str(config), "--date", DATE, "--push-only",
-                                      "--now", at(HOUR)], catch_exceptions=False)
+    result = invoke("rerun", uid, "--config", str(config), "--date", DATE, "--push-only", "--now", at(HOUR))
     assert result.exit_code == 0, result.output
     assert "unfinished push run" in result.output and "already pushed" in result.output
     _one_each(kafka_topic, want)

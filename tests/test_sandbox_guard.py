@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from fake_mysql import FakeMySQL
+from helpers import run_cli
 from later_read_sandbox.seed import create_table, day_rows
 from later_read_sandbox.servers import MariaDBServer
 from later_read_sandbox.stack import DEFAULT_TASKS
@@ -50,8 +50,7 @@ def rows(server) -> list[tuple]:
 
 def seed(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LATER_READ_")} | (env or {})
-    return subprocess.run([sys.executable, "-m", "later_read", "sandbox", "seed", "--users", "30", "--date", DATE,
-                           *args], capture_output=True, text=True, timeout=120, env=environ)
+    return run_cli("sandbox", "seed", "--users", "30", "--date", DATE, *args, env=environ, timeout=120)
 
 
 def starrocks_of(server) -> dict:

@@ -7,21 +7,32 @@ shard's prewarm marker.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
-import sys
 import zlib
 
 import orjson
 import pytest
 import redis
 
+from helpers import (
+    CONFIG_PATH,
+    DATE,
+    ROOT,
+    assert_capped,
+    assert_cli_accepts,
+    at,
+    configmap_settings,
+    consume,
+    manifests,
+    seed_hour,
+    seeding,
+    start_cli,
+)
 from later_read.core.scope import JOB_INDEX_ENV, RunScope, Shard, parse_shard
 from later_read.errors import UsageError
 from later_read.store.keys import Keys
-from later_read_sandbox import seed as seeding
-from test_prewarm import assert_capped
-from test_push import DATE, at, consume, seed_hour, subprocess_env
 
 HOUR = 9
 SHARDS = 4
@@ -60,15 +71,15 @@ def test_mariadb_crc32_is_zlib_crc32_so_the_split_is_the_same_everywhere(mysql):
 
 
 def job(config, name: str, shard: int | None, via_env: bool = False) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "later_read", name, "--config", str(config), "--date", DATE]
+    argv = [name, "--config", str(config), "--date", DATE]
     if name == "push":
         argv += ["--hour", str(HOUR), "--now", at(HOUR)]
-    env = subprocess_env()
+    env = dict(os.environ)
     if shard is not None and via_env:
         env[JOB_INDEX_ENV] = str(shard)  # what Kubernetes sets in an Indexed Job's pod
     elif shard is not None:
         argv += ["--shard", f"{shard}/{SHARDS}"]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_cli(*argv, env=env)
 
 
 def wait_all(children: list[subprocess.Popen]) -> list[str]:
@@ -176,21 +187,20 @@ def lua_calls(client: redis.Redis) -> int:
 def test_the_indexed_cronjob_runs_one_shard_per_completion_index(job, tmp_path):
     import yaml
 
-    from test_deploy import CONFIG_PATH, ROOT, assert_cli_accepts, configmap_settings, manifests
-
     path = ROOT / "deploy" / "sharded" / f"{job}-indexed-cronjob.yaml"
     cronjob = yaml.safe_load(path.read_text(encoding="utf-8"))
     plain = manifests()[("CronJob", f"later-read-{job}")]  # same schedule and zone as the unsharded one
     assert (cronjob["spec"]["schedule"], cronjob["spec"]["timeZone"]) == (
         plain["spec"]["schedule"], plain["spec"]["timeZone"])
     spec = cronjob["spec"]["jobTemplate"]["spec"]
-    assert spec["completionMode"] == "Indexed" and spec["backoffLimitPerIndex"] >= 1
+    assert spec["completionMode"] == "Indexed"
+    assert spec["backoffLimitPerIndex"] == plain["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 2
     [container] = spec["template"]["spec"]["containers"]
     assert container["command"] == ["later-read", job, "--config", CONFIG_PATH]
     assert_cli_accepts(container["command"])
     env = {e["name"]: e.get("value") for e in container["env"]}
     count = int(env["LATER_READ__SHARDS__COUNT"])
-    assert spec["completions"] == spec["parallelism"] == count > 1
+    assert spec["completions"] == spec["parallelism"] == count == 4
     # Each pod's shard: K from JOB_COMPLETION_INDEX (what Kubernetes sets), N from the config + env.
     from later_read.config.settings import load_settings
 

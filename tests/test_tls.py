@@ -8,19 +8,13 @@ import ssl
 import pymysql
 import pytest
 import redis
-from click.testing import CliRunner
 
 from fake_mysql import FakeMySQL
-from later_read.cli import cli
+from helpers import DATE, TASKS, invoke, seeding, servers
 from later_read.clients.starrocks import connect_options
 from later_read.config.settings import load_settings
 from later_read.store.keys import Keys
-from later_read_sandbox.seed import expected_users, seed_day
-from later_read_sandbox.servers import MariaDBServer
 from tls_certs import CA
-
-DATE = "20261123"
-TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +22,19 @@ def tls_db(tmp_path_factory):
     """A MariaDB of its own whose certificate names 127.0.0.1 only, signed by `ca`; a day seeded in it."""
     folder = tmp_path_factory.mktemp("tls")
     ca = CA(folder, "trusted")
-    server = MariaDBServer(tls=ca.server(["127.0.0.1"]))
+    server = servers.MariaDBServer(tls=ca.server(["127.0.0.1"]))
     server.start()
     try:
         with server.connect() as conn:
-            seed_day(conn, DATE, 40, TASKS)
+            seeding.seed_day(conn, DATE, 40, TASKS)
         yield server, ca, CA(folder, "other")
     finally:
         server.stop()
 
 
-def starrocks(server: MariaDBServer, **tls) -> dict:
+def starrocks(server: servers.MariaDBServer, **tls) -> dict:
     return {"host": "127.0.0.1", "port": server.port, "user": server.user, "password": server.password,
             "database": server.database, "connect_timeout_seconds": 3, **tls}
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 def starrocks_line(result) -> str:
@@ -58,13 +48,13 @@ def test_a_verified_connection_reads_users_over_tls(tls_db, redis_url, sim, make
     with pymysql.connect(**options) as conn, conn.cursor() as cur:
         cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
         assert cur.fetchone()[1].startswith("TLS")  # the session itself is encrypted
-    checked = run("check", "--config", str(config), "--timeout", "5")
+    checked = invoke("check", "--config", str(config), "--timeout", "5")
     assert starrocks_line(checked).startswith("ok   starrocks"), checked.stdout
-    prewarm = run("prewarm", "--config", str(config), "--date", DATE)
+    prewarm = invoke("prewarm", "--config", str(config), "--date", DATE)
     assert prewarm.exit_code == 0, prewarm.output
     client = redis.Redis.from_url(redis_url)
     try:
-        assert len(client.keys(Keys("rec:later_read:").rec("*"))) == len(expected_users(DATE, 40, TASKS))
+        assert len(client.keys(Keys("rec:later_read:").rec("*"))) == len(seeding.expected_users(DATE, 40, TASKS))
     finally:
         client.close()
 
@@ -72,10 +62,10 @@ def test_a_verified_connection_reads_users_over_tls(tls_db, redis_url, sim, make
 def test_a_certificate_from_another_ca_fails_with_one_line(tls_db, redis_url, make_config):
     server, _, other = tls_db
     config = make_config(starrocks=starrocks(server, tls=True, tls_ca_file=other.path))
-    checked = run("check", "--config", str(config), "--timeout", "5")
+    checked = invoke("check", "--config", str(config), "--timeout", "5")
     assert starrocks_line(checked).startswith("FAIL starrocks")
     assert "TLS handshake failed (certificate verify failed" in starrocks_line(checked)
-    prewarm = run("prewarm", "--config", str(config), "--date", DATE)
+    prewarm = invoke("prewarm", "--config", str(config), "--date", DATE)
     assert prewarm.exit_code == 3
     assert prewarm.stderr.splitlines()[-1] == (
         f"later-read: error: StarRocks at 127.0.0.1:{server.port}: TLS handshake failed (certificate verify failed: "
@@ -86,7 +76,7 @@ def test_a_certificate_from_another_ca_fails_with_one_line(tls_db, redis_url, ma
 def test_a_certificate_for_another_name_fails_unless_the_host_is_not_verified(tls_db, redis_url, make_config):
     server, ca, _ = tls_db
     by_name = starrocks(server, tls=True, tls_ca_file=ca.path, host="localhost")
-    prewarm = run("prewarm", "--config", str(make_config(starrocks=by_name)), "--date", DATE)
+    prewarm = invoke("prewarm", "--config", str(make_config(starrocks=by_name)), "--date", DATE)
     assert prewarm.exit_code == 3
     assert prewarm.stderr.splitlines()[-1].startswith(
         f"later-read: error: StarRocks at localhost:{server.port}: TLS handshake failed (certificate verify "
@@ -100,7 +90,7 @@ def test_a_certificate_for_another_name_fails_unless_the_host_is_not_verified(tl
 
 
 def test_tls_asked_of_a_server_without_it_is_one_line(mysql, redis_url, make_config):
-    prewarm = run("prewarm", "--config", str(make_config(starrocks={"tls": True})), "--date", DATE)
+    prewarm = invoke("prewarm", "--config", str(make_config(starrocks={"tls": True})), "--date", DATE)
     assert prewarm.exit_code == 3
     assert prewarm.stderr.splitlines()[-1] == (
         f"later-read: error: StarRocks at {mysql.host}:{mysql.port} does not offer TLS (SSL is required but the "
@@ -110,7 +100,7 @@ def test_tls_asked_of_a_server_without_it_is_one_line(mysql, redis_url, make_con
 def test_a_cleartext_password_is_refused_without_tls_before_it_is_sent(make_config):
     with FakeMySQL() as fake:
         config = make_config(starrocks={"host": "127.0.0.1", "port": fake.port, "password": "Cleartext-Canary-9"})
-        checked = run("check", "--config", str(config), "--timeout", "3")
+        checked = invoke("check", "--config", str(config), "--timeout", "3")
     assert fake.switched == 1 and fake.received == []  # asked, and got nothing
     line = starrocks_line(checked)
     assert line.startswith("FAIL starrocks")
