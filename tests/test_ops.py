@@ -334,11 +334,10 @@ def metrics_settings(make_config, **metrics):
 
 
 def finished(job: str, status: str, counts: dict, failures: dict | None = None):
-    from collections import Counter
-
+    from later_read.core.counts import RunCounts
     from later_read.jobs.summary import Summary
 
-    summary = Summary(job, DATE, counts=Counter(counts), failures=Counter(failures or {}))
+    summary = Summary(job, DATE, run_counts=RunCounts(counts, failures))
     summary.finish(status)
     return summary
 

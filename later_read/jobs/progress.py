@@ -2,6 +2,8 @@
 
 On a terminal: a bar redrawn in place with rate and ETA. Otherwise (cron, Kubernetes): one
 `<job>.progress done=... rate=... eta=...` line every `interval` seconds, so logs stay greppable.
+`done` is read from the run's recorder (core/counts.py `RunCounts.settled`): the users settled since the
+progress began; nothing feeds it per user.
 """
 
 from __future__ import annotations
@@ -16,24 +18,27 @@ from typing import IO, Any
 import anyio
 import orjson
 
+from later_read.core.counts import RunCounts
 from later_read.errors import UsageError
 from later_read.files import write_atomic
 from later_read.log import event, get_logger
 
 
 class Progress:
-    def __init__(self, job: str, interval: float, total: int | None = None,
+    def __init__(self, job: str, interval: float, counts: RunCounts, total: int | None = None,
                  stream: IO[str] | None = None) -> None:
         self.job, self.interval, self.total = job, interval, total
+        self.counts, self.base = counts, counts.settled  # `done` counts from here (the push: per hour)
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.done = 0
         self.started = time.monotonic()
         self.log = get_logger(job)
         self.extra: Callable[[], dict[str, Any]] | None = None  # more fields for each line (adaptive)
 
-    def advance(self, n: int = 1) -> None:
-        self.done += n
+    @property
+    def done(self) -> int:
+        """Users settled since the progress began."""
+        return self.counts.settled - self.base
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started

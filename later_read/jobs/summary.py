@@ -1,6 +1,7 @@
 """Summary: what one run of a job did (outcome counts, failures per reason, per-service figures, timing).
 
-The jobs fill it while they run; it becomes the summary lines, the JSON report and the metrics.
+The jobs fill it while they run (its per-user figures through its `run_counts`, core/counts.py); it becomes
+the summary lines, the JSON report and the metrics.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from later_read.core import uids as uid_rule
+from later_read.core.counts import RunCounts
 from later_read.log import alert, fields, get_logger
 
 NAMED_IN_JSON = 20  # uids per reason in the JSON report and its alert; the full list goes to a uids file
@@ -23,20 +25,29 @@ class Summary:
     job: str
     date: str
     hour: int | None = None
-    counts: Counter = field(default_factory=Counter)
-    failures: Counter = field(default_factory=Counter)
+    run_counts: RunCounts = field(default_factory=RunCounts)  # counts, failures, named: recorded per user
     services: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     status: str = "running"   # ok | failures | expired | service_down | interrupted | lock_lost | error
     extra: dict[str, Any] = field(default_factory=dict)
     total: int | None = None  # the day's (or the hour's) users by the count query, when known
-    named: dict[str, list[str]] = field(default_factory=dict)  # reason -> uids not finished for it
     uids_path: str | None = None
 
-    def name(self, reason: str, uid: str) -> None:
-        """Remember that `uid` was not finished for `reason` (failed, missed, unservable, unfinished)."""
-        self.named.setdefault(reason, []).append(uid)
+    @property
+    def counts(self) -> Counter[str]:
+        """Users per outcome (and the figures noted on the way), as recorded."""
+        return self.run_counts.counts
+
+    @property
+    def failures(self) -> Counter[str]:
+        """Failed users per reason, as recorded."""
+        return self.run_counts.failures
+
+    @property
+    def named(self) -> dict[str, list[str]]:
+        """Reason -> the uids not finished for it (failed, missed, unservable, unfinished), as recorded."""
+        return self.run_counts.named
 
     def save_uids(self, report_path: str | None) -> None:
         """Write every named uid next to the report (`<report>.uids.txt`, read by --uids-file)."""

@@ -15,6 +15,8 @@
 - Stopping (SIGTERM/SIGINT, a service down, a fatal error): the reader is cancelled at once, workers take
   no new user, users in flight get `grace_seconds` to finish (a second signal cuts it short), then are
   cancelled and counted `unfinished`. Whatever finished is written: the writer flushes after the workers.
+- Each user's outcome is one call to the pass's recorder (`counts`, core/counts.py `RunCounts`): it counts
+  and names the user, tells the HourTracker of a failure, and the progress lines read it.
 
 Errors never escape as task-group exception groups: each task hands its fatal error to `request_stop`,
 and `run()` returns; the caller reads `stop_reason` and `error`.
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ import anyio
 
 from later_read.clients.starrocks import UserQuery
 from later_read.connections import JobConnections
-from later_read.core.counts import UNFINISHED, service_failure
+from later_read.core.counts import CACHED, UNFINISHED, UNSERVABLE, RunCounts, service_failure
 from later_read.core.scope import RunScope
 from later_read.core.uids import unservable
 from later_read.core.users import TaskUser
@@ -60,23 +61,24 @@ class FanoutPlan:
     concurrency: int
     force: bool
     grace_seconds: float
+    total: int | None = None  # the plan's users by the count query (the progress lines' total)
 
 
 class Fanout:
-    """One prewarm pass over the plan's users; `counts` per outcome, `failures` per reason."""
+    """One prewarm pass over the plan's users; what happened to each is in `counts` (a RunCounts: outcomes
+    incl. skipped_existing, unservable and unfinished; failures per "<service>.<reason>"; named uids)."""
 
-    def __init__(self, conns: JobConnections, plan: FanoutPlan, shutdown: Shutdown, progress: Progress,
-                 fence: Any = None) -> None:
+    def __init__(self, conns: JobConnections, plan: FanoutPlan, shutdown: Shutdown, fence: Any = None) -> None:
         self.store, self.starrocks, self.services = conns.store, conns.starrocks, conns.services
-        self.plan, self.shutdown, self.progress = plan, shutdown, progress
+        self.plan, self.shutdown = plan, shutdown
         self.redis_batch = conns.settings.redis.batch_size
-        self.counts: Counter[str] = Counter()   # outcomes, skipped_existing, unfinished
-        self.failures: Counter[str] = Counter()  # "<service>.<reason>"
-        self.named: list[tuple[str, str]] = []    # (reason, uid) of every user not finished
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
         self.hours = HourTracker(self.store, plan.scope, plan.query.uids is None, self._writer_failed,
                                  fence)  # readiness markers fenced by the run's lock
+        self.counts = RunCounts(hour_failed=self.hours.user_failed)
+        self.progress = Progress("prewarm", conns.settings.prewarm.progress_interval_seconds, self.counts,
+                                 plan.total)
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
         self.feed = UserFeed(max(self.starrocks.settings.batch_size, plan.concurrency))
         self._stopped = anyio.Event()
@@ -159,8 +161,7 @@ class Fanout:
             todo = page if self.plan.force else await self._not_done(page)
             skipped = len(page) - len(todo)
             if skipped:
-                self.counts["skipped_existing"] += skipped
-                self.progress.advance(skipped)
+                self.counts.done("skipped_existing", n=skipped)
             self.hours.sent(hour, len(todo), skipped)
             await feed.put([(hour, user) for user in todo])
         self.hours.close(hour)
@@ -173,9 +174,7 @@ class Fanout:
             if reason is None:
                 servable.append(user)
             else:
-                self.counts["unservable"] += 1
-                self.named.append((reason, user.uid))
-                self.progress.advance(1)
+                self.counts.done(UNSERVABLE, user.uid, reason)
         return servable
 
     async def _not_done(self, page: list[TaskUser]) -> list[TaskUser]:
@@ -194,8 +193,8 @@ class Fanout:
 
     async def _work(self, feed: UserFeed) -> None:
         """One long-lived worker: the per-user hot path (no per-user tasks, scopes or INFO logging)."""
-        services, date, counts, failures = self.services, self.plan.scope.date, self.counts, self.failures
-        add, advance = self.writer.add, self.progress.advance
+        services, date, add = self.services, self.plan.scope.date, self.writer.add
+        done, failed, note = self.counts.done, self.counts.failed, self.counts.note
         items, take = feed.items, feed.items.popleft
         while True:
             if self.stop_reason is not None:
@@ -210,24 +209,18 @@ class Fanout:
             try:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:
-                reason = service_failure(exc.service, exc.reason)
-                failures[reason] += 1
-                self.named.append((reason, user.uid))
-                self.hours.settled(hour, failed=True)
+                failed(service_failure(exc.service, exc.reason), user.uid, hour)
                 event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
             except ServiceDown as exc:
-                counts[UNFINISHED] += 1
-                self.named.append((UNFINISHED, user.uid))
+                note(UNFINISHED, user.uid)
                 self.request_stop(STOP_SERVICE_DOWN, exc)
                 return
             except anyio.get_cancelled_exc_class():
-                counts[UNFINISHED] += 1
-                self.named.append((UNFINISHED, user.uid))
+                note(UNFINISHED, user.uid)
                 raise
             else:
-                counts[value.outcome] += 1
-                add(user.uid, encode(value), hour)
-            advance()
+                done(CACHED if value.is_rec else value.outcome)
+                add(user.uid, encode(value), hour)  # its hour settles once the value is in Redis
 
     def tripped_service(self) -> str:
         """The name of the service whose circuit breaker stopped the run ("?" if none did)."""

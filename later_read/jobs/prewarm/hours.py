@@ -49,7 +49,7 @@ class HourTracker:
         self._finished = False
         self._started = time.monotonic()
 
-    # Fed by the reader, the workers and the writer ------------------------------------------------
+    # Fed by the reader, the recorder (a failed user) and the writer ---------------------------------
     def sent(self, hour: int, count: int, skipped: int) -> None:
         self.pending[hour] += count
         self.users[hour] += count
@@ -66,6 +66,10 @@ class HourTracker:
             self.failed[hour] += 1
         if not self.pending[hour] and hour == self.next_hour:
             self._advance()
+
+    def user_failed(self, hour: int) -> None:
+        """The recorder's callback (core/counts.py `RunCounts.failed`): a user of `hour` failed."""
+        self.settled(hour, failed=True)
 
     def written(self, items: list[tuple[str, bytes, int]]) -> None:
         """The writer's callback: these users' values are in Redis."""

@@ -23,12 +23,13 @@ from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
 from later_read.clients.starrocks import UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import JobConnections, Services, open_job
+from later_read.core.counts import CACHED, UNFINISHED, UNSERVABLE
 from later_read.core.scope import RunScope, parse_shard
 from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.prewarm.fanout import STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout, FanoutPlan
-from later_read.jobs.progress import Progress, check_report_path
+from later_read.jobs.progress import check_report_path
 from later_read.jobs.saving import with_old_flow
 from later_read.jobs.summary import Summary
 from later_read.log import alert, event, get_logger
@@ -41,10 +42,9 @@ JOB = "prewarm"
 # the others or in `failed`; `remaining` = the day's users (`total`, the count query) never started (a
 # stop came first; the rerun does them), so users + remaining = total. `unservable`: rows whose uid no
 # job can serve (empty, too long), counted and alerted, never sent to A/B.
-REPORT_KEYS = ("users", "cached", "not_in_experiment", "no_recommendation", "skipped_existing",
-               "unfinished", "unservable")
-_OUTCOME_COUNT = {"rec": "cached", "not_in_experiment": "not_in_experiment",
-                  "no_recommendation": "no_recommendation"}
+# The names are the recorder's (core/counts.py): a stored recommendation is counted `cached` as it happens.
+REPORT_KEYS = ("users", CACHED, "not_in_experiment", "no_recommendation", "skipped_existing",
+               UNFINISHED, UNSERVABLE)
 
 BAD_HOUR_ROWS = 1000  # push_hour rows named per run: enough to fix them, bounded if the column is all bad
 # The adaptive limit's stalls (its job's event loop frozen for 2 round trips): quiet runs here see 0-1 in
@@ -111,11 +111,10 @@ class PrewarmJob:
         query = UserQuery.of(settings, scope, options.uids)
         total = self.summary.total = await conns.starrocks.count(query)
         await self._check_hours(conns, query)
-        plan = FanoutPlan(scope, query, options.concurrency, options.force, settings.prewarm.grace_seconds)
-        progress = Progress(JOB, settings.prewarm.progress_interval_seconds, total)
+        plan = FanoutPlan(scope, query, options.concurrency, options.force, settings.prewarm.grace_seconds, total)
+        fanout = self.fanout = Fanout(conns, plan, shutdown, self.fence)
         if settings.prewarm.adaptive:
-            progress.extra = _adaptive(conns.services, options.concurrency)
-        fanout = self.fanout = Fanout(conns, plan, shutdown, progress, self.fence)
+            fanout.progress.extra = _adaptive(conns.services, options.concurrency)
         event(log, "prewarm.start", date=scope.date, shard=scope.shard.label, users=total,
               concurrency=options.concurrency,
               force=options.force, uids_file=options.uids_file or "-", adaptive=settings.prewarm.adaptive)
@@ -126,23 +125,18 @@ class PrewarmJob:
             self._count(fanout)
         if fanout.stop_reason == STOP_ERROR and fanout.error is not None:
             raise fanout.error
-        status = fanout.stop_reason or ("failures" if fanout.failures else "ok")
+        status = fanout.stop_reason or ("failures" if fanout.counts.failures else "ok")
         if status in ("ok", "failures") and options.uids is None:
             await conns.store.put_prewarm_done(scope, self._marker(status), self.fence)
         return status
 
     def _count(self, fanout: Fanout) -> None:
-        """Counts, failures and per-service stats of the run into the summary."""
-        summary, counts = self.summary, fanout.counts
-        for outcome, key in _OUTCOME_COUNT.items():
-            summary.counts[key] = counts.get(outcome, 0)
-        summary.counts["skipped_existing"] = counts.get("skipped_existing", 0)
-        summary.counts["unfinished"] = counts.get("unfinished", 0)
-        summary.counts["unservable"] = counts.get("unservable", 0) + summary.extra.get("push_hour_out_of_range", 0)
-        summary.failures.update(fanout.failures)
-        for reason, uid in fanout.named:
-            summary.name(reason, uid)
-        summary.counts["users"] = sum(summary.counts[k] for k in REPORT_KEYS[1:]) + sum(fanout.failures.values())
+        """The fan-out's counts, failures and named users, and per-service stats, into the summary. Every
+        report key is a count (0 when nothing had that outcome): the metrics write each outcome's series."""
+        summary = self.summary
+        summary.run_counts.merge(fanout.counts)
+        summary.counts.update(dict.fromkeys(REPORT_KEYS[1:], 0))
+        summary.counts["users"] = sum(summary.counts[k] for k in REPORT_KEYS[1:]) + sum(summary.failures.values())
         services = {name: stats for name, stats in fanout.services.summary().items() if name in ("ab", "rec")}
         gates = _gates(fanout.services)
         for name, gate in gates.items():
@@ -163,7 +157,7 @@ class PrewarmJob:
         if not rows:
             return
         for uid, _ in rows[:BAD_HOUR_ROWS]:
-            self.summary.name("push_hour_out_of_range", str(uid))
+            self.summary.run_counts.done(UNSERVABLE, str(uid), "push_hour_out_of_range")
         self.summary.extra["push_hour_out_of_range"] = len(rows[:BAD_HOUR_ROWS])
         alert(log, "prewarm.unservable_rows", date=self.scope.date, reason="push_hour_out_of_range",
               rows=len(rows) if len(rows) <= BAD_HOUR_ROWS else f"more than {BAD_HOUR_ROWS}",

@@ -10,7 +10,9 @@
                      sink (`delivery`: Kafka with confirmed delivery and sent markers, or the dry-run printer)
     ledger entry     the hour's counts and state (ledger.py), clean only when every delivery is known
 
-Every run of the process shares one Summary: the hour's figures are what it added to it. Nothing is sent
+Every run of the process shares one Summary: the hour's figures are what it added to it, each user recorded
+by one call to its RunCounts (core/counts.py: the sorter, the live resolver and the workers all record into
+that one; the hour's progress lines read it). Nothing is sent
 after the hour's window end (`deadline`; none with --allow-late or --dry-run): from then on the reader
 goes on reading and sorting the hour's users without sending, each one with a message to send counted
 `expired`, so the entry's figures cover every user. `expire_hour` is that pass alone, for an hour whose
@@ -37,7 +39,7 @@ from later_read.config.settings import Settings
 from later_read.connections import PushConnections
 from later_read.core import ledger
 from later_read.core.clock import Clock
-from later_read.core.counts import EXPIRED, NOT_PROCESSED, UNDELIVERED, material_failure, undelivered
+from later_read.core.counts import EXPIRED, NOT_PROCESSED, UNDELIVERED, RunCounts, material_failure, undelivered
 from later_read.core.message import Material, PushMessage, expires_at
 from later_read.core.schedule import FINAL, Hour, Schedule
 from later_read.core.scope import RunScope
@@ -97,6 +99,7 @@ class PushRun:
     ctx: PushContext
     scope: RunScope               # the hour's date and hour, the run's shard
     query: UserQuery              # the hour's users (and shard), built once from the scope
+    counts: RunCounts             # the run's recorder (the summary's): every user of the hour recorded once
     progress: Progress
     sorter: Sorter
     materials: MaterialCache
@@ -140,7 +143,7 @@ async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence
             return ledger.running(prev, scope, now, ctx.schedule.late_minutes(hour, now), caught_up,
                                   options.allow_late)
         hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, scope, mark, fence)
-        ctx.summary.counts["recovered"] += hour_run.recovered or 0
+        ctx.summary.run_counts.note("recovered", n=hour_run.recovered or 0)
     wait = 0.0 if ctx.waited_out else options.wait_seconds
     marker = await wait_for_prewarm(ctx.conns, scope, wait, ctx.shutdown)
     ctx.waited_out |= marker is None and wait > 0
@@ -188,13 +191,13 @@ async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
     if start is not None and not ledger.is_clean(prev):  # later hours must see what a dead run sent
         marked, recovered = await recovery.recover(store, ctx.settings.kafka, scope, start, fence)
     before = Counter(ctx.summary.counts)
-    ctx.summary.counts["recovered"] += marked
+    ctx.summary.run_counts.note("recovered", n=marked)
     run = await _prepare(ctx, scope, fence, closed=True)
     await _read_hits(run, None)
     run.progress.close()
     # The users an earlier run of the hour found without a card are hits again here: not expired.
     known = min(int((prev or {}).get("material_not_found") or 0), ctx.summary.counts["expired"] - before["expired"])
-    ctx.summary.counts.update(expired=-known, material_not_found=known)
+    ctx.summary.run_counts.moved(EXPIRED, "material_not_found", known)
     counts = ctx.summary.counts - before
     entry = ledger.finished(ledger.closing(prev, scope), counts, Counter(), run.progress.total or 0,
                             clean=True, recovered=recovered, produced=0, now=ctx.clock.now(), window_closed=True)
@@ -213,20 +216,20 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
     if not closed:
         event(log, "push.start", date=scope.date, hour=scope.hour, users=total, dry_run=options.dry_run,
               force=options.force, on_miss=options.on_miss)
-    progress = Progress(JOB, settings.push.progress_interval_seconds, total)
-    sorter = Sorter(scope.date, scope.slot.hour, options.force, summary.counts,
-                    settings.push.miss_log_limit, progress.advance,
-                    name=summary.name if options.on_miss == "skip" else None, alerts=not closed)
+    counts = summary.run_counts
+    progress = Progress(JOB, settings.push.progress_interval_seconds, counts, total)
+    sorter = Sorter(scope.date, scope.slot.hour, options.force, counts, settings.push.miss_log_limit,
+                    names=options.on_miss == "skip", alerts=not closed)
     live = None
     if options.on_miss == "live":
-        live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, date=scope.date,
+        live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, counts, date=scope.date,
                             budget=settings.push.live_budget, concurrency=settings.push.concurrency,
-                            failures=summary.failures, write=not options.dry_run)
+                            write=not options.dry_run)
     materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency)
     timed = not (options.allow_late or options.dry_run)
     deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
-    return PushRun(ctx, scope, query, progress, sorter, materials, live,
+    return PushRun(ctx, scope, query, counts, progress, sorter, materials, live,
                    expires_at(ctx.schedule, scope.date, scope.slot.hour, late_from), Window(deadline),
                    sink=None if closed else _new_sink(ctx, scope, fence), fence=fence)
 
@@ -242,18 +245,16 @@ def _new_sink(ctx: PushContext, scope: RunScope, fence: Any) -> Delivery | DryRu
 def _collect(run: PushRun) -> None:
     """Fold the hour's sink and material figures into the run's summary; alert the hour's miss totals."""
     run.progress.close()
-    summary = run.summary
+    summary, counts = run.summary, run.counts
     if run.sink is not None:
-        summary.counts["sent"] += run.sink.sent
+        counts.note("sent", n=run.sink.sent)
         for key, value in run.sink.details().items():
             summary.extra[key] = summary.extra.get(key, 0) + value
     if isinstance(run.sink, Delivery) and run.sink.undelivered:
-        summary.failures[UNDELIVERED] += run.sink.undelivered
-        for reason, uid in run.sink.failed_uids:
-            summary.name(undelivered(reason), uid)
-    for uid in getattr(run.sink, "oversize", ()):  # refused by produce() for its size: never produced
-        summary.failures[OVERSIZE_MESSAGE] += 1
-        summary.name(OVERSIZE_MESSAGE, uid)
+        counts.failed_after(UNDELIVERED, run.sink.undelivered,
+                            ((undelivered(reason), uid) for reason, uid in run.sink.failed_uids))
+    oversize = getattr(run.sink, "oversize", ())  # refused by produce() for its size: never produced
+    counts.failed_after(OVERSIZE_MESSAGE, len(oversize), ((OVERSIZE_MESSAGE, uid) for uid in oversize))
     summary.extra["materials_fetched"] = summary.extra.get("materials_fetched", 0) + run.materials.fetched
     run.sorter.alert_totals()
 
@@ -339,7 +340,7 @@ async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[
 
 async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
     if run.live is None or run.window_closed():  # nothing is computed for an hour that cannot be sent
-        run.progress.advance(len(missing))
+        run.counts.settle(len(missing))  # counted as misses (or corrupt) when sorted
         return []
     return await run.live.resolve(missing)
 
@@ -348,8 +349,7 @@ async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
     async with receive:
         async for hit in receive:
             if run.shutdown.stopping:
-                run.summary.counts[NOT_PROCESSED] += 1  # stop taking new users; the rerun sends them
-                run.summary.name(NOT_PROCESSED, hit.user.uid)
+                run.counts.note(NOT_PROCESSED, hit.user.uid)  # stop taking new users; the rerun sends them
             elif not _expired(run, hit):
                 await _push_one(run, hit)
 
@@ -358,9 +358,7 @@ def _expired(run: PushRun, hit: Hit) -> bool:
     """True, counting the user expired, once the hour's window has closed: nothing more is sent."""
     if not run.window_closed():
         return False
-    run.summary.counts[EXPIRED] += 1
-    run.summary.name(EXPIRED, hit.user.uid)
-    run.progress.advance(1)
+    run.counts.done(EXPIRED, hit.user.uid)
     return True
 
 
@@ -377,16 +375,12 @@ async def _push_one(run: PushRun, hit: Hit) -> None:
 async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> None:
     """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
     if error is not None:
-        reason = material_failure(error.reason)
-        run.summary.failures[reason] += 1
-        run.summary.name(reason, hit.user.uid)
+        run.counts.failed(material_failure(error.reason), hit.user.uid)
     elif material is None:
-        run.summary.counts["material_not_found"] += 1
-    elif _expired(run, hit):
-        return
-    else:
+        run.counts.done("material_not_found")
+    elif not _expired(run, hit):
         assert run.scope.hour is not None  # a push run's scope has its hour (not .slot: this is per message)
         message = PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
                                     clock=run.ctx.clock, expires=run.expires)
         await run.sink.send(hit.user.uid, message.msg_id, message.encode())
-    run.progress.advance(1)
+        run.counts.settle()  # counted `sent` once Kafka confirms it, else a failure (`_collect`)

@@ -5,19 +5,19 @@ safety net for a prewarm that missed some users, not a second prewarm. So at mos
 users per run are computed (with the prewarm's rule, `jobs.decide.decide`, and at most
 `push.concurrency` in flight); the rest stay misses, with one alert line when the budget runs out.
 Computed values are stored like the prewarm stores them (not in --dry-run), so a rerun of the hour
-finds them in Redis.
+finds them in Redis. What happens to each user is recorded in the run's RunCounts (core/counts.py); the
+Sorter, which records into the same one, only says whether a computed value is a hit.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import anyio
 
 from later_read import runtime
 from later_read.connections import Services
-from later_read.core.counts import live_failure
+from later_read.core.counts import RunCounts, live_failure
 from later_read.core.users import TaskUser
 from later_read.core.value import CachedValue, encode
 from later_read.errors import ServiceError
@@ -30,13 +30,12 @@ log = get_logger("push")
 
 
 class LiveResolver:
-    def __init__(self, services: Services, store: Store, sorter: Sorter, *, date: str, budget: int,
-                 concurrency: int, failures: Counter, write: bool) -> None:
-        self.services, self.store, self.sorter, self.date = services, store, sorter, date
+    def __init__(self, services: Services, store: Store, sorter: Sorter, counts: RunCounts, *, date: str,
+                 budget: int, concurrency: int, write: bool) -> None:
+        self.services, self.store, self.sorter, self.counts, self.date = services, store, sorter, counts, date
         self.remaining = budget
         self.budget = budget
         self.limiter = anyio.CapacityLimiter(concurrency)
-        self.failures = failures
         self.write = write
 
     async def resolve(self, users: Sequence[TaskUser]) -> list[Hit]:
@@ -52,7 +51,7 @@ class LiveResolver:
                 tg.start_soon(self._decide, user, results)
         if self.write and results:
             await self.store.put_values((uid, encode(value)) for uid, value in results.items())
-        self.sorter.counts["live"] += len(results)
+        self.counts.note("live", n=len(results))
         hits = [self.sorter.outcome(user, results[user.uid]) for user in take if user.uid in results]
         return [hit for hit in hits if hit is not None]
 
@@ -61,15 +60,13 @@ class LiveResolver:
             try:
                 results[user.uid] = await decide(self.services, user.uid, user.project, self.date)
             except ServiceError as exc:
-                self.failures[live_failure(exc.service, exc.reason)] += 1
-                self.sorter.advance(1)
+                self.counts.failed(live_failure(exc.service, exc.reason))
 
     def _over_budget(self, skipped: int) -> None:
         if skipped <= 0:
             return
-        self.sorter.advance(skipped)
-        first = self.sorter.counts["live_budget_exhausted"] == 0
-        self.sorter.counts["live_budget_exhausted"] += skipped
+        first = self.counts.counts["live_budget_exhausted"] == 0  # the run's counts: one alert per run
+        self.counts.done("live_budget_exhausted", n=skipped)
         if first:
             alert(log, "push.live_budget_exhausted", budget=self.budget, date=self.date,
                   fix="rerun the prewarm for the date, or raise [push] live_budget")

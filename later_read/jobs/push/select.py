@@ -14,15 +14,16 @@ For each user (one MGET pipeline per batch reads the value and the sent marker):
 Misses and corrupt values are returned separately so `--on-miss live` can compute them on the spot.
 Per-user alert lines stop after `push.miss_log_limit` (a million misses must not write a million lines);
 `alert_totals` then writes one line with the exact count and ratio, which is what alert rules match. The
-expiry pass (nobody is sent) sorts with `alerts=False`: it counts, it does not alert per user.
+expiry pass (nobody is sent) sorts with `alerts=False`: it counts, it does not alert per user. Each user is
+recorded by one call to the run's RunCounts (core/counts.py), which the progress lines read.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Container, Sequence
 from typing import NamedTuple
 
+from later_read.core.counts import UNSERVABLE, RunCounts
 from later_read.core.uids import unservable
 from later_read.core.users import TaskUser
 from later_read.core.value import ABSENT, STALE, USABLE, CachedValue, Verdict, judge
@@ -55,11 +56,10 @@ class AlertLimiter:
 
 
 class Sorter:
-    def __init__(self, date: str, hour: int, force: bool, counts: Counter, miss_log_limit: int,
-                 advance: Callable[[int], None], name: Callable[[str, str], None] | None = None,
-                 alerts: bool = True) -> None:
-        self.date, self.hour, self.force, self.counts, self.advance = date, hour, force, counts, advance
-        self.name = name or (lambda reason, uid: None)  # names the users not served, per reason
+    def __init__(self, date: str, hour: int, force: bool, counts: RunCounts, miss_log_limit: int,
+                 names: bool = True, alerts: bool = True) -> None:
+        self.date, self.hour, self.force, self.counts = date, hour, force, counts
+        self.names = names  # name the users not served, per reason (not when a miss may be computed live)
         limit = miss_log_limit if alerts else -1  # -1: not even the `_suppressed` line
         self.miss_alert = AlertLimiter("push.cache_miss", limit, date=date, hour=hour)
         self.corrupt_alert = AlertLimiter("push.corrupt_value", limit, date=date, hour=hour)
@@ -70,19 +70,16 @@ class Sorter:
         an earlier hour of the date."""
         hits: list[Hit] = []
         missing: list[TaskUser] = []
-        self.counts["users"] += len(users)
+        counts = self.counts
+        counts.note("users", n=len(users))
         for user, raw, marker in zip(users, values, sent, strict=True):
             reason = unservable(user.uid)
             if reason is not None:
-                self.counts["unservable"] += 1
-                self.name(reason, user.uid)
-                self.advance(1)
+                counts.done(UNSERVABLE, user.uid if self.names else None, reason)
             elif marker is not None and not self.force:
-                self.counts["already_sent"] += 1
-                self.advance(1)
+                counts.done("already_sent")
             elif user.uid in earlier:
-                self.counts["earlier_hour"] += 1
-                self.advance(1)
+                counts.done("earlier_hour")
             else:
                 self._sort_value(user, judge(raw, self.date), hits, missing)
         return hits, missing
@@ -101,33 +98,31 @@ class Sorter:
             assert value is not None  # so does a stale one
             self._miss(user, STALE, missing, value_date=value.date)
         else:
-            self.counts["corrupt"] += 1
+            self.counts.note("corrupt", user.uid if self.names else None)
             self.corrupt_alert(uid=user.uid, problem=verdict.problem,
                                fix="rerun the prewarm for this uid, or push with --on-miss live")
-            self.name("corrupt", user.uid)
             missing.append(user)
 
     def outcome(self, user: TaskUser, value: CachedValue) -> Hit | None:
         """A Hit for a recommendation; the no-push outcomes are counted (and finished) here."""
         if value.is_rec:
             return Hit(user, value)
-        self.counts[value.outcome] += 1
-        self.advance(1)
+        self.counts.done(value.outcome)
         return None
 
     def _miss(self, user: TaskUser, reason: str, missing: list[TaskUser], **extra: object) -> None:
-        self.counts["misses"] += 1
+        self.counts.note("misses", user.uid if self.names else None, f"miss_{reason}")
         if reason == STALE:
-            self.counts["stale"] += 1
+            self.counts.note("stale")
         self.miss_alert(uid=user.uid, reason=reason, **extra)
-        self.name(f"miss_{reason}", user.uid)
         missing.append(user)
 
     def alert_totals(self) -> None:
         """The lines alert rules count on: exact miss and corrupt totals with their ratio of the hour."""
-        users = self.counts["users"]
+        counts = self.counts.counts
+        users = counts["users"]
         for name, key in (("push.misses", "misses"), ("push.corrupt_values", "corrupt"),
-                          ("push.unservable", "unservable")):
-            if self.counts[key]:
-                alert(log, name, count=self.counts[key], users=users,
-                      ratio=f"{self.counts[key] / max(users, 1):.6f}", date=self.date, hour=self.hour)
+                          ("push.unservable", UNSERVABLE)):
+            if counts[key]:
+                alert(log, name, count=counts[key], users=users,
+                      ratio=f"{counts[key] / max(users, 1):.6f}", date=self.date, hour=self.hour)
