@@ -69,7 +69,8 @@ def test_hostile_uids_through_prewarm_and_push(redis_url, mysql, kafka_topic, si
     prewarm = run(config, "prewarm", "--date", DATE, "--report", str(tmp_path / "prewarm.json"))
     assert prewarm.returncode == 0, prewarm.stderr
     lines = check_lines(prewarm.stderr)
-    assert any(" prewarm.unservable " in line and "reasons=uid_empty:1" in line for line in lines)
+    assert any(" prewarm.unservable " in line and " count=1 " in line and "reasons=uid_empty:1" in line
+               for line in lines)
     assert any(" prewarm.unservable_rows " in line and "first_uid=late-user" in line and "push_hour=99" in line
                for line in lines)
     data = json.loads((tmp_path / "prewarm.json").read_text())
@@ -92,3 +93,17 @@ def test_hostile_uids_through_prewarm_and_push(redis_url, mysql, kafka_topic, si
         lines = shown.stdout.splitlines()
         assert len(lines) == 9  # uid, key, raw, value, ttl, outcome, sent, prewarm, hour
         assert lines[-1].startswith(f"hour       {HOUR} (from task rows, shard 0/1)") and " ledger state=" in lines[-1]
+
+
+def test_rows_with_a_bad_push_hour_alone_are_their_own_alert(redis_url, mysql, sim, make_config, tmp_path):
+    """Rows no push reaches, and no bad uid: counted unservable and alerted as rows, not as bad uids."""
+    task = TASK.replace("{date}", DATE)
+    insert_rows(mysql, [(task, "100000001", "novel", HOUR, "b1"), (task, "late-user", "novel", 99, "b1")])
+    config = make_config(tasks={"ids": [TASK]})
+    prewarm = run(config, "prewarm", "--date", DATE, "--report", str(tmp_path / "prewarm.json"))
+    assert prewarm.returncode == 0, prewarm.stderr
+    lines = check_lines(prewarm.stderr)
+    assert not [line for line in lines if " prewarm.unservable " in line]
+    assert len([line for line in lines if " prewarm.unservable_rows " in line]) == 1
+    data = json.loads((tmp_path / "prewarm.json").read_text())
+    assert data["unservable"] == 1 and data["uids"] == {"push_hour_out_of_range": ["late-user"]}

@@ -208,10 +208,10 @@ class PrewarmJob:
 
     def _alert_unservable(self) -> None:
         summary = self.summary
-        if not summary.counts["unservable"]:
+        reasons = {r: len(u) for r, u in summary.named.items() if r.startswith("uid_") and u}
+        if not reasons:  # rows with a bad push_hour had their own alert (prewarm.unservable_rows)
             return
-        reasons = {r: len(u) for r, u in summary.named.items() if r.startswith("uid_")}
-        alert(log, "prewarm.unservable", date=summary.date, count=summary.counts["unservable"],
+        alert(log, "prewarm.unservable", date=summary.date, count=sum(reasons.values()),
               reasons=",".join(f"{k}:{v}" for k, v in sorted(reasons.items())),
               first_uid=summary.named[min(reasons)][0],
               fix="fix source_uid in StarRocks (empty or longer than 1024 bytes); no job can serve them")
