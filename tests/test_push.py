@@ -211,11 +211,11 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
     before = dt.datetime.now(zone)
     got = push_options(settings, date=None, hour=None, **options)
     after = dt.datetime.now(zone)
-    assert (got.date, got.hour) in {(t.strftime("%Y%m%d"), t.hour) for t in (before, after)}
+    assert (got.scope.date, got.scope.hour) in {(t.strftime("%Y%m%d"), t.hour) for t in (before, after)}
     assert got.scheduled and not got.clock.is_set
     explicit = push_options(settings, date="20261123", hour=0, now="2026-11-23T00:05:00-05:00", **options)
-    assert (explicit.hour, explicit.scheduled) == (0, False)
-    assert push_options(settings, date=None, hour=None, now="2026-11-23T06:30:00Z", **options).hour == 1
+    assert (explicit.scope.hour, explicit.scheduled) == (0, False)
+    assert push_options(settings, date=None, hour=None, now="2026-11-23T06:30:00Z", **options).scope.hour == 1
     try:
         push_options(settings, date="2026-11-23", hour=None, **options)
     except UsageError as exc:

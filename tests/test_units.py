@@ -71,7 +71,7 @@ def test_user_query_counts_over_an_in_list_not_or_precedence():
 
 
 def test_user_query_uid_and_shard_filters():
-    sql, params = UserQuery("t", ["a"], uids=["1", "2"], shard=(3, 8)).page("a", None, 10)
+    sql, params = UserQuery("t", ["a"], uids=["1", "2"], shard=Shard(3, 8)).page("a", None, 10)
     assert "source_uid IN (%s, %s)" in sql and "CRC32(source_uid) %% %s = %s" in sql
     assert params == ["a", "1", "2", 8, 3, 10]
 

@@ -26,10 +26,10 @@ from typing import AsyncIterator, Iterator, Sequence
 import anyio
 import pymysql
 
-from later_read.config.settings import StarRocksSettings
+from later_read.config.settings import Settings, StarRocksSettings
 from later_read.errors import StarRocksError
-from later_read.core.scope import WHOLE, Shard
-from later_read.core.users import TaskUser
+from later_read.core.scope import WHOLE, RunScope, Shard
+from later_read.core.users import TaskUser, task_ids_for
 
 
 class StarRocks:
@@ -246,6 +246,13 @@ class UserQuery:
     hour: int | None = None
     uids: Sequence[str] | None = None  # restrict to these (e.g. --uids-file, rerun)
     shard: Shard = WHOLE              # its users only (`Shard.sql`: CRC32(uid) % count = index)
+
+    @classmethod
+    def of(cls, settings: Settings, scope: RunScope, uids: Sequence[str] | None = None) -> "UserQuery":
+        """The users of a run's scope: its date's task ids, its hour (None: the whole day), its shard;
+        `uids` restricts them to those (--uids-file, rerun, show)."""
+        return cls(settings.starrocks.table, task_ids_for(settings.tasks.ids, scope.date), hour=scope.hour,
+                   uids=uids, shard=scope.shard)
 
     def page(self, task_id: str, after_uid: str | None, limit: int) -> tuple[str, list]:
         """SQL and parameters for the next page of one task id's distinct uids greater than `after_uid`,

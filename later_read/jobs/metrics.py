@@ -51,7 +51,7 @@ from later_read.config.settings import Settings
 from later_read.files import write_atomic
 from later_read.jobs.summary import Summary
 from later_read.log import event, get_logger
-from later_read.core.scope import Shard
+from later_read.core.scope import WHOLE, Shard
 from later_read.redact import redact
 from later_read.core.schedule import VERDICTS
 
@@ -66,7 +66,7 @@ PUSH_TIMEOUT_SECONDS = 10.0
 Previous = dict[tuple[str, str], float]
 
 
-def record_job(settings: Settings, job: str, summary: Summary, shard: Shard | None = None) -> None:
+def record_job(settings: Settings, job: str, summary: Summary, shard: Shard = WHOLE) -> None:
     """Write the run's metrics to every configured sink; never raises (one warning line instead).
     A shard's run writes its own file / Pushgateway group (`_shard<K>of<N>`), so shards never
     overwrite each other's totals."""
@@ -74,31 +74,35 @@ def record_job(settings: Settings, job: str, summary: Summary, shard: Shard | No
     if not cfg.textfile_dir and not cfg.pushgateway_url:
         return
     name = _metric_job(job)
-    suffix = shard.suffix.replace(":", "_") if shard else ""
     try:
-        previous = _read_previous(settings, name, suffix)
+        previous = _read_previous(settings, name, shard)
         registry = build_registry(name, summary, previous)
     except Exception as exc:  # noqa: BLE001 - metrics must never fail the job
         _failed("build", "-", exc, "this is a bug; the job itself is unaffected")
         return
     if cfg.textfile_dir:
-        path = textfile_path(settings, job, suffix)
+        path = textfile_path(settings, job, shard)
         try:
             write_atomic(path, generate_latest(registry))  # never through a planted temp-name link
         except Exception as exc:  # noqa: BLE001
             _failed("textfile", str(path), exc, "check that [metrics] textfile_dir exists and is writable")
     if cfg.pushgateway_url:
         try:
-            pushadd_to_gateway(cfg.pushgateway_url, job=f"later_read_{name}{suffix}", registry=registry,
+            pushadd_to_gateway(cfg.pushgateway_url, job=f"later_read_{name}{_group(shard)}", registry=registry,
                                timeout=PUSH_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001
             _failed("pushgateway", redact(cfg.pushgateway_url), exc,
                     "check [metrics] pushgateway_url and that the Pushgateway is up")
 
 
-def textfile_path(settings: Settings, job: str, suffix: str = "") -> Path:
+def textfile_path(settings: Settings, job: str, shard: Shard = WHOLE) -> Path:
     """`<textfile_dir>/later_read_<job>[_shard<K>of<N>].prom` (node_exporter reads only *.prom)."""
-    return Path(settings.metrics.textfile_dir) / f"later_read_{_metric_job(job)}{suffix}.prom"
+    return Path(settings.metrics.textfile_dir) / f"later_read_{_metric_job(job)}{_group(shard)}.prom"
+
+
+def _group(shard: Shard) -> str:
+    """What a shard's metric file and Pushgateway job end with: `_shard<K>of<N>`, "" unsharded."""
+    return shard.suffix.replace(":", "_")
 
 
 def build_registry(name: str, summary: Summary, previous: Previous | None = None) -> CollectorRegistry:
@@ -187,10 +191,10 @@ class _RunCollector:
         return family
 
 
-def _read_previous(settings: Settings, name: str, suffix: str = "") -> Previous:
+def _read_previous(settings: Settings, name: str, shard: Shard = WHOLE) -> Previous:
     """The values of the last write: from the textfile if configured, else from the Pushgateway."""
     if settings.metrics.textfile_dir:
-        path = textfile_path(settings, name, suffix)
+        path = textfile_path(settings, name, shard)
         try:
             return parse_previous(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -202,7 +206,7 @@ def _read_previous(settings: Settings, name: str, suffix: str = "") -> Previous:
     url = (url if "://" in url else f"http://{url}") + "/metrics"
     try:
         with urllib.request.urlopen(url, timeout=READ_TIMEOUT_SECONDS) as response:
-            return parse_previous(response.read().decode("utf-8"), job=f"later_read_{name}{suffix}")
+            return parse_previous(response.read().decode("utf-8"), job=f"later_read_{name}{_group(shard)}")
     except (OSError, ValueError) as exc:
         _failed("pushgateway-read", redact(url), exc, "counters restart from this run's values")
         return {}

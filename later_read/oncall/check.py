@@ -40,7 +40,7 @@ from later_read.runtime import run
 from later_read.redact import redact
 from later_read.store.client import describe, open_redis, target
 from later_read.store import Store
-from later_read.core.users import task_ids_for
+from later_read.core.scope import RunScope
 
 PROBE_UID = "later-read-check"
 PROBE_PROJECT = "novel"
@@ -141,7 +141,7 @@ async def _starrocks(settings: Settings, timeout: float) -> str:
     sr = dataclasses.replace(settings.starrocks, read_timeout_seconds=timeout / 2,
                              connect_timeout_seconds=min(settings.starrocks.connect_timeout_seconds, timeout / 2))
     date, hour = parse_date(None, settings.zone), current_hour(settings.zone)
-    query = UserQuery(sr.table, task_ids_for(settings.tasks.ids, date), hour=hour)
+    query = UserQuery.of(settings, RunScope(date, hour))
     client = StarRocks(sr)
     try:
         rows = await client.query(*query.page(query.task_ids[0], None, 1))

@@ -59,7 +59,7 @@ from later_read import runtime
 from later_read.runtime import run
 from later_read.core.schedule import Hour, Schedule
 from later_read.clients.starrocks import UserQuery
-from later_read.core.users import TaskUser, task_ids_for
+from later_read.core.users import TaskUser
 
 ROWS_SHOWN = 20
 
@@ -195,8 +195,8 @@ class Rerun:
     async def find_user(self) -> tuple[TaskUser, int]:
         """The user's task rows (printed), the job's pick of project/task id, the message's hour."""
         o, table = self.options, self.settings.starrocks.table
-        task_ids = task_ids_for(self.settings.tasks.ids, o.date)
-        query = UserQuery(table, task_ids, uids=[o.uid])
+        query = UserQuery.of(self.settings, RunScope(o.date), [o.uid])
+        task_ids = query.task_ids
         rows = await self.conns.starrocks.query(*query.rows(ROWS_SHOWN))
         if not rows:
             raise Stop(f"no task rows for uid {quote(o.uid)} on {o.date} under {', '.join(task_ids)} in {table}: "

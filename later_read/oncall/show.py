@@ -40,7 +40,6 @@ from later_read.runtime import run
 from later_read.core.schedule import Schedule
 from later_read.core.scope import RunScope, Shard
 from later_read.store import Store
-from later_read.core.users import task_ids_for
 
 MISS, CORRUPT = "miss", "corrupt"
 SHOWN_CHARS = 2000  # a value (or marker) longer than this is cut when shown, with its full length said
@@ -88,7 +87,7 @@ async def push_hour_of(store: Store, settings: Settings, uid: str, date: str, ho
 
 async def _earliest_hour(settings: Settings, uid: str, date: str) -> tuple[int | None, str]:
     """The user's earliest push_hour (0-23) in the date's task rows, and where it came from (or why not)."""
-    query = UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, date), uids=[uid])
+    query = UserQuery.of(settings, RunScope(date), [uid])
     starrocks = StarRocks(settings.starrocks)
     try:
         rows = await starrocks.query(*query.rows(100))

@@ -33,7 +33,6 @@ from later_read.core.scope import RunScope, parse_shard
 from later_read.jobs.saving import with_old_flow
 from later_read.jobs.summary import Summary
 from later_read.clients.starrocks import UserQuery
-from later_read.core.users import task_ids_for
 
 JOB = "prewarm"
 # The report's counters. `users` = the users this run looked at, each counted once in exactly one of
@@ -107,8 +106,7 @@ class PrewarmJob:
     async def work(self, conns: JobConnections, shutdown: Shutdown) -> str:
         """The fan-out over the day's users, then the completion marker when every user was gone through."""
         settings, options, scope = self.settings, self.options, self.scope
-        query = UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, scope.date),
-                          uids=options.uids, shard=scope.shard)
+        query = UserQuery.of(settings, scope, options.uids)
         total = self.summary.total = await conns.starrocks.count(query)
         await self._check_hours(conns, query)
         plan = FanoutPlan(scope, query, options.concurrency, options.force, settings.prewarm.grace_seconds)

@@ -51,7 +51,7 @@ from later_read.core.schedule import FINAL, Hour, Schedule
 from later_read.core.scope import RunScope
 from later_read.jobs.summary import Summary
 from later_read.clients.starrocks import UserQuery
-from later_read.core.users import TaskUser, task_ids_for
+from later_read.core.users import TaskUser
 
 log = get_logger("push")
 
@@ -75,21 +75,34 @@ class PushContext:
     fence: Any = None   # the own hour's JobLock, held by the lifecycle (None in a dry run)
 
 
-@dataclass
+class Window:
+    """The hour's sending window: `closed()` turns true once time.monotonic() reaches `deadline` (None: it
+    never closes: --allow-late, a dry run) and stays true (`was_closed`: the window closed while users were
+    left)."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline, self.was_closed = deadline, False
+
+    def closed(self) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.was_closed = True
+        return self.was_closed
+
+
+@dataclass(frozen=True)
 class PushRun:
-    """Everything one hour's pipeline needs, built in `_prepare`."""
+    """Everything one hour's pipeline needs, built in `_prepare` (nothing set afterwards)."""
 
     ctx: PushContext
     scope: RunScope               # the hour's date and hour, the run's shard
-    query: UserQuery              # the hour's users (and shard)
+    query: UserQuery              # the hour's users (and shard), built once from the scope
     progress: Progress
     sorter: Sorter
     materials: MaterialCache
     live: LiveResolver | None
     expires: str                  # the messages' expires_at
-    deadline: float | None        # time.monotonic() at the window's end; None: no end (--allow-late, dry run)
-    sink: Any = None              # Delivery or DryRunSink
-    closed: bool = False          # the window closed while users were left
+    window: Window                # the window's end: nothing is sent after it
+    sink: Any = None              # Delivery or DryRunSink (None: the expiry pass, which sends nothing)
     fence: Any = None             # the hour's JobLock (None in a dry run): every write fenced by it
 
     @property
@@ -110,9 +123,7 @@ class PushRun:
         return self.ctx.shutdown
 
     def window_closed(self) -> bool:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.closed = True
-        return self.closed
+        return self.window.closed()
 
 
 async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence: Any = None) -> dict | None:
@@ -159,7 +170,7 @@ def _entry(run: PushRun, hour_run: recovery.HourRun, before: Counter, failed_bef
     produced = run.sink.produced if isinstance(run.sink, Delivery) else 0
     return ledger.finished(hour_run.written or {}, counts, failures, run.progress.total or 0, clean=clean,
                            recovered=hour_run.recovered_of_hour, produced=produced, now=run.ctx.clock.now(),
-                           window_closed=run.closed)
+                           window_closed=run.window.was_closed)
 
 
 async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
@@ -195,7 +206,7 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
     """The scope's hour's run: its users' query and count, sorter, cards, live resolver, deadline
     (`closed`: already past, the expiry pass)."""
     settings, summary, options = ctx.settings, ctx.summary, ctx.options
-    query = user_query(settings, scope)
+    query = UserQuery.of(settings, scope)
     total = await ctx.conns.starrocks.count(query)
     summary.total = (summary.total or 0) + total
     if not closed:
@@ -215,13 +226,16 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
     deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
     return PushRun(ctx, scope, query, progress, sorter, materials, live,
-                   expires_at(ctx.schedule, scope.date, scope.hour, late_from), deadline, fence=fence)
+                   expires_at(ctx.schedule, scope.date, scope.hour, late_from), Window(deadline),
+                   sink=None if closed else _new_sink(ctx, scope, fence), fence=fence)
 
 
-def user_query(settings: Settings, scope: RunScope) -> UserQuery:
-    """The users of the scope's date and hour (and shard)."""
-    return UserQuery(settings.starrocks.table, task_ids_for(settings.tasks.ids, scope.date),
-                     hour=scope.hour, shard=scope.shard)
+def _new_sink(ctx: PushContext, scope: RunScope, fence: Any) -> Delivery | DryRunSink:
+    """The hour's sink: the dry run's printer, else Kafka delivery marking the scope's date's users sent."""
+    if ctx.options.dry_run:
+        return DryRunSink(ctx.stream)
+    return Delivery(ctx.conns.producer, ctx.settings.kafka.topic, ctx.conns.store, scope.date,
+                    ctx.settings.redis.batch_size, fence)
 
 
 def _collect(run: PushRun) -> None:
@@ -244,27 +258,25 @@ def _collect(run: PushRun) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _sink(run: PushRun) -> AsyncIterator[Any]:
-    if run.options.dry_run:
-        printer = DryRunSink(run.ctx.stream)
+async def _sink(run: PushRun) -> AsyncIterator[None]:
+    """The sink at work around the pipeline: the printer flushed at the end; Kafka delivery with its pump,
+    marker writer and bounded finish (`delivering`)."""
+    if isinstance(run.sink, DryRunSink):
         try:
-            yield printer
+            yield
         finally:
-            printer.flush()
+            run.sink.flush()
         return
-    delivery = Delivery(run.ctx.conns.producer, run.settings.kafka.topic, run.ctx.conns.store,
-                        run.scope.date, run.settings.redis.batch_size, run.fence)
-    async with delivering(delivery, run.settings.push.flush_timeout_seconds,
-                          stop_early=lambda: run.shutdown.force.cancel_called) as sink:
-        yield sink
+    async with delivering(run.sink, run.settings.push.flush_timeout_seconds,
+                          stop_early=lambda: run.shutdown.force.cancel_called):
+        yield
 
 
 async def _send_all(run: PushRun) -> None:
     """The pipeline under the sink, with progress, the grace period after a signal, and force-stop
     (`shutdown.force` is entered once per hour the run handles: an anyio scope may be re-entered after it
     exits; once it has been cancelled the run is stopping and starts no further hour)."""
-    async with _sink(run) as sink:
-        run.sink = sink
+    async with _sink(run):
         with run.shutdown.force:
             async with runtime.task_group() as tg:
                 tg.start_soon(run.progress.run)
