@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import orjson
 
-from later_read.core.bounds import MAX_VALUE_BYTES, over
+from later_read.core.bounds import MAX_VALUE_BYTES, SURELY_WITHIN, over
 from later_read.errors import CorruptValue
 
 # Outcomes stored in the per-user value. "rec" carries a recommendation; the other two tell the push
@@ -22,6 +22,7 @@ OUTCOME_NO_RECOMMENDATION = "no_recommendation"
 OUTCOMES = (OUTCOME_REC, OUTCOME_NOT_IN_EXPERIMENT, OUTCOME_NO_RECOMMENDATION)
 
 _REC_FIELDS = ("rec_id", "rec_type", "material_id")
+_TRACE_IN, _REC_ID_IN, _TYPE_IN, _MATERIAL_IN = (SURELY_WITHIN[n] for n in ("trace_id", *_REC_FIELDS))
 
 
 class CachedValue(NamedTuple):
@@ -73,7 +74,9 @@ def decode(raw: bytes | str) -> CachedValue:
     if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str  # noqa: E721
             and rec_id and rec_type and material_id):  # the common case, checked fast; else:
         rec_id, rec_type, material_id = _rec_fields(data, raw)
-    _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
+    if (len(trace_id) > _TRACE_IN or len(rec_id) > _REC_ID_IN or len(rec_type) > _TYPE_IN
+            or len(material_id) > _MATERIAL_IN):  # the common case, checked fast; else bytes are counted
+        _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
     return CachedValue(outcome, date, trace_id, rec_id, rec_type, material_id)
 
 

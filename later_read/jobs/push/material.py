@@ -20,13 +20,14 @@ Key = tuple[str, str, str]
 
 
 class _Entry:
-    __slots__ = ("done", "material", "error", "abandoned")
+    __slots__ = ("done", "material", "error", "abandoned", "answered")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.material: Material | None = None
         self.error: ServiceError | None = None
         self.abandoned = False  # the fetch was cancelled: no answer, a waiter fetches again
+        self.answered = False   # done and not abandoned: the card (or its error) is known
 
 
 class MaterialCache:
@@ -40,9 +41,7 @@ class MaterialCache:
         """The finished fetch of the value's card, or None when it is not fetched yet (or in flight):
         lets the push handle the common case (a card already known) without a task switch."""
         entry = self._entries.get((value.rec_id, value.rec_type, value.material_id))
-        if entry is None or not entry.done.is_set() or entry.abandoned:
-            return None
-        return entry
+        return entry if entry is not None and entry.answered else None
 
     async def get(self, uid: str, value: CachedValue) -> Material | None:
         """The card for the user's recommendation; None when the service says it does not exist.
@@ -75,4 +74,5 @@ class MaterialCache:
             del self._entries[key]
             raise
         finally:
+            entry.answered = not entry.abandoned
             entry.done.set()
