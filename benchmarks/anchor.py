@@ -76,12 +76,12 @@ def run_go(binary: Path, stack: Stack, concurrency: int, push: bool) -> dict:
 
 
 def run_later_read(config: Path, concurrency: int, push: bool) -> dict:
-    if push:
+    if push:  # its concurrency is the config's [push] concurrency
         args = ["push", "--date", PUSH_DATE, "--hour", str(PUSH_HOUR), "--now", PUSH_NOW]
     else:
-        args = ["prewarm", "--date", DATE]
+        args = ["prewarm", "--date", DATE, "--concurrency", str(concurrency)]
     spawned = time.time()
-    figures = run_job([*args, "--config", str(config), "--concurrency", str(concurrency)])
+    figures = run_job([*args, "--config", str(config)])
     return {**figures, "spawned": spawned}
 
 
@@ -167,7 +167,8 @@ def compare(args: argparse.Namespace, binary: Path, push: bool) -> None:
                            in_experiment_ratio=args.in_experiment)
     ceiling = None if push else args.concurrency / ((args.ab_ms + args.in_experiment * args.rec_ms) / 1000)
     with tempfile.TemporaryDirectory(prefix="later-read-anchor-") as tmp, Stack(knobs) as stack:
-        config = stack.write_config(Path(tmp) / "config.toml", starrocks={"batch_size": 5000})
+        config = stack.write_config(Path(tmp) / "config.toml", starrocks={"batch_size": 5000},
+                                    push={"concurrency": args.concurrency})
         seed(stack, args.users, push)
         if push:  # the values both pushes read: one later-read prewarm, not measured
             run_job(["prewarm", "--date", PUSH_DATE, "--config", str(config)])
