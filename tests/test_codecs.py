@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from later_read.clients.material import Material
 from later_read.core.clock import Clock
-from later_read.core.message import build_message, encode, expires_at
+from later_read.core.message import PushMessage, expires_at
 from later_read.core.schedule import Schedule
 from later_read.core.users import TaskUser
 from later_read.core.value import CachedValue, decode, encode as encode_value
@@ -36,9 +36,10 @@ def fixed_clock(iso: str) -> Clock:
 def test_a_push_message_is_these_bytes():
     clock = fixed_clock("2026-11-23T09:05:00.123456+08:00")
     schedule = Schedule(ZONE, 45)
-    message = build_message(USER, VALUE, CARD, date="20261123", hour=9, clock=clock,
-                            expires=expires_at(schedule, "20261123", 9))
-    assert encode(message) == MESSAGE
+    message = PushMessage.build(USER, VALUE, CARD, date="20261123", hour=9, clock=clock,
+                                expires=expires_at(schedule, "20261123", 9))
+    assert message.encode() == MESSAGE
+    assert PushMessage.decode(MESSAGE) == message
 
 
 def test_a_late_message_expires_a_window_after_the_send():

@@ -97,11 +97,12 @@ def _no_collision(redis_url: str, date: str, hours: tuple[int, ...]) -> None:
     prewarm marks every hour, the missing one too), no lock left behind."""
     client = redis.Redis.from_url(redis_url)
     try:
-        for prefix, key, wanted in (("later_read:push:ledger:", Keys.push_ledger, hours),
-                                    ("later_read:push:start:", Keys.push_start, hours),
-                                    ("later_read:prewarm:ready:", Keys.prewarm_ready, range(24))):
+        day = RunScope(date)
+        for prefix, wanted in (("later_read:push:ledger:", {Keys.push_ledger(RunScope(date, h)) for h in hours}),
+                               ("later_read:push:start:", {Keys.push_start(RunScope(date, h)) for h in hours}),
+                               ("later_read:prewarm:ready:", {Keys.prewarm_ready(day, h) for h in range(24)})):
             found = {k.decode() for k in client.keys(prefix + "*")}
-            assert found == {key(date, h) for h in wanted}, (prefix, found)
+            assert found == wanted, (prefix, found)
         assert client.keys("later_read:lock:*") == []
     finally:
         client.close()

@@ -119,13 +119,13 @@ def test_rerun_of_a_user_the_prewarm_never_saw_ends_with_a_message_in_kafka(
     messages = consume(kafka_topic)
     assert len(messages) == 1
     key, partition, offset, message = messages[0]
-    assert key == uid and message["msg_id"] == msg_id(DATE, uid)
-    assert (message["rec_id"], message["material_id"]) == (expected["rec_id"], expected["material_id"])
-    assert message["trace_id"] == expected["trace_id"] and message["push_date"] == DATE
-    assert message["push_hour"] == first_push_hour(uid)
+    assert key == uid and message.msg_id == msg_id(DATE, uid)
+    assert (message.rec_id, message.material_id) == (expected["rec_id"], expected["material_id"])
+    assert message.trace_id == expected["trace_id"] and message.push_date == DATE
+    assert message.push_hour == first_push_hour(uid)
     assert f"partition={partition} offset={offset}" in step(out, "kafka")
     client = redis_client(redis_url)
-    assert client.get(Keys.sent(DATE, uid)).decode() == message["msg_id"]
+    assert client.get(Keys.sent(DATE, uid)).decode() == message.msg_id
     assert 86000 < client.ttl(f"rec:later_read:{uid}") <= 86400
 
 
@@ -143,8 +143,8 @@ def test_rerun_respects_the_sent_marker_unless_force(redis_url, mysql, kafka_top
                         "--config", str(config))
     assert forced.exit_code == 0, forced.output
     messages = consume(kafka_topic)
-    assert [m[3]["msg_id"] for m in messages] == [msg_id(DATE, uid)] * 2  # same id: consumers dedupe
-    assert sorted(m[3]["push_hour"] for m in messages) == sorted([first_push_hour(uid), 7])
+    assert [m.message.msg_id for m in messages] == [msg_id(DATE, uid)] * 2  # same id: consumers dedupe
+    assert sorted(m.message.push_hour for m in messages) == sorted([first_push_hour(uid), 7])
 
 
 def test_rerun_dry_run_prints_everything_and_writes_nothing(redis_url, mysql, kafka_topic, sim, make_config):
@@ -441,7 +441,7 @@ def test_metrics_failure_is_one_warning_never_an_exception(make_config, tmp_path
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("later_read.jobs.metrics")
+    logger = logging.getLogger("later_read.metrics")
     logger.addHandler(handler)
     try:
         settings = metrics_settings(make_config, textfile_dir=str(tmp_path / "missing"),

@@ -5,13 +5,19 @@ carries the same id, which is what lets consumers deduplicate. Never change MSG_
 would make every consumer see yesterday's retries as new messages. `created_at` is read from the run's
 clock (later_read/core/clock.py: `--now`, else the wall clock); `expires_at` is the end of the message's hour's
 window (later_read/core/schedule.py), after which a sender should drop it.
+
+`PushMessage` is the message's one shape: `PushMessage.build` (what the push and `rerun` send),
+`encode()` (the bytes produced: JSON, the fields in their declared order) and `PushMessage.decode(raw)`
+(what recovery, `sent`, the fault suite and the sandbox demo read back from the topic).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import uuid
+from typing import Any
 
 import orjson
 
@@ -46,29 +52,65 @@ def expires_at(schedule: Schedule, date: str, hour: int, late_from: dt.datetime 
     return schedule.iso(schedule.expiry(Hour(date, hour), late_from))
 
 
-def build_message(user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
-                  clock: Clock, expires: str) -> dict:
-    """The message dict (brief's fields); `created_at` is when it was built by the run's clock, in the push
-    timezone; `expires` is `expires_at(...)` of its hour."""
-    return {
-        "msg_id": msg_id(date, user.uid),
-        "source_uid": user.uid,
-        "project": user.project,
-        "task_id": user.task_id,
-        "push_date": date,
-        "push_hour": hour,
-        "rec_id": value.rec_id,
-        "rec_type": value.rec_type,
-        "material_id": value.material_id,
-        "trace_id": value.trace_id,
-        "title": material.title,
-        "content": material.content,
-        "cover_url": material.cover_url,
-        "deeplink": material.deeplink,
-        "created_at": clock.now().isoformat(timespec="milliseconds"),
-        "expires_at": expires,
-    }
+class BadMessage(ValueError):
+    """Bytes on the topic that are not a push message: not a JSON object with a string msg_id."""
 
 
-def encode(message: dict) -> bytes:
-    return orjson.dumps(message)
+@dataclasses.dataclass(slots=True)
+class PushMessage:
+    """One user's push message (the brief's fields, in the order they are encoded).
+
+    What the push builds holds the types below. A message read back from the topic (`decode`) holds each
+    field as it was found there (None when absent): a topic may be shared, so its readers compare the
+    fields they need, they do not trust them."""
+
+    msg_id: str
+    source_uid: str
+    project: str
+    task_id: str
+    push_date: str
+    push_hour: int
+    rec_id: str
+    rec_type: str
+    material_id: str
+    trace_id: str
+    title: str
+    content: str
+    cover_url: str
+    deeplink: str
+    created_at: str
+    expires_at: str
+
+    @classmethod
+    def build(cls, user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
+              clock: Clock, expires: str) -> "PushMessage":
+        """The message of `user` for push hour `hour` of `date`: `created_at` is when it was built by the
+        run's clock, in the push timezone; `expires` is `expires_at(...)` of its hour."""
+        return cls(msg_id(date, user.uid), user.uid, user.project, user.task_id, date, hour, value.rec_id,
+                   value.rec_type, value.material_id, value.trace_id, material.title, material.content,
+                   material.cover_url, material.deeplink, clock.now().isoformat(timespec="milliseconds"),
+                   expires)
+
+    def encode(self) -> bytes:
+        """The bytes produced to Kafka: a JSON object of the fields in their declared order."""
+        return orjson.dumps(self)
+
+    @classmethod
+    def decode(cls, raw: bytes | str | None) -> "PushMessage":
+        """A message read from the topic; BadMessage when it is not one (not a JSON object, or no string
+        msg_id). Every other field is kept as found, None when absent; fields not of the message are
+        ignored."""
+        try:
+            data = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError:
+            raise BadMessage("not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("msg_id"), str):
+            raise BadMessage("not a JSON object with a string msg_id")
+        return cls(*[data.get(name) for name in _FIELDS])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields by name, in their order (what `encode` writes)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(PushMessage))

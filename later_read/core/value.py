@@ -3,6 +3,15 @@
 Seed format `{"rec_id","rec_type","material_id","trace_id"}` plus `date` (the day it was computed
 for, so yesterday's value is never pushed today) and `outcome` (so the push can tell "looked at, nothing
 to send" from "never computed").
+
+What a stored value (or its absence) stands for on a date is decided here, once (`judge`), for the
+prewarm (done already?), the push (send, count, or miss), `show` and `rerun`:
+
+    ABSENT    no value under the key                        a miss
+    CORRUPT   does not parse, or a field over its bound     counted and alerted; recomputed by the prewarm
+    STALE     parses, computed for another date             a miss (yesterday's value is never pushed)
+    USABLE    parses, computed for the date                 its outcome: a recommendation is sent, the
+                                                            other outcomes are quiet (nothing to send)
 """
 
 from __future__ import annotations
@@ -20,6 +29,15 @@ OUTCOME_REC = "rec"
 OUTCOME_NOT_IN_EXPERIMENT = "not_in_experiment"
 OUTCOME_NO_RECOMMENDATION = "no_recommendation"
 OUTCOMES = (OUTCOME_REC, OUTCOME_NOT_IN_EXPERIMENT, OUTCOME_NO_RECOMMENDATION)
+# Each outcome in words, for people (`show`, `rerun`).
+MEANING = {
+    OUTCOME_REC: "a recommendation for the date: the push of the user's hour sends it once",
+    OUTCOME_NOT_IN_EXPERIMENT: "the prewarm looked: not in the experiment, nothing to send (quiet)",
+    OUTCOME_NO_RECOMMENDATION: "the prewarm looked: recommend had nothing, nothing to send (quiet)",
+}
+
+# A stored value's state for a date (`judge`).
+ABSENT, CORRUPT, STALE, USABLE = "absent", "corrupt", "stale", "usable"
 
 _REC_FIELDS = ("rec_id", "rec_type", "material_id")
 _TRACE_IN, _REC_ID_IN, _TYPE_IN, _MATERIAL_IN = (SURELY_WITHIN[n] for n in ("trace_id", *_REC_FIELDS))
@@ -37,13 +55,37 @@ class CachedValue(NamedTuple):
 
     @property
     def is_rec(self) -> bool:
+        """A recommendation: the push sends it (the other outcomes have nothing to send)."""
         return self.outcome == OUTCOME_REC
+
+    def usable_for(self, date: str) -> bool:
+        """Computed for `date` (else stale: another day's value is never served)."""
+        return self.date == date
 
     def to_dict(self) -> dict:
         data = {"outcome": self.outcome, "date": self.date, "trace_id": self.trace_id}
         if self.is_rec:
             data.update(rec_id=self.rec_id, rec_type=self.rec_type, material_id=self.material_id)
         return data
+
+
+class Verdict(NamedTuple):
+    """What a stored value stands for on a date (`judge`)."""
+
+    state: str                       # ABSENT, CORRUPT, STALE or USABLE
+    value: CachedValue | None = None  # the parsed value (STALE, USABLE)
+    problem: str = ""                # what is wrong with it (CORRUPT)
+
+
+def judge(raw: bytes | None, date: str) -> Verdict:
+    """The stored value `raw` (None: absent) for `date`: absent, corrupt (why), stale or usable (the value)."""
+    if raw is None:
+        return Verdict(ABSENT)
+    try:
+        value = decode(raw)
+    except CorruptValue as exc:
+        return Verdict(CORRUPT, None, str(exc))
+    return Verdict(USABLE if value.usable_for(date) else STALE, value)
 
 
 def encode(value: CachedValue) -> bytes:

@@ -9,7 +9,7 @@ walk one user through the same code the jobs use and see where it stops.
     recovery    an unfinished push run of the user's hours: its deliveries marked from the topic first
                 (jobs/push/recovery.py, the push's own path); the message hour's start is recorded
     push        sent marker (stop unless --force), the value (from the prewarm step, else Redis),
-                the material, the message (jobs.message.build_message), produced to Kafka keyed by uid,
+                the material, the message (core/message.py PushMessage.build), produced to Kafka keyed by uid,
                 the delivery's partition/offset, then the sent marker
 
 A user without task rows for the date stops at the first step: the jobs would never pick them up, and
@@ -46,11 +46,11 @@ from later_read.core.value import CachedValue
 from later_read.clients.kafka import OVERSIZE_FIX, OVERSIZE_MESSAGE, refused_for_size
 from later_read.config.settings import Settings
 from later_read.connections import PushConnections, open_push
-from later_read.errors import EXIT_FAILURES, EXIT_OK, CorruptValue, ServiceError, UsageError
+from later_read.errors import EXIT_FAILURES, EXIT_OK, ServiceError, UsageError
 from later_read.jobs.decide import decide
 from later_read.jobs.push import recovery
-from later_read.core.message import build_message, encode, expires_at
-from later_read.oncall.show import CORRUPT, MISS, classify, cut
+from later_read.core.message import PushMessage, expires_at
+from later_read.oncall.show import classify, cut
 from later_read.store.keys import Keys
 from later_read.core.scope import RunScope, Shard
 from later_read.store.lock import JobLock
@@ -213,12 +213,9 @@ class Rerun:
 
     async def _check_value_date(self, uid: str) -> None:
         """The user's one value key holds one date: replacing another date's value takes --force."""
-        raw = (await self.store.get_values([uid]))[0]
-        try:
-            held = value_codec.decode(raw).date if raw is not None else None
-        except CorruptValue:
-            return
-        if held is None or held == self.options.date:
+        verdict = value_codec.judge((await self.store.get_values([uid]))[0], self.options.date)
+        held = verdict.value.date if verdict.state == value_codec.STALE and verdict.value is not None else None
+        if held is None:  # absent, corrupt, usable, or of no known date: nothing to keep
             return
         if not self.options.force:
             raise UsageError(f"rerun: Redis holds this user's value for {held}; computing {self.options.date} "
@@ -264,9 +261,10 @@ class Rerun:
         self.step("material", f"material_id={quote(material.material_id)} title={quote(material.title, always=True)}")
         clock = self.options.clock or Clock(self.settings.zone)
         late_from = clock.now() if self.options.allow_late else None
-        message = build_message(user, value, material, date=self.options.date, hour=hour, clock=clock,
-                                expires=expires_at(Schedule.of(self.settings), self.options.date, hour, late_from))
-        payload = encode(message)
+        message = PushMessage.build(user, value, material, date=self.options.date, hour=hour, clock=clock,
+                                    expires=expires_at(Schedule.of(self.settings), self.options.date, hour,
+                                                       late_from))
+        payload = message.encode()
         self.step("message", cut(payload) or "")
         if self.options.dry_run:
             self.step("kafka", f"would produce to topic {self.settings.kafka.topic} key={quote(user.uid)} and mark "
@@ -276,10 +274,10 @@ class Rerun:
         partition, offset = await self._produce(user.uid, payload)
         self.step("kafka", f"delivered topic={self.settings.kafka.topic} partition={partition} "
                            f"offset={offset} key={quote(user.uid)}")
-        await self.store.put_sent(self.options.date, [(user.uid, message["msg_id"])], self.fence)
+        await self.store.put_sent(self.options.date, [(user.uid, message.msg_id)], self.fence)
         key = Keys.sent(self.options.date, user.uid)
         _, ttl = await self.store.inspect(key)
-        self.step("sent", f"marked {quote(key)} = {message['msg_id']} ttl={ttl} s")
+        self.step("sent", f"marked {quote(key)} = {message.msg_id} ttl={ttl} s")
         self.in_doubt = False
 
     async def _check_sent(self, uid: str) -> None:
@@ -295,13 +293,14 @@ class Rerun:
 
     async def _read_value(self, uid: str) -> CachedValue:
         raw = (await self.store.get_values([uid]))[0]
-        outcome, detail, _ = classify(raw, self.options.date)
+        verdict = value_codec.judge(raw, self.options.date)
+        outcome, detail = classify(verdict, self.options.date)
         shown = cut(raw) if raw is not None else "(absent)"
         self.step("value", f"{quote(self.store.keys.rec(uid))} = {shown} -> {outcome}: {detail}")
-        if outcome in (MISS, CORRUPT):
+        if verdict.state != value_codec.USABLE or verdict.value is None:
             raise Stop(f"no usable value for {self.options.date} ({outcome}); rerun without --push-only "
                        "to compute it first", EXIT_FAILURES)
-        return value_codec.decode(raw)
+        return verdict.value
 
     async def _produce(self, uid: str, payload: bytes) -> tuple[int, int]:
         """Produce one message and wait for its delivery report (flush in a worker thread)."""

@@ -37,6 +37,7 @@ from later_read.clients.kafka import ErrorReporter, LibrdkafkaLog, check_topic
 from later_read.config.settings import Settings
 from later_read.connections import open_store
 from later_read.errors import EXIT_OK, KafkaUnavailable, LaterReadError
+from later_read.core.message import BadMessage, PushMessage
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read.log import fields
@@ -88,17 +89,15 @@ class Tally:
     def add(self, partition: int, offset: int, raw: bytes | None) -> None:
         self.scanned += 1
         try:
-            message = orjson.loads(raw or b"")
-        except orjson.JSONDecodeError:
-            message = None
-        if not isinstance(message, dict) or not isinstance(message.get("msg_id"), str):
+            message = PushMessage.decode(raw)
+        except BadMessage:
             self.unparsable += 1
             return
         if not self._matches(message):
             self.other += 1
             return
         self.matching += 1
-        msg_id, hour = message["msg_id"], message.get("push_hour")
+        msg_id, hour = message.msg_id, message.push_hour
         if not isinstance(hour, int):  # a foreign message: any JSON value, shown escaped
             hour = clean(hour)
         self.per_hour[hour] += 1
@@ -106,17 +105,17 @@ class Tally:
         if packed != partition << OFFSET_BITS | offset:  # seen before: a copy (same msg_id = same user)
             first = (packed >> OFFSET_BITS, packed & ((1 << OFFSET_BITS) - 1))
             self.copies.setdefault(msg_id, [first]).append((partition, offset))
-            self.uids[msg_id] = str(message.get("source_uid"))
+            self.uids[msg_id] = str(message.source_uid)
         else:
             self.distinct_per_hour[hour] += 1
         if self.query.uid is not None and len(self.shown) < self.query.limit:
             self.shown.append({"partition": partition, "offset": offset,
-                               **{k: clean(message.get(k)) for k in SHOWN_FIELDS}})
+                               **{k: clean(getattr(message, k)) for k in SHOWN_FIELDS}})
 
-    def _matches(self, message: dict) -> bool:
+    def _matches(self, message: PushMessage) -> bool:
         q = self.query
-        return (message.get("push_date") == q.date and (q.hour is None or message.get("push_hour") == q.hour)
-                and (q.uid is None or message.get("source_uid") == q.uid))
+        return (message.push_date == q.date and (q.hour is None or message.push_hour == q.hour)
+                and (q.uid is None or message.source_uid == q.uid))
 
 
 def clean(value: Any) -> str:

@@ -33,7 +33,7 @@ from later_read.core import value as value_codec
 from later_read.clients.starrocks import StarRocks, UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import open_store
-from later_read.errors import EXIT_OK, CorruptValue, StarRocksError
+from later_read.errors import EXIT_OK, StarRocksError
 from later_read.store.keys import Keys
 from later_read.log import at, defused_json, printable, quote
 from later_read.runtime import run
@@ -41,14 +41,8 @@ from later_read.core.schedule import Schedule
 from later_read.core.scope import RunScope, Shard
 from later_read.store import Store
 
-MISS, CORRUPT = "miss", "corrupt"
+MISS, CORRUPT = "miss", value_codec.CORRUPT  # the outcomes shown besides the value's own (absent, stale: miss)
 SHOWN_CHARS = 2000  # a value (or marker) longer than this is cut when shown, with its full length said
-
-_MEANING = {
-    value_codec.OUTCOME_REC: "a recommendation for the date: the push of the user's hour sends it once",
-    value_codec.OUTCOME_NOT_IN_EXPERIMENT: "the prewarm looked: not in the experiment, nothing to send (quiet)",
-    value_codec.OUTCOME_NO_RECOMMENDATION: "the prewarm looked: recommend had nothing, nothing to send (quiet)",
-}
 
 
 def run_show(settings: Settings, uid: str, date: str, as_json: bool = False,
@@ -105,7 +99,9 @@ async def inspect_user(store: Store, uid: str, date: str, settings: Settings) ->
     raw, ttl = await store.inspect(key)
     sent, sent_ttl = await store.inspect(sent_key)
     marker, marker_ttl = await store.inspect(marker_key)
-    outcome, detail, parsed = classify(raw, date)
+    verdict = value_codec.judge(raw, date)
+    outcome, detail = classify(verdict, date)
+    parsed = verdict.value.to_dict() if verdict.value is not None else None
     return {
         "uid": uid, "date": date, "key": key,
         "raw": cut(raw), "raw_bytes": len(raw) if raw is not None else 0, "value": parsed, "ttl_seconds": ttl,
@@ -117,19 +113,18 @@ async def inspect_user(store: Store, uid: str, date: str, settings: Settings) ->
     }
 
 
-def classify(raw: bytes | None, date: str) -> tuple[str, str, dict | None]:
-    """(outcome, detail in words, parsed value) by the push's rules for `date`."""
-    if raw is None:
-        return MISS, "never computed (no value under this key)", None
-    try:
-        value = value_codec.decode(raw)
-    except CorruptValue as exc:
-        return CORRUPT, str(exc), None
-    parsed = value.to_dict()
-    if value.date != date:
+def classify(verdict: value_codec.Verdict, date: str) -> tuple[str, str]:
+    """(outcome, detail in words) of a value's verdict for `date` (core/value.py `judge`: the push's rules)."""
+    if verdict.state == value_codec.ABSENT:
+        return MISS, "never computed (no value under this key)"
+    if verdict.state == value_codec.CORRUPT:
+        return CORRUPT, verdict.problem
+    value = verdict.value
+    assert value is not None  # stale or usable: parsed
+    if verdict.state == value_codec.STALE:
         when = value.date or "an unknown date (no date field: the old Go job's format)"
-        return MISS, f"stale value from {when}, not {date}", parsed
-    return value.outcome, _MEANING[value.outcome], parsed
+        return MISS, f"stale value from {when}, not {date}"
+    return value.outcome, value_codec.MEANING[value.outcome]
 
 
 def render(report: dict) -> list[str]:

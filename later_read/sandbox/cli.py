@@ -164,10 +164,10 @@ def _show_topic(stack) -> None:
     from later_read.sandbox.topic import read_topic
 
     messages = read_topic(stack.kafka.bootstrap, stack.topic)
-    ids = {m.value["msg_id"] for m in messages}
+    ids = {m.message.msg_id for m in messages}
     click.echo(f"\ntopic {stack.topic}: {len(messages)} messages, {len(ids)} distinct msg_id")
     if messages:
-        click.echo(orjson.dumps(messages[0].value, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(messages[0].message, option=orjson.OPT_INDENT_2).decode())
 
 
 def _got_it_twice(stack, config_path: Path, hour: int) -> None:
@@ -178,7 +178,7 @@ def _got_it_twice(stack, config_path: Path, hour: int) -> None:
     messages = read_topic(stack.kafka.bootstrap, stack.topic)
     if not messages:
         return
-    uid, date = messages[0].key, messages[0].value["push_date"]
+    uid, date = messages[0].key, messages[0].message.push_date
     for args in (["rerun", uid, "--date", date, "--hour", str(hour), "--push-only", "--force"],
                  ["sent", "--date", date, "--hour", str(hour), "--uid", uid]):
         click.echo(f"\n$ later-read {' '.join(args)} --config {config_path}")

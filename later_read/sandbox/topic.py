@@ -6,8 +6,9 @@ import time
 import uuid
 from typing import NamedTuple
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from later_read.core.message import PushMessage
 
 # A broker just restarted answers these until its partitions have leaders again: asked again, not failed.
 _NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
@@ -19,7 +20,12 @@ class TopicMessage(NamedTuple):
     key: str
     partition: int
     offset: int
-    value: dict
+    message: PushMessage  # decoded by core/message.py (PushMessage.decode)
+
+    @property
+    def value(self) -> dict:
+        """The message's fields by name (as its JSON holds them)."""
+        return self.message.to_dict()
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TopicMessage]:
@@ -40,7 +46,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TopicM
             if message is None or message.error():
                 continue
             found.append(TopicMessage(message.key().decode(), message.partition(), message.offset(),
-                                      orjson.loads(message.value())))
+                                      PushMessage.decode(message.value())))
             if message.offset() + 1 >= highs[message.partition()]:
                 left.discard(message.partition())
         if left:

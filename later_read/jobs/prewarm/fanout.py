@@ -30,9 +30,10 @@ from typing import Any
 
 import anyio
 
-from later_read.core.value import decode, encode
+from later_read.core.counts import UNFINISHED, service_failure
+from later_read.core.value import USABLE, encode, judge
 from later_read.connections import JobConnections
-from later_read.errors import CorruptValue, LaterReadError, ServiceDown, ServiceError
+from later_read.errors import LaterReadError, ServiceDown, ServiceError
 from later_read.jobs.decide import decide
 from later_read.jobs.prewarm.hours import HOURS, HourTracker
 from later_read.core.scope import RunScope
@@ -189,13 +190,9 @@ class Fanout:
         return todo
 
     def _is_done(self, raw: bytes | None) -> bool:
-        """Already computed for this date: the value parses and its date is the run's date."""
-        if raw is None:
-            return False
-        try:
-            return decode(raw).date == self.plan.scope.date
-        except CorruptValue:
-            return False  # recomputed and overwritten
+        """Already computed for this date: the value is usable for the run's date (core/value.py; an absent,
+        corrupt or stale one is recomputed and overwritten)."""
+        return judge(raw, self.plan.scope.date).state == USABLE
 
     async def _work(self, feed: UserFeed) -> None:
         """One long-lived worker: the per-user hot path (no per-user tasks, scopes or INFO logging)."""
@@ -215,18 +212,19 @@ class Fanout:
             try:
                 value = await decide(services, user.uid, user.project, date)
             except ServiceError as exc:
-                failures[f"{exc.service}.{exc.reason}"] += 1
-                self.named.append((f"{exc.service}.{exc.reason}", user.uid))
+                reason = service_failure(exc.service, exc.reason)
+                failures[reason] += 1
+                self.named.append((reason, user.uid))
                 self.hours.settled(hour, failed=True)
                 event(log, "prewarm.user_failed", logging.DEBUG, uid=user.uid, error=exc)
             except ServiceDown as exc:
-                counts["unfinished"] += 1
-                self.named.append(("unfinished", user.uid))
+                counts[UNFINISHED] += 1
+                self.named.append((UNFINISHED, user.uid))
                 self.request_stop(STOP_SERVICE_DOWN, exc)
                 return
             except anyio.get_cancelled_exc_class():
-                counts["unfinished"] += 1
-                self.named.append(("unfinished", user.uid))
+                counts[UNFINISHED] += 1
+                self.named.append((UNFINISHED, user.uid))
                 raise
             else:
                 counts[value.outcome] += 1

@@ -42,7 +42,8 @@ from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
-from later_read.core.message import build_message, encode, expires_at
+from later_read.core.counts import EXPIRED, NOT_PROCESSED, UNDELIVERED, material_failure, undelivered
+from later_read.core.message import PushMessage, expires_at
 from later_read.jobs.push.select import Hit, Sorter
 from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.log import event, get_logger
@@ -247,9 +248,9 @@ def _collect(run: PushRun) -> None:
         for key, value in run.sink.details().items():
             summary.extra[key] = summary.extra.get(key, 0) + value
     if isinstance(run.sink, Delivery) and run.sink.undelivered:
-        summary.failures["undelivered"] += run.sink.undelivered
+        summary.failures[UNDELIVERED] += run.sink.undelivered
         for reason, uid in run.sink.failed_uids:
-            summary.name(f"undelivered_{reason}", uid)
+            summary.name(undelivered(reason), uid)
     for uid in getattr(run.sink, "oversize", ()):  # refused by produce() for its size: never produced
         summary.failures[OVERSIZE_MESSAGE] += 1
         summary.name(OVERSIZE_MESSAGE, uid)
@@ -347,8 +348,8 @@ async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
     async with receive:
         async for hit in receive:
             if run.shutdown.stopping:
-                run.summary.counts["not_processed"] += 1  # stop taking new users; the rerun sends them
-                run.summary.name("not_processed", hit.user.uid)
+                run.summary.counts[NOT_PROCESSED] += 1  # stop taking new users; the rerun sends them
+                run.summary.name(NOT_PROCESSED, hit.user.uid)
             elif not _expired(run, hit):
                 await _push_one(run, hit)
 
@@ -357,8 +358,8 @@ def _expired(run: PushRun, hit: Hit) -> bool:
     """True, counting the user expired, once the hour's window has closed: nothing more is sent."""
     if not run.window_closed():
         return False
-    run.summary.counts["expired"] += 1
-    run.summary.name("expired", hit.user.uid)
+    run.summary.counts[EXPIRED] += 1
+    run.summary.name(EXPIRED, hit.user.uid)
     run.progress.advance(1)
     return True
 
@@ -376,14 +377,15 @@ async def _push_one(run: PushRun, hit: Hit) -> None:
 async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> None:
     """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
     if error is not None:
-        run.summary.failures[f"material_{error.reason}"] += 1
-        run.summary.name(f"material_{error.reason}", hit.user.uid)
+        reason = material_failure(error.reason)
+        run.summary.failures[reason] += 1
+        run.summary.name(reason, hit.user.uid)
     elif material is None:
         run.summary.counts["material_not_found"] += 1
     elif _expired(run, hit):
         return
     else:
-        message = build_message(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
-                                clock=run.ctx.clock, expires=run.expires)
-        await run.sink.send(hit.user.uid, message["msg_id"], encode(message))
+        message = PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
+                                    clock=run.ctx.clock, expires=run.expires)
+        await run.sink.send(hit.user.uid, message.msg_id, message.encode())
     run.progress.advance(1)

@@ -16,6 +16,7 @@ from typing import Sequence
 import anyio
 
 from later_read import runtime
+from later_read.core.counts import live_failure
 from later_read.core.value import CachedValue, encode
 from later_read.connections import Services
 from later_read.errors import ServiceError
@@ -60,7 +61,7 @@ class LiveResolver:
             try:
                 results[user.uid] = await decide(self.services, user.uid, user.project, self.date)
             except ServiceError as exc:
-                self.failures[f"live_{exc.service}_{exc.reason}"] += 1
+                self.failures[live_failure(exc.service, exc.reason)] += 1
                 self.sorter.advance(1)
 
     def _over_budget(self, skipped: int) -> None:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import anyio
-import orjson
 
 from later_read.core import ledger
+from later_read.core.message import BadMessage, PushMessage
 from later_read.clients import kafka_topic
 from later_read.config.settings import KafkaSettings
 from later_read.errors import KafkaUnavailable
@@ -150,14 +150,12 @@ def _collect(kafka: KafkaSettings, topic: str, offsets: dict[int, int], date: st
 
 
 def _message_of(value: bytes | None, date: str) -> tuple[str, str, object] | None:
-    """(uid, msg_id, push_hour) of a push message of `date`; None for anything else sharing the topic."""
+    """(uid, msg_id, push_hour) of a push message of `date` (core/message.py); None for anything else
+    sharing the topic."""
     try:
-        body = orjson.loads(value) if value else None
-    except orjson.JSONDecodeError:
+        message = PushMessage.decode(value)
+    except BadMessage:
         return None
-    if not isinstance(body, dict) or body.get("push_date") != date:
+    if message.push_date != date or not isinstance(message.source_uid, str):
         return None
-    uid, msg_id = body.get("source_uid"), body.get("msg_id")
-    if not isinstance(uid, str) or not isinstance(msg_id, str):
-        return None
-    return uid, msg_id, body.get("push_hour")
+    return message.source_uid, message.msg_id, message.push_hour

@@ -22,8 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Container, NamedTuple, Sequence
 
-from later_read.core.value import CachedValue, decode
-from later_read.errors import CorruptValue
+from later_read.core.value import ABSENT, STALE, USABLE, CachedValue, Verdict, judge
 from later_read.log import alert, get_logger
 from later_read.core.uids import unservable
 from later_read.core.users import TaskUser
@@ -83,28 +82,27 @@ class Sorter:
             elif user.uid in earlier:
                 self.counts["earlier_hour"] += 1
                 self.advance(1)
-            elif raw is None:
-                self._miss(user, "absent", missing)
             else:
-                self._sort_value(user, raw, hits, missing)
+                self._sort_value(user, judge(raw, self.date), hits, missing)
         return hits, missing
 
-    def _sort_value(self, user: TaskUser, raw: bytes, hits: list[Hit], missing: list[TaskUser]) -> None:
-        try:
-            value = decode(raw)
-        except CorruptValue as exc:
+    def _sort_value(self, user: TaskUser, verdict: Verdict, hits: list[Hit], missing: list[TaskUser]) -> None:
+        """The user by its value's verdict for the date (core/value.py): a hit, an outcome, or missing."""
+        state, value = verdict.state, verdict.value
+        if state == USABLE:
+            hit = self.outcome(user, value)
+            if hit is not None:
+                hits.append(hit)
+        elif state == ABSENT:
+            self._miss(user, ABSENT, missing)
+        elif state == STALE:
+            self._miss(user, STALE, missing, value_date=value.date)
+        else:
             self.counts["corrupt"] += 1
-            self.corrupt_alert(uid=user.uid, problem=str(exc),
+            self.corrupt_alert(uid=user.uid, problem=verdict.problem,
                                fix="rerun the prewarm for this uid, or push with --on-miss live")
             self.name("corrupt", user.uid)
             missing.append(user)
-            return
-        if value.date != self.date:
-            self._miss(user, "stale", missing, value_date=value.date)
-            return
-        hit = self.outcome(user, value)
-        if hit is not None:
-            hits.append(hit)
 
     def outcome(self, user: TaskUser, value: CachedValue) -> Hit | None:
         """A Hit for a recommendation; the no-push outcomes are counted (and finished) here."""
@@ -116,7 +114,7 @@ class Sorter:
 
     def _miss(self, user: TaskUser, reason: str, missing: list[TaskUser], **extra: object) -> None:
         self.counts["misses"] += 1
-        if reason == "stale":
+        if reason == STALE:
             self.counts["stale"] += 1
         self.miss_alert(uid=user.uid, reason=reason, **extra)
         self.name(f"miss_{reason}", user.uid)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from later_read.core.message import msg_id
+from later_read.core.message import PushMessage, msg_id
 from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 from later_read.sandbox import seed as seeding
@@ -94,13 +94,13 @@ def check_day(lab: Lab, day: Day) -> Verdict:
     forbid = {uid for uid in users if first[uid] in unrun}
     verdict = Verdict()
     messages = read_topic(lab.kafka.bootstrap, day.topic)
-    per_id = Counter(m.value.get("msg_id") for m in messages)
+    per_id = Counter(m.message.msg_id for m in messages)
     seen = {m.key for m in messages}
     verdict.lost = len(want - seen)
     verdict.duplicates = sum(n - 1 for n in per_id.values())
     verdict.unexpected = sum(1 for m in messages if m.key not in pushable or m.key in forbid
-                             or m.value.get("msg_id") != msg_id(DATE, m.key))
-    verdict.after_expiry = sum(1 for m in messages if m.key in forbid or not _before_expiry(m.value))
+                             or m.message.msg_id != msg_id(DATE, m.key))
+    verdict.after_expiry = sum(1 for m in messages if m.key in forbid or not _before_expiry(m.message))
     _check_fields(sim, messages, users, first, verdict)
     _check_ledger(day, entries, first, seen, sim, verdict)
     _check_markers(lab, seen, verdict)
@@ -108,10 +108,10 @@ def check_day(lab: Lab, day: Day) -> Verdict:
     return verdict
 
 
-def _before_expiry(body: dict) -> bool:
+def _before_expiry(message: PushMessage) -> bool:
     try:
-        return dt.datetime.fromisoformat(body["created_at"]) < dt.datetime.fromisoformat(body["expires_at"])
-    except (KeyError, TypeError, ValueError):
+        return dt.datetime.fromisoformat(message.created_at) < dt.datetime.fromisoformat(message.expires_at)
+    except (TypeError, ValueError):
         return False
 
 
@@ -139,13 +139,12 @@ def _check_ledger(day: Day, entries: dict, first: dict, seen: set[str], sim: Ora
 def _check_fields(sim: Oracle, messages, users: dict, first: dict, verdict: Verdict) -> None:
     wrong = 0
     for m in messages:
-        e, body = sim.expected(m.key), m.value
+        e, body = sim.expected(m.key), m.message
         card = sim.card(e["material_id"]) if e["material_id"] else None
-        if (body.get("source_uid") != m.key or body.get("push_date") != DATE
-                or body.get("push_hour") != first.get(m.key)
-                or body.get("rec_id") != e["rec_id"] or body.get("material_id") != e["material_id"]
-                or body.get("trace_id") != e["trace_id"] or card is None or body.get("title") != card["title"]
-                or m.key in users and body.get("project") != users[m.key][0]):
+        if (body.source_uid != m.key or body.push_date != DATE or body.push_hour != first.get(m.key)
+                or body.rec_id != e["rec_id"] or body.material_id != e["material_id"]
+                or body.trace_id != e["trace_id"] or card is None or body.title != card["title"]
+                or m.key in users and body.project != users[m.key][0]):
             wrong += 1
     if wrong:
         verdict.problems.append(f"{wrong} message(s) with a field that differs from the oracle")
