@@ -325,8 +325,10 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
                 known = run.materials.ready(hit.value)
                 if known is None:
                     await send.send(hit)
-                else:
-                    await _deliver(run, hit, known.material, known.error)
+                elif (message := _message(run, hit, known.material, known.error)) is not None:
+                    if not run.sink.offer(hit.user.uid, message):  # no task switch unless the queue is full
+                        await run.sink.send(hit.user.uid, message)
+                    run.progress.advance(1)
 
 
 async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[str]:
@@ -367,15 +369,17 @@ def _expired(run: PushRun, hit: Hit) -> bool:
 async def _push_one(run: PushRun, hit: Hit) -> None:
     """Card, message, sink: one user. A failed card fetch is counted per reason, not fatal."""
     try:
-        material = await run.materials.get(hit.user.uid, hit.value)
+        material, error = await run.materials.get(hit.user.uid, hit.value), None
     except ServiceError as exc:
-        await _deliver(run, hit, None, exc)
-        return
-    await _deliver(run, hit, material, None)
+        material, error = None, exc
+    if (message := _message(run, hit, material, error)) is not None:
+        await run.sink.send(hit.user.uid, message)
+        run.progress.advance(1)
 
 
-async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> None:
-    """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
+def _message(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> bytes | None:
+    """The user's message (encoded) for the sink, or None once the reason it has none is counted (card
+    not found, card fetch failed, the window closed)."""
     if error is not None:
         reason = material_failure(error.reason)
         run.summary.failures[reason] += 1
@@ -383,9 +387,9 @@ async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: Ser
     elif material is None:
         run.summary.counts["material_not_found"] += 1
     elif _expired(run, hit):
-        return
+        return None
     else:
-        message = PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
-                                    clock=run.ctx.clock, expires=run.expires)
-        await run.sink.send(hit.user.uid, message.msg_id, message.encode())
+        return PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
+                                 clock=run.ctx.clock, expires=run.expires).encode()
     run.progress.advance(1)
+    return None
