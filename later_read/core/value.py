@@ -43,6 +43,11 @@ _REC_FIELDS = ("rec_id", "rec_type", "material_id")
 _TRACE_IN, _REC_ID_IN, _TYPE_IN, _MATERIAL_IN = (SURELY_WITHIN[n] for n in ("trace_id", *_REC_FIELDS))
 
 
+# A NamedTuple made from all its fields in C: what the class's own __new__ (a Python function) does, for
+# the tuples the push makes per user (a value, its verdict, its Hit).
+new_tuple = tuple.__new__
+
+
 class CachedValue(NamedTuple):
     """Immutable; a NamedTuple because the push builds one per user (a frozen dataclass costs 3x)."""
 
@@ -85,7 +90,7 @@ def judge(raw: bytes | None, date: str) -> Verdict:
         value = decode(raw)
     except CorruptValue as exc:
         return Verdict(CORRUPT, None, str(exc))
-    return Verdict(USABLE if value.usable_for(date) else STALE, value)
+    return new_tuple(Verdict, (USABLE if value.usable_for(date) else STALE, value, ""))
 
 
 def encode(value: CachedValue) -> bytes:
@@ -119,7 +124,7 @@ def decode(raw: bytes | str) -> CachedValue:
     if (len(trace_id) > _TRACE_IN or len(rec_id) > _REC_ID_IN or len(rec_type) > _TYPE_IN
             or len(material_id) > _MATERIAL_IN):  # the common case, checked fast; else bytes are counted
         _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
-    return CachedValue(outcome, date, trace_id, rec_id, rec_type, material_id)
+    return new_tuple(CachedValue, (outcome, date, trace_id, rec_id, rec_type, material_id))
 
 
 def _bounded(*fields: tuple[str, str]) -> None:

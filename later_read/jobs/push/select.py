@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Container, NamedTuple, Sequence
 
-from later_read.core.value import ABSENT, STALE, USABLE, CachedValue, Verdict, judge
+from later_read.core.value import ABSENT, STALE, USABLE, CachedValue, Verdict, judge, new_tuple
 from later_read.log import alert, get_logger
 from later_read.core.uids import unservable
 from later_read.core.users import TaskUser
@@ -107,7 +107,7 @@ class Sorter:
     def outcome(self, user: TaskUser, value: CachedValue) -> Hit | None:
         """A Hit for a recommendation; the no-push outcomes are counted (and finished) here."""
         if value.is_rec:
-            return Hit(user, value)
+            return new_tuple(Hit, (user, value))
         self.counts[value.outcome] += 1
         self.advance(1)
         return None
