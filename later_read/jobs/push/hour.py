@@ -5,9 +5,9 @@
     pipeline         a reader takes the hour's users from StarRocks page by page (and which of them have a
                      row at an earlier hour: that hour's users, never sent by this one), reads each batch's
                      values, sent markers and the hour's lock in one Redis round trip (a lost lock stops
-                     the run before the batch) and sorts them (`select`); hits flow through a bounded stream
-                     to workers that fetch the card (`material`) and hand the message (`message`) to the
-                     sink (`delivery`: Kafka with confirmed delivery and sent markers, or the dry-run printer)
+                     the run before the batch) and sorts them (`select`); each hit goes its way to the sink
+                     (`send`: the card from `material`, the message from core/message.py, then `delivery`:
+                     Kafka with confirmed delivery and sent markers, or the dry-run printer)
     ledger entry     the hour's counts and state (ledger.py), clean only when every delivery is known
 
 Every run of the process shares one Summary: the hour's figures are what it added to it. Nothing is sent
@@ -27,24 +27,24 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectSendStream
 
 from later_read import runtime
 from later_read.core import ledger
 from later_read.clients.kafka import OVERSIZE_MESSAGE
-from later_read.clients.material import Material
 from later_read.core.clock import Clock
 from later_read.config.settings import Settings
 from later_read.connections import PushConnections
-from later_read.errors import LaterReadError, ServiceError
+from later_read.errors import LaterReadError
 from later_read.jobs.progress import Progress
 from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
-from later_read.core.counts import EXPIRED, NOT_PROCESSED, UNDELIVERED, material_failure, undelivered
-from later_read.core.message import PushMessage, expires_at
+from later_read.core.counts import UNDELIVERED, undelivered
+from later_read.core.message import expires_at
 from later_read.jobs.push.select import Hit, Sorter
+from later_read.jobs.push.send import route, worker
 from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.log import event, get_logger
 from later_read.runtime import Shutdown
@@ -222,7 +222,8 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
         live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, date=scope.date,
                             budget=settings.push.live_budget, concurrency=settings.push.concurrency,
                             failures=summary.failures, write=not options.dry_run)
-    materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency)
+    materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency,
+                              park_limit=settings.redis.batch_size)  # about a batch of users waits parked
     timed = not (options.allow_late or options.dry_run)
     deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
@@ -298,7 +299,7 @@ async def _pipeline(run: PushRun) -> None:
     send, receive = anyio.create_memory_object_stream[Hit](run.settings.redis.batch_size)
     async with runtime.task_group() as tg:
         for _ in range(run.settings.push.concurrency * WORKERS_PER_FETCH):
-            tg.start_soon(_worker, run, receive.clone())
+            tg.start_soon(worker, run, receive.clone())
         receive.close()
         async with send:
             await _read_hits(run, send)
@@ -319,16 +320,7 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
             values, sent = await store.get_push_state(run.scope.date, [u.uid for u in users], run.fence)
             hits, missing = run.sorter.sort(users, values, sent, earlier)
             hits += await _resolve_missing(run, missing)
-            for hit in hits:
-                if _expired(run, hit) or send is None:
-                    continue
-                known = run.materials.ready(hit.value)
-                if known is None:
-                    await send.send(hit)
-                elif (message := _message(run, hit, known.material, known.error)) is not None:
-                    if not run.sink.offer(hit.user.uid, message):  # no task switch unless the queue is full
-                        await run.sink.send(hit.user.uid, message)
-                    run.progress.advance(1)
+            await route(run, hits, send)
 
 
 async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[str]:
@@ -344,52 +336,3 @@ async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hi
         run.progress.advance(len(missing))
         return []
     return await run.live.resolve(missing)
-
-
-async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
-    async with receive:
-        async for hit in receive:
-            if run.shutdown.stopping:
-                run.summary.counts[NOT_PROCESSED] += 1  # stop taking new users; the rerun sends them
-                run.summary.name(NOT_PROCESSED, hit.user.uid)
-            elif not _expired(run, hit):
-                await _push_one(run, hit)
-
-
-def _expired(run: PushRun, hit: Hit) -> bool:
-    """True, counting the user expired, once the hour's window has closed: nothing more is sent."""
-    if not run.window_closed():
-        return False
-    run.summary.counts[EXPIRED] += 1
-    run.summary.name(EXPIRED, hit.user.uid)
-    run.progress.advance(1)
-    return True
-
-
-async def _push_one(run: PushRun, hit: Hit) -> None:
-    """Card, message, sink: one user. A failed card fetch is counted per reason, not fatal."""
-    try:
-        material, error = await run.materials.get(hit.user.uid, hit.value), None
-    except ServiceError as exc:
-        material, error = None, exc
-    if (message := _message(run, hit, material, error)) is not None:
-        await run.sink.send(hit.user.uid, message)
-        run.progress.advance(1)
-
-
-def _message(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> bytes | None:
-    """The user's message (encoded) for the sink, or None once the reason it has none is counted (card
-    not found, card fetch failed, the window closed)."""
-    if error is not None:
-        reason = material_failure(error.reason)
-        run.summary.failures[reason] += 1
-        run.summary.name(reason, hit.user.uid)
-    elif material is None:
-        run.summary.counts["material_not_found"] += 1
-    elif _expired(run, hit):
-        return None
-    else:
-        return PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
-                                 clock=run.ctx.clock, expires=run.expires).encode()
-    run.progress.advance(1)
-    return None
