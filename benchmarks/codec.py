@@ -1,14 +1,12 @@
 """The push's per-user codec work alone: decode the Redis value, build the message, encode it.
 
-    python benchmarks/codec.py                          # this tree, and the msgspec candidate
+    python benchmarks/codec.py                          # this tree
     python benchmarks/codec.py --code /path/to/checkout # another tree's codec (e.g. before a change)
 
-For N users (a simulator-shaped value, one of 2,000 cards, a wall clock): the product's path (`decode`,
-then `HourMessages.encode`, or `build_message` + `encode` in a tree that has no HourMessages) and, for
-comparison, the same work with msgspec (`pip install msgspec`): the value decoded into a msgspec Struct
-(types checked by msgspec, the bounds and the product's error lines not), the message a Struct encoded by
-msgspec. Prints the CPU microseconds per user (time.process_time) of each of `--repeat` runs and their
-median. The msgspec path must produce the product's bytes: checked before it is timed.
+For N users (a simulator-shaped value, one of 2,000 cards, the wall clock), in one process with no
+servers: the tree's decode + build + encode, its decode alone, and msgspec's decoding of the same value
+into a Struct (the candidate for CachedValue). Prints the CPU microseconds per user (time.process_time)
+of each of `--repeat` runs and their median.
 """
 
 from __future__ import annotations
@@ -23,29 +21,30 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def product_path(users: list, raws: list[bytes], cards: list, clock, date: str, hour: int, expires: str):
-    """A function running the tree's own codec over every user."""
+    """The tree's own codec over every user: `decode`, then `PushMessage.build(...).encode()` (or, in a
+    tree from before PushMessage, `build_message` + `encode`)."""
     from later_read.core import message
     from later_read.core.value import decode
-    if hasattr(message, "HourMessages"):
-        messages = message.HourMessages(date, hour, clock, expires)
+    if hasattr(message, "PushMessage"):
+        build = message.PushMessage.build
 
         def run() -> None:
             for user, raw, card in zip(users, raws, cards):
-                messages.encode(user, decode(raw), card)
+                build(user, decode(raw), card, date=date, hour=hour, clock=clock, expires=expires).encode()
     else:
         def run() -> None:
             for user, raw, card in zip(users, raws, cards):
-                value = decode(raw)
-                message.encode(message.build_message(user, value, card, date=date, hour=hour, clock=clock,
+                message.encode(message.build_message(user, decode(raw), card, date=date, hour=hour, clock=clock,
                                                      expires=expires))
     return run
 
 
-def msgspec_path(users: list, raws: list[bytes], cards: list, clock, date: str, hour: int, expires: str):
-    """The same work with msgspec Structs (value and message) and msgspec's JSON codec."""
+def decode_paths(raws: list[bytes]):
+    """The value's decoding alone: the tree's `decode`, and msgspec's into a Struct (the candidate for
+    CachedValue: its types checked by msgspec; the bounds and the product's error lines not)."""
     import msgspec
 
-    from later_read.core.message import msg_id
+    from later_read.core.value import decode
 
     class Value(msgspec.Struct, frozen=True):
         outcome: str = "rec"
@@ -55,37 +54,16 @@ def msgspec_path(users: list, raws: list[bytes], cards: list, clock, date: str, 
         rec_type: str = ""
         material_id: str = ""
 
-    class Message(msgspec.Struct):
-        msg_id: str
-        source_uid: str
-        project: str
-        task_id: str
-        push_date: str
-        push_hour: int
-        rec_id: str
-        rec_type: str
-        material_id: str
-        trace_id: str
-        title: str
-        content: str
-        cover_url: str
-        deeplink: str
-        created_at: str
-        expires_at: str
+    decoder = msgspec.json.Decoder(Value)
 
-    decoder, encoder = msgspec.json.Decoder(Value), msgspec.json.Encoder()
+    def product() -> None:
+        for raw in raws:
+            decode(raw)
 
-    def one(user, raw: bytes, card) -> bytes:
-        value = decoder.decode(raw)
-        return encoder.encode(Message(
-            msg_id(date, user.uid), user.uid, user.project, user.task_id, date, hour, value.rec_id,
-            value.rec_type, value.material_id, value.trace_id, card.title, card.content, card.cover_url,
-            card.deeplink, clock.now().isoformat(timespec="milliseconds"), expires))
-
-    def run() -> None:
-        for user, raw, card in zip(users, raws, cards):
-            one(user, raw, card)
-    return run, one
+    def candidate() -> None:
+        for raw in raws:
+            decoder.decode(raw)
+    return product, candidate
 
 
 def timed(run, count: int, repeat: int) -> list[float]:
@@ -104,10 +82,7 @@ def main() -> None:
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose later_read is measured")
     args = parser.parse_args()
     sys.path.insert(0, str(args.code))
-    import datetime as dt
     from zoneinfo import ZoneInfo
-
-    import orjson
 
     from later_read.clients.material import Material
     from later_read.core.clock import Clock
@@ -123,22 +98,11 @@ def main() -> None:
     cards = [books[i % 2000] for i in range(args.users)]
     zone = ZoneInfo("Asia/Shanghai")
     print(f"{args.users:,} users, 2,000 cards, code {args.code}")
-    product = timed(product_path(users, raws, cards, Clock(zone), date, hour, expires), args.users, args.repeat)
-    print(f"product  {statistics.median(product):.2f} us/user (runs {' / '.join(f'{r:.2f}' for r in product)})")
-    try:
-        run, one = msgspec_path(users, raws, cards, Clock(zone), date, hour, expires)
-    except ImportError:
-        print("msgspec not installed: pip install msgspec")
-        return
-    fixed = Clock(zone, dt.datetime(2026, 11, 23, 21, 1, tzinfo=zone), monotonic=lambda: 0.0)
-    from later_read.core.message import build_message
-    from later_read.core.value import decode
-    _, check = msgspec_path(users, raws, cards, fixed, date, hour, expires)
-    expected = orjson.dumps(build_message(users[0], decode(raws[0]), cards[0], date=date, hour=hour, clock=fixed,
-                                          expires=expires))
-    assert check(users[0], raws[0], cards[0]) == expected, "msgspec's bytes differ from the product's"
-    candidate = timed(run, args.users, args.repeat)
-    print(f"msgspec  {statistics.median(candidate):.2f} us/user (runs {' / '.join(f'{r:.2f}' for r in candidate)})")
+    figures = {"decode, build, encode": product_path(users, raws, cards, Clock(zone), date, hour, expires)}
+    figures["decode alone"], figures["decode alone, msgspec Struct"] = decode_paths(raws)
+    for label, run in figures.items():
+        runs = timed(run, args.users, args.repeat)
+        print(f"{label:30} {statistics.median(runs):.2f} us/user (runs {' / '.join(f'{r:.2f}' for r in runs)})")
 
 
 if __name__ == "__main__":
