@@ -32,6 +32,7 @@ from later_read.core.scope import WHOLE, RunScope, Shard
 from later_read.core.users import TaskUser, task_ids_for
 
 
+new_user = tuple.__new__
 # The rows of a run's first page (then `batch_size`): a job's first calls wait for this page alone.
 FIRST_PAGE_ROWS = 500
 
@@ -140,7 +141,7 @@ class StarRocks:
                         f"{self.settings.table}.source_uid came back out of byte order ({after!r} then "
                         f"{uid!r}); give the column a binary collation (StarRocks strings are binary)")
                 after = uid
-                yield TaskUser(uid, project, task_id)
+                yield new_user(TaskUser, (uid, project, task_id))  # TaskUser(...) without its Python __new__
             if len(rows) < limit:
                 return
             limit = self.settings.batch_size

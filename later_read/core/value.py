@@ -115,8 +115,9 @@ def decode(raw: bytes | str) -> CachedValue:
     if not isinstance(date, (str, type(None))) or not isinstance(trace_id, str):
         raise CorruptValue(f"date/trace_id are not strings: {_preview(raw)}")
     if outcome != OUTCOME_REC:
-        _bounded(("trace_id", trace_id))
-        return CachedValue(outcome, date, trace_id)
+        if len(trace_id) > _TRACE_IN:
+            _bounded(("trace_id", trace_id))
+        return new_tuple(CachedValue, (outcome, date, trace_id, "", "", ""))
     rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
     if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str  # noqa: E721
             and rec_id and rec_type and material_id):  # the common case, checked fast; else:

@@ -36,7 +36,7 @@ async def route(run: PushRun, hits: list[Hit], send: ObjectSendStream[Hit] | Non
         if known is None:
             if not run.materials.park(hit.value, hit):  # parked: finished with its card's answer
                 await send.send(hit)
-        elif (message := _message(run, hit, known.material, known.error)) is not None:
+        elif (message := _message(run, hit, known.material, known.error, checked=True)) is not None:
             if not run.sink.offer(hit.user.uid, message):  # waits only while librdkafka's queue is full
                 await run.sink.send(hit.user.uid, message)
             run.progress.advance(1)
@@ -61,7 +61,7 @@ def _stopping(run: PushRun, hit: Hit) -> bool:
 
 def _expired(run: PushRun, hit: Hit) -> bool:
     """True, counting the user expired, once the hour's window has closed: nothing more is sent."""
-    if not run.window_closed():
+    if not run.window.closed():
         return False
     run.summary.counts[EXPIRED] += 1
     run.summary.name(EXPIRED, hit.user.uid)
@@ -84,7 +84,8 @@ async def _push_one(run: PushRun, hit: Hit) -> None:
             run.progress.advance(1)
 
 
-def _message(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> bytes | None:
+def _message(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None,
+             checked: bool = False) -> bytes | None:
     """The user's message (encoded) for the sink, or None once the reason it has none is counted (card
     not found, card fetch failed, the window closed)."""
     if error is not None:
@@ -93,7 +94,7 @@ def _message(run: PushRun, hit: Hit, material: Material | None, error: ServiceEr
         run.summary.name(reason, hit.user.uid)
     elif material is None:
         run.summary.counts["material_not_found"] += 1
-    elif _expired(run, hit):
+    elif not checked and _expired(run, hit):  # `checked`: the caller has just checked the window
         return None
     else:
         return PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
