@@ -208,12 +208,10 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
     (`closed`: already past, the expiry pass)."""
     settings, summary, options = ctx.settings, ctx.summary, ctx.options
     query = UserQuery.of(settings, scope)
-    total = await ctx.conns.starrocks.count(query)
-    summary.total = (summary.total or 0) + total
-    if not closed:
-        event(log, "push.start", date=scope.date, hour=scope.hour, users=total, dry_run=options.dry_run,
-              force=options.force, on_miss=options.on_miss)
-    progress = Progress(JOB, settings.push.progress_interval_seconds, total)
+    progress = Progress(JOB, settings.push.progress_interval_seconds)
+    if closed:  # a sending hour counts its users beside its pipeline (`_count`)
+        progress.total = await ctx.conns.starrocks.count(query)
+        summary.total = (summary.total or 0) + progress.total
     sorter = Sorter(scope.date, scope.hour, options.force, summary.counts,
                     settings.push.miss_log_limit, progress.advance,
                     name=summary.name if options.on_miss == "skip" else None, alerts=not closed)
@@ -283,8 +281,24 @@ async def _send_all(run: PushRun) -> None:
             async with runtime.task_group() as tg:
                 tg.start_soon(run.progress.run)
                 tg.start_soon(_cancel_after_grace, run, tg.cancel_scope)
-                await _pipeline(run)
+                async with runtime.task_group() as work:
+                    work.start_soon(_count, run)
+                    await _pipeline(run)
                 tg.cancel_scope.cancel()
+
+
+async def _count(run: PushRun) -> None:
+    """The hour's users (the progress total, the summary's and the ledger entry's, the `push.start` line),
+    counted on a second StarRocks connection while the pipeline runs: nothing waits for the count."""
+    census = run.ctx.conns.starrocks.twin()
+    try:
+        total = run.progress.total = await census.count(run.query)
+    finally:
+        census.close()
+    run.summary.total = (run.summary.total or 0) + total
+    options = run.options
+    event(log, "push.start", date=run.scope.date, hour=run.scope.hour, users=total, dry_run=options.dry_run,
+          force=options.force, on_miss=options.on_miss)
 
 
 async def _cancel_after_grace(run: PushRun, scope: anyio.CancelScope) -> None:
