@@ -24,7 +24,6 @@ GC_FIRST_GENERATION = 50_000
 
 def run(main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     """Run `main(*args)` to completion on a fresh event loop."""
-    gc.freeze()  # what start-up built (modules, settings) lives as long as the job: never traversed again
     gc.set_threshold(GC_FIRST_GENERATION, *gc.get_threshold()[1:])
     # Retries are counted and reported in the job summary; stamina's per-retry log lines would
     # write one warning per transient failure (thousands when a service hiccups).
