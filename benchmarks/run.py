@@ -15,6 +15,11 @@ Scenarios (brief + issue 6):
   S3 prewarm 1M users, as S1: the memory curve (peak RSS at 200k vs 1M)
   G  prewarm 20k users, A/B 10 ms, rec 40 ms, C=50: the conditions the Go job was measured under
      (91 % of its 1,000 users/s ceiling at 330 us CPU per user), for a like-for-like comparison
+  P  push one hour of 1M users, as S2: the push's memory at scale (peak RSS, target < 200 MB)
+
+The push scenarios read the values a prewarm of their hour would store, written straight into Redis from
+the simulator's oracle (a prewarm of 1M users takes many minutes), and run with `--wait 0` (no readiness
+marker to wait for). At the end it prints S3's peak RSS against S1's and P's against 200 MB when they ran.
 """
 
 from __future__ import annotations
@@ -63,9 +68,12 @@ class Scenario:
 
 
 FULL = [Scenario("S1", "prewarm", 200_000), Scenario("S2", "push", 100_000),
-        Scenario("S3", "prewarm", 1_000_000), Scenario("G", "prewarm", 20_000, ab_ms=10, rec_ms=40)]
+        Scenario("S3", "prewarm", 1_000_000), Scenario("G", "prewarm", 20_000, ab_ms=10, rec_ms=40),
+        Scenario("P", "push", 1_000_000)]
 QUICK = [Scenario("S1", "prewarm", 10_000), Scenario("S2", "push", 10_000),
-         Scenario("S3", "prewarm", 30_000), Scenario("G", "prewarm", 5_000, ab_ms=10, rec_ms=40)]
+         Scenario("S3", "prewarm", 30_000), Scenario("G", "prewarm", 5_000, ab_ms=10, rec_ms=40),
+         Scenario("P", "push", 50_000)]
+RSS_PUSH_TARGET_MB = 200
 
 
 @functools.cache
@@ -111,6 +119,25 @@ def seed(stack: Stack, s: Scenario) -> float:
     return time.monotonic() - started
 
 
+def fill_values(stack: Stack, s: Scenario) -> None:
+    """The values a prewarm of the push's hour stores, written straight into Redis from the simulator's
+    oracle (the same bytes: `encode` of the decision the prewarm makes over the oracle's answers)."""
+    from later_read.core.value import encode
+    from later_read.store.keys import Keys
+    from later_read_sandbox.seed import expected_users
+    from later_read_sandbox.simulator.oracle import Oracle
+
+    config = stack.config()
+    oracle, keys = Oracle(knobs_for(s)), Keys(config["redis"]["key_prefix"])
+    uids = list(expected_users(DATE, s.users, config["tasks"]["ids"], hour=PUSH_HOUR, hours=(PUSH_HOUR,)))
+    client = stack.redis.client()
+    for start in range(0, len(uids), 10_000):
+        pipe = client.pipeline(transaction=False)
+        for uid in uids[start:start + 10_000]:
+            pipe.set(keys.rec(uid), encode(oracle.expected_value(uid, DATE)), ex=86_400)
+        pipe.execute()
+
+
 def simulator_figures(stats: dict) -> dict:
     return {name: {"calls": ep.get("calls"), "peak_qps": ep.get("peak_qps")}
             for name, ep in stats.items() if isinstance(ep, dict)}
@@ -120,12 +147,12 @@ def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int) -> di
     """One measured run of the scenario's job on a freshly flushed Redis."""
     stack.redis.client().flushdb()
     report = work / f"{s.name}-{run}.json"
-    if s.job == "push":  # the push reads what a (not measured) prewarm stored
-        run_job(["prewarm", "--date", DATE, "--config", str(config)])
+    if s.job == "push":  # the push reads what a prewarm would have stored
+        fill_values(stack, s)
     stack.simulator.reset()
     args = [s.job, "--date", DATE, "--config", str(config), "--report", str(report)]
     if s.job == "push":
-        args += ["--hour", str(PUSH_HOUR), "--now", PUSH_NOW]
+        args += ["--hour", str(PUSH_HOUR), "--now", PUSH_NOW, "--wait", "0"]
     figures = run_job(args)
     job_report = json.loads(report.read_text())
     users = job_report.get("users") or s.users
@@ -171,10 +198,21 @@ def print_result(result: dict) -> None:
     print(line, flush=True)
 
 
+def print_memory(results: list[dict]) -> None:
+    """S3's peak RSS against S1's (the prewarm's memory does not grow with the day), P's against its
+    target (a 1M-user push hour)."""
+    rss = {r["scenario"]["name"]: r["median"]["peak_rss_mb"] for r in results}
+    if "S1" in rss and "S3" in rss:
+        print(f"memory: S3 {rss['S3']:.0f} MB / S1 {rss['S1']:.0f} MB = {rss['S3'] / rss['S1']:.3f} (target <= 1.10)")
+    if "P" in rss:
+        users = next(r["scenario"]["users"] for r in results if r["scenario"]["name"] == "P")
+        print(f"memory: P (a push hour of {users:,} users) {rss['P']:.0f} MB (target < {RSS_PUSH_TARGET_MB} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, same shapes (< 2 min)")
-    parser.add_argument("--scenario", default="S1,S2,S3,G", help="comma-separated subset of S1,S2,S3,G")
+    parser.add_argument("--scenario", default="S1,S2,S3,G,P", help="comma-separated subset of S1,S2,S3,G,P")
     parser.add_argument("--repeat", type=int, default=None, help="runs per scenario (median); default 3, quick 1")
     parser.add_argument("--users", type=int, default=None, help="override every chosen scenario's user count")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
@@ -187,6 +225,7 @@ def main() -> None:
         if s.name in wanted:
             results.append(scenario(s, repeat))
             print_result(results[-1])
+    print_memory(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     args.json.write_text(json.dumps({"machine": machine, "quick": args.quick, "repeat": repeat,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from later_read.core.clock import Clock
-from later_read.core.message import Material, PushMessage, expires_at
+from later_read.core.message import Material, PushMessage, expires_at, msg_id, msg_id_of
 from later_read.core.schedule import Schedule
 from later_read.core.users import TaskUser
 from later_read.core.value import CachedValue, decode, encode as encode_value
@@ -56,3 +58,34 @@ def test_a_cached_value_is_these_bytes():
     assert encode_value(undated) == b'{"outcome":"no_recommendation","date":null,"trace_id":""}'
     for value in (VALUE, quiet, undated):
         assert decode(encode_value(value)) == value
+
+
+def test_messages_are_orjsons_bytes_of_their_fields_and_carry_their_msg_id_first():
+    """PushMessage (a msgspec Struct) encodes as orjson writes the fields' dict, hostile strings included,
+    and `msg_id_of` reads the msg_id back from the bytes (the delivery reports do)."""
+    clock = fixed_clock("2026-11-23T09:05:00.123456+08:00")
+    other = TaskUser("2\u2028", "p\u00e9\x7f", "t\x01\x1f")
+    card = Material("m-3", "New title \\", "", "\"", "x\u2029\ud7ff")
+    for user, value, material in ((USER, VALUE, CARD), (other, VALUE._replace(trace_id="\t\b\f"), card)):
+        message = PushMessage.build(user, value, material, date="20261123", hour=9, clock=clock,
+                                    expires="2026-11-23T09:45:00+08:00")
+        raw = message.encode()
+        assert raw == orjson.dumps(message.to_dict())
+        assert msg_id_of(raw) == message.msg_id == msg_id("20261123", user.uid)
+
+
+def test_the_clocks_millisecond_text_is_nows():
+    """Clock.iso_ms is now().isoformat(timespec="milliseconds") at every reading, a set clock advancing
+    by monotonic time (across a second and a millisecond boundary, and a DST zone's change)."""
+    ticks = iter([0.0, 0.0, 0.0, 0.0002985, 0.0002985, 0.0002995, 0.0002995, 0.0004, 0.0004, 0.8765432, 0.8765432,
+                  0.8765435, 0.8765435, 1.0000005, 1.0000005, 3600.25, 3600.25])
+    clock = Clock(ZONE, dt.datetime.fromisoformat("2026-11-23T09:05:00.999700+08:00"), monotonic=ticks.__next__)
+    for _ in range(8):
+        assert clock.iso_ms() == clock.now().isoformat(timespec="milliseconds")
+    paris = ZoneInfo("Europe/Paris")
+    dst = Clock(paris, dt.datetime.fromisoformat("2026-10-25T02:59:59.9995+02:00"),
+                monotonic=iter([0.0, 0.0, 0.0, 0.001, 0.001]).__next__)
+    for _ in range(2):
+        assert dst.iso_ms() == dst.now().isoformat(timespec="milliseconds")
+    wall = Clock(ZONE)
+    assert dt.datetime.fromisoformat(wall.iso_ms()).utcoffset() == dt.timedelta(hours=8)

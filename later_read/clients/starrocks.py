@@ -22,6 +22,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future
 from operator import itemgetter
+from typing import Any
 
 import anyio
 import pymysql
@@ -30,6 +31,10 @@ from later_read.config.settings import Settings, StarRocksSettings
 from later_read.core.scope import WHOLE, RunScope, Shard
 from later_read.core.users import TaskUser, task_ids_for
 from later_read.errors import StarRocksError
+
+new_user = tuple.__new__
+# The rows of a run's first page (then `batch_size`): a job's first calls wait for this page alone.
+FIRST_PAGE_ROWS = 500
 
 
 class StarRocks:
@@ -51,6 +56,13 @@ class StarRocks:
                 except BaseException as exc:  # noqa: BLE001 - handed to the first query
                     future.set_exception(exc)
             threading.Thread(target=open_it, name="starrocks-connect", daemon=True).start()
+
+    def twin(self) -> StarRocks:
+        """A second client of the same database, its connection opening now in the background: for a
+        query that must neither wait for this client's reads nor hold them up (the prewarm's count)."""
+        twin = StarRocks(self.settings)
+        twin.warm_up()
+        return twin
 
     def _open(self) -> pymysql.connections.Connection:
         return pymysql.connect(**connect_options(self.settings))
@@ -85,38 +97,54 @@ class StarRocks:
                     yield page
             return
         merged = self._merged(query)
-        size = self.settings.batch_size
+        size = min(FIRST_PAGE_ROWS, self.settings.batch_size)  # the first page small: the work starts sooner
         while True:
-            page = await anyio.to_thread.run_sync(lambda: list(itertools.islice(merged, size)))
+            page = await anyio.to_thread.run_sync(_take, merged, size)
             if not page:
                 return
             yield page
             if len(page) < size:
                 return
+            size = self.settings.batch_size
 
     def _merged(self, query: UserQuery) -> Iterator[TaskUser]:
         """Every task id's uids merged in uid order, one TaskUser per uid (smallest project and task id).
-        Runs in the worker thread: the pages are read lazily as the merge needs them."""
+        Runs in the worker thread: the pages are read lazily as the merge needs them. A uid in one task id
+        (the common case) is its row as read, not a new object."""
         streams = [self._task_rows(query, task_id) for task_id in sorted(set(query.task_ids))]
-        for uid, group in itertools.groupby(heapq.merge(*streams, key=itemgetter(0)), key=itemgetter(0)):
-            rows = list(group)
-            yield TaskUser(uid, min(r[1] for r in rows), min(r[2] for r in rows))
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        held: TaskUser | None = None
+        for user in heapq.merge(*streams, key=itemgetter(0)):
+            if held is None:
+                held = user
+            elif user.uid != held.uid:
+                yield held
+                held = user
+            else:
+                held = TaskUser(held.uid, min(held.project, user.project), min(held.task_id, user.task_id))
+        if held is not None:
+            yield held
 
-    def _task_rows(self, query: UserQuery, task_id: str) -> Iterator[tuple[str, str, str]]:
-        """(uid, project, task_id) of one task id in uid order, one keyset page at a time."""
+    def _task_rows(self, query: UserQuery, task_id: str) -> Iterator[TaskUser]:
+        """One task id's users in uid order, one keyset page at a time."""
         after: str | None = None
+        limit = min(FIRST_PAGE_ROWS, self.settings.batch_size)
         while True:
-            rows = self._query(*query.page(task_id, after, self.settings.batch_size))
-            for raw_uid, project in rows:
-                uid = str(raw_uid)
+            rows: Sequence[tuple[Any, ...]] = self._query(*query.page(task_id, after, limit))
+            if rows and not all(type(uid) is str and type(project) is str for uid, project in rows):
+                rows = [(str(uid), str(project)) for uid, project in rows]
+            for uid, project in rows:
                 if after is not None and uid <= after:
                     raise StarRocksError(
                         f"{self.settings.table}.source_uid came back out of byte order ({after!r} then "
                         f"{uid!r}); give the column a binary collation (StarRocks strings are binary)")
                 after = uid
-                yield uid, str(project), task_id
-            if len(rows) < self.settings.batch_size:
+                yield new_user(TaskUser, (uid, project, task_id))  # TaskUser(...) without its Python __new__
+            if len(rows) < limit:
                 return
+            limit = self.settings.batch_size
 
     async def earlier(self, query: UserQuery, hour: int, uids: list[str]) -> set[str]:
         """Which of `uids` have a row at a push hour before `hour` (see `UserQuery.earlier`)."""
@@ -318,3 +346,8 @@ class UserQuery:
             where.append(condition)
             params.extend(values)
         return where, params
+
+
+def _take(users: Iterator[TaskUser], n: int) -> list[TaskUser]:
+    """The next `n` users of `users` (fewer at its end), in the worker thread."""
+    return list(itertools.islice(users, n))

@@ -221,6 +221,11 @@ class MetricsSettings:
     textfile_dir: str = ""  # node_exporter textfile collector directory; "" disables
     pushgateway_url: str = field(default="", metadata=PUSHGATEWAY_URL)  # Pushgateway base URL; "" disables
 
+    @property
+    def enabled(self) -> bool:
+        """A sink is configured: the run writes metrics."""
+        return bool(self.textfile_dir or self.pushgateway_url)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LockSettings:

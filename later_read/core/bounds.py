@@ -28,6 +28,9 @@ FIELD_BYTES = {
     "value": 256, "trace_id": 256, "rec_id": 256, "rec_type": 64, "material_id": 256,
     "title": 1024, "content": 16 * 1024, "cover_url": 4096, "deeplink": 4096,
 }
+# Characters up to which a field is within its bound whatever it holds (4 UTF-8 bytes at most each): no
+# need to count its bytes (the push's per-user value check is these comparisons alone).
+SURELY_WITHIN = {name: bound // 4 for name, bound in FIELD_BYTES.items()}
 DEFAULT_MAX_REPLY_BYTES = 256 * 1024
 # The reply bound's range: a card at every field bound must fit (32 KiB); 50 replies of 16 MiB are 800 MiB.
 MIN_REPLY_BYTES = 32 * 1024
@@ -47,10 +50,9 @@ def size(text: str) -> int:
 def over(name: str, text: str) -> str | None:
     """What is wrong when `text` is over the field's bound (`<name> of N bytes, over its B-byte bound`),
     else None."""
-    bound = FIELD_BYTES[name]
-    if len(text) <= bound // 4:  # 4 bytes per character at most: no need to count
+    if len(text) <= SURELY_WITHIN[name]:
         return None
-    length = size(text)
+    bound, length = FIELD_BYTES[name], size(text)
     return f"{name} of {length:,} bytes, over its {bound:,}-byte bound" if length > bound else None
 
 

@@ -30,6 +30,9 @@ class Clock:
         self.fixed = None if fixed is None else fixed.astimezone(dt.UTC)
         self._monotonic = monotonic
         self._began = monotonic()
+        self._fixed_us = None if self.fixed is None else _epoch_us(self.fixed)
+        self._iso_at, self._iso = -1, ""  # iso_ms's last millisecond (since the epoch) and its text
+        self._iso_reading, self._iso_slack = 0.0, -1.0  # a set clock's: when it was made, how long it holds
 
     @classmethod
     def parse(cls, text: str | None, zone: ZoneInfo) -> Clock:
@@ -60,7 +63,36 @@ class Clock:
         elapsed = dt.timedelta(seconds=self._monotonic() - self._began)
         return (self.fixed + elapsed).astimezone(self.zone)
 
+    def iso_ms(self) -> str:
+        """`now().isoformat(timespec="milliseconds")`: the same text, made once per millisecond (the push
+        stamps every message with it). A set clock reuses it while its monotonic reading stays short of
+        the next millisecond by more than now()'s rounding (1 us), without computing the time again."""
+        if self._fixed_us is None:
+            us = time.time_ns() // 1000
+        else:
+            reading = self._monotonic()
+            if reading - self._iso_reading < self._iso_slack:
+                return self._iso
+            elapsed = dt.timedelta(seconds=reading - self._began)  # rounded as now() rounds it
+            us = self._fixed_us + (elapsed.days * 86400 + elapsed.seconds) * 1_000_000 + elapsed.microseconds
+            self._iso_reading, self._iso_slack = reading, ((us // 1000 + 1) * 1000 - us - 1) / 1e6
+        ms = us // 1000
+        if ms != self._iso_at:
+            seconds, millis = divmod(ms, 1000)
+            when = dt.datetime.fromtimestamp(seconds, self.zone).replace(microsecond=millis * 1000)
+            self._iso_at, self._iso = ms, when.isoformat(timespec="milliseconds")
+        return self._iso
+
     def monotonic_at(self, instant: dt.datetime) -> float:
         """The `time.monotonic()` reading at which `now()` reaches `instant`: a deadline for a loop."""
         ahead = instant.astimezone(dt.UTC) - self.now().astimezone(dt.UTC)
         return self._monotonic() + ahead.total_seconds()
+
+
+def _epoch_us(when: dt.datetime) -> int:
+    """Microseconds since the epoch of an aware datetime, exactly."""
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

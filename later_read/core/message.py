@@ -19,6 +19,7 @@ import hashlib
 import uuid
 from typing import Any
 
+import msgspec
 import orjson
 
 from later_read.core.clock import Clock
@@ -35,13 +36,15 @@ def msg_id(date: str, uid: str) -> str:
     """The message id of `uid`'s later-read push on `date` (YYYYMMDD): the same on every run.
 
     Exactly `str(uuid.uuid5(MSG_NAMESPACE, f"later_read:{date}:{uid}"))` (a test holds them equal), computed
-    from the SHA-1 digest directly (docs/design.md, "The push message", says why).
+    from the SHA-1 hex digest directly: its version nibble is 5 and its variant's two bits 10
+    (docs/design.md, "The push message", says why).
     """
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"later_read:{date}:{uid}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = _sha1(_NAMESPACE_BYTES + f"later_read:{date}:{uid}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_sha1 = hashlib.sha1
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # (nibble & 0x3) | 0x8
 
 
 def expires_at(schedule: Schedule, date: str, hour: int, late_from: dt.datetime | None = None) -> str:
@@ -66,9 +69,9 @@ class BadMessage(ValueError):
     """Bytes on the topic that are not a push message: not a JSON object with a string msg_id."""
 
 
-@dataclasses.dataclass(slots=True)
-class PushMessage:
-    """One user's push message (the brief's fields, in the order they are encoded).
+class PushMessage(msgspec.Struct):
+    """One user's push message (the brief's fields, in the order they are encoded). A msgspec Struct: the
+    push builds and encodes one per user, in C (docs/design.md, "The push message").
 
     What the push builds holds the types below. A message read back from the topic (`decode`) holds each
     field as it was found there (None when absent): a topic may be shared, so its readers compare the
@@ -98,12 +101,12 @@ class PushMessage:
         run's clock, in the push timezone; `expires` is `expires_at(...)` of its hour."""
         return cls(msg_id(date, user.uid), user.uid, user.project, user.task_id, date, hour, value.rec_id,
                    value.rec_type, value.material_id, value.trace_id, material.title, material.content,
-                   material.cover_url, material.deeplink, clock.now().isoformat(timespec="milliseconds"),
-                   expires)
+                   material.cover_url, material.deeplink, clock.iso_ms(), expires)
 
     def encode(self) -> bytes:
-        """The bytes produced to Kafka: a JSON object of the fields in their declared order."""
-        return orjson.dumps(self)
+        """The bytes produced to Kafka: a JSON object of the fields in their declared order, each string as
+        orjson writes it (`msg_id_of` reads the msg_id back from them)."""
+        return _encode(self)
 
     @classmethod
     def decode(cls, raw: bytes | str | None) -> PushMessage:
@@ -124,4 +127,13 @@ class PushMessage:
         return {name: getattr(self, name) for name in _FIELDS}
 
 
-_FIELDS = tuple(field.name for field in dataclasses.fields(PushMessage))
+_FIELDS = PushMessage.__struct_fields__
+_encode = msgspec.json.Encoder().encode
+_ID_START = len(b'{"msg_id":"')
+_ID_SPAN = slice(_ID_START, _ID_START + 36)
+
+
+def msg_id_of(raw: bytes) -> str:
+    """The msg_id of an encoded PushMessage: its first field, at a fixed place (the push's delivery reports
+    read it back instead of carrying it beside every message)."""
+    return raw[_ID_SPAN].decode()

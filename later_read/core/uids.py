@@ -33,6 +33,8 @@ _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"\s*(?:#.*)?')
 
 def unservable(uid: str) -> str | None:
     """Why the jobs cannot serve this uid (a reason label), or None when they can."""
+    if uid.isascii() and 0 < len(uid) <= MAX_UID_BYTES:  # the common case, without encoding it
+        return None
     if not uid:
         return UNSERVABLE_EMPTY
     try:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from later_read.core.bounds import MAX_VALUE_BYTES, over
+from later_read.core.bounds import MAX_VALUE_BYTES, SURELY_WITHIN, over
 from later_read.errors import CorruptValue
 
 # Outcomes stored in the per-user value. "rec" carries a recommendation; the other two tell the push
@@ -40,6 +40,12 @@ MEANING = {
 ABSENT, CORRUPT, STALE, USABLE = "absent", "corrupt", "stale", "usable"
 
 _REC_FIELDS = ("rec_id", "rec_type", "material_id")
+_TRACE_IN, _REC_ID_IN, _TYPE_IN, _MATERIAL_IN = (SURELY_WITHIN[n] for n in ("trace_id", *_REC_FIELDS))
+
+
+# A NamedTuple made from all its fields in C: what the class's own __new__ (a Python function) does, for
+# the tuples the push makes per user (a value, its verdict, its Hit).
+new_tuple = tuple.__new__
 
 
 class CachedValue(NamedTuple):
@@ -84,7 +90,7 @@ def judge(raw: bytes | None, date: str) -> Verdict:
         value = decode(raw)
     except CorruptValue as exc:
         return Verdict(CORRUPT, None, str(exc))
-    return Verdict(USABLE if value.usable_for(date) else STALE, value)
+    return new_tuple(Verdict, (USABLE if value.usable_for(date) else STALE, value, ""))
 
 
 def encode(value: CachedValue) -> bytes:
@@ -109,14 +115,17 @@ def decode(raw: bytes | str) -> CachedValue:
     if not isinstance(date, (str, type(None))) or not isinstance(trace_id, str):
         raise CorruptValue(f"date/trace_id are not strings: {_preview(raw)}")
     if outcome != OUTCOME_REC:
-        _bounded(("trace_id", trace_id))
-        return CachedValue(outcome, date, trace_id)
+        if len(trace_id) > _TRACE_IN:
+            _bounded(("trace_id", trace_id))
+        return new_tuple(CachedValue, (outcome, date, trace_id, "", "", ""))
     rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
     if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str
             and rec_id and rec_type and material_id):  # the common case, checked fast; else:
         rec_id, rec_type, material_id = _rec_fields(data, raw)
-    _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
-    return CachedValue(outcome, date, trace_id, rec_id, rec_type, material_id)
+    if (len(trace_id) > _TRACE_IN or len(rec_id) > _REC_ID_IN or len(rec_type) > _TYPE_IN
+            or len(material_id) > _MATERIAL_IN):  # the common case, checked fast; else bytes are counted
+        _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
+    return new_tuple(CachedValue, (outcome, date, trace_id, rec_id, rec_type, material_id))
 
 
 def _bounded(*fields: tuple[str, str]) -> None:

@@ -156,8 +156,9 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
             write_report(job.report_path, redact_data(data))
         except OSError as exc:
             alert(log, f"{job.name}.report_failed", path=job.report_path, error=exc.strerror)
-    from later_read.jobs.metrics import record_job  # prometheus_client: imported at the end, not at start-up
-    record_job(job.settings, job.name, summary, job.scope.shard)  # metrics: never raises
+    if job.settings.metrics.enabled:  # prometheus_client: imported at the end, and only then
+        from later_read.jobs.metrics import record_job
+        record_job(job.settings, job.name, summary, job.scope.shard)  # metrics: never raises
     if started:
         job.alert(error)
     return code

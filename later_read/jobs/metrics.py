@@ -71,7 +71,7 @@ def record_job(settings: Settings, job: str, summary: Summary, shard: Shard = WH
     A shard's run writes its own file / Pushgateway group (`_shard<K>of<N>`), so shards never
     overwrite each other's totals."""
     cfg = settings.metrics
-    if not cfg.textfile_dir and not cfg.pushgateway_url:
+    if not cfg.enabled:
         return
     name = _metric_job(job)
     try:

@@ -197,7 +197,7 @@ class Store:
         """Mark users as pushed for the date (value: the msg_id that was delivered); with a `fence`, only
         while the run holds its lock (fencing.py)."""
         items = list(items)
-        await self._set_many("write sent markers", [Keys.sent(date, uid) for uid, _ in items],
+        await self._set_many("write sent markers", Keys.sents(date, [uid for uid, _ in items]),
                              [msg_id for _, msg_id in items], SENT_TTL_SECONDS, fence)
 
     async def get_push_state(self, date: str, uids: Sequence[str], fence: Fence | None = None
@@ -207,7 +207,7 @@ class Store:
         fencing.refuse_if_lost(fence)
         if not uids:
             return [], []
-        lists = [[self.keys.rec(u) for u in uids], [Keys.sent(date, u) for u in uids]]
+        lists = [self.keys.recs(uids), Keys.sents(date, uids)]
         found = await self._mget("MGET values and sent markers", *lists, *([[fence.key]] if fence else []))
         if fence is not None:
             fencing.check_owner(fence, found[2][0], "the ownership check of a batch")

@@ -13,6 +13,7 @@ read them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from later_read.core.scope import RunScope
@@ -74,6 +75,11 @@ class Keys:
         """The per-user prewarmed value (seed format: `rec:later_read:<uid>`)."""
         return f"{self.value_prefix}{uid}"
 
+    def recs(self, uids: Iterable[str]) -> list[str]:
+        """`rec` of each uid (the push reads a batch's values with them)."""
+        prefix = self.value_prefix
+        return [prefix + uid for uid in uids]
+
     def uid_of(self, key: str | bytes) -> str:
         """Inverse of `rec` (for `show`/scans)."""
         text = key.decode() if isinstance(key, bytes) else key
@@ -100,6 +106,12 @@ class Keys:
     @staticmethod
     def sent(date: str, uid: str) -> str:
         return f"{SENT_PREFIX}{date}:{uid}"
+
+    @staticmethod
+    def sents(date: str, uids: Iterable[str]) -> list[str]:
+        """`sent` of each uid (a batch's markers, read and written)."""
+        prefix = f"{SENT_PREFIX}{date}:"
+        return [prefix + uid for uid in uids]
 
     @staticmethod
     def push_start(scope: RunScope) -> str:

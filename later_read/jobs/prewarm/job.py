@@ -19,8 +19,9 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
+from later_read import runtime
 from later_read.clients.adaptive import AdaptiveGate, AdaptiveLimit
-from later_read.clients.starrocks import UserQuery
+from later_read.clients.starrocks import StarRocks, UserQuery
 from later_read.config.settings import Settings
 from later_read.connections import JobConnections, Services, open_job
 from later_read.core.counts import CACHED, UNFINISHED, UNSERVABLE
@@ -106,23 +107,25 @@ class PrewarmJob:
         return Keys.lock(JOB, self.scope), self.scope.describe(JOB)
 
     async def work(self, conns: JobConnections, shutdown: Shutdown) -> str:
-        """The fan-out over the day's users, then the completion marker when every user was gone through."""
+        """The fan-out over the day's users, then the completion marker when every user was gone through.
+        The day's count and the rows no push hour reaches are read beside it (`_census`), not before."""
         settings, options, scope = self.settings, self.options, self.scope
         query = UserQuery.of(settings, scope, options.uids)
-        total = self.summary.total = await conns.starrocks.count(query)
-        await self._check_hours(conns, query)
-        plan = FanoutPlan(scope, query, options.concurrency, options.force, settings.prewarm.grace_seconds, total)
+        census = conns.starrocks.twin()  # its own connection, opening now
+        plan = FanoutPlan(scope, query, options.concurrency, options.force, settings.prewarm.grace_seconds)
         fanout = self.fanout = Fanout(conns, plan, shutdown, self.fence)
         if settings.prewarm.adaptive:
             fanout.progress.extra = _adaptive(conns.services, options.concurrency)
-        event(log, "prewarm.start", date=scope.date, shard=scope.shard.label, users=total,
-              concurrency=options.concurrency,
-              force=options.force, uids_file=options.uids_file or "-", adaptive=settings.prewarm.adaptive)
         try:
-            await fanout.run()
+            async with runtime.task_group() as tg:
+                tg.start_soon(self._census, census, query, fanout)
+                try:
+                    await fanout.run()
+                finally:
+                    fanout.progress.close()
         finally:
-            fanout.progress.close()
-            self._count(fanout)
+            census.close()
+            self._count(fanout)  # after the census too: its unservable rows are counted in the users
         if fanout.stop_reason == STOP_ERROR and fanout.error is not None:
             raise fanout.error
         status = fanout.stop_reason or ("failures" if fanout.counts.failures else "ok")
@@ -149,11 +152,24 @@ class PrewarmJob:
         if fanout.writer.lost:
             summary.extra["not_written"] = fanout.writer.lost
 
-    async def _check_hours(self, conns: JobConnections, query: UserQuery) -> None:
+    async def _census(self, census: StarRocks, query: UserQuery, fanout: Fanout) -> None:
+        """The day's user count (progress, report, the `prewarm.start` line) and the push-hour check, on
+        `census`'s connection while the fan-out runs; a failure stops the fan-out as its own errors do."""
+        options = self.options
+        try:
+            total = self.summary.total = fanout.progress.total = await census.count(query)
+            event(log, "prewarm.start", date=self.scope.date, shard=self.scope.shard.label, users=total,
+                  concurrency=options.concurrency, force=options.force, uids_file=options.uids_file or "-",
+                  adaptive=self.settings.prewarm.adaptive)
+            await self._check_hours(census, query)
+        except LaterReadError as exc:
+            fanout.request_stop(STOP_ERROR, exc)
+
+    async def _check_hours(self, starrocks: StarRocks, query: UserQuery) -> None:
         """Rows with a push_hour outside 0-23: the prewarm (which reads hour by hour) and the push never
         reach them. Count them as unservable, name and alert them (up to BAD_HOUR_ROWS; the alert says
         when there are more). A uid that also has a row with a valid hour is counted here too."""
-        rows = await conns.starrocks.query(*query.bad_hours(BAD_HOUR_ROWS + 1))
+        rows = await starrocks.query(*query.bad_hours(BAD_HOUR_ROWS + 1))
         if not rows:
             return
         for uid, _ in rows[:BAD_HOUR_ROWS]:

@@ -28,7 +28,6 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import IO, Any
 
 import anyio
@@ -36,6 +35,7 @@ import confluent_kafka
 
 from later_read import runtime
 from later_read.clients.kafka import OVERSIZE_FIX, delivery_reason, refused_for_size
+from later_read.core.message import msg_id_of
 from later_read.log import alert, event, get_logger
 from later_read.store import Store
 from later_read.store.fencing import Fence
@@ -60,6 +60,7 @@ class Delivery:
         self.oversize: list[str] = []  # users whose message produce() refused for its size (not produced)
         self.largest_oversize = 0      # bytes of the largest of those messages
         self._wake = anyio.Event()
+        self._report = self._reported  # one bound method for every message's delivery report
 
     @property
     def outstanding(self) -> int:
@@ -69,41 +70,44 @@ class Delivery:
     def fence_lost(self) -> bool:
         return self.fence is not None and self.fence.lost is not None
 
-    async def send(self, uid: str, msg_id: str, value: bytes) -> None:
-        """Hand one message to librdkafka, waiting (never dropping) while its queue is full; LockLost
-        instead once the run's lock is lost."""
-        callback = partial(self._reported, uid, msg_id)
-        while True:
-            if self.fence_lost:
-                assert self.fence is not None
-                raise self.fence.error()
-            try:
-                self.producer.produce(self.topic, value, key=uid, on_delivery=callback)
-            except BufferError:
-                self.buffer_full_waits += 1
-                self.producer.poll(0)
-                await anyio.sleep(BUFFER_FULL_WAIT_SECONDS)
-                continue
-            except confluent_kafka.KafkaException as exc:  # e.g. message too large, fatal producer
-                if refused_for_size(exc):
-                    self.oversize.append(uid)
-                    self.largest_oversize = max(self.largest_oversize, len(value))
-                    return
-                self.produced += 1
-                self.failed[delivery_reason(exc.args[0])] += 1
-                self.failed_uids.append((delivery_reason(exc.args[0]), uid))
-                return
+    def offer(self, uid: str, value: bytes) -> bool:
+        """Hand one message (HourMessages' bytes, keyed by uid) to librdkafka without waiting: False when
+        its queue is full (then `send` it, which waits); LockLost instead once the run's lock is lost."""
+        if self.fence_lost:
+            assert self.fence is not None
+            raise self.fence.error()
+        try:
+            self.producer.produce(self.topic, value, key=uid, on_delivery=self._report)
+        except BufferError:
+            return False
+        except confluent_kafka.KafkaException as exc:  # e.g. message too large, fatal producer
+            if refused_for_size(exc):
+                self.oversize.append(uid)
+                self.largest_oversize = max(self.largest_oversize, len(value))
+                return True
             self.produced += 1
-            return
+            self.failed[delivery_reason(exc.args[0])] += 1
+            self.failed_uids.append((delivery_reason(exc.args[0]), uid))
+            return True
+        self.produced += 1
+        return True
 
-    def _reported(self, uid: str, msg_id: str, error: Any, message: Any) -> None:
-        """librdkafka's delivery report (inside poll): queue the confirmed user for its marker."""
+    async def send(self, uid: str, value: bytes) -> None:
+        """`offer`, waiting (never dropping) while librdkafka's queue is full."""
+        while not self.offer(uid, value):
+            self.buffer_full_waits += 1
+            self.producer.poll(0)
+            await anyio.sleep(BUFFER_FULL_WAIT_SECONDS)
+
+    def _reported(self, error: Any, message: Any) -> None:
+        """librdkafka's delivery report (inside poll): queue the confirmed user (the message's key) and its
+        msg_id (read from the message) for its marker."""
         if error is None:
             self.delivered += 1
-            self.confirmed.append((uid, msg_id))
+            self.confirmed.append((message.key().decode(), msg_id_of(message.value())))
         else:
             self.failed[delivery_reason(error)] += 1
-            self.failed_uids.append((delivery_reason(error), uid))
+            self.failed_uids.append((delivery_reason(error), message.key().decode()))
 
     async def pump(self) -> None:
         """Serve delivery reports until cancelled; wake the marker writer when users were confirmed."""
@@ -208,9 +212,13 @@ class DryRunSink:
         self.stream = stream or sys.stdout.buffer
         self.written = 0
 
-    async def send(self, uid: str, msg_id: str, value: bytes) -> None:
+    def offer(self, uid: str, value: bytes) -> bool:
         self.stream.write(value + b"\n")
         self.written += 1
+        return True
+
+    async def send(self, uid: str, value: bytes) -> None:
+        self.offer(uid, value)
 
     def flush(self) -> None:
         self.stream.flush()

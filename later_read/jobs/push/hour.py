@@ -5,9 +5,9 @@
     pipeline         a reader takes the hour's users from StarRocks page by page (and which of them have a
                      row at an earlier hour: that hour's users, never sent by this one), reads each batch's
                      values, sent markers and the hour's lock in one Redis round trip (a lost lock stops
-                     the run before the batch) and sorts them (`select`); hits flow through a bounded stream
-                     to workers that fetch the card (`material`) and hand the message (`message`) to the
-                     sink (`delivery`: Kafka with confirmed delivery and sent markers, or the dry-run printer)
+                     the run before the batch) and sorts them (`select`); each hit goes its way to the sink
+                     (`send`: the card from `material`, the message from core/message.py, then `delivery`:
+                     Kafka with confirmed delivery and sent markers, or the dry-run printer)
     ledger entry     the hour's counts and state (ledger.py), clean only when every delivery is known
 
 Every run of the process shares one Summary: the hour's figures are what it added to it, each user recorded
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectSendStream
 
 from later_read import runtime
 from later_read.clients.kafka import OVERSIZE_MESSAGE
@@ -39,18 +39,19 @@ from later_read.config.settings import Settings
 from later_read.connections import PushConnections
 from later_read.core import ledger
 from later_read.core.clock import Clock
-from later_read.core.counts import EXPIRED, NOT_PROCESSED, UNDELIVERED, RunCounts, material_failure, undelivered
-from later_read.core.message import Material, PushMessage, expires_at
+from later_read.core.counts import EXPIRED, UNDELIVERED, RunCounts, undelivered
+from later_read.core.message import expires_at
 from later_read.core.schedule import FINAL, Hour, Schedule
 from later_read.core.scope import RunScope
 from later_read.core.users import TaskUser
-from later_read.errors import LaterReadError, ServiceError
+from later_read.errors import LaterReadError
 from later_read.jobs.progress import Progress
 from later_read.jobs.push import recovery
 from later_read.jobs.push.delivery import Delivery, DryRunSink, delivering
 from later_read.jobs.push.live import LiveResolver
 from later_read.jobs.push.material import MaterialCache
 from later_read.jobs.push.select import Hit, Sorter
+from later_read.jobs.push.send import route, worker
 from later_read.jobs.push.wait import wait_for_prewarm
 from later_read.jobs.summary import Summary
 from later_read.log import event, get_logger
@@ -211,13 +212,11 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
     (`closed`: already past, the expiry pass)."""
     settings, summary, options = ctx.settings, ctx.summary, ctx.options
     query = UserQuery.of(settings, scope)
-    total = await ctx.conns.starrocks.count(query)
-    summary.total = (summary.total or 0) + total
-    if not closed:
-        event(log, "push.start", date=scope.date, hour=scope.hour, users=total, dry_run=options.dry_run,
-              force=options.force, on_miss=options.on_miss)
     counts = summary.run_counts
-    progress = Progress(JOB, settings.push.progress_interval_seconds, counts, total)
+    progress = Progress(JOB, settings.push.progress_interval_seconds, counts)
+    if closed:  # a sending hour counts its users beside its pipeline (`_count`)
+        progress.total = await ctx.conns.starrocks.count(query)
+        summary.total = (summary.total or 0) + progress.total
     sorter = Sorter(scope.date, scope.slot.hour, options.force, counts, settings.push.miss_log_limit,
                     names=options.on_miss == "skip", alerts=not closed)
     live = None
@@ -225,7 +224,8 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
         live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, counts, date=scope.date,
                             budget=settings.push.live_budget, concurrency=settings.push.concurrency,
                             write=not options.dry_run)
-    materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency)
+    materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency,
+                              park_limit=settings.redis.batch_size)  # about a batch of users waits parked
     timed = not (options.allow_late or options.dry_run)
     deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
@@ -283,8 +283,24 @@ async def _send_all(run: PushRun) -> None:
             async with runtime.task_group() as tg:
                 tg.start_soon(run.progress.run)
                 tg.start_soon(_cancel_after_grace, run, tg.cancel_scope)
-                await _pipeline(run)
+                async with runtime.task_group() as work:
+                    work.start_soon(_count, run)
+                    await _pipeline(run)
                 tg.cancel_scope.cancel()
+
+
+async def _count(run: PushRun) -> None:
+    """The hour's users (the progress total, the summary's and the ledger entry's, the `push.start` line),
+    counted on a second StarRocks connection while the pipeline runs: nothing waits for the count."""
+    census = run.ctx.conns.starrocks.twin()
+    try:
+        total = run.progress.total = await census.count(run.query)
+    finally:
+        census.close()
+    run.summary.total = (run.summary.total or 0) + total
+    options = run.options
+    event(log, "push.start", date=run.scope.date, hour=run.scope.hour, users=total, dry_run=options.dry_run,
+          force=options.force, on_miss=options.on_miss)
 
 
 async def _cancel_after_grace(run: PushRun, scope: anyio.CancelScope) -> None:
@@ -299,7 +315,7 @@ async def _pipeline(run: PushRun) -> None:
     send, receive = anyio.create_memory_object_stream[Hit](run.settings.redis.batch_size)
     async with runtime.task_group() as tg:
         for _ in range(run.settings.push.concurrency * WORKERS_PER_FETCH):
-            tg.start_soon(_worker, run, receive.clone())
+            tg.start_soon(worker, run, receive.clone())
         receive.close()
         async with send:
             await _read_hits(run, send)
@@ -320,14 +336,7 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
             values, sent = await store.get_push_state(run.scope.date, [u.uid for u in users], run.fence)
             hits, missing = run.sorter.sort(users, values, sent, earlier)
             hits += await _resolve_missing(run, missing)
-            for hit in hits:
-                if _expired(run, hit) or send is None:
-                    continue
-                known = run.materials.ready(hit.value)
-                if known is None:
-                    await send.send(hit)
-                else:
-                    await _deliver(run, hit, known.material, known.error)
+            await route(run, hits, send)
 
 
 async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[str]:
@@ -343,44 +352,3 @@ async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hi
         run.counts.settle(len(missing))  # counted as misses (or corrupt) when sorted
         return []
     return await run.live.resolve(missing)
-
-
-async def _worker(run: PushRun, receive: ObjectReceiveStream[Hit]) -> None:
-    async with receive:
-        async for hit in receive:
-            if run.shutdown.stopping:
-                run.counts.note(NOT_PROCESSED, hit.user.uid)  # stop taking new users; the rerun sends them
-            elif not _expired(run, hit):
-                await _push_one(run, hit)
-
-
-def _expired(run: PushRun, hit: Hit) -> bool:
-    """True, counting the user expired, once the hour's window has closed: nothing more is sent."""
-    if not run.window_closed():
-        return False
-    run.counts.done(EXPIRED, hit.user.uid)
-    return True
-
-
-async def _push_one(run: PushRun, hit: Hit) -> None:
-    """Card, message, sink: one user. A failed card fetch is counted per reason, not fatal."""
-    try:
-        material = await run.materials.get(hit.user.uid, hit.value)
-    except ServiceError as exc:
-        await _deliver(run, hit, None, exc)
-        return
-    await _deliver(run, hit, material, None)
-
-
-async def _deliver(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None) -> None:
-    """The user's message to the sink, or the reason it has none (card not found, card fetch failed)."""
-    if error is not None:
-        run.counts.failed(material_failure(error.reason), hit.user.uid)
-    elif material is None:
-        run.counts.done("material_not_found")
-    elif not _expired(run, hit):
-        assert run.scope.hour is not None  # a push run's scope has its hour (not .slot: this is per message)
-        message = PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
-                                    clock=run.ctx.clock, expires=run.expires)
-        await run.sink.send(hit.user.uid, message.msg_id, message.encode())
-        run.counts.settle()  # counted `sent` once Kafka confirms it, else a failure (`_collect`)

@@ -26,7 +26,7 @@ from typing import NamedTuple
 from later_read.core.counts import UNSERVABLE, RunCounts
 from later_read.core.uids import unservable
 from later_read.core.users import TaskUser
-from later_read.core.value import ABSENT, STALE, USABLE, CachedValue, Verdict, judge
+from later_read.core.value import ABSENT, STALE, USABLE, CachedValue, Verdict, judge, new_tuple
 from later_read.log import alert, get_logger
 
 log = get_logger("push")
@@ -106,7 +106,7 @@ class Sorter:
     def outcome(self, user: TaskUser, value: CachedValue) -> Hit | None:
         """A Hit for a recommendation; the no-push outcomes are counted (and finished) here."""
         if value.is_rec:
-            return Hit(user, value)
+            return new_tuple(Hit, (user, value))
         self.counts.done(value.outcome)
         return None
 

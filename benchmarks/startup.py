@@ -1,0 +1,127 @@
+"""A job's start-up, step by step, up to its first service call.
+
+    python benchmarks/startup.py                         # the prewarm, 5 runs
+    python benchmarks/startup.py --job push --runs 5
+    python benchmarks/startup.py --code /path/to/other/checkout   # another tree's start-up, same servers
+
+Brings up and seeds the servers as `run.py` does (S1's shape for the prewarm, S2's for the push, at
+`--users`), then starts the job `--runs` times, each on a fresh Redis (the push: Redis filled as run.py
+fills it, its sent markers and records deleted), in a child process that wraps a few of the job's own
+functions to print when each step ends, in seconds since the parent spawned it: interpreter up, the CLI
+imported, the job's modules imported, Redis pinged, the lock taken, the first page of users read, the
+first service call sent (then the child exits: the rest of the run is not start-up), and, when it came
+before, the day's or hour's count. Prints each run and the median of each step. The wrapping costs a few
+microseconds per step; the times are the job's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as bench
+
+CHILD = r'''
+import os, sys, time
+T0 = float(os.environ["LATER_READ_SPAWNED"])
+def mark(what):
+    print(f"STEP {time.time() - T0:.4f} {what}", file=sys.stderr, flush=True)
+mark("interpreter up")
+import later_read.cli as cli
+mark("cli imported")
+import later_read.connections
+from later_read.clients.starrocks import StarRocks
+from later_read.clients.wire import HttpPool
+from later_read.store import Store
+from later_read.store.lock import JobLock
+import later_read.jobs.prewarm.job, later_read.jobs.push.job
+mark("job modules imported")
+
+def after(cls, name, label):
+    original = getattr(cls, name)
+    async def wrapped(*args, **kwargs):
+        result = await original(*args, **kwargs)
+        mark(label)
+        return result
+    setattr(cls, name, wrapped)
+
+after(Store, "ping", "redis pinged")
+after(JobLock, "acquire", "lock taken")
+after(StarRocks, "count", "count read")
+original_users = StarRocks.users
+async def users(self, query):
+    first = True
+    async for page in original_users(self, query):
+        if first:
+            mark("first page read")
+            first = False
+        yield page
+StarRocks.users = users
+original_post = HttpPool.post
+async def post(self, *args, **kwargs):
+    mark("first service call sent")
+    os._exit(0)
+HttpPool.post = post
+sys.argv = ["later-read"] + sys.argv[1:]
+cli.main()
+'''
+STEPS = ("interpreter up", "cli imported", "job modules imported", "redis pinged", "lock taken",
+         "first page read", "first service call sent", "count read")
+
+
+def one_run(code: Path, args: list[str]) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(code), "LATER_READ_SPAWNED": repr(time.time())}
+    done = subprocess.run([sys.executable, "-c", CHILD, "-q", *args], cwd=code, env=env,
+                          capture_output=True, text=True)
+    steps = {}
+    for line in done.stderr.splitlines():
+        if line.startswith("STEP "):
+            _, seconds, what = line.split(" ", 2)
+            steps.setdefault(what, float(seconds))
+    if "first service call sent" not in steps:
+        raise RuntimeError(f"no service call (exit {done.returncode}): {done.stderr[-2000:]}")
+    return steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--job", choices=("prewarm", "push"), default="prewarm")
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--code", type=Path, default=bench.ROOT, help="the checkout whose jobs are started")
+    args = parser.parse_args()
+    s = bench.Scenario("S2" if args.job == "push" else "S1", args.job, args.users)
+    with tempfile.TemporaryDirectory(prefix="later-read-startup-") as tmp, bench.Stack(bench.knobs_for(s)) as stack:
+        config = stack.write_config(Path(tmp) / "config.toml", prewarm={"concurrency": s.concurrency},
+                                    push={"concurrency": s.concurrency}, starrocks={"batch_size": 5000})
+        bench.seed(stack, s)
+        import compileall
+        compileall.compile_dir(args.code / "later_read", quiet=1)
+        job = [s.job, "--date", bench.DATE, "--config", str(config)]
+        if s.job == "push":
+            job += ["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW, "--wait", "0"]
+        runs = []
+        for i in range(args.runs):
+            stack.redis.client().flushdb()
+            if s.job == "push":
+                bench.fill_values(stack, s)
+            runs.append(one_run(args.code, job))
+            print(f"run {i + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1].items()), flush=True)
+    print(f"median of {args.runs} ({args.job}, {args.users:,} users, code {args.code}):")
+    for step in STEPS:
+        values = [r[step] for r in runs if step in r]
+        if values:
+            print(f"  {statistics.median(values):7.3f} s  {step}" + ("" if len(values) == len(runs) else
+                                                                    f" (in {len(values)} of {len(runs)} runs)"))
+
+
+if __name__ == "__main__":
+    main()
