@@ -51,10 +51,10 @@ from later_read_sandbox.stack import Stack  # noqa: E402
 
 DATE = "20261123"
 CAPACITY, BASE_MS, BOUND = 50, 20, 400
-CEILING = CAPACITY / (BASE_MS / 1000)   # users/s: each service 2,500 calls/s, one call of each per user
+CEILING = CAPACITY / (BASE_MS / 1000)  # users/s: each service 2,500 calls/s, one call of each per user
 VERBOSE = "--verbose" in sys.argv
-STORM_RATE = 0.3                        # below the breaker's 50 %: the job must back off, not stop
-STEADY_FROM = 1.0                       # s after the first call: start-up is over (~0.3 s from 20 to 50)
+STORM_RATE = 0.3  # below the breaker's 50 %: the job must back off, not stop
+STEADY_FROM = 1.0  # s after the first call: start-up is over (~0.3 s from 20 to 50)
 
 
 class Poller(threading.Thread):
@@ -65,9 +65,9 @@ class Poller(threading.Thread):
         self.stack, self.samples, self.stop = stack, [], threading.Event()
         self.first_call: float | None = None
         self.last: dict = {}
-        self.at_stop: dict = {}   # the simulator's counters as the job was told to stop (no drain in them)
-        self.starved: list[str] = []   # services the job warned about (prewarm.adaptive_starved)
-        self.steal = 0.0   # % of the host's CPU the hypervisor took from the first call to the end
+        self.at_stop: dict = {}  # the simulator's counters as the job was told to stop (no drain in them)
+        self.starved: list[str] = []  # services the job warned about (prewarm.adaptive_starved)
+        self.steal = 0.0  # % of the host's CPU the hypervisor took from the first call to the end
 
     def run(self) -> None:
         """Samples are timed from the job's first call (its start-up, seconds on a busy host, is not
@@ -113,17 +113,34 @@ def steal_percent(before: list[int], after: list[int]) -> float:
     return round(100 * spent[7] / max(sum(spent), 1), 1) if len(spent) > 7 else 0.0
 
 
-def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[float, dict]],
-                seconds: float) -> tuple[dict, Poller]:
+def run_prewarm(
+    stack: Stack, config: Path, report: Path, events: list[tuple[float, dict]], seconds: float
+) -> tuple[dict, Poller]:
     """One prewarm run; `events` are (seconds after the first call, knob change); stopped with SIGTERM
     `seconds` after the first call."""
     stack.simulator.configure(**knobs().to_dict())
     stack.simulator.reset()
     poller = Poller(stack)
     quiet = [] if VERBOSE else ["-q"]
-    process = subprocess.Popen([sys.executable, "-m", "later_read", *quiet, "prewarm", "--force", "--date", DATE,
-                                "--config", str(config), "--report", str(report)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "later_read",
+            *quiet,
+            "prewarm",
+            "--force",
+            "--date",
+            DATE,
+            "--config",
+            str(config),
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     poller.start()
     first = poller.wait_first_call()
     cpu_before = cpu_times()
@@ -137,7 +154,7 @@ def run_prewarm(stack: Stack, config: Path, report: Path, events: list[tuple[flo
     stderr = process.communicate(timeout=120)[1].decode(errors="replace")
     poller.stop.set()
     poller.join()
-    if process.returncode not in (0, 1, 4, 6):   # 4: the breaker stopped it (a starved host's timeouts)
+    if process.returncode not in (0, 1, 4, 6):  # 4: the breaker stopped it (a starved host's timeouts)
         raise RuntimeError(f"prewarm exited {process.returncode}: {stderr[-2000:]}")
     poller.starved = re.findall(r"prewarm\.adaptive_starved service=(\w+)", stderr)
     if VERBOSE:
@@ -167,19 +184,26 @@ def line(mode: str, phase: str, report: dict, poller: Poller, extra: str) -> str
     included); service latency is the simulator's sojourn (arrival to reply: queue wait + the 20 ms) from
     STEADY_FROM s on, i.e. the queueing the job causes once its limit has started up."""
     services, station = report["services"], poller.last
-    latency = " ".join(f"{n}_p50={services[n]['p50_ms']}ms {n}_p99={services[n]['p99_ms']}ms "
-                       f"{n}_service_p50={station[n]['sojourn_p50_ms']}ms "
-                       f"{n}_service_p99={station[n]['sojourn_p99_ms']}ms "
-                       f"{n}_wait_p99={station[n]['wait_p99_ms']}ms {n}_late_p99={station[n]['late_p99_ms']}ms"
-                       for n in ("ab", "rec"))
-    limits = " ".join(f"{n}_limit={services[n].get('adaptive_limit', '-')} "
-                      f"{n}_min_rtt={services[n].get('adaptive_min_rtt_ms', '-')}ms "
-                      f"{n}_stalls={services[n].get('adaptive_stalls', '-')}" for n in ("ab", "rec"))
+    latency = " ".join(
+        f"{n}_p50={services[n]['p50_ms']}ms {n}_p99={services[n]['p99_ms']}ms "
+        f"{n}_service_p50={station[n]['sojourn_p50_ms']}ms "
+        f"{n}_service_p99={station[n]['sojourn_p99_ms']}ms "
+        f"{n}_wait_p99={station[n]['wait_p99_ms']}ms {n}_late_p99={station[n]['late_p99_ms']}ms"
+        for n in ("ab", "rec")
+    )
+    limits = " ".join(
+        f"{n}_limit={services[n].get('adaptive_limit', '-')} "
+        f"{n}_min_rtt={services[n].get('adaptive_min_rtt_ms', '-')}ms "
+        f"{n}_stalls={services[n].get('adaptive_stalls', '-')}"
+        for n in ("ab", "rec")
+    )
     users = report["cached"] + report["not_in_experiment"] + report["no_recommendation"]
     rate = users / max(report["duration_seconds"], 1e-9)
-    return (f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) "
-            f"{steady_rates(poller.at_stop)} {latency} {limits} {extra} status={report['status']} "
-            f"starved={','.join(poller.starved) or '-'} steal={poller.steal}%")
+    return (
+        f"{mode:8} {phase:6} users/s={rate:,.0f} ({rate / CEILING:.2f} of {CEILING:,.0f}) "
+        f"{steady_rates(poller.at_stop)} {latency} {limits} {extra} status={report['status']} "
+        f"starved={','.join(poller.starved) or '-'} steal={poller.steal}%"
+    )
 
 
 def steady_rates(stats: dict) -> str:
@@ -221,14 +245,15 @@ def main() -> None:
 def run_all(args: argparse.Namespace) -> None:
     users = int(CEILING * steady_seconds(args.quick) * 1.5)
     with tempfile.TemporaryDirectory(prefix="later-read-adaptive-") as tmp, Stack(knobs()) as stack:
-        conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
-                       stack.mysql.database)
+        conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password, stack.mysql.database)
         seed_day(conn, DATE, users, stack.config()["tasks"]["ids"])
         conn.close()
         for mode in args.modes.split(","):
-            config = stack.write_config(Path(tmp) / f"{mode}.toml", starrocks={"batch_size": 5000},
-                                        prewarm={"concurrency": BOUND, "adaptive": mode == "adaptive",
-                                                 "progress_interval_seconds": 1})
+            config = stack.write_config(
+                Path(tmp) / f"{mode}.toml",
+                starrocks={"batch_size": 5000},
+                prewarm={"concurrency": BOUND, "adaptive": mode == "adaptive", "progress_interval_seconds": 1},
+            )
             for phase in args.phases.split(","):
                 PHASES[phase](stack, config, Path(tmp) / "r.json", mode, quick=args.quick)
 
@@ -240,8 +265,10 @@ def steady_seconds(quick: bool) -> int:
 def phase_steady(stack: Stack, config: Path, report_path: Path, mode: str, quick: bool) -> None:
     steady = steady_seconds(quick)
     report, poller = run_prewarm(stack, config, report_path, [], steady)
-    print(line(mode, "steady", report, poller, f"in_flight_at_service={poller.mean(1, steady)} "
-               f"(capacity {CAPACITY})"), flush=True)
+    print(
+        line(mode, "steady", report, poller, f"in_flight_at_service={poller.mean(1, steady)} (capacity {CAPACITY})"),
+        flush=True,
+    )
 
 
 def phase_cut(stack: Stack, config: Path, report_path: Path, mode: str, quick: bool) -> None:
@@ -249,23 +276,43 @@ def phase_cut(stack: Stack, config: Path, report_path: Path, mode: str, quick: b
     cut = [(cut_at, {"ab": {"capacity": CAPACITY // 2}, "rec": {"capacity": CAPACITY // 2}})]
     report, poller = run_prewarm(stack, config, report_path, cut, cut_at * 2)
     reached, held = follow(poller, cut_at, cut_at * 2, CAPACITY // 2)
-    print(line(mode, "cut", report, poller, f"in_flight before={poller.mean(1, cut_at)} "
-               f"after={poller.mean(cut_at + 2, cut_at * 2)} (capacity {CAPACITY // 2}) "
-               f"within_20%_after={reached if reached is not None else 'never'}s "
-               f"seconds_within_20%_since={held}"), flush=True)
+    print(
+        line(
+            mode,
+            "cut",
+            report,
+            poller,
+            f"in_flight before={poller.mean(1, cut_at)} "
+            f"after={poller.mean(cut_at + 2, cut_at * 2)} (capacity {CAPACITY // 2}) "
+            f"within_20%_after={reached if reached is not None else 'never'}s "
+            f"seconds_within_20%_since={held}",
+        ),
+        flush=True,
+    )
 
 
 def phase_storm(stack: Stack, config: Path, report_path: Path, mode: str, quick: bool) -> None:
     storm_at, storm_seconds = (4, 3) if quick else (15, 5)
-    storm = [(storm_at, {"ab": {"error_429_rate": STORM_RATE}, "rec": {"error_429_rate": STORM_RATE}}),
-             (storm_at + storm_seconds, {"ab": {"error_429_rate": 0}, "rec": {"error_429_rate": 0}})]
+    storm = [
+        (storm_at, {"ab": {"error_429_rate": STORM_RATE}, "rec": {"error_429_rate": STORM_RATE}}),
+        (storm_at + storm_seconds, {"ab": {"error_429_rate": 0}, "rec": {"error_429_rate": 0}}),
+    ]
     end = storm_at + storm_seconds * 2
     report, poller = run_prewarm(stack, config, report_path, storm, end)
     backoffs = ",".join(str(report["services"][n].get("adaptive_backoffs", "-")) for n in ("ab", "rec"))
-    print(line(mode, "storm", report, poller, f"in_flight before={poller.mean(1, storm_at)} "
-               f"during={poller.mean(storm_at + 1, storm_at + storm_seconds)} "
-               f"after={poller.mean(storm_at + storm_seconds + 1, end)} backoffs={backoffs} "
-               f"failed={report['failed']}"), flush=True)
+    print(
+        line(
+            mode,
+            "storm",
+            report,
+            poller,
+            f"in_flight before={poller.mean(1, storm_at)} "
+            f"during={poller.mean(storm_at + 1, storm_at + storm_seconds)} "
+            f"after={poller.mean(storm_at + storm_seconds + 1, end)} backoffs={backoffs} "
+            f"failed={report['failed']}",
+        ),
+        flush=True,
+    )
 
 
 PHASES = {"steady": phase_steady, "cut": phase_cut, "storm": phase_storm}

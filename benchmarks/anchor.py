@@ -62,8 +62,19 @@ def run_go(binary: Path, stack: Stack, concurrency: int, push: bool) -> dict:
     """One run of the Go job (its prewarm, or with `push` its `-hour` push); wait4 figures of its process."""
     mysql = stack.mysql
     dsn = f"{mysql.user}:{mysql.password}@tcp({mysql.host}:{mysql.port})/{mysql.database}"
-    args = [str(binary), "-dsn", dsn, "-redis", f"127.0.0.1:{stack.redis.port}", "-svc", stack.simulator.url,
-            "-date", PUSH_DATE if push else DATE, "-pool", str(concurrency)]
+    args = [
+        str(binary),
+        "-dsn",
+        dsn,
+        "-redis",
+        f"127.0.0.1:{stack.redis.port}",
+        "-svc",
+        stack.simulator.url,
+        "-date",
+        PUSH_DATE if push else DATE,
+        "-pool",
+        str(concurrency),
+    ]
     if push:
         args += ["-hour", str(PUSH_HOUR), "-kafka", stack.kafka.bootstrap, "-topic", stack.topic]
     spawned, started = time.time(), time.monotonic()
@@ -91,7 +102,7 @@ def reset_push_state(stack: Stack) -> None:
     for pattern in ("later_read:sent:*", "later_read:push:*", "later_read:lock:push:*"):
         keys = list(client.scan_iter(pattern, count=10_000))
         for i in range(0, len(keys), 10_000):
-            client.unlink(*keys[i:i + 10_000])
+            client.unlink(*keys[i : i + 10_000])
 
 
 def one_run(name: str, run: Callable[[], dict], stack: Stack, users: int, first_service: str) -> dict:
@@ -99,16 +110,21 @@ def one_run(name: str, run: Callable[[], dict], stack: Stack, users: int, first_
     figures = run()
     stats = {k: v for k, v in stack.simulator.stats().items() if isinstance(v, dict)}
     first = stats.get(first_service, {}).get("first_at")
-    return {"wall_seconds": figures["wall_seconds"], "users_per_second": users / figures["wall_seconds"],
-            "cpu_us_per_user": figures["cpu_seconds"] / users * 1e6,
-            "first_call_seconds": (first - figures["spawned"]) if first else float("nan"),
-            "calls": {k: v.get("calls") for k, v in stats.items()}}
+    return {
+        "wall_seconds": figures["wall_seconds"],
+        "users_per_second": users / figures["wall_seconds"],
+        "cpu_us_per_user": figures["cpu_seconds"] / users * 1e6,
+        "first_call_seconds": (first - figures["spawned"]) if first else float("nan"),
+        "calls": {k: v.get("calls") for k, v in stats.items()},
+    }
 
 
 def one_round(binary: Path, stack: Stack, config: Path, users: int, concurrency: int, push: bool) -> dict:
     out = {}
-    for name, run in (("go", lambda: run_go(binary, stack, concurrency, push)),
-                      ("later_read", lambda: run_later_read(config, concurrency, push))):
+    for name, run in (
+        ("go", lambda: run_go(binary, stack, concurrency, push)),
+        ("later_read", lambda: run_later_read(config, concurrency, push)),
+    ):
         if push:
             reset_push_state(stack)
         else:
@@ -123,15 +139,19 @@ def line(label: str, r: dict, ceiling: float | None) -> str:
     def side(f: dict) -> str:
         fraction = f" ({f['users_per_second'] / ceiling:.3f} of ceiling)" if ceiling else ""
         calls = ",".join(f"{k}:{v}" for k, v in sorted(f.get("calls", {}).items()) if v)
-        return (f"{f['wall_seconds']:.2f} s, {f['users_per_second']:,.0f} users/s{fraction}, "
-                f"{f['cpu_us_per_user']:.0f} us CPU/user, first call {f['first_call_seconds']:.3f} s"
-                + (f", calls {calls}" if calls else ""))
+        return (
+            f"{f['wall_seconds']:.2f} s, {f['users_per_second']:,.0f} users/s{fraction}, "
+            f"{f['cpu_us_per_user']:.0f} us CPU/user, first call {f['first_call_seconds']:.3f} s"
+            + (f", calls {calls}" if calls else "")
+        )
+
     return f"{label}: go {side(r['go'])} | later-read {side(r['later_read'])} | later-read/go {r['ratio']:.3f}"
 
 
 def median(rounds: list[dict]) -> dict:
-    out: dict = {name: {k: statistics.median(r[name][k] for r in rounds) for k in FIGURES}
-                 for name in ("go", "later_read")}
+    out: dict = {
+        name: {k: statistics.median(r[name][k] for r in rounds) for k in FIGURES} for name in ("go", "later_read")
+    }
     for name in ("go", "later_read"):
         out[name]["calls"] = rounds[-1][name]["calls"]
     out["ratio"] = statistics.median(r["ratio"] for r in rounds)
@@ -151,8 +171,7 @@ def neighbours(count: int) -> Iterator[None]:
 
 
 def seed(stack: Stack, users: int, push: bool) -> None:
-    conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
-                   stack.mysql.database)
+    conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password, stack.mysql.database)
     tasks = stack.config()["tasks"]["ids"]
     if push:
         seed_day(conn, PUSH_DATE, users, tasks, both_ratio=0.0, hours=(PUSH_HOUR,))
@@ -162,22 +181,32 @@ def seed(stack: Stack, users: int, push: bool) -> None:
 
 
 def compare(args: argparse.Namespace, binary: Path, push: bool) -> None:
-    knobs = SimulatorKnobs(ab=ServiceKnobs(latency_ms=args.ab_ms), rec=ServiceKnobs(latency_ms=args.rec_ms),
-                           material=ServiceKnobs(latency_ms=args.material_ms), materials=args.materials,
-                           in_experiment_ratio=args.in_experiment)
+    knobs = SimulatorKnobs(
+        ab=ServiceKnobs(latency_ms=args.ab_ms),
+        rec=ServiceKnobs(latency_ms=args.rec_ms),
+        material=ServiceKnobs(latency_ms=args.material_ms),
+        materials=args.materials,
+        in_experiment_ratio=args.in_experiment,
+    )
     ceiling = None if push else args.concurrency / ((args.ab_ms + args.in_experiment * args.rec_ms) / 1000)
     with tempfile.TemporaryDirectory(prefix="later-read-anchor-") as tmp, Stack(knobs) as stack:
-        config = stack.write_config(Path(tmp) / "config.toml", starrocks={"batch_size": 5000},
-                                    push={"concurrency": args.concurrency})
+        config = stack.write_config(
+            Path(tmp) / "config.toml", starrocks={"batch_size": 5000}, push={"concurrency": args.concurrency}
+        )
         seed(stack, args.users, push)
         if push:  # the values both pushes read: one later-read prewarm, not measured
             run_job(["prewarm", "--date", PUSH_DATE, "--config", str(config)])
-            print(f"push: {args.users:,} users at hour {PUSH_HOUR}, C={args.concurrency}, material "
-                  f"{args.material_ms} ms, {args.materials:,} materials, load {args.load}", flush=True)
+            print(
+                f"push: {args.users:,} users at hour {PUSH_HOUR}, C={args.concurrency}, material "
+                f"{args.material_ms} ms, {args.materials:,} materials, load {args.load}",
+                flush=True,
+            )
         else:
-            print(f"prewarm: {args.users:,} users, C={args.concurrency}, A/B {args.ab_ms} ms, rec {args.rec_ms} ms, "
-                  f"{args.in_experiment:.0%} in the experiment: ceiling {ceiling:,.0f} users/s, load {args.load}",
-                  flush=True)
+            print(
+                f"prewarm: {args.users:,} users, C={args.concurrency}, A/B {args.ab_ms} ms, rec {args.rec_ms} ms, "
+                f"{args.in_experiment:.0%} in the experiment: ceiling {ceiling:,.0f} users/s, load {args.load}",
+                flush=True,
+            )
         rounds = []
         with neighbours(args.load):
             for i in range(args.rounds):
@@ -195,8 +224,9 @@ def main() -> None:
     parser.add_argument("--ab-ms", type=float, default=10)
     parser.add_argument("--rec-ms", type=float, default=40)
     parser.add_argument("--material-ms", type=float, default=10)
-    parser.add_argument("--materials", type=int, default=1000,
-                        help="distinct books of the push's users (the simulator's default)")
+    parser.add_argument(
+        "--materials", type=int, default=1000, help="distinct books of the push's users (the simulator's default)"
+    )
     parser.add_argument("--in-experiment", type=float, default=0.7)
     parser.add_argument("--load", type=int, default=0, help="CPU-bound neighbour processes during the runs")
     parser.add_argument("--binary", type=Path, default=Path("/tmp/anchor-go"))

@@ -25,6 +25,7 @@ def product_path(users: list, raws: list[bytes], cards: list, clock, date: str, 
     tree from before PushMessage, `build_message` + `encode`)."""
     from later_read.core import message
     from later_read.core.value import decode
+
     if hasattr(message, "PushMessage"):
         build = message.PushMessage.build
 
@@ -32,10 +33,13 @@ def product_path(users: list, raws: list[bytes], cards: list, clock, date: str, 
             for user, raw, card in zip(users, raws, cards, strict=True):
                 build(user, decode(raw), card, date=date, hour=hour, clock=clock, expires=expires).encode()
     else:
+
         def run() -> None:
             for user, raw, card in zip(users, raws, cards, strict=True):
-                message.encode(message.build_message(user, decode(raw), card, date=date, hour=hour, clock=clock,
-                                                     expires=expires))
+                message.encode(
+                    message.build_message(user, decode(raw), card, date=date, hour=hour, clock=clock, expires=expires)
+                )
+
     return run
 
 
@@ -63,6 +67,7 @@ def decode_paths(raws: list[bytes]):
     def candidate() -> None:
         for raw in raws:
             decoder.decode(raw)
+
     return product, candidate
 
 
@@ -89,12 +94,22 @@ def main() -> None:
     from later_read.core.users import TaskUser
 
     date, hour, expires = "20261123", 21, "2026-11-23T21:45:00+08:00"
-    raws = [b'{"outcome":"rec","date":"20261123","trace_id":"tr-%016x","rec_id":"rec-%016x",'
-            b'"rec_type":"audiobook","material_id":"m-%d"}' % (i * 7919, i % 2000, i % 2000) for i in range(args.users)]
+    raws = [
+        b'{"outcome":"rec","date":"20261123","trace_id":"tr-%016x","rec_id":"rec-%016x",'
+        b'"rec_type":"audiobook","material_id":"m-%d"}' % (i * 7919, i % 2000, i % 2000)
+        for i in range(args.users)
+    ]
     users = [TaskUser(str(100_000_000 + i), "novel", "04-026-20261123-r0gdua") for i in range(args.users)]
-    books = [Material(f"m-{i}", f"Book {i}", f"Readers who finished your last book loved Book {i}. Start "
-                      "chapter one tonight.", f"https://img.example.com/covers/m-{i}.jpg", f"reader://book/m-{i}")
-             for i in range(2000)]
+    books = [
+        Material(
+            f"m-{i}",
+            f"Book {i}",
+            f"Readers who finished your last book loved Book {i}. Start chapter one tonight.",
+            f"https://img.example.com/covers/m-{i}.jpg",
+            f"reader://book/m-{i}",
+        )
+        for i in range(2000)
+    ]
     cards = [books[i % 2000] for i in range(args.users)]
     zone = ZoneInfo("Asia/Shanghai")
     print(f"{args.users:,} users, 2,000 cards, code {args.code}")

@@ -39,11 +39,23 @@ DATE = "20261123"
 
 def message(i: int) -> tuple[str, bytes]:
     uid = str(100_000_000 + i)
-    body = {"msg_id": msg_id(DATE, uid), "source_uid": uid, "project": "novel", "task_id": "04-026-x",
-            "push_date": DATE, "push_hour": 9, "rec_id": f"r{i}", "rec_type": "book", "material_id": f"m-{i % 2000}",
-            "trace_id": f"tr-{i:016x}", "title": f"Book {i % 2000}", "content": "Readers who finished your last "
-            "book loved this one. Start chapter one tonight.", "cover_url": f"https://img.example.com/c/{i}.jpg",
-            "deeplink": f"reader://book/{i}", "created_at": "2026-11-23T09:00:00.000+08:00"}
+    body = {
+        "msg_id": msg_id(DATE, uid),
+        "source_uid": uid,
+        "project": "novel",
+        "task_id": "04-026-x",
+        "push_date": DATE,
+        "push_hour": 9,
+        "rec_id": f"r{i}",
+        "rec_type": "book",
+        "material_id": f"m-{i % 2000}",
+        "trace_id": f"tr-{i:016x}",
+        "title": f"Book {i % 2000}",
+        "content": "Readers who finished your last book loved this one. Start chapter one tonight.",
+        "cover_url": f"https://img.example.com/c/{i}.jpg",
+        "deeplink": f"reader://book/{i}",
+        "created_at": "2026-11-23T09:00:00.000+08:00",
+    }
     return uid, orjson.dumps(body)
 
 
@@ -66,11 +78,14 @@ def produce_idempotent(bootstrap: str, topic: str, n: int) -> float:
 
 
 def produce_transactional(bootstrap: str, topic: str, n: int, every: int) -> tuple[float, list[float]]:
-    config = {"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS,
-              "transactional.id": f"later_read:push:{DATE}:09:{topic}"}
+    config = {
+        "bootstrap.servers": bootstrap,
+        **PRODUCER_DEFAULTS,
+        "transactional.id": f"later_read:push:{DATE}:09:{topic}",
+    }
     producer = Producer(config)
     began = time.perf_counter()
-    producer.init_transactions(30)   # fences (and aborts) any earlier producer with this id
+    producer.init_transactions(30)  # fences (and aborts) any earlier producer with this id
     commits = []
     for start in range(0, n, every):
         producer.begin_transaction()
@@ -113,9 +128,11 @@ def main() -> None:
             at = time.perf_counter()
             starts = end_offsets(settings, topic, 10)  # what every push run pays for its start record
             rows.setdefault("A start record: end offsets of 3 partitions, ms", []).append(
-                (time.perf_counter() - at) * 1000)
+                (time.perf_counter() - at) * 1000
+            )
             rows.setdefault("A produce (idempotent), s", []).append(
-                produce_idempotent(broker.bootstrap, topic, args.messages))
+                produce_idempotent(broker.bootstrap, topic, args.messages)
+            )
             seconds, users = recovery_read(settings, starts)
             assert users == args.messages
             rows.setdefault("A recovery read of all of them, s", []).append(seconds)

@@ -27,8 +27,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=len(FAULTS), help="number of runs (faults in turns)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the plan (which fault, which seed)")
     parser.add_argument("--short", action="store_true", help="each fault once, small days")
-    parser.add_argument("--users", type=int, default=None, help=f"users per day (default {FULL_USERS}, "
-                                                                f"--short {SHORT_USERS})")
+    parser.add_argument(
+        "--users", type=int, default=None, help=f"users per day (default {FULL_USERS}, --short {SHORT_USERS})"
+    )
     parser.add_argument("--fault", action="append", choices=sorted(FAULTS), help="only these faults")
     parser.add_argument("--run-seed", type=int, help="replay one run: with --fault NAME")
     parser.add_argument("--workdir", type=Path, help="where job logs go (default: a temporary directory)")

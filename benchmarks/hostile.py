@@ -50,34 +50,49 @@ CONCURRENCY = 50
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    job: str           # prewarm | push
-    knobs: dict        # the hostile service's knobs
+    job: str  # prewarm | push
+    knobs: dict  # the hostile service's knobs
     in_experiment: float = 1.0
 
 
 SCENARIOS = [
     Scenario("prewarm-reply", "prewarm", {"ab": {"hostile_ratio": 1.0, "hostile_reply_bytes": MIB15}}),
     # half the users out of the experiment: their value holds the trace_id (the others send it to recommend)
-    Scenario("prewarm-field", "prewarm",
-             {"ab": {"hostile_ratio": 1.0, "hostile_field": "trace_id", "hostile_field_bytes": MIB15}}, 0.5),
+    Scenario(
+        "prewarm-field",
+        "prewarm",
+        {"ab": {"hostile_ratio": 1.0, "hostile_field": "trace_id", "hostile_field_bytes": MIB15}},
+        0.5,
+    ),
     Scenario("push-reply", "push", {"material": {"hostile_ratio": 1.0, "hostile_reply_bytes": MIB15}}),
     # just under the default bound: every reply accepted and parsed, the most a reply may cost
     Scenario("prewarm-near-bound", "prewarm", {"ab": {"hostile_ratio": 1.0, "hostile_reply_bytes": 250_000}}),
-    Scenario("push-field", "push",
-             {"material": {"hostile_ratio": 1.0, "hostile_field": "content", "hostile_field_bytes": MIB15}}),
+    Scenario(
+        "push-field",
+        "push",
+        {"material": {"hostile_ratio": 1.0, "hostile_field": "content", "hostile_field_bytes": MIB15}},
+    ),
 ]
 
 
 def run_job(code: Path, args: list[str]) -> dict:
     """One job process from the checkout `code`; its exit code and peak RSS (wait4, that process only)."""
     env = dict(os.environ, PYTHONPATH=str(code))
-    proc = subprocess.Popen([sys.executable, "-m", "later_read", "-q", *args], cwd=code, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "later_read", "-q", *args],
+        cwd=code,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     stderr = proc.stderr.read().decode(errors="replace")  # read while it runs: a full pipe would block it
     _, status, usage = os.wait4(proc.pid, 0)
     proc.stderr.close()
-    return {"exit_code": os.waitstatus_to_exitcode(status), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "last_line": stderr.strip().splitlines()[-1] if stderr.strip() else ""}
+    return {
+        "exit_code": os.waitstatus_to_exitcode(status),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "last_line": stderr.strip().splitlines()[-1] if stderr.strip() else "",
+    }
 
 
 def largest_value(stack: Stack) -> int:
@@ -89,8 +104,7 @@ def largest_value(stack: Stack) -> int:
     return max(sizes, default=0)
 
 
-def measure(stack: Stack, code: Path, config: Path, work: Path, s: Scenario, run: int,
-            base: SimulatorKnobs) -> dict:
+def measure(stack: Stack, code: Path, config: Path, work: Path, s: Scenario, run: int, base: SimulatorKnobs) -> dict:
     """One run on a flushed Redis: the simulator at `base`, then `s.knobs` on top for the measured job."""
     stack.redis.client().flushdb()
     stack.simulator.configure(**base.to_dict())
@@ -103,14 +117,16 @@ def measure(stack: Stack, code: Path, config: Path, work: Path, s: Scenario, run
     figures = run_job(code, args + (["--hour", str(HOUR)] if s.job == "push" else []))
     data = json.loads(report.read_text()) if report.exists() else {}
     service = next(iter(s.knobs))
-    figures.update(failures=data.get("failures", {}), largest_value_bytes=largest_value(stack),
-                   hostile_replies=stack.simulator.stats()[service]["by_fault"]["hostile"])
+    figures.update(
+        failures=data.get("failures", {}),
+        largest_value_bytes=largest_value(stack),
+        hostile_replies=stack.simulator.stats()[service]["by_fault"]["hostile"],
+    )
     return figures
 
 
 def seed(stack: Stack, users: int) -> None:
-    conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
-                   stack.mysql.database)
+    conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password, stack.mysql.database)
     try:
         seed_day(conn, DATE, users, stack.config()["tasks"]["ids"], hours=(HOUR,))
     finally:
@@ -131,20 +147,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="later-read-hostile-") as tmp, Stack(knobs) as stack:
         work = Path(tmp)
         config = stack.write_config(
-            work / "config.toml", prewarm={"concurrency": CONCURRENCY, "progress_interval_seconds": 600},
+            work / "config.toml",
+            prewarm={"concurrency": CONCURRENCY, "progress_interval_seconds": 600},
             push={"concurrency": CONCURRENCY, "wait_for_prewarm_seconds": 0, "progress_interval_seconds": 600},
-            services={"timeout_seconds": 120.0, "max_attempts": 3, "breaker_failure_ratio": 1.0})
+            services={"timeout_seconds": 120.0, "max_attempts": 3, "breaker_failure_ratio": 1.0},
+        )
         seed(stack, args.users)
         for s in wanted:
             peaks = []
             for run in range(args.repeat):
                 figures = measure(stack, args.code, config, work, s, run, knobs)
                 peaks.append(figures["peak_rss_mb"])
-                print(f"{s.name} run={run + 1} exit={figures['exit_code']} peak_rss={figures['peak_rss_mb']:.1f}MB "
-                      f"failures={figures['failures']} largest_value={figures['largest_value_bytes']:,}B "
-                      f"hostile_replies={figures['hostile_replies']}"
-                      + (f" last_line={figures['last_line'][:160]!r}" if figures["exit_code"] not in (0, 1)
-                         else ""), flush=True)
+                print(
+                    f"{s.name} run={run + 1} exit={figures['exit_code']} peak_rss={figures['peak_rss_mb']:.1f}MB "
+                    f"failures={figures['failures']} largest_value={figures['largest_value_bytes']:,}B "
+                    f"hostile_replies={figures['hostile_replies']}"
+                    + (f" last_line={figures['last_line'][:160]!r}" if figures["exit_code"] not in (0, 1) else ""),
+                    flush=True,
+                )
             print(f"{s.name} median_peak_rss={statistics.median(peaks):.1f}MB runs={peaks}", flush=True)
 
 

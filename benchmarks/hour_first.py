@@ -31,9 +31,24 @@ DATE = "20261123"
 
 def start(config: Path, report: Path, *args: str) -> subprocess.Popen:
     quiet = [] if "--verbose" in sys.argv else ["-q"]
-    return subprocess.Popen([sys.executable, "-m", "later_read", *quiet, *args, "--date", DATE, "--config",
-                             str(config), "--report", str(report)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "later_read",
+            *quiet,
+            *args,
+            "--date",
+            DATE,
+            "--config",
+            str(config),
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def finish(process: subprocess.Popen, started: float, what: str) -> float:
@@ -52,32 +67,39 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print the jobs' log lines")
     args = parser.parse_args()
     users = 20_000 if args.quick else args.users
-    knobs = SimulatorKnobs(ab=ServiceKnobs(latency_ms=5), rec=ServiceKnobs(latency_ms=20),
-                           material=ServiceKnobs(latency_ms=10))
+    knobs = SimulatorKnobs(
+        ab=ServiceKnobs(latency_ms=5), rec=ServiceKnobs(latency_ms=20), material=ServiceKnobs(latency_ms=10)
+    )
     with tempfile.TemporaryDirectory(prefix="later-read-hour-first-") as tmp, Stack(knobs) as stack:
         work = Path(tmp)
-        conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
-                       stack.mysql.database)
+        conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password, stack.mysql.database)
         seed_day(conn, DATE, users, stack.config()["tasks"]["ids"])
         conn.close()
-        config = stack.write_config(work / "config.toml", starrocks={"batch_size": 5000},
-                                    prewarm={"concurrency": 50}, push={"concurrency": 50})
+        config = stack.write_config(
+            work / "config.toml", starrocks={"batch_size": 5000}, prewarm={"concurrency": 50}, push={"concurrency": 50}
+        )
         stack.redis.client().flushdb()
         started = time.monotonic()
-        push = start(config, work / "push.json", "push", "--hour", "0", "--now", "2026-11-23T00:00:30+08:00",
-                     "--wait", "900")
+        push = start(
+            config, work / "push.json", "push", "--hour", "0", "--now", "2026-11-23T00:00:30+08:00", "--wait", "900"
+        )
         prewarm = start(config, work / "prewarm.json", "prewarm")
         push_seconds = finish(push, started, "push")
         prewarm_seconds = finish(prewarm, started, "prewarm")
         push_report = json.loads((work / "push.json").read_text())
         prewarm_report = json.loads((work / "prewarm.json").read_text())
     hour0 = prewarm_report["hours"]["00"]
-    print(f"users={users:,} hour0_users={push_report['users']:,} sent={push_report['sent']:,} "
-          f"misses={push_report['misses']} prewarm_marker={push_report['prewarm_marker']}")
-    print(f"hour 0 ready after {hour0['seconds']:.2f} s of prewarm; hour-0 push done (every hour-0 user "
-          f"sent) {push_seconds:.2f} s after the start; prewarm done {prewarm_seconds:.2f} s after the start")
-    services = {k: {"calls": v["calls"], "old_flow_calls": v["old_flow_calls"]}
-                for k, v in push_report["services"].items()}
+    print(
+        f"users={users:,} hour0_users={push_report['users']:,} sent={push_report['sent']:,} "
+        f"misses={push_report['misses']} prewarm_marker={push_report['prewarm_marker']}"
+    )
+    print(
+        f"hour 0 ready after {hour0['seconds']:.2f} s of prewarm; hour-0 push done (every hour-0 user "
+        f"sent) {push_seconds:.2f} s after the start; prewarm done {prewarm_seconds:.2f} s after the start"
+    )
+    services = {
+        k: {"calls": v["calls"], "old_flow_calls": v["old_flow_calls"]} for k, v in push_report["services"].items()
+    }
     print(f"push peak_calls_saved={push_report.get('peak_calls_saved')} services={json.dumps(services)}")
 
 

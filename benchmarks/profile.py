@@ -56,8 +56,11 @@ def main() -> None:
     parser.add_argument("--scenario", default="S1", choices=[s.name for s in bench.FULL])
     parser.add_argument("--users", type=int, default=30_000)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
-    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (py-spy "
-                        "--gil): what runs, not threads waiting for the GIL")
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the GIL (py-spy --gil): what runs, not threads waiting for the GIL",
+    )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "later-read-stacks.txt")
     args = parser.parse_args()
@@ -65,19 +68,44 @@ def main() -> None:
         sys.exit("py-spy not found: pip install py-spy")
     s = dataclasses.replace(next(x for x in bench.FULL if x.name == args.scenario), users=args.users)
     with tempfile.TemporaryDirectory(prefix="later-read-profile-") as tmp, bench.Stack(bench.knobs_for(s)) as stack:
-        config = stack.write_config(Path(tmp) / "config.toml", prewarm={"concurrency": s.concurrency},
-                                    push={"concurrency": s.concurrency}, starrocks={"batch_size": 5000})
+        config = stack.write_config(
+            Path(tmp) / "config.toml",
+            prewarm={"concurrency": s.concurrency},
+            push={"concurrency": s.concurrency},
+            starrocks={"batch_size": 5000},
+        )
         bench.seed(stack, s)
         common = ["--date", bench.DATE, "--config", str(config)]
         if s.job == "push":
             bench.fill_values(stack, s)
         bench.compile_package()
-        job = [s.job, *common] + (["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW, "--wait", "0"]
-                                     if s.job == "push" else [])
-        subprocess.run(["py-spy", "record", "--nonblocking", "-r", str(args.rate), "-f", "raw",
-                        *(["--gil"] if args.gil else []),
-                        "-o", str(args.out), "--", sys.executable, "-m", "later_read", "-q", *job],
-                       cwd=bench.ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        job = [s.job, *common] + (
+            ["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW, "--wait", "0"] if s.job == "push" else []
+        )
+        subprocess.run(
+            [
+                "py-spy",
+                "record",
+                "--nonblocking",
+                "-r",
+                str(args.rate),
+                "-f",
+                "raw",
+                *(["--gil"] if args.gil else []),
+                "-o",
+                str(args.out),
+                "--",
+                sys.executable,
+                "-m",
+                "later_read",
+                "-q",
+                *job,
+            ],
+            cwd=bench.ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     summarise(args.out, args.top)
     print(f"stacks: {args.out}")
 

@@ -54,7 +54,7 @@ PUSH_NOW = "2026-11-23T21:01:00+08:00"  # the push runs at its hour (--now): ins
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    job: str              # prewarm | push
+    job: str  # prewarm | push
     users: int
     concurrency: int = 50
     ab_ms: float = 5
@@ -67,12 +67,20 @@ class Scenario:
         return self.concurrency / ((self.ab_ms + self.rec_ms) / 1000)
 
 
-FULL = [Scenario("S1", "prewarm", 200_000), Scenario("S2", "push", 100_000),
-        Scenario("S3", "prewarm", 1_000_000), Scenario("G", "prewarm", 20_000, ab_ms=10, rec_ms=40),
-        Scenario("P", "push", 1_000_000)]
-QUICK = [Scenario("S1", "prewarm", 10_000), Scenario("S2", "push", 10_000),
-         Scenario("S3", "prewarm", 30_000), Scenario("G", "prewarm", 5_000, ab_ms=10, rec_ms=40),
-         Scenario("P", "push", 50_000)]
+FULL = [
+    Scenario("S1", "prewarm", 200_000),
+    Scenario("S2", "push", 100_000),
+    Scenario("S3", "prewarm", 1_000_000),
+    Scenario("G", "prewarm", 20_000, ab_ms=10, rec_ms=40),
+    Scenario("P", "push", 1_000_000),
+]
+QUICK = [
+    Scenario("S1", "prewarm", 10_000),
+    Scenario("S2", "push", 10_000),
+    Scenario("S3", "prewarm", 30_000),
+    Scenario("G", "prewarm", 5_000, ab_ms=10, rec_ms=40),
+    Scenario("P", "push", 50_000),
+]
 RSS_PUSH_TARGET_MB = 200
 
 
@@ -88,31 +96,39 @@ def run_job(args: list[str]) -> dict:
     """Run one job process; wall time, CPU seconds and peak RSS of that process alone."""
     compile_package()
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "later_read", "-q", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "later_read", "-q", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
     stderr = proc.stderr.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1):
         raise RuntimeError(f"later-read {' '.join(args[:1])} exited {code}: {stderr[-2000:]}")
-    return {"wall_seconds": round(wall, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit_code": code}
+    return {
+        "wall_seconds": round(wall, 3),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "exit_code": code,
+    }
 
 
 def knobs_for(s: Scenario) -> SimulatorKnobs:
     """Prewarm: every user in the experiment, so every user makes both calls and C / (L_ab + L_rec) is
     the true ceiling (with the default 80 % a fifth of users skip recommend and the ratio passes 1)."""
     in_experiment = 1.0 if s.job == "prewarm" else 0.8
-    return SimulatorKnobs(ab=ServiceKnobs(latency_ms=s.ab_ms), rec=ServiceKnobs(latency_ms=s.rec_ms),
-                          material=ServiceKnobs(latency_ms=s.material_ms), materials=s.materials,
-                          in_experiment_ratio=in_experiment)
+    return SimulatorKnobs(
+        ab=ServiceKnobs(latency_ms=s.ab_ms),
+        rec=ServiceKnobs(latency_ms=s.rec_ms),
+        material=ServiceKnobs(latency_ms=s.material_ms),
+        materials=s.materials,
+        in_experiment_ratio=in_experiment,
+    )
 
 
 def seed(stack: Stack, s: Scenario) -> float:
     started = time.monotonic()
-    conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
-                   stack.mysql.database)
+    conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password, stack.mysql.database)
     hours = (PUSH_HOUR,) if s.job == "push" else tuple(range(24))
     seed_day(conn, DATE, s.users, stack.config()["tasks"]["ids"], hours=hours)
     conn.close()
@@ -133,14 +149,17 @@ def fill_values(stack: Stack, s: Scenario) -> None:
     client = stack.redis.client()
     for start in range(0, len(uids), 10_000):
         pipe = client.pipeline(transaction=False)
-        for uid in uids[start:start + 10_000]:
+        for uid in uids[start : start + 10_000]:
             pipe.set(keys.rec(uid), encode(oracle.expected_value(uid, DATE)), ex=86_400)
         pipe.execute()
 
 
 def simulator_figures(stats: dict) -> dict:
-    return {name: {"calls": ep.get("calls"), "peak_qps": ep.get("peak_qps")}
-            for name, ep in stats.items() if isinstance(ep, dict)}
+    return {
+        name: {"calls": ep.get("calls"), "peak_qps": ep.get("peak_qps")}
+        for name, ep in stats.items()
+        if isinstance(ep, dict)
+    }
 
 
 def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int) -> dict:
@@ -156,9 +175,13 @@ def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int) -> di
     figures = run_job(args)
     job_report = json.loads(report.read_text())
     users = job_report.get("users") or s.users
-    figures.update(users=users, users_per_second=round(users / figures["wall_seconds"], 1),
-                   cpu_us_per_user=round(figures["cpu_seconds"] / users * 1e6, 1),
-                   simulator=simulator_figures(stack.simulator.stats()), report=job_report)
+    figures.update(
+        users=users,
+        users_per_second=round(users / figures["wall_seconds"], 1),
+        cpu_us_per_user=round(figures["cpu_seconds"] / users * 1e6, 1),
+        simulator=simulator_figures(stack.simulator.stats()),
+        report=job_report,
+    )
     if s.job == "prewarm":
         figures["ceiling_users_per_second"] = s.ceiling
         figures["fraction_of_ceiling"] = round(figures["users_per_second"] / s.ceiling, 3)
@@ -170,29 +193,39 @@ def median_of(runs: list[dict], key: str) -> float:
 
 
 def scenario(s: Scenario, repeat: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix=f"later-read-bench-{s.name}-") as tmp, \
-            Stack(knobs_for(s)) as stack:
+    with tempfile.TemporaryDirectory(prefix=f"later-read-bench-{s.name}-") as tmp, Stack(knobs_for(s)) as stack:
         work = Path(tmp)
-        config = stack.write_config(work / "config.toml", prewarm={"concurrency": s.concurrency},
-                                    push={"concurrency": s.concurrency},
-                                    starrocks={"batch_size": 5000})
+        config = stack.write_config(
+            work / "config.toml",
+            prewarm={"concurrency": s.concurrency},
+            push={"concurrency": s.concurrency},
+            starrocks={"batch_size": 5000},
+        )
         seed_seconds = seed(stack, s)
         runs = [measure(stack, s, config, work, i) for i in range(repeat)]
     keys = ["wall_seconds", "users_per_second", "cpu_seconds", "cpu_us_per_user", "peak_rss_mb"]
     if s.job == "prewarm":
         keys.append("fraction_of_ceiling")
-    return {"scenario": s.__dict__, "seed_seconds": round(seed_seconds, 1), "runs": runs,
-            "median": {k: median_of(runs, k) for k in keys}}
+    return {
+        "scenario": s.__dict__,
+        "seed_seconds": round(seed_seconds, 1),
+        "runs": runs,
+        "median": {k: median_of(runs, k) for k in keys},
+    }
 
 
 def print_result(result: dict) -> None:
     s, m = result["scenario"], result["median"]
-    line = (f"{s['name']} {s['job']:7} users={s['users']:>9,} C={s['concurrency']} "
-            f"wall={m['wall_seconds']:.2f}s users/s={m['users_per_second']:,.0f} "
-            f"cpu={m['cpu_seconds']:.2f}s cpu/user={m['cpu_us_per_user']:.0f}us rss={m['peak_rss_mb']:.0f}MB")
+    line = (
+        f"{s['name']} {s['job']:7} users={s['users']:>9,} C={s['concurrency']} "
+        f"wall={m['wall_seconds']:.2f}s users/s={m['users_per_second']:,.0f} "
+        f"cpu={m['cpu_seconds']:.2f}s cpu/user={m['cpu_us_per_user']:.0f}us rss={m['peak_rss_mb']:.0f}MB"
+    )
     if "fraction_of_ceiling" in m:
-        line += (f" ceiling={s['concurrency'] / ((s['ab_ms'] + s['rec_ms']) / 1000):,.0f}/s "
-                 f"fraction={m['fraction_of_ceiling']:.3f}")
+        line += (
+            f" ceiling={s['concurrency'] / ((s['ab_ms'] + s['rec_ms']) / 1000):,.0f}/s "
+            f"fraction={m['fraction_of_ceiling']:.3f}"
+        )
     sim = result["runs"][-1]["simulator"]
     line += " sim=" + ",".join(f"{k}:{v['calls']}@{v['peak_qps']}qps" for k, v in sim.items())
     print(line, flush=True)
@@ -228,8 +261,9 @@ def main() -> None:
     print_memory(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-    args.json.write_text(json.dumps({"machine": machine, "quick": args.quick, "repeat": repeat,
-                                     "results": results}, indent=2))
+    args.json.write_text(
+        json.dumps({"machine": machine, "quick": args.quick, "repeat": repeat, "results": results}, indent=2)
+    )
     print(f"wrote {args.json}")
 
 

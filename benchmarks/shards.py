@@ -41,10 +41,28 @@ def run_shards(job: str, config: Path, shards: int) -> dict:
     """Start the N shard processes of one job together; wall time to the last exit, CPU summed."""
     started = time.monotonic()
     extra = ["--hour", str(PUSH_HOUR), "--now", "2026-11-23T21:01:00+08:00"] if job == "push" else []
-    procs = [subprocess.Popen([sys.executable, "-m", "later_read", "-q", job, "--date", DATE,
-                               "--config", str(config), "--shard", f"{k}/{shards}", *extra],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for k in range(shards)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "later_read",
+                "-q",
+                job,
+                "--date",
+                DATE,
+                "--config",
+                str(config),
+                "--shard",
+                f"{k}/{shards}",
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for k in range(shards)
+    ]
     cpu = 0.0
     for proc in procs:
         _, status, usage = os.wait4(proc.pid, 0)
@@ -57,33 +75,46 @@ def run_shards(job: str, config: Path, shards: int) -> dict:
 
 
 def measure(stack: Stack, work: Path, shards: int, jobs: list[str], users: dict[str, int]) -> list[dict]:
-    config = stack.write_config(work / f"config-{shards}.toml", shards={"count": shards},
-                                prewarm={"concurrency": CONCURRENCY, "progress_interval_seconds": 600},
-                                push={"concurrency": CONCURRENCY, "wait_for_prewarm_seconds": 0,
-                                      "progress_interval_seconds": 600},
-                                starrocks={"batch_size": 5000})
+    config = stack.write_config(
+        work / f"config-{shards}.toml",
+        shards={"count": shards},
+        prewarm={"concurrency": CONCURRENCY, "progress_interval_seconds": 600},
+        push={"concurrency": CONCURRENCY, "wait_for_prewarm_seconds": 0, "progress_interval_seconds": 600},
+        starrocks={"batch_size": 5000},
+    )
     stack.redis.client().flushdb()
     rows = []
     for job in ("prewarm", "push"):
         stack.simulator.reset()
         figures = run_shards(job, config, shards)
-        peaks = {name: ep.get("peak_qps", 0) for name, ep in stack.simulator.stats().items()
-                 if isinstance(ep, dict)}
+        peaks = {name: ep.get("peak_qps", 0) for name, ep in stack.simulator.stats().items() if isinstance(ep, dict)}
         if job in jobs:
             n = users[job]
-            rows.append({"job": job, "shards": shards, "users": n, "wall": figures["wall"],
-                         "users_per_second": n / figures["wall"], "cpu_us_per_user": figures["cpu"] / n * 1e6,
-                         "peaks": peaks})
+            rows.append(
+                {
+                    "job": job,
+                    "shards": shards,
+                    "users": n,
+                    "wall": figures["wall"],
+                    "users_per_second": n / figures["wall"],
+                    "cpu_us_per_user": figures["cpu"] / n * 1e6,
+                    "peaks": peaks,
+                }
+            )
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'job':8} {'N':>2} {'users':>8} {'wall s':>7} {'users/s':>8} {'cpu/user us':>11} "
-          f"{'peak ab':>8} {'peak rec':>8} {'peak material':>13}")
+    print(
+        f"{'job':8} {'N':>2} {'users':>8} {'wall s':>7} {'users/s':>8} {'cpu/user us':>11} "
+        f"{'peak ab':>8} {'peak rec':>8} {'peak material':>13}"
+    )
     for r in rows:
         p = r["peaks"]
-        print(f"{r['job']:8} {r['shards']:>2} {r['users']:>8,} {r['wall']:>7.2f} {r['users_per_second']:>8,.0f} "
-              f"{r['cpu_us_per_user']:>11.0f} {p.get('ab', 0):>8} {p.get('rec', 0):>8} {p.get('material', 0):>13}")
+        print(
+            f"{r['job']:8} {r['shards']:>2} {r['users']:>8,} {r['wall']:>7.2f} {r['users_per_second']:>8,.0f} "
+            f"{r['cpu_us_per_user']:>11.0f} {p.get('ab', 0):>8} {p.get('rec', 0):>8} {p.get('material', 0):>13}"
+        )
     print(f"machine: {os.cpu_count()} cores; the shards share them with Redis, MariaDB, Kafka and the simulator")
 
 
@@ -94,12 +125,16 @@ def main() -> None:
     parser.add_argument("--jobs", default="prewarm,push", help="prewarm, push or both")
     args = parser.parse_args()
     jobs = args.jobs.split(",")
-    knobs = SimulatorKnobs(ab=ServiceKnobs(latency_ms=5), rec=ServiceKnobs(latency_ms=20),
-                           material=ServiceKnobs(latency_ms=10), materials=2000, in_experiment_ratio=1.0)
+    knobs = SimulatorKnobs(
+        ab=ServiceKnobs(latency_ms=5),
+        rec=ServiceKnobs(latency_ms=20),
+        material=ServiceKnobs(latency_ms=10),
+        materials=2000,
+        in_experiment_ratio=1.0,
+    )
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="later-read-bench-shards-") as tmp, Stack(knobs) as stack:
-        conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password,
-                       stack.mysql.database)
+        conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password, stack.mysql.database)
         seed_day(conn, DATE, args.users, stack.config()["tasks"]["ids"], hours=(PUSH_HOUR,))
         conn.close()
         users = {"prewarm": args.users, "push": args.users}

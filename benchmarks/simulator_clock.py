@@ -56,11 +56,18 @@ async def post_all(url: str) -> int:
     """REPLIES A/B calls with CONNECTIONS in flight; returns how many answered 200."""
     limit = asyncio.Semaphore(CONNECTIONS)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS)) as session:
+
         async def one(n: int) -> int:
-            async with limit, session.post(url + "/v1/ab/assign", json={"uid": f"u{n}", "project": "novel",
-                                                                         "layer": "later_read", "default": "0"}) as r:
+            async with (
+                limit,
+                session.post(
+                    url + "/v1/ab/assign",
+                    json={"uid": f"u{n}", "project": "novel", "layer": "later_read", "default": "0"},
+                ) as r,
+            ):
                 await r.read()
                 return r.status
+
         return sum(1 for status in await asyncio.gather(*(one(n) for n in range(REPLIES))) if status == 200)
 
 
@@ -82,13 +89,18 @@ def main() -> None:
     for clock_class in (TimerfdClock, SpinClock):
         for run in range(args.repeats):
             late = sorted(asyncio.run(lateness(clock_class)))
-            print(f"{clock_class.__name__} run {run + 1}: lateness min {late[0] * 1e6:.0f} us, "
-                  f"median {statistics.median(late) * 1e6:.0f} us, p99 {late[int(len(late) * 0.99)] * 1e6:.0f} us"
-                  f"{'  EARLY (a bug)' if late[0] < 0 else ''}")
+            print(
+                f"{clock_class.__name__} run {run + 1}: lateness min {late[0] * 1e6:.0f} us, "
+                f"median {statistics.median(late) * 1e6:.0f} us, p99 {late[int(len(late) * 0.99)] * 1e6:.0f} us"
+                f"{'  EARLY (a bug)' if late[0] < 0 else ''}"
+            )
     figures = [cpu_per_reply() for _ in range(args.repeats)]
-    print(f"simulator CPU per reply ({REPLIES} replies, {LATENCY_MS} ms, {CONNECTIONS} connections): "
-          f"median {statistics.median(figures) * 1e6:.0f} us; runs "
-          + " / ".join(f"{f * 1e6:.0f}" for f in figures) + " us")
+    print(
+        f"simulator CPU per reply ({REPLIES} replies, {LATENCY_MS} ms, {CONNECTIONS} connections): "
+        f"median {statistics.median(figures) * 1e6:.0f} us; runs "
+        + " / ".join(f"{f * 1e6:.0f}" for f in figures)
+        + " us"
+    )
 
 
 if __name__ == "__main__":

@@ -50,10 +50,15 @@ def request_bodies(count: int) -> list[tuple[str, bytes]]:
     bodies = []
     for n in range(count):
         uid = f"u{n}"
-        bodies.append(("/v1/ab/assign",
-                       b'{"uid":"%s","project":"novel","layer":"later_read","default":"0"}' % uid.encode()))
-        bodies.append(("/v1/rec/get", b'{"uid":"%s","project":"novel","scene":"pre-warming-process",'
-                                      b'"trace_id":"t"}' % uid.encode()))
+        bodies.append(
+            ("/v1/ab/assign", b'{"uid":"%s","project":"novel","layer":"later_read","default":"0"}' % uid.encode())
+        )
+        bodies.append(
+            (
+                "/v1/rec/get",
+                b'{"uid":"%s","project":"novel","scene":"pre-warming-process","trace_id":"t"}' % uid.encode(),
+            )
+        )
     return bodies
 
 
@@ -85,7 +90,7 @@ class RawClient(asyncio.Protocol):
         if end < 0:
             return
         start = self.buffer.find(b"Content-Length: ", 0, end) + 16
-        total = end + 4 + int(self.buffer[start:self.buffer.find(b"\r\n", start)])
+        total = end + 4 + int(self.buffer[start : self.buffer.find(b"\r\n", start)])
         if len(self.buffer) < total:
             return
         ok = self.buffer[9:12] == b"200"
@@ -103,9 +108,11 @@ class RawClient(asyncio.Protocol):
 
 async def drive_raw(url: str, connections: int, seconds: float, ready: Any, go: Any) -> tuple[int, int]:
     host, port = url.removeprefix("http://").split(":")
-    requests = [b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), len(body), body)
-                for path, body in request_bodies(UIDS)]
+    requests = [
+        b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), len(body), body)
+        for path, body in request_bodies(UIDS)
+    ]
     counters = [0, 0]
     loop = asyncio.get_running_loop()
     clients = []
@@ -134,8 +141,7 @@ async def drive_aiohttp(url: str, connections: int, seconds: float, ready: Any, 
         while loop.time() < stop_at:
             index = (index + 1) % len(bodies)
             path, body = bodies[index]
-            async with session.post(url + path, data=body,
-                                    headers={"Content-Type": "application/json"}) as response:
+            async with session.post(url + path, data=body, headers={"Content-Type": "application/json"}) as response:
                 await response.read()
                 counters[0 if response.status == 200 else 1] += 1
 
@@ -148,12 +154,14 @@ async def drive_aiohttp(url: str, connections: int, seconds: float, ready: Any, 
     return counters[0], counters[1]
 
 
-def generator_main(kind: str, url: str, connections: int, seconds: float, cpu: int, ready: Any, go: Any,
-                   results: Any) -> None:
+def generator_main(
+    kind: str, url: str, connections: int, seconds: float, cpu: int, ready: Any, go: Any, results: Any
+) -> None:
     """Entry of a load generator process: pin, get ready, wait for `go`, drive, report."""
     os.sched_setaffinity(0, {cpu})
     try:
         import uvloop
+
         run = uvloop.run
     except ImportError:
         run = asyncio.run
@@ -193,9 +201,12 @@ def one_run(sim: SimulatorProcess, args: argparse.Namespace, kind: str) -> RunRe
     context = multiprocessing.get_context("spawn")
     ready, go, results = context.Queue(), context.Event(), context.Queue()
     per_process = max(1, args.connections // args.generators)
-    processes = [context.Process(target=generator_main, args=(
-        kind, sim.url, per_process, args.seconds, args.load_cpu, ready, go, results))
-        for _ in range(args.generators)]
+    processes = [
+        context.Process(
+            target=generator_main, args=(kind, sim.url, per_process, args.seconds, args.load_cpu, ready, go, results)
+        )
+        for _ in range(args.generators)
+    ]
     for process in processes:
         process.start()
     for _ in processes:  # imports and connection setup happen before the measured window
@@ -228,14 +239,18 @@ def bench(args: argparse.Namespace, kind: str, latency_ms: float) -> None:
         runs = [one_run(sim, args, kind) for _ in range(args.repeats)]
         stats = sim.stats()
     for n, run in enumerate(runs, 1):
-        print(f"  run {n}: {run.rps:8.0f} req/s  errors {run.errors}  simulator CPU {run.sim_cpu:4.0%}  "
-              f"generator CPU {run.load_cpu:4.0%}")
+        print(
+            f"  run {n}: {run.rps:8.0f} req/s  errors {run.errors}  simulator CPU {run.sim_cpu:4.0%}  "
+            f"generator CPU {run.load_cpu:4.0%}"
+        )
     median = sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
     peak = max(stats[name]["peak_qps"] for name in ("ab", "rec"))
-    print(f"{kind:8s} latency {latency_ms:g} ms, {args.connections} connections: median {median.rps:.0f} req/s, "
-          f"simulator CPU {median.sim_cpu:.0%} of one core, "
-          f"{median.sim_cpu / median.rps * 1e6:.0f} us CPU/request; client {median.load_cpu / median.rps * 1e6:.0f} us "
-          f"CPU/request; last run peak_qps per endpoint {peak}")
+    print(
+        f"{kind:8s} latency {latency_ms:g} ms, {args.connections} connections: median {median.rps:.0f} req/s, "
+        f"simulator CPU {median.sim_cpu:.0%} of one core, "
+        f"{median.sim_cpu / median.rps * 1e6:.0f} us CPU/request; client {median.load_cpu / median.rps * 1e6:.0f} us "
+        f"CPU/request; last run peak_qps per endpoint {peak}"
+    )
     print(f"         -> {verdict(median)}")
 
 
@@ -254,8 +269,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    print(f"simulator on CPU {args.sim_cpu}, load on CPU {args.load_cpu}, {os.cpu_count()} CPUs; "
-          f"{args.seconds:g} s x {args.repeats} runs each")
+    print(
+        f"simulator on CPU {args.sim_cpu}, load on CPU {args.load_cpu}, {os.cpu_count()} CPUs; "
+        f"{args.seconds:g} s x {args.repeats} runs each"
+    )
     kinds = ("raw", "aiohttp") if args.client == "both" else (args.client,)
     for kind in kinds:
         for latency_ms in args.latency_ms:

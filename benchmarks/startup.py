@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench
 
-CHILD = r'''
+CHILD = r"""
 import os, sys, time
 T0 = float(os.environ["LATER_READ_SPAWNED"])
 def mark(what):
@@ -72,15 +72,22 @@ async def post(self, *args, **kwargs):
 HttpPool.post = post
 sys.argv = ["later-read"] + sys.argv[1:]
 cli.main()
-'''
-STEPS = ("interpreter up", "cli imported", "job modules imported", "redis pinged", "lock taken",
-         "first page read", "first service call sent", "count read")
+"""
+STEPS = (
+    "interpreter up",
+    "cli imported",
+    "job modules imported",
+    "redis pinged",
+    "lock taken",
+    "first page read",
+    "first service call sent",
+    "count read",
+)
 
 
 def one_run(code: Path, args: list[str]) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(code), "LATER_READ_SPAWNED": repr(time.time())}
-    done = subprocess.run([sys.executable, "-c", CHILD, "-q", *args], cwd=code, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", CHILD, "-q", *args], cwd=code, env=env, capture_output=True, text=True)
     steps = {}
     for line in done.stderr.splitlines():
         if line.startswith("STEP "):
@@ -100,10 +107,15 @@ def main() -> None:
     args = parser.parse_args()
     s = bench.Scenario("S2" if args.job == "push" else "S1", args.job, args.users)
     with tempfile.TemporaryDirectory(prefix="later-read-startup-") as tmp, bench.Stack(bench.knobs_for(s)) as stack:
-        config = stack.write_config(Path(tmp) / "config.toml", prewarm={"concurrency": s.concurrency},
-                                    push={"concurrency": s.concurrency}, starrocks={"batch_size": 5000})
+        config = stack.write_config(
+            Path(tmp) / "config.toml",
+            prewarm={"concurrency": s.concurrency},
+            push={"concurrency": s.concurrency},
+            starrocks={"batch_size": 5000},
+        )
         bench.seed(stack, s)
         import compileall
+
         compileall.compile_dir(args.code / "later_read", quiet=1)
         job = [s.job, "--date", bench.DATE, "--config", str(config)]
         if s.job == "push":
@@ -119,8 +131,10 @@ def main() -> None:
     for step in STEPS:
         values = [r[step] for r in runs if step in r]
         if values:
-            print(f"  {statistics.median(values):7.3f} s  {step}" + ("" if len(values) == len(runs) else
-                                                                    f" (in {len(values)} of {len(runs)} runs)"))
+            print(
+                f"  {statistics.median(values):7.3f} s  {step}"
+                + ("" if len(values) == len(runs) else f" (in {len(values)} of {len(runs)} runs)")
+            )
 
 
 if __name__ == "__main__":

@@ -47,10 +47,15 @@ def load_lazy(name: str) -> click.Command:
             raise
     fix = INSTALL_LAZY.format(name=name)
 
-    @click.command(name, help=f"Not installed: {fix}.", add_help_option=False,
-                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.command(
+        name,
+        help=f"Not installed: {fix}.",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
     def missing() -> None:
         raise UsageError(f"the {name} is not installed: {fix}")
+
     return missing
 
 
@@ -93,23 +98,36 @@ def echo(line: str) -> None:
 
 
 def config_option(func):
-    return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                        help=CONFIG_HELP)(func)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)(
+        func
+    )
 
 
-LOCK_WAIT_HELP = ("Seconds to wait for another run holding this job's lock (default: [lock] wait_seconds, "
-                  "a little over the lock's TTL, so a killed run's lock is taken over); 0 = fail at once.")
+LOCK_WAIT_HELP = (
+    "Seconds to wait for another run holding this job's lock (default: [lock] wait_seconds, "
+    "a little over the lock's TTL, so a killed run's lock is taken over); 0 = fail at once."
+)
 
 
 def lock_wait_option(func):
-    return click.option("--lock-wait", "lock_wait", type=click.FloatRange(0, 86400), default=None,
-                        metavar="SECONDS", help=LOCK_WAIT_HELP)(func)
+    return click.option(
+        "--lock-wait",
+        "lock_wait",
+        type=click.FloatRange(0, 86400),
+        default=None,
+        metavar="SECONDS",
+        help=LOCK_WAIT_HELP,
+    )(func)
 
 
-NOW_HELP = ("Act as if it were this time: ISO 8601 with an offset, e.g. 2026-11-22T05:05:00+08:00 (default: the "
-            "wall clock in the configured timezone); without --date/--hour it also gives both.")
-ALLOW_LATE_HELP = ("Push even though the hour's window (its start + [push] catch_up_minutes) has closed: the "
-                   "users get a stale push; without it such an hour is refused.")
+NOW_HELP = (
+    "Act as if it were this time: ISO 8601 with an offset, e.g. 2026-11-22T05:05:00+08:00 (default: the "
+    "wall clock in the configured timezone); without --date/--hour it also gives both."
+)
+ALLOW_LATE_HELP = (
+    "Push even though the hour's window (its start + [push] catch_up_minutes) has closed: the "
+    "users get a stale push; without it such an hour is refused."
+)
 
 
 def now_option(func):
@@ -146,8 +164,12 @@ def cli(verbose: bool, quiet: bool) -> None:
 @click.option("--concurrency", type=click.IntRange(1, 2000), help="Users in flight (default: [prewarm] concurrency).")
 @click.option("--force", is_flag=True, help="Recompute users already done for the date.")
 @click.option("--uids-file", type=click.Path(dir_okay=False), help="Only these uids (one per line).")
-@click.option("--shard", metavar="K/N", help="Only shard K of N of the users (CRC32(uid) % N = K, K from 0); "
-              "default: K from $JOB_COMPLETION_INDEX with N = [shards] count, else the whole day.")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Only shard K of N of the users (CRC32(uid) % N = K, K from 0); "
+    "default: K from $JOB_COMPLETION_INDEX with N = [shards] count, else the whole day.",
+)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
 @lock_wait_option
 @config_option
@@ -170,22 +192,44 @@ def prewarm(config_path, **options) -> None:
 
 @cli.command()
 @click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
-@click.option("--hour", type=click.IntRange(0, 23), help="Push exactly this hour 0-23 (default: the current "
-              "hour, after the earlier hours still inside their window that are not done).")
+@click.option(
+    "--hour",
+    type=click.IntRange(0, 23),
+    help="Push exactly this hour 0-23 (default: the current "
+    "hour, after the earlier hours still inside their window that are not done).",
+)
 @now_option
 @allow_late_option
 @click.option("--dry-run", is_flag=True, help="Build and print the messages; no Kafka, no sent markers.")
 @click.option("--output", type=click.Path(dir_okay=False), help="With --dry-run: write messages here (JSON lines).")
-@click.option("--force", is_flag=True, help="Send even to users already pushed today (same msg_id, so "
-              "consumers that deduplicate will drop a copy they already have).")
-@click.option("--on-miss", type=click.Choice(["skip", "live"]), default="skip", show_default=True,
-              help="A user the prewarm missed: skip with an alert, or compute it live (budgeted).")
-@click.option("--shard", metavar="K/N", help="Only shard K of N of the users (CRC32(uid) % N = K, K from 0); "
-              "default: K from $JOB_COMPLETION_INDEX with N = [shards] count, else the whole day.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send even to users already pushed today (same msg_id, so "
+    "consumers that deduplicate will drop a copy they already have).",
+)
+@click.option(
+    "--on-miss",
+    type=click.Choice(["skip", "live"]),
+    default="skip",
+    show_default=True,
+    help="A user the prewarm missed: skip with an alert, or compute it live (budgeted).",
+)
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Only shard K of N of the users (CRC32(uid) % N = K, K from 0); "
+    "default: K from $JOB_COMPLETION_INDEX with N = [shards] count, else the whole day.",
+)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
-@click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Wait up to this long for the prewarm to mark the hour ready, with a progress line "
-                   "every 5 s (default: [push] wait_for_prewarm_seconds; 0 with --dry-run).")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Wait up to this long for the prewarm to mark the hour ready, with a progress line "
+    "every 5 s (default: [push] wait_for_prewarm_seconds; 0 with --dry-run).",
+)
 @lock_wait_option
 @config_option
 def push(config_path, **options) -> None:
@@ -209,8 +253,13 @@ def push(config_path, **options) -> None:
 
 
 @cli.command()
-@click.option("--timeout", type=click.FloatRange(0.5, 120), default=10.0, show_default=True,
-              help="Seconds each dependency may take before it is reported as not answering.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.5, 120),
+    default=10.0,
+    show_default=True,
+    help="Seconds each dependency may take before it is reported as not answering.",
+)
 @config_option
 def check(config_path, timeout: float) -> None:
     """Validate the config, then reach every dependency: one line each with latency and verdict.
@@ -232,19 +281,36 @@ def check(config_path, timeout: float) -> None:
 @cli.command()
 @click.argument("uid")
 @click.option("--date", help="Date, YYYYMMDD (default: today in the configured timezone).")
-@click.option("--hour", type=click.IntRange(0, 23),
-              help="The message's push_hour (default: the user's earliest push_hour in the task rows).")
+@click.option(
+    "--hour",
+    type=click.IntRange(0, 23),
+    help="The message's push_hour (default: the user's earliest push_hour in the task rows).",
+)
 @click.option("--prewarm-only", is_flag=True, help="Compute and store the value; send nothing.")
 @click.option("--push-only", is_flag=True, help="Send from the value already in Redis; compute nothing.")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and sent; write and send nothing.")
-@click.option("--force", is_flag=True, help="Send even if the user was already pushed on the date; "
-                                            "replace a value Redis holds for another date.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send even if the user was already pushed on the date; replace a value Redis holds for another date.",
+)
 @now_option
 @allow_late_option
 @lock_wait_option
 @config_option
-def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_only: bool, push_only: bool,
-          dry_run: bool, force: bool, now: str | None, allow_late: bool, lock_wait: float | None) -> None:
+def rerun(
+    config_path,
+    uid: str,
+    date: str | None,
+    hour: int | None,
+    prewarm_only: bool,
+    push_only: bool,
+    dry_run: bool,
+    force: bool,
+    now: str | None,
+    allow_late: bool,
+    lock_wait: float | None,
+) -> None:
     """Run the prewarm and/or push path for one user, printing each step as it happens.
 
     Task rows found, A/B value and trace_id, recommendation, value written and its TTL, material,
@@ -259,12 +325,23 @@ def rerun(config_path, uid: str, date: str | None, hour: int | None, prewarm_onl
     from later_read.oncall.rerun import RerunOptions, run_rerun
 
     if prewarm_only and push_only:
-        raise click.UsageError("--prewarm-only and --push-only exclude each other; give at most one "
-                               "(neither runs both paths)")
+        raise click.UsageError(
+            "--prewarm-only and --push-only exclude each other; give at most one (neither runs both paths)"
+        )
     settings = settings_from(config_path)
     clock, day = clock_and_date(settings, now, date)
-    options = RerunOptions(parse_uid(uid), day, hour, prewarm=not push_only, push=not prewarm_only,
-                           dry_run=dry_run, force=force, lock_wait=lock_wait, clock=clock, allow_late=allow_late)
+    options = RerunOptions(
+        parse_uid(uid),
+        day,
+        hour,
+        prewarm=not push_only,
+        push=not prewarm_only,
+        dry_run=dry_run,
+        force=force,
+        lock_wait=lock_wait,
+        clock=clock,
+        allow_late=allow_late,
+    )
     sys.exit(run_rerun(settings, options, echo=echo))
 
 
@@ -307,8 +384,12 @@ def day(config_path, date: str | None, now: str | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("uid")
 @click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
-@click.option("--hour", type=click.IntRange(0, 23), help="The user's push hour whose ledger entry to show "
-              "(default: its earliest push_hour in the task rows, read from StarRocks).")
+@click.option(
+    "--hour",
+    type=click.IntRange(0, 23),
+    help="The user's push hour whose ledger entry to show "
+    "(default: its earliest push_hour in the task rows, read from StarRocks).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
 @config_option
 def show(config_path, uid: str, date: str | None, hour: int | None, as_json: bool) -> None:
@@ -333,18 +414,42 @@ def show(config_path, uid: str, date: str | None, hour: int | None, as_json: boo
 @cli.command()
 @click.option("--date", help="Push date, YYYYMMDD (default: today in the configured timezone).")
 @click.option("--hour", type=click.IntRange(0, 23), help="Only this push hour 0-23 (default: the whole date).")
-@click.option("--uid", help="Only this user's messages, each listed with its partition, offset, created_at and "
-              "expires_at.")
+@click.option(
+    "--uid", help="Only this user's messages, each listed with its partition, offset, created_at and expires_at."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
-@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True,
-              help="Duplicates and messages listed at most (counts are always complete).")
-@click.option("--max-messages", type=click.IntRange(1, 100_000_000), default=2_000_000, show_default=True,
-              help="Messages read from the topic at most (about 150 bytes of memory each).")
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
-              help="Seconds to read the topic to its end before giving up (exit 3).")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10000),
+    default=20,
+    show_default=True,
+    help="Duplicates and messages listed at most (counts are always complete).",
+)
+@click.option(
+    "--max-messages",
+    type=click.IntRange(1, 100_000_000),
+    default=2_000_000,
+    show_default=True,
+    help="Messages read from the topic at most (about 150 bytes of memory each).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds to read the topic to its end before giving up (exit 3).",
+)
 @config_option
-def sent(config_path, date: str | None, hour: int | None, uid: str | None, as_json: bool, limit: int,
-         max_messages: int, timeout: float) -> None:
+def sent(
+    config_path,
+    date: str | None,
+    hour: int | None,
+    uid: str | None,
+    as_json: bool,
+    limit: int,
+    max_messages: int,
+    timeout: float,
+) -> None:
     """Read back from the topic what the push sent: counts per hour and any msg_id seen twice.
 
     Starts at the offsets the push recorded for the date's hours in Redis (later_read:push:start:*),
@@ -360,8 +465,9 @@ def sent(config_path, date: str | None, hour: int | None, uid: str | None, as_js
     from later_read.oncall.sent import SentQuery, run_sent
 
     settings = settings_from(config_path)
-    query = SentQuery(parse_date(date, settings.zone), hour, None if uid is None else parse_uid(uid),
-                      limit, max_messages, timeout)
+    query = SentQuery(
+        parse_date(date, settings.zone), hour, None if uid is None else parse_uid(uid), limit, max_messages, timeout
+    )
     sys.exit(run_sent(settings, query, as_json, echo=echo))
 
 

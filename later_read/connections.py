@@ -35,8 +35,10 @@ class Services:
 
     def summary(self) -> dict:
         """Per-service call counts, retries, failures per reason and latency percentiles."""
-        return {name: client.caller.stats.summary()
-                for name, client in (("ab", self.ab), ("rec", self.rec), ("material", self.material))}
+        return {
+            name: client.caller.stats.summary()
+            for name, client in (("ab", self.ab), ("rec", self.rec), ("material", self.material))
+        }
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,18 @@ def build_services(settings: Settings, session, strategy=None) -> Services:
     failover = Failover.of(settings.redis)
 
     def caller(name: str, url: str, path: str, qps: float) -> ServiceCaller:
-        limiter = (SharedRateLimiter(strategy, name, qps, settings.shards.count, failover)
-                   if strategy is not None and qps > 0 else None)
+        limiter = (
+            SharedRateLimiter(strategy, name, qps, settings.shards.count, failover)
+            if strategy is not None and qps > 0
+            else None
+        )
         return ServiceCaller(name, _url(url, path), session, s, qps, limiter)
-    return Services(ab=ABClient(caller("ab", s.ab_url, AB_PATH, s.ab_qps)),
-                    rec=RecClient(caller("rec", s.rec_url, REC_PATH, s.rec_qps)),
-                    material=MaterialClient(caller("material", s.material_url, MATERIAL_PATH, s.material_qps)))
+
+    return Services(
+        ab=ABClient(caller("ab", s.ab_url, AB_PATH, s.ab_qps)),
+        rec=RecClient(caller("rec", s.rec_url, REC_PATH, s.rec_qps)),
+        material=MaterialClient(caller("material", s.material_url, MATERIAL_PATH, s.material_qps)),
+    )
 
 
 @asynccontextmanager
@@ -104,13 +112,15 @@ async def open_job(settings: Settings, http_connections: int | None = None) -> A
 
 
 @asynccontextmanager
-async def open_push(settings: Settings, *, kafka: bool,
-                    http_connections: int | None = None) -> AsyncIterator[PushConnections]:
+async def open_push(
+    settings: Settings, *, kafka: bool, http_connections: int | None = None
+) -> AsyncIterator[PushConnections]:
     """`open_job` plus a Kafka producer whose topic was checked (`kafka=False`: producer is None)."""
     async with open_job(settings, http_connections) as job:
         producer = None
         if kafka:
             from later_read.clients.kafka import check_topic, open_producer  # confluent_kafka: push only
+
             producer = open_producer(settings.kafka)
             check_topic(producer, settings.kafka)
         yield PushConnections(job.settings, job.store, job.starrocks, job.services, producer)

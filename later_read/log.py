@@ -52,7 +52,8 @@ def at(epoch: object) -> str:
     if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
         return str(epoch)
     return dt.datetime.fromtimestamp(epoch, _zone or dt.datetime.now().astimezone().tzinfo).isoformat(
-        timespec="seconds")
+        timespec="seconds"
+    )
 
 
 class _Formatter(logging.Formatter):

@@ -29,8 +29,20 @@ MASK = "***"
 MIN_SECRET_CHARS = 4
 MIN_PING_SEGMENT_CHARS = 8  # a ping URL's token or UUID segment; `p`, `ping`, `fail` are not secrets
 
-_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "key.pem", "jaas", "apikey", "api_key",
-                 "credential", "oauthbearer.config", "signature")
+_SECRET_WORDS = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "key.pem",
+    "jaas",
+    "apikey",
+    "api_key",
+    "credential",
+    "oauthbearer.config",
+    "signature",
+)
 _QUERY_NAMES = ("pass", "key", "sig", "auth", "code")  # secrets only as a URL's query keys (`?key=`)
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s\"'<>\[\]]*)@")
 _KEY_VALUE = re.compile(r"(?P<lead>[?&;]?)(?P<key>[A-Za-z0-9_.-]+)=(?P<value>\"[^\"]*\"|'[^']*'|[^\s&#;,\"'<>)]*)")

@@ -31,6 +31,7 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     stamina.instrumentation.set_on_retry_hooks([])
     try:
         import uvloop  # noqa: F401
+
         options = {"use_uvloop": True}
     except ImportError:
         options = {}

@@ -26,8 +26,7 @@ def cases(test_paths: list[Path]) -> dict[str, dict[str, list[str]]]:
         for test in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
             for check in test.get("alert_rule_test", []):
                 kind = "fires" if check.get("exp_alerts") else "silent"
-                found[check["alertname"]][kind].append(
-                    f"{path.name}: {test['name']} (at {check['eval_time']})")
+                found[check["alertname"]][kind].append(f"{path.name}: {test['name']} (at {check['eval_time']})")
     return found
 
 

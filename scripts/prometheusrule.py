@@ -15,9 +15,11 @@ import yaml
 
 ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "alerts"
 RULES, MANIFEST = ALERTS / "later-read.rules.yml", ALERTS / "prometheusrule.yaml"
-HEADER = ("# GENERATED from later-read.rules.yml by `python3 scripts/prometheusrule.py`: edit that file, not this.\n"
-          "# For clusters running the Prometheus Operator: kubectl apply -f deploy/alerts/prometheusrule.yaml\n"
-          "# (the `release` label must match your Prometheus's ruleSelector).\n")
+HEADER = (
+    "# GENERATED from later-read.rules.yml by `python3 scripts/prometheusrule.py`: edit that file, not this.\n"
+    "# For clusters running the Prometheus Operator: kubectl apply -f deploy/alerts/prometheusrule.yaml\n"
+    "# (the `release` label must match your Prometheus's ruleSelector).\n"
+)
 
 
 def render() -> str:
@@ -26,8 +28,7 @@ def render() -> str:
     manifest = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": "later-read", "labels": {"app.kubernetes.io/name": "later-read",
-                                                       "release": "prometheus"}},
+        "metadata": {"name": "later-read", "labels": {"app.kubernetes.io/name": "later-read", "release": "prometheus"}},
         "spec": spec,
     }
     return HEADER + yaml.safe_dump(manifest, sort_keys=False, width=120, allow_unicode=True)
@@ -37,8 +38,9 @@ def main(argv: list[str]) -> int:
     text = render()
     if argv[1:] == ["--check"]:
         if not MANIFEST.exists() or MANIFEST.read_text(encoding="utf-8") != text:
-            print(f"{MANIFEST} is out of date with {RULES.name}: run `python3 scripts/prometheusrule.py`",
-                  file=sys.stderr)
+            print(
+                f"{MANIFEST} is out of date with {RULES.name}: run `python3 scripts/prometheusrule.py`", file=sys.stderr
+            )
             return 1
         print(f"{MANIFEST.name}: in step with {RULES.name}")
         return 0

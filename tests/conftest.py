@@ -29,8 +29,9 @@ import pytest
 # CI the editable installs point here anyway; in a worktree beside another checkout's install, they do not.
 CODE = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "sandbox")]
 sys.path[:0] = [folder for folder in CODE if folder not in sys.path]
-os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
-    [*CODE, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    dict.fromkeys([*CODE, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+)
 
 from helpers import render_toml, servers  # noqa: E402 (needs CODE on the path)
 
@@ -151,12 +152,24 @@ def default_config() -> dict:
     """The config.toml structure of later_read/config/settings.py, with its shipped defaults."""
     return {
         "timezone": "Asia/Shanghai",
-        "starrocks": {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "",
-                      "database": "later_read", "table": "task_data", "batch_size": 1000},
+        "starrocks": {
+            "host": "127.0.0.1",
+            "port": 3306,
+            "user": "root",
+            "password": "",
+            "database": "later_read",
+            "table": "task_data",
+            "batch_size": 1000,
+        },
         "tasks": {"ids": ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]},
         "redis": {"url": "redis://127.0.0.1:6379/0", "key_prefix": "rec:later_read:", "ttl_seconds": 86400},
-        "services": {"ab_url": "http://127.0.0.1:8900", "rec_url": "http://127.0.0.1:8900",
-                     "material_url": "http://127.0.0.1:8900", "timeout_seconds": 2.0, "max_attempts": 3},
+        "services": {
+            "ab_url": "http://127.0.0.1:8900",
+            "rec_url": "http://127.0.0.1:8900",
+            "material_url": "http://127.0.0.1:8900",
+            "timeout_seconds": 2.0,
+            "max_attempts": 3,
+        },
         "prewarm": {"concurrency": 50},
         "push": {"concurrency": 50},
         "kafka": {"bootstrap_servers": "127.0.0.1:9092", "topic": "later_read_push", "librdkafka": {}},
@@ -185,8 +198,13 @@ def _servers_in_use(request) -> dict:
         sections["redis"] = {"url": request.getfixturevalue("redis_url")}
     if "mysql" in wanted:
         db = request.getfixturevalue("mysql")
-        sections["starrocks"] = {"host": db.host, "port": db.port, "user": db.user,
-                                 "password": db.password, "database": db.database}
+        sections["starrocks"] = {
+            "host": db.host,
+            "port": db.port,
+            "user": db.user,
+            "password": db.password,
+            "database": db.database,
+        }
     if "kafka_topic" in wanted:
         bootstrap, topic = request.getfixturevalue("kafka_topic")
         sections["kafka"] = {"bootstrap_servers": bootstrap, "topic": topic}

@@ -23,8 +23,8 @@ OK = b"\x00\x00\x00\x02\x00\x00\x00"
 class FakeMySQL:
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.tls = tls
-        self.received: list[bytes] = []   # what each client sent after the switch to mysql_clear_password
-        self.switched = 0                 # auth switch requests sent
+        self.received: list[bytes] = []  # what each client sent after the switch to mysql_clear_password
+        self.switched = 0  # auth switch requests sent
         self.tls_used = False
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
@@ -52,10 +52,21 @@ class FakeMySQL:
     def _session(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         caps = CAPABILITIES | (CLIENT_SSL if self.tls else 0)
-        greeting = (b"\x0a8.0.99-fake\x00" + struct.pack("<I", 7) + SALT[:8] + b"\x00"
-                    + struct.pack("<H", caps & 0xFFFF) + b"\x21" + struct.pack("<H", 2)
-                    + struct.pack("<H", caps >> 16) + bytes([len(SALT) + 1]) + b"\x00" * 10
-                    + SALT[8:] + b"\x00" + b"mysql_native_password\x00")
+        greeting = (
+            b"\x0a8.0.99-fake\x00"
+            + struct.pack("<I", 7)
+            + SALT[:8]
+            + b"\x00"
+            + struct.pack("<H", caps & 0xFFFF)
+            + b"\x21"
+            + struct.pack("<H", 2)
+            + struct.pack("<H", caps >> 16)
+            + bytes([len(SALT) + 1])
+            + b"\x00" * 10
+            + SALT[8:]
+            + b"\x00"
+            + b"mysql_native_password\x00"
+        )
         _send(conn, 0, greeting)
         seq, payload = _read(conn)
         if self.tls and len(payload) == 32:  # the client's SSL request: TLS from here on

@@ -112,26 +112,42 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "later_read", *args]
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 180,
-            **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 180, **kwargs
+) -> subprocess.CompletedProcess:
     """Run `later-read ARGS` to the end in a child process; stdout and stderr captured as text. `env` is
     the child's environment before `child_env` adds the checkout to it."""
-    return subprocess.run(cli_argv(*args), env=child_env(env), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
+    return subprocess.run(
+        cli_argv(*args),
+        env=child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
 
 
-def start_cli(*args: str, env: Mapping[str, str] | None = None, stdout=subprocess.PIPE,
-              stderr=subprocess.PIPE, text: bool = True, **kwargs) -> subprocess.Popen:
+def start_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text: bool = True,
+    **kwargs,
+) -> subprocess.Popen:
     """Start `later-read ARGS` as a child process (for signals, or several at once); the caller waits."""
-    return subprocess.Popen(cli_argv(*args), env=child_env(env), stdin=subprocess.DEVNULL, stdout=stdout,
-                            stderr=stderr, text=text, **kwargs)
+    return subprocess.Popen(
+        cli_argv(*args), env=child_env(env), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, text=text, **kwargs
+    )
 
 
 def start_prewarm(config: Path, stderr: Path, *args: str) -> subprocess.Popen:
     """`later-read prewarm` of DATE as a child process (for signals); its stderr goes to the file `stderr`."""
     with open(stderr, "wb") as err:
-        return start_cli("prewarm", "--config", str(config), "--date", DATE, *args, stdout=subprocess.DEVNULL,
-                         stderr=err)
+        return start_cli(
+            "prewarm", "--config", str(config), "--date", DATE, *args, stdout=subprocess.DEVNULL, stderr=err
+        )
 
 
 def invoke(*args: str, catch_exceptions: bool = False, **kwargs):
@@ -203,8 +219,10 @@ def insert_rows(mysql, rows: list[tuple[str, str, str, int, str]]) -> None:
     try:
         seeding.create_table(conn)
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO task_data (task_id, source_uid, project, push_hour, book_id) "
-                            "VALUES (%s, %s, %s, %s, %s)", rows)
+            cur.executemany(
+                "INSERT INTO task_data (task_id, source_uid, project, push_hour, book_id) VALUES (%s, %s, %s, %s, %s)",
+                rows,
+            )
     finally:
         conn.close()
 
@@ -230,9 +248,15 @@ def pick(sim, want: str, users: int) -> str:
     for index in range(users):
         uid = uid_of(index)
         answer = sim.expected(uid)
-        outcome = ("not_in_experiment" if not answer["in_experiment"] else
-                   "no_recommendation" if not answer["has_rec"] else
-                   "rec" if answer["material_found"] else "rec_without_card")
+        outcome = (
+            "not_in_experiment"
+            if not answer["in_experiment"]
+            else "no_recommendation"
+            if not answer["has_rec"]
+            else "rec"
+            if answer["material_found"]
+            else "rec_without_card"
+        )
         if outcome == want:
             return uid
     raise AssertionError(f"no seeded user with outcome {want} among {users}")
@@ -242,8 +266,9 @@ def first_push_hour(uid: str, users: int) -> int:
     """The earliest push_hour of a user's target rows in the seeded day (`seed_day(mysql, users)`): the
     hour rerun puts in its message; 0 for a uid the day does not hold."""
     targets = {t.replace("{date}", DATE) for t in TASKS}
-    return min((row[3] for row in seeding.day_rows(DATE, users, TASKS) if row[1] == uid and row[0] in targets),
-               default=0)
+    return min(
+        (row[3] for row in seeding.day_rows(DATE, users, TASKS) if row[1] == uid and row[0] in targets), default=0
+    )
 
 
 def pushable(sim, picked: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
@@ -267,6 +292,7 @@ def oracle_value(sim, uid: str, date: str = DATE) -> CachedValue:
 
 def prewarm_values(redis_url: str, values: dict[str, CachedValue], done: bool = True) -> None:
     """Write the values (and the completion marker) the way the prewarm does, through Store."""
+
     async def write() -> None:
         settings = RedisSettings(url=redis_url)
         client = open_redis(settings)
@@ -274,7 +300,7 @@ def prewarm_values(redis_url: str, values: dict[str, CachedValue], done: bool = 
             store = Store(client, settings)
             items = [(uid, encode(value)) for uid, value in values.items()]
             for start in range(0, len(items), 1000):
-                await store.put_values(items[start:start + 1000])
+                await store.put_values(items[start : start + 1000])
             if done:
                 await store.put_prewarm_done(RunScope(DATE), {"users": len(values), "finished_at": time.time()})
         finally:
@@ -372,8 +398,10 @@ def fenced_writes(url: str, settings_extra: dict | None = None) -> dict:
             lock.lost = None
             await attempt("start_after", lambda: store.put_push_start(scope, {"at": 2}, lock))
             await attempt("refused_without_asking", lambda: store.put_ledger(scope, {"state": "x"}, lock))
-            keys = [Keys.sent(DATE, u) for u in ("u1", "u2", "u3", "u4")] + [Keys.push_start(scope),
-                                                                             Keys.push_ledger(scope)]
+            keys = [Keys.sent(DATE, u) for u in ("u1", "u2", "u3", "u4")] + [
+                Keys.push_start(scope),
+                Keys.push_ledger(scope),
+            ]
             found["values"] = {key: await client.get(key) for key in keys}
         finally:
             await client.aclose()
@@ -414,8 +442,7 @@ def assert_capped(stats: dict, cap: float) -> None:
     while an uncapped or per-shard-capped job overshoots it many times."""
     span = stats["last_at"] - stats["first_at"]
     floor = (stats["calls"] - cap) / cap - ARRIVAL_SLACK_SECONDS
-    print(f"calls {stats['calls']} over {span:.2f} s (floor {floor:.2f} s), peak_qps {stats['peak_qps']}, "
-          f"cap {cap}")
+    print(f"calls {stats['calls']} over {span:.2f} s (floor {floor:.2f} s), peak_qps {stats['peak_qps']}, cap {cap}")
     assert span >= floor, stats
     assert stats["peak_qps"] < 2 * cap, stats
 
@@ -466,6 +493,10 @@ def unquote(value: str) -> str:
     if not value.startswith('"'):
         return value
     body = value[1:-1]
-    return re.sub(r'\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|.)', lambda m: {
-        "n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), chr(int(m.group(1)[1:], 16))
-                                               if len(m.group(1)) > 1 else m.group(1)), body)
+    return re.sub(
+        r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|.)",
+        lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(
+            m.group(1), chr(int(m.group(1)[1:], 16)) if len(m.group(1)) > 1 else m.group(1)
+        ),
+        body,
+    )

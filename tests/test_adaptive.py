@@ -26,15 +26,16 @@ STEP = 0.001
 class Service:
     """The steady-state behaviour of a service with `capacity` slots and `base` seconds per call."""
 
-    def __init__(self, capacity: int, base: float, drop_ratio: float = 0.0,
-                 client_delay: float = 0.0, seed: int = 7) -> None:
+    def __init__(
+        self, capacity: int, base: float, drop_ratio: float = 0.0, client_delay: float = 0.0, seed: int = 7
+    ) -> None:
         self.capacity, self.base, self.drop_ratio = capacity, base, drop_ratio
-        self.client_delay = client_delay   # up to this many seconds of the job's own delay, per 100 ms
+        self.client_delay = client_delay  # up to this many seconds of the job's own delay, per 100 ms
         self.rng = random.Random(seed)
         self.delay, self._delay_until = 0.0, -1.0
 
     def _delay(self, now: float) -> float:
-        if now >= self._delay_until:       # the host's noise changes every 100 ms, not every call
+        if now >= self._delay_until:  # the host's noise changes every 100 ms, not every call
             self.delay, self._delay_until = self.rng.uniform(0, self.client_delay), now + 0.1
         return self.delay
 
@@ -58,9 +59,16 @@ def poisson(rng: random.Random, mean: float) -> int:
     return count
 
 
-def run(limit: AdaptiveLimit, service: Service, seconds: float, start: float = 0.0,
-        in_flight: int | None = None, stalls: tuple[tuple[float, float], ...] = (),
-        noisy: bool = False, waits: list[float] | None = None) -> list[tuple[float, int]]:
+def run(
+    limit: AdaptiveLimit,
+    service: Service,
+    seconds: float,
+    start: float = 0.0,
+    in_flight: int | None = None,
+    stalls: tuple[tuple[float, float], ...] = (),
+    noisy: bool = False,
+    waits: list[float] | None = None,
+) -> list[tuple[float, int]]:
     """Drive `limit` for `seconds` of simulated time; the job keeps `in_flight` (default: the limit) busy.
 
     `stalls` are (at, seconds) during which the job's event loop is frozen (the host did not run it): the
@@ -78,7 +86,7 @@ def run(limit: AdaptiveLimit, service: Service, seconds: float, start: float = 0
             history.append((now, limit.current))
             if now + STEP >= frozen[0] + frozen[1]:
                 busy = limit.current
-                for n in range(busy):   # the calls out when the loop froze, read late in one burst
+                for n in range(busy):  # the calls out when the loop froze, read late in one burst
                     started = frozen[0] - service.base * (n + 1) / busy
                     limit.sample(now + STEP, started, now + STEP - started, busy - n, False)
             continue
@@ -254,7 +262,7 @@ def test_backs_off_on_drops_and_starts_up_again_after():
     assert min(value for _, value in storm) == MIN_LIMIT and limit.backoffs > 0
     after = run(limit, Service(50, 0.020), 5, start=8)
     back = next(at for at, value in after if value >= 50)
-    assert back < 9, back                                 # within a second: start-up, not +2 a window
+    assert back < 9, back  # within a second: start-up, not +2 a window
     assert_cruises(settled(after, 2), 50, 56)
 
 
@@ -292,10 +300,10 @@ def test_a_service_that_got_slower_is_relearned_by_the_probe():
 
 def test_round_trips_of_calls_started_before_a_change_are_ignored():
     limit = AdaptiveLimit(max_limit=400, initial=20, rng=random.Random(1))
-    for n in range(110):   # a first window: 20 in flight at 20 ms (1,000 calls/s): start-up doubles
+    for n in range(110):  # a first window: 20 in flight at 20 ms (1,000 calls/s): start-up doubles
         limit.sample(0.001 * (n + 1), 0.001 * (n + 1) - 0.02, 0.02, 20, False)
     assert limit.current == 42 and limit.changed_at == pytest.approx(0.1, abs=0.002)
-    for n in range(50):    # terribly slow, but started before the change: not a signal
+    for n in range(50):  # terribly slow, but started before the change: not a signal
         limit.sample(0.2 + 0.005 * n, 0.05, 1.0, 24, True)
     assert limit.current == 42 and limit.backoffs == 0
 
@@ -320,8 +328,8 @@ def test_the_gate_hands_out_permits_in_order_and_follows_the_limit():
         events[0].set()
         await asyncio.sleep(0.01)
         assert order == [0, 1, 2] and gate.in_flight == 2
-        tasks[4].cancel()                     # a waiter that gives up leaves the queue
-        limit.limit = 4.0                     # a higher limit lets the next waiters in on the next release
+        tasks[4].cancel()  # a waiter that gives up leaves the queue
+        limit.limit = 4.0  # a higher limit lets the next waiters in on the next release
         events[1].set()
         await asyncio.sleep(0.01)
         assert order == [0, 1, 2, 3] and gate.in_flight == 2
@@ -340,8 +348,8 @@ def test_a_permit_granted_to_a_cancelled_waiter_goes_back():
         first = await gate.acquire()
         waiter = asyncio.create_task(gate.acquire())
         await asyncio.sleep(0)
-        gate.release(first, None)     # grants the waiter's permit...
-        waiter.cancel()               # ...which is cancelled before it runs
+        gate.release(first, None)  # grants the waiter's permit...
+        waiter.cancel()  # ...which is cancelled before it runs
         with pytest.raises(asyncio.CancelledError):
             await waiter
         assert gate.in_flight == 0

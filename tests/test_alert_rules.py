@@ -13,8 +13,9 @@ ALERTS = ROOT / "deploy" / "alerts"
 
 
 def test_promtool_checks_and_unit_tests_every_alert():
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "alert-tests")], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "alert-tests")], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "FAILED" not in result.stdout and result.stdout.count("SUCCESS") >= 2
     groups = yaml.safe_load((ALERTS / "later-read.rules.yml").read_text(encoding="utf-8"))["groups"]

@@ -68,8 +68,9 @@ def not_installed(package: str, monkeypatch) -> None:
     for name in [name for name in sys.modules if name.split(".")[0] == package]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [Absent(package), *sys.meta_path])
-    monkeypatch.setattr(cli, "commands", {name: command for name, command in cli.commands.items()
-                                          if name not in LAZY_COMMANDS})
+    monkeypatch.setattr(
+        cli, "commands", {name: command for name, command in cli.commands.items() if name not in LAZY_COMMANDS}
+    )
 
 
 @pytest.mark.parametrize("case", WITH_REDIS, ids=ids(WITH_REDIS))
@@ -86,9 +87,16 @@ def test_bad_server(case: Case, tmp_path, make_config, redis_url):
     """A server that is not what it should be (a fake StarRocks asking for the password in clear text):
     the run's last line, its exit code, and the password never sent."""
     with FakeMySQL() as fake:
-        config = config_for(case, tmp_path, make_config, **{'url = "redis://127.0.0.1:6379/0"': f'url = "{redis_url}"',
-                                                            "port = 9030": f"port = {fake.port}",
-                                                            'password = ""': 'password = "never-sent-42"'})
+        config = config_for(
+            case,
+            tmp_path,
+            make_config,
+            **{
+                'url = "redis://127.0.0.1:6379/0"': f'url = "{redis_url}"',
+                "port = 9030": f"port = {fake.port}",
+                'password = ""': 'password = "never-sent-42"',
+            },
+        )
         check(case, tmp_path, config, port=fake.port, last_line=True)
     assert fake.switched >= 1 and fake.received == []
 
@@ -101,7 +109,7 @@ def check(case: Case, tmp_path: Path, config: Path, port: int | None = None, las
     env.update({k: fill(v, config, tmp_path) for k, v in case.env.items()})
     args = [fill(a, config, tmp_path) for a in case.args]
     if "LATER_READ_CONFIG" in case.env:
-        args = args[:args.index("--config")] + args[args.index("--config") + 2:]
+        args = args[: args.index("--config")] + args[args.index("--config") + 2 :]
     result = invoke(*args, env=env)
     expected = fill(case.line, config, tmp_path, port)
     if case.code == 0:

@@ -31,11 +31,11 @@ import pytest
 from helpers import run_cli, servers
 
 MARK = "Xq9Zt"
-SPECIAL = "/7@k:1#z"   # what breaks a URL unless percent-encoded
+SPECIAL = "/7@k:1#z"  # what breaks a URL unless percent-encoded
 CANARY = {
     "redis_userinfo": f"{MARK}-ru{SPECIAL}",
     "redis_query": f"{MARK}-rq",
-    "redis_real": f"{MARK}-real",          # the redis-server's own requirepass
+    "redis_real": f"{MARK}-real",  # the redis-server's own requirepass
     "sentinel": f"{MARK}-sentinel",
     "starrocks": f"{MARK}-sr{SPECIAL}",
     "sasl": f"{MARK}-sasl",
@@ -98,8 +98,7 @@ def world(tmp_path_factory):
 
 def redis_url(port: int, userinfo: bool = True, query: bool = True) -> str:
     auth = f":{quote(CANARY['redis_userinfo'], safe='')}@" if userinfo else ""
-    return f"redis://{auth}127.0.0.1:{port}/0" + (f"?password={quote(CANARY['redis_query'], safe='')}" if query
-                                                   else "")
+    return f"redis://{auth}127.0.0.1:{port}/0" + (f"?password={quote(CANARY['redis_query'], safe='')}" if query else "")
 
 
 def config(world: Servers, tmp: Path, path: str) -> dict:
@@ -107,22 +106,44 @@ def config(world: Servers, tmp: Path, path: str) -> dict:
     w = world
     port = {"refused": w.dead, "timeout": w.silent_port}.get(path, w.dead)
     data = {
-        "starrocks": {"host": "127.0.0.1", "port": port, "user": "canary", "password": CANARY["starrocks"],
-                      "database": "later_read", "connect_timeout_seconds": 1, "read_timeout_seconds": 1},
+        "starrocks": {
+            "host": "127.0.0.1",
+            "port": port,
+            "user": "canary",
+            "password": CANARY["starrocks"],
+            "database": "later_read",
+            "connect_timeout_seconds": 1,
+            "read_timeout_seconds": 1,
+        },
         "redis": {"url": redis_url(port), "sentinel_password": CANARY["sentinel"], "socket_timeout_seconds": 1},
-        "services": {"ab_url": f"http://127.0.0.1:{port}", "rec_url": f"http://127.0.0.1:{port}",
-                     "material_url": f"http://127.0.0.1:{port}", "timeout_seconds": 1, "max_attempts": 1},
-        "kafka": {"bootstrap_servers": f"127.0.0.1:{port}", "librdkafka": {
-            "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "canary",
-            "sasl.password": CANARY["sasl"], "message.timeout.ms": 2000}},
+        "services": {
+            "ab_url": f"http://127.0.0.1:{port}",
+            "rec_url": f"http://127.0.0.1:{port}",
+            "material_url": f"http://127.0.0.1:{port}",
+            "timeout_seconds": 1,
+            "max_attempts": 1,
+        },
+        "kafka": {
+            "bootstrap_servers": f"127.0.0.1:{port}",
+            "librdkafka": {
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "PLAIN",
+                "sasl.username": "canary",
+                "sasl.password": CANARY["sasl"],
+                "message.timeout.ms": 2000,
+            },
+        },
         "metrics": {"textfile_dir": str(tmp), "pushgateway_url": f"http://127.0.0.1:{w.dead}"},
-        "monitor": {"prewarm_ping_url": f"http://127.0.0.1:{w.pings.server_port}/{CANARY['prewarm_ping']}",
-                    "push_ping_url": f"http://127.0.0.1:{w.pings.server_port}/p/{CANARY['push_ping']}",
-                    "ping_timeout_seconds": 1},
+        "monitor": {
+            "prewarm_ping_url": f"http://127.0.0.1:{w.pings.server_port}/{CANARY['prewarm_ping']}",
+            "push_ping_url": f"http://127.0.0.1:{w.pings.server_port}/p/{CANARY['push_ping']}",
+            "ping_timeout_seconds": 1,
+        },
         "sandbox": {"own_servers": True},
     }
     real_redis = redis_url(w.redis.port, userinfo=False, query=False).replace(
-        "redis://", f"redis://:{quote(CANARY['redis_real'], safe='')}@")
+        "redis://", f"redis://:{quote(CANARY['redis_real'], safe='')}@"
+    )
     if path == "redis_userinfo":
         data["redis"]["url"] = redis_url(w.redis.port)
     elif path == "redis_query":
@@ -131,8 +152,9 @@ def config(world: Servers, tmp: Path, path: str) -> dict:
         data["redis"]["url"] = real_redis
         data["starrocks"].update(host=w.mariadb.host, port=w.mariadb.port)
     elif path == "sentinel":
-        data["redis"].update(mode="sentinel", sentinels=[f"127.0.0.1:{w.dead}"], service_name="mymaster",
-                             failover_seconds=1)
+        data["redis"].update(
+            mode="sentinel", sentinels=[f"127.0.0.1:{w.dead}"], service_name="mymaster", failover_seconds=1
+        )
     return data
 
 
@@ -145,19 +167,30 @@ BAD_VALUES = {  # a value the config check refuses, next to (or holding) the sec
     "sasl_password_not_a_value": ("kafka", "librdkafka", {"sasl.password": [CANARY["sasl"]]}),
     "ping_url_not_http": ("monitor", "prewarm_ping_url", f"ftp://hc-ping.com/{CANARY['prewarm_ping']}"),
     "pushgateway_with_userinfo": ("metrics", "pushgateway_url", f"http://u:{CANARY['sasl']}@pgw:9091"),
-    "redis_url_from_the_environment": ("env", "LATER_READ__REDIS__URL",
-                                       f"redis://:{quote(CANARY['redis_userinfo'], safe='')}@h:x/0"),
+    "redis_url_from_the_environment": (
+        "env",
+        "LATER_READ__REDIS__URL",
+        f"redis://:{quote(CANARY['redis_userinfo'], safe='')}@h:x/0",
+    ),
 }
 
 COMMANDS = {  # command -> argv after `later-read` (the config is added), the paths it is run through
-    "check": (["check", "--timeout", "3"], ["refused", "timeout", "redis_userinfo", "redis_query",
-                                             "starrocks_password", "sentinel", "kafka_refused"]),
-    "prewarm": (["prewarm", "--date", DATE, "--report", "{tmp}/prewarm.json"],
-                ["refused", "timeout", "redis_userinfo", "redis_query", "starrocks_password", "sentinel"]),
-    "push": (["push", "--date", DATE, "--hour", "9", "--now", NOW, "--report", "{tmp}/push.json"],
-             ["refused", "timeout", "redis_userinfo", "redis_query", "sentinel", "kafka_refused"]),
-    "push-dry-run": (["push", "--dry-run", "--date", DATE, "--hour", "9", "--now", NOW, "--report", "{tmp}/push.json"],
-                     ["starrocks_password"]),
+    "check": (
+        ["check", "--timeout", "3"],
+        ["refused", "timeout", "redis_userinfo", "redis_query", "starrocks_password", "sentinel", "kafka_refused"],
+    ),
+    "prewarm": (
+        ["prewarm", "--date", DATE, "--report", "{tmp}/prewarm.json"],
+        ["refused", "timeout", "redis_userinfo", "redis_query", "starrocks_password", "sentinel"],
+    ),
+    "push": (
+        ["push", "--date", DATE, "--hour", "9", "--now", NOW, "--report", "{tmp}/push.json"],
+        ["refused", "timeout", "redis_userinfo", "redis_query", "sentinel", "kafka_refused"],
+    ),
+    "push-dry-run": (
+        ["push", "--dry-run", "--date", DATE, "--hour", "9", "--now", NOW, "--report", "{tmp}/push.json"],
+        ["starrocks_password"],
+    ),
     "rerun": (["rerun", "u1", "--date", DATE, "--now", NOW], ["refused", "timeout", "redis_userinfo", "sentinel"]),
     "rerun-dry-run": (["rerun", "u1", "--date", DATE, "--now", NOW, "--dry-run"], ["starrocks_password"]),
     "show": (["show", "u1", "--date", DATE], ["refused", "timeout", "redis_userinfo", "redis_query", "sentinel"]),
@@ -206,8 +239,9 @@ def test_no_secret_is_ever_printed(command, path, world, tmp_path, make_config):
     assert "Traceback" not in result.stderr
     if command in ("prewarm", "push") and not path.startswith("bad_value"):
         assert (tmp_path / f"later_read_{command}.prom").exists() and world.bodies  # the sinks were written
-    leaks = {where: sorted({n for n in NEEDLES if n in text}) for where, text in
-             artifacts(tmp_path, result, world).items()}
+    leaks = {
+        where: sorted({n for n in NEEDLES if n in text}) for where, text in artifacts(tmp_path, result, world).items()
+    }
     assert {where: found for where, found in leaks.items() if found} == {}, result.stderr[-3000:]
 
 

@@ -42,7 +42,7 @@ def example_lines(help_text: str) -> list[str]:
     lines = [line.strip() for line in help_text.strip().splitlines()]
     starts = [i for i, line in enumerate(lines) if line.rstrip(":") in ("Example", "Examples")]
     assert starts, "no 'Example:' block"
-    return [line for line in lines[starts[-1] + 1:] if line]
+    return [line for line in lines[starts[-1] + 1 :] if line]
 
 
 PATHS = command_paths()
@@ -62,8 +62,9 @@ def test_help_exits_0_describes_and_ends_with_an_example(path):
     example = example_lines("\n\n".join(filter(None, [command.help, command.epilog])))  # epilog comes last
     assert example and example[0].startswith("later-read "), f"example does not start with later-read: {example}"
     if not isinstance(command, click.Group):
-        assert example[0].startswith(" ".join(("later-read", *path)) + " ") or \
-            example[0] == " ".join(("later-read", *path)), f"the example runs another command: {example[0]}"
+        assert example[0].startswith(" ".join(("later-read", *path)) + " ") or example[0] == " ".join(
+            ("later-read", *path)
+        ), f"the example runs another command: {example[0]}"
     assert example[0] in result.output  # the example is shown by --help, not only in the source
 
 
@@ -97,8 +98,9 @@ def test_the_readme_command_table_is_the_cli():
     twice = sorted(" ".join(path) for path, n in listed.items() if n > 1)
     missing = sorted(" ".join(path) for path in LEAVES if path not in listed)
     stale = sorted(" ".join(path) for path in listed if path not in LEAVES)
-    assert (twice, missing, stale) == ([], [], []), \
+    assert (twice, missing, stale) == ([], [], []), (
         f"README command table: listed twice {twice}, missing {missing}, not a command {stale}"
+    )
     for path, options in rows:
         known = {opt for param in command_at(path).params for opt in (*param.opts, *param.secondary_opts)}
         assert options <= known, f"README names options `later-read {' '.join(path)}` lacks: {options - known}"
@@ -115,5 +117,6 @@ def documented_exit_codes() -> set[int]:
 def test_the_readme_exit_code_table_is_the_codes_the_code_defines():
     listed = Counter(int(cell) for cell in readme_table("Exit codes"))
     assert {code for code, n in listed.items() if n > 1} == set(), f"exit codes listed twice: {listed}"
-    assert set(listed) == documented_exit_codes(), \
+    assert set(listed) == documented_exit_codes(), (
         f"README exit codes {sorted(listed)} != defined {sorted(documented_exit_codes())}"
+    )

@@ -35,33 +35,59 @@ def test_documented_default_loads():
     assert settings.kafka.librdkafka == {}
 
 
-@pytest.mark.parametrize("text, expected", [
-    (replace("ttl_seconds = 86400", "ttl_seconds = 86400\nttl = 5"),
-     ("[redis] ttl: unknown key; known keys in [redis]: mode, url, sentinels, service_name, "
-      "failover_seconds, wait_replicas, key_prefix, ttl_seconds")),
-    (replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\nmode = "x"'),
-     "mode: unknown key; known keys in top level: timezone, starrocks"),
-    (replace("ttl_seconds = 86400", 'ttl_seconds = "1 day"'),
-     '[redis] ttl_seconds: expected an integer, got "1 day"'),
-    (replace("concurrency = 50             # users", "concurrency = 0             # users"),
-     "[prewarm] concurrency: expected an integer from 1 to 2,000, got 0"),
-    (replace("concurrency = 50             # users", "concurrency = true             # users"),
-     "[prewarm] concurrency: expected an integer, got true"),
-    (replace('topic = "later_read_push"', ""),
-     "[kafka] topic: missing; set it in the file or in LATER_READ__KAFKA__TOPIC"),
-    (replace('ab_url = "http://127.0.0.1:8900"', 'ab_url = "127.0.0.1:8900"'),
-     ('[services] ab_url: scheme must be http://, not missing; expected an http://host[:port][/path] URL, '
-      'got "127.0.0.1:8900"')),
-    (replace('ids = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]', 'ids = ["04-026-r0gdua"]'),
-     "[tasks] ids: expected a non-empty list of task ids, each containing {date}"),
-    (replace('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"'),
-     'timezone: expected an IANA zone name such as Asia/Shanghai, got "Mars/Olympus"'),
-    (replace('table = "task_data"', 'table = "task_data; DROP TABLE x"'),
-     "[starrocks] table: expected a plain SQL identifier"),
-    ("metrics = 3\n" + DEFAULT[:DEFAULT.index("[metrics]")],
-     "[metrics]: expected a table, got 3"),
-    (DEFAULT + "\n[redis\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            replace("ttl_seconds = 86400", "ttl_seconds = 86400\nttl = 5"),
+            (
+                "[redis] ttl: unknown key; known keys in [redis]: mode, url, sentinels, service_name, "
+                "failover_seconds, wait_replicas, key_prefix, ttl_seconds"
+            ),
+        ),
+        (
+            replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\nmode = "x"'),
+            "mode: unknown key; known keys in top level: timezone, starrocks",
+        ),
+        (
+            replace("ttl_seconds = 86400", 'ttl_seconds = "1 day"'),
+            '[redis] ttl_seconds: expected an integer, got "1 day"',
+        ),
+        (
+            replace("concurrency = 50             # users", "concurrency = 0             # users"),
+            "[prewarm] concurrency: expected an integer from 1 to 2,000, got 0",
+        ),
+        (
+            replace("concurrency = 50             # users", "concurrency = true             # users"),
+            "[prewarm] concurrency: expected an integer, got true",
+        ),
+        (
+            replace('topic = "later_read_push"', ""),
+            "[kafka] topic: missing; set it in the file or in LATER_READ__KAFKA__TOPIC",
+        ),
+        (
+            replace('ab_url = "http://127.0.0.1:8900"', 'ab_url = "127.0.0.1:8900"'),
+            (
+                "[services] ab_url: scheme must be http://, not missing; expected an http://host[:port][/path] URL, "
+                'got "127.0.0.1:8900"'
+            ),
+        ),
+        (
+            replace('ids = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]', 'ids = ["04-026-r0gdua"]'),
+            "[tasks] ids: expected a non-empty list of task ids, each containing {date}",
+        ),
+        (
+            replace('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"'),
+            'timezone: expected an IANA zone name such as Asia/Shanghai, got "Mars/Olympus"',
+        ),
+        (
+            replace('table = "task_data"', 'table = "task_data; DROP TABLE x"'),
+            "[starrocks] table: expected a plain SQL identifier",
+        ),
+        ("metrics = 3\n" + DEFAULT[: DEFAULT.index("[metrics]")], "[metrics]: expected a table, got 3"),
+        (DEFAULT + "\n[redis\n", "not valid TOML"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), environ={})
@@ -77,14 +103,16 @@ def test_missing_file_names_the_fix(tmp_path):
 
 
 def test_environment_overrides_and_coerces(tmp_path):
-    env = {"LATER_READ__REDIS__URL": "redis://10.0.0.1:6380/2",
-           "LATER_READ__PREWARM__CONCURRENCY": "80",
-           "LATER_READ__SERVICES__TIMEOUT_SECONDS": "0.5",
-           "LATER_READ__STARROCKS__PASSWORD": "s3cret",
-           "LATER_READ__TASKS__IDS": "a-{date},b-{date}",
-           "LATER_READ__KAFKA__LIBRDKAFKA__SASL_PASSWORD": "k",
-           "LATER_READ__TIMEZONE": "UTC",
-           "UNRELATED": "x"}
+    env = {
+        "LATER_READ__REDIS__URL": "redis://10.0.0.1:6380/2",
+        "LATER_READ__PREWARM__CONCURRENCY": "80",
+        "LATER_READ__SERVICES__TIMEOUT_SECONDS": "0.5",
+        "LATER_READ__STARROCKS__PASSWORD": "s3cret",
+        "LATER_READ__TASKS__IDS": "a-{date},b-{date}",
+        "LATER_READ__KAFKA__LIBRDKAFKA__SASL_PASSWORD": "k",
+        "LATER_READ__TIMEZONE": "UTC",
+        "UNRELATED": "x",
+    }
     settings = load_settings(ROOT / "config.toml", environ=env)
     assert settings.redis.url == "redis://10.0.0.1:6380/2"
     assert settings.prewarm.concurrency == 80
@@ -98,14 +126,20 @@ def test_environment_overrides_and_coerces(tmp_path):
 
 def test_environment_value_of_wrong_type_names_the_variable():
     env = {"LATER_READ__REDIS__TTL_SECONDS": "soon"}
-    with pytest.raises(ConfigError, match=r"\[redis\] ttl_seconds \(from LATER_READ__REDIS__TTL_SECONDS\): "
-                                          r"expected an integer"):
+    with pytest.raises(
+        ConfigError,
+        match=r"\[redis\] ttl_seconds \(from LATER_READ__REDIS__TTL_SECONDS\): "
+        r"expected an integer",
+    ):
         load_settings(ROOT / "config.toml", environ=env)
 
 
 def test_environment_unknown_key_is_rejected():
-    with pytest.raises(ConfigError, match=r"^config error: environment variable LATER_READ__REDIS__URLL names no "
-                                          r"setting: \[redis\] has no key 'urll'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^config error: environment variable LATER_READ__REDIS__URLL names no "
+        r"setting: \[redis\] has no key 'urll'",
+    ):
         load_settings(ROOT / "config.toml", environ={"LATER_READ__REDIS__URLL": "x"})
 
 
@@ -120,5 +154,9 @@ def test_cli_exits_2_with_one_line_before_doing_anything(tmp_path):
     result = run_cli("prewarm", "--config", str(path), timeout=60)
     assert result.returncode == EXIT_USAGE
     lines = result.stderr.strip().splitlines()
-    assert lines == [(f"later-read: error: config error in {path}: [starrocks] batch_size: "
-                      "expected an integer from 1 to 100,000, got -1")]
+    assert lines == [
+        (
+            f"later-read: error: config error in {path}: [starrocks] batch_size: "
+            "expected an integer from 1 to 100,000, got -1"
+        )
+    ]

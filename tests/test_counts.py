@@ -70,8 +70,12 @@ def test_failure_reasons_are_spelled_by_where_the_call_was_made():
     assert live_failure("ab", "timeout") == "live_ab_timeout"
     assert material_failure("http_503") == "material_http_503"
     assert undelivered("msg_timed_out") == "undelivered_msg_timed_out"
-    assert (UNFINISHED, NOT_PROCESSED, EXPIRED, UNDELIVERED) == ("unfinished", "not_processed", "expired",
-                                                                 "undelivered")
+    assert (UNFINISHED, NOT_PROCESSED, EXPIRED, UNDELIVERED) == (
+        "unfinished",
+        "not_processed",
+        "expired",
+        "undelivered",
+    )
 
 
 def test_the_reports_print_the_recorders_names():
@@ -177,18 +181,33 @@ def _value(outcome: str, date: str = DATE) -> bytes:
 
 def test_the_sorter_records_each_user_once():
     users = [TaskUser(uid, "p", "t") for uid in ("hit", "quiet", "sent", "early", "absent", "stale", "bad", "")]
-    values = [_value(OUTCOME_REC), _value(OUTCOME_NOT_IN_EXPERIMENT), _value(OUTCOME_REC), _value(OUTCOME_REC),
-              None, _value(OUTCOME_REC, "20261122"), b"{not json", None]
+    values = [
+        _value(OUTCOME_REC),
+        _value(OUTCOME_NOT_IN_EXPERIMENT),
+        _value(OUTCOME_REC),
+        _value(OUTCOME_REC),
+        None,
+        _value(OUTCOME_REC, "20261122"),
+        b"{not json",
+        None,
+    ]
     sent = [None, None, b"1", None, None, None, None, None]
     counts = RunCounts()
     sorter = Sorter(DATE, 8, False, counts, 0, alerts=False)
     hits, missing = sorter.sort(users, values, sent, {"early"})
     assert [hit.user.uid for hit in hits] == ["hit"]
     assert [user.uid for user in missing] == ["absent", "stale", "bad"]
-    assert counts.counts == {"users": 8, OUTCOME_NOT_IN_EXPERIMENT: 1, "already_sent": 1, "earlier_hour": 1,
-                             "misses": 2, "stale": 1, "corrupt": 1, UNSERVABLE: 1}
-    assert counts.named == {"miss_absent": ["absent"], "miss_stale": ["stale"], "corrupt": ["bad"],
-                            "uid_empty": [""]}
+    assert counts.counts == {
+        "users": 8,
+        OUTCOME_NOT_IN_EXPERIMENT: 1,
+        "already_sent": 1,
+        "earlier_hour": 1,
+        "misses": 2,
+        "stale": 1,
+        "corrupt": 1,
+        UNSERVABLE: 1,
+    }
+    assert counts.named == {"miss_absent": ["absent"], "miss_stale": ["stale"], "corrupt": ["bad"], "uid_empty": [""]}
     assert counts.settled == 4  # the hit and the missing ones are settled further on
 
 
@@ -211,8 +230,16 @@ def test_live_budget_exhausted_alerts_once_per_run_over_its_hours():
     try:
         for hour in (7, 8):
             sorter = Sorter(DATE, hour, False, counts, 0, alerts=False)
-            live = LiveResolver(None, None, sorter, counts, date=DATE, budget=0,  # type: ignore[arg-type]
-                                concurrency=1, write=False)
+            live = LiveResolver(
+                None,
+                None,
+                sorter,
+                counts,
+                date=DATE,
+                budget=0,  # type: ignore[arg-type]
+                concurrency=1,
+                write=False,
+            )
             assert anyio.run(live.resolve, users) == []
             assert anyio.run(live.resolve, users[:1]) == []
     finally:

@@ -52,8 +52,12 @@ def shards_of(count: int) -> list[Shard]:
 def run_hour(config, hour: int, count: int, minute: int | None = None) -> list[tuple[int, str]]:
     """The scheduled run of `hour` (one process per shard, together): `push --now` only."""
     now = at(hour, RUNS[hour] if minute is None else minute)
-    return finish([later_read(config, "push", "--now", now, *(["--shard", s.label] if count > 1 else []))
-                   for s in shards_of(count)])
+    return finish(
+        [
+            later_read(config, "push", "--now", now, *(["--shard", s.label] if count > 1 else []))
+            for s in shards_of(count)
+        ]
+    )
 
 
 def hour_users(hour: int) -> set[str]:
@@ -70,8 +74,10 @@ def kill_mid_produce(config, redis_url: str, kafka_topic, sim, count: int) -> se
     marked sent (its message is in the topic). The uids of shard 0 that hour's dead run delivered."""
     sim.configure(material={"latency_ms": 300})
     victim = shards_of(count)[0]
-    children = [later_read(config, "push", "--now", at(KILLED, 1), *(["--shard", s.label] if count > 1 else []))
-                for s in shards_of(count)]
+    children = [
+        later_read(config, "push", "--now", at(KILLED, 1), *(["--shard", s.label] if count > 1 else []))
+        for s in shards_of(count)
+    ]
     client = redis.Redis.from_url(redis_url)
     watched = [uid for uid in hour_users(KILLED) if victim.owns(uid)]
     try:
@@ -120,8 +126,11 @@ def expected_day(sim, count: int, killed: set[str]) -> tuple[dict[int, dict], se
                 row["material_not_found"] += 1
             else:
                 row["sent"] += 1
-            if hour != EXPIRED and first[uid] == hour and (
-                    uid in killed or (e["in_experiment"] and e["has_rec"] and e["material_found"])):
+            if (
+                hour != EXPIRED
+                and first[uid] == hour
+                and (uid in killed or (e["in_experiment"] and e["has_rec"] and e["material_found"]))
+            ):
                 sent_before.add(uid)
         hours[hour] = row
     return hours, sent_before
@@ -130,10 +139,17 @@ def expected_day(sim, count: int, killed: set[str]) -> tuple[dict[int, dict], se
 @pytest.mark.parametrize("count", [1, 2], ids=["unsharded", "two-shards"])
 def test_a_whole_day_through_now(count, redis_url, mysql, kafka_topic, sim, make_config):
     seed_day(mysql, USERS)
-    config = make_config(push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, "concurrency": 1},
-                         lock={"ttl_seconds": 3, "wait_seconds": 5}, shards={"count": count})
-    prewarms = finish([later_read(config, "prewarm", "--date", DATE, *(["--shard", s.label] if count > 1 else []))
-                       for s in shards_of(count)])
+    config = make_config(
+        push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, "concurrency": 1},
+        lock={"ttl_seconds": 3, "wait_seconds": 5},
+        shards={"count": count},
+    )
+    prewarms = finish(
+        [
+            later_read(config, "prewarm", "--date", DATE, *(["--shard", s.label] if count > 1 else []))
+            for s in shards_of(count)
+        ]
+    )
     assert all(code == 0 for code, _ in prewarms), prewarms
     killed: set[str] = set()
     for hour in sorted(RUNS):
@@ -162,9 +178,12 @@ def _check_refusal_and_retry(config, count: int) -> None:
     shard = ["--shard", "0/2"] if count > 1 else []
     refused = invoke("push", "--config", str(config), "--hour", str(EXPIRED), "--now", at(12, 6), *shard)
     assert refused.exit_code == 2 and refused.stderr.splitlines() == [
-        ("later-read: error: hour 10 of 20261123 is expired: its window closed at 2026-11-23T12:00:00+08:00 "
-        "(start + [push] catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it "
-        "anyway")]
+        (
+            "later-read: error: hour 10 of 20261123 is expired: its window closed at 2026-11-23T12:00:00+08:00 "
+            "(start + [push] catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it "
+            "anyway"
+        )
+    ]
     retry = run_hour(config, 12, count, minute=6)
     assert [code for code, _ in retry] == [0] * count, retry
     assert not any("push.hour_expired" in stderr or " push.caught_up " in stderr for _, stderr in retry)
@@ -188,8 +207,22 @@ def _check_day(config, hours: dict[int, Counter], count: int) -> None:
     assert report["expired"] == [EXPIRED] and report["late"] == [] and report["failing"] == [EXPIRED]
     for row in report["hours"]:
         want = hours[row["hour"]]
-        got = {k: row[k] for k in ("users", "sent", "recovered", "already_sent", "earlier_hour", "quiet",
-                                   "material_not_found", "expired", "failed", "not_processed", "unservable")}
+        got = {
+            k: row[k]
+            for k in (
+                "users",
+                "sent",
+                "recovered",
+                "already_sent",
+                "earlier_hour",
+                "quiet",
+                "material_not_found",
+                "expired",
+                "failed",
+                "not_processed",
+                "unservable",
+            )
+        }
         assert got == {k: want[k] for k in got}, (row["hour"], got, dict(want))
         assert row["misses"] == {"absent": 0, "stale": 0, "corrupt": 0}
         assert (row["state"], row["verdict"]) == (("expired",) * 2 if row["hour"] == EXPIRED else ("done",) * 2)

@@ -84,9 +84,9 @@ def test_crontab_lines_use_flock_and_log_redirection(job):
     lock = f"/var/lock/later-read-{job}.lock"
     assert command.startswith(f"flock -n -E 75 {lock} later-read {job} ")
     assert f">> /var/log/later-read/{job}.log 2>&1" in command
-    run = command[len(f"flock -n -E 75 {lock} "):command.index(" >>")]
+    run = command[len(f"flock -n -E 75 {lock} ") : command.index(" >>")]
     assert_cli_accepts(shlex.split(run))
-    mail = command[command.index("||") + 2:]
+    mail = command[command.index("||") + 2 :]
     assert "LATER_READ_ALERT" in mail and "exited $?" in mail  # the one line cron mails on failure
 
 
@@ -150,14 +150,17 @@ def test_a_retry_after_a_crash_runs_and_only_hopeless_exits_fail_the_job(job, tm
     # bad input; a live run held the lock through the whole wait; (push) an hour's users expired: a retry
     # would find the hour final and exit 0, hiding it. A lost lock (8) is retried like a crash.
     assert failing == ({2, 5, 7} if job == "push" else {2, 5})
-    assert any(rule["action"] == "Ignore" and {"type": "DisruptionTarget", "status": "True"}
-               in rule.get("onPodConditions", []) for rule in rules)
+    assert any(
+        rule["action"] == "Ignore" and {"type": "DisruptionTarget", "status": "True"} in rule.get("onPodConditions", [])
+        for rule in rules
+    )
     assert job_spec["backoffLimit"] >= 2
     for settings in (repo_settings(), configmap_settings(tmp_path)):
         lock = settings.lock
         assert lock.wait_seconds > lock.ttl_seconds  # a dead holder's lock expires inside the wait: no 5
         # every retry may first wait for a dead holder's lock: the deadline leaves room for that
         assert job_spec["activeDeadlineSeconds"] > job_spec["backoffLimit"] * 2 * lock.wait_seconds
+
 
 # The versions deploy/README.md names: timeZone is GA from 1.27 (the oldest supported), podFailurePolicy GA
 # from 1.31 (beta and on by default before); the newest schema kubernetes-validate ships catches removals.
@@ -176,8 +179,10 @@ def test_manifests_validate_against_the_kubernetes_schema(version):
                 try:
                     kubernetes_validate.validate(doc, version, strict=True)
                 except kubernetes_validate.ValidationError as exc:
-                    problems.append(f"{path.name} {doc['kind']}/{doc['metadata']['name']}: "
-                                    f"{'.'.join(map(str, exc.path))}: {exc.message}")
+                    problems.append(
+                        f"{path.name} {doc['kind']}/{doc['metadata']['name']}: "
+                        f"{'.'.join(map(str, exc.path))}: {exc.message}"
+                    )
     if problems:  # outside the except block: one line each, not the schema jsonschema would print
         pytest.fail(f"not valid on Kubernetes {version}: " + "; ".join(problems), pytrace=False)
     assert sorted(checked) == ["ConfigMap", "CronJob", "CronJob"]

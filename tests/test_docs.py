@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 BENCHMARKS = ROOT / "benchmarks"
-DOCS = [README, ROOT / "CHANGELOG.md", BENCHMARKS / "README.md", ROOT / "deploy" / "README.md",
-        *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [
+    README,
+    ROOT / "CHANGELOG.md",
+    BENCHMARKS / "README.md",
+    ROOT / "deploy" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
 JOBS = ("prewarm", "push")  # the commands jobs/lifecycle.run_job runs: `f"{job.name}.report_failed"` etc.
 
 
@@ -48,7 +53,7 @@ def test_the_readme_minimal_config_loads_and_every_line_of_it_is_needed(tmp_path
     for i, line in enumerate(lines):
         if "=" not in line:
             continue
-        config.write_text("\n".join(lines[:i] + lines[i + 1:]), encoding="utf-8")
+        config.write_text("\n".join(lines[:i] + lines[i + 1 :]), encoding="utf-8")
         with pytest.raises(ConfigError, match="missing"):
             load_settings(config, environ={})
 
@@ -99,9 +104,9 @@ def _names(arg: ast.expr, function: ast.AST, limiters: list[str]) -> list[str] |
         return [arg.value]
     if isinstance(arg, ast.JoinedStr) and len(arg.values) == 2 and isinstance(arg.values[1], ast.Constant):
         suffix = arg.values[1].value
-        if suffix.startswith("."):            # f"{job.name}.report_failed": the two jobs
+        if suffix.startswith("."):  # f"{job.name}.report_failed": the two jobs
             return [job + suffix for job in JOBS]
-        if suffix.startswith("_"):            # f"{self.name}_suppressed" in AlertLimiter
+        if suffix.startswith("_"):  # f"{self.name}_suppressed" in AlertLimiter
             return [name + suffix for name in limiters]
     if isinstance(arg, ast.Attribute) and arg.attr == "name":  # AlertLimiter's self.name
         return list(limiters)
@@ -113,15 +118,25 @@ def _names(arg: ast.expr, function: ast.AST, limiters: list[str]) -> list[str] |
 def alert_names() -> set[str]:
     """Every event name an `alert(...)` call in later_read/ can write (AlertLimiter names included)."""
     trees = {path: ast.parse(text(path)) for path in sorted((ROOT / "later_read").rglob("*.py"))}
-    limiters = [call.args[0].value for tree in trees.values() for call in ast.walk(tree)
-                if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
-                and call.func.id == "AlertLimiter" and isinstance(call.args[0], ast.Constant)]
+    limiters = [
+        call.args[0].value
+        for tree in trees.values()
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "AlertLimiter"
+        and isinstance(call.args[0], ast.Constant)
+    ]
     names, unresolved = set(), []
     for path, tree in trees.items():
         for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             for call in ast.walk(function):
-                if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "alert"
-                        and len(call.args) >= 2):
+                if not (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Name)
+                    and call.func.id == "alert"
+                    and len(call.args) >= 2
+                ):
                     continue
                 found = _names(call.args[1], function, limiters)
                 if found is None:
@@ -134,8 +149,16 @@ def alert_names() -> set[str]:
 
 def test_the_alert_walk_finds_every_kind_of_call():
     names = alert_names()
-    assert {"push.cache_miss", "push.cache_miss_suppressed", "push.misses", "push.unservable",
-            "prewarm.report_failed", "push.uids_file_failed", "lock.lost", "push.hour_expired"} <= names
+    assert {
+        "push.cache_miss",
+        "push.cache_miss_suppressed",
+        "push.misses",
+        "push.unservable",
+        "prewarm.report_failed",
+        "push.uids_file_failed",
+        "lock.lost",
+        "push.hour_expired",
+    } <= names
 
 
 def rule_names() -> set[str]:
@@ -149,8 +172,9 @@ def rule_names() -> set[str]:
 
 def test_the_runbook_says_what_to_do_for_every_alert_the_code_emits_and_every_rule():
     runbook = text(RUNBOOK)
-    missing = sorted(name for name in alert_names() | rule_names()
-                     if not re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", runbook))
+    missing = sorted(
+        name for name in alert_names() | rule_names() if not re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", runbook)
+    )
     assert not missing, f"docs/runbook.md has no entry for {missing}"
 
 
@@ -163,8 +187,7 @@ def test_alerting_md_sends_the_reader_to_the_runbook():
 def test_every_benchmark_script_has_its_method_and_command(script):
     doc = text(BENCHMARKS / "README.md")
     assert re.search(rf"^### .*`{re.escape(script)}`", doc, re.MULTILINE), f"no section for {script}"
-    assert f"python benchmarks/{script} " in doc or f"python benchmarks/{script}\n" in doc, \
-        f"no command for {script}"
+    assert f"python benchmarks/{script} " in doc or f"python benchmarks/{script}\n" in doc, f"no command for {script}"
 
 
 def test_the_benchmark_figures_are_one_table_with_a_date_and_a_machine_per_row():

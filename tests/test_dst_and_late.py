@@ -30,16 +30,21 @@ from later_read.core.scope import RunScope
 from later_read.store.keys import Keys
 
 PER_HOUR = 8
-REFUSED_3 = ("later-read: error: hour 3 of 20261123 is expired: its window closed at 2026-11-23T05:00:00+08:00 "
-             "(start + [push] catch_up_minutes = 120), so a push now would be stale; add --allow-late to send "
-             "it anyway")
+REFUSED_3 = (
+    "later-read: error: hour 3 of 20261123 is expired: its window closed at 2026-11-23T05:00:00+08:00 "
+    "(start + [push] catch_up_minutes = 120), so a push now would be stale; add --allow-late to send "
+    "it anyway"
+)
 
 
 def seed_hours(mysql, date: str, hours: tuple[int, ...]) -> dict[str, tuple[str, str]]:
     """PER_HOUR users at each of `hours` of `date` (one task id); uid -> (project, task id)."""
     task = TASKS[0].replace("{date}", date)
-    rows = [(task, f"{date[4:]}h{hour:02d}u{i}", seeding.PROJECTS[i % 2], hour, "b1")
-            for hour in hours for i in range(PER_HOUR)]
+    rows = [
+        (task, f"{date[4:]}h{hour:02d}u{i}", seeding.PROJECTS[i % 2], hour, "b1")
+        for hour in hours
+        for i in range(PER_HOUR)
+    ]
     insert_rows(mysql, rows)
     return {uid: (project, task) for task, uid, project, _, _ in rows}
 
@@ -47,14 +52,38 @@ def seed_hours(mysql, date: str, hours: tuple[int, ...]) -> dict[str, tuple[str,
 # date, zone, the runs' local times with their offsets, the hours seeded, the hour that is missing or
 # doubled, and that hour's expires_at (its start + 120 min, in the zone).
 DST = {
-    "new_york_spring": ("20260308", "America/New_York", ["01:05-05:00", "03:05-04:00"], (1, 2, 3), 2,
-                        "2026-03-08T05:00:00-04:00"),
-    "berlin_spring": ("20260329", "Europe/Berlin", ["01:05+01:00", "03:05+02:00"], (1, 2, 3), 2,
-                      "2026-03-29T05:00:00+02:00"),
-    "new_york_fall": ("20261101", "America/New_York", ["00:05-04:00", "01:05-04:00", "01:05-05:00", "02:05-05:00"],
-                      (0, 1, 2), 1, "2026-11-01T02:00:00-05:00"),
-    "berlin_fall": ("20261025", "Europe/Berlin", ["01:05+02:00", "02:05+02:00", "02:05+01:00", "03:05+01:00"],
-                    (1, 2, 3), 2, "2026-10-25T03:00:00+01:00"),
+    "new_york_spring": (
+        "20260308",
+        "America/New_York",
+        ["01:05-05:00", "03:05-04:00"],
+        (1, 2, 3),
+        2,
+        "2026-03-08T05:00:00-04:00",
+    ),
+    "berlin_spring": (
+        "20260329",
+        "Europe/Berlin",
+        ["01:05+01:00", "03:05+02:00"],
+        (1, 2, 3),
+        2,
+        "2026-03-29T05:00:00+02:00",
+    ),
+    "new_york_fall": (
+        "20261101",
+        "America/New_York",
+        ["00:05-04:00", "01:05-04:00", "01:05-05:00", "02:05-05:00"],
+        (0, 1, 2),
+        1,
+        "2026-11-01T02:00:00-05:00",
+    ),
+    "berlin_fall": (
+        "20261025",
+        "Europe/Berlin",
+        ["01:05+02:00", "02:05+02:00", "02:05+01:00", "03:05+01:00"],
+        (1, 2, 3),
+        2,
+        "2026-10-25T03:00:00+01:00",
+    ),
 }
 
 
@@ -76,8 +105,9 @@ def test_dst_transitions_push_each_user_once(case, redis_url, mysql, kafka_topic
     assert all(body["msg_id"] == msg_id(date, key) for key, body in messages)
     assert {body["expires_at"] for _, body in messages if body["push_hour"] == special} == {expires}
 
-    report = orjson.loads(invoke("day", "--config", str(config), "--date", date, "--now", day + runs[-1],
-                                 "--json").stdout)
+    report = orjson.loads(
+        invoke("day", "--config", str(config), "--date", date, "--now", day + runs[-1], "--json").stdout
+    )
     rows = {row["hour"]: row for row in report["hours"]}
     assert {h: rows[h]["state"] for h in hours} == dict.fromkeys(hours, "done") and report["exit_code"] == 0
     assert {h: rows[h]["users"] for h in hours} == dict.fromkeys(hours, PER_HOUR)
@@ -97,9 +127,11 @@ def _no_collision(redis_url: str, date: str, hours: tuple[int, ...]) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         day = RunScope(date)
-        for prefix, wanted in (("later_read:push:ledger:", {Keys.push_ledger(RunScope(date, h)) for h in hours}),
-                               ("later_read:push:start:", {Keys.push_start(RunScope(date, h)) for h in hours}),
-                               ("later_read:prewarm:ready:", {Keys.prewarm_ready(day, h) for h in range(24)})):
+        for prefix, wanted in (
+            ("later_read:push:ledger:", {Keys.push_ledger(RunScope(date, h)) for h in hours}),
+            ("later_read:push:start:", {Keys.push_start(RunScope(date, h)) for h in hours}),
+            ("later_read:prewarm:ready:", {Keys.prewarm_ready(day, h) for h in range(24)}),
+        ):
             found = {k.decode() for k in client.keys(prefix + "*")}
             assert found == wanted, (prefix, found)
         assert client.keys("later_read:lock:*") == []
@@ -128,8 +160,9 @@ def test_an_expired_hour_is_refused_then_sent_with_allow_late(redis_url, mysql, 
     assert {body["expires_at"][:16] for _, body in messages} == {"2026-11-23T11:00"}
     entry = orjson.loads(client.get(Keys.push_ledger(RunScope(DATE, 3))))
     assert (entry["state"], entry["allow_late"]) == ("done", True) and 360 <= entry["late_minutes"] < 365
-    again = invoke("rerun", uid, "--config", config, "--date", DATE, "--push-only", "--force", "--allow-late",
-                   "--now", at(9, 0))
+    again = invoke(
+        "rerun", uid, "--config", config, "--date", DATE, "--push-only", "--force", "--allow-late", "--now", at(9, 0)
+    )
     assert again.exit_code == 0, again.output
     copies = [body for key, body in consume(kafka_topic) if key == uid]
     assert len(copies) == 2  # --force: the same msg_id again
@@ -138,15 +171,27 @@ def test_an_expired_hour_is_refused_then_sent_with_allow_late(redis_url, mysql, 
 
 
 def test_a_run_whose_window_closes_mid_run_stops_and_counts_the_rest_expired(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     expected = seed_hour(mysql, 60, 9, prefix="o")
     prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     sim.configure(material={"latency_ms": 250})
     config = str(push_config(make_config, concurrency=1, catch_up_minutes=10))
     report = tmp_path / "push.json"
     # Two seconds before the window (09:00-09:10) closes; the slow card fetches keep the run sending past it.
-    result = invoke("push", "--config", config, "--date", DATE, "--hour", "9", "--now", "2026-11-23T09:09:58+08:00",
-                    "--report", str(report))
+    result = invoke(
+        "push",
+        "--config",
+        config,
+        "--date",
+        DATE,
+        "--hour",
+        "9",
+        "--now",
+        "2026-11-23T09:09:58+08:00",
+        "--report",
+        str(report),
+    )
     assert result.exit_code == 7, result.stderr[-2000:]
     line = next(text for text in result.stderr.splitlines() if " push.hour_expired " in text)
     assert line.endswith("LATER_READ_ALERT") and "window_closed_at=2026-11-23T09:10:00+08:00" in line
@@ -172,8 +217,10 @@ def test_a_run_whose_window_closes_mid_run_stops_and_counts_the_rest_expired(
 def test_day_text_quotes_what_redis_holds(redis_url, make_config):
     config = str(make_config())
     client = redis.Redis.from_url(redis_url)
-    client.set(Keys.push_ledger(RunScope(DATE, 5)), orjson.dumps({"state": 'x\nLATER_READ_ALERT "', "users": "9\n9",
-                                                        "sent": 3, "clean": True}))
+    client.set(
+        Keys.push_ledger(RunScope(DATE, 5)),
+        orjson.dumps({"state": 'x\nLATER_READ_ALERT "', "users": "9\n9", "sent": 3, "clean": True}),
+    )
     client.set(Keys.lock("push", RunScope(DATE, 6)), "evil\nhost LATER_READ_ALERT", ex=60)
     client.close()
     result = invoke("day", "--config", config, "--date", DATE, "--now", at(6, 40))

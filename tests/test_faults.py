@@ -35,7 +35,9 @@ def test_fault_ends_with_one_message_per_user_and_clean_exits(lab, name):
     outcome = run_fault(lab, FAULTS[name], seed, SHORT_USERS)
     v = outcome.verdict
     print(f"fault={name} seed={seed} codes={outcome.codes} stop_s={outcome.stop_seconds}")
-    assert outcome.ok, (f"fault {name} (seed {seed}): lost={v.lost} duplicates={v.duplicates} "
-                        f"unexpected={v.unexpected} exit 5 seen by the caller={outcome.exit5_seen} "
-                        f"codes={outcome.codes} problems={v.problems}; replay: "
-                        f"{replay_command(outcome, SHORT_USERS)}")
+    assert outcome.ok, (
+        f"fault {name} (seed {seed}): lost={v.lost} duplicates={v.duplicates} "
+        f"unexpected={v.unexpected} exit 5 seen by the caller={outcome.exit5_seen} "
+        f"codes={outcome.codes} problems={v.problems}; replay: "
+        f"{replay_command(outcome, SHORT_USERS)}"
+    )

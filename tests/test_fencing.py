@@ -109,7 +109,7 @@ def batches_checked_after(commands: list[dict], lock: str) -> list[set[str]]:
     for after, command in split_at_theft(commands):
         args = command["command"].split()
         if args[0] == "MGET" and args[1].startswith(prefix):
-            last_sent[connection(command)] = {key[len(prefix):] for key in args[1:]}
+            last_sent[connection(command)] = {key[len(prefix) :] for key in args[1:]}
         elif after and args == ["MGET", lock]:
             checked.append(last_sent.get(connection(command), set()))
     return checked
@@ -129,18 +129,33 @@ def checks_after(commands: list[dict], lock: str) -> list[str]:
 
 
 def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     users = seed_hour(mysql, 300, HOUR, prefix="f")
     prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in users})
     sim.configure(material={"latency_ms": 100})  # ~10 s of sending: the theft lands mid-run
-    config = make_config(push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, "concurrency": 1},
-                         lock={"ttl_seconds": 3}, redis={"batch_size": 10})  # refreshed every second
+    config = make_config(
+        push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, "concurrency": 1},
+        lock={"ttl_seconds": 3},
+        redis={"batch_size": 10},
+    )  # refreshed every second
     lock = Keys.lock("push", RunScope(DATE, HOUR))
     log = tmp_path / "push.log"
     with Monitor(redis_url) as monitor:
         with log.open("wb") as err:
-            child = start_cli("push", "--config", str(config), "--date", DATE, "--hour", str(HOUR), "--now",
-                              at(HOUR), stdout=subprocess.DEVNULL, stderr=err)
+            child = start_cli(
+                "push",
+                "--config",
+                str(config),
+                "--date",
+                DATE,
+                "--hour",
+                str(HOUR),
+                "--now",
+                at(HOUR),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         try:
             wait_until(lambda: len(sent_markers(redis_url)) >= 30, what="30 users sent")
             before = steal(redis_url, lock, "later_read:*")
@@ -165,15 +180,18 @@ def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
     late_batches = batches_checked_after(monitor.commands, lock)
     assert not {uid for batch in late_batches for uid in batch} & {key for key, _ in messages}
     events = checks_after(monitor.commands, lock)
-    assert "check" in events and "batch" not in events[events.index("check") + 1:]  # no batch after it
+    assert "check" in events and "batch" not in events[events.index("check") + 1 :]  # no batch after it
     assert len(marked) < len(pushable(sim, users))  # it stopped mid-hour
-    print(f"after the theft: {len(late_batches)} batch check(s), events {events[:6]}; "
-          f"{len(messages) - len(marked)} message(s) in the topic without a marker (in flight at the theft)")
+    print(
+        f"after the theft: {len(late_batches)} batch check(s), events {events[:6]}; "
+        f"{len(messages) - len(marked)} message(s) in the topic without a marker (in flight at the theft)"
+    )
 
     redis.Redis.from_url(redis_url).delete(lock)  # the thief is done
     sim.configure(material={"latency_ms": 0})
-    rerun = run_cli("push", "--config", str(config), "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR, 5),
-                    timeout=120)
+    rerun = run_cli(
+        "push", "--config", str(config), "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR, 5), timeout=120
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     final = consume(kafka_topic)
     assert set(Counter(body["msg_id"] for _, body in final).values()) == {1}
@@ -181,7 +199,8 @@ def test_a_push_whose_lock_is_taken_mid_run_stops_with_nothing_written_after(
 
 
 def test_a_prewarm_whose_lock_is_taken_stops_and_marks_nothing_after(
-        sim, redis_url, mysql, make_config, tmp_path, stop_children):
+    sim, redis_url, mysql, make_config, tmp_path, stop_children
+):
     seed_users(mysql, 2000)
     sim.configure(ab={"latency_ms": 30})
     config = make_config(prewarm={"concurrency": 10}, lock={"ttl_seconds": 3})

@@ -54,23 +54,32 @@ def prewarm(config: Path, report: Path):
 
 
 def push(config: Path, report: Path):
-    return invoke("push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config),
-                  "--report", str(report))
+    return invoke(
+        "push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", str(config), "--report", str(report)
+    )
 
 
 def quick_config(make_config, **extra):
-    return make_config(services={"backoff_initial_seconds": 0, "backoff_max_seconds": 0, "max_attempts": 3},
-                       push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60}, **extra)
+    return make_config(
+        services={"backoff_initial_seconds": 0, "backoff_max_seconds": 0, "max_attempts": 3},
+        push={"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60},
+        **extra,
+    )
 
 
 # oversize_reply ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("service, knobs, calls_rec", [
-    ("ab", {"hostile_reply_bytes": 300_000}, False),                       # the reply over 256 KiB
-    ("ab", {"hostile_field": "trace_id", "hostile_field_bytes": 15 * 2**20}, False),  # a 15 MiB field
-    ("rec", {"hostile_field": "rec_id", "hostile_field_bytes": 300}, True),  # a field over its bound only
-], ids=["reply-300k", "trace_id-15MiB", "rec_id-300B"])
+@pytest.mark.parametrize(
+    "service, knobs, calls_rec",
+    [
+        ("ab", {"hostile_reply_bytes": 300_000}, False),  # the reply over 256 KiB
+        ("ab", {"hostile_field": "trace_id", "hostile_field_bytes": 15 * 2**20}, False),  # a 15 MiB field
+        ("rec", {"hostile_field": "rec_id", "hostile_field_bytes": 300}, True),  # a field over its bound only
+    ],
+    ids=["reply-300k", "trace_id-15MiB", "rec_id-300B"],
+)
 def test_an_oversize_reply_fails_that_user_once_and_is_never_stored(
-        redis_url, mysql, sim, make_config, tmp_path, service, knobs, calls_rec):
+    redis_url, mysql, sim, make_config, tmp_path, service, knobs, calls_rec
+):
     seed(mysql)
     sim.configure(**{service: {"hostile_ratio": 0.25, **knobs}})
     sim.reset()
@@ -91,7 +100,8 @@ def test_an_oversize_reply_fails_that_user_once_and_is_never_stored(
 
 
 def test_an_oversize_card_fails_its_users_once_and_sends_nothing_for_them(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     seed(mysql)
     config = quick_config(make_config)
     assert prewarm(config, tmp_path / "p.json").exit_code == 0
@@ -99,9 +109,11 @@ def test_an_oversize_card_fails_its_users_once_and_sends_nothing_for_them(
     sim.reset()
     result = push(config, tmp_path / "r.json")
     assert result.exit_code == 1, result.output
-    with_card = {u: sim.expected(u)["material_id"] for u in UIDS
-                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"]
-                 and sim.expected(u)["material_found"]}
+    with_card = {
+        u: sim.expected(u)["material_id"]
+        for u in UIDS
+        if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"] and sim.expected(u)["material_found"]
+    }
     bad_cards = hostile(sim, set(with_card.values()), 0.3)
     failed = {u for u, m in with_card.items() if m in bad_cards}
     assert failed and bad_cards
@@ -113,14 +125,14 @@ def test_an_oversize_card_fails_its_users_once_and_sends_nothing_for_them(
 
 
 # corrupt values ------------------------------------------------------------------------------------
-def test_a_redis_value_over_a_bound_is_corrupt_in_push_and_show(redis_url, mysql, kafka_topic, sim, make_config,
-                                                                  tmp_path):
+def test_a_redis_value_over_a_bound_is_corrupt_in_push_and_show(
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     seed(mysql)
     config = quick_config(make_config)
     assert prewarm(config, tmp_path / "p.json").exit_code == 0
     big, long_field = UIDS[0], UIDS[1]
-    value = {"outcome": "rec", "date": DATE, "trace_id": "t", "rec_id": "r", "rec_type": "book",
-             "material_id": "m-1"}
+    value = {"outcome": "rec", "date": DATE, "trace_id": "t", "rec_id": "r", "rec_type": "book", "material_id": "m-1"}
     client = redis.Redis.from_url(redis_url)
     client.set(KEYS.rec(big), orjson.dumps({**value, "note": "n" * 9000}), ex=600)
     client.set(KEYS.rec(long_field), orjson.dumps({**value, "trace_id": "t" * 300}), ex=600)
@@ -139,15 +151,18 @@ def test_a_redis_value_over_a_bound_is_corrupt_in_push_and_show(redis_url, mysql
 
 # oversize_message ----------------------------------------------------------------------------------
 def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does_not_loop(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     seed(mysql)
     config = quick_config(make_config, kafka={"librdkafka": {"message.max.bytes": 1000}})
     assert prewarm(config, tmp_path / "p.json").exit_code == 0
     # 3,000 bytes of content: under its 16 KiB bound, over the producer's 1,000-byte messages
     sim.configure(material={"hostile_ratio": 0.3, "hostile_field": "content", "hostile_field_bytes": 3000})
-    with_card = {u: sim.expected(u)["material_id"] for u in UIDS
-                 if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"]
-                 and sim.expected(u)["material_found"]}
+    with_card = {
+        u: sim.expected(u)["material_id"]
+        for u in UIDS
+        if sim.expected(u)["has_rec"] and sim.expected(u)["in_experiment"] and sim.expected(u)["material_found"]
+    }
     too_big = {u for u, m in with_card.items() if m in hostile(sim, set(with_card.values()), 0.3)}
     assert too_big
     for run in (1, 2):  # the second run of the hour: no recovery, the same users refused, nothing produced
@@ -160,8 +175,9 @@ def test_a_message_over_the_producer_limit_fails_that_user_once_and_a_rerun_does
         assert data["recovered"] == 0 and data["sent"] == (len(with_card) - len(too_big) if run == 1 else 0)
         alerts = [text for text in result.stderr.splitlines() if " push.oversize_message " in text]
         assert len(alerts) == 1 and f"count={len(too_big)}" in alerts[0] and alerts[0].endswith(ALERT_KEYWORD)
-        assert not [text for text in result.stderr.splitlines()
-                    if " push.undelivered " in text or " push.recovered " in text]
+        assert not [
+            text for text in result.stderr.splitlines() if " push.undelivered " in text or " push.recovered " in text
+        ]
         assert {m.key for m in read_topic(*kafka_topic)} == set(with_card) - too_big
     uid = min(too_big)
     rerun = invoke("rerun", uid, "--date", DATE, "--now", NOW, "--push-only", "--config", str(config))
@@ -181,17 +197,21 @@ def assert_unforgeable(output: str, lines: int | None = None) -> None:
 
 
 def test_service_strings_with_newlines_and_the_alert_keyword_cannot_forge_a_line(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     seed(mysql)
-    sim.configure(ab={"hostile_ratio": 1.0, "hostile_field": "trace_id", "hostile_text": FORGED},
-                  material={"hostile_ratio": 1.0, "hostile_field": "title", "hostile_text": FORGED},
-                  in_experiment_ratio=1.0, no_rec_ratio=0, not_found_ratio=0)
+    sim.configure(
+        ab={"hostile_ratio": 1.0, "hostile_field": "trace_id", "hostile_text": FORGED},
+        material={"hostile_ratio": 1.0, "hostile_field": "title", "hostile_text": FORGED},
+        in_experiment_ratio=1.0,
+        no_rec_ratio=0,
+        not_found_ratio=0,
+    )
     config = quick_config(make_config)
     checked = invoke("check", "--config", str(config))
     assert checked.exit_code == 0, checked.output
     assert_unforgeable(checked.stdout, lines=1 + 6 + 1)  # config, 6 dependencies, the total
-    assert "trace_id=\"x\\n2026-11-23T07:00:00.000+08:00 WARNING push.fake uid=1 LATER_READ\\x5fALERT" \
-           in checked.stdout
+    assert 'trace_id="x\\n2026-11-23T07:00:00.000+08:00 WARNING push.fake uid=1 LATER_READ\\x5fALERT' in checked.stdout
     uid = UIDS[0]
     rerun = invoke("rerun", uid, "--date", DATE, "--now", NOW, "--config", str(config))
     assert rerun.exit_code == 0, rerun.output

@@ -18,13 +18,30 @@ from later_read.log import ALERT_KEYWORD
 
 DATE, HOUR = "20261123", 9
 TASK = "04-026-{date}-r0gdua"
-HOSTILE = ["bad uid", "ユーザー", "20000\n0002", f'x {ALERT_KEYWORD}" reason=forged', ALERT_KEYWORD,
-           "tab\there", 'quote"d', "back\\slash=1"]
-LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d (DEBUG|INFO|SUMMARY|WARNING|ERROR) "
-                  r"[a-z_]+\.[a-z_.]+( |$)")
+HOSTILE = [
+    "bad uid",
+    "ユーザー",
+    "20000\n0002",
+    f'x {ALERT_KEYWORD}" reason=forged',
+    ALERT_KEYWORD,
+    "tab\there",
+    'quote"d',
+    "back\\slash=1",
+]
+LINE = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d (DEBUG|INFO|SUMMARY|WARNING|ERROR) "
+    r"[a-z_]+\.[a-z_.]+( |$)"
+)
 # The alert lines these runs may write (docs/alerting.md), each ending with the keyword.
-ALERTS = {"push.cache_miss", "push.misses", "push.unservable", "push.prewarm_unfinished",
-          "prewarm.unservable", "prewarm.unservable_rows", "push.cache_miss_suppressed"}
+ALERTS = {
+    "push.cache_miss",
+    "push.misses",
+    "push.unservable",
+    "push.prewarm_unfinished",
+    "prewarm.unservable",
+    "prewarm.unservable_rows",
+    "push.cache_miss_suppressed",
+}
 
 
 def seed(mysql) -> None:
@@ -56,8 +73,9 @@ def test_hostile_uids_through_prewarm_and_push(redis_url, mysql, kafka_topic, si
     servable = [*HOSTILE, "100000001"]
 
     # Push before the prewarm: every user is a miss, alerted by uid (the uid inside the quoted field).
-    early = run(config, "push", "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR),
-                "--report", str(tmp_path / "early.json"))
+    early = run(
+        config, "push", "--date", DATE, "--hour", str(HOUR), "--now", at(HOUR), "--report", str(tmp_path / "early.json")
+    )
     assert early.returncode == 0, early.stderr
     lines = check_lines(early.stderr)
     misses = [line for line in lines if " push.cache_miss " in line]
@@ -69,10 +87,13 @@ def test_hostile_uids_through_prewarm_and_push(redis_url, mysql, kafka_topic, si
     prewarm = run(config, "prewarm", "--date", DATE, "--report", str(tmp_path / "prewarm.json"))
     assert prewarm.returncode == 0, prewarm.stderr
     lines = check_lines(prewarm.stderr)
-    assert any(" prewarm.unservable " in line and " count=1 " in line and "reasons=uid_empty:1" in line
-               for line in lines)
-    assert any(" prewarm.unservable_rows " in line and "first_uid=late-user" in line and "push_hour=99" in line
-               for line in lines)
+    assert any(
+        " prewarm.unservable " in line and " count=1 " in line and "reasons=uid_empty:1" in line for line in lines
+    )
+    assert any(
+        " prewarm.unservable_rows " in line and "first_uid=late-user" in line and "push_hour=99" in line
+        for line in lines
+    )
     data = json.loads((tmp_path / "prewarm.json").read_text())
     assert data["unservable"] == 2 and data["cached"] == len(servable)  # the empty uid, late-user
     assert data["users"] == data["total"] == len(servable) + 2 and data["remaining"] == 0

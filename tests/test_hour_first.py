@@ -25,8 +25,9 @@ def seed(mysql, users: int) -> dict[str, int]:
     for task_id, uid, _, hour, _ in seeding.day_rows(DATE, users, TASKS, noise=False):
         if task_id in target:
             earliest[uid] = min(hour, earliest.get(uid, 24))
-    assert users < 240 or any(hour != earliest[uid] for task_id, uid, _, hour, _ in seeding.day_rows(
-        DATE, users, TASKS, noise=False)), "some users must have a later hour too"
+    assert users < 240 or any(
+        hour != earliest[uid] for task_id, uid, _, hour, _ in seeding.day_rows(DATE, users, TASKS, noise=False)
+    ), "some users must have a later hour too"
     return earliest
 
 
@@ -55,8 +56,7 @@ def test_prewarm_goes_hour_by_hour_and_marks_each_hour_ready(redis_url, mysql, s
     all of that hour's users are stored, and a user with several hours counts under its earliest."""
     earliest = seed(mysql, 480)
     sim.configure(ab={"latency_ms": 10}, rec={"latency_ms": 10})
-    config = make_config(prewarm={"concurrency": 1, "progress_interval_seconds": 60},
-                         starrocks={"batch_size": 16})
+    config = make_config(prewarm={"concurrency": 1, "progress_interval_seconds": 60}, starrocks={"batch_size": 16})
     by_hour = {hour: sorted(uid for uid, h in earliest.items() if h == hour) for hour in range(24)}
     report = tmp_path / "prewarm.json"
     process = start(config, tmp_path / "prewarm.log", "prewarm", "--report", str(report))
@@ -95,8 +95,9 @@ def test_a_rerun_keeps_the_order_and_marks_the_hours_again(redis_url, mysql, sim
     finally:
         client.close()
     data = json.loads(report.read_text())
-    assert data["skipped_existing"] == len(earliest) - len(late) and data["cached"] + data[
-        "not_in_experiment"] + data["no_recommendation"] == len(late)
+    assert data["skipped_existing"] == len(earliest) - len(late) and data["cached"] + data["not_in_experiment"] + data[
+        "no_recommendation"
+    ] == len(late)
     assert [data["hours"][f"{h:02d}"]["users"] for h in range(20)] == [0] * 20
     ready_lines = [line for line in result.stderr.splitlines() if " prewarm.hour_ready " in line]
     assert [int(line.split(" hour=")[1].split()[0]) for line in ready_lines] == list(range(24))
@@ -109,8 +110,19 @@ def test_push_of_hour_0_waits_only_for_hour_0(redis_url, mysql, kafka_topic, sim
     sim.configure(ab={"latency_ms": 20}, rec={"latency_ms": 20})
     config = make_config(prewarm={"concurrency": 2}, push={"progress_interval_seconds": 60})
     push_report = tmp_path / "push.json"
-    push = start(config, tmp_path / "push.log", "push", "--hour", "0", "--now", at(0), "--wait", "120",
-                 "--report", str(push_report))
+    push = start(
+        config,
+        tmp_path / "push.log",
+        "push",
+        "--hour",
+        "0",
+        "--now",
+        at(0),
+        "--wait",
+        "120",
+        "--report",
+        str(push_report),
+    )
     time.sleep(0.5)  # the push is waiting before the prewarm starts, as in cron at 00:00 / 00:01
     prewarm = start(config, tmp_path / "prewarm.log", "prewarm")
     client = redis.Redis.from_url(redis_url)
@@ -135,8 +147,9 @@ def test_waiting_prints_progress_and_alerts_when_time_runs_out(redis_url, mysql,
     assert result.returncode == 0, result.stderr[-2000:]
     waiting = [line for line in result.stderr.splitlines() if " push.waiting_for_prewarm " in line]
     assert len(waiting) >= 2 and all("hour=5" in line and "hours_ready=0" in line for line in waiting)
-    assert any(" push.prewarm_unfinished " in line and "LATER_READ_ALERT" in line
-               for line in result.stderr.splitlines())
+    assert any(
+        " push.prewarm_unfinished " in line and "LATER_READ_ALERT" in line for line in result.stderr.splitlines()
+    )
     bad = run(make_config(), "push", "--hour", "5", "--now", at(5), "--wait", "-1")
     assert bad.returncode == 2 and "--wait" in bad.stderr
 
@@ -145,8 +158,7 @@ def test_saving_figures_match_the_simulators_counters(redis_url, mysql, kafka_to
     earliest = seed(mysql, 480)
     textfile = tmp_path / "metrics"
     textfile.mkdir()
-    config = make_config(prewarm={"concurrency": 8}, push={"concurrency": 8},
-                         metrics={"textfile_dir": str(textfile)})
+    config = make_config(prewarm={"concurrency": 8}, push={"concurrency": 8}, metrics={"textfile_dir": str(textfile)})
     started = time.monotonic()
     prewarm_report, push_report = tmp_path / "prewarm.json", tmp_path / "push.json"
     assert run(config, "prewarm", "--report", str(prewarm_report)).returncode == 0
@@ -181,8 +193,10 @@ def test_saving_figures_match_the_simulators_counters(redis_url, mysql, kafka_to
     assert f'later_read_push_service_calls_total{{service="material"}} {float(material_calls)}' in prom
     prewarm_prom = (textfile / "later_read_prewarm.prom").read_text().splitlines()
     for name in ("ab", "rec", "material"):  # the report's figure, the same in the metrics
-        assert f'later_read_prewarm_service_peak_qps{{service="{name}"}} {float(data["services"][name]["peak_qps"])}' \
+        assert (
+            f'later_read_prewarm_service_peak_qps{{service="{name}"}} {float(data["services"][name]["peak_qps"])}'
             in prewarm_prom
+        )
 
 
 def test_adaptive_prewarm_shows_in_flight_and_limit(redis_url, mysql, sim, make_config, tmp_path):
@@ -204,8 +218,16 @@ def test_adaptive_prewarm_shows_in_flight_and_limit(redis_url, mysql, sim, make_
     done = 0
     for line in progress:  # the job's four fields, then each adaptive service's calls in flight and limit
         fields = dict(field.split("=", 1) for field in line.split(" prewarm.progress ", 1)[1].split(" "))
-        assert list(fields) == ["done", "total", "rate", "eta_seconds", "ab_inflight", "ab_limit", "rec_inflight",
-                                "rec_limit"], line
+        assert list(fields) == [
+            "done",
+            "total",
+            "rate",
+            "eta_seconds",
+            "ab_inflight",
+            "ab_limit",
+            "rec_inflight",
+            "rec_limit",
+        ], line
         assert int(fields["total"]) == len(earliest) and done <= int(fields["done"]) <= len(earliest), line
         done = int(fields["done"])
         for name in ("ab", "rec"):

@@ -17,8 +17,24 @@ from later_read.cli import LAZY_COMMANDS
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "later_read"
 SANDBOX = "later_read_sandbox"
-IO_LIBRARIES = {"redis", "pymysql", "confluent_kafka", "anyio", "asyncio", "uvloop", "httpx", "httptools",
-                "aiohttp", "requests", "urllib3", "socket", "ssl", "limits", "prometheus_client", "stamina"}
+IO_LIBRARIES = {
+    "redis",
+    "pymysql",
+    "confluent_kafka",
+    "anyio",
+    "asyncio",
+    "uvloop",
+    "httpx",
+    "httptools",
+    "aiohttp",
+    "requests",
+    "urllib3",
+    "socket",
+    "ssl",
+    "limits",
+    "prometheus_client",
+    "stamina",
+}
 
 
 def module_files() -> dict[str, Path]:
@@ -104,7 +120,7 @@ def find_cycle() -> list[str] | None:
         stack.append(module)
         for target in sorted(internal(module)):
             if state.get(target) == "open":
-                return [*stack[stack.index(target):], target]
+                return [*stack[stack.index(target) :], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         stack.pop()
@@ -140,8 +156,10 @@ def test_the_graph_is_read():
 
 
 def test_imports_under_type_checking_are_left_out_and_function_level_ones_kept():
-    source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import redis\nelse:\n    import json\n"
-              "def f():\n    import pymysql\n")
+    source = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import redis\nelse:\n    import json\n"
+        "def f():\n    import pymysql\n"
+    )
     nodes = import_nodes(ast.parse(source))
     assert sorted(alias.name for node in nodes for alias in node.names) == ["TYPE_CHECKING", "json", "pymysql"]
 
@@ -152,8 +170,11 @@ def test_no_import_cycle():
 
 
 def test_no_client_imports_the_store():
-    offenders = {module: sorted(reachable(module) & {n for n in MODULES if n.startswith("later_read.store")})
-                 for module in MODULES if module.startswith("later_read.clients")}
+    offenders = {
+        module: sorted(reachable(module) & {n for n in MODULES if n.startswith("later_read.store")})
+        for module in MODULES
+        if module.startswith("later_read.clients")
+    }
     offenders = {module: names for module, names in offenders.items() if names}
     assert not offenders, f"clients reaching the store: {offenders}"
 
@@ -168,12 +189,13 @@ def test_the_core_reaches_no_io_library():
 
 
 def test_the_production_package_never_imports_the_sandbox():
-    importers = sorted(module for module in MODULES
-                       if any(name.split(".")[0] == SANDBOX for name in GRAPH[module]))
+    importers = sorted(module for module in MODULES if any(name.split(".")[0] == SANDBOX for name in GRAPH[module]))
     assert importers == [], f"later_read modules importing the sandbox: {importers}"
-    mentions = [(module, node.value)
-                for module, path in MODULES.items()
-                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and SANDBOX in node.value]
+    mentions = [
+        (module, node.value)
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SANDBOX in node.value
+    ]
     assert mentions == [("later_read.cli", LAZY_COMMANDS["sandbox"])]
     assert LAZY_COMMANDS["sandbox"].split(":")[0].split(".")[0] == SANDBOX

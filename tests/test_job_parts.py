@@ -140,14 +140,14 @@ def test_hour_tracker_marks_an_hour_ready_once_read_settled_and_after_every_earl
                 tracker.sent(0, 2, skipped=1)
                 tracker.sent(1, 1, skipped=0)
                 tracker.close(1)
-                tracker.settled(1)               # hour 1 is finished, but hour 0 is not
-                tracker.close(0)                 # read, two users still pending
+                tracker.settled(1)  # hour 1 is finished, but hour 0 is not
+                tracker.close(0)  # read, two users still pending
                 tracker.written([("a", b"x", 0)])
                 assert tracker.next_hour == 0 and tracker.ready_seconds == {}
                 tracker.settled(0, failed=True)  # a failure settles its user too
                 assert tracker.next_hour == 2 and sorted(tracker.ready_seconds) == [0, 1]
                 for hour in range(2, 24):
-                    tracker.close(hour)          # no users: ready as soon as read
+                    tracker.close(hour)  # no users: ready as soon as read
                 assert tracker.next_hour == 24
                 tracker.finish()
             return tracker.report()
@@ -156,7 +156,12 @@ def test_hour_tracker_marks_an_hour_ready_once_read_settled_and_after_every_earl
     markers = ready_markers(redis_url)
     assert sorted(markers) == list(range(24))
     assert {k: markers[0][k] for k in ("date", "hour", "users", "skipped", "failed")} == {
-        "date": DATE, "hour": 0, "users": 2, "skipped": 1, "failed": 1}
+        "date": DATE,
+        "hour": 0,
+        "users": 2,
+        "skipped": 1,
+        "failed": 1,
+    }
     assert {k: markers[1][k] for k in ("users", "skipped", "failed")} == {"users": 1, "skipped": 0, "failed": 0}
     assert all((m["users"], m["failed"]) == (0, 0) for hour, m in markers.items() if hour > 1)
     assert markers[0]["seconds"] <= markers[1]["seconds"] <= markers[23]["seconds"]
@@ -239,8 +244,7 @@ def rec(material_id: str) -> CachedValue:
     return CachedValue("rec", DATE, "t", f"r-{material_id}", "book", material_id)
 
 
-def test_material_cache_asks_once_per_card_under_concurrency_and_remembers_a_missing_one(
-        redis_url, sim, make_config):
+def test_material_cache_asks_once_per_card_under_concurrency_and_remembers_a_missing_one(redis_url, sim, make_config):
     from later_read.jobs.push.material import MaterialCache
 
     sim.configure(material={"latency_ms": 30})
@@ -268,15 +272,17 @@ def test_material_cache_asks_once_per_card_under_concurrency_and_remembers_a_mis
     assert cache.fetched == len(cards) and sim.stats()["material"]["calls"] == len(cards)
     assert {card for (_, card), material in found.items() if material is None} == {"m-99999999"}
     assert {(card, material.material_id) for (_, card), material in found.items() if material} == {
-        (card, card) for card in cards[:3]}
+        (card, card) for card in cards[:3]
+    }
 
 
 def test_material_cache_remembers_a_failed_card_for_the_run(redis_url, sim, make_config):
     from later_read.jobs.push.material import MaterialCache
 
     sim.configure(material={"error_5xx_rate": 1.0})
-    settings = load_settings(make_config(services={"max_attempts": 2, "backoff_initial_seconds": 0,
-                                                   "backoff_max_seconds": 0}), environ={})
+    settings = load_settings(
+        make_config(services={"max_attempts": 2, "backoff_initial_seconds": 0, "backoff_max_seconds": 0}), environ={}
+    )
 
     async def main() -> list[BaseException]:
         async with open_job(settings) as conns:
@@ -325,8 +331,12 @@ def test_delivery_counts_a_failed_produce_and_marks_nobody(redis_url, make_confi
     from later_read.clients.kafka import open_producer
     from later_read.jobs.push.delivery import Delivery, report_undelivered
 
-    settings = load_settings(make_config(kafka={"bootstrap_servers": f"127.0.0.1:{servers.free_port()}",
-                                                "librdkafka": {"message.timeout.ms": 1000}}), environ={})
+    settings = load_settings(
+        make_config(
+            kafka={"bootstrap_servers": f"127.0.0.1:{servers.free_port()}", "librdkafka": {"message.timeout.ms": 1000}}
+        ),
+        environ={},
+    )
     stream = io.StringIO()
 
     async def main() -> Delivery:

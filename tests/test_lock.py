@@ -52,7 +52,8 @@ def run_prewarm(config: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_live_holder_keeps_the_lock_and_the_waiter_exits_5_naming_it(
-        sim, redis_url, mysql, make_config, tmp_path, stop_children):
+    sim, redis_url, mysql, make_config, tmp_path, stop_children
+):
     seed_users(mysql, 2000)
     config = slow_config(sim, make_config)
     holder = start_prewarm(config, tmp_path / "holder.txt")
@@ -74,7 +75,8 @@ def test_a_live_holder_keeps_the_lock_and_the_waiter_exits_5_naming_it(
 
 
 def test_a_killed_holders_lock_expires_and_the_waiter_takes_over(
-        sim, redis_url, mysql, make_config, tmp_path, stop_children):
+    sim, redis_url, mysql, make_config, tmp_path, stop_children
+):
     expected = seed_users(mysql, 2000)
     config = slow_config(sim, make_config)
     holder = start_prewarm(config, tmp_path / "holder.txt")
@@ -134,7 +136,8 @@ def test_rerun_holds_the_hours_push_lock_and_waits_for_it(redis_url, mysql, kafk
 
 
 def test_sigterm_while_waiting_for_the_lock_exits_6_having_done_nothing(
-        sim, redis_url, mysql, make_config, tmp_path, stop_children):
+    sim, redis_url, mysql, make_config, tmp_path, stop_children
+):
     seed_users(mysql, 10)
     client = redis.Redis.from_url(redis_url)
     client.set(LOCK, "elsewhere:4242:beef", ex=60)

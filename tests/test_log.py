@@ -14,9 +14,25 @@ from helpers import unquote
 from later_read import log
 from later_read.log import ALERT_KEYWORD
 
-HOSTILE = ["bad uid", "ユーザー", "20000\n0002", f'x {ALERT_KEYWORD}" reason=forged', "", "a=b", 'q"uote',
-           "back\\slash", "tab\there", "nul\x00", "bell\x07", "del\x7f", "sep\u2028x", "cr\rlf\n",
-           ALERT_KEYWORD, "é-ü 漢字", "x" * 300]
+HOSTILE = [
+    "bad uid",
+    "ユーザー",
+    "20000\n0002",
+    f'x {ALERT_KEYWORD}" reason=forged',
+    "",
+    "a=b",
+    'q"uote',
+    "back\\slash",
+    "tab\there",
+    "nul\x00",
+    "bell\x07",
+    "del\x7f",
+    "sep\u2028x",
+    "cr\rlf\n",
+    ALERT_KEYWORD,
+    "é-ü 漢字",
+    "x" * 300,
+]
 
 
 @pytest.mark.parametrize("value", HOSTILE)

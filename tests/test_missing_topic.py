@@ -36,21 +36,29 @@ def topics(broker) -> set[str]:
 
 @pytest.mark.parametrize("which", ["auto-create on", "auto-create off"])
 def test_push_and_rerun_refuse_a_missing_topic_alike_and_never_create_it(
-        which, auto_creating_broker, kafka_server, redis_url, mysql, sim, make_config):
+    which, auto_creating_broker, kafka_server, redis_url, mysql, sim, make_config
+):
     broker = auto_creating_broker if which == "auto-create on" else kafka_server
     seed_day(mysql, 24, hours=(HOUR,))
     topic = f"missing_{which.split()[-1]}_topic"
-    config = str(make_config(kafka={"bootstrap_servers": broker.bootstrap, "topic": topic},
-                             push={"wait_for_prewarm_seconds": 0}))
-    commands = {"push": ["push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", config],
-                "rerun": ["rerun", uid_of(0), "--date", DATE, "--now", NOW, "--config", config]}
+    config = str(
+        make_config(kafka={"bootstrap_servers": broker.bootstrap, "topic": topic}, push={"wait_for_prewarm_seconds": 0})
+    )
+    commands = {
+        "push": ["push", "--date", DATE, "--hour", str(HOUR), "--now", NOW, "--config", config],
+        "rerun": ["rerun", uid_of(0), "--date", DATE, "--now", NOW, "--config", config],
+    }
     lines = {}
     for name, argv in commands.items():
         for attempt in (1, 2):  # the second attempt finds no topic either: the first created nothing
             result = invoke(*argv)
             assert result.exit_code == 3, (name, attempt, result.output)
             lines[name, attempt] = result.stderr.strip().splitlines()[-1]
-    assert set(lines.values()) == {(f"later-read: error: Kafka topic {topic!r} not usable (Broker: Unknown topic "
-                                   "or partition); create it or fix [kafka] topic")}
+    assert set(lines.values()) == {
+        (
+            f"later-read: error: Kafka topic {topic!r} not usable (Broker: Unknown topic "
+            "or partition); create it or fix [kafka] topic"
+        )
+    }
     assert topic not in topics(broker)
     assert sim.stats()["ab"]["calls"] == 0  # rerun stopped before its prewarm step, as push before work

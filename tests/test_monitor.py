@@ -78,15 +78,19 @@ def test_a_successful_prewarm_pings_start_then_success(redis_url, mysql, sim, ma
 def test_a_failing_push_pings_start_then_fail_with_its_exit_code(mysql, make_config, pings, tmp_path):
     dead = servers.free_port()
     check = uuid.uuid4()
-    config = make_config(redis={"url": f"redis://127.0.0.1:{dead}/0"},
-                         monitor={"push_ping_url": f"http://127.0.0.1:{pings.port}/ping/{check}?rid=7"})
+    config = make_config(
+        redis={"url": f"redis://127.0.0.1:{dead}/0"},
+        monitor={"push_ping_url": f"http://127.0.0.1:{pings.port}/ping/{check}?rid=7"},
+    )
     result = invoke("push", "--config", str(config), "--date", DATE, "--hour", "9", "--now", NOW)
     assert result.exit_code == 3, result.output
     assert [p for _, p, _ in pings.requests] == [f"/ping/{check}/start?rid=7", f"/ping/{check}/fail?rid=7"]
     body = pings.requests[1][2].splitlines()
     assert body[0] == "exit_code=3"
-    assert body[1].startswith("later-read: error: Redis at redis://127.0.0.1:") and body[1] == \
-        result.stderr.splitlines()[-1]
+    assert (
+        body[1].startswith("later-read: error: Redis at redis://127.0.0.1:")
+        and body[1] == result.stderr.splitlines()[-1]
+    )
 
 
 class Silent:
@@ -107,19 +111,32 @@ def test_a_failing_ping_changes_nothing(failure, redis_url, mysql, sim, make_con
     port = target.port if target is not None else servers.free_port()
     token = uuid.uuid4()
     try:
-        config = make_config(monitor={"prewarm_ping_url": f"http://127.0.0.1:{port}/{token}",
-                                      "ping_timeout_seconds": 0.5})
+        config = make_config(
+            monitor={"prewarm_ping_url": f"http://127.0.0.1:{port}/{token}", "ping_timeout_seconds": 0.5}
+        )
         result = invoke("prewarm", "--config", str(config), "--date", DATE)
-        down = invoke("push", "--config", str(make_config(redis={"url": "redis://127.0.0.1:1/0"},
-                                                       monitor={"push_ping_url": f"http://127.0.0.1:{port}/{token}",
-                                                                "ping_timeout_seconds": 0.5})),
-                   "--date", DATE, "--hour", "1", "--now", "2026-11-23T01:05:00+08:00")
+        down = invoke(
+            "push",
+            "--config",
+            str(
+                make_config(
+                    redis={"url": "redis://127.0.0.1:1/0"},
+                    monitor={"push_ping_url": f"http://127.0.0.1:{port}/{token}", "ping_timeout_seconds": 0.5},
+                )
+            ),
+            "--date",
+            DATE,
+            "--hour",
+            "1",
+            "--now",
+            "2026-11-23T01:05:00+08:00",
+        )
     finally:
         if target is not None:
             target.close()
-    assert result.exit_code == 0, result.output            # the run's outcome, as without pings
-    assert count_values(redis_url) == users                      # its work done
-    assert down.exit_code == 3                             # a failed run keeps its own code too
+    assert result.exit_code == 0, result.output  # the run's outcome, as without pings
+    assert count_values(redis_url) == users  # its work done
+    assert down.exit_code == 3  # a failed run keeps its own code too
     for output, job, last in ((result.stderr, "prewarm", "success"), (down.stderr, "push", "fail")):
         lines = ping_lines(output)
         assert [line.split(" ping=")[1].split(" ")[0] for line in lines] == ["start", last], output

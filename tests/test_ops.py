@@ -54,7 +54,8 @@ def show_json(config: Path, uid: str) -> dict:
 
 # rerun ---------------------------------------------------------------------------------------------
 def test_rerun_of_a_user_the_prewarm_never_saw_ends_with_a_message_in_kafka(
-        redis_url, mysql, kafka_topic, sim, make_config):
+    redis_url, mysql, kafka_topic, sim, make_config
+):
     seed_day(mysql, USERS)
     config = make_config()
     uid = pick(sim, "rec", USERS)
@@ -93,8 +94,7 @@ def test_rerun_respects_the_sent_marker_unless_force(redis_url, mysql, kafka_top
     assert "already pushed on 20261123" in step(again.stdout, "stopped")
     assert len(read_topic(*kafka_topic)) == 1
 
-    forced = later_read("rerun", uid, "--date", DATE, "--push-only", "--force", "--hour", "7",
-                        "--config", str(config))
+    forced = later_read("rerun", uid, "--date", DATE, "--push-only", "--force", "--hour", "7", "--config", str(config))
     assert forced.exit_code == 0, forced.output
     messages = read_topic(*kafka_topic)
     assert [m.message.msg_id for m in messages] == [msg_id(DATE, uid)] * 2  # same id: consumers dedupe
@@ -127,10 +127,12 @@ def test_rerun_prewarm_only_then_push_only(redis_url, mysql, kafka_topic, sim, m
     assert [m[0] for m in read_topic(*kafka_topic)] == [uid]
 
 
-@pytest.mark.parametrize("want, stop", [("not_in_experiment", "not_in_experiment"),
-                                        ("no_recommendation", "no_recommendation")])
+@pytest.mark.parametrize(
+    "want, stop", [("not_in_experiment", "not_in_experiment"), ("no_recommendation", "no_recommendation")]
+)
 def test_rerun_of_a_no_push_user_stores_the_outcome_and_sends_nothing(
-        redis_url, mysql, kafka_topic, sim, make_config, want, stop):
+    redis_url, mysql, kafka_topic, sim, make_config, want, stop
+):
     seed_day(mysql, USERS)
     config, uid = make_config(), pick(sim, want, USERS)
     result = later_read("rerun", uid, "--date", DATE, "--config", str(config))
@@ -202,16 +204,19 @@ def test_show_text_names_markers_and_the_next_step(redis_url, mysql, kafka_topic
     assert f"later-read rerun {uid} --date {DATE}" in text
 
     assert later_read("rerun", uid, "--date", DATE, "--config", str(config)).exit_code == 0
-    redis_client(redis_url).set(Keys.prewarm_done(RunScope(DATE)), orjson.dumps(
-        {"date": DATE, "finished_at": "2026-11-23T00:09:12+08:00", "users": 60}))
+    redis_client(redis_url).set(
+        Keys.prewarm_done(RunScope(DATE)),
+        orjson.dumps({"date": DATE, "finished_at": "2026-11-23T00:09:12+08:00", "users": 60}),
+    )
     text = later_read("show", uid, "--date", DATE, "--config", str(config)).stdout
     assert "outcome    rec:" in text
     assert f"sent       {msg_id(DATE, uid)}" in text
     assert "prewarm    date=20261123 finished_at=2026-11-23T00:09:12+08:00 users=60" in text
     assert "next" not in text
     hour = first_push_hour(uid, USERS)
-    window = (f"window 2026-11-23T{hour:02d}:00:00+08:00 - 2026-11-23T{hour + 2:02d}:00:00+08:00" if hour < 22
-              else "window ")
+    window = (
+        f"window 2026-11-23T{hour:02d}:00:00+08:00 - 2026-11-23T{hour + 2:02d}:00:00+08:00" if hour < 22 else "window "
+    )
     assert f"hour       {hour} (from task rows, shard 0/1) {window}" in text
     assert "no ledger entry: no push run has begun it" in text  # a rerun writes no entry of its own
 
@@ -229,19 +234,21 @@ def test_show_reads_the_users_hour_in_the_day_ledger(redis_url, mysql, kafka_top
     first_here = seeding.expected_users(DATE, USERS, TASKS, hour=hour, earliest=True)
     state = "done" if set(first_here) == {uid} else "partial"  # the hour's other users were never prewarmed
     assert (found["ledger"]["state"], found["ledger"]["users"]) == (state, len(hour_users)), found["ledger"]
-    other = orjson.loads(later_read("show", uid, "--date", DATE, "--hour", "3", "--json", "--config",
-                                    str(config)).stdout)["push_hour"]
+    other = orjson.loads(
+        later_read("show", uid, "--date", DATE, "--hour", "3", "--json", "--config", str(config)).stdout
+    )["push_hour"]
     assert (other["hour"], other["from"], other["ledger"]) == (3, "--hour", None)
     down = make_config(starrocks={"port": servers.free_port()})  # StarRocks not answering: hour unknown
     text = later_read("show", uid, "--date", DATE, "--config", str(down)).stdout
-    assert "hour       \"unknown (StarRocks:" in text and "pass --hour" in text
+    assert 'hour       "unknown (StarRocks:' in text and "pass --hour" in text
 
 
 def test_show_exit_codes(redis_url, make_config):
     config = str(make_config())
     assert later_read("show", "x" * 1025, "--config", config).exit_code == 2
-    dead = later_read("show", "100000001", "--config", str(make_config(
-        redis={"url": f"redis://127.0.0.1:{servers.free_port()}/0"})))
+    dead = later_read(
+        "show", "100000001", "--config", str(make_config(redis={"url": f"redis://127.0.0.1:{servers.free_port()}/0"}))
+    )
     assert dead.exit_code == 3
     assert "unreachable" in dead.stderr and "check [redis] url" in dead.stderr
 
@@ -257,8 +264,7 @@ def verdicts(stdout: str) -> dict[str, str]:
     return {line.split()[1]: line for line in lines}
 
 
-def test_check_passes_with_everything_up_then_fails_clearly_with_redis_stopped(
-        mysql, kafka_topic, sim, make_config):
+def test_check_passes_with_everything_up_then_fails_clearly_with_redis_stopped(mysql, kafka_topic, sim, make_config):
     seed_day(mysql, USERS)
     with servers.RedisServer() as own_redis:
         config = make_config(redis={"url": own_redis.url})
@@ -290,14 +296,20 @@ def test_check_reports_every_broken_dependency_without_printing_secrets(mysql, k
         redis={"url": f"redis://:Redis-Secret-42@127.0.0.1:{dead}/0"},
         kafka={"bootstrap_servers": f"127.0.0.1:{dead}", "librdkafka": {"sasl.password": "Kafka-Secret-42"}},
         services={"ab_url": f"http://127.0.0.1:{dead}"},
-        metrics={"textfile_dir": "/nonexistent/later-read", "pushgateway_url": f"http://127.0.0.1:{dead}"})
+        metrics={"textfile_dir": "/nonexistent/later-read", "pushgateway_url": f"http://127.0.0.1:{dead}"},
+    )
     result = run_check(config, "--timeout", "3")
     assert result.returncode == 3
     lines = verdicts(result.stdout)
     assert lines["config"].startswith("ok ")
-    for name, fix in (("starrocks", "[starrocks]"), ("redis", "check [redis] url"),
-                      ("kafka", "check [kafka] bootstrap_servers"), ("ab", "check [services] ab_url"),
-                      ("textfile", "[metrics] textfile_dir"), ("pushgw", "[metrics] pushgateway_url")):
+    for name, fix in (
+        ("starrocks", "[starrocks]"),
+        ("redis", "check [redis] url"),
+        ("kafka", "check [kafka] bootstrap_servers"),
+        ("ab", "check [services] ab_url"),
+        ("textfile", "[metrics] textfile_dir"),
+        ("pushgw", "[metrics] pushgateway_url"),
+    ):
         assert lines[name].startswith(f"FAIL {name}"), result.stdout
         assert fix in lines[name], lines[name]
     assert lines["rec"].startswith("ok ") and lines["material"].startswith("ok ")
@@ -346,8 +358,11 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
     """(sample name, sorted label items) -> value, parsed with prometheus-client's own parser."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_textfile_parses_and_counters_accumulate_across_runs(make_config, tmp_path):
@@ -356,8 +371,7 @@ def test_metrics_textfile_parses_and_counters_accumulate_across_runs(make_config
     textfile_dir = tmp_path / "textfile"
     textfile_dir.mkdir()
     settings = metrics_settings(make_config, textfile_dir=str(textfile_dir))
-    first = finished("push", "failures", {"users": 10, "sent": 7, "misses": 3},
-                     {"material_http_503": 1})
+    first = finished("push", "failures", {"users": 10, "sent": 7, "misses": 3}, {"material_http_503": 1})
     record_job(settings, "push", first)
     record_job(settings, "push", finished("push", "interrupted", {"users": 5, "sent": 4}))
 
@@ -379,8 +393,11 @@ def test_metrics_textfile_parses_and_counters_accumulate_across_runs(make_config
 def test_metrics_never_succeeded_has_no_success_timestamp(make_config, tmp_path):
     from later_read.jobs.metrics import record_job
 
-    record_job(metrics_settings(make_config, textfile_dir=str(tmp_path)), "prewarm",
-               finished("prewarm", "service_down", {"users": 3}))
+    record_job(
+        metrics_settings(make_config, textfile_dir=str(tmp_path)),
+        "prewarm",
+        finished("prewarm", "service_down", {"users": 3}),
+    )
     got = samples((tmp_path / "later_read_prewarm.prom").read_text())
     assert got[("later_read_prewarm_last_status", (("status", "service_down"),))] == 1
     assert ("later_read_prewarm_last_success_timestamp_seconds", ()) not in got
@@ -397,8 +414,11 @@ def test_metrics_failure_is_one_warning_never_an_exception(make_config, tmp_path
     logger = logging.getLogger("later_read.metrics")
     logger.addHandler(handler)
     try:
-        settings = metrics_settings(make_config, textfile_dir=str(tmp_path / "missing"),
-                                    pushgateway_url=f"http://127.0.0.1:{servers.free_port()}")
+        settings = metrics_settings(
+            make_config,
+            textfile_dir=str(tmp_path / "missing"),
+            pushgateway_url=f"http://127.0.0.1:{servers.free_port()}",
+        )
         record_job(settings, "push", finished("push", "ok", {"users": 1, "sent": 1}))
     finally:
         logger.removeHandler(handler)
@@ -450,11 +470,13 @@ class _Gateway:
 def test_metrics_pushadd_to_the_pushgateway_grouped_by_job(make_config):
     from later_read.jobs.metrics import record_job
 
-    previous = ('# TYPE later_read_push_users_total counter\n'
-                'later_read_push_users_total{instance="",job="later_read_push"} 100\n'
-                'later_read_push_users_total{instance="",job="later_read_other"} 999\n'
-                '# TYPE later_read_push_last_success_timestamp_seconds gauge\n'
-                'later_read_push_last_success_timestamp_seconds{instance="",job="later_read_push"} 1.7e9\n')
+    previous = (
+        "# TYPE later_read_push_users_total counter\n"
+        'later_read_push_users_total{instance="",job="later_read_push"} 100\n'
+        'later_read_push_users_total{instance="",job="later_read_other"} 999\n'
+        "# TYPE later_read_push_last_success_timestamp_seconds gauge\n"
+        'later_read_push_last_success_timestamp_seconds{instance="",job="later_read_push"} 1.7e9\n'
+    )
     gateway = _Gateway(previous)
     try:
         settings = metrics_settings(make_config, pushgateway_url=gateway.url)

@@ -48,8 +48,11 @@ def seed_hour(db, late: list[str]) -> list[str]:
 
 def with_a_recommendation(simulator, count: int) -> list[str]:
     """`count` uids the simulator gives a recommendation with a card (their message would be sent)."""
-    found = (uid for uid in (f"p{i:06d}" for i in range(1000)) if all(simulator.expected(uid)[k] for k in (
-        "in_experiment", "has_rec", "material_found")))
+    found = (
+        uid
+        for uid in (f"p{i:06d}" for i in range(1000))
+        if all(simulator.expected(uid)[k] for k in ("in_experiment", "has_rec", "material_found"))
+    )
     return [next(found) for _ in range(count)]
 
 
@@ -82,21 +85,43 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
     textfiles = tmp / "textfile"
     textfiles.mkdir()
     config = tmp / "config.toml"
-    config.write_text(render_toml(merge(default_config(), {
-        "redis": {"url": redis_server.url},
-        "starrocks": {"host": db.host, "port": db.port, "user": db.user, "password": db.password,
-                      "database": db.database},
-        "kafka": {"bootstrap_servers": bootstrap, "topic": topic},
-        "services": {"ab_url": url, "rec_url": url, "material_url": url},
-        "push": {"wait_for_prewarm_seconds": 0},
-        "metrics": {"textfile_dir": str(textfiles)}})), encoding="utf-8")
+    config.write_text(
+        render_toml(
+            merge(
+                default_config(),
+                {
+                    "redis": {"url": redis_server.url},
+                    "starrocks": {
+                        "host": db.host,
+                        "port": db.port,
+                        "user": db.user,
+                        "password": db.password,
+                        "database": db.database,
+                    },
+                    "kafka": {"bootstrap_servers": bootstrap, "topic": topic},
+                    "services": {"ab_url": url, "rec_url": url, "material_url": url},
+                    "push": {"wait_for_prewarm_seconds": 0},
+                    "metrics": {"textfile_dir": str(textfiles)},
+                },
+            )
+        ),
+        encoding="utf-8",
+    )
     try:
         late_users = with_a_recommendation(simulator, 3)
         uids = seed_hour(db, late_users)
         (tmp / "uids.txt").write_text("\n".join(uids[:PREWARMED] + late_users) + "\n", encoding="utf-8")
         prewarm = later_read(config, "prewarm", "--date", DATE, "--uids-file", str(tmp / "uids.txt"))
-        noise = [(f"n{i}", orjson.dumps({"msg_id": f"noise-{i}", "source_uid": f"n{i}", "push_date": "20261122",
-                                         "push_hour": HOUR}), i % 3) for i in range(6)]
+        noise = [
+            (
+                f"n{i}",
+                orjson.dumps(
+                    {"msg_id": f"noise-{i}", "source_uid": f"n{i}", "push_date": "20261122", "push_hour": HOUR}
+                ),
+                i % 3,
+            )
+            for i in range(6)
+        ]
         produce(bootstrap, topic, noise)
         start_key, before = Keys.push_start(RunScope(DATE, HOUR)), end_offsets(bootstrap, topic)
         pushed_at = time.time()
@@ -104,16 +129,30 @@ def real_day(tmp_path_factory, redis_server, mariadb_server, kafka_server, simul
         start = {"raw": client.get(start_key), "ttl": client.ttl(start_key), "around": (pushed_at, time.time())}
         pushed = [m for m in read_topic(bootstrap, topic) if m.value.get("push_date") == DATE]
         copy = pushed[0]
-        hostile = orjson.dumps({"msg_id": HOSTILE_ID, "source_uid": "x\x1b[31m", "push_date": DATE,
-                                "push_hour": HOUR})
-        produce(bootstrap, topic, [(copy.key, orjson.dumps(copy.value), (copy.partition + 1) % 3),
-                                   ("x", hostile, 0), ("x", hostile, 1)])
+        hostile = orjson.dumps({"msg_id": HOSTILE_ID, "source_uid": "x\x1b[31m", "push_date": DATE, "push_hour": HOUR})
+        produce(
+            bootstrap,
+            topic,
+            [(copy.key, orjson.dumps(copy.value), (copy.partition + 1) % 3), ("x", hostile, 0), ("x", hostile, 1)],
+        )
         failed = later_read(tmp / "missing.toml", "push", "--date", DATE)
         late = later_read(config, "push", "--now", at(HOUR + 3, 1))  # 12:01: hours 9 and 10 expired, 11 caught up
-        yield {"before": before, "config": config, "prewarm": prewarm, "push": push, "failed": failed, "late": late,
-               "pushed": pushed, "copy": copy, "textfiles": textfiles, "client": client, "start_key": start_key,
-               "start": start,
-               "bootstrap": bootstrap, "topic": topic}
+        yield {
+            "before": before,
+            "config": config,
+            "prewarm": prewarm,
+            "push": push,
+            "failed": failed,
+            "late": late,
+            "pushed": pushed,
+            "copy": copy,
+            "textfiles": textfiles,
+            "client": client,
+            "start_key": start_key,
+            "start": start,
+            "bootstrap": bootstrap,
+            "topic": topic,
+        }
     finally:
         client.close()
         kafka_server.delete_topic(topic)
@@ -155,22 +194,34 @@ def real_lines(real_day, selector: str) -> list[str]:
 
 def test_loki_rules_parse_and_name_the_documented_alerts():
     names = [rule["alert"] for rule in loki_rules()]
-    assert names == ["LaterReadAlertLine", "LaterReadRunFailed", "LaterReadPushMissRatio",
-                     "LaterReadPushHourExpiredLine", "LaterReadPushCatchingUp"]
+    assert names == [
+        "LaterReadAlertLine",
+        "LaterReadRunFailed",
+        "LaterReadPushMissRatio",
+        "LaterReadPushHourExpiredLine",
+        "LaterReadPushCatchingUp",
+    ]
     doc = (ROOT / "docs" / "alerting.md").read_text(encoding="utf-8")
     assert "deploy/alerts/later-read.loki.yml" in doc
     assert all(f"`{name}`" in doc for name in names)
 
 
-@pytest.mark.parametrize("alert", ["LaterReadAlertLine", "LaterReadRunFailed", "LaterReadPushMissRatio",
-                                   "LaterReadPushHourExpiredLine", "LaterReadPushCatchingUp"])
+@pytest.mark.parametrize(
+    "alert",
+    [
+        "LaterReadAlertLine",
+        "LaterReadRunFailed",
+        "LaterReadPushMissRatio",
+        "LaterReadPushHourExpiredLine",
+        "LaterReadPushCatchingUp",
+    ],
+)
 def test_each_loki_line_filter_matches_a_line_a_real_run_printed(real_day, alert):
     [rule] = [r for r in loki_rules() if r["alert"] == alert]
     expr = rule["expr"]
     filters = [a or b for a, b in LINE_FILTER.findall(expr)]
     assert filters, f"{alert} has no line filter"
-    matched = [line for line in real_lines(real_day, SELECTOR.search(expr).group(1))
-               if all(f in line for f in filters)]
+    matched = [line for line in real_lines(real_day, SELECTOR.search(expr).group(1)) if all(f in line for f in filters)]
     assert matched, f"no real line matches {alert}'s filters {filters}"
     for pattern in REGEXP_STAGE.findall(expr):  # the regexp stage extracts a number above the threshold
         values = [float(m.group(1)) for m in map(re.compile(pattern).search, matched) if m]
@@ -208,10 +259,15 @@ def test_every_dashboard_panel_queries_metrics_a_real_run_wrote(real_day):
 def test_the_dashboard_covers_what_on_call_asks():
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "later-read.json").read_text(encoding="utf-8"))
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
-    for needed in ("time() - later_read_prewarm_last_success_timestamp_seconds",
-                   "time() - later_read_push_last_success_timestamp_seconds",
-                   "later_read_push_outcomes_total", 'outcome="misses"', "later_read_push_duration_seconds",
-                   "later_read_push_service_calls_total", "later_read_push_peak_calls_saved"):
+    for needed in (
+        "time() - later_read_prewarm_last_success_timestamp_seconds",
+        "time() - later_read_push_last_success_timestamp_seconds",
+        "later_read_push_outcomes_total",
+        'outcome="misses"',
+        "later_read_push_duration_seconds",
+        "later_read_push_service_calls_total",
+        "later_read_push_peak_calls_saved",
+    ):
         assert needed in exprs, needed
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
@@ -295,18 +351,31 @@ def test_sent_tally_counts_foreign_messages_without_failing():
     from later_read.oncall.sent import SentQuery, Tally, _duplicates, _hours, clean
 
     tally = Tally(SentQuery(DATE, limit=5))
-    for offset, raw in enumerate([b"not json", b"[1]", b'{"msg_id": 7}',
-                                  orjson.dumps({"msg_id": "m", "push_date": "20261122"}),
-                                  orjson.dumps({"msg_id": "a", "push_date": DATE, "push_hour": [1]}),
-                                  orjson.dumps({"msg_id": "a", "push_date": DATE, "push_hour": 9,
-                                                "source_uid": "u"}),
-                                  orjson.dumps({"msg_id": "b", "push_date": DATE, "push_hour": 9})]):
+    for offset, raw in enumerate(
+        [
+            b"not json",
+            b"[1]",
+            b'{"msg_id": 7}',
+            orjson.dumps({"msg_id": "m", "push_date": "20261122"}),
+            orjson.dumps({"msg_id": "a", "push_date": DATE, "push_hour": [1]}),
+            orjson.dumps({"msg_id": "a", "push_date": DATE, "push_hour": 9, "source_uid": "u"}),
+            orjson.dumps({"msg_id": "b", "push_date": DATE, "push_hour": 9}),
+        ]
+    ):
         tally.add(1, offset + 2**40, raw)
     assert (tally.scanned, tally.unparsable, tally.other, tally.matching) == (7, 3, 1, 3)
-    assert _hours(tally) == {"09": {"messages": 2, "distinct_msg_ids": 1},
-                             "[1]": {"messages": 1, "distinct_msg_ids": 1}}
-    assert _duplicates(tally) == [{"msg_id": "a", "uid": "u", "copies": 2, "at": [
-        {"partition": 1, "offset": 4 + 2**40}, {"partition": 1, "offset": 5 + 2**40}]}]
+    assert _hours(tally) == {
+        "09": {"messages": 2, "distinct_msg_ids": 1},
+        "[1]": {"messages": 1, "distinct_msg_ids": 1},
+    }
+    assert _duplicates(tally) == [
+        {
+            "msg_id": "a",
+            "uid": "u",
+            "copies": 2,
+            "at": [{"partition": 1, "offset": 4 + 2**40}, {"partition": 1, "offset": 5 + 2**40}],
+        }
+    ]
     assert clean("x" * 81).endswith("...") and len(clean("x" * 81)) == 80 and clean("x" * 80) == "x" * 80
     assert fields(v=clean("a\nb\x1b")) == 'v="a\\nb\\x1b"'  # escaped once, where the line is built
 

@@ -23,15 +23,20 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 PIP_TIMEOUT = 600
-NOT_INSTALLED = ("later-read: error: the sandbox is not installed: pip install 'later-read[sandbox]' (from a "
-                 "checkout: pip install -e '.[sandbox]' -e ./sandbox)")
+NOT_INSTALLED = (
+    "later-read: error: the sandbox is not installed: pip install 'later-read[sandbox]' (from a "
+    "checkout: pip install -e '.[sandbox]' -e ./sandbox)"
+)
 
 
 def clean_env() -> dict[str, str]:
     """Ours without what would put this checkout or other installs in the venv's way (the tests' PYTHONPATH,
     the user's site-packages, the project's own variables)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP") and not k.startswith("LATER_READ_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP") and not k.startswith("LATER_READ_")
+    }
     return {**env, "PYTHONNOUSERSITE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
@@ -49,8 +54,11 @@ def built(tmp_path_factory) -> dict[str, Path]:
         shutil.copytree(ROOT / name, source / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
-    done = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), ".",
-                "./sandbox"], cwd=source, timeout=PIP_TIMEOUT)
+    done = run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), ".", "./sandbox"],
+        cwd=source,
+        timeout=PIP_TIMEOUT,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     wheels = {path.name.split("-")[0]: path for path in (work / "dist").glob("*.whl")}
     assert sorted(wheels) == ["later_read", "later_read_sandbox"]
@@ -63,8 +71,20 @@ def venv(built) -> Path:
     folder = built["work"] / "venv"
     made = run([sys.executable, "-m", "venv", "--without-pip", str(folder)], cwd=built["work"])
     assert made.returncode == 0, made.stderr
-    done = run([sys.executable, "-m", "pip", "--python", str(folder / "bin" / "python"), "install", "-q",
-                str(built["later_read"])], cwd=built["work"], timeout=PIP_TIMEOUT)
+    done = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(folder / "bin" / "python"),
+            "install",
+            "-q",
+            str(built["later_read"]),
+        ],
+        cwd=built["work"],
+        timeout=PIP_TIMEOUT,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return folder
 
@@ -107,8 +127,12 @@ def test_the_sandbox_wheel_holds_the_sandbox_and_needs_later_read(built):
     with zipfile.ZipFile(built["later_read_sandbox"]) as archive:
         names = set(archive.namelist())
     assert tops(built["later_read_sandbox"]) == {"later_read_sandbox", "later_read_sandbox-0.1.0.dist-info"}
-    assert {"later_read_sandbox/cli.py", "later_read_sandbox/kafka/pom.xml",
-            "later_read_sandbox/simulator/__main__.py", "later_read_sandbox/faults/checks.py"} <= names
+    assert {
+        "later_read_sandbox/cli.py",
+        "later_read_sandbox/kafka/pom.xml",
+        "later_read_sandbox/simulator/__main__.py",
+        "later_read_sandbox/faults/checks.py",
+    } <= names
     assert requirements(built["later_read_sandbox"]) == {"later-read": "", "tomli-w": ""}
 
 
@@ -118,8 +142,9 @@ def test_a_production_install_runs_the_jobs_commands_without_the_sandbox(venv, b
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout + where.stderr
     top = run([str(bin_dir / "later-read"), "--help"], cwd=elsewhere)
     assert top.returncode == 0, top.stderr
-    assert {"prewarm", "push", "check", "sandbox"} <= {line.split()[0] for line in
-                                                      top.stdout.split("Commands:")[1].splitlines() if line}
+    assert {"prewarm", "push", "check", "sandbox"} <= {
+        line.split()[0] for line in top.stdout.split("Commands:")[1].splitlines() if line
+    }
     prewarm = run([str(bin_dir / "later-read"), "prewarm", "--help"], cwd=elsewhere)
     assert prewarm.returncode == 0, prewarm.stderr
     assert "Example:" in prewarm.stdout and "later-read prewarm" in prewarm.stdout
@@ -131,8 +156,14 @@ def test_a_production_install_has_neither_the_sandbox_nor_tomli_w(venv, built):
         done = run([python, "-c", f"import {module}"], cwd=built["work"])
         assert done.returncode == 1, (module, done.stdout, done.stderr)
         assert f"ModuleNotFoundError: No module named '{module.split('.')[0]}'" in done.stderr
-    names = run([python, "-c", ("import importlib.metadata as m; print(*sorted(d.metadata['Name'].lower() "
-                 "for d in m.distributions()))")], cwd=built["work"])
+    names = run(
+        [
+            python,
+            "-c",
+            ("import importlib.metadata as m; print(*sorted(d.metadata['Name'].lower() for d in m.distributions()))"),
+        ],
+        cwd=built["work"],
+    )
     installed = set(names.stdout.split())
     assert "later-read" in installed and "click" in installed, names.stderr
     assert installed & {"tomli-w", "tomli_w", "later-read-sandbox"} == set()

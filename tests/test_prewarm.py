@@ -43,8 +43,16 @@ from later_read.store.keys import Keys
 MARKER = Keys.prewarm_done(RunScope(DATE))
 LOCK = Keys.lock("prewarm", RunScope(DATE))
 TTL = 86400
-REPORT_KEYS = {"date", "users", "cached", "not_in_experiment", "no_recommendation", "failed",
-               "skipped_existing", "duration_seconds"}
+REPORT_KEYS = {
+    "date",
+    "users",
+    "cached",
+    "not_in_experiment",
+    "no_recommendation",
+    "failed",
+    "skipped_existing",
+    "duration_seconds",
+}
 
 
 # Helpers -------------------------------------------------------------------------------------------
@@ -66,8 +74,7 @@ def prewarm(config: Path, *args: str):
 def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp_path):
     expected = seed_users(mysql, 300)
     # Small pages and batches: several keyset pages, several MGET/pipeline batches.
-    config = make_config(starrocks={"batch_size": 64}, redis={"batch_size": 50},
-                         prewarm={"concurrency": 8})
+    config = make_config(starrocks={"batch_size": 64}, redis={"batch_size": 50}, prewarm={"concurrency": 8})
     report = tmp_path / "report.json"
 
     result = prewarm(config, "--report", str(report))
@@ -95,8 +102,7 @@ def test_seeded_day_exact_redis_contents(sim, redis_url, mysql, make_config, tmp
 
     data = json.loads(report.read_text())
     assert set(data) >= REPORT_KEYS
-    assert (data["users"], data["failed"], data["skipped_existing"], data["status"]) == (
-        len(expected), 0, 0, "ok")
+    assert (data["users"], data["failed"], data["skipped_existing"], data["status"]) == (len(expected), 0, 0, "ok")
     assert data["cached"] == outcomes.count("rec")
     assert data["not_in_experiment"] == outcomes.count("not_in_experiment")
     assert data["no_recommendation"] == outcomes.count("no_recommendation")
@@ -159,17 +165,19 @@ def no_backoff():
         yield
 
 
-def test_thirty_percent_transient_errors_are_recovered_by_retries(sim, redis_url, mysql, make_config,
-                                                                   no_backoff):
+def test_thirty_percent_transient_errors_are_recovered_by_retries(sim, redis_url, mysql, make_config, no_backoff):
     expected = seed_users(mysql, 400)
-    sim.configure(timeout_hold_seconds=3,
-                  ab={"error_5xx_rate": 0.2, "error_429_rate": 0.1},
-                  rec={"error_5xx_rate": 0.2, "timeout_rate": 0.1})
+    sim.configure(
+        timeout_hold_seconds=3,
+        ab={"error_5xx_rate": 0.2, "error_429_rate": 0.1},
+        rec={"error_5xx_rate": 0.2, "timeout_rate": 0.1},
+    )
     # 10 attempts: a user fails only if 10 draws in a row fail (0.3**10, ~1e-5 for the whole test).
     # breaker_min_calls 100: a 30 % error rate must never look like a down service, even by chance in
     # the first small window (with 50 that happens in ~0.2 % of runs).
-    config = make_config(prewarm={"concurrency": 20},
-                         services={"max_attempts": 10, "timeout_seconds": 0.3, "breaker_min_calls": 100})
+    config = make_config(
+        prewarm={"concurrency": 20}, services={"max_attempts": 10, "timeout_seconds": 0.3, "breaker_min_calls": 100}
+    )
 
     result = prewarm(config)
 
@@ -183,8 +191,7 @@ def test_thirty_percent_transient_errors_are_recovered_by_retries(sim, redis_url
     assert "failed=0" in result.stderr and marker(redis_url)["status"] == "ok"
 
 
-def test_permanent_failures_are_counted_then_finished_by_a_rerun(sim, redis_url, mysql, make_config,
-                                                                 tmp_path):
+def test_permanent_failures_are_counted_then_finished_by_a_rerun(sim, redis_url, mysql, make_config, tmp_path):
     expected = seed_users(mysql, 200)
     sim.configure(rec={"malformed_rate": 0.2})  # not retried; under the breaker's 50 %
     config = make_config(prewarm={"concurrency": 8})
@@ -206,8 +213,6 @@ def test_permanent_failures_are_counted_then_finished_by_a_rerun(sim, redis_url,
     assert second.exit_code == 0, second.stderr
     assert sum(sim.calls("ab").values()) == failed
     assert stored_values(redis_url) == {uid: expected_value(sim, uid) for uid in expected}
-
-
 
 
 def test_per_service_qps_cap_is_respected(sim, redis_url, mysql, make_config):
@@ -247,8 +252,9 @@ def slow_run(sim, make_config, **prewarm_settings) -> Path:
     return make_config(prewarm={"concurrency": 10, **prewarm_settings})
 
 
-def test_kill_9_at_half_then_rerun_finishes_without_recomputing(sim, redis_url, mysql, make_config,
-                                                               tmp_path, stop_children):
+def test_kill_9_at_half_then_rerun_finishes_without_recomputing(
+    sim, redis_url, mysql, make_config, tmp_path, stop_children
+):
     expected = seed_users(mysql, 2000)
     config = slow_run(sim, make_config)
     child = start_prewarm(config, tmp_path / "killed.txt")
@@ -279,8 +285,9 @@ def test_kill_9_at_half_then_rerun_finishes_without_recomputing(sim, redis_url, 
     assert marker(redis_url)["skipped_existing"] == len(finished)
 
 
-def test_sigterm_finishes_in_flight_users_prints_summary_exits_6(sim, redis_url, mysql, make_config,
-                                                                 tmp_path, stop_children):
+def test_sigterm_finishes_in_flight_users_prints_summary_exits_6(
+    sim, redis_url, mysql, make_config, tmp_path, stop_children
+):
     expected = seed_users(mysql, 2000)
     config = slow_run(sim, make_config, progress_interval_seconds=0.5)
     stderr, report = tmp_path / "stderr.txt", tmp_path / "report.json"
@@ -294,8 +301,10 @@ def test_sigterm_finishes_in_flight_users_prints_summary_exits_6(sim, redis_url,
     text = stderr.read_text()
     assert code == 6, text
     assert "prewarm.summary status=interrupted" in text
-    assert any("prewarm.interrupted" in line and "signal=SIGTERM" in line and
-               line.endswith("LATER_READ_ALERT") for line in text.splitlines())
+    assert any(
+        "prewarm.interrupted" in line and "signal=SIGTERM" in line and line.endswith("LATER_READ_ALERT")
+        for line in text.splitlines()
+    )
     assert "prewarm.progress done=" in text  # not a terminal: progress lines
     values = stored_values(redis_url)
     assert 300 <= len(values) < len(expected)
@@ -308,8 +317,9 @@ def test_sigterm_finishes_in_flight_users_prints_summary_exits_6(sim, redis_url,
     assert data["cached"] + data["not_in_experiment"] + data["no_recommendation"] == len(values)
 
 
-def test_sigterm_grace_is_bounded_stuck_users_are_cancelled(sim, redis_url, mysql, make_config, tmp_path,
-                                                           stop_children):
+def test_sigterm_grace_is_bounded_stuck_users_are_cancelled(
+    sim, redis_url, mysql, make_config, tmp_path, stop_children
+):
     seed_users(mysql, 200)
     sim.configure(ab={"latency_ms": 5000})  # every user stuck in flight far longer than the grace
     config = make_config(prewarm={"concurrency": 10, "grace_seconds": 0.5}, services={"timeout_seconds": 30})
@@ -329,8 +339,9 @@ def test_sigterm_grace_is_bounded_stuck_users_are_cancelled(sim, redis_url, mysq
     assert stored_values(redis_url) == {} and marker(redis_url) is None
 
 
-def test_starrocks_failing_mid_run_keeps_finished_work_and_exits_3(sim, redis_url, mysql, make_config,
-                                                                   tmp_path, stop_children):
+def test_starrocks_failing_mid_run_keeps_finished_work_and_exits_3(
+    sim, redis_url, mysql, make_config, tmp_path, stop_children
+):
     seed_users(mysql, 2000)
     sim.configure(ab={"latency_ms": 20})
     config = make_config(prewarm={"concurrency": 10}, starrocks={"batch_size": 100})
@@ -353,8 +364,7 @@ def test_starrocks_failing_mid_run_keeps_finished_work_and_exits_3(sim, redis_ur
     assert marker(redis_url) is None
 
 
-def test_second_concurrent_run_of_the_date_is_refused(sim, redis_url, mysql, make_config, tmp_path,
-                                                      stop_children):
+def test_second_concurrent_run_of_the_date_is_refused(sim, redis_url, mysql, make_config, tmp_path, stop_children):
     seed_users(mysql, 2000)
     config = slow_run(sim, make_config)
     child = start_prewarm(config, tmp_path / "first.txt")
@@ -365,19 +375,23 @@ def test_second_concurrent_run_of_the_date_is_refused(sim, redis_url, mysql, mak
 
     assert second.exit_code == 5
     lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("later-read: error: another prewarm run for 20261123 "
-                                                   "is in progress"), second.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        "later-read: error: another prewarm run for 20261123 is in progress"
+    ), second.stderr
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=60) == 6
 
 
 # Bad input, dead dependency ------------------------------------------------------------------------
-@pytest.mark.parametrize("args, words", [
-    (["--date", "2026-11-23"], "--date: expected YYYYMMDD"),
-    (["--uids-file", "/nonexistent/uids.txt"], "--uids-file: cannot read /nonexistent/uids.txt"),
-    (["--uids-file", "{bad}"], "line 2"),
-    (["--report", "/nonexistent/dir/report.json"], "--report: cannot write"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--date", "2026-11-23"], "--date: expected YYYYMMDD"),
+        (["--uids-file", "/nonexistent/uids.txt"], "--uids-file: cannot read /nonexistent/uids.txt"),
+        (["--uids-file", "{bad}"], "line 2"),
+        (["--report", "/nonexistent/dir/report.json"], "--report: cannot write"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(make_config, tmp_path, args, words):
     bad = tmp_path / "bad.txt"
     bad.write_text('100000001\n"an unterminated quoted uid\n')

@@ -47,8 +47,11 @@ SPECIAL = st.sampled_from(list('\n\r\t\x00\x07\x0b\x0c\x1b\x7f\x85\u2028\u2029"\
 
 def hostile(chars: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     tricky = st.text(st.one_of(SPECIAL, chars), max_size=40)
-    return st.one_of(tricky, st.builds(lambda a, b: f"{a}{ALERT_KEYWORD}{b}", tricky, tricky),
-                     st.builds(lambda a, b: f'{a}" {b}=x {ALERT_KEYWORD}', tricky, tricky))
+    return st.one_of(
+        tricky,
+        st.builds(lambda a, b: f"{a}{ALERT_KEYWORD}{b}", tricky, tricky),
+        st.builds(lambda a, b: f'{a}" {b}=x {ALERT_KEYWORD}', tricky, tricky),
+    )
 
 
 HOSTILE = hostile(st.characters(exclude_categories=["Cs"]))
@@ -64,12 +67,24 @@ def bounded(name: str, min_size: int = 0) -> st.SearchStrategy[str]:
 
 
 # The cached value ----------------------------------------------------------------------------------
-REC_VALUES = st.builds(CachedValue, st.just(OUTCOME_REC), st.one_of(st.none(), DATES, st.text(max_size=16)),
-                       bounded("trace_id"), bounded("rec_id", 1), bounded("rec_type", 1), bounded("material_id", 1))
-QUIET_VALUES = st.builds(CachedValue,
-                         st.sampled_from([o for o in OUTCOMES if o != OUTCOME_REC]),
-                         st.one_of(st.none(), DATES, st.text(max_size=16)), bounded("trace_id"),
-                         st.just(""), st.just(""), st.just(""))  # no recommendation: nothing else is stored
+REC_VALUES = st.builds(
+    CachedValue,
+    st.just(OUTCOME_REC),
+    st.one_of(st.none(), DATES, st.text(max_size=16)),
+    bounded("trace_id"),
+    bounded("rec_id", 1),
+    bounded("rec_type", 1),
+    bounded("material_id", 1),
+)
+QUIET_VALUES = st.builds(
+    CachedValue,
+    st.sampled_from([o for o in OUTCOMES if o != OUTCOME_REC]),
+    st.one_of(st.none(), DATES, st.text(max_size=16)),
+    bounded("trace_id"),
+    st.just(""),
+    st.just(""),
+    st.just(""),
+)  # no recommendation: nothing else is stored
 
 
 @QUICK
@@ -81,10 +96,14 @@ def test_any_cached_value_round_trips(value):
     assert len(raw) <= MAX_VALUE_BYTES
 
 
-JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False),
-                         st.text(max_size=30))
-JSON = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False), st.text(max_size=30)
+)
+JSON = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 FIELDS = ("outcome", "date", "trace_id", "rec_id", "rec_type", "material_id")
 OBJECTS = st.dictionaries(st.sampled_from(FIELDS), st.one_of(JSON, st.sampled_from(OUTCOMES)), max_size=6)
 
@@ -109,9 +128,19 @@ def test_any_bytes_decode_or_are_reported_corrupt(raw):
 
 
 def test_edge_bytes_decode_or_are_reported_corrupt():
-    for raw in (b"", b"null", b"[1]", b'{"outcome":"rec"}', b"\xff\xfe", b"[" * 2000, b"1" * 400,
-                b'{"outcome":"rec","rec_id":1,"rec_type":2,"material_id":3}', b"x" * (MAX_VALUE_BYTES + 1),
-                b'{"outcome":"rec","rec_id":true,"rec_type":"b","material_id":"m"}', b'{"outcome":["rec"]}'):
+    for raw in (
+        b"",
+        b"null",
+        b"[1]",
+        b'{"outcome":"rec"}',
+        b"\xff\xfe",
+        b"[" * 2000,
+        b"1" * 400,
+        b'{"outcome":"rec","rec_id":1,"rec_type":2,"material_id":3}',
+        b"x" * (MAX_VALUE_BYTES + 1),
+        b'{"outcome":"rec","rec_id":true,"rec_type":"b","material_id":"m"}',
+        b'{"outcome":["rec"]}',
+    ):
         decodes_or_is_corrupt(raw)
 
 
@@ -122,8 +151,12 @@ def test_any_json_object_decodes_or_is_reported_corrupt(data):
 
 
 @QUICK
-@given(raw=st.one_of(st.none(), st.binary(max_size=100), OBJECTS.map(orjson.dumps),
-                     st.one_of(REC_VALUES, QUIET_VALUES).map(encode)), date=DATES)
+@given(
+    raw=st.one_of(
+        st.none(), st.binary(max_size=100), OBJECTS.map(orjson.dumps), st.one_of(REC_VALUES, QUIET_VALUES).map(encode)
+    ),
+    date=DATES,
+)
 def test_any_stored_value_has_one_verdict_for_a_date(raw, date):
     verdict = judge(raw, date)
     if raw is None:
@@ -141,13 +174,23 @@ def test_any_stored_value_has_one_verdict_for_a_date(raw, date):
 
 
 @QUICK
-@given(uid=HOSTILE, project=HOSTILE, task_id=HOSTILE, value=REC_VALUES, date=DATES, hour=st.integers(0, 23),
-       card=st.builds(Material, HOSTILE, HOSTILE, HOSTILE, HOSTILE, HOSTILE), expires=HOSTILE)
+@given(
+    uid=HOSTILE,
+    project=HOSTILE,
+    task_id=HOSTILE,
+    value=REC_VALUES,
+    date=DATES,
+    hour=st.integers(0, 23),
+    card=st.builds(Material, HOSTILE, HOSTILE, HOSTILE, HOSTILE, HOSTILE),
+    expires=HOSTILE,
+)
 def test_any_push_message_round_trips_and_its_msg_id_is_date_and_uid_only(
-        uid, project, task_id, value, date, hour, card, expires):
+    uid, project, task_id, value, date, hour, card, expires
+):
     clock = Clock(ZONE, dt.datetime(2026, 11, 23, 9, 5, tzinfo=ZONE), monotonic=lambda: 0.0)
-    message = PushMessage.build(TaskUser(uid, project, task_id), value, card, date=date, hour=hour, clock=clock,
-                                expires=expires)
+    message = PushMessage.build(
+        TaskUser(uid, project, task_id), value, card, date=date, hour=hour, clock=clock, expires=expires
+    )
     raw = message.encode()
     assert PushMessage.decode(raw) == message and b"\n" not in raw  # one JSON line, nothing lost
     assert orjson.loads(raw) == message.to_dict()  # the fields by name, as a consumer reads them
@@ -156,8 +199,13 @@ def test_any_push_message_round_trips_and_its_msg_id_is_date_and_uid_only(
 
 
 @QUICK
-@given(st.one_of(st.binary(max_size=200), OBJECTS.map(orjson.dumps),
-                 st.dictionaries(st.sampled_from(["msg_id", "source_uid", "push_hour", "x"]), JSON).map(orjson.dumps)))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        OBJECTS.map(orjson.dumps),
+        st.dictionaries(st.sampled_from(["msg_id", "source_uid", "push_hour", "x"]), JSON).map(orjson.dumps),
+    )
+)
 def test_anything_on_the_topic_decodes_or_is_a_bad_message(raw):
     try:
         message = PushMessage.decode(raw)
@@ -165,7 +213,8 @@ def test_anything_on_the_topic_decodes_or_is_a_bad_message(raw):
         assert str(error) in ("not JSON", "not a JSON object with a string msg_id")  # noqa: PT017
         return
     assert isinstance(message.msg_id, str) and message.to_dict() == {
-        name: orjson.loads(raw).get(name) for name in message.to_dict()}
+        name: orjson.loads(raw).get(name) for name in message.to_dict()
+    }
 
 
 @QUICK

@@ -45,8 +45,19 @@ from later_read.core.scope import RunScope
 from later_read.core.value import CachedValue, encode
 from later_read.store.keys import Keys
 
-REPORT_KEYS = {"date", "hour", "users", "sent", "misses", "not_in_experiment", "no_recommendation",
-               "material_not_found", "already_sent", "failed", "duration_seconds"}
+REPORT_KEYS = {
+    "date",
+    "hour",
+    "users",
+    "sent",
+    "misses",
+    "not_in_experiment",
+    "no_recommendation",
+    "material_not_found",
+    "already_sent",
+    "failed",
+    "duration_seconds",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,7 +143,8 @@ def test_date_and_hour_default_to_one_reading_of_the_clock_in_the_configured_zon
 
 
 def test_hour_yields_exactly_its_users_once_with_correct_fields(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     users, hour = 960, 5
     seed_day(mysql, users)
     values = prewarm_day(redis_url, sim, users, extra=users // 10)  # noise-only uids get values too
@@ -150,15 +162,27 @@ def test_hour_yields_exactly_its_users_once_with_correct_fields(
     for key, body in messages:
         project, task_id = expected[key]
         value, card = values[key], oracle.card(values[key].material_id)
-        assert body["msg_id"] == msg_id(DATE, key) == str(uuid.uuid5(
-            uuid.UUID("56ceba24-d476-55d4-8d79-7a252494d8f7"), f"later_read:{DATE}:{key}"))
+        assert (
+            body["msg_id"]
+            == msg_id(DATE, key)
+            == str(uuid.uuid5(uuid.UUID("56ceba24-d476-55d4-8d79-7a252494d8f7"), f"later_read:{DATE}:{key}"))
+        )
         assert {k: body[k] for k in ("source_uid", "project", "task_id", "push_date", "push_hour")} == {
-            "source_uid": key, "project": project, "task_id": task_id, "push_date": DATE,
-            "push_hour": hour}
+            "source_uid": key,
+            "project": project,
+            "task_id": task_id,
+            "push_date": DATE,
+            "push_hour": hour,
+        }
         assert (body["rec_id"], body["rec_type"], body["material_id"], body["trace_id"]) == (
-            value.rec_id, value.rec_type, value.material_id, value.trace_id)
+            value.rec_id,
+            value.rec_type,
+            value.material_id,
+            value.trace_id,
+        )
         assert {k: body[k] for k in ("title", "content", "cover_url", "deeplink")} == {
-            k: card[k] for k in ("title", "content", "cover_url", "deeplink")}
+            k: card[k] for k in ("title", "content", "cover_url", "deeplink")
+        }
         # created_at by the run's clock (--now 05:01 here, advanced by the run's own time); expires_at is
         # the hour's window end: 05:00 + [push] catch_up_minutes (120).
         assert body["created_at"].startswith("2026-11-23T05:0") and body["created_at"].endswith("+08:00")
@@ -172,7 +196,8 @@ def test_hour_yields_exactly_its_users_once_with_correct_fields(
     assert data["not_in_experiment"] == sum(not e["in_experiment"] for e in outcomes)
     assert data["no_recommendation"] == sum(e["in_experiment"] and not e["has_rec"] for e in outcomes)
     assert data["material_not_found"] == sum(
-        e["in_experiment"] and e["has_rec"] and not e["material_found"] for e in outcomes)
+        e["in_experiment"] and e["has_rec"] and not e["material_found"] for e in outcomes
+    )
     assert data["misses"] == data["already_sent"] == data["failed"] == 0
     assert (data["date"], data["hour"], data["status"]) == (DATE, hour, "ok")
     assert sent_markers(redis_url) == {uid: msg_id(DATE, uid) for uid in expected}
@@ -186,8 +211,7 @@ def test_hour_yields_exactly_its_users_once_with_correct_fields(
     assert (data["sent"], data["already_sent"]) == (0, len(expected))
 
 
-def test_later_hour_holding_the_same_uid_sends_nothing_new(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+def test_later_hour_holding_the_same_uid_sends_nothing_new(redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     users = 2400
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
@@ -206,7 +230,7 @@ def test_later_hour_holding_the_same_uid_sends_nothing_new(
     counts: dict[str, int] = {}
     for key, _ in messages:
         counts[key] = counts.get(key, 0) + 1
-    assert max(counts.values()) == 1                        # nobody got two pushes today
+    assert max(counts.values()) == 1  # nobody got two pushes today
     assert set(counts) - first == set(pushable(sim, by_hour[hour + 1])) - first
     assert json.loads(report.read_text())["already_sent"] == len(shared & first)
 
@@ -234,7 +258,8 @@ def test_force_sends_again_with_the_same_msg_id(redis_url, mysql, kafka_topic, s
 
 
 def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
-        redis_url, mysql, kafka_topic, sim, make_config):
+    redis_url, mysql, kafka_topic, sim, make_config
+):
     users, hour = 2400, 7
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
@@ -260,8 +285,7 @@ def test_deleted_keys_are_misses_with_the_exact_count_in_the_summary_line(
     assert sent == set(pushable(sim, dict.fromkeys(set(picked) - set(deleted) - {stale}, ("", ""))))
 
 
-def test_corrupt_value_is_counted_and_alerted_never_a_crash(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+def test_corrupt_value_is_counted_and_alerted_never_a_crash(redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     users, hour = 480, 9
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
@@ -285,7 +309,8 @@ def test_corrupt_value_is_counted_and_alerted_never_a_crash(
 
 
 def test_material_fetched_once_per_distinct_card_and_not_found_counted(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     sim.configure(materials=12, not_found_ratio=0.25)
     users, hour = 2400, 4
     seed_day(mysql, users)
@@ -294,8 +319,7 @@ def test_material_fetched_once_per_distinct_card_and_not_found_counted(
     for uid in picked:  # rec_id shared per book, as a real engine's strategy/slot id is
         value = oracle_value(sim, uid)
         if value.is_rec:
-            value = CachedValue("rec", DATE, value.trace_id, f"rec-{value.material_id}", "book",
-                                value.material_id)
+            value = CachedValue("rec", DATE, value.trace_id, f"rec-{value.material_id}", "book", value.material_id)
         values[uid] = value
     prewarm_values(redis_url, values)
     sim.reset()
@@ -315,18 +339,19 @@ def test_material_fetched_once_per_distinct_card_and_not_found_counted(
     assert data["materials_fetched"] == len(cards)
 
 
-def test_missing_prewarm_marker_waits_then_alerts_and_pushes(
-        redis_url, mysql, kafka_topic, sim, make_config):
+def test_missing_prewarm_marker_waits_then_alerts_and_pushes(redis_url, mysql, kafka_topic, sim, make_config):
     users, hour = 480, 2
     seed_day(mysql, users)
-    prewarm_values(redis_url, {seeding.uid_of(i): oracle_value(sim, seeding.uid_of(i)) for i in range(users)},
-            done=False)
+    prewarm_values(
+        redis_url, {seeding.uid_of(i): oracle_value(sim, seeding.uid_of(i)) for i in range(users)}, done=False
+    )
     config = make_config(push={"wait_for_prewarm_seconds": 1.5})
     result = run_push(config, hour=hour)
     assert result.exit_code == 0, result.output
     first_wait = next(ln for ln in result.stderr.splitlines() if " push.waiting_for_prewarm " in ln)
-    assert first_wait.endswith(f" push.waiting_for_prewarm date={DATE} hour={hour} waited_seconds=0.000 "
-                               "wait_seconds=1.500 hours_ready=0")
+    assert first_wait.endswith(
+        f" push.waiting_for_prewarm date={DATE} hour={hour} waited_seconds=0.000 wait_seconds=1.500 hours_ready=0"
+    )
     line = summary_line(result.stderr, "push.prewarm_unfinished")
     assert line.rstrip().endswith(ALERT) and f"date={DATE} hour={hour} waited_seconds=" in line
     fields = dict(f.split("=", 1) for f in line.split(" push.prewarm_unfinished ", 1)[1].split(" ")[:4])
@@ -339,8 +364,7 @@ def test_missing_prewarm_marker_waits_then_alerts_and_pushes(
 # Dry run, live computation, lock
 
 
-def test_dry_run_prints_messages_without_kafka_or_markers(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+def test_dry_run_prints_messages_without_kafka_or_markers(redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
     users, hour = 480, 6
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
@@ -372,8 +396,14 @@ def test_on_miss_live_computes_within_budget(redis_url, mysql, kafka_topic, sim,
     prewarm_values(redis_url, {})  # only the marker: the prewarm "missed" everyone
     budget = 40
     report = tmp_path / "r.json"
-    result = run_push(push_config(make_config, live_budget=budget, miss_log_limit=2),
-                      "--on-miss", "live", "--report", str(report), hour=hour)
+    result = run_push(
+        push_config(make_config, live_budget=budget, miss_log_limit=2),
+        "--on-miss",
+        "live",
+        "--report",
+        str(report),
+        hour=hour,
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["misses"] == len(picked) and data["live"] == budget
@@ -401,14 +431,14 @@ def test_held_lock_exits_5_and_sends_nothing(redis_url, mysql, kafka_topic, sim,
 
 
 def test_material_service_down_stops_with_exit_4_nothing_sent(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     hour = 13
     expected = seed_hour(mysql, 400, hour, prefix="m")
     prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
     sim.configure(material={"error_5xx_rate": 1.0})
     report = tmp_path / "r.json"
-    config = make_config(push={"wait_for_prewarm_seconds": 0, "concurrency": 4},
-                         services={"max_attempts": 1})
+    config = make_config(push={"wait_for_prewarm_seconds": 0, "concurrency": 4}, services={"max_attempts": 1})
     result = run_push(config, "--report", str(report), hour=hour)
     assert result.exit_code == 4, result.output
     last = result.stderr.rstrip().splitlines()[-1]
@@ -433,7 +463,8 @@ def _wait_for_messages(kafka_topic, at_least: int, process: subprocess.Popen, ti
 
 
 def test_kill_9_while_producing_then_rerun_leaves_one_msg_id_per_user(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     hour, users = 14, 4000
     expected = seed_hour(mysql, users, hour)
     prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
@@ -466,14 +497,17 @@ def test_kill_9_while_producing_then_rerun_leaves_one_msg_id_per_user(
     assert {key for key, _ in messages} == set(want)
     assert set(per_msg_id) == {msg_id(DATE, uid) for uid in want}
     assert max(per_msg_id.values()) == 1, "a user got the same message twice"  # exactly one each
-    print(f"\nkill -9: {before}+ messages in the topic at the kill, {marked_at_kill} users marked; "
-          f"the rerun recovered the rest from the topic: {len(messages)} messages for {len(want)} users")
+    print(
+        f"\nkill -9: {before}+ messages in the topic at the kill, {marked_at_kill} users marked; "
+        f"the rerun recovered the rest from the topic: {len(messages)} messages for {len(want)} users"
+    )
     assert "push.recovered" in rerun.stderr
     assert set(sent_markers(redis_url)) == set(want)
 
 
 def test_sigterm_stops_cleanly_and_the_rerun_adds_no_duplicate(
-        redis_url, mysql, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_topic, sim, make_config, tmp_path
+):
     hour, users = 15, 1500
     expected = seed_hour(mysql, users, hour, prefix="s")
     prewarm_values(redis_url, {uid: oracle_value(sim, uid) for uid in expected})
@@ -482,8 +516,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_adds_no_duplicate(
     report = tmp_path / "r.json"
     log = tmp_path / "term.log"
     with log.open("wb") as err:
-        process = start_cli(*push_args(config, hour, "--report", str(report)), stdout=subprocess.DEVNULL,
-                                stderr=err)
+        process = start_cli(*push_args(config, hour, "--report", str(report)), stdout=subprocess.DEVNULL, stderr=err)
         try:
             _wait_for_messages(kafka_topic, 200, process)
             process.send_signal(signal.SIGTERM)
@@ -508,36 +541,43 @@ def test_sigterm_stops_cleanly_and_the_rerun_adds_no_duplicate(
     assert len(keys) == len(set(keys)) and set(keys) == set(pushable(sim, expected))
 
 
-def test_broker_unreachable_is_one_clear_error_exit_3_nobody_marked(
-        redis_url, mysql, sim, make_config):
+def test_broker_unreachable_is_one_clear_error_exit_3_nobody_marked(redis_url, mysql, sim, make_config):
     seed_day(mysql, 96)
     prewarm_day(redis_url, sim, 96)
-    config = make_config(kafka={"bootstrap_servers": "127.0.0.1:1", "topic": "later_read_push"},
-                         push={"wait_for_prewarm_seconds": 0})
+    config = make_config(
+        kafka={"bootstrap_servers": "127.0.0.1:1", "topic": "later_read_push"}, push={"wait_for_prewarm_seconds": 0}
+    )
     result = run_push(config, hour=0)
     assert result.exit_code == 3
     errors = [text for text in result.stderr.splitlines() if text.strip()]
-    assert errors == [errors[-1]] and errors[-1].startswith("later-read: error: Kafka at 127.0.0.1:1 "
-                                                            "unreachable"), result.stderr
+    assert errors == [errors[-1]] and errors[-1].startswith("later-read: error: Kafka at 127.0.0.1:1 unreachable"), (
+        result.stderr
+    )
     assert "bootstrap_servers" in errors[-1]
     assert sent_markers(redis_url) == {}
     assert sim.stats()["material"]["calls"] == 0
 
 
 def test_undelivered_messages_are_counted_alerted_and_unmarked(
-        redis_url, mysql, kafka_server, kafka_topic, sim, make_config, tmp_path):
+    redis_url, mysql, kafka_server, kafka_topic, sim, make_config, tmp_path
+):
     """Messages the broker refuses (the topic takes nothing over 200 bytes): none is confirmed."""
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-    resource = ConfigResource(ResourceType.TOPIC, kafka_topic[1], incremental_configs=[ConfigEntry(
-        "max.message.bytes", "200", incremental_operation=AlterConfigOpType.SET)])
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        kafka_topic[1],
+        incremental_configs=[ConfigEntry("max.message.bytes", "200", incremental_operation=AlterConfigOpType.SET)],
+    )
     admin = kafka_server.admin()  # kept referenced until the result arrives
     admin.incremental_alter_configs([resource])[resource].result(30)
     users, hour = 480, 12
     seed_day(mysql, users)
     prewarm_day(redis_url, sim, users)
-    config = make_config(push={"wait_for_prewarm_seconds": 0, "flush_timeout_seconds": 10},
-                         kafka={"librdkafka": {"message.timeout.ms": 2000}})
+    config = make_config(
+        push={"wait_for_prewarm_seconds": 0, "flush_timeout_seconds": 10},
+        kafka={"librdkafka": {"message.timeout.ms": 2000}},
+    )
     report = tmp_path / "r.json"
     result = run_push(config, "--report", str(report), hour=hour)
     assert result.exit_code == 1, result.output
@@ -550,8 +590,7 @@ def test_undelivered_messages_are_counted_alerted_and_unmarked(
     assert sent_markers(redis_url) == {}
 
 
-def test_broker_dying_mid_run_counts_undelivered_and_marks_only_confirmed(
-        redis_url, mysql, sim, make_config, tmp_path):
+def test_broker_dying_mid_run_counts_undelivered_and_marks_only_confirmed(redis_url, mysql, sim, make_config, tmp_path):
     """A private broker (the session one stays up for other tests) is SIGKILLed while the push produces."""
     hour, users = 16, 1500
     expected = seed_hour(mysql, users, hour, prefix="d")
@@ -559,14 +598,15 @@ def test_broker_dying_mid_run_counts_undelivered_and_marks_only_confirmed(
     sim.configure(material={"latency_ms": 40})
     with servers.KafkaServer() as broker:  # never the external one: this test kills it
         topic = broker.create_topic("later_read_dying", partitions=3)
-        config = make_config(kafka={"bootstrap_servers": broker.bootstrap, "topic": topic,
-                                    "librdkafka": {"message.timeout.ms": 3000}},
-                             push={"wait_for_prewarm_seconds": 0, "concurrency": 8,
-                                   "flush_timeout_seconds": 5})
+        config = make_config(
+            kafka={"bootstrap_servers": broker.bootstrap, "topic": topic, "librdkafka": {"message.timeout.ms": 3000}},
+            push={"wait_for_prewarm_seconds": 0, "concurrency": 8, "flush_timeout_seconds": 5},
+        )
         report = tmp_path / "r.json"
         with (tmp_path / "dying.log").open("wb") as err:
-            process = start_cli(*push_args(config, hour, "--report", str(report)), stdout=subprocess.DEVNULL,
-                                stderr=err)
+            process = start_cli(
+                *push_args(config, hour, "--report", str(report)), stdout=subprocess.DEVNULL, stderr=err
+            )
             try:
                 _wait_for_messages((broker.bootstrap, topic), 200, process)
                 broker.stop_process(graceful=False)

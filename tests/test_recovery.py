@@ -58,8 +58,7 @@ def _one_each(kafka_topic, want) -> None:
     assert per_msg_id == Counter({msg_id(DATE, uid): 1 for uid in want})
 
 
-def test_start_record_holds_the_end_offsets_before_the_first_message(
-        redis_url, mysql, kafka_topic, sim, make_config):
+def test_start_record_holds_the_end_offsets_before_the_first_message(redis_url, mysql, kafka_topic, sim, make_config):
     _config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     client = redis.Redis.from_url(redis_url)
     start = orjson.loads(client.get(Keys.push_start(RunScope(DATE, HOUR))))
@@ -73,7 +72,8 @@ def test_start_record_holds_the_end_offsets_before_the_first_message(
 
 
 def test_a_dead_runs_unmarked_deliveries_are_marked_from_the_topic_not_resent(
-        redis_url, mysql, kafka_topic, sim, make_config):
+    redis_url, mysql, kafka_topic, sim, make_config
+):
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     lost = sorted(want)[::3]
     _forget(redis_url, lost)
@@ -91,8 +91,7 @@ def test_a_dead_runs_unmarked_deliveries_are_marked_from_the_topic_not_resent(
     assert sent_markers(redis_url) == {uid: msg_id(DATE, uid) for uid in want}
 
 
-def test_a_finished_hour_is_not_read_back_and_keeps_its_first_start(
-        redis_url, mysql, kafka_topic, sim, make_config):
+def test_a_finished_hour_is_not_read_back_and_keeps_its_first_start(redis_url, mysql, kafka_topic, sim, make_config):
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     client = redis.Redis.from_url(redis_url)
     start = client.get(Keys.push_start(RunScope(DATE, HOUR)))
@@ -104,8 +103,7 @@ def test_a_finished_hour_is_not_read_back_and_keeps_its_first_start(
     _one_each(kafka_topic, want)
 
 
-def test_rerun_uid_takes_the_same_path_and_sends_nothing_twice(
-        redis_url, mysql, kafka_topic, sim, make_config):
+def test_rerun_uid_takes_the_same_path_and_sends_nothing_twice(redis_url, mysql, kafka_topic, sim, make_config):
     config, want = _pushed_hour(redis_url, mysql, kafka_topic, sim, make_config)
     uid = min(want)
     _forget(redis_url, [uid])

@@ -36,8 +36,11 @@ from helpers import (
 from later_read.core.value import decode
 from later_read.store.keys import Keys
 
-SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup = (redis_ha.SERVICE_NAME, redis_ha.RedisClusterGroup,
-                                                       redis_ha.RedisSentinelGroup)
+SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup = (
+    redis_ha.SERVICE_NAME,
+    redis_ha.RedisClusterGroup,
+    redis_ha.RedisSentinelGroup,
+)
 
 HOUR = 9
 USERS = 600
@@ -60,8 +63,13 @@ def ha_config(make_config, group, **sections):
     if isinstance(group, RedisClusterGroup):
         target = {"mode": "cluster", "url": group.url}
     else:
-        target = {"mode": "sentinel", "url": None, "sentinels": group.sentinels,
-                  "service_name": SERVICE_NAME, "wait_replicas": 1}
+        target = {
+            "mode": "sentinel",
+            "url": None,
+            "sentinels": group.sentinels,
+            "service_name": SERVICE_NAME,
+            "wait_replicas": 1,
+        }
     push = {"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60, **sections.pop("push", {})}
     return make_config(redis={**target, "failover_seconds": 30, "batch_size": 50}, push=push, **sections)
 
@@ -128,8 +136,7 @@ def assert_exactly_once(group, sim, users, kafka_topic) -> None:
     assert all(markers)
 
 
-def test_prewarm_rides_out_a_master_killed_mid_run_then_push_sends_once(
-        ha, sim, mysql, kafka_topic, make_config):
+def test_prewarm_rides_out_a_master_killed_mid_run_then_push_sends_once(ha, sim, mysql, kafka_topic, make_config):
     users = seed_hour(mysql, USERS, HOUR)
     sim.configure(ab={"latency_ms": 20})
     config = ha_config(make_config, ha, prewarm={"concurrency": 8})
@@ -155,11 +162,12 @@ def assert_day_ledger(group, config, users) -> None:
     rows = orjson.loads(day.stdout)["hours"]
     assert day.returncode == 0, day.stderr[-3000:]
     assert [(r["hour"], r["state"], r["users"]) for r in rows if r["state"] != "pending"] == [
-        (HOUR, "done", len(users)), (HOUR + 1, "done", 0)]
+        (HOUR, "done", len(users)),
+        (HOUR + 1, "done", 0),
+    ]
 
 
-def test_push_rides_out_a_master_killed_mid_run_every_message_once(
-        ha, sim, mysql, kafka_topic, make_config):
+def test_push_rides_out_a_master_killed_mid_run_every_message_once(ha, sim, mysql, kafka_topic, make_config):
     users = seed_hour(mysql, USERS, HOUR)
     config = ha_config(make_config, ha, push={"concurrency": 4})
     prewarm = invoke("prewarm", "--config", str(config), "--date", DATE)
@@ -183,13 +191,13 @@ def test_fenced_writes_refuse_once_the_lock_is_stolen(ha):
     if cluster:
         found = fenced_writes(ha.url, {"mode": "cluster"})
     else:
-        found = fenced_writes("", {"mode": "sentinel", "sentinels": ha.sentinels, "service_name": SERVICE_NAME,
-                                   "wait_replicas": 1})
+        found = fenced_writes(
+            "", {"mode": "sentinel", "sentinels": ha.sentinels, "service_name": SERVICE_NAME, "wait_replicas": 1}
+        )
     check_fenced_writes(found, cluster)
 
 
-def test_check_reports_the_mode_the_master_or_the_nodes_and_slot_coverage(
-        ha, mysql, kafka_topic, sim, make_config):
+def test_check_reports_the_mode_the_master_or_the_nodes_and_slot_coverage(ha, mysql, kafka_topic, sim, make_config):
     seed_hour(mysql, 10, HOUR)
     config = ha_config(make_config, ha)
     done = run_job(config, "check")
@@ -202,13 +210,16 @@ def test_check_reports_the_mode_the_master_or_the_nodes_and_slot_coverage(
         assert f"mode sentinel, master 127.0.0.1:{ha.master()} ({SERVICE_NAME}), 1 replicas" in line
 
 
-@pytest.mark.parametrize("redis_section, words", [
-    ({"mode": "sentinel", "url": None}, 'mode = "sentinel" needs sentinels'),
-    ({"mode": "sentinel", "sentinels": ["10.0.0.1:26379"]}, "service_name"),
-    ({"mode": "sentinel", "sentinels": ["10.0.0.1"], "service_name": "m"}, '"host:port"'),
-    ({"mode": "cluster", "url": None}, 'mode = "cluster" needs it'),
-    ({"mode": "replica"}, 'one of "standalone", "sentinel", "cluster"'),
-])
+@pytest.mark.parametrize(
+    "redis_section, words",
+    [
+        ({"mode": "sentinel", "url": None}, 'mode = "sentinel" needs sentinels'),
+        ({"mode": "sentinel", "sentinels": ["10.0.0.1:26379"]}, "service_name"),
+        ({"mode": "sentinel", "sentinels": ["10.0.0.1"], "service_name": "m"}, '"host:port"'),
+        ({"mode": "cluster", "url": None}, 'mode = "cluster" needs it'),
+        ({"mode": "replica"}, 'one of "standalone", "sentinel", "cluster"'),
+    ],
+)
 def test_a_bad_redis_mode_config_is_one_line_and_exit_2(make_config, redis_section, words):
     config = make_config(redis=redis_section)
     result = invoke("prewarm", "--config", str(config), "--date", DATE)
@@ -228,7 +239,7 @@ async def _closed_writer_race(redis_url: str) -> BaseException:
     writer, connection._writer = connection._writer, None
     try:
         await connection._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
-    except BaseException as error:   # noqa: BLE001 - the error is the result
+    except BaseException as error:  # noqa: BLE001 - the error is the result
         return error
     finally:
         writer.close()
@@ -247,9 +258,9 @@ def test_redis_pys_closed_writer_race_is_a_failover_error_and_nothing_else_is(re
     assert isinstance(race, AttributeError) and retryable(race)
     assert retryable(redis_errors.ConnectionError("gone"))
     with pytest.raises(AttributeError) as ours:
-        None.writelines([])   # the same message, raised by our own code: a bug, never retried
+        None.writelines([])  # the same message, raised by our own code: a bug, never retried
     assert not retryable(ours.value)
-    assert not retryable(TypeError("'NoneType' object is not callable"))   # no redis-py frame
+    assert not retryable(TypeError("'NoneType' object is not callable"))  # no redis-py frame
 
 
 def test_store_rides_out_the_closed_writer_race_and_reports_it_in_one_line_when_it_lasts(redis_url):
@@ -271,6 +282,7 @@ def test_store_rides_out_the_closed_writer_race_and_reports_it_in_one_line_when_
             if len(calls) <= failures:
                 raise await _closed_writer_race(redis_url)
             return "answered"
+
         settings = RedisSettings(mode=mode, url=redis_url, failover_seconds=failover_seconds)
         client = Redis.from_url(redis_url)
         try:

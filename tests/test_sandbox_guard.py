@@ -17,8 +17,12 @@ from later_read_sandbox.servers import MariaDBServer
 from later_read_sandbox.stack import DEFAULT_TASKS
 
 DATE = "20261123"
-OTHERS = [(f"09-999-{DATE}-keepme", "k1", "novel", 3, "b1"), (f"09-999-{DATE}-keepme", "k2", "comic", 4, "b2"),
-          ("04-026-20261122-r0gdua", "y1", "novel", 5, "b3"), (f"04-026-{DATE}-zzzzzz", "z1", "novel", 6, "b4")]
+OTHERS = [
+    (f"09-999-{DATE}-keepme", "k1", "novel", 3, "b1"),
+    (f"09-999-{DATE}-keepme", "k2", "comic", 4, "b2"),
+    ("04-026-20261122-r0gdua", "y1", "novel", 5, "b3"),
+    (f"04-026-{DATE}-zzzzzz", "z1", "novel", 6, "b4"),
+]
 OLD = [(f"04-026-{DATE}-r0gdua", "old-user", "novel", 7, "b5")]  # a configured id of the date: replaced
 
 
@@ -43,8 +47,10 @@ def table(sandbox_db):
 
 def rows(server) -> list[tuple]:
     with server.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT task_id, source_uid, project, push_hour, book_id FROM task_data "
-                    "ORDER BY task_id, source_uid, book_id")
+        cur.execute(
+            "SELECT task_id, source_uid, project, push_hour, book_id FROM task_data "
+            "ORDER BY task_id, source_uid, book_id"
+        )
         return list(cur.fetchall())
 
 
@@ -54,22 +60,31 @@ def seed(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def starrocks_of(server) -> dict:
-    return {"host": server.host, "port": server.port, "user": server.user, "password": server.password,
-            "database": server.database}
+    return {
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "password": server.password,
+        "database": server.database,
+    }
 
 
 def test_a_config_without_the_sandbox_mark_touches_nothing(table, make_config):
     before = rows(table)
     config = make_config(starrocks=starrocks_of(table))  # production-shaped: no [sandbox] table
-    for args, env in ((["--config", str(config)], {"LATER_READ_CONFIG": str(config)}),
-                      ([], {"LATER_READ_CONFIG": str(config)})):
+    for args, env in (
+        (["--config", str(config)], {"LATER_READ_CONFIG": str(config)}),
+        ([], {"LATER_READ_CONFIG": str(config)}),
+    ):
         done = seed(*args, env=env)
         assert done.returncode == 2, done.stderr
         assert done.stdout == "" and len(done.stderr.splitlines()) == 1
         assert done.stderr.startswith("later-read: error: sandbox seed: ")
     assert "is not a sandbox config (no [sandbox] own_servers = true)" in seed("--config", str(config)).stderr
-    assert "no --config; sandbox commands never read $LATER_READ_CONFIG" in seed(
-        env={"LATER_READ_CONFIG": str(config)}).stderr
+    assert (
+        "no --config; sandbox commands never read $LATER_READ_CONFIG"
+        in seed(env={"LATER_READ_CONFIG": str(config)}).stderr
+    )
     assert rows(table) == before
 
 
@@ -77,8 +92,9 @@ def test_a_marked_config_pointing_elsewhere_opens_no_connection(table, make_conf
     before = rows(table)
     with FakeMySQL() as other:  # a MySQL-speaking server the sandbox did not start
         for host, port in (("127.0.0.1", other.port), ("starrocks.prod.internal", 9030)):
-            config = make_config(starrocks={**starrocks_of(table), "host": host, "port": port},
-                                 sandbox={"own_servers": True})
+            config = make_config(
+                starrocks={**starrocks_of(table), "host": host, "port": port}, sandbox={"own_servers": True}
+            )
             done = seed("--config", str(config))
             assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
             assert f"[starrocks] {host}:{port} in {config} is no MariaDB the sandbox started" in done.stderr
@@ -87,8 +103,9 @@ def test_a_marked_config_pointing_elsewhere_opens_no_connection(table, make_conf
 
 
 def test_the_seed_deletes_only_the_configured_task_ids_of_its_date(table, make_config):
-    config = make_config(starrocks=starrocks_of(table), sandbox={"own_servers": True},
-                         redis={"url": "redis://prod-redis:6379/0"})
+    config = make_config(
+        starrocks=starrocks_of(table), sandbox={"own_servers": True}, redis={"url": "redis://prod-redis:6379/0"}
+    )
     env = {"LATER_READ_CONFIG": "/nonexistent/production.toml", "LATER_READ__STARROCKS__HOST": "prod-db"}
     first = seed("--config", str(config), env=env)  # neither variable is read
     assert first.returncode == 0, first.stderr

@@ -41,8 +41,7 @@ def test_an_hour_starts_at_local_h00_and_its_window_is_catch_up_minutes_long():
     assert s.late_minutes(Hour("20261123", 5), at("2026-11-23T05:50:30+08:00")) == 50.5
 
 
-@pytest.mark.parametrize("zone, date, missing", [("America/New_York", "20260308", 2),
-                                                  ("Europe/Berlin", "20260329", 2)])
+@pytest.mark.parametrize("zone, date, missing", [("America/New_York", "20260308", 2), ("Europe/Berlin", "20260329", 2)])
 def test_spring_forward_the_missing_hour_starts_with_the_next_and_is_caught_up_by_its_run(zone, date, missing):
     s = schedule(zone)
     gone, next_hour = Hour(date, missing), Hour(date, missing + 1)
@@ -56,8 +55,7 @@ def test_spring_forward_the_missing_hour_starts_with_the_next_and_is_caught_up_b
     assert s.window_end(gone) - s.start(gone) == dt.timedelta(minutes=120)
 
 
-@pytest.mark.parametrize("zone, date, twice", [("America/New_York", "20261101", 1),
-                                                ("Europe/Berlin", "20261025", 2)])
+@pytest.mark.parametrize("zone, date, twice", [("America/New_York", "20261101", 1), ("Europe/Berlin", "20261025", 2)])
 def test_fall_back_the_doubled_hour_starts_at_its_first_pass_and_the_second_run_finds_it_done(zone, date, twice):
     s = schedule(zone)
     hour = Hour(date, twice)
@@ -88,8 +86,11 @@ def test_the_lookback_and_the_ledger_start_bound_what_a_run_judges():
     assert since_8.expire == [Hour("20261123", 8)] and since_8.catch_up == [Hour("20261123", 9)]
     long_ago = s.plan(now, {}, now - 3 * LOOKBACK)  # only the last 24 h are judged
     assert long_ago.expire[0] == Hour("20261122", 11) and len(long_ago.expire) == 22
-    final = s.plan(now, {Hour("20261123", 7): "done", Hour("20261123", 9): "expired",
-                         Hour("20261123", 8): "partial"}, s.start(Hour("20261123", 7)))
+    final = s.plan(
+        now,
+        {Hour("20261123", 7): "done", Hour("20261123", 9): "expired", Hour("20261123", 8): "partial"},
+        s.start(Hour("20261123", 7)),
+    )
     assert final.expire == [Hour("20261123", 8)] and final.catch_up == []  # partial, window closed: expired
 
 
@@ -107,7 +108,8 @@ def test_refusal_names_allow_late_and_the_override_passes():
         s.refuse_if_closed(Hour("20261123", 3), at("2026-11-23T09:00:00+08:00"), allow_late=False)
     assert str(refused.value) == (
         "hour 3 of 20261123 is expired: its window closed at 2026-11-23T05:00:00+08:00 (start + [push] "
-        "catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it anyway")
+        "catch_up_minutes = 120), so a push now would be stale; add --allow-late to send it anyway"
+    )
     s.refuse_if_closed(Hour("20261123", 3), at("2026-11-23T09:00:00+08:00"), allow_late=True)
     s.refuse_if_closed(Hour("20261123", 3), at("2026-11-23T04:59:00+08:00"), allow_late=False)
     s.refuse_if_closed(Hour("20261123", 23), at("2026-11-23T09:00:00+08:00"), allow_late=False)  # early
@@ -141,8 +143,11 @@ def test_the_clock_takes_an_offset_refuses_a_naive_time_and_advances():
     assert clock.now().isoformat() == "2026-11-23T05:06:00.500000+08:00"  # 60.5 s of monotonic time later
     assert Clock.parse("2026-11-22T05:05:00Z", ZoneInfo("Asia/Shanghai")).is_set
     assert not Clock.parse(None, ZoneInfo("Asia/Shanghai")).is_set
-    with pytest.raises(UsageError, match=r"--now: '2026-11-22T05:05:00' has no UTC offset.*e\.g\. "
-                                         r"2026-11-22T05:05:00\+08:00"):
+    with pytest.raises(
+        UsageError,
+        match=r"--now: '2026-11-22T05:05:00' has no UTC offset.*e\.g\. "
+        r"2026-11-22T05:05:00\+08:00",
+    ):
         Clock.parse("2026-11-22T05:05:00", ZoneInfo("Asia/Shanghai"))
     with pytest.raises(UsageError, match="expected an ISO 8601 time with an offset"):
         Clock.parse("five past five", ZoneInfo("Asia/Shanghai"))
@@ -160,13 +165,26 @@ NOW = at("2026-11-23T05:10:00+08:00")
 
 def _ended(clean=True, failures=None, total=10, window_closed=False, **counts) -> dict:
     base = ledger.running(None, RunScope("20261123", 5), NOW, 10.0)
-    return ledger.finished(base, Counter(counts), Counter(failures or {}), total, clean=clean, recovered=0,
-                           produced=counts.get("sent", 0), now=NOW, window_closed=window_closed)
+    return ledger.finished(
+        base,
+        Counter(counts),
+        Counter(failures or {}),
+        total,
+        clean=clean,
+        recovered=0,
+        produced=counts.get("sent", 0),
+        now=NOW,
+        window_closed=window_closed,
+    )
 
 
 def test_done_partial_and_expired_come_from_what_the_run_ended_with():
-    assert _ended(users=10, sent=6, already_sent=1, not_in_experiment=1, no_recommendation=1,
-                  material_not_found=1)["state"] == "done"
+    assert (
+        _ended(users=10, sent=6, already_sent=1, not_in_experiment=1, no_recommendation=1, material_not_found=1)[
+            "state"
+        ]
+        == "done"
+    )
     assert _ended(users=10, sent=6, unservable=4)["state"] == "done"  # nothing a rerun could change
     assert _ended(users=10, sent=9, misses=1)["state"] == "partial"
     assert _ended(users=10, sent=9, failures={"material_timeout": 1})["state"] == "partial"
@@ -181,15 +199,41 @@ def test_done_partial_and_expired_come_from_what_the_run_ended_with():
 def test_the_expiry_pass_keeps_the_earlier_runs_start_and_counts_what_it_read():
     dead = ledger.running(None, RunScope("20261123", 5), NOW, 61.5, caught_up=True)
     base = ledger.closing(dead, RunScope("20261123", 5))
-    entry = ledger.finished(base, Counter(users=10, already_sent=3, earlier_hour=1, not_in_experiment=2, expired=4),
-                            Counter(), 10, clean=True, recovered=3, produced=0, now=NOW, window_closed=True)
-    assert (entry["state"], entry["expired"], entry["already_sent"], entry["earlier_hour"], entry["quiet"]) == \
-        ("expired", 4, 3, 1, 2)
-    assert (entry["runs"], entry["late_minutes"], entry["caught_up"], entry["expired_by"]) == \
-        (1, 61.5, True, "schedule")
-    nobody_left = ledger.finished(ledger.closing(None, RunScope("20261123", 3)),
-                                  Counter(users=2, already_sent=2), Counter(), 2, clean=True, recovered=0,
-                                  produced=0, now=NOW, window_closed=True)
+    entry = ledger.finished(
+        base,
+        Counter(users=10, already_sent=3, earlier_hour=1, not_in_experiment=2, expired=4),
+        Counter(),
+        10,
+        clean=True,
+        recovered=3,
+        produced=0,
+        now=NOW,
+        window_closed=True,
+    )
+    assert (entry["state"], entry["expired"], entry["already_sent"], entry["earlier_hour"], entry["quiet"]) == (
+        "expired",
+        4,
+        3,
+        1,
+        2,
+    )
+    assert (entry["runs"], entry["late_minutes"], entry["caught_up"], entry["expired_by"]) == (
+        1,
+        61.5,
+        True,
+        "schedule",
+    )
+    nobody_left = ledger.finished(
+        ledger.closing(None, RunScope("20261123", 3)),
+        Counter(users=2, already_sent=2),
+        Counter(),
+        2,
+        clean=True,
+        recovered=0,
+        produced=0,
+        now=NOW,
+        window_closed=True,
+    )
     assert (nobody_left["state"], nobody_left["runs"], nobody_left["late_minutes"]) == ("done", 0, None)
 
 
@@ -205,10 +249,12 @@ def test_unreadable_entries_are_never_clean_and_shards_merge_to_the_least_advanc
 
 
 # Properties over instants -----------------------------------------------------------------------------
-instants = st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 12, 31),
-                        timezones=st.just(UTC))
-hours = st.builds(lambda day, hour: Hour((dt.date(2020, 1, 1) + dt.timedelta(days=day)).strftime("%Y%m%d"), hour),
-                  st.integers(0, 365 * 11), st.integers(0, 23))
+instants = st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 12, 31), timezones=st.just(UTC))
+hours = st.builds(
+    lambda day, hour: Hour((dt.date(2020, 1, 1) + dt.timedelta(days=day)).strftime("%Y%m%d"), hour),
+    st.integers(0, 365 * 11),
+    st.integers(0, 23),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -226,8 +272,11 @@ def test_now_falls_in_the_hour_it_names(zone, now, minutes):
 @given(zone=st.sampled_from(ZONES), hour=hours)
 def test_starts_never_go_back_and_only_a_skipped_hour_shares_its_start(zone, hour):
     s = schedule(zone)
-    following = Hour(hour.date, hour.hour + 1) if hour.hour < 23 else Hour(
-        (dt.datetime.strptime(hour.date, "%Y%m%d") + dt.timedelta(days=1)).strftime("%Y%m%d"), 0)
+    following = (
+        Hour(hour.date, hour.hour + 1)
+        if hour.hour < 23
+        else Hour((dt.datetime.strptime(hour.date, "%Y%m%d") + dt.timedelta(days=1)).strftime("%Y%m%d"), 0)
+    )
     assert s.start(hour) <= s.start(following)
     if s.start(hour) == s.start(following):  # the missing hour: its start belongs to the next one
         assert s.current(s.start(hour)) == following
@@ -254,8 +303,12 @@ def test_open_and_closed_hours_are_exactly_those_the_windows_say(zone, now, minu
 
 
 @settings(max_examples=200, deadline=None)
-@given(zone=st.sampled_from(ZONES), now=instants, minutes=st.integers(10, 1440),
-       done=st.sets(st.integers(0, 47), max_size=20))
+@given(
+    zone=st.sampled_from(ZONES),
+    now=instants,
+    minutes=st.integers(10, 1440),
+    done=st.sets(st.integers(0, 47), max_size=20),
+)
 def test_a_plan_judges_each_recent_hour_once_and_never_a_final_one(zone, now, minutes, done):
     s = schedule(zone, minutes)
     near = sorted(_every_hour_near(s, now))

@@ -36,14 +36,18 @@ def test_mariadb_round_trip(mysql):
     with mysql.connect() as conn, conn.cursor() as cur:
         cur.execute(TASK_DATA)
         cur.executemany("INSERT INTO task_data VALUES (%s, %s, %s, %s, %s)", rows)
-        cur.execute("SELECT task_id, source_uid, project, push_hour, book_id FROM task_data "
-                    "WHERE task_id IN (%s, %s) AND push_hour = %s ORDER BY source_uid, task_id",
-                    ("04-026-20261123-r0gdua", "04-026-20261123-qk79ub", 1))
+        cur.execute(
+            "SELECT task_id, source_uid, project, push_hour, book_id FROM task_data "
+            "WHERE task_id IN (%s, %s) AND push_hour = %s ORDER BY source_uid, task_id",
+            ("04-026-20261123-r0gdua", "04-026-20261123-qk79ub", 1),
+        )
         got = cur.fetchall()
-    assert got == (("04-026-20261123-qk79ub", "u1", "novel", 1, "b-serial"),
-                   ("04-026-20261123-r0gdua", "u1", "novel", 1, "b1"),
-                   ("04-026-20261123-r0gdua", "u25", "novel", 1, "b25"),
-                   ("04-026-20261123-r0gdua", "u49", "novel", 1, "b49"))
+    assert got == (
+        ("04-026-20261123-qk79ub", "u1", "novel", 1, "b-serial"),
+        ("04-026-20261123-r0gdua", "u1", "novel", 1, "b1"),
+        ("04-026-20261123-r0gdua", "u25", "novel", 1, "b25"),
+        ("04-026-20261123-r0gdua", "u49", "novel", 1, "b49"),
+    )
 
 
 def test_mysql_fixture_gives_each_test_its_own_database(mysql, mariadb_server):
@@ -65,8 +69,7 @@ def _produce(bootstrap: str, topic: str, messages: list[tuple[str, str]]) -> dic
         else:
             delivered[message.key().decode()].add(message.partition())
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 5})
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
     for key, value in messages:
         producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
     assert producer.flush(30) == 0
@@ -75,8 +78,14 @@ def _produce(bootstrap: str, topic: str, messages: list[tuple[str, str]]) -> dic
 
 
 def _consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{topic}-reader",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     received, deadline = [], time.monotonic() + timeout
     try:
@@ -139,14 +148,23 @@ def test_env_override_that_does_not_answer_says_so(monkeypatch):
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("server_class, message", [
-    (servers.RedisServer, ("redis-server not found: run `apt-get install redis-server` "
-                          "(or set LATER_READ_TEST_REDIS_URL)")),
-    (servers.MariaDBServer, ("mariadbd not found: run `apt-get install mariadb-server` "
-                            "(or set LATER_READ_TEST_MYSQL)")),
-    (servers.KafkaServer, ("java not found: run `apt-get install openjdk-17-jre-headless` "
-                          "(or set LATER_READ_TEST_KAFKA)")),
-])
+@pytest.mark.parametrize(
+    "server_class, message",
+    [
+        (
+            servers.RedisServer,
+            ("redis-server not found: run `apt-get install redis-server` (or set LATER_READ_TEST_REDIS_URL)"),
+        ),
+        (
+            servers.MariaDBServer,
+            ("mariadbd not found: run `apt-get install mariadb-server` (or set LATER_READ_TEST_MYSQL)"),
+        ),
+        (
+            servers.KafkaServer,
+            ("java not found: run `apt-get install openjdk-17-jre-headless` (or set LATER_READ_TEST_KAFKA)"),
+        ),
+    ],
+)
 def test_missing_program_is_one_clear_line(server_class, message, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(servers.process, "SBIN_DIRS", ())
@@ -215,9 +233,16 @@ def _reader(mysql, batch_size: int):
     from later_read.clients.starrocks import StarRocks
     from later_read.config.settings import StarRocksSettings
 
-    return StarRocks(StarRocksSettings(host=mysql.host, port=mysql.port, user=mysql.user,
-                                       password=mysql.password, database=mysql.database,
-                                       batch_size=batch_size))
+    return StarRocks(
+        StarRocksSettings(
+            host=mysql.host,
+            port=mysql.port,
+            user=mysql.user,
+            password=mysql.password,
+            database=mysql.database,
+            batch_size=batch_size,
+        )
+    )
 
 
 def _read_all(reader, query) -> list[list]:
@@ -239,8 +264,8 @@ def test_users_are_merged_across_task_ids_in_byte_order_one_per_uid(mysql):
 
     a, b, other = "04-026-20261123-r0gdua", "04-026-20261123-qk79ub", "04-026-20261122-r0gdua"
     uids = [str(n) for n in range(1, 40)] + ["Zed", "alice", "é-uid", "9" * 20]
-    rows = [(a, uid, "novel", 21, "b") for uid in uids[::2]]          # every other uid under task a
-    rows += [(b, uid, "comic", 21, "b") for uid in uids[::3]]         # every third under task b
+    rows = [(a, uid, "novel", 21, "b") for uid in uids[::2]]  # every other uid under task a
+    rows += [(b, uid, "comic", 21, "b") for uid in uids[::3]]  # every third under task b
     rows += [(a, "7", "comic", 5, "b"), (other, "1000", "novel", 21, "b")]  # another hour, another date
     with mysql.connect() as conn, conn.cursor() as cur:
         cur.execute(DDL.format(table="task_data"))
@@ -265,8 +290,10 @@ def test_a_case_insensitive_uid_column_is_refused_not_silently_misread(mysql):
 
     with mysql.connect() as conn, conn.cursor() as cur:
         cur.execute(TASK_DATA + " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
-        cur.executemany("INSERT INTO task_data VALUES (%s, %s, %s, %s, %s)",
-                        [("t", uid, "novel", 1, "b") for uid in ("B", "a", "c")])
+        cur.executemany(
+            "INSERT INTO task_data VALUES (%s, %s, %s, %s, %s)",
+            [("t", uid, "novel", 1, "b") for uid in ("B", "a", "c")],
+        )
         conn.commit()
     with pytest.raises(StarRocksError, match="binary collation"):
         _read_all(_reader(mysql, 10), UserQuery("task_data", ["t"]))

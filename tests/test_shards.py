@@ -36,8 +36,12 @@ from later_read.store.keys import Keys
 
 HOUR = 9
 SHARDS = 4
-PER_RUN = (b"later_read:prewarm:done:", b"later_read:prewarm:ready:", b"later_read:push:start:",
-           b"later_read:push:ledger:")
+PER_RUN = (
+    b"later_read:prewarm:done:",
+    b"later_read:prewarm:ready:",
+    b"later_read:push:start:",
+    b"later_read:push:ledger:",
+)
 
 
 def test_shard_parsing_and_key_suffix():
@@ -94,8 +98,11 @@ def assert_each_user_called_once_but_for_retries(calls: dict[str, int], users, o
     user is a retry a shard counted (a call that timed out on a starved host is asked again; a user two
     shards took would be an extra call no shard counted as a retry). The simulator saw every call the
     shards counted, and no other."""
-    counted = [tuple(map(int, found)) for stderr in outputs
-               for found in re.findall(r" prewarm\.service name=ab .*?\bcalls=(\d+) .*?\bretries=(\d+)\b", stderr)]
+    counted = [
+        tuple(map(int, found))
+        for stderr in outputs
+        for found in re.findall(r" prewarm\.service name=ab .*?\bcalls=(\d+) .*?\bretries=(\d+)\b", stderr)
+    ]
     assert len(counted) == len(outputs)
     made, retried = map(sum, zip(*counted, strict=False))
     assert set(calls) == set(users) and sum(calls.values()) == made == len(users) + retried
@@ -113,12 +120,15 @@ def snapshot(url: str) -> dict[str, bytes]:
 
 
 def messages(topic) -> list[tuple[str, dict]]:
-    return sorted(((key, {k: v for k, v in value.items() if k != "created_at"})
-                   for key, value in consume(topic)), key=lambda m: m[0])
+    return sorted(
+        ((key, {k: v for k, v in value.items() if k != "created_at"}) for key, value in consume(topic)),
+        key=lambda m: m[0],
+    )
 
 
 def test_four_shard_processes_leave_exactly_what_one_run_leaves(
-        redis_url, mysql, kafka_topic, kafka_server, sim, make_config):
+    redis_url, mysql, kafka_topic, kafka_server, sim, make_config
+):
     users = seed_hour(mysql, 400, HOUR)
     push = {"wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60}
     whole = make_config(push=push)
@@ -144,11 +154,13 @@ def test_four_shard_processes_leave_exactly_what_one_run_leaves(
     client = redis.Redis.from_url(redis_url)
     try:
         markers = client.keys("later_read:prewarm:done:*")
-        assert sorted(markers) == sorted(Keys.prewarm_done(RunScope(DATE, None, Shard(k, SHARDS))).encode()
-                                         for k in range(SHARDS))
+        assert sorted(markers) == sorted(
+            Keys.prewarm_done(RunScope(DATE, None, Shard(k, SHARDS))).encode() for k in range(SHARDS)
+        )
         entries = client.keys("later_read:push:ledger:*")
-        assert sorted(entries) == sorted(Keys.push_ledger(RunScope(DATE, HOUR, Shard(k, SHARDS))).encode()
-                                         for k in range(SHARDS))
+        assert sorted(entries) == sorted(
+            Keys.push_ledger(RunScope(DATE, HOUR, Shard(k, SHARDS))).encode() for k in range(SHARDS)
+        )
         states = [orjson.loads(client.get(key)) for key in entries]
         assert {(e["state"], e["clean"]) for e in states} == {("done", True)}
         assert sorted(e["shard"] for e in states) == [f"{k}/{SHARDS}" for k in range(SHARDS)]
@@ -160,8 +172,7 @@ def test_four_shard_processes_leave_exactly_what_one_run_leaves(
 
 def test_four_shards_share_one_qps_cap_through_redis(redis_url, mysql, sim, make_config):
     users = seed_hour(mysql, 2000, HOUR)
-    config = make_config(shards={"count": SHARDS}, services={"ab_qps": 400},
-                         prewarm={"progress_interval_seconds": 60})
+    config = make_config(shards={"count": SHARDS}, services={"ab_qps": 400}, prewarm={"progress_interval_seconds": 60})
 
     with redis.Redis.from_url(redis_url) as client:
         scripts_before = lua_calls(client)
@@ -191,7 +202,9 @@ def test_the_indexed_cronjob_runs_one_shard_per_completion_index(job, tmp_path):
     cronjob = yaml.safe_load(path.read_text(encoding="utf-8"))
     plain = manifests()[("CronJob", f"later-read-{job}")]  # same schedule and zone as the unsharded one
     assert (cronjob["spec"]["schedule"], cronjob["spec"]["timeZone"]) == (
-        plain["spec"]["schedule"], plain["spec"]["timeZone"])
+        plain["spec"]["schedule"],
+        plain["spec"]["timeZone"],
+    )
     spec = cronjob["spec"]["jobTemplate"]["spec"]
     assert spec["completionMode"] == "Indexed"
     assert spec["backoffLimitPerIndex"] == plain["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 2
@@ -205,8 +218,10 @@ def test_the_indexed_cronjob_runs_one_shard_per_completion_index(job, tmp_path):
     from later_read.config.settings import load_settings
 
     (tmp_path / "config.toml").write_text(
-        manifests()[("ConfigMap", "later-read-config")]["data"]["config.toml"], encoding="utf-8")
+        manifests()[("ConfigMap", "later-read-config")]["data"]["config.toml"], encoding="utf-8"
+    )
     settings = load_settings(tmp_path / "config.toml", environ={"LATER_READ__SHARDS__COUNT": str(count)})
     assert configmap_settings(tmp_path).shards.count == 1  # the unsharded CronJobs keep the whole day
-    assert [parse_shard(None, settings.shards.count, {JOB_INDEX_ENV: str(k)}) for k in range(count)] == \
-        Shard(0, count).siblings()
+    assert [parse_shard(None, settings.shards.count, {JOB_INDEX_ENV: str(k)}) for k in range(count)] == Shard(
+        0, count
+    ).siblings()

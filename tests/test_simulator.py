@@ -61,25 +61,34 @@ def material_call(material_id: str, uid: str = "u") -> tuple[str, dict]:
     return MATERIAL, {"uid": uid, "rec_id": "r", "rec_type": "book", "material_id": material_id}
 
 
-def post_all(url: str, calls: list[tuple[str, dict]], connections: int = 50, timeout: float = 10.0,
-             pace: float = 0.0) -> list[Answer]:
+def post_all(
+    url: str, calls: list[tuple[str, dict]], connections: int = 50, timeout: float = 10.0, pace: float = 0.0
+) -> list[Answer]:
     """POST every call with at most `connections` in flight; `pace` spaces the starts (seconds)."""
+
     async def run() -> list[Answer]:
         limit = asyncio.Semaphore(connections)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+
             async def one(index: int, path: str, body: dict) -> Answer:
                 await asyncio.sleep(index * pace)
                 async with limit:
                     return await _post(session, url + path, body, timeout)
+
             return await asyncio.gather(*(one(n, path, body) for n, (path, body) in enumerate(calls)))
+
     return asyncio.run(run())
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict, timeout: float) -> Answer:
     started = time.perf_counter()
     try:
-        async with session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"},
-                                timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        async with session.post(
+            url,
+            data=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
             data = await response.read()
             return Answer(response.status, data, time.perf_counter() - started)
     except TimeoutError:
@@ -120,7 +129,9 @@ def test_answers_follow_the_contracts_and_the_local_oracle(sim):
     for uid, ab_answer, rec_answer in zip(people, ab, rec, strict=False):
         expected = sim.expected(uid)
         assert ab_answer.status == 200 and ab_answer.json() == {
-            "value": expected["ab_value"], "trace_id": expected["trace_id"]}
+            "value": expected["ab_value"],
+            "trace_id": expected["trace_id"],
+        }
         assert (ab_answer.json()["value"] != "0") == expected["in_experiment"]
         if expected["has_rec"]:
             assert rec_answer.json() == {key: expected[key] for key in REQUIRED[REC]}
@@ -139,9 +150,14 @@ def test_answers_follow_the_contracts_and_the_local_oracle(sim):
 def test_http_errors_unknown_path_bad_json_missing_uid_wrong_method(sim):
     connection = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]), timeout=5)
     for method, path, body, status in [
-        ("POST", "/v1/nope", b"{}", 404), ("POST", AB, b"{not json", 400), ("POST", AB, b"[1]", 400),
-        ("POST", REC, b'{"project": "novel"}', 400), ("POST", MATERIAL, b'{"uid": "u"}', 400),
-        ("GET", AB, None, 405), ("GET", "/_sim/nope", None, 404), ("POST", AB, orjson.dumps(ab_call("k")[1]), 200),
+        ("POST", "/v1/nope", b"{}", 404),
+        ("POST", AB, b"{not json", 400),
+        ("POST", AB, b"[1]", 400),
+        ("POST", REC, b'{"project": "novel"}', 400),
+        ("POST", MATERIAL, b'{"uid": "u"}', 400),
+        ("GET", AB, None, 405),
+        ("GET", "/_sim/nope", None, 404),
+        ("POST", AB, orjson.dumps(ab_call("k")[1]), 200),
     ]:
         connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
         response = connection.getresponse()  # one keep-alive connection carries all of them
@@ -259,13 +275,18 @@ def test_hostile_replies_a_huge_field_for_a_stable_share_of_the_uids(sim):
 
 
 def test_hostile_replies_a_padded_reply_and_a_chosen_text(sim):
-    set_knobs(sim, rec={"hostile_ratio": 1.0, "hostile_reply_bytes": 300_000}, no_rec_ratio=0,
-              material={"hostile_ratio": 1.0, "hostile_field": "title", "hostile_text": 'x\n"LATER_READ_ALERT'},
-              not_found_ratio=0)
+    set_knobs(
+        sim,
+        rec={"hostile_ratio": 1.0, "hostile_reply_bytes": 300_000},
+        no_rec_ratio=0,
+        material={"hostile_ratio": 1.0, "hostile_field": "title", "hostile_text": 'x\n"LATER_READ_ALERT'},
+        not_found_ratio=0,
+    )
     [rec] = post_all(sim.url, [rec_call("u1")])
     assert len(rec.body) == 300_000
     assert {k: v for k, v in rec.json().items() if k != "padding"} == {
-        k: sim.expected("u1")[k] for k in ("rec_id", "rec_type", "material_id")}
+        k: sim.expected("u1")[k] for k in ("rec_id", "rec_type", "material_id")
+    }
     [card] = post_all(sim.url, [material_call("m-7")])
     assert card.json()["title"] == 'x\n"LATER_READ_ALERT'
     assert card.json()["deeplink"] == "reader://book/m-7"
@@ -368,11 +389,23 @@ def test_reset_zeroes_every_counter(sim):
     sim.reset()
     for endpoint in ("ab", "rec", "material"):
         assert sim.stats()[endpoint] == {
-            "calls": 0, "by_status": {}, "distinct_uids": 0, "peak_qps": 0, "max_calls_per_uid": 0,
-            "first_at": None, "last_at": None,
+            "calls": 0,
+            "by_status": {},
+            "distinct_uids": 0,
+            "peak_qps": 0,
+            "max_calls_per_uid": 0,
+            "first_at": None,
+            "last_at": None,
             "by_fault": {"none": 0, "5xx": 0, "429": 0, "timeout": 0, "malformed": 0, "shed": 0, "hostile": 0},
-            "capacity": 0, "in_service": 0, "queued": 0, "max_queued": 0, "sojourn_p50_ms": 0.0,
-            "sojourn_p99_ms": 0.0, "wait_p99_ms": 0.0, "late_p99_ms": 0.0}
+            "capacity": 0,
+            "in_service": 0,
+            "queued": 0,
+            "max_queued": 0,
+            "sojourn_p50_ms": 0.0,
+            "sojourn_p99_ms": 0.0,
+            "wait_p99_ms": 0.0,
+            "late_p99_ms": 0.0,
+        }
         assert sim.calls(endpoint) == {}
 
 
@@ -408,11 +441,15 @@ def test_config_update_is_partial_and_bad_changes_are_rejected(sim):
     assert config["ab"] == {**ServiceKnobs().to_dict(), "error_5xx_rate": 0.3}
     assert config["in_experiment_ratio"] == 0.5 and config["materials"] == 1000
     for change, words in [
-        ({"ab": {"nope": 1}}, "unknown knob ab.nope"), ({"bogus": 1}, "unknown knob bogus"),
-        ({"ab": {"error_5xx_rate": 1.5}}, "between 0 and 1"), ({"rec": {"latency_ms": -1}}, ">= 0"),
+        ({"ab": {"nope": 1}}, "unknown knob ab.nope"),
+        ({"bogus": 1}, "unknown knob bogus"),
+        ({"ab": {"error_5xx_rate": 1.5}}, "between 0 and 1"),
+        ({"rec": {"latency_ms": -1}}, ">= 0"),
         ({"rec": {"error_5xx_rate": 0.6, "timeout_rate": 0.6}}, "more than 1"),
-        ({"no_rec_style": "silent"}, "no_rec_style"), ({"materials": 0}, "materials"),
-        ({"seed": "one"}, "seed"), ({"ab": 3}, "ab must be a JSON object"),
+        ({"no_rec_style": "silent"}, "no_rec_style"),
+        ({"materials": 0}, "materials"),
+        ({"seed": "one"}, "seed"),
+        ({"ab": 3}, "ab must be a JSON object"),
     ]:
         with pytest.raises(KnobError, match=words):
             sim.configure(**change)
@@ -430,8 +467,10 @@ def test_config_endpoint_answers_400_with_a_message(sim):
 def test_knobs_round_trip_and_cli_flags_override_config_json():
     knobs = SimulatorKnobs(seed=4, ab=ServiceKnobs(latency_ms=5), no_rec_style="mixed")
     assert SimulatorKnobs.from_dict(knobs.to_dict()) == knobs
-    merged = knobs_from_options('{"ab": {"jitter_ms": 2, "latency_ms": 1}, "seed": 3}',
-                                {"seed": 9, "ab_latency_ms": 5.0, "rec_latency_ms": None})
+    merged = knobs_from_options(
+        '{"ab": {"jitter_ms": 2, "latency_ms": 1}, "seed": 3}',
+        {"seed": 9, "ab_latency_ms": 5.0, "rec_latency_ms": None},
+    )
     assert (merged.seed, merged.ab.latency_ms, merged.ab.jitter_ms, merged.rec.latency_ms) == (9, 5.0, 2, 0)
 
 
@@ -480,8 +519,7 @@ def test_the_clock_never_fires_early_and_barely_late(clock_class):
             if len(order) == len(offsets) - 1 and not done.done():
                 done.set_result(None)
 
-        handles = [clock.call_at(start + o, lambda d=start + o, n=str(i): fired(d, n))
-                   for i, o in enumerate(offsets)]
+        handles = [clock.call_at(start + o, lambda d=start + o, n=str(i): fired(d, n)) for i, o in enumerate(offsets)]
         clock.cancel(handles[3])
         await asyncio.wait_for(done, 5)
         await asyncio.sleep(0.02)
@@ -496,6 +534,7 @@ def test_the_clock_never_fires_early_and_barely_late(clock_class):
 def test_linux_gets_the_timerfd_clock_and_replies_are_never_early():
     """The timerfd clock (no spinning) is the one chosen on Linux; its CPU per reply is a figure:
     benchmarks/simulator_clock.py."""
+
     async def chosen() -> type:
         clock = precise_clock(asyncio.get_running_loop())
         clock.close()

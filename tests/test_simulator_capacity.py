@@ -43,8 +43,10 @@ class Caller(threading.Thread):
     def run(self) -> None:
         body = orjson.dumps({"uid": self.uid, "project": "novel", "scene": "s", "trace_id": "t"})
         self.started = started = time.monotonic()
-        self.sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                          % (REC.encode(), len(body), body))
+        self.sock.sendall(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (REC.encode(), len(body), body)
+        )
         data = b""
         while chunk := self.sock.recv(65536):
             data += chunk
@@ -56,8 +58,9 @@ class Caller(threading.Thread):
         self.sock.close()
 
 
-def start_callers(sim: SimulatorProcess, count: int, prefix: str = "u", spacing: float = 0.0) -> tuple[
-        list[Caller], list[str]]:
+def start_callers(
+    sim: SimulatorProcess, count: int, prefix: str = "u", spacing: float = 0.0
+) -> tuple[list[Caller], list[str]]:
     lock, order = threading.Lock(), []
     callers = [Caller(sim.url, f"{prefix}{n}", lock, order) for n in range(count)]
     for caller in callers:
@@ -67,8 +70,9 @@ def start_callers(sim: SimulatorProcess, count: int, prefix: str = "u", spacing:
     return callers, order
 
 
-def wait_for(predicate: Callable[[dict[str, Any]], bool], sim: SimulatorProcess, what: str,
-             limit: float = 10.0) -> dict[str, Any]:
+def wait_for(
+    predicate: Callable[[dict[str, Any]], bool], sim: SimulatorProcess, what: str, limit: float = 10.0
+) -> dict[str, Any]:
     """Poll the rec station's stats until `predicate` holds (a bound on waiting, not a timing check)."""
     deadline = time.monotonic() + limit
     while True:
@@ -172,9 +176,11 @@ def test_a_429_storm_and_timeouts_do_not_take_slots(sim):
 
 
 def test_capacity_knobs_are_validated(sim):
-    for change, words in [({"capacity": 1.5}, "rec.capacity must be an integer"),
-                          ({"capacity": -1}, "rec.capacity must be >= 0"),
-                          ({"max_queue": "9"}, "rec.max_queue must be an integer")]:
+    for change, words in [
+        ({"capacity": 1.5}, "rec.capacity must be an integer"),
+        ({"capacity": -1}, "rec.capacity must be >= 0"),
+        ({"max_queue": "9"}, "rec.max_queue must be an integer"),
+    ]:
         with pytest.raises(KnobError, match=words):
             sim.configure(rec=change)
     assert sim.config()["rec"]["capacity"] == 0

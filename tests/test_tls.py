@@ -33,8 +33,15 @@ def tls_db(tmp_path_factory):
 
 
 def starrocks(server: servers.MariaDBServer, **tls) -> dict:
-    return {"host": "127.0.0.1", "port": server.port, "user": server.user, "password": server.password,
-            "database": server.database, "connect_timeout_seconds": 3, **tls}
+    return {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "user": server.user,
+        "password": server.password,
+        "database": server.database,
+        "connect_timeout_seconds": 3,
+        **tls,
+    }
 
 
 def starrocks_line(result) -> str:
@@ -70,7 +77,8 @@ def test_a_certificate_from_another_ca_fails_with_one_line(tls_db, redis_url, ma
     assert prewarm.stderr.splitlines()[-1] == (
         f"later-read: error: StarRocks at 127.0.0.1:{server.port}: TLS handshake failed (certificate verify failed: "
         "self-signed certificate in certificate chain); check [starrocks] tls_ca_file (the CA that signed the server's "
-        "certificate) and tls_verify_host (the certificate must name host)")
+        "certificate) and tls_verify_host (the certificate must name host)"
+    )
 
 
 def test_a_certificate_for_another_name_fails_unless_the_host_is_not_verified(tls_db, redis_url, make_config):
@@ -80,7 +88,8 @@ def test_a_certificate_for_another_name_fails_unless_the_host_is_not_verified(tl
     assert prewarm.exit_code == 3
     assert prewarm.stderr.splitlines()[-1].startswith(
         f"later-read: error: StarRocks at localhost:{server.port}: TLS handshake failed (certificate verify "
-        "failed: Hostname mismatch, certificate is not valid for 'localhost'.)")
+        "failed: Hostname mismatch, certificate is not valid for 'localhost'.)"
+    )
     unverified = make_config(starrocks={**by_name, "tls_verify_host": False})
     with pymysql.connect(**connect_options(load_settings(unverified, environ={}).starrocks)) as conn:
         assert conn.get_server_info()  # the chain is still verified, only the name is not
@@ -94,7 +103,8 @@ def test_tls_asked_of_a_server_without_it_is_one_line(mysql, redis_url, make_con
     assert prewarm.exit_code == 3
     assert prewarm.stderr.splitlines()[-1] == (
         f"later-read: error: StarRocks at {mysql.host}:{mysql.port} does not offer TLS (SSL is required but the "
-        "server doesn't support it); turn TLS on at the server or set [starrocks] tls = false")
+        "server doesn't support it); turn TLS on at the server or set [starrocks] tls = false"
+    )
 
 
 def test_a_cleartext_password_is_refused_without_tls_before_it_is_sent(make_config):
@@ -104,8 +114,10 @@ def test_a_cleartext_password_is_refused_without_tls_before_it_is_sent(make_conf
     assert fake.switched == 1 and fake.received == []  # asked, and got nothing
     line = starrocks_line(checked)
     assert line.startswith("FAIL starrocks")
-    assert ("asked for the password in clear text (mysql_clear_password) on a connection without TLS; "
-            "refused, the password was not sent") in line
+    assert (
+        "asked for the password in clear text (mysql_clear_password) on a connection without TLS; "
+        "refused, the password was not sent"
+    ) in line
     assert "Cleartext-Canary-9" not in checked.output
 
 
@@ -115,7 +127,14 @@ def test_a_cleartext_password_goes_only_over_verified_tls(tmp_path, make_config)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(files.cert, files.key)
     with FakeMySQL(tls=context) as fake:
-        config = make_config(starrocks={"host": "127.0.0.1", "port": fake.port, "password": "Over-Tls-7",
-                                        "tls": True, "tls_ca_file": ca.path})
+        config = make_config(
+            starrocks={
+                "host": "127.0.0.1",
+                "port": fake.port,
+                "password": "Over-Tls-7",
+                "tls": True,
+                "tls_ca_file": ca.path,
+            }
+        )
         pymysql.connect(**connect_options(load_settings(config, environ={}).starrocks)).close()
     assert fake.tls_used and fake.received == [b"Over-Tls-7\x00"]

@@ -24,9 +24,14 @@ def test_value_round_trip_keeps_seed_fields():
     raw = encode(value)
     assert decode(raw) == value
     import orjson
+
     data = orjson.loads(raw)
     assert {k: data[k] for k in ("rec_id", "rec_type", "material_id", "trace_id")} == {
-        "rec_id": "r-9", "rec_type": "book", "material_id": "m-3", "trace_id": "t-1"}
+        "rec_id": "r-9",
+        "rec_type": "book",
+        "material_id": "m-3",
+        "trace_id": "t-1",
+    }
 
 
 def test_no_push_outcomes_round_trip():
@@ -41,14 +46,17 @@ def test_seed_format_written_by_the_go_job_still_parses():
     assert value.is_rec and value.material_id == "7" and value.date is None
 
 
-@pytest.mark.parametrize("raw, why", [
-    (b"not json", "not JSON"),
-    (b"[1,2]", "not a JSON object"),
-    (b'{"outcome":"maybe"}', "unknown outcome"),
-    (b'{"outcome":"rec","date":"20261123","rec_id":"r"}', "missing or empty"),
-    (b'{"outcome":"rec","date":20261123,"rec_id":"r","rec_type":"b","material_id":"m"}', "not strings"),
-    (b'\xff\xfe', "not JSON"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"not json", "not JSON"),
+        (b"[1,2]", "not a JSON object"),
+        (b'{"outcome":"maybe"}', "unknown outcome"),
+        (b'{"outcome":"rec","date":"20261123","rec_id":"r"}', "missing or empty"),
+        (b'{"outcome":"rec","date":20261123,"rec_id":"r","rec_type":"b","material_id":"m"}', "not strings"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
 def test_corrupt_values_raise_corrupt_value(raw, why):
     with pytest.raises(CorruptValue, match=why):
         decode(raw)
@@ -89,12 +97,18 @@ def test_keys_are_built_in_one_place():
     # A run's lock and its records share a hash tag, so one script can fence them in Redis Cluster too.
     sharded = RunScope("20261123", 9, Shard(1, 2))
     run = [Keys.lock("push", sharded), Keys.push_start(sharded), Keys.push_ledger(sharded)]
-    assert run == ["later_read:lock:push:{20261123:09:shard1of2}", "later_read:push:start:{20261123:09:shard1of2}",
-                   "later_read:push:ledger:{20261123:09:shard1of2}"]
+    assert run == [
+        "later_read:lock:push:{20261123:09:shard1of2}",
+        "later_read:push:start:{20261123:09:shard1of2}",
+        "later_read:push:ledger:{20261123:09:shard1of2}",
+    ]
     day = RunScope("20261123")
     prewarm = [Keys.lock("prewarm", day), Keys.prewarm_done(day), Keys.prewarm_ready(day, 5)]
-    assert prewarm == ["later_read:lock:prewarm:{20261123}", "later_read:prewarm:done:{20261123}",
-                       "later_read:prewarm:ready:{20261123}:05"]
+    assert prewarm == [
+        "later_read:lock:prewarm:{20261123}",
+        "later_read:prewarm:done:{20261123}",
+        "later_read:prewarm:ready:{20261123}:05",
+    ]
     # The prewarm's markers are the day's: a push scope (with an hour) reads the same keys.
     assert Keys.prewarm_ready(sharded, 5) == "later_read:prewarm:ready:{20261123:shard1of2}:05"
     assert len({key_slot(k.encode()) for k in run}) == 1 and len({key_slot(k.encode()) for k in prewarm}) == 1

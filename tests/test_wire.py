@@ -31,8 +31,9 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def scripted(handler: Handler, limit: int = 1, timeout: float = 2, max_reply_bytes: int = 256 * 1024,
-                   host: str = "127.0.0.1") -> AsyncIterator[tuple[HttpPool, Origin, list[int]]]:
+async def scripted(
+    handler: Handler, limit: int = 1, timeout: float = 2, max_reply_bytes: int = 256 * 1024, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[HttpPool, Origin, list[int]]]:
     """A server running `handler` per connection and a pool to call it with (both closed on the way out);
     the list counts connections accepted."""
     accepted: list[int] = []
@@ -81,8 +82,10 @@ def test_the_request_on_the_wire_is_a_plain_json_post():
 
     run(main())
     port = seen[0].split(b"Host: 127.0.0.1:")[1].split(b"\r\n")[0]
-    assert seen[0] == (b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nContent-Type: application/json\r\n"
-                       b"Accept: application/json\r\nContent-Length: 9\r\n\r\n{\"uid\":1}" % port)
+    assert seen[0] == (
+        b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nContent-Type: application/json\r\n"
+        b'Accept: application/json\r\nContent-Length: 9\r\n\r\n{"uid":1}' % port
+    )
 
 
 def test_keep_alive_reuses_connections_and_the_pool_never_exceeds_its_limit():
@@ -104,8 +107,7 @@ def test_keep_alive_reuses_connections_and_the_pool_never_exceeds_its_limit():
 def test_chunked_and_read_until_close_bodies():
     async def chunked(reader, writer):
         await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n')
         await writer.drain()
         await read_request(reader)  # the connection stays usable after a chunked reply
         writer.write(reply(200, b"[2]"))
@@ -113,7 +115,7 @@ def test_chunked_and_read_until_close_bodies():
 
     async def until_close(reader, writer):
         await read_request(reader)
-        writer.write(b"HTTP/1.0 200 OK\r\n\r\n{\"b\": 2}")
+        writer.write(b'HTTP/1.0 200 OK\r\n\r\n{"b": 2}')
         await writer.drain()
 
     async def main():
@@ -198,7 +200,7 @@ def test_garbage_is_a_wire_error(garbage):
 def test_refused_and_cut_connections_are_wire_errors():
     async def cut(reader, writer):
         await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"half")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half')
         await writer.drain()
 
     async def main():
@@ -275,8 +277,11 @@ def test_a_body_over_the_bound_stops_the_read_and_closes_the_connection(framing)
 
     async def streaming(reader, writer):
         await read_request(reader)
-        head = {"chunked": b"Transfer-Encoding: chunked\r\n", "until-close": b"Connection: close\r\n",
-                "content-length": b"Content-Length: 65536\r\n"}[framing]
+        head = {
+            "chunked": b"Transfer-Encoding: chunked\r\n",
+            "until-close": b"Connection: close\r\n",
+            "content-length": b"Content-Length: 65536\r\n",
+        }[framing]
         writer.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n")
         total = 0
         try:
@@ -310,8 +315,14 @@ def test_a_reply_over_the_bound_is_an_oversize_reply_and_never_retried():
 
     async def main():
         async with scripted(handler, max_reply_bytes=65536) as (pool, origin, _):
-            settings = ServiceSettings(ab_url="http://x", rec_url="http://x", material_url="http://x",
-                                       max_attempts=3, backoff_initial_seconds=0, backoff_max_seconds=0)
+            settings = ServiceSettings(
+                ab_url="http://x",
+                rec_url="http://x",
+                material_url="http://x",
+                max_attempts=3,
+                backoff_initial_seconds=0,
+                backoff_max_seconds=0,
+            )
             caller = ServiceCaller("ab", f"http://{origin.host}:{origin.port}/v1/x", pool, settings)
             with pytest.raises(PermanentServiceError) as raised:
                 await caller.post({}, lambda data: data)
@@ -324,9 +335,13 @@ def test_a_reply_over_the_bound_is_an_oversize_reply_and_never_retried():
     assert len(requests) == 1
 
 
-@pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n",
-                                     (b"HTTP/1.1 103 Early Hints\r\nLink: </c.css>; rel=preload\r\n\r\n"
-                                      b"HTTP/1.1 100 Continue\r\n\r\n")])
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </c.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"),
+    ],
+)
 def test_interim_1xx_replies_are_skipped_and_the_final_status_is_returned(interim):
     async def handler(reader, writer):
         for body in (b'{"n": 1}', b'{"n": 2}'):  # the connection stays usable for the next request
@@ -384,8 +399,14 @@ def test_every_retry_waits_its_backoff_even_the_first():
 
     async def main():
         async with scripted(handler) as (pool, origin, _):
-            settings = ServiceSettings(ab_url="http://x", rec_url="http://x", material_url="http://x",
-                                       max_attempts=3, backoff_initial_seconds=0.2, backoff_max_seconds=1)
+            settings = ServiceSettings(
+                ab_url="http://x",
+                rec_url="http://x",
+                material_url="http://x",
+                max_attempts=3,
+                backoff_initial_seconds=0.2,
+                backoff_max_seconds=1,
+            )
             caller = ServiceCaller("ab", f"http://{origin.host}:{origin.port}/v1/x", pool, settings)
             assert await caller.post({}, lambda data: data) == {"ok": 1}
             assert caller.stats.retries == 2 and caller.stats.calls == 3
@@ -407,8 +428,14 @@ def test_stamina_testing_switch_removes_the_waits_not_the_attempts():
 
     async def main():
         async with scripted(handler) as (pool, origin, _):
-            settings = ServiceSettings(ab_url="http://x", rec_url="http://x", material_url="http://x",
-                                       max_attempts=4, backoff_initial_seconds=60, backoff_max_seconds=60)
+            settings = ServiceSettings(
+                ab_url="http://x",
+                rec_url="http://x",
+                material_url="http://x",
+                max_attempts=4,
+                backoff_initial_seconds=60,
+                backoff_max_seconds=60,
+            )
             caller = ServiceCaller("ab", f"http://{origin.host}:{origin.port}/v1/x", pool, settings)
             with pytest.raises(TransientServiceError, match="http_503"):
                 await asyncio.wait_for(caller.post({}, lambda data: data), 30)

@@ -63,26 +63,26 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-WINDOW_SECONDS = 0.1     # Envoy's sample window; ~5 round trips of a 20 ms service per window
-WINDOW_SAMPLES = 10      # Netflix WindowedLimit's minimum window size: fewer samples are noise
-WINDOW_PERCENTILE = 50   # a window's round trip is its median (Envoy's default aggregate)
-RATE_WINDOWS = 10        # the rate filter's length: BBR's 10 rounds; > CYCLE_WINDOWS, so it spans a probe
-CYCLE_WINDOWS = 8        # one probing window in 8, as BBR's pacing-gain cycle
-PROBE_GAIN = 1.1         # a tenth more in flight than the rate explains (BBR: 1.25, whose probe
-                         # queue alone put the service's p99 at 1.65 x its base; docs/design.md)
-PROBE_GREW = 1.05        # a probe whose window delivered this much more probes again at once
-STARTUP_GAIN = 2.0       # doubling while the rate keeps up (BBR's start-up uses 2/ln 2 ~ 2.89)
-FULL_WINDOWS = 3         # BBR: the pipe is full after 3 rounds without 25 % more rate
-STARTUP_EXIT_RTT = 1.1   # or when the round trip is a tenth above min_rtt (HyStart's delay exit)
-FLUSH_RTT_RATIO = 2.0    # a window median twice min_rtt: as many calls queued as served...
-FLUSH_WINDOWS = 2        # ...in two windows in a row (one is a hiccup of the host, not a smaller service)
+WINDOW_SECONDS = 0.1  # Envoy's sample window; ~5 round trips of a 20 ms service per window
+WINDOW_SAMPLES = 10  # Netflix WindowedLimit's minimum window size: fewer samples are noise
+WINDOW_PERCENTILE = 50  # a window's round trip is its median (Envoy's default aggregate)
+RATE_WINDOWS = 10  # the rate filter's length: BBR's 10 rounds; > CYCLE_WINDOWS, so it spans a probe
+CYCLE_WINDOWS = 8  # one probing window in 8, as BBR's pacing-gain cycle
+PROBE_GAIN = 1.1  # a tenth more in flight than the rate explains (BBR: 1.25, whose probe
+# queue alone put the service's p99 at 1.65 x its base; docs/design.md)
+PROBE_GREW = 1.05  # a probe whose window delivered this much more probes again at once
+STARTUP_GAIN = 2.0  # doubling while the rate keeps up (BBR's start-up uses 2/ln 2 ~ 2.89)
+FULL_WINDOWS = 3  # BBR: the pipe is full after 3 rounds without 25 % more rate
+STARTUP_EXIT_RTT = 1.1  # or when the round trip is a tenth above min_rtt (HyStart's delay exit)
+FLUSH_RTT_RATIO = 2.0  # a window median twice min_rtt: as many calls queued as served...
+FLUSH_WINDOWS = 2  # ...in two windows in a row (one is a hiccup of the host, not a smaller service)
 FASTER_RTT_RATIO = 0.75  # a round trip a quarter below min_rtt: the service sped up (a slow spell ended)
-STALL_RTTS = 2.0         # no answer read for 2 round trips with calls out: the job's loop was frozen
-DROP_TOLERANCE = 0.02    # a few stray 5xx are faults, not overload; a storm is well above 2 %
-BACKOFF = 0.9            # Netflix AIMDLimit's default backoff ratio
-PROBE_SECONDS = 30.0     # re-measure min_rtt this often (jittered 0.5-1x): ~1 % of windows pinned low
-INITIAL_LIMIT = 20       # Netflix's default initial limit
-MIN_LIMIT = 2            # never stop calling altogether: the limit can only grow again from samples
+STALL_RTTS = 2.0  # no answer read for 2 round trips with calls out: the job's loop was frozen
+DROP_TOLERANCE = 0.02  # a few stray 5xx are faults, not overload; a storm is well above 2 %
+BACKOFF = 0.9  # Netflix AIMDLimit's default backoff ratio
+PROBE_SECONDS = 30.0  # re-measure min_rtt this often (jittered 0.5-1x): ~1 % of windows pinned low
+INITIAL_LIMIT = 20  # Netflix's default initial limit
+MIN_LIMIT = 2  # never stop calling altogether: the limit can only grow again from samples
 
 
 def _log10_root(limit: float) -> int:
@@ -92,27 +92,33 @@ def _log10_root(limit: float) -> int:
 class AdaptiveLimit:
     """The limit and its state; `sample()` after each call, `current` is the permits allowed now."""
 
-    def __init__(self, max_limit: int, initial: int = INITIAL_LIMIT, min_limit: int = MIN_LIMIT,
-                 probe_seconds: float = PROBE_SECONDS, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        max_limit: int,
+        initial: int = INITIAL_LIMIT,
+        min_limit: int = MIN_LIMIT,
+        probe_seconds: float = PROBE_SECONDS,
+        rng: random.Random | None = None,
+    ) -> None:
         self.max_limit, self.min_limit = max_limit, min(min_limit, max_limit)
         self.limit = float(max(self.min_limit, min(initial, max_limit)))
         self.min_rtt = 0.0
         self.probe_seconds = probe_seconds
         self._rng = rng or random.Random()
-        self.changed_at = -math.inf   # round trips of calls started before this are ignored
-        self.backoffs = 0             # windows that backed off on drops (for the report)
-        self.rates: deque[float] = deque(maxlen=RATE_WINDOWS)   # delivery rate per window, calls/s
+        self.changed_at = -math.inf  # round trips of calls started before this are ignored
+        self.backoffs = 0  # windows that backed off on drops (for the report)
+        self.rates: deque[float] = deque(maxlen=RATE_WINDOWS)  # delivery rate per window, calls/s
         self._start_up_again()
         self._phase = self._rng.randrange(CYCLE_WINDOWS)
         self._probed_at: float | None = None
-        self._previous = (0, 0.0)     # the last measured window: (answered, seconds)
-        self._slow = 0                # windows in a row at FLUSH_RTT_RATIO
+        self._previous = (0, 0.0)  # the last measured window: (answered, seconds)
+        self._slow = 0  # windows in a row at FLUSH_RTT_RATIO
         self._slow_rate: float | None = None  # what two slow windows delivered, until the probe decides
         self._probing: float | None = None  # the limit to go back to after a min_rtt probe window
         self._next_probe: float | None = None
-        self.stalls = 0               # gaps the limit ignored (for the report)
+        self.stalls = 0  # gaps the limit ignored (for the report)
         self._last_answer = -math.inf
-        self._typical_rtt = 0.0       # the last window's round trip: the gap a stall is measured against
+        self._typical_rtt = 0.0  # the last window's round trip: the gap a stall is measured against
         self._resume_at = -math.inf
         self._open_window(-math.inf)
 
@@ -188,22 +194,22 @@ class AdaptiveLimit:
         if self._drops > DROP_TOLERANCE * total:
             self.backoffs += 1
             self._forget(rate)
-            self._start_up_again()    # once the storm is over
+            self._start_up_again()  # once the storm is over
             return limit * BACKOFF
         if not self._rtts:
             return limit
         rtt = self._typical_rtt = self._window_rtt()
         if self.min_rtt and rtt < FASTER_RTT_RATIO * self.min_rtt and self.started_up:
-            self._start_up_again()    # the service is faster than the rate was measured at: earn it anew
+            self._start_up_again()  # the service is faster than the rate was measured at: earn it anew
         if not self.min_rtt or rtt < self.min_rtt:
             self.min_rtt = rtt
         self._slow = self._slow + 1 if rtt >= FLUSH_RTT_RATIO * self.min_rtt else 0
         if self._slow >= FLUSH_WINDOWS:
-            self._slow_rate = rate    # a queue, or a slower service: the min_rtt probe tells (_end_probe)
+            self._slow_rate = rate  # a queue, or a slower service: the min_rtt probe tells (_end_probe)
             return limit
         if self._peak * 2 < limit:
-            return limit   # app-limited: the job cannot use the permits it has, its rate says nothing
-        self.rates.append(paired if self.started_up else rate)   # start-up: each doubling counts
+            return limit  # app-limited: the job cannot use the permits it has, its rate says nothing
+        self.rates.append(paired if self.started_up else rate)  # start-up: each doubling counts
         return self._bdp_limit(self._gain(rtt, rate), limit)
 
     def _bdp_limit(self, gain: float, limit: float) -> float:
@@ -242,7 +248,7 @@ class AdaptiveLimit:
                 self._full_rate, self._flat = self.max_rate, 0
             else:
                 self._flat += 1
-            queued = rtt >= STARTUP_EXIT_RTT * self.min_rtt and self._flat > 0   # not a noisy round trip
+            queued = rtt >= STARTUP_EXIT_RTT * self.min_rtt and self._flat > 0  # not a noisy round trip
             self.started_up = self._flat >= FULL_WINDOWS or queued
             if not self.started_up:
                 return STARTUP_GAIN
@@ -271,7 +277,7 @@ class AdaptiveLimit:
             self.min_rtt = self._window_rtt()
         if self._slow_rate is not None and self._rtts:
             self._forget(self._slow_rate)
-            self.started_up = True    # calls queued or the service slowed: start-up is over, if it was not
+            self.started_up = True  # calls queued or the service slowed: start-up is over, if it was not
             limit = self._bdp_limit(1.0, limit)
         self.limit, self._slow_rate = self._clamp(limit), None
 
@@ -289,7 +295,7 @@ class AdaptiveGate:
         self.in_flight = 0
         self.peak_in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._area = 0.0              # integral of in_flight over time, for the mean
+        self._area = 0.0  # integral of in_flight over time, for the mean
         self._since = self._first = clock()
 
     async def acquire(self) -> float:
@@ -302,7 +308,7 @@ class AdaptiveGate:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._add(-1)     # granted just as we were cancelled: give the permit back
+                self._add(-1)  # granted just as we were cancelled: give the permit back
                 self._wake()
             else:
                 self._waiters.remove(waiter)
@@ -322,7 +328,7 @@ class AdaptiveGate:
         while waiters and self.in_flight < self.limiter.current:
             waiter = waiters.popleft()
             if not waiter.done():
-                self._add(1)      # the permit is taken on the waiter's behalf
+                self._add(1)  # the permit is taken on the waiter's behalf
                 waiter.set_result(None)
 
     def _add(self, delta: int) -> None:
@@ -343,7 +349,13 @@ class AdaptiveGate:
 
     def snapshot(self) -> dict[str, Any]:
         """The figures the progress lines and the report show."""
-        return {"in_flight": self.in_flight, "limit": self.limiter.current,
-                "mean_in_flight": round(self.mean_in_flight(), 1), "peak_in_flight": self.peak_in_flight,
-                "min_rtt_ms": round(self.limiter.min_rtt * 1000, 2), "max_rate": round(self.limiter.max_rate),
-                "backoffs": self.limiter.backoffs, "stalls": self.limiter.stalls}
+        return {
+            "in_flight": self.in_flight,
+            "limit": self.limiter.current,
+            "mean_in_flight": round(self.mean_in_flight(), 1),
+            "peak_in_flight": self.peak_in_flight,
+            "min_rtt_ms": round(self.limiter.min_rtt * 1000, 2),
+            "max_rate": round(self.limiter.max_rate),
+            "backoffs": self.limiter.backoffs,
+            "stalls": self.limiter.stalls,
+        }

@@ -32,8 +32,7 @@ from later_read.errors import PermanentServiceError, ServiceDown, ServiceError, 
 T = TypeVar("T")
 
 
-def open_session(connections: int, settings: ServiceSettings,
-                 timeout_seconds: float | None = None) -> HttpPool:
+def open_session(connections: int, settings: ServiceSettings, timeout_seconds: float | None = None) -> HttpPool:
     """The job's one HTTP pool: keep-alive connections sized to the concurrency, the per-request timeout
     (`timeout_seconds`, else [services] timeout_seconds) and the reply bound ([services] max_reply_bytes)."""
     timeout = settings.timeout_seconds if timeout_seconds is None else timeout_seconds
@@ -69,7 +68,7 @@ class CallStats:
     retries: int = 0
     failures: Counter = field(default_factory=Counter)  # final failures per reason
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    peak_qps: int = 0         # the most calls started within one wall-clock second
+    peak_qps: int = 0  # the most calls started within one wall-clock second
     _second: int = -1
     _in_second: int = 0
 
@@ -84,20 +83,25 @@ class CallStats:
             self.peak_qps = self._in_second
 
     def summary(self) -> dict:
-        return {"calls": self.calls, "peak_qps": self.peak_qps, "retries": self.retries,
-                "failures": dict(self.failures), **self.latency.summary()}
+        return {
+            "calls": self.calls,
+            "peak_qps": self.peak_qps,
+            "retries": self.retries,
+            "failures": dict(self.failures),
+            **self.latency.summary(),
+        }
 
 
 class ServiceCaller:
     """POSTs JSON to one service endpoint with the job's retry, rate and breaker policy."""
 
-    def __init__(self, name: str, url: str, session: HttpPool,
-                 settings: ServiceSettings, qps: float = 0.0, limiter=None) -> None:
+    def __init__(
+        self, name: str, url: str, session: HttpPool, settings: ServiceSettings, qps: float = 0.0, limiter=None
+    ) -> None:
         """`limiter` (a SharedRateLimiter, the cap shared by all shards) replaces the local one."""
         self.name, self.url, self.session, self.settings = name, url, session, settings
         self.origin = Origin.parse(url)
-        self.breaker = Breaker(settings.breaker_window, settings.breaker_min_calls,
-                               settings.breaker_failure_ratio)
+        self.breaker = Breaker(settings.breaker_window, settings.breaker_min_calls, settings.breaker_failure_ratio)
         # None when uncapped: the hot path then makes no limiter call at all
         self.limiter = limiter or (RateLimiter(qps) if qps > 0 else None)
         self.stats = CallStats()
@@ -119,10 +123,13 @@ class ServiceCaller:
             first: TransientServiceError | None = exc
         try:
             async for attempt in stamina.retry_context(
-                    on=TransientServiceError, attempts=self.settings.max_attempts, timeout=None,
-                    wait_initial=self.settings.backoff_initial_seconds,
-                    wait_max=self.settings.backoff_max_seconds,
-                    wait_jitter=self.settings.backoff_initial_seconds):
+                on=TransientServiceError,
+                attempts=self.settings.max_attempts,
+                timeout=None,
+                wait_initial=self.settings.backoff_initial_seconds,
+                wait_max=self.settings.backoff_max_seconds,
+                wait_jitter=self.settings.backoff_initial_seconds,
+            ):
                 with attempt:
                     if first is not None:
                         failed, first = first, None
@@ -136,9 +143,11 @@ class ServiceCaller:
 
     async def _attempt(self, body: dict, parse: Callable[[dict | None], T]) -> T:
         if self.breaker.tripped:
-            raise ServiceDown(f"{self.name} service looks down: {self.breaker.failure_ratio:.0%} of its "
-                              f"last {len(self.breaker.results)} calls failed ({self.url}); "
-                              "check the service, then rerun (finished users are kept)")
+            raise ServiceDown(
+                f"{self.name} service looks down: {self.breaker.failure_ratio:.0%} of its "
+                f"last {len(self.breaker.results)} calls failed ({self.url}); "
+                "check the service, then rerun (finished users are kept)"
+            )
         if self.limiter is not None:
             await self.limiter.wait()
         if self.gate is not None:

@@ -28,14 +28,19 @@ log = get_logger("kafka")
 # A message librdkafka refused at produce() for its size (over message.max.bytes): counted per user as
 # this reason, never produced, so it is no undelivered message the next run has to recover.
 OVERSIZE_MESSAGE = "oversize_message"
-OVERSIZE_FIX = ("later-read show UID, then fix the card at the material service or raise [kafka.librdkafka] "
-                "message.max.bytes (up to the topic's max.message.bytes), then later-read rerun UID --push-only")
+OVERSIZE_FIX = (
+    "later-read show UID, then fix the card at the material service or raise [kafka.librdkafka] "
+    "message.max.bytes (up to the topic's max.message.bytes), then later-read rerun UID --push-only"
+)
 
 
 def refused_for_size(exc: confluent_kafka.KafkaException) -> bool:
     """produce() refused the message for its size (MSG_SIZE_TOO_LARGE): it was never queued."""
-    return bool(exc.args) and isinstance(exc.args[0], confluent_kafka.KafkaError) and \
-        exc.args[0].code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE
+    return (
+        bool(exc.args)
+        and isinstance(exc.args[0], confluent_kafka.KafkaError)
+        and exc.args[0].code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE
+    )
 
 
 class LibrdkafkaLog:
@@ -69,8 +74,11 @@ def delivery_reason(error: confluent_kafka.KafkaError) -> str:
 
 
 def open_producer(settings: KafkaSettings) -> confluent_kafka.Producer:
-    config = {"logger": LibrdkafkaLog(), "error_cb": ErrorReporter(),
-              **producer_config(settings.bootstrap_servers, settings.librdkafka)}
+    config = {
+        "logger": LibrdkafkaLog(),
+        "error_cb": ErrorReporter(),
+        **producer_config(settings.bootstrap_servers, settings.librdkafka),
+    }
     try:
         return confluent_kafka.Producer(config)
     except confluent_kafka.KafkaException as exc:
@@ -87,12 +95,13 @@ def check_topic(client: Any, settings: KafkaSettings, timeout: float = 10.0) -> 
     try:
         metadata = client.list_topics(settings.topic, timeout=timeout)
     except confluent_kafka.KafkaException as exc:
-        raise KafkaUnavailable(f"Kafka at {settings.bootstrap_servers} unreachable within {timeout:g} s "
-                               f"({exc.args[0].str()}); check [kafka] bootstrap_servers and that the "
-                               "brokers are up") from None
+        raise KafkaUnavailable(
+            f"Kafka at {settings.bootstrap_servers} unreachable within {timeout:g} s "
+            f"({exc.args[0].str()}); check [kafka] bootstrap_servers and that the "
+            "brokers are up"
+        ) from None
     topic = metadata.topics.get(settings.topic)
     if topic is None or topic.error is not None or not topic.partitions:
         why = topic.error.str() if topic is not None and topic.error is not None else "no partitions"
-        raise KafkaUnavailable(f"Kafka topic {settings.topic!r} not usable ({why}); "
-                               "create it or fix [kafka] topic")
+        raise KafkaUnavailable(f"Kafka topic {settings.topic!r} not usable ({why}); create it or fix [kafka] topic")
     return len(topic.partitions)

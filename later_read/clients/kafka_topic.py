@@ -39,9 +39,13 @@ def open_consumer(settings: KafkaSettings) -> confluent_kafka.Consumer:
     """An assign-only consumer with the configured connection settings ([kafka.librdkafka] included:
     SASL/TLS apply to both; producer-only properties are ignored by librdkafka with a DEBUG line)."""
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers, **settings.librdkafka,
-        "group.id": f"later-read-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-        "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "logger": LibrdkafkaLog(),
+        "bootstrap.servers": settings.bootstrap_servers,
+        **settings.librdkafka,
+        "group.id": f"later-read-reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "logger": LibrdkafkaLog(),
     }
     try:
         return confluent_kafka.Consumer(config)
@@ -50,12 +54,13 @@ def open_consumer(settings: KafkaSettings) -> confluent_kafka.Consumer:
 
 
 def _unreachable(settings: KafkaSettings, topic: str, what: str, detail: object) -> KafkaUnavailable:
-    return KafkaUnavailable(f"Kafka at {settings.bootstrap_servers}: cannot {what} of topic {topic!r} "
-                            f"({detail}); check that the brokers are up, then rerun")
+    return KafkaUnavailable(
+        f"Kafka at {settings.bootstrap_servers}: cannot {what} of topic {topic!r} "
+        f"({detail}); check that the brokers are up, then rerun"
+    )
 
 
-def partitions(consumer: confluent_kafka.Consumer, settings: KafkaSettings, topic: str,
-               timeout: float) -> list[int]:
+def partitions(consumer: confluent_kafka.Consumer, settings: KafkaSettings, topic: str, timeout: float) -> list[int]:
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     except confluent_kafka.KafkaException as exc:
@@ -65,17 +70,18 @@ def partitions(consumer: confluent_kafka.Consumer, settings: KafkaSettings, topi
     return sorted(meta.partitions)
 
 
-def watermarks(consumer: confluent_kafka.Consumer, settings: KafkaSettings, topic: str,
-               timeout: float) -> dict[int, tuple[int, int]]:
+def watermarks(
+    consumer: confluent_kafka.Consumer, settings: KafkaSettings, topic: str, timeout: float
+) -> dict[int, tuple[int, int]]:
     """(low, high) offsets of every partition of `topic`: high is the offset the next message gets."""
     marks = {}
     for partition in partitions(consumer, settings, topic, timeout):
         try:
-            marks[partition] = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                              timeout=timeout)
+            marks[partition] = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
         except confluent_kafka.KafkaException as exc:
-            raise _unreachable(settings, topic, f"read the end offset of partition {partition}",
-                               exc.args[0].str()) from None
+            raise _unreachable(
+                settings, topic, f"read the end offset of partition {partition}", exc.args[0].str()
+            ) from None
         if marks[partition] is None:
             raise _unreachable(settings, topic, f"read the end offset of partition {partition}", "timeout")
     return marks
@@ -90,8 +96,7 @@ def end_offsets(settings: KafkaSettings, topic: str, timeout: float) -> dict[int
         consumer.close()
 
 
-def read_range(settings: KafkaSettings, topic: str, starts: dict[int, int], timeout: float
-               ) -> Iterator[Record]:
+def read_range(settings: KafkaSettings, topic: str, starts: dict[int, int], timeout: float) -> Iterator[Record]:
     """Every record from `starts[p]` (a partition absent from `starts` was created since: from its
     beginning) up to the end offsets read when the call begins. KafkaUnavailable if the range cannot be
     read within `timeout` seconds. Offsets below the log start (deleted by retention) are skipped."""
@@ -104,8 +109,12 @@ def read_range(settings: KafkaSettings, topic: str, starts: dict[int, int], time
         deadline = time.monotonic() + timeout
         while left:
             if time.monotonic() > deadline:
-                raise _unreachable(settings, topic, f"read partitions {sorted(left)} to their end offsets",
-                                   f"not done within {timeout:g} s")
+                raise _unreachable(
+                    settings,
+                    topic,
+                    f"read partitions {sorted(left)} to their end offsets",
+                    f"not done within {timeout:g} s",
+                )
             for message in consumer.consume(CONSUME_BATCH, CONSUME_WAIT_SECONDS):
                 error = message.error()
                 if error is not None:

@@ -29,6 +29,5 @@ def _parse(data: dict[str, Any] | None, material_id: str) -> Material | None:
         raise malformed("material", "reply lacks title/content/cover_url/deeplink")
     title, content, cover_url, deeplink = card
     replied = str(data.get("material_id") or material_id)
-    check_reply("material", material_id=replied, title=title, content=content, cover_url=cover_url,
-                deeplink=deeplink)
+    check_reply("material", material_id=replied, title=title, content=content, cover_url=cover_url, deeplink=deeplink)
     return Material(replied, title, content, cover_url, deeplink)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # `limits` is imported only when a cap is set (50 ms of a job
     from limits.aio.strategies import MovingWindowRateLimiter
 
 KEY_PREFIX = "later_read:qps"  # the limiter's keys, inside the project's Redis namespace
-MIN_WAIT_SECONDS = 0.001       # a full window is re-checked no sooner than this
+MIN_WAIT_SECONDS = 0.001  # a full window is re-checked no sooner than this
 
 
 class Failover(Protocol):
@@ -72,9 +72,12 @@ class RateLimiter:
 
 def storage_uri(settings: RedisSettings) -> tuple[str, dict]:
     """The `limits` storage URI and options for the configured Redis mode."""
-    options: dict = {"implementation": "redispy", "key_prefix": KEY_PREFIX,
-                     "socket_timeout": settings.socket_timeout_seconds,
-                     "socket_connect_timeout": settings.socket_timeout_seconds}
+    options: dict = {
+        "implementation": "redispy",
+        "key_prefix": KEY_PREFIX,
+        "socket_timeout": settings.socket_timeout_seconds,
+        "socket_connect_timeout": settings.socket_timeout_seconds,
+    }
     if settings.mode == "sentinel":
         hosts = ",".join(settings.sentinels)
         if settings.url and "@" in settings.url:  # the master's password, as in the url
@@ -83,7 +86,7 @@ def storage_uri(settings: RedisSettings) -> tuple[str, dict]:
     if settings.mode == "cluster":
         return "async+redis+cluster://" + settings.url.split("://", 1)[1].split("/", 1)[0], options
     if settings.url.startswith("unix://"):
-        return "async+redis+unix://" + settings.url[len("unix://"):], options
+        return "async+redis+unix://" + settings.url[len("unix://") :], options
     return "async+" + settings.url, options
 
 
@@ -91,6 +94,7 @@ def window(qps: float) -> RateLimitItemPerSecond:
     """`qps` requests per second as a limits item (below 1/s: one request per ceil(1/qps) seconds;
     a fractional rate above 1/s rounds down, never up)."""
     from limits import RateLimitItemPerSecond
+
     if qps >= 1:
         return RateLimitItemPerSecond(int(qps))
     return RateLimitItemPerSecond(1, math.ceil(1 / qps))
@@ -99,8 +103,9 @@ def window(qps: float) -> RateLimitItemPerSecond:
 class SharedRateLimiter:
     """`wait()` returns when this request fits the service's shared window (see the module doc)."""
 
-    def __init__(self, strategy: MovingWindowRateLimiter, service: str, qps: float, shards: int,
-                 failover: Failover) -> None:
+    def __init__(
+        self, strategy: MovingWindowRateLimiter, service: str, qps: float, shards: int, failover: Failover
+    ) -> None:
         """`failover`: how the Store rides out a Redis failover (store/client.py `Failover`, handed in by
         connections.py: no client imports the store)."""
         self.strategy, self.service, self.failover = strategy, service, failover
@@ -120,8 +125,9 @@ class SharedRateLimiter:
         except Exception as exc:
             if not self.failover.unreachable(exc):
                 raise
-            raise RedisUnavailable(f"Redis unreachable for the shared [services] *_qps window: {exc}; "
-                                   "check [redis] and that Redis is up") from None
+            raise RedisUnavailable(
+                f"Redis unreachable for the shared [services] *_qps window: {exc}; check [redis] and that Redis is up"
+            ) from None
 
     async def _take(self) -> None:
         """One entry of the shared window, sleeping while it is full."""
@@ -137,5 +143,6 @@ def shared_strategy(settings: RedisSettings) -> MovingWindowRateLimiter:
     """The moving-window strategy on the configured Redis (one per job, shared by the services)."""
     from limits.aio.strategies import MovingWindowRateLimiter
     from limits.storage import storage_from_string
+
     uri, options = storage_uri(settings)
     return MovingWindowRateLimiter(storage_from_string(uri, **options))

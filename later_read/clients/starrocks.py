@@ -55,6 +55,7 @@ class StarRocks:
                     future.set_result(self._open())
                 except BaseException as exc:  # noqa: BLE001 - handed to the first query
                     future.set_exception(exc)
+
             threading.Thread(target=open_it, name="starrocks-connect", daemon=True).start()
 
     def twin(self) -> StarRocks:
@@ -82,8 +83,10 @@ class StarRocks:
             self.close()
             raise StarRocksError(connection_problem(self.settings, exc)) from None
         except pymysql.err.MySQLError as exc:
-            raise StarRocksError(f"StarRocks query failed: {exc}; check [starrocks] database/table "
-                                 "and the table's columns (task_id, source_uid, project, push_hour)") from None
+            raise StarRocksError(
+                f"StarRocks query failed: {exc}; check [starrocks] database/table "
+                "and the table's columns (task_id, source_uid, project, push_hour)"
+            ) from None
 
     async def query(self, sql: str, params: list | None = None) -> tuple:
         """Run one query in a worker thread (pymysql is blocking)."""
@@ -139,7 +142,8 @@ class StarRocks:
                 if after is not None and uid <= after:
                     raise StarRocksError(
                         f"{self.settings.table}.source_uid came back out of byte order ({after!r} then "
-                        f"{uid!r}); give the column a binary collation (StarRocks strings are binary)")
+                        f"{uid!r}); give the column a binary collation (StarRocks strings are binary)"
+                    )
                 after = uid
                 yield new_user(TaskUser, (uid, project, task_id))  # TaskUser(...) without its Python __new__
             if len(rows) < limit:
@@ -173,10 +177,18 @@ class StarRocks:
 def connect_options(settings: StarRocksSettings) -> dict:
     """pymysql.connect's arguments: the login, timeouts, TLS when `tls`, and the cleartext guard."""
     s = settings
-    options = dict(host=s.host, port=s.port, user=s.user, password=s.password, database=s.database,
-                   connect_timeout=s.connect_timeout_seconds, read_timeout=s.read_timeout_seconds,
-                   autocommit=True, charset="utf8mb4",
-                   auth_plugin_map={"mysql_clear_password": ClearPasswordOverTls, "dialog": DialogOverTls})
+    options = dict(
+        host=s.host,
+        port=s.port,
+        user=s.user,
+        password=s.password,
+        database=s.database,
+        connect_timeout=s.connect_timeout_seconds,
+        read_timeout=s.read_timeout_seconds,
+        autocommit=True,
+        charset="utf8mb4",
+        auth_plugin_map={"mysql_clear_password": ClearPasswordOverTls, "dialog": DialogOverTls},
+    )
     if s.tls:
         context = ssl.create_default_context(cafile=s.tls_ca_file or None)
         context.check_hostname = s.tls_verify_host
@@ -227,18 +239,21 @@ def connection_problem(settings: StarRocksSettings, exc: pymysql.err.Operational
     code, text = (*exc.args, "")[:2]
     cause = getattr(exc, "original_exception", None)
     if isinstance(exc, CleartextRefused):
-        return (f"{where} asked for the password in clear text (mysql_clear_password) on a connection "
-                "without TLS; refused, the password was not sent; set [starrocks] tls = true (and "
-                "tls_ca_file), or check that host/port is really StarRocks")
+        return (
+            f"{where} asked for the password in clear text (mysql_clear_password) on a connection "
+            "without TLS; refused, the password was not sent; set [starrocks] tls = true (and "
+            "tls_ca_file), or check that host/port is really StarRocks"
+        )
     if isinstance(cause, ssl.SSLError):
         verify = getattr(cause, "verify_message", None)
         reason = f"certificate verify failed: {verify}" if verify else cause.reason or type(cause).__name__
-        return (f"{where}: TLS handshake failed ({reason}); check [starrocks] tls_ca_file (the CA that signed "
-                "the server's certificate) and tls_verify_host (the certificate must name host)")
+        return (
+            f"{where}: TLS handshake failed ({reason}); check [starrocks] tls_ca_file (the CA that signed "
+            "the server's certificate) and tls_verify_host (the certificate must name host)"
+        )
     if code == 2026:  # CR_SSL_CONNECTION_ERROR: the server offers no TLS
         return f"{where} does not offer TLS ({text}); turn TLS on at the server or set [starrocks] tls = false"
-    return (f"{where} failed ({code}: {text}); check [starrocks] host/port/user and "
-            "LATER_READ__STARROCKS__PASSWORD")
+    return f"{where} failed ({code}: {text}); check [starrocks] host/port/user and LATER_READ__STARROCKS__PASSWORD"
 
 
 def _close_opened(future: Future) -> None:
@@ -250,7 +265,7 @@ def _close_opened(future: Future) -> None:
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # The users query -------------------------------------------------------------------------------------
@@ -270,17 +285,22 @@ class UserQuery:
     """The users of a date (and optionally an hour, a uid list, a shard) under the given task ids."""
 
     table: str
-    task_ids: Sequence[str]           # already filled in with the date
+    task_ids: Sequence[str]  # already filled in with the date
     hour: int | None = None
     uids: Sequence[str] | None = None  # restrict to these (e.g. --uids-file, rerun)
-    shard: Shard = WHOLE              # its users only (`Shard.sql`: CRC32(uid) % count = index)
+    shard: Shard = WHOLE  # its users only (`Shard.sql`: CRC32(uid) % count = index)
 
     @classmethod
     def of(cls, settings: Settings, scope: RunScope, uids: Sequence[str] | None = None) -> UserQuery:
         """The users of a run's scope: its date's task ids, its hour (None: the whole day), its shard;
         `uids` restricts them to those (--uids-file, rerun, show)."""
-        return cls(settings.starrocks.table, task_ids_for(settings.tasks.ids, scope.date), hour=scope.hour,
-                   uids=uids, shard=scope.shard)
+        return cls(
+            settings.starrocks.table,
+            task_ids_for(settings.tasks.ids, scope.date),
+            hour=scope.hour,
+            uids=uids,
+            shard=scope.shard,
+        )
 
     def page(self, task_id: str, after_uid: str | None, limit: int) -> tuple[str, list]:
         """SQL and parameters for the next page of one task id's distinct uids greater than `after_uid`,
@@ -292,8 +312,10 @@ class UserQuery:
         if after_uid is not None:
             where.append("source_uid > %s")
             params.append(after_uid)
-        sql = (f"SELECT source_uid, MIN(project) FROM `{self.table}` "
-               f"WHERE {' AND '.join(where)} GROUP BY source_uid ORDER BY source_uid LIMIT %s")
+        sql = (
+            f"SELECT source_uid, MIN(project) FROM `{self.table}` "
+            f"WHERE {' AND '.join(where)} GROUP BY source_uid ORDER BY source_uid LIMIT %s"
+        )
         return sql, [*params, limit]
 
     def earlier(self, hour: int, uids: Sequence[str]) -> tuple[str, list]:
@@ -302,29 +324,31 @@ class UserQuery:
         on (task_id, source_uid), so O(page) whatever the day's size."""
         where, params = dataclasses.replace(self, hour=None, uids=uids)._where()
         where.append("push_hour < %s")
-        return (f"SELECT DISTINCT source_uid FROM `{self.table}` WHERE {' AND '.join(where)}",
-                [*params, hour])
+        return (f"SELECT DISTINCT source_uid FROM `{self.table}` WHERE {' AND '.join(where)}", [*params, hour])
 
     def rows(self, limit: int) -> tuple[str, list]:
         """SQL for the raw task rows behind the query (task_id, source_uid, project, push_hour, book_id),
         for `rerun` to show one user's rows and push hours; not for bulk reads (use `page`)."""
         where, params = self._where()
-        sql = (f"SELECT task_id, source_uid, project, push_hour, book_id FROM `{self.table}` "
-               f"WHERE {' AND '.join(where)} ORDER BY source_uid, task_id, push_hour LIMIT %s")
+        sql = (
+            f"SELECT task_id, source_uid, project, push_hour, book_id FROM `{self.table}` "
+            f"WHERE {' AND '.join(where)} ORDER BY source_uid, task_id, push_hour LIMIT %s"
+        )
         return sql, [*params, limit]
 
     def bad_hours(self, limit: int) -> tuple[str, list]:
         """SQL for up to `limit` rows whose push_hour is not 0-23 (or NULL): users no push will reach."""
         where, params = self._where()
-        sql = (f"SELECT source_uid, push_hour FROM `{self.table}` WHERE {' AND '.join(where)} AND "
-               "(push_hour IS NULL OR push_hour < 0 OR push_hour > 23) ORDER BY source_uid LIMIT %s")
+        sql = (
+            f"SELECT source_uid, push_hour FROM `{self.table}` WHERE {' AND '.join(where)} AND "
+            "(push_hour IS NULL OR push_hour < 0 OR push_hour > 23) ORDER BY source_uid LIMIT %s"
+        )
         return sql, [*params, limit]
 
     def count(self) -> tuple[str, list]:
         """SQL counting the distinct users (for progress ETA)."""
         where, params = self._where()
-        return (f"SELECT COUNT(DISTINCT source_uid) FROM `{self.table}` WHERE {' AND '.join(where)}",
-                params)
+        return (f"SELECT COUNT(DISTINCT source_uid) FROM `{self.table}` WHERE {' AND '.join(where)}", params)
 
     def _where(self, task_ids: Sequence[str] | None = None) -> tuple[list[str], list]:
         task_ids = self.task_ids if task_ids is None else task_ids

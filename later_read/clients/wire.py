@@ -67,8 +67,10 @@ class Origin:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal
         host_header = host if port == 80 else f"{host}:{port}"
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n"
-                f"Accept: application/json\r\nContent-Length: ").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json\r\nContent-Length: "
+        ).encode()
         return cls(parts.hostname, port, path, head)
 
 
@@ -81,12 +83,12 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.max_body = max_body
         self.body: bytes | bytearray = b""  # one piece as received; a bytearray once a second arrives
-        self.received = 0       # bytes of the current reply so far (interim 1xx replies included)
+        self.received = 0  # bytes of the current reply so far (interim 1xx replies included)
         self.head_done = False  # the current reply's head is parsed
-        self.framed = False     # the current reply has a Content-Length or chunked body (else: until close)
-        self.interim = False    # the reply being parsed is a 1xx: skipped, the final one follows
+        self.framed = False  # the current reply has a Content-Length or chunked body (else: until close)
+        self.interim = False  # the reply being parsed is a 1xx: skipped, the final one follows
         self.open = False
-        self.used = 0           # replies completed on this connection
+        self.used = 0  # replies completed on this connection
         self.idle_since = 0.0
 
     # asyncio.Protocol ------------------------------------------------------------------------------
@@ -131,8 +133,9 @@ class _Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"content-length":
             if value.strip().isdigit() and int(value) > self.max_body:
-                raise WireTooLarge(f"Content-Length {int(value):,} over the {self.max_body:,}-byte bound "
-                                   "([services] max_reply_bytes)")
+                raise WireTooLarge(
+                    f"Content-Length {int(value):,} over the {self.max_body:,}-byte bound ([services] max_reply_bytes)"
+                )
             self.framed = True
         elif name == b"transfer-encoding":
             self.framed = True
@@ -188,8 +191,7 @@ def _wire_error(exc: Exception) -> WireError:
 class HttpPool:
     """Keep-alive connections per origin, at most `limit` open at once; waiters are served in order."""
 
-    def __init__(self, limit: int, timeout_seconds: float,
-                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
+    def __init__(self, limit: int, timeout_seconds: float, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
         self.limit, self.timeout = limit, timeout_seconds
         self._protocol = functools.partial(_Connection, max_reply_bytes)
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
@@ -215,8 +217,9 @@ class HttpPool:
         self._release(origin, connection, keep_alive)
         return status, reply
 
-    async def _exchange(self, connection: _Connection, request: bytes, loop: asyncio.AbstractEventLoop,
-                        deadline: float) -> tuple[int, bytes | bytearray, bool]:
+    async def _exchange(
+        self, connection: _Connection, request: bytes, loop: asyncio.AbstractEventLoop, deadline: float
+    ) -> tuple[int, bytes | bytearray, bool]:
         waiter = connection.send(request, loop)
         timer = loop.call_at(deadline, _expire, waiter)
         try:
@@ -228,8 +231,9 @@ class HttpPool:
         finally:
             timer.cancel()
 
-    async def _acquire(self, origin: Origin, loop: asyncio.AbstractEventLoop, deadline: float,
-                       fresh: bool = False) -> _Connection:
+    async def _acquire(
+        self, origin: Origin, loop: asyncio.AbstractEventLoop, deadline: float, fresh: bool = False
+    ) -> _Connection:
         """A live idle connection to `origin`, else a new one once the pool has room (waiting if full)."""
         key = (origin.host, origin.port)
         while True:
@@ -260,7 +264,8 @@ class HttpPool:
             if remaining <= 0:
                 raise TimeoutError
             _, connection = await asyncio.wait_for(
-                loop.create_connection(self._protocol, origin.host, origin.port), remaining)
+                loop.create_connection(self._protocol, origin.host, origin.port), remaining
+            )
         except TimeoutError:
             self._forget()
             raise WireTimeout(f"connect to {origin.host}:{origin.port} timed out") from None

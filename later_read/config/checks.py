@@ -45,22 +45,30 @@ CATCH_UP = between(10, 1440, "an integer (minutes)")
 RATIO = check(lambda v: 0 < v <= 1, "a ratio in (0, 1]")
 NON_EMPTY = check(lambda v: len(v) > 0, "a non-empty value")
 PORT = between(1, 65535, "a port number")
-TASK_IDS = check(lambda v: len(v) > 0 and all("{date}" in t for t in v),
-                  "a non-empty list of task ids, each containing {date}")
+TASK_IDS = check(
+    lambda v: len(v) > 0 and all("{date}" in t for t in v), "a non-empty list of task ids, each containing {date}"
+)
 SQL_NAME = check(lambda v: v.replace("_", "").isalnum(), "a plain SQL identifier (letters, digits, _)")
-HOST = check(lambda v: bool(v.strip()) and not any(c.isspace() or c in "/:@" for c in v),
-              "a host name or IP address")
-TOPIC = check(lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) is not None,
-               "a Kafka topic name (1-249 characters: letters, digits, . _ -)")
+HOST = check(lambda v: bool(v.strip()) and not any(c.isspace() or c in "/:@" for c in v), "a host name or IP address")
+TOPIC = check(
+    lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) is not None,
+    "a Kafka topic name (1-249 characters: letters, digits, . _ -)",
+)
 HTTP_URL = check(lambda v: urls.http_problem(v) or True, "an http://host[:port][/path] URL")
-REDIS_URL = check(lambda v: urls.redis_problem(v) or True,
-                   "redis://[user:password@]host[:port][/db], rediss://... or unix:///path[?db=N]")
-PUSHGATEWAY_URL = check(lambda v: not v or urls.http_problem(v, https_ok=True) or True,
-                         'an http(s)://host[:port] URL, or "" for none')
-PING_URL = check(lambda v: not v or urls.http_problem(v, https_ok=True) or True,
-                  'an http(s)://host[:port]/path ping URL, or "" for none')
-CA_FILE = check(lambda v: not v or ca_file_problem(v) or True, 'a readable PEM file of CA certificates, or "" '
-                "for the system's")
+REDIS_URL = check(
+    lambda v: urls.redis_problem(v) or True,
+    "redis://[user:password@]host[:port][/db], rediss://... or unix:///path[?db=N]",
+)
+PUSHGATEWAY_URL = check(
+    lambda v: not v or urls.http_problem(v, https_ok=True) or True, 'an http(s)://host[:port] URL, or "" for none'
+)
+PING_URL = check(
+    lambda v: not v or urls.http_problem(v, https_ok=True) or True,
+    'an http(s)://host[:port]/path ping URL, or "" for none',
+)
+CA_FILE = check(
+    lambda v: not v or ca_file_problem(v) or True, 'a readable PEM file of CA certificates, or "" for the system\'s'
+)
 BOOTSTRAP = check(lambda v: urls.bootstrap_problem(v) or True, "host:port[,host:port...]")
 
 
@@ -87,8 +95,9 @@ def valid_zone(name: str) -> bool:
 
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 REDIS_MODE = check(lambda v: v in REDIS_MODES, 'one of "standalone", "sentinel", "cluster"')
-HOST_PORTS = check(lambda v: len(v) > 0 and all(host_port(a) is not None for a in v),
-                    'a non-empty list of "host:port" strings')
+HOST_PORTS = check(
+    lambda v: len(v) > 0 and all(host_port(a) is not None for a in v), 'a non-empty list of "host:port" strings'
+)
 
 
 def host_port(text: str) -> tuple[str, int] | None:

@@ -13,8 +13,14 @@ from later_read.errors import ConfigError
 from later_read.redact import redact
 
 ENV_PREFIX = "LATER_READ__"
-TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-              list: "a list of strings", dict: "a table"}
+TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    list: "a list of strings",
+    dict: "a table",
+}
 
 
 class EnvValue(str):  # noqa: SLOT000 - it carries .variable, and a str subclass cannot have non-empty slots
@@ -34,7 +40,7 @@ def apply_env(raw: dict, environ: typing.Mapping[str, str], root: type) -> None:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if parts[:2] == ["kafka", "librdkafka"] and len(parts) == 3:
             parts[2] = parts[2].replace("_", ".")
         _check_env_name(name, parts, root)
@@ -42,8 +48,9 @@ def apply_env(raw: dict, environ: typing.Mapping[str, str], root: type) -> None:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"config error: environment variable {name} names a key "
-                                  f"inside [{part}], which is not a table")
+                raise ConfigError(
+                    f"config error: environment variable {name} names a key inside [{part}], which is not a table"
+                )
         node[parts[-1]] = EnvValue(value, name)
 
 
@@ -69,8 +76,9 @@ def _check_env_name(variable: str, parts: list[str], root: type) -> None:
 
 
 def _env_error(variable: str, problem: str) -> ConfigError:
-    return ConfigError(f"config error: environment variable {variable} names no setting: {problem}; "
-                       "fix or unset the variable")
+    return ConfigError(
+        f"config error: environment variable {variable} names no setting: {problem}; fix or unset the variable"
+    )
 
 
 def from_env(origin: Any, value: EnvValue, key: str) -> Any:
@@ -85,8 +93,9 @@ def from_env(origin: Any, value: EnvValue, key: str) -> Any:
         if origin is list:
             return json.loads(value) if value.startswith("[") else [v.strip() for v in value.split(",")]
     except (ValueError, KeyError):
-        raise ConfigError(f"{key} (from {value.variable}): expected {TYPE_WORDS[origin]}, "
-                          f"got {show(str(value))}") from None
+        raise ConfigError(
+            f"{key} (from {value.variable}): expected {TYPE_WORDS[origin]}, got {show(str(value))}"
+        ) from None
     return str(value)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 # Safe, fast defaults; anything in [kafka.librdkafka] overrides them.
 PRODUCER_DEFAULTS: dict[str, Any] = {
-    "enable.idempotence": True,   # retries inside librdkafka never duplicate or reorder
+    "enable.idempotence": True,  # retries inside librdkafka never duplicate or reorder
     "acks": "all",
     "compression.type": "lz4",
     "linger.ms": 20,
@@ -37,8 +37,10 @@ def librdkafka_problem(librdkafka: dict[str, Any]) -> str | None:
     import confluent_kafka  # ~60 ms to import: only when [kafka.librdkafka] is set
 
     if str(librdkafka.get("allow.auto.create.topics", "false")).lower() in ("true", "1"):
-        return ("allow.auto.create.topics: later-read never creates its topic (a missing topic is refused "
-                "by push and rerun alike); remove the property and create the topic")
+        return (
+            "allow.auto.create.topics: later-read never creates its topic (a missing topic is refused "
+            "by push and rerun alike); remove the property and create the topic"
+        )
     config = {k: v for k, v in producer_config("", librdkafka).items() if k != "bootstrap.servers"}
     try:
         confluent_kafka.Producer({"logger": _SILENT, **config})

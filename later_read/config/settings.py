@@ -63,7 +63,6 @@ ENV_CONFIG_PATH = "LATER_READ_CONFIG"
 REQUIRED: Any = dataclasses.MISSING
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class StarRocksSettings:
     host: str = field(default=REQUIRED, metadata=HOST)
@@ -84,15 +83,15 @@ class StarRocksSettings:
 
     def problems(self) -> list[tuple[str, str]]:
         if self.tls_ca_file and not self.tls:
-            return [("tls_ca_file", ("set while tls = false, so it would not be used; set tls = true or "
-                                     'tls_ca_file = ""'))]
+            return [
+                ("tls_ca_file", ('set while tls = false, so it would not be used; set tls = true or tls_ca_file = ""'))
+            ]
         return []
 
 
 @dataclass(frozen=True, kw_only=True)
 class TaskSettings:
     ids: list[str] = field(default=REQUIRED, metadata=TASK_IDS)
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,11 +118,14 @@ class RedisSettings:
 
     def __post_init__(self) -> None:
         if self.mode == "sentinel" and not (self.sentinels and self.service_name):
-            raise ConfigError('[redis] mode = "sentinel" needs sentinels = ["host:port", ...] and '
-                              'service_name = "<master name>"')
+            raise ConfigError(
+                '[redis] mode = "sentinel" needs sentinels = ["host:port", ...] and service_name = "<master name>"'
+            )
         if self.mode != "sentinel" and not self.url:
-            raise ConfigError(f'[redis] url: missing; mode = "{self.mode}" needs it (cluster: any '
-                              "node's URL); set it in the file or in LATER_READ__REDIS__URL")
+            raise ConfigError(
+                f'[redis] url: missing; mode = "{self.mode}" needs it (cluster: any '
+                "node's URL); set it in the file or in LATER_READ__REDIS__URL"
+            )
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -156,11 +158,25 @@ class ServiceSettings:
         """(key, what is wrong) for values that are fine alone but not together."""
         found = []
         if self.backoff_max_seconds < self.backoff_initial_seconds:
-            found.append(("backoff_max_seconds", (f"{self.backoff_max_seconds:g} is below "
-                                                  f"backoff_initial_seconds = {self.backoff_initial_seconds:g}")))
+            found.append(
+                (
+                    "backoff_max_seconds",
+                    (
+                        f"{self.backoff_max_seconds:g} is below "
+                        f"backoff_initial_seconds = {self.backoff_initial_seconds:g}"
+                    ),
+                )
+            )
         if self.breaker_min_calls > self.breaker_window:
-            found.append(("breaker_min_calls", (f"{self.breaker_min_calls} is above breaker_window = "
-                                                f"{self.breaker_window}: the breaker could never trip")))
+            found.append(
+                (
+                    "breaker_min_calls",
+                    (
+                        f"{self.breaker_min_calls} is above breaker_window = "
+                        f"{self.breaker_window}: the breaker could never trip"
+                    ),
+                )
+            )
         return found
 
 
@@ -188,9 +204,16 @@ class PushSettings:
     def problems(self) -> list[tuple[str, str]]:
         """(key, what is wrong) for values that are fine alone but not together."""
         if self.catch_up_minutes * 60 <= self.wait_for_prewarm_seconds:
-            return [("catch_up_minutes", (f"{self.catch_up_minutes} min is not above wait_for_prewarm_seconds = "
-                                          f"{self.wait_for_prewarm_seconds:g} s: an hour could expire while "
-                                          "it waits for the prewarm"))]
+            return [
+                (
+                    "catch_up_minutes",
+                    (
+                        f"{self.catch_up_minutes} min is not above wait_for_prewarm_seconds = "
+                        f"{self.wait_for_prewarm_seconds:g} s: an hour could expire while "
+                        "it waits for the prewarm"
+                    ),
+                )
+            ]
         return []
 
 
@@ -205,6 +228,7 @@ class KafkaSettings:
         if not self.librdkafka:
             return []
         from later_read.config.kafka import librdkafka_problem
+
         problem = librdkafka_problem(self.librdkafka)
         return [("librdkafka", problem)] if problem else []
 
@@ -254,8 +278,9 @@ class SandboxSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    timezone: str = field(default="Asia/Shanghai",
-                          metadata=check(valid_zone, "an IANA zone name such as Asia/Shanghai"))
+    timezone: str = field(
+        default="Asia/Shanghai", metadata=check(valid_zone, "an IANA zone name such as Asia/Shanghai")
+    )
     starrocks: StarRocksSettings = REQUIRED
     tasks: TaskSettings = REQUIRED
     redis: RedisSettings = REQUIRED
@@ -280,15 +305,13 @@ def config_path(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get(ENV_CONFIG_PATH) or "config.toml")
 
 
-def load_settings(path: str | os.PathLike | None = None,
-                  environ: typing.Mapping[str, str] | None = None) -> Settings:
+def load_settings(path: str | os.PathLike | None = None, environ: typing.Mapping[str, str] | None = None) -> Settings:
     """Read, merge with the environment and check the settings; ConfigError on any problem."""
     file = config_path(path)
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config error: {file} not found; pass --config PATH or set "
-                          f"{ENV_CONFIG_PATH}") from None
+        raise ConfigError(f"config error: {file} not found; pass --config PATH or set {ENV_CONFIG_PATH}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config error in {file}: not valid TOML: {exc}") from None
     except OSError as exc:
@@ -311,14 +334,14 @@ def _build(cls: type, raw: Any, where: str):
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"{key_label(where, unknown[0])}: unknown key; known keys in {label}: "
-                          f"{', '.join(fields)}")
+        raise ConfigError(f"{key_label(where, unknown[0])}: unknown key; known keys in {label}: {', '.join(fields)}")
     values = {}
     for name, spec in fields.items():
         if name not in raw:
             if spec.default is REQUIRED and spec.default_factory is REQUIRED:
-                raise ConfigError(f"{key_label(where, name)}: missing; set it in the file or in "
-                                  f"{env_name(where, name)}")
+                raise ConfigError(
+                    f"{key_label(where, name)}: missing; set it in the file or in {env_name(where, name)}"
+                )
             continue
         values[name] = _value(hints[name], raw[name], spec, where)
     built = cls(**values)
@@ -359,5 +382,3 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if isinstance(value, origin) and not (origin is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{key}: expected {TYPE_WORDS[origin]}, got {show(value)}")
-
-

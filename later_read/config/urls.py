@@ -26,10 +26,9 @@ def _userinfo_problem(url: str) -> str | None:
     of the password would be read as a port, a path or a query (and echoed in an error)."""
     rest = url.split("://", 1)[-1]
     ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
-    host_part = rest[:min(ends)] if ends else rest
+    host_part = rest[: min(ends)] if ends else rest
     if "@" not in host_part and "@" in rest:
-        return ("user:password@ holds a '/', '?' or '#' that is not percent-encoded (write them %2F, %3F, "
-                "%23)")
+        return "user:password@ holds a '/', '?' or '#' that is not percent-encoded (write them %2F, %3F, %23)"
     return None
 
 

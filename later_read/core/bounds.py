@@ -25,8 +25,15 @@ from __future__ import annotations
 from later_read.errors import PermanentServiceError
 
 FIELD_BYTES = {
-    "value": 256, "trace_id": 256, "rec_id": 256, "rec_type": 64, "material_id": 256,
-    "title": 1024, "content": 16 * 1024, "cover_url": 4096, "deeplink": 4096,
+    "value": 256,
+    "trace_id": 256,
+    "rec_id": 256,
+    "rec_type": 64,
+    "material_id": 256,
+    "title": 1024,
+    "content": 16 * 1024,
+    "cover_url": 4096,
+    "deeplink": 4096,
 }
 # Characters up to which a field is within its bound whatever it holds (4 UTF-8 bytes at most each): no
 # need to count its bytes (the push's per-user value check is these comparisons alone).

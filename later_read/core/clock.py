@@ -22,8 +22,9 @@ NOW_EXAMPLE = "2026-11-22T05:05:00+08:00"
 
 
 class Clock:
-    def __init__(self, zone: ZoneInfo, fixed: dt.datetime | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, zone: ZoneInfo, fixed: dt.datetime | None = None, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         if fixed is not None and fixed.utcoffset() is None:
             raise ValueError("a set clock needs an aware datetime")
         self.zone = zone
@@ -42,11 +43,14 @@ class Clock:
         try:
             when = dt.datetime.fromisoformat(text.strip())
         except ValueError:
-            raise UsageError(f"--now: expected an ISO 8601 time with an offset such as {NOW_EXAMPLE}, "
-                             f"got {text!r}") from None
+            raise UsageError(
+                f"--now: expected an ISO 8601 time with an offset such as {NOW_EXAMPLE}, got {text!r}"
+            ) from None
         if when.utcoffset() is None:
-            raise UsageError(f"--now: {text!r} has no UTC offset, so it names a different instant in every "
-                             f"zone; add one, e.g. {NOW_EXAMPLE}")
+            raise UsageError(
+                f"--now: {text!r} has no UTC offset, so it names a different instant in every "
+                f"zone; add one, e.g. {NOW_EXAMPLE}"
+            )
         if not 2000 <= when.year <= 2100:
             raise UsageError(f"--now: {text} is outside 2000-2100; check the value")
         return cls(zone, when)

@@ -33,14 +33,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 # A user the run did not get to, by why (counts, and the named uids per reason).
-UNFINISHED = "unfinished"        # prewarm: a stop (down service, signal) came before the user was done
+UNFINISHED = "unfinished"  # prewarm: a stop (down service, signal) came before the user was done
 NOT_PROCESSED = "not_processed"  # push: taken after a stop; the rerun sends it
-EXPIRED = "expired"              # push: its hour's window closed before it was sent
-UNDELIVERED = "undelivered"      # push: produced, never confirmed by Kafka (no sent marker)
+EXPIRED = "expired"  # push: its hour's window closed before it was sent
+UNDELIVERED = "undelivered"  # push: produced, never confirmed by Kafka (no sent marker)
 
 # Outcome counts whose name is not a value's outcome: the report's, the metrics' `outcome` label.
-CACHED = "cached"                # prewarm: a recommendation computed and stored (the value's outcome "rec")
-UNSERVABLE = "unservable"        # both jobs: a uid no job can serve (core/uids.py), named per uid_* reason
+CACHED = "cached"  # prewarm: a recommendation computed and stored (the value's outcome "rec")
+UNSERVABLE = "unservable"  # both jobs: a uid no job can serve (core/uids.py), named per uid_* reason
 
 
 def service_failure(service: str, reason: str) -> str:
@@ -70,8 +70,13 @@ class RunCounts:
 
     __slots__ = ("counts", "failures", "named", "settled", "hour_failed")
 
-    def __init__(self, counts: Mapping[str, int] | None = None, failures: Mapping[str, int] | None = None,
-                 *, hour_failed: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        counts: Mapping[str, int] | None = None,
+        failures: Mapping[str, int] | None = None,
+        *,
+        hour_failed: Callable[[int], None] | None = None,
+    ) -> None:
         self.counts: Counter[str] = Counter(counts or {})
         self.failures: Counter[str] = Counter(failures or {})
         self.named: dict[str, list[str]] = {}

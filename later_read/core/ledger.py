@@ -53,15 +53,41 @@ from later_read.core.scope import RunScope
 
 Entry = dict[str, Any]  # one ledger entry: the JSON object stored per hour and shard
 
-PENDING, RUNNING, DONE, PARTIAL, EXPIRED, UNREADABLE = ("pending", "running", "done", "partial", "expired",
-                                                        "unreadable")
+PENDING, RUNNING, DONE, PARTIAL, EXPIRED, UNREADABLE = (
+    "pending",
+    "running",
+    "done",
+    "partial",
+    "expired",
+    "unreadable",
+)
 # How `day` merges an hour's shards: the first state any shard is in, in this order (done only if all are).
 MERGE_ORDER = (EXPIRED, UNREADABLE, PARTIAL, RUNNING, PENDING, DONE)
-SETTLED = ("sent", "already_sent", "earlier_hour", "not_in_experiment", "no_recommendation",
-           "material_not_found", "unservable")
+SETTLED = (
+    "sent",
+    "already_sent",
+    "earlier_hour",
+    "not_in_experiment",
+    "no_recommendation",
+    "material_not_found",
+    "unservable",
+)
 MISSES = ("absent", "stale", "corrupt")
-COUNTS = ("users", "sent", "recovered", "already_sent", "earlier_hour", "quiet", "material_not_found",
-          "unservable", "failed", "not_processed", "expired", "produced", "runs")
+COUNTS = (
+    "users",
+    "sent",
+    "recovered",
+    "already_sent",
+    "earlier_hour",
+    "quiet",
+    "material_not_found",
+    "unservable",
+    "failed",
+    "not_processed",
+    "expired",
+    "produced",
+    "runs",
+)
 
 
 def parse(raw: bytes | None) -> Entry | None:
@@ -91,17 +117,43 @@ def unclean(entry: Entry | None) -> Entry | None:
     return None if entry is None else {**entry, "clean": False}
 
 
-def running(prev: Entry | None, scope: RunScope, now: dt.datetime, late_minutes: float,
-            caught_up: bool = False, allow_late: bool = False) -> Entry:
+def running(
+    prev: Entry | None,
+    scope: RunScope,
+    now: dt.datetime,
+    late_minutes: float,
+    caught_up: bool = False,
+    allow_late: bool = False,
+) -> Entry:
     """The entry a push run writes when it begins the scope's hour (before producing: unclean)."""
-    return {"state": RUNNING, "clean": False, "date": scope.date, "hour": scope.hour, "shard": scope.shard.label,
-            "users": (prev or {}).get("users", 0), "started_at": round(now.timestamp(), 3),
-            "finished_at": None, "late_minutes": late_minutes, "runs": int((prev or {}).get("runs", 0)) + 1,
-            "caught_up": caught_up, "allow_late": allow_late}
+    return {
+        "state": RUNNING,
+        "clean": False,
+        "date": scope.date,
+        "hour": scope.hour,
+        "shard": scope.shard.label,
+        "users": (prev or {}).get("users", 0),
+        "started_at": round(now.timestamp(), 3),
+        "finished_at": None,
+        "late_minutes": late_minutes,
+        "runs": int((prev or {}).get("runs", 0)) + 1,
+        "caught_up": caught_up,
+        "allow_late": allow_late,
+    }
 
 
-def finished(entry: Entry, counts: Counter[str], failures: Counter[str], total: int, *, clean: bool, recovered: int,
-             produced: int, now: dt.datetime, window_closed: bool = False) -> Entry:
+def finished(
+    entry: Entry,
+    counts: Counter[str],
+    failures: Counter[str],
+    total: int,
+    *,
+    clean: bool,
+    recovered: int,
+    produced: int,
+    now: dt.datetime,
+    window_closed: bool = False,
+) -> Entry:
     """The entry of a run that ended the hour: its counts and state (module docstring). With
     `window_closed` the users it had not read or sent when the window closed are expired."""
     read = counts["users"]
@@ -109,16 +161,26 @@ def finished(entry: Entry, counts: Counter[str], failures: Counter[str], total: 
     settled = sum(counts[k] for k in SETTLED)
     unread = users - read
     figures = {
-        "users": users, "sent": counts["sent"], "recovered": recovered, "already_sent": counts["already_sent"],
+        "users": users,
+        "sent": counts["sent"],
+        "recovered": recovered,
+        "already_sent": counts["already_sent"],
         "earlier_hour": counts["earlier_hour"],
         "quiet": counts["not_in_experiment"] + counts["no_recommendation"],
-        "misses": {"absent": counts["misses"] - counts["stale"], "stale": counts["stale"],
-                   "corrupt": counts["corrupt"]},
-        "material_not_found": counts["material_not_found"], "unservable": counts["unservable"],
-        "failed": sum(failures.values()), "failures": dict(failures),
+        "misses": {
+            "absent": counts["misses"] - counts["stale"],
+            "stale": counts["stale"],
+            "corrupt": counts["corrupt"],
+        },
+        "material_not_found": counts["material_not_found"],
+        "unservable": counts["unservable"],
+        "failed": sum(failures.values()),
+        "failures": dict(failures),
         "not_processed": counts["not_processed"] + (0 if window_closed else unread),
         "expired": counts["expired"] + (unread if window_closed else 0),
-        "produced": produced, "finished_at": round(now.timestamp(), 3), "clean": clean,
+        "produced": produced,
+        "finished_at": round(now.timestamp(), 3),
+        "clean": clean,
     }
     if figures["expired"]:
         state = EXPIRED
@@ -133,9 +195,16 @@ def closing(prev: Entry | None, scope: RunScope) -> Entry:
     """The base of the entry the expiry pass writes (`finished` adds its figures): the earlier runs' start,
     lateness and count kept, `expired_by` set (the pass, not a run, ended the hour)."""
     prev = prev or {}
-    return {**prev, "date": scope.date, "hour": scope.hour, "shard": scope.shard.label,
-            "runs": int(prev.get("runs") or 0), "started_at": prev.get("started_at"),
-            "late_minutes": prev.get("late_minutes"), "expired_by": "schedule"}
+    return {
+        **prev,
+        "date": scope.date,
+        "hour": scope.hour,
+        "shard": scope.shard.label,
+        "runs": int(prev.get("runs") or 0),
+        "started_at": prev.get("started_at"),
+        "late_minutes": prev.get("late_minutes"),
+        "expired_by": "schedule",
+    }
 
 
 def verdicts(entries: Mapping[Hour, Entry | None], schedule: Schedule, now: dt.datetime) -> dict[str, int]:
@@ -163,16 +232,19 @@ def merge(entries: Iterable[Entry | None]) -> Entry:
     latest finish (None while a shard has not finished), the largest lateness."""
     entries = list(entries)
     states = {state_of(e) for e in entries}
-    merged: Entry = {"state": next(s for s in MERGE_ORDER + tuple(states) if s in states),
-                    "shards": [state_of(e) for e in entries]}
+    merged: Entry = {
+        "state": next(s for s in MERGE_ORDER + tuple(states) if s in states),
+        "shards": [state_of(e) for e in entries],
+    }
     found = [e for e in entries if e is not None]
     for key in COUNTS:
         merged[key] = sum(_number(e.get(key)) for e in found)
     for key in ("misses", "failures"):
         total: Counter[str] = Counter(dict.fromkeys(MISSES, 0) if key == "misses" else {})
         for e in found:
-            total.update({str(k): _number(v) for k, v in (e.get(key) or {}).items()}
-                         if isinstance(e.get(key), dict) else {})
+            total.update(
+                {str(k): _number(v) for k, v in (e.get(key) or {}).items()} if isinstance(e.get(key), dict) else {}
+            )
         merged[key] = dict(total)
     finishes = [(e or {}).get("finished_at") for e in entries]
     merged["finished_at"] = None if None in finishes or not found else max(_number(f) for f in finishes)

@@ -95,13 +95,29 @@ class PushMessage(msgspec.Struct):
     expires_at: str
 
     @classmethod
-    def build(cls, user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int,
-              clock: Clock, expires: str) -> PushMessage:
+    def build(
+        cls, user: TaskUser, value: CachedValue, material: Material, *, date: str, hour: int, clock: Clock, expires: str
+    ) -> PushMessage:
         """The message of `user` for push hour `hour` of `date`: `created_at` is when it was built by the
         run's clock, in the push timezone; `expires` is `expires_at(...)` of its hour."""
-        return cls(msg_id(date, user.uid), user.uid, user.project, user.task_id, date, hour, value.rec_id,
-                   value.rec_type, value.material_id, value.trace_id, material.title, material.content,
-                   material.cover_url, material.deeplink, clock.iso_ms(), expires)
+        return cls(
+            msg_id(date, user.uid),
+            user.uid,
+            user.project,
+            user.task_id,
+            date,
+            hour,
+            value.rec_id,
+            value.rec_type,
+            value.material_id,
+            value.trace_id,
+            material.title,
+            material.content,
+            material.cover_url,
+            material.deeplink,
+            clock.iso_ms(),
+            expires,
+        )
 
     def encode(self) -> bytes:
         """The bytes produced to Kafka: a JSON object of the fields in their declared order, each string as

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 UTC = dt.UTC
 LOOKBACK = dt.timedelta(hours=24)  # a run judges the hours that started within the last 24 h
-DUE_MINUTES = 30                   # `day`: an hour not done this long after its start is late
-FINAL = ("done", "expired")        # ledger states a scheduled run never touches again
+DUE_MINUTES = 30  # `day`: an hour not done this long after its start is late
+FINAL = ("done", "expired")  # ledger states a scheduled run never touches again
 VERDICTS = ("done", "expired", "late", "due", "upcoming", "untracked")  # `verdict`'s words
 
 
@@ -55,7 +55,7 @@ class Plan:
     expire: list[Hour] = field(default_factory=list)
     catch_up: list[Hour] = field(default_factory=list)
     own_final: str | None = None  # the own hour's state when final: done (a retry, the second pass of a
-                                  # doubled hour) or expired (a retry of a run its window closed on)
+    # doubled hour) or expired (a retry of a run its window closed on)
 
 
 class Schedule:
@@ -130,8 +130,7 @@ class Schedule:
         """The hours that started at or after `since` whose window has closed at `now`, oldest first."""
         return [h for h in self.hours_between(since, now) if self.is_closed(h, now)]
 
-    def plan(self, now: dt.datetime, states: Mapping[Hour, str | None],
-             tracked_since: dt.datetime | None) -> Plan:
+    def plan(self, now: dt.datetime, states: Mapping[Hour, str | None], tracked_since: dt.datetime | None) -> Plan:
         """A scheduled run's work at `now`, from the ledger's states (its own shard's) and the start of
         the earliest hour the ledger holds (None: nothing recorded yet, so only the own hour)."""
         own = self.current(now)
@@ -154,10 +153,12 @@ class Schedule:
         """An explicit push of an hour whose window closed is refused (UsageError) unless --allow-late."""
         if allow_late or not self.is_closed(hour, now):
             return
-        raise UsageError(f"hour {hour.hour} of {hour.date} is expired: its window closed at "
-                         f"{self.iso(self.window_end(hour))} (start + [push] catch_up_minutes = "
-                         f"{self.catch_up_minutes}), so a push now would be stale; add --allow-late to send "
-                         "it anyway")
+        raise UsageError(
+            f"hour {hour.hour} of {hour.date} is expired: its window closed at "
+            f"{self.iso(self.window_end(hour))} (start + [push] catch_up_minutes = "
+            f"{self.catch_up_minutes}), so a push now would be stale; add --allow-late to send "
+            "it anyway"
+        )
 
     def verdict(self, hour: Hour, now: dt.datetime, state: str | None, tracked: bool) -> str:
         """`day`'s word for an hour at `now`: done, expired, upcoming, due (started < DUE_MINUTES ago, not

@@ -41,8 +41,9 @@ class Shard:
 
     def __post_init__(self) -> None:
         if not (self.count >= 1 and 0 <= self.index < self.count):
-            raise UsageError(f"shard {self.index}/{self.count}: expected K/N with N >= 1 and "
-                             "0 <= K < N, e.g. --shard 2/4")
+            raise UsageError(
+                f"shard {self.index}/{self.count}: expected K/N with N >= 1 and 0 <= K < N, e.g. --shard 2/4"
+            )
 
     @classmethod
     def whole(cls) -> Shard:
@@ -147,9 +148,11 @@ def parse_shard(text: str | None, count: int, environ: Mapping[str, str] | None 
             raise UsageError(f"--shard {text!r}: expected K/N (shard K of N, counted from 0), e.g. 2/4")
         shard = Shard(int(index), int(total))
         if shard.count != count:
-            raise UsageError(f"--shard {shard.label}: N is {shard.count} but [shards] count = {count}, so it "
-                             "would take other locks than the deployment's runs and work beside them on the "
-                             f"same users; use --shard K/{count}" + (", or no --shard" if count == 1 else ""))
+            raise UsageError(
+                f"--shard {shard.label}: N is {shard.count} but [shards] count = {count}, so it "
+                "would take other locks than the deployment's runs and work beside them on the "
+                f"same users; use --shard K/{count}" + (", or no --shard" if count == 1 else "")
+            )
         return shard
     job_index = environ.get(JOB_INDEX_ENV)
     if job_index is not None and count > 1:
@@ -160,5 +163,7 @@ def parse_shard(text: str | None, count: int, environ: Mapping[str, str] | None 
 
 
 def _needs_index(count: int) -> Shard:
-    raise UsageError(f"[shards] count = {count} but no shard given: pass --shard K/{count} or run "
-                     f"as an Indexed Job (which sets {JOB_INDEX_ENV})")
+    raise UsageError(
+        f"[shards] count = {count} but no shard given: pass --shard K/{count} or run "
+        f"as an Indexed Job (which sets {JOB_INDEX_ENV})"
+    )

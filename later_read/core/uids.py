@@ -81,7 +81,7 @@ def parse_line(line: str) -> str | None:
     if text.startswith('"'):
         match = _QUOTED.fullmatch(text)
         if not match:
-            raise ValueError("a quoted uid must end with a closing \" (then only a # comment)")
+            raise ValueError('a quoted uid must end with a closing " (then only a # comment)')
         return unescape(match.group(1))
     text = text.split("#", 1)[0].strip()
     return text or None

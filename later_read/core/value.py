@@ -77,9 +77,9 @@ class CachedValue(NamedTuple):
 class Verdict(NamedTuple):
     """What a stored value stands for on a date (`judge`)."""
 
-    state: str                       # ABSENT, CORRUPT, STALE or USABLE
+    state: str  # ABSENT, CORRUPT, STALE or USABLE
     value: CachedValue | None = None  # the parsed value (STALE, USABLE)
-    problem: str = ""                # what is wrong with it (CORRUPT)
+    problem: str = ""  # what is wrong with it (CORRUPT)
 
 
 def judge(raw: bytes | None, date: str) -> Verdict:
@@ -119,11 +119,21 @@ def decode(raw: bytes | str) -> CachedValue:
             _bounded(("trace_id", trace_id))
         return new_tuple(CachedValue, (outcome, date, trace_id, "", "", ""))
     rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
-    if not (type(rec_id) is str and type(rec_type) is str and type(material_id) is str
-            and rec_id and rec_type and material_id):  # the common case, checked fast; else:
+    if not (
+        type(rec_id) is str
+        and type(rec_type) is str
+        and type(material_id) is str
+        and rec_id
+        and rec_type
+        and material_id
+    ):  # the common case, checked fast; else:
         rec_id, rec_type, material_id = _rec_fields(data, raw)
-    if (len(trace_id) > _TRACE_IN or len(rec_id) > _REC_ID_IN or len(rec_type) > _TYPE_IN
-            or len(material_id) > _MATERIAL_IN):  # the common case, checked fast; else bytes are counted
+    if (
+        len(trace_id) > _TRACE_IN
+        or len(rec_id) > _REC_ID_IN
+        or len(rec_type) > _TYPE_IN
+        or len(material_id) > _MATERIAL_IN
+    ):  # the common case, checked fast; else bytes are counted
         _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
     return new_tuple(CachedValue, (outcome, date, trace_id, rec_id, rec_type, material_id))
 

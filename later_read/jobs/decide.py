@@ -15,8 +15,9 @@ from later_read.core import value
 from later_read.core.value import CachedValue
 
 
-async def decide(services: Services, uid: str, project: str, date: str,
-                 on_step: Callable[[str, Any], None] | None = None) -> CachedValue:
+async def decide(
+    services: Services, uid: str, project: str, date: str, on_step: Callable[[str, Any], None] | None = None
+) -> CachedValue:
     """The value to store for `uid` on `date`; ServiceError/ServiceDown propagate to the caller.
 
     `on_step("ab", Assignment)` / `on_step("rec", Recommendation | None)` is called as each answer
@@ -32,5 +33,4 @@ async def decide(services: Services, uid: str, project: str, date: str,
         on_step("rec", rec)
     if rec is None:
         return CachedValue(value.OUTCOME_NO_RECOMMENDATION, date, assignment.trace_id)
-    return CachedValue(value.OUTCOME_REC, date, assignment.trace_id,
-                       rec.rec_id, rec.rec_type, rec.material_id)
+    return CachedValue(value.OUTCOME_REC, date, assignment.trace_id, rec.rec_id, rec.rec_type, rec.material_id)

@@ -54,21 +54,29 @@ from later_read.store.lock import JobLock
 
 log = get_logger("lifecycle")
 
-STATUS_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "service_down": EXIT_SERVICE_DOWN,
-               "interrupted": EXIT_INTERRUPTED, "expired": EXIT_EXPIRED}
+STATUS_EXIT = {
+    "ok": EXIT_OK,
+    "failures": EXIT_FAILURES,
+    "service_down": EXIT_SERVICE_DOWN,
+    "interrupted": EXIT_INTERRUPTED,
+    "expired": EXIT_EXPIRED,
+}
 _ERROR_STATUS: dict[type[BaseException], str] = {  # else "error"
-    ServiceDown: "service_down", Interrupted: "interrupted", LockLost: "lock_lost"}
+    ServiceDown: "service_down",
+    Interrupted: "interrupted",
+    LockLost: "lock_lost",
+}
 
 
 class Job(Protocol):
-    name: str                       # "prewarm" or "push": log names, metric names
+    name: str  # "prewarm" or "push": log names, metric names
     settings: Settings
     summary: Summary
-    report_keys: tuple[str, ...]    # the report's counters
+    report_keys: tuple[str, ...]  # the report's counters
     report_path: str | None
-    lock_wait: float                # seconds to wait for a held lock; 0 = fail at once
-    scope: RunScope                 # the date (and hour) and the shard of users this run works on
-    fence: JobLock | None           # set by the lifecycle: the lock it holds for the run (None: no lock)
+    lock_wait: float  # seconds to wait for a held lock; 0 = fail at once
+    scope: RunScope  # the date (and hour) and the shard of users this run works on
+    fence: JobLock | None  # set by the lifecycle: the lock it holds for the run (None: no lock)
 
     def connect(self) -> AbstractAsyncContextManager[Any]:
         """The job's typed connections (an object with a `store`)."""
@@ -158,6 +166,7 @@ def _conclude(job: Job, started: bool, error: BaseException | None) -> int:
             alert(log, f"{job.name}.report_failed", path=job.report_path, error=exc.strerror)
     if job.settings.metrics.enabled:  # prometheus_client: imported at the end, and only then
         from later_read.jobs.metrics import record_job
+
         record_job(job.settings, job.name, summary, job.scope.shard)  # metrics: never raises
     if started:
         job.alert(error)

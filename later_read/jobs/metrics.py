@@ -88,11 +88,19 @@ def record_job(settings: Settings, job: str, summary: Summary, shard: Shard = WH
             _failed("textfile", str(path), exc, "check that [metrics] textfile_dir exists and is writable")
     if cfg.pushgateway_url:
         try:
-            pushadd_to_gateway(cfg.pushgateway_url, job=f"later_read_{name}{_group(shard)}", registry=registry,
-                               timeout=PUSH_TIMEOUT_SECONDS)
+            pushadd_to_gateway(
+                cfg.pushgateway_url,
+                job=f"later_read_{name}{_group(shard)}",
+                registry=registry,
+                timeout=PUSH_TIMEOUT_SECONDS,
+            )
         except Exception as exc:  # noqa: BLE001
-            _failed("pushgateway", redact(cfg.pushgateway_url), exc,
-                    "check [metrics] pushgateway_url and that the Pushgateway is up")
+            _failed(
+                "pushgateway",
+                redact(cfg.pushgateway_url),
+                exc,
+                "check [metrics] pushgateway_url and that the Pushgateway is up",
+            )
 
 
 def textfile_path(settings: Settings, job: str, shard: Shard = WHOLE) -> Path:
@@ -124,12 +132,10 @@ class _RunCollector:
         counts = {k: v for k, v in s.counts.items() if k != "users"}
         yield self._counter(f"{p}_users", "Users the runs looked at.", None, {"": s.counts.get("users", 0)})
         yield self._counter(f"{p}_outcomes", "Users per outcome, summed over runs.", "outcome", counts)
-        yield self._counter(f"{p}_failures", "Failed users per reason, summed over runs.", "reason",
-                            dict(s.failures))
+        yield self._counter(f"{p}_failures", "Failed users per reason, summed over runs.", "reason", dict(s.failures))
         ended = s.finished_at or time.time()
         yield GaugeMetricFamily(f"{p}_duration_seconds", "Wall time of the last run.", value=s.duration_seconds)
-        yield GaugeMetricFamily(f"{p}_last_run_timestamp_seconds", "End of the last run (any status).",
-                                value=ended)
+        yield GaugeMetricFamily(f"{p}_last_run_timestamp_seconds", "End of the last run (any status).", value=ended)
         status = GaugeMetricFamily(f"{p}_last_status", "1 for the last run's status.", labels=["status"])
         for name in dict.fromkeys((*KNOWN_STATUSES, s.status)):
             status.add_metric([name], 1.0 if name == s.status else 0.0)
@@ -137,49 +143,72 @@ class _RunCollector:
         yield from self._services(p)
         if self.name == "push":
             yield from self._ledger(p)
-        success = ended if s.status in SUCCESS_STATUSES else self.previous.get(
-            (f"{p}_last_success_timestamp_seconds", ""))
+        success = (
+            ended if s.status in SUCCESS_STATUSES else self.previous.get((f"{p}_last_success_timestamp_seconds", ""))
+        )
         if success is not None:
-            yield GaugeMetricFamily(f"{p}_last_success_timestamp_seconds",
-                                    "End of the last run that went through every user (status ok or "
-                                    "failures).", value=success)
+            yield GaugeMetricFamily(
+                f"{p}_last_success_timestamp_seconds",
+                "End of the last run that went through every user (status ok or failures).",
+                value=success,
+            )
 
     def _services(self, p: str) -> Iterable[Metric]:
         """Calls per service (cumulative), the last run's peak QPS, and the push's peak calls saved."""
         services = self.summary.services
-        yield self._counter(f"{p}_service_calls", "Calls to each downstream service, summed over runs.",
-                            "service", {name: stats.get("calls", 0) for name, stats in services.items()})
-        peak = GaugeMetricFamily(f"{p}_service_peak_qps", "The last run's most calls started in one second.",
-                                 labels=["service"])
+        yield self._counter(
+            f"{p}_service_calls",
+            "Calls to each downstream service, summed over runs.",
+            "service",
+            {name: stats.get("calls", 0) for name, stats in services.items()},
+        )
+        peak = GaugeMetricFamily(
+            f"{p}_service_peak_qps", "The last run's most calls started in one second.", labels=["service"]
+        )
         for name, stats in sorted(services.items()):
             peak.add_metric([name], float(stats.get("peak_qps", 0)))
         yield peak
         if "peak_calls_saved" in self.summary.extra:
-            yield GaugeMetricFamily(f"{p}_peak_calls_saved", "Calls the old real-time flow would have made "
-                                    "at push time for this hour's users (A/B + recommend + material per "
-                                    "user), minus the calls this push made.",
-                                    value=float(self.summary.extra["peak_calls_saved"]))
+            yield GaugeMetricFamily(
+                f"{p}_peak_calls_saved",
+                "Calls the old real-time flow would have made "
+                "at push time for this hour's users (A/B + recommend + material per "
+                "user), minus the calls this push made.",
+                value=float(self.summary.extra["peak_calls_saved"]),
+            )
 
     def _ledger(self, p: str) -> Iterable[Metric]:
         """The push's day-ledger metrics: expired users (cumulative, always written, so `increase()` sees
         the first expiry), the hours per verdict and the lateness of the last run; a run that ended before
         reading the ledger (an error) carries the previous values forward."""
         s = self.summary
-        yield self._counter(f"{p}_expired_users", "Users of push hours never sent because the hour's window "
-                            "closed first, summed over runs.", None, {"": s.counts.get("expired", 0)})
+        yield self._counter(
+            f"{p}_expired_users",
+            "Users of push hours never sent because the hour's window closed first, summed over runs.",
+            None,
+            {"": s.counts.get("expired", 0)},
+        )
         verdicts = s.extra.get("hours_by_verdict")
         if verdicts is None:
             verdicts = {label: v for (name, label), v in self.previous.items() if name == f"{p}_hours"}
         if verdicts:
-            hours = GaugeMetricFamily(f"{p}_hours", "The shard's hours that started in the last 24 h, per "
-                                      "verdict (later-read day's words) after the last run.", labels=["verdict"])
+            hours = GaugeMetricFamily(
+                f"{p}_hours",
+                "The shard's hours that started in the last 24 h, per "
+                "verdict (later-read day's words) after the last run.",
+                labels=["verdict"],
+            )
             for verdict in VERDICTS:
                 hours.add_metric([verdict], float(verdicts.get(verdict, 0)))
             yield hours
         late = s.extra.get("late_minutes", self.previous.get((f"{p}_late_minutes", "")))
         if late is not None:
-            yield GaugeMetricFamily(f"{p}_late_minutes", "Minutes after its start that the last run began the "
-                                    "latest hour it pushed (0: on time, or it pushed none).", value=float(late))
+            yield GaugeMetricFamily(
+                f"{p}_late_minutes",
+                "Minutes after its start that the last run began the "
+                "latest hour it pushed (0: on time, or it pushed none).",
+                value=float(late),
+            )
 
     def _counter(self, name: str, doc: str, label: str | None, run: dict) -> CounterMetricFamily:
         family = CounterMetricFamily(name, doc, labels=[label] if label else None)
@@ -235,5 +264,12 @@ def _metric_job(job: str) -> str:
 
 
 def _failed(sink: str, where: str, exc: BaseException, fix: str) -> None:
-    event(log, "metrics.failed", logging.WARNING, sink=sink, where=where,
-          error=f"{type(exc).__name__}: {exc}"[:200], fix=fix)
+    event(
+        log,
+        "metrics.failed",
+        logging.WARNING,
+        sink=sink,
+        where=where,
+        error=f"{type(exc).__name__}: {exc}"[:200],
+        fix=fix,
+    )

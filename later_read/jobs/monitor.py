@@ -50,7 +50,7 @@ class Ping:
     """One POST in a daemon thread; `error` says why it failed once the thread is done."""
 
     job: str
-    kind: str               # start, success, fail
+    kind: str  # start, success, fail
     url: str
     body: bytes
     timeout: float
@@ -62,8 +62,12 @@ class Ping:
         self.thread.start()
 
     def _send(self) -> None:
-        request = urllib.request.Request(self.url, data=self.body, method="POST", headers={
-            "Content-Type": "text/plain; charset=utf-8", "User-Agent": f"later-read/{__version__}"})
+        request = urllib.request.Request(
+            self.url,
+            data=self.body,
+            method="POST",
+            headers={"Content-Type": "text/plain; charset=utf-8", "User-Agent": f"later-read/{__version__}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 response.read(READ_LIMIT)
@@ -85,9 +89,16 @@ class Ping:
         if self.thread.is_alive():
             self.error = self._silent()
         if self.error is not None:
-            event(log, "monitor.ping_failed", logging.WARNING, job=self.job, ping=self.kind,
-                  url=redact(self.url), error=self.error[:200],
-                  fix=f"the run itself is unaffected; check [monitor] {self.job}_ping_url and the ping service")
+            event(
+                log,
+                "monitor.ping_failed",
+                logging.WARNING,
+                job=self.job,
+                ping=self.kind,
+                url=redact(self.url),
+                error=self.error[:200],
+                fix=f"the run itself is unaffected; check [monitor] {self.job}_ping_url and the ping service",
+            )
 
 
 class Pings:

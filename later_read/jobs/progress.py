@@ -25,8 +25,9 @@ from later_read.log import event, get_logger
 
 
 class Progress:
-    def __init__(self, job: str, interval: float, counts: RunCounts, total: int | None = None,
-                 stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, job: str, interval: float, counts: RunCounts, total: int | None = None, stream: IO[str] | None = None
+    ) -> None:
         self.job, self.interval, self.total = job, interval, total
         self.counts, self.base = counts, counts.settled  # `done` counts from here (the push: per hour)
         self.stream = stream or sys.stderr
@@ -63,9 +64,15 @@ class Progress:
             self.stream.write("\r" + self._bar(eta))
             self.stream.flush()
         else:
-            event(self.log, f"{self.job}.progress", done=self.done, total=self.total or "?",
-                  rate=round(self.rate(), 1), eta_seconds=round(eta) if eta is not None else "?",
-                  **(self.extra() if self.extra is not None else {}))
+            event(
+                self.log,
+                f"{self.job}.progress",
+                done=self.done,
+                total=self.total or "?",
+                rate=round(self.rate(), 1),
+                eta_seconds=round(eta) if eta is not None else "?",
+                **(self.extra() if self.extra is not None else {}),
+            )
 
     def close(self) -> None:
         if self.tty:
@@ -88,8 +95,9 @@ def check_report_path(path: str) -> None:
     """Fail now, not after an hour of work, when the report cannot be written."""
     folder = Path(path).resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UsageError(f"--report: cannot write {path}: {folder} is not a writable directory; "
-                         "create it or pick another path")
+        raise UsageError(
+            f"--report: cannot write {path}: {folder} is not a writable directory; create it or pick another path"
+        )
 
 
 def write_report(path: str | Path, data: dict) -> None:

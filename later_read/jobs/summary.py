@@ -29,7 +29,7 @@ class Summary:
     services: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
-    status: str = "running"   # ok | failures | expired | service_down | interrupted | lock_lost | error
+    status: str = "running"  # ok | failures | expired | service_down | interrupted | lock_lost | error
     extra: dict[str, Any] = field(default_factory=dict)
     total: int | None = None  # the day's (or the hour's) users by the count query, when known
     uids_path: str | None = None
@@ -55,8 +55,7 @@ class Summary:
             return
         path = f"{report_path.removesuffix('.json')}.uids.txt"
         try:
-            uid_rule.write_file(path, ((uid, reason) for reason, found in sorted(self.named.items())
-                                       for uid in found))
+            uid_rule.write_file(path, ((uid, reason) for reason, found in sorted(self.named.items()) for uid in found))
         except OSError as exc:
             alert(get_logger(self.job), f"{self.job}.uids_file_failed", path=path, error=exc.strerror)
             return
@@ -82,11 +81,17 @@ class Summary:
         data["uids_count"] = {reason: len(found) for reason, found in sorted(self.named.items())}
         if self.uids_path:
             data["uids_file"] = self.uids_path
-        data.update(failed=sum(self.failures.values()), failures=dict(self.failures),
-                    duration_seconds=self.duration_seconds, status=self.status,
-                    users_per_second=round(self.counts.get("users", 0) / max(self.duration_seconds, 1e-9), 1),
-                    services=self.services, started_at=self.started_at, finished_at=self.finished_at,
-                    **self.extra)
+        data.update(
+            failed=sum(self.failures.values()),
+            failures=dict(self.failures),
+            duration_seconds=self.duration_seconds,
+            status=self.status,
+            users_per_second=round(self.counts.get("users", 0) / max(self.duration_seconds, 1e-9), 1),
+            services=self.services,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            **self.extra,
+        )
         return data
 
     def lines(self, keys: tuple[str, ...]) -> list[str]:
@@ -95,15 +100,18 @@ class Summary:
         head = {k: data[k] for k in ("date", "hour", *keys, "failed", "remaining", "total") if k in data}
         if self.extra.get("dry_run") and "sent" in head:
             head["would_send"] = head.pop("sent")  # a dry run sends nothing
-        out = [f"{self.job}.summary status={self.status} {fields(**head)} "
-               f"duration_seconds={self.duration_seconds} users_per_second={data['users_per_second']}"
-               + (f" peak_calls_saved={self.extra['peak_calls_saved']}" if "peak_calls_saved" in self.extra
-                  else "")]
+        out = [
+            f"{self.job}.summary status={self.status} {fields(**head)} "
+            f"duration_seconds={self.duration_seconds} users_per_second={data['users_per_second']}"
+            + (f" peak_calls_saved={self.extra['peak_calls_saved']}" if "peak_calls_saved" in self.extra else "")
+        ]
         if self.failures:
             out.append(f"{self.job}.failures {fields(**dict(self.failures))}")
         for reason, found in sorted(self.named.items()):
-            out.append(f"{self.job}.uids " + fields(reason=reason, count=len(found), first=found[0],
-                                                      uids_file=self.uids_path or "-"))
+            out.append(
+                f"{self.job}.uids "
+                + fields(reason=reason, count=len(found), first=found[0], uids_file=self.uids_path or "-")
+            )
         for name, stats in self.services.items():
             flat = {k: v for k, v in stats.items() if k != "failures"}
             out.append(f"{self.job}.service name={name} {fields(**flat)}")

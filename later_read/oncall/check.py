@@ -65,19 +65,26 @@ class Probe:
     name: str
     target: str
     run: Callable[[], Awaitable[str]]  # returns the ok detail; raises with the failure's one line
-    fix: str                            # said when the probe times out
+    fix: str  # said when the probe times out
 
 
 def run_check(settings: Settings, timeout: float = DEFAULT_TIMEOUT_SECONDS, echo=print) -> int:
     """Print the config line and one line per dependency; EXIT_DEPENDENCY if any failed."""
-    echo(printable(redact(f"{'ok':<4} {'config':<10} {settings.source}  validated "
-                          f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})")))
+    echo(
+        printable(
+            redact(
+                f"{'ok':<4} {'config':<10} {settings.source}  validated "
+                f"(timezone {settings.timezone}, tasks {', '.join(settings.tasks.ids)})"
+            )
+        )
+    )
     results = run(check_all, settings, timeout)
     for result in results:
         echo(printable(redact(result.line())))
     failed = [r.name for r in results if not r.ok]
-    echo(f"check: {len(results) - len(failed)} ok, {len(failed)} failed"
-         + (f" ({', '.join(failed)})" if failed else ""))
+    echo(
+        f"check: {len(results) - len(failed)} ok, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else "")
+    )
     return EXIT_DEPENDENCY if failed else EXIT_OK
 
 
@@ -114,12 +121,24 @@ async def _timed(probe: Probe, timeout: float) -> Result:
 def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     sr, k = settings.starrocks, settings.kafka
     probes = [
-        Probe("starrocks", f"{sr.user}@{sr.host}:{sr.port}/{sr.database}.{sr.table}{' (tls)' if sr.tls else ''}",
-              lambda: _starrocks(settings, timeout), "check [starrocks] host/port and that it is up"),
-        Probe("redis", target(settings.redis), lambda: _redis(settings, timeout),
-              "check [redis] mode/url/sentinels and that Redis is up"),
-        Probe("kafka", f"{k.bootstrap_servers} topic={k.topic}", lambda: _kafka(settings, timeout),
-              "check [kafka] bootstrap_servers and that the brokers are up"),
+        Probe(
+            "starrocks",
+            f"{sr.user}@{sr.host}:{sr.port}/{sr.database}.{sr.table}{' (tls)' if sr.tls else ''}",
+            lambda: _starrocks(settings, timeout),
+            "check [starrocks] host/port and that it is up",
+        ),
+        Probe(
+            "redis",
+            target(settings.redis),
+            lambda: _redis(settings, timeout),
+            "check [redis] mode/url/sentinels and that Redis is up",
+        ),
+        Probe(
+            "kafka",
+            f"{k.bootstrap_servers} topic={k.topic}",
+            lambda: _kafka(settings, timeout),
+            "check [kafka] bootstrap_servers and that the brokers are up",
+        ),
     ]
     one_try = dataclasses.replace(settings, services=dataclasses.replace(settings.services, max_attempts=1))
     services = build_services(one_try, session)
@@ -130,8 +149,14 @@ def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
     }
     for name, call in calls.items():
         caller = getattr(services, name).caller
-        probes.append(Probe(name, caller.url, functools.partial(_http, name, call),
-                            f"check [services] {name}_url and that the service is up"))
+        probes.append(
+            Probe(
+                name,
+                caller.url,
+                functools.partial(_http, name, call),
+                f"check [services] {name}_url and that the service is up",
+            )
+        )
     probes += _metrics_probes(settings, timeout)
     return probes
 
@@ -139,8 +164,11 @@ def _probes(settings: Settings, session, timeout: float) -> list[Probe]:
 async def _starrocks(settings: Settings, timeout: float) -> str:
     """A LIMIT 1 read of today's rows at this hour: proves login, database, table and columns."""
     # connect + read fit in the probe's timeout (a worker thread cannot be cancelled mid-query)
-    sr = dataclasses.replace(settings.starrocks, read_timeout_seconds=timeout / 2,
-                             connect_timeout_seconds=min(settings.starrocks.connect_timeout_seconds, timeout / 2))
+    sr = dataclasses.replace(
+        settings.starrocks,
+        read_timeout_seconds=timeout / 2,
+        connect_timeout_seconds=min(settings.starrocks.connect_timeout_seconds, timeout / 2),
+    )
     date, hour = parse_date(None, settings.zone), current_hour(settings.zone)
     query = UserQuery.of(settings, RunScope(date, hour))
     client = StarRocks(sr)
@@ -155,8 +183,12 @@ async def _starrocks(settings: Settings, timeout: float) -> str:
 async def _redis(settings: Settings, timeout: float) -> str:
     """PING and a scratch key written, read and deleted; the mode, and the master (sentinel) or the
     nodes and slot coverage (cluster). No failover retries: check reports the state now."""
-    cfg = dataclasses.replace(settings.redis, max_connections=2, failover_seconds=0,
-                              socket_timeout_seconds=min(settings.redis.socket_timeout_seconds, timeout))
+    cfg = dataclasses.replace(
+        settings.redis,
+        max_connections=2,
+        failover_seconds=0,
+        socket_timeout_seconds=min(settings.redis.socket_timeout_seconds, timeout),
+    )
     client = open_redis(cfg)
     try:
         store = Store(client, cfg)
@@ -170,6 +202,7 @@ async def _redis(settings: Settings, timeout: float) -> str:
 
 async def _kafka(settings: Settings, timeout: float) -> str:
     """Topic metadata only: nothing is produced (a test message would reach real users)."""
+
     def probe() -> int:
         return check_topic(open_producer(settings.kafka), settings.kafka, timeout=max(timeout - 0.5, 0.5))
 
@@ -186,8 +219,7 @@ async def _http(name: str, call: Callable[[], Awaitable[object]]) -> str:
         status = exc.reason[5:] if exc.reason.startswith("http_") else ""
         if status.isdigit() and int(status) < 500:
             return f"HTTP {status} to the probe request (reached; the service refused uid {PROBE_UID})"
-        raise RuntimeError(f"{_failure(exc, status)}; check [services] {name}_url and that the service "
-                           "is up") from None
+        raise RuntimeError(f"{_failure(exc, status)}; check [services] {name}_url and that the service is up") from None
     if answer is None:
         return f"HTTP 200/404: {_NOTHING[name]} for the probe uid (reached, answers per contract)"
     return f"HTTP 200 per contract: {_describe(answer)}"
@@ -217,10 +249,12 @@ def _metrics_probes(settings: Settings, timeout: float) -> list[Probe]:
     probes = []
     directory = settings.metrics.textfile_dir
     if directory:
+
         async def textfile() -> str:
             if not os.path.isdir(directory) or not os.access(directory, os.W_OK):  # noqa: ASYNC240 - two stats
                 raise RuntimeError("not a writable directory; create it or fix [metrics] textfile_dir")
             return "writable directory"
+
         probes.append(Probe("textfile", directory, textfile, "check [metrics] textfile_dir"))
     gateway = settings.metrics.pushgateway_url
     if gateway:
@@ -233,9 +267,11 @@ def _metrics_probes(settings: Settings, timeout: float) -> list[Probe]:
                         return response.status
                 except OSError as exc:
                     why = getattr(exc, "reason", None) or exc
-                    raise RuntimeError(f"unreachable ({why}); check [metrics] pushgateway_url and that "
-                                       "the Pushgateway is up") from None
+                    raise RuntimeError(
+                        f"unreachable ({why}); check [metrics] pushgateway_url and that the Pushgateway is up"
+                    ) from None
+
             return f"GET /-/ready -> HTTP {await anyio.to_thread.run_sync(get, abandon_on_cancel=True)}"
-        probes.append(Probe("pushgw", url, pushgateway,
-                            "check [metrics] pushgateway_url"))
+
+        probes.append(Probe("pushgw", url, pushgateway, "check [metrics] pushgateway_url"))
     return probes

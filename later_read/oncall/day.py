@@ -39,14 +39,46 @@ from later_read.store import DayRecords
 from later_read.store.keys import LEDGER_DAYS
 
 FAILING = ("late", "expired")
-FIGURES = ("users", "sent", "recovered", "already_sent", "earlier_hour", "quiet", "misses", "material_not_found",
-           "unservable", "failed", "not_processed", "expired")
-COLUMNS = ("hour", "start", "state", "verdict", "users", "sent", "recov", "already", "earlier", "quiet", "misses",
-           "no_card", "unserv", "failed", "unsent", "expired", "late_min", "prewarm", "note")
+FIGURES = (
+    "users",
+    "sent",
+    "recovered",
+    "already_sent",
+    "earlier_hour",
+    "quiet",
+    "misses",
+    "material_not_found",
+    "unservable",
+    "failed",
+    "not_processed",
+    "expired",
+)
+COLUMNS = (
+    "hour",
+    "start",
+    "state",
+    "verdict",
+    "users",
+    "sent",
+    "recov",
+    "already",
+    "earlier",
+    "quiet",
+    "misses",
+    "no_card",
+    "unserv",
+    "failed",
+    "unsent",
+    "expired",
+    "late_min",
+    "prewarm",
+    "note",
+)
 
 
-def run_day(settings: Settings, date: str, clock: Clock, as_json: bool = False,
-            echo: Callable[[str], None] = print) -> int:
+def run_day(
+    settings: Settings, date: str, clock: Clock, as_json: bool = False, echo: Callable[[str], None] = print
+) -> int:
     """Print the day (text, or one JSON object); the exit code (module docstring)."""
     now = clock.now()
     records = run(_read, settings, date)
@@ -61,8 +93,11 @@ def run_day(settings: Settings, date: str, clock: Clock, as_json: bool = False,
 
 async def _read(settings: Settings, date: str) -> DayRecords:
     first = dt.datetime.strptime(date, "%Y%m%d")
-    memory = [Hour((first - dt.timedelta(days=back)).strftime("%Y%m%d"), h)
-              for back in range(LEDGER_DAYS - 1, 0, -1) for h in range(24)]
+    memory = [
+        Hour((first - dt.timedelta(days=back)).strftime("%Y%m%d"), h)
+        for back in range(LEDGER_DAYS - 1, 0, -1)
+        for h in range(24)
+    ]
     async with open_store(settings) as store:
         return await store.get_day(RunScope.split(date, settings.shards.count), memory)
 
@@ -74,31 +109,64 @@ def build(settings: Settings, date: str, now: dt.datetime, records: DayRecords) 
     for scope, entry in records.ledger.items():
         by_hour.setdefault(scope.slot, []).append(entry)
     since = ledger.tracked_since({h: next((e for e in es if e), None) for h, es in by_hour.items()}, schedule)
-    rows = [_row(schedule, Hour(date, h), now, by_hour[Hour(date, h)], since, records, shards)
-            for h in range(24)]
+    rows = [_row(schedule, Hour(date, h), now, by_hour[Hour(date, h)], since, records, shards) for h in range(24)]
     totals: dict = {key: sum(_count(row.get(key)) for row in rows) for key in FIGURES}
     totals["verdicts"] = dict(Counter(row["verdict"] for row in rows))
     failing = [row["hour"] for row in rows if _failing(row)]
-    return {"date": date, "timezone": settings.timezone, "now": now.isoformat(timespec="seconds"),
-            "catch_up_minutes": schedule.catch_up_minutes, "shards": settings.shards.count,
-            "prewarm_done": records.prewarm_done is not None, "hours": rows, "totals": totals,
-            "late": [r["hour"] for r in rows if r["verdict"] == "late"],
-            "expired": [r["hour"] for r in rows if r["verdict"] == "expired"],
-            "failing": failing, "exit_code": EXIT_FAILURES if failing else EXIT_OK}
+    return {
+        "date": date,
+        "timezone": settings.timezone,
+        "now": now.isoformat(timespec="seconds"),
+        "catch_up_minutes": schedule.catch_up_minutes,
+        "shards": settings.shards.count,
+        "prewarm_done": records.prewarm_done is not None,
+        "hours": rows,
+        "totals": totals,
+        "late": [r["hour"] for r in rows if r["verdict"] == "late"],
+        "expired": [r["hour"] for r in rows if r["verdict"] == "expired"],
+        "failing": failing,
+        "exit_code": EXIT_FAILURES if failing else EXIT_OK,
+    }
 
 
-def _row(schedule: Schedule, hour: Hour, now: dt.datetime, entries: list[dict | None], since, records: DayRecords,
-         shards: list[RunScope]) -> dict:
+def _row(
+    schedule: Schedule,
+    hour: Hour,
+    now: dt.datetime,
+    entries: list[dict | None],
+    since,
+    records: DayRecords,
+    shards: list[RunScope],
+) -> dict:
     merged = ledger.merge(entries)
     tracked = any(entries) or (since is not None and schedule.start(hour) >= since)
     holders = [records.locks[x.at(hour)] for x in shards if x.at(hour) in records.locks]
-    row = {"hour": hour.hour, "start": schedule.iso(schedule.start(hour)),
-           "window_end": schedule.iso(schedule.window_end(hour)), "state": merged["state"],
-           "verdict": schedule.verdict(hour, now, merged["state"], tracked),
-           "prewarm_ready": records.ready.get(hour.hour) is not None or records.prewarm_done is not None,
-           "lock_holders": holders, "marked": any(entries)}
-    row.update({k: merged[k] for k in (*FIGURES, "failures", "late_minutes", "caught_up", "runs", "started_at",
-                                       "finished_at", "clean", "shards")})
+    row = {
+        "hour": hour.hour,
+        "start": schedule.iso(schedule.start(hour)),
+        "window_end": schedule.iso(schedule.window_end(hour)),
+        "state": merged["state"],
+        "verdict": schedule.verdict(hour, now, merged["state"], tracked),
+        "prewarm_ready": records.ready.get(hour.hour) is not None or records.prewarm_done is not None,
+        "lock_holders": holders,
+        "marked": any(entries),
+    }
+    row.update(
+        {
+            k: merged[k]
+            for k in (
+                *FIGURES,
+                "failures",
+                "late_minutes",
+                "caught_up",
+                "runs",
+                "started_at",
+                "finished_at",
+                "clean",
+                "shards",
+            )
+        }
+    )
     return row
 
 
@@ -117,20 +185,33 @@ def _count(value: object) -> int | float:
 
 def render(report: dict) -> list[str]:
     """The text form: a head line, one row per hour, what is late or expired, the totals."""
-    lines = [(f"day {report['date']} timezone={quote(report['timezone'])} now={report['now']} "
-              f"catch_up_minutes={report['catch_up_minutes']} shards={report['shards']} "
-              f"prewarm={'done' if report['prewarm_done'] else 'not done'}")]
+    lines = [
+        (
+            f"day {report['date']} timezone={quote(report['timezone'])} now={report['now']} "
+            f"catch_up_minutes={report['catch_up_minutes']} shards={report['shards']} "
+            f"prewarm={'done' if report['prewarm_done'] else 'not done'}"
+        )
+    ]
     table = [list(COLUMNS)] + [_cells(row) for row in report["hours"]]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS) - 1)]
-    lines.extend(("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1]).rstrip()
-                 for cells in table)
+    lines.extend(
+        ("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1]).rstrip()
+        for cells in table
+    )
     listed = [f"{word}: {', '.join(str(h) for h in report[word]) or 'none'}" for word in ("late", "expired")]
     lines.append("now        " + "; ".join(listed))
     t = report["totals"]
     verdicts = " ".join(f"{k}={v}" for k, v in sorted(t["verdicts"].items()))
-    lines.append("total      " + " ".join(f"{k}={_cell(t[k])}" for k in FIGURES) + f" | hours {verdicts} | "
-                 + ("ok: every hour that should be done is done" if not report["failing"] else
-                    f"exit {report['exit_code']}: not done in time: {', '.join(map(str, report['failing']))}"))
+    lines.append(
+        "total      "
+        + " ".join(f"{k}={_cell(t[k])}" for k in FIGURES)
+        + f" | hours {verdicts} | "
+        + (
+            "ok: every hour that should be done is done"
+            if not report["failing"]
+            else f"exit {report['exit_code']}: not done in time: {', '.join(map(str, report['failing']))}"
+        )
+    )
     return lines
 
 
@@ -147,8 +228,16 @@ def _cells(row: dict) -> list[str]:
     start = row["start"][11:16] + row["start"][19:]  # HH:MM and the offset (it changes on a DST day)
     figures = [_cell(row[k]) if row["marked"] else "-" for k in FIGURES]  # no entry: nothing counted yet
     late = "-" if row["late_minutes"] is None else _cell(row["late_minutes"])
-    return [f"{row['hour']:02d}", start, quote(row["state"]), row["verdict"], *figures, late,
-            "ready" if row["prewarm_ready"] else "-", "; ".join(notes)]
+    return [
+        f"{row['hour']:02d}",
+        start,
+        quote(row["state"]),
+        row["verdict"],
+        *figures,
+        late,
+        "ready" if row["prewarm_ready"] else "-",
+        "; ".join(notes),
+    ]
 
 
 def _cell(value: object) -> str:

@@ -75,8 +75,8 @@ class RerunOptions:
     dry_run: bool = False
     force: bool = False
     lock_wait: float | None = None  # None: [lock] wait_seconds
-    clock: Clock | None = None      # --now; None: the wall clock
-    allow_late: bool = False        # push even when the hour's window has closed
+    clock: Clock | None = None  # --now; None: the wall clock
+    allow_late: bool = False  # push even when the hour's window has closed
 
 
 class Stop(Exception):
@@ -104,8 +104,10 @@ def _refuse_if_closed(settings: Settings, options: RerunOptions, hour: int) -> N
 
 async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str], None]) -> int:
     steps = "+".join(name for name, on in (("prewarm", options.prewarm), ("push", options.push)) if on)
-    echo(f"rerun      uid={quote(options.uid)} date={options.date} steps={steps}"
-         + (" (dry run: nothing is written or sent)" if options.dry_run else ""))
+    echo(
+        f"rerun      uid={quote(options.uid)} date={options.date} steps={steps}"
+        + (" (dry run: nothing is written or sent)" if options.dry_run else "")
+    )
     kafka = options.push and not options.dry_run
     async with open_push(settings, kafka=kafka, http_connections=4) as conns, runtime.task_group() as tg:
         try:
@@ -114,8 +116,10 @@ async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str]
             echo(f"stopped    {stop.reason}")
             return stop.code
         except ServiceError as exc:
-            echo(f"stopped    {exc} (retries included); nothing more was done; check the service "
-                 "(`later-read check`), then rerun")
+            echo(
+                f"stopped    {exc} (retries included); nothing more was done; check the service "
+                "(`later-read check`), then rerun"
+            )
             return EXIT_FAILURES
         finally:
             tg.cancel_scope.cancel()
@@ -124,8 +128,14 @@ async def _rerun(settings: Settings, options: RerunOptions, echo: Callable[[str]
 
 
 class Rerun:
-    def __init__(self, settings: Settings, conns: PushConnections, options: RerunOptions,
-                 echo: Callable[[str], None], tg: TaskGroup) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        conns: PushConnections,
+        options: RerunOptions,
+        echo: Callable[[str], None],
+        tg: TaskGroup,
+    ) -> None:
         self.settings, self.conns, self.options, self.tg = settings, conns, options, tg
         self.store, self.services = conns.store, conns.services
         self.echo = echo
@@ -157,8 +167,12 @@ class Rerun:
             yield
             return
         wait = self.settings.lock.wait_seconds if o.lock_wait is None else o.lock_wait
-        lock = JobLock(self.store.client, Keys.lock("push", self.scope.at(Hour(o.date, hour))),
-                       f"push run for {o.date} hour {hour}", dataclasses.replace(self.settings.lock, wait_seconds=wait))
+        lock = JobLock(
+            self.store.client,
+            Keys.lock("push", self.scope.at(Hour(o.date, hour))),
+            f"push run for {o.date} hour {hour}",
+            dataclasses.replace(self.settings.lock, wait_seconds=wait),
+        )
         await lock.acquire(anyio.Event())
         self.step("lock", f"holding {lock.key} (no push of the hour runs meanwhile)")
         lock.refresh_in(self.tg)
@@ -175,11 +189,13 @@ class Rerun:
         and this message's fate is known (confirmed and marked, or never produced)."""
         for other in self.hours:
             if other != hour:
-                found = await recovery.recover_if_unfinished(self.store, self.settings.kafka,
-                                                             self.scope.at(Hour(self.options.date, other)))
+                found = await recovery.recover_if_unfinished(
+                    self.store, self.settings.kafka, self.scope.at(Hour(self.options.date, other))
+                )
                 self._recovered(other, found)
-        hour_run = await recovery.begin(self.store, self.settings.kafka, self.scope.at(Hour(self.options.date, hour)),
-                                        fence=self.fence)
+        hour_run = await recovery.begin(
+            self.store, self.settings.kafka, self.scope.at(Hour(self.options.date, hour)), fence=self.fence
+        )
         self._recovered(hour, hour_run.recovered)
         self.in_doubt = False
         try:
@@ -190,8 +206,10 @@ class Rerun:
 
     def _recovered(self, hour: int, users: int | None) -> None:
         if users is not None:
-            self.step("recovery", f"hour {hour} had an unfinished push run: {users} user(s) it delivered "
-                                  "to marked sent from the topic")
+            self.step(
+                "recovery",
+                f"hour {hour} had an unfinished push run: {users} user(s) it delivered to marked sent from the topic",
+            )
 
     async def find_user(self) -> tuple[TaskUser, int]:
         """The user's task rows (printed), the job's pick of project/task id, the message's hour."""
@@ -200,16 +218,17 @@ class Rerun:
         task_ids = query.task_ids
         rows = await self.conns.starrocks.query(*query.rows(ROWS_SHOWN))
         if not rows:
-            raise Stop(f"no task rows for uid {quote(o.uid)} on {o.date} under {', '.join(task_ids)} in {table}: "
-                       "the jobs never pick this user up for that date; check the uid and --date",
-                       EXIT_FAILURES)
+            raise Stop(
+                f"no task rows for uid {quote(o.uid)} on {o.date} under {', '.join(task_ids)} in {table}: "
+                "the jobs never pick this user up for that date; check the uid and --date",
+                EXIT_FAILURES,
+            )
         for task_id, _, project, push_hour, book_id in rows:
             self.step("task row", f"task_id={task_id} project={project} push_hour={push_hour} book_id={book_id}")
         user = [u async for page in self.conns.starrocks.users(query) for u in page][0]  # noqa: RUF015 - async
         hours = self.hours = sorted({int(row[3]) for row in rows})
         hour = o.hour if o.hour is not None else hours[0]
-        self.step("user", f"project={user.project} task_id={user.task_id} push hours={hours}; "
-                          f"message push_hour={hour}")
+        self.step("user", f"project={user.project} task_id={user.task_id} push hours={hours}; message push_hour={hour}")
         return user, hour
 
     async def _check_value_date(self, uid: str) -> None:
@@ -219,9 +238,11 @@ class Rerun:
         if held is None:  # absent, corrupt, usable, or of no known date: nothing to keep
             return
         if not self.options.force:
-            raise UsageError(f"rerun: Redis holds this user's value for {held}; computing {self.options.date} "
-                             f"would replace it (then the {held} push misses the user); check --date, or "
-                             "add --force to replace it")
+            raise UsageError(
+                f"rerun: Redis holds this user's value for {held}; computing {self.options.date} "
+                f"would replace it (then the {held} push misses the user); check --date, or "
+                "add --force to replace it"
+            )
         self.step("value", f"replacing the value for {held} with one for {self.options.date} (--force)")
 
     async def prewarm(self, user: TaskUser) -> CachedValue:
@@ -229,8 +250,11 @@ class Rerun:
         value = await decide(self.services, user.uid, user.project, self.options.date, on_step=self._decided)
         raw, key = value_codec.encode(value), self.store.keys.rec(user.uid)
         if self.options.dry_run:
-            self.step("value", f"would write {quote(key)} = {raw.decode()} "
-                               f"ttl={self.settings.redis.ttl_seconds} s (dry run: not written)")
+            self.step(
+                "value",
+                f"would write {quote(key)} = {raw.decode()} "
+                f"ttl={self.settings.redis.ttl_seconds} s (dry run: not written)",
+            )
             return value
         await self.store.put_values([(user.uid, raw)])
         _, ttl = await self.store.inspect(key)
@@ -244,8 +268,11 @@ class Rerun:
         elif answer is None:
             self.step("rec", "no recommendation (empty answer or 404)")
         else:
-            self.step("rec", f"rec_id={quote(answer.rec_id)} rec_type={quote(answer.rec_type)} "
-                             f"material_id={quote(answer.material_id)}")
+            self.step(
+                "rec",
+                f"rec_id={quote(answer.rec_id)} rec_type={quote(answer.rec_type)} "
+                f"material_id={quote(answer.material_id)}",
+            )
 
     async def push(self, user: TaskUser, hour: int, value: CachedValue | None) -> None:
         """Sent marker, value, material, message, delivery, marker: the push's path for one user."""
@@ -253,28 +280,41 @@ class Rerun:
         if value is None:
             value = await self._read_value(user.uid)
         if not value.is_rec:
-            raise Stop(f"nothing to send: the value's outcome is {value.outcome} (a quiet skip for the push)",
-                       EXIT_OK)
+            raise Stop(f"nothing to send: the value's outcome is {value.outcome} (a quiet skip for the push)", EXIT_OK)
         material = await self.services.material.get(user.uid, value.rec_id, value.rec_type, value.material_id)
         if material is None:
-            raise Stop(f"material {quote(value.material_id)} not found (HTTP 404): no message; the push counts "
-                       "this user as material_not_found", EXIT_FAILURES)
+            raise Stop(
+                f"material {quote(value.material_id)} not found (HTTP 404): no message; the push counts "
+                "this user as material_not_found",
+                EXIT_FAILURES,
+            )
         self.step("material", f"material_id={quote(material.material_id)} title={quote(material.title, always=True)}")
         clock = self.options.clock or Clock(self.settings.zone)
         late_from = clock.now() if self.options.allow_late else None
-        message = PushMessage.build(user, value, material, date=self.options.date, hour=hour, clock=clock,
-                                    expires=expires_at(Schedule.of(self.settings), self.options.date, hour,
-                                                       late_from))
+        message = PushMessage.build(
+            user,
+            value,
+            material,
+            date=self.options.date,
+            hour=hour,
+            clock=clock,
+            expires=expires_at(Schedule.of(self.settings), self.options.date, hour, late_from),
+        )
         payload = message.encode()
         self.step("message", cut(payload) or "")
         if self.options.dry_run:
-            self.step("kafka", f"would produce to topic {self.settings.kafka.topic} key={quote(user.uid)} and mark "
-                               "the user sent (dry run: not produced, no marker)")
+            self.step(
+                "kafka",
+                f"would produce to topic {self.settings.kafka.topic} key={quote(user.uid)} and mark "
+                "the user sent (dry run: not produced, no marker)",
+            )
             return
         self.in_doubt = True  # until the marker is written, a crash leaves this message unmarked
         partition, offset = await self._produce(user.uid, payload)
-        self.step("kafka", f"delivered topic={self.settings.kafka.topic} partition={partition} "
-                           f"offset={offset} key={quote(user.uid)}")
+        self.step(
+            "kafka",
+            f"delivered topic={self.settings.kafka.topic} partition={partition} offset={offset} key={quote(user.uid)}",
+        )
         await self.store.put_sent(self.options.date, [(user.uid, message.msg_id)], self.fence)
         key = Keys.sent(self.options.date, user.uid)
         _, ttl = await self.store.inspect(key)
@@ -288,8 +328,11 @@ class Rerun:
             return
         msg_id = quote(marker.decode("utf-8", "replace"))
         if not self.options.force:
-            raise Stop(f"already pushed on {self.options.date} (msg_id {msg_id}); nothing sent. --force "
-                       "sends again (same msg_id, so consumers can drop the duplicate)", EXIT_OK)
+            raise Stop(
+                f"already pushed on {self.options.date} (msg_id {msg_id}); nothing sent. --force "
+                "sends again (same msg_id, so consumers can drop the duplicate)",
+                EXIT_OK,
+            )
         self.step("sent", f"marker present (msg_id {msg_id}): sending again because of --force")
 
     async def _read_value(self, uid: str) -> CachedValue:
@@ -299,8 +342,10 @@ class Rerun:
         shown = cut(raw) if raw is not None else "(absent)"
         self.step("value", f"{quote(self.store.keys.rec(uid))} = {shown} -> {outcome}: {detail}")
         if verdict.state != value_codec.USABLE or verdict.value is None:
-            raise Stop(f"no usable value for {self.options.date} ({outcome}); rerun without --push-only "
-                       "to compute it first", EXIT_FAILURES)
+            raise Stop(
+                f"no usable value for {self.options.date} ({outcome}); rerun without --push-only to compute it first",
+                EXIT_FAILURES,
+            )
         return verdict.value
 
     async def _produce(self, uid: str, payload: bytes) -> tuple[int, int]:
@@ -315,19 +360,27 @@ class Rerun:
             producer.produce(self.settings.kafka.topic, payload, key=uid, on_delivery=delivered)
         except (BufferError, confluent_kafka.KafkaException) as exc:
             if isinstance(exc, confluent_kafka.KafkaException) and refused_for_size(exc):
-                raise Stop(f"{OVERSIZE_MESSAGE}: the message is {len(payload):,} bytes, over [kafka.librdkafka] "
-                           f"message.max.bytes; nothing sent, no marker written; {OVERSIZE_FIX}",
-                           EXIT_FAILURES) from None
-            raise Stop(f"Kafka producer refused the message ({exc}); nothing sent, no marker written",
-                       EXIT_FAILURES) from None
+                raise Stop(
+                    f"{OVERSIZE_MESSAGE}: the message is {len(payload):,} bytes, over [kafka.librdkafka] "
+                    f"message.max.bytes; nothing sent, no marker written; {OVERSIZE_FIX}",
+                    EXIT_FAILURES,
+                ) from None
+            raise Stop(
+                f"Kafka producer refused the message ({exc}); nothing sent, no marker written", EXIT_FAILURES
+            ) from None
         await anyio.to_thread.run_sync(producer.flush, timeout)
         if not report:
             producer.purge()
             producer.poll(0)
-            raise Stop(f"Kafka did not confirm the message within {timeout:g} s; it was withdrawn and no "
-                       "sent marker was written; check Kafka (`later-read check`), then rerun", EXIT_FAILURES)
+            raise Stop(
+                f"Kafka did not confirm the message within {timeout:g} s; it was withdrawn and no "
+                "sent marker was written; check Kafka (`later-read check`), then rerun",
+                EXIT_FAILURES,
+            )
         if report["error"] is not None:
-            raise Stop(f"Kafka did not take the message ({report['error'].str()}); no sent marker was "
-                       "written; check Kafka (`later-read check`), then rerun", EXIT_FAILURES)
+            raise Stop(
+                f"Kafka did not take the message ({report['error'].str()}); no sent marker was "
+                "written; check Kafka (`later-read check`), then rerun",
+                EXIT_FAILURES,
+            )
         return report["message"].partition(), report["message"].offset()
-

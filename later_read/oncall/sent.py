@@ -49,8 +49,7 @@ from later_read.store.keys import Keys
 START_SLACK_SECONDS = 3600
 # Values come from the topic (anyone can produce there): long ones are cut so a line stays readable.
 MAX_FIELD_CHARS = 80
-SHOWN_FIELDS = ("msg_id", "source_uid", "push_date", "push_hour", "rec_id", "material_id", "created_at",
-                "expires_at")
+SHOWN_FIELDS = ("msg_id", "source_uid", "push_date", "push_hour", "rec_id", "material_id", "created_at", "expires_at")
 POLL_BATCH = 500
 OFFSET_BITS = 48  # Kafka offsets are int64 but never reach 2**48 (280 trillion messages in a partition)
 KAFKA_TIMEOUT_SECONDS = 10.0
@@ -73,14 +72,14 @@ class Tally:
     query: SentQuery
     scanned: int = 0
     matching: int = 0
-    other: int = 0          # messages of other dates/hours/users inside the range read
+    other: int = 0  # messages of other dates/hours/users inside the range read
     unparsable: int = 0
     per_hour: Counter = field(default_factory=Counter)
     distinct_per_hour: Counter = field(default_factory=Counter)
     # msg_id -> partition << OFFSET_BITS | offset of its first copy: one int, not a tuple (memory bound)
     first: dict[str, int] = field(default_factory=dict)
-    copies: dict[str, list[tuple[int, int]]] = field(default_factory=dict)   # duplicates only
-    uids: dict[str, str] = field(default_factory=dict)                       # duplicates only
+    copies: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # duplicates only
+    uids: dict[str, str] = field(default_factory=dict)  # duplicates only
     shown: list[dict] = field(default_factory=list)
 
     @property
@@ -110,24 +109,27 @@ class Tally:
         else:
             self.distinct_per_hour[hour] += 1
         if self.query.uid is not None and len(self.shown) < self.query.limit:
-            self.shown.append({"partition": partition, "offset": offset,
-                               **{k: clean(getattr(message, k)) for k in SHOWN_FIELDS}})
+            self.shown.append(
+                {"partition": partition, "offset": offset, **{k: clean(getattr(message, k)) for k in SHOWN_FIELDS}}
+            )
 
     def _matches(self, message: PushMessage) -> bool:
         q = self.query
-        return (message.push_date == q.date and (q.hour is None or message.push_hour == q.hour)
-                and (q.uid is None or message.source_uid == q.uid))
+        return (
+            message.push_date == q.date
+            and (q.hour is None or message.push_hour == q.hour)
+            and (q.uid is None or message.source_uid == q.uid)
+        )
 
 
 def clean(value: Any) -> str:
     """A value from the topic cut to one output field's length; the lines' `log.fields` escapes it (control
     characters, quotes, the alert keyword), the JSON output's encoder likewise."""
-    text = ("" if value is None else str(value))[:MAX_FIELD_CHARS + 1]  # cut first: a value may be 1 MB
-    return text if len(text) <= MAX_FIELD_CHARS else text[:MAX_FIELD_CHARS - 3] + "..."
+    text = ("" if value is None else str(value))[: MAX_FIELD_CHARS + 1]  # cut first: a value may be 1 MB
+    return text if len(text) <= MAX_FIELD_CHARS else text[: MAX_FIELD_CHARS - 3] + "..."
 
 
-def run_sent(settings: Settings, query: SentQuery, as_json: bool = False,
-             echo: Callable[[str], None] = print) -> int:
+def run_sent(settings: Settings, query: SentQuery, as_json: bool = False, echo: Callable[[str], None] = print) -> int:
     """Read the topic for the query, print the report (lines, or one JSON object); exit 0."""
     recorded, keys, notes = run(recorded_starts, settings, query)
     report = scan_topic(settings, query, recorded, keys, notes)
@@ -143,8 +145,7 @@ def start_keys(settings: Settings, query: SentQuery) -> list[str]:
     """The push-start keys of the hours asked: the whole-run key, and each shard's when sharded."""
     count = getattr(getattr(settings, "shards", None), "count", 1) or 1
     hours = range(24) if query.hour is None else [query.hour]
-    return [Keys.push_start(scope) for h in hours
-            for scope in RunScope.split(query.date, count, h).whole_and_shards()]
+    return [Keys.push_start(scope) for h in hours for scope in RunScope.split(query.date, count, h).whole_and_shards()]
 
 
 async def recorded_starts(settings: Settings, query: SentQuery) -> tuple[dict[int, int], list[str], list[str]]:
@@ -182,11 +183,24 @@ def time_bound(settings: Settings, query: SentQuery) -> dt.datetime:
 
 def open_consumer(settings: Settings) -> confluent_kafka.Consumer:
     """A consumer in a throwaway group that commits nothing ([kafka.librdkafka] applies, e.g. SASL)."""
-    config = {**settings.kafka.librdkafka, "bootstrap.servers": settings.kafka.bootstrap_servers,
-              "group.id": f"later-read-sent-{uuid.uuid4().hex}", "enable.auto.commit": False,
-              "enable.auto.offset.store": False, "logger": LibrdkafkaLog(), "error_cb": ErrorReporter()}
-    for producer_only in ("enable.idempotence", "acks", "compression.type", "linger.ms",
-                          "batch.num.messages", "message.timeout.ms", "queue.buffering.max.messages"):
+    config = {
+        **settings.kafka.librdkafka,
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "group.id": f"later-read-sent-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "logger": LibrdkafkaLog(),
+        "error_cb": ErrorReporter(),
+    }
+    for producer_only in (
+        "enable.idempotence",
+        "acks",
+        "compression.type",
+        "linger.ms",
+        "batch.num.messages",
+        "message.timeout.ms",
+        "queue.buffering.max.messages",
+    ):
         config.pop(producer_only, None)
     try:
         return confluent_kafka.Consumer(config)
@@ -194,8 +208,9 @@ def open_consumer(settings: Settings) -> confluent_kafka.Consumer:
         raise KafkaUnavailable(f"Kafka consumer config rejected: {exc}; check [kafka.librdkafka]") from None
 
 
-def plan_ranges(consumer, settings: Settings, query: SentQuery,
-                recorded: dict[int, int]) -> tuple[dict[int, tuple[int, int]], bool]:
+def plan_ranges(
+    consumer, settings: Settings, query: SentQuery, recorded: dict[int, int]
+) -> tuple[dict[int, tuple[int, int]], bool]:
     """partition -> (start, end) offsets to read, and whether the time bound was used for any."""
     topic = settings.kafka.topic
     partitions = range(check_topic(consumer, settings.kafka, KAFKA_TIMEOUT_SECONDS))
@@ -204,11 +219,15 @@ def plan_ranges(consumer, settings: Settings, query: SentQuery,
     try:
         found = consumer.offsets_for_times(missing, timeout=KAFKA_TIMEOUT_SECONDS) if missing else []
         by_time = {tp.partition: tp.offset for tp in found}
-        marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=KAFKA_TIMEOUT_SECONDS)
-                 for p in partitions}
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=KAFKA_TIMEOUT_SECONDS)
+            for p in partitions
+        }
     except confluent_kafka.KafkaException as exc:
-        raise KafkaUnavailable(f"Kafka at {settings.kafka.bootstrap_servers}: offsets of {topic} not "
-                               f"readable: {exc}; run `later-read check`") from None
+        raise KafkaUnavailable(
+            f"Kafka at {settings.kafka.bootstrap_servers}: offsets of {topic} not "
+            f"readable: {exc}; run `later-read check`"
+        ) from None
     ranges = {}
     for p, (low, high) in marks.items():
         start = recorded.get(p, by_time.get(p, high))
@@ -216,8 +235,9 @@ def plan_ranges(consumer, settings: Settings, query: SentQuery,
     return ranges, bool(missing)
 
 
-def scan_topic(settings: Settings, query: SentQuery, recorded: dict[int, int], keys: list[str],
-               notes: list[str]) -> dict:
+def scan_topic(
+    settings: Settings, query: SentQuery, recorded: dict[int, int], keys: list[str], notes: list[str]
+) -> dict:
     """Read the planned ranges and return the report (the --json object)."""
     consumer = open_consumer(settings)
     try:
@@ -230,26 +250,45 @@ def scan_topic(settings: Settings, query: SentQuery, recorded: dict[int, int], k
         notes.append(f"stopped after --max-messages {query.max_messages} messages; narrow with --hour")
     bound = time_bound(settings, query).isoformat() if used_time else None
     start = {"push_start_keys": keys, "time_bound": bound}
-    return {"topic": settings.kafka.topic, "date": query.date, "hour": query.hour, "uid": query.uid,
-            "start": start, "ranges": {str(p): list(r) for p, r in sorted(ranges.items())},
-            "scanned": tally.scanned, "matching": tally.matching, "other": tally.other,
-            "unparsable": tally.unparsable, "truncated": tally.full, "notes": notes,
-            "hours": _hours(tally),
-            "duplicates_total": len(tally.copies), "duplicates": _duplicates(tally),
-            "messages": tally.shown}
+    return {
+        "topic": settings.kafka.topic,
+        "date": query.date,
+        "hour": query.hour,
+        "uid": query.uid,
+        "start": start,
+        "ranges": {str(p): list(r) for p, r in sorted(ranges.items())},
+        "scanned": tally.scanned,
+        "matching": tally.matching,
+        "other": tally.other,
+        "unparsable": tally.unparsable,
+        "truncated": tally.full,
+        "notes": notes,
+        "hours": _hours(tally),
+        "duplicates_total": len(tally.copies),
+        "duplicates": _duplicates(tally),
+        "messages": tally.shown,
+    }
 
 
 def _hours(tally: Tally) -> dict[str, dict]:
     """Per push_hour ("09"; a non-integer hour from a foreign message is shown escaped)."""
     named = {(f"{h:02d}" if isinstance(h, int) else clean(h)): h for h in tally.per_hour}
-    return {name: {"messages": tally.per_hour[h], "distinct_msg_ids": tally.distinct_per_hour[h]}
-            for name, h in sorted(named.items())}
+    return {
+        name: {"messages": tally.per_hour[h], "distinct_msg_ids": tally.distinct_per_hour[h]}
+        for name, h in sorted(named.items())
+    }
 
 
 def _duplicates(tally: Tally) -> list[dict]:
-    return [{"msg_id": clean(msg_id), "uid": clean(tally.uids[msg_id]), "copies": len(where),
-             "at": [{"partition": p, "offset": o} for p, o in where]}
-            for msg_id, where in list(tally.copies.items())[:tally.query.limit]]
+    return [
+        {
+            "msg_id": clean(msg_id),
+            "uid": clean(tally.uids[msg_id]),
+            "copies": len(where),
+            "at": [{"partition": p, "offset": o} for p, o in where],
+        }
+        for msg_id, where in list(tally.copies.items())[: tally.query.limit]
+    ]
 
 
 def read_ranges(consumer, topic: str, ranges: dict[int, tuple[int, int]], tally: Tally, timeout: float) -> None:
@@ -259,8 +298,10 @@ def read_ranges(consumer, topic: str, ranges: dict[int, tuple[int, int]], tally:
     deadline = time.monotonic() + timeout
     while todo and not tally.full:
         if time.monotonic() > deadline:
-            raise KafkaUnavailable(f"could not read partitions {sorted(todo)} of {topic} to their end within "
-                                   f"{timeout:g} s; retry with a larger --timeout or a narrower --hour")
+            raise KafkaUnavailable(
+                f"could not read partitions {sorted(todo)} of {topic} to their end within "
+                f"{timeout:g} s; retry with a larger --timeout or a narrower --hour"
+            )
         for message in consumer.consume(POLL_BATCH, 0.5):
             partition = message.partition()
             if message.error() or partition not in todo or message.offset() >= todo[partition]:
@@ -275,18 +316,29 @@ def read_ranges(consumer, topic: str, ranges: dict[int, tuple[int, int]], tally:
 def render(report: dict) -> list[str]:
     """The report as lines: where reading started, the counts per hour, the duplicates, the messages."""
     start = report["start"]
-    origin = {"start": "push_start_keys" if start["push_start_keys"] else "time_bound",
-              "keys": len(start["push_start_keys"])}
+    origin = {
+        "start": "push_start_keys" if start["push_start_keys"] else "time_bound",
+        "keys": len(start["push_start_keys"]),
+    }
     if start["time_bound"]:
         origin["time_bound"] = start["time_bound"]
     head = {k: report[k] for k in ("topic", "date", "hour", "uid") if report[k] is not None}
-    lines = [f"sent.read {fields(**head, **origin)}",
-             "sent.scanned " + fields(messages=report["scanned"], matching=report["matching"],
-                                      other=report["other"], unparsable=report["unparsable"],
-                                      ranges=",".join(f"{p}:{a}-{b}" for p, (a, b) in report["ranges"].items()))]
+    lines = [
+        f"sent.read {fields(**head, **origin)}",
+        "sent.scanned "
+        + fields(
+            messages=report["scanned"],
+            matching=report["matching"],
+            other=report["other"],
+            unparsable=report["unparsable"],
+            ranges=",".join(f"{p}:{a}-{b}" for p, (a, b) in report["ranges"].items()),
+        ),
+    ]
     lines += [f"sent.note {fields(text=note)}" for note in report["notes"]]
-    lines += [f"sent.hour {fields(hour=h, messages=v['messages'], distinct_msg_ids=v['distinct_msg_ids'])}"
-              for h, v in report["hours"].items()]
+    lines += [
+        f"sent.hour {fields(hour=h, messages=v['messages'], distinct_msg_ids=v['distinct_msg_ids'])}"
+        for h, v in report["hours"].items()
+    ]
     lines.append(f"sent.duplicates {fields(count=report['duplicates_total'])}")
     for dup in report["duplicates"]:
         at = ",".join(f"{a['partition']}:{a['offset']}" for a in dup["at"])

@@ -45,8 +45,14 @@ MISS, CORRUPT = "miss", value_codec.CORRUPT  # the outcomes shown besides the va
 SHOWN_CHARS = 2000  # a value (or marker) longer than this is cut when shown, with its full length said
 
 
-def run_show(settings: Settings, uid: str, date: str, as_json: bool = False,
-             echo: Callable[[str], None] = print, hour: int | None = None) -> int:
+def run_show(
+    settings: Settings,
+    uid: str,
+    date: str,
+    as_json: bool = False,
+    echo: Callable[[str], None] = print,
+    hour: int | None = None,
+) -> int:
     """Print the user's state for the date (text, or one JSON object with --json); always exit 0."""
     report = run(_gather, settings, uid, date, hour)
     if as_json:
@@ -74,9 +80,14 @@ async def push_hour_of(store: Store, settings: Settings, uid: str, date: str, ho
         return {"hour": None, "from": source}
     schedule, scope = Schedule.of(settings), RunScope(date, hour, Shard.of(uid, settings.shards.count))
     entry = (await store.get_ledger([scope]))[scope]
-    return {"hour": hour, "from": source, "shard": scope.shard.label, "key": Keys.push_ledger(scope),
-            "window": [schedule.iso(schedule.start(scope.slot)), schedule.iso(schedule.window_end(scope.slot))],
-            "ledger": entry}
+    return {
+        "hour": hour,
+        "from": source,
+        "shard": scope.shard.label,
+        "key": Keys.push_ledger(scope),
+        "window": [schedule.iso(schedule.start(scope.slot)), schedule.iso(schedule.window_end(scope.slot))],
+        "ledger": entry,
+    }
 
 
 async def _earliest_hour(settings: Settings, uid: str, date: str) -> tuple[int | None, str]:
@@ -103,10 +114,16 @@ async def inspect_user(store: Store, uid: str, date: str, settings: Settings) ->
     outcome, detail = classify(verdict, date)
     parsed = verdict.value.to_dict() if verdict.value is not None else None
     return {
-        "uid": uid, "date": date, "key": key,
-        "raw": cut(raw), "raw_bytes": len(raw) if raw is not None else 0, "value": parsed, "ttl_seconds": ttl,
+        "uid": uid,
+        "date": date,
+        "key": key,
+        "raw": cut(raw),
+        "raw_bytes": len(raw) if raw is not None else 0,
+        "value": parsed,
+        "ttl_seconds": ttl,
         "expires_at": _expiry(ttl, settings),
-        "outcome": outcome, "detail": detail,
+        "outcome": outcome,
+        "detail": detail,
         "sent": {"key": sent_key, "msg_id": cut(sent), "ttl_seconds": sent_ttl},
         "prewarm_marker": {"key": marker_key, "info": _marker(marker), "ttl_seconds": marker_ttl},
         "next": _next_step(outcome, uid, date, sent is not None),
@@ -158,16 +175,32 @@ def _next_step(outcome: str, uid: str, date: str, sent: bool) -> str:
     return ""
 
 
-LEDGER_SHOWN = ("state", "clean", "users", "sent", "already_sent", "earlier_hour", "expired", "failed",
-                "not_processed", "late_minutes", "runs", "caught_up", "started_at", "finished_at")
+LEDGER_SHOWN = (
+    "state",
+    "clean",
+    "users",
+    "sent",
+    "already_sent",
+    "earlier_hour",
+    "expired",
+    "failed",
+    "not_processed",
+    "late_minutes",
+    "runs",
+    "caught_up",
+    "started_at",
+    "finished_at",
+)
 
 
 def _hour_text(found: dict) -> str:
     """The push hour line: the hour, where it came from, its window, its ledger entry (or why none)."""
     if found.get("hour") is None:
         return quote(str(found.get("from", "unknown")), always=False)
-    head = (f"{found['hour']} (from {found['from']}, shard {found['shard']}) window "
-            f"{found['window'][0]} - {found['window'][1]}: ")
+    head = (
+        f"{found['hour']} (from {found['from']}, shard {found['shard']}) window "
+        f"{found['window'][0]} - {found['window'][1]}: "
+    )
     entry = found["ledger"]
     if entry is None:
         return head + f"no ledger entry: no push run has begun it ({found['key']})"

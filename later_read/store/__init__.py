@@ -56,8 +56,7 @@ class Store:
         self._slots = anyio.Semaphore(settings.max_connections)
         self.failover = Failover.of(settings)
 
-    async def _set_many(self, what: str, keys: list[str], values: list, ttl: int,
-                        fence: Fence | None = None) -> None:
+    async def _set_many(self, what: str, keys: list[str], values: list, ttl: int, fence: Fence | None = None) -> None:
         """SET each key to its value with one TTL, in one round trip (see SET_EX_MANY); with a `fence`,
         only while its lock holds its token (fencing.py: one script, or in cluster mode the lock's GET in
         the same pipeline)."""
@@ -88,20 +87,25 @@ class Store:
                 else:
                     pipe.execute_command("EVAL", SET_EX_MANY, len(slot_keys), *slot_keys, ttl, *slot_values)
             return pipe.execute()
+
         results = await self._run(what, calls)
         if fence is not None:
             fencing.check_owner(fence, results[0], what)
 
-    async def _put_fenced(self, what: str, fence: Fence, keys: list[str], values: list, ttl: int,
-                          nx: bool = False) -> int:
+    async def _put_fenced(
+        self, what: str, fence: Fence, keys: list[str], values: list, ttl: int, nx: bool = False
+    ) -> int:
         """FENCED_SET over `keys` (in cluster mode they must share the lock's hash slot): the keys written."""
         fencing.refuse_if_lost(fence)
-        result = await self._run(what, lambda: self._fenced_set(
-            keys=[fence.key, *keys], args=[fence.token, ttl, "NX" if nx else "", *values]))
+        result = await self._run(
+            what,
+            lambda: self._fenced_set(keys=[fence.key, *keys], args=[fence.token, ttl, "NX" if nx else "", *values]),
+        )
         return fencing.checked(fence, int(result), what)
 
-    async def _set_and_wait(self, what: str, keys: list[str], values: list, ttl: int,
-                            fence: Fence | None = None) -> None:
+    async def _set_and_wait(
+        self, what: str, keys: list[str], values: list, ttl: int, fence: Fence | None = None
+    ) -> None:
         """SET-EX-many (fenced with a `fence`) then `WAIT wait_replicas`, on one connection (a pipeline):
         the call returns once that many replicas have the batch, so a master killed right after cannot take
         it with it."""
@@ -116,6 +120,7 @@ class Store:
                 await self._fenced_set(keys=[fence.key, *keys], args=[fence.token, ttl, "", *values], client=pipe)
             pipe.execute_command("WAIT", wanted, timeout_ms)
             return await pipe.execute()
+
         results = await self._run(what, calls)
         if fence is not None:
             fencing.checked(fence, int(results[0]), what)
@@ -126,11 +131,13 @@ class Store:
     async def _mget(self, what: str, *key_lists: list[str]) -> list[list[bytes | None]]:
         """MGET each list of keys, all in one round trip; in cluster mode one MGET per hash slot."""
         if not self.cluster:
+
             def calls():
                 pipe = self.client.pipeline(transaction=False)
                 for keys in key_lists:
                     pipe.mget(keys)
                 return pipe.execute()
+
             return list(await self._run(what, calls))
         flat = [key for keys in key_lists for key in keys]
         groups = _by_slot(flat, list(range(len(flat))))
@@ -140,13 +147,14 @@ class Store:
             for slot_keys, _ in groups:
                 pipe.execute_command("MGET", *slot_keys)  # ClusterPipeline blocks .mget()
             return pipe.execute()
+
         found: list[bytes | None] = [None] * len(flat)
         for (_, positions), values in zip(groups, await self._run(what, slot_calls), strict=True):
             for position, value in zip(positions, values, strict=True):
                 found[position] = value
         out, start = [], 0
         for keys in key_lists:
-            out.append(found[start:start + len(keys)])
+            out.append(found[start : start + len(keys)])
             start += len(keys)
         return out
 
@@ -168,7 +176,8 @@ class Store:
             raise RedisUnavailable(
                 f"Redis at {target(self.settings)} unreachable during {what}: {exc}; "
                 f"check [redis] {'url' if self.settings.mode == 'standalone' else 'mode/url/sentinels'} "
-                "and that Redis is up") from None
+                "and that Redis is up"
+            ) from None
         except redis_errors.RedisError as exc:
             raise RedisUnavailable(f"Redis error during {what}: {exc}") from None
         raise AssertionError("unreachable: stamina either returns or raises")
@@ -185,8 +194,9 @@ class Store:
         """SET each user's value with the configured TTL, in one round trip."""
         rec = self.keys.rec
         items = list(items)
-        await self._set_many("write values", [rec(uid) for uid, _ in items], [raw for _, raw in items],
-                             self.settings.ttl_seconds)
+        await self._set_many(
+            "write values", [rec(uid) for uid, _ in items], [raw for _, raw in items], self.settings.ttl_seconds
+        )
 
     async def get_sent(self, date: str, uids: Sequence[str]) -> list[bytes | None]:
         if not uids:
@@ -197,11 +207,17 @@ class Store:
         """Mark users as pushed for the date (value: the msg_id that was delivered); with a `fence`, only
         while the run holds its lock (fencing.py)."""
         items = list(items)
-        await self._set_many("write sent markers", Keys.sents(date, [uid for uid, _ in items]),
-                             [msg_id for _, msg_id in items], SENT_TTL_SECONDS, fence)
+        await self._set_many(
+            "write sent markers",
+            Keys.sents(date, [uid for uid, _ in items]),
+            [msg_id for _, msg_id in items],
+            SENT_TTL_SECONDS,
+            fence,
+        )
 
-    async def get_push_state(self, date: str, uids: Sequence[str], fence: Fence | None = None
-                             ) -> tuple[list[bytes | None], list[bytes | None]]:
+    async def get_push_state(
+        self, date: str, uids: Sequence[str], fence: Fence | None = None
+    ) -> tuple[list[bytes | None], list[bytes | None]]:
         """Each user's value and sent marker for the date: two MGETs in one pipeline (one round trip); with a
         `fence`, its lock is read in the same round trip and LockLost raised unless it holds the token."""
         fencing.refuse_if_lost(fence)
@@ -234,8 +250,7 @@ class Store:
 
     async def get_push_run(self, scope: RunScope) -> tuple[dict | None, dict | None]:
         """The scope's hour's start record and ledger entry (either None when absent), one round trip."""
-        start, entry = (await self._mget("GET push run state", [Keys.push_start(scope),
-                                                                 Keys.push_ledger(scope)]))[0]
+        start, entry = (await self._mget("GET push run state", [Keys.push_start(scope), Keys.push_ledger(scope)]))[0]
         return (orjson.loads(start) if start else None), ledger.parse(entry)
 
     async def put_push_start(self, scope: RunScope, info: dict, fence: Fence | None = None) -> bool:
@@ -267,25 +282,28 @@ class Store:
         marks = day.whole_and_shards()
         runs = [scope.at(hour) for hour in [*memory, *hours] for scope in day.shards()]
         locks = [scope.at(hour) for hour in hours for scope in day.shards()]
-        lists = [[Keys.push_ledger(scope) for scope in runs],
-                 [Keys.prewarm_ready(x, h.hour) for h in hours for x in marks],
-                 [Keys.prewarm_done(x) for x in marks],
-                 [Keys.lock("push", scope) for scope in locks]]
+        lists = [
+            [Keys.push_ledger(scope) for scope in runs],
+            [Keys.prewarm_ready(x, h.hour) for h in hours for x in marks],
+            [Keys.prewarm_done(x) for x in marks],
+            [Keys.lock("push", scope) for scope in locks],
+        ]
         entries, ready, done, held = await self._mget("MGET day records", *lists)
         n = len(marks)
         return DayRecords(
             ledger={scope: ledger.parse(raw) for scope, raw in zip(runs, entries, strict=True)},
-            ready={h: _merged(ready[h * n:(h + 1) * n]) for h in range(24)},
+            ready={h: _merged(ready[h * n : (h + 1) * n]) for h in range(24)},
             prewarm_done=_merged(done),
-            locks={scope: raw.decode("utf-8", "replace")
-                   for scope, raw in zip(locks, held, strict=True) if raw is not None})
+            locks={
+                scope: raw.decode("utf-8", "replace") for scope, raw in zip(locks, held, strict=True) if raw is not None
+            },
+        )
 
     async def put_prewarm_ready(self, scope: RunScope, hour: int, info: dict, fence: Fence | None = None) -> None:
         """Hour `hour` of the scope's day is prewarmed (by its shard); with a `fence`, only while the
         prewarm holds its lock."""
         key = Keys.prewarm_ready(scope, hour)
-        await self._put("SET prewarm hour marker", key, orjson.dumps(info), PREWARM_READY_TTL_SECONDS,
-                        fence)
+        await self._put("SET prewarm hour marker", key, orjson.dumps(info), PREWARM_READY_TTL_SECONDS, fence)
 
     async def get_prewarm_ready(self, scope: RunScope) -> tuple[dict | None, dict | None, int]:
         """(the scope's hour's readiness marker, the day's completion marker, how many of the 24 hours are
@@ -296,16 +314,18 @@ class Store:
         keys += [Keys.prewarm_done(x) for x in marks]
         raws = (await self._mget("MGET prewarm markers", keys))[0]
         hours = [_merged([raws[i * 24 + h] for i in range(len(marks))]) for h in range(24)]
-        day = _merged(raws[24 * len(marks):])
+        day = _merged(raws[24 * len(marks) :])
         return hours[scope.slot.hour], day, sum(1 for marker in hours if marker is not None)
 
     async def inspect(self, key: str) -> tuple[bytes | None, int]:
         """A key's raw value and TTL in seconds (-2 absent, -1 no TTL), for `show`."""
+
         def calls():
             pipe = self.client.pipeline(transaction=False)
             pipe.get(key)
             pipe.ttl(key)
             return pipe.execute()
+
         raw, ttl = await self._run(f"GET {key}", calls)
         return raw, ttl
 
@@ -320,10 +340,13 @@ class Store:
             pipe.get(key)
             pipe.delete(key)
             return pipe.execute()
+
         _, read, deleted = await self._run("scratch write/read/delete", calls)
         if read != token.encode() or deleted != 1:
-            raise RedisUnavailable(f"Redis scratch key {key} read back {read!r} (deleted={deleted}); "
-                                   "check [redis] url points at a writable primary")
+            raise RedisUnavailable(
+                f"Redis scratch key {key} read back {read!r} (deleted={deleted}); "
+                "check [redis] url points at a writable primary"
+            )
 
 
 @dataclass
@@ -353,8 +376,11 @@ def merge_markers(markers: list[dict]) -> dict:
     merged: dict = {"shards": len(markers)}
     for marker in markers:
         for key, value in marker.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in (
-                    "started_at", "finished_at", "duration_seconds", "concurrency", "exit_code", "hour"):
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and key not in ("started_at", "finished_at", "duration_seconds", "concurrency", "exit_code", "hour")
+            ):
                 merged[key] = merged.get(key, 0) + value
     merged["started_at"] = min(m.get("started_at", 0) for m in markers)
     merged["finished_at"] = max(m.get("finished_at", 0) for m in markers)

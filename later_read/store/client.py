@@ -35,9 +35,16 @@ if TYPE_CHECKING:  # cluster and sentinel clients are imported in their mode onl
 SLOTS = 16384  # hash slots in every Redis Cluster
 
 # Errors a failover produces while the master is dead or being replaced; retried (sentinel, cluster).
-RETRYABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterDownError,
-             redis_errors.TryAgainError, redis_errors.SlotNotCoveredError, redis_errors.ReadOnlyError,
-             redis_errors.MasterDownError, OSError)
+RETRYABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.SlotNotCoveredError,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    OSError,
+)
 RETRY_WAIT_MAX_SECONDS = 1.0  # re-ask the sentinels / slot map at least every second during a failover
 # redis-py's asyncio connection lets a write race with the connection being closed under it (a master
 # killed mid-pipeline): `self._writer.writelines` on a writer already set to None, or a transport whose
@@ -72,8 +79,9 @@ class Failover:
 
     def attempts(self) -> Any:
         """`async for attempt in failover.attempts(): with attempt: ...`: stamina's retry loop."""
-        return stamina.retry_context(on=retryable, attempts=None, timeout=self.seconds, wait_initial=0.05,
-                                     wait_max=RETRY_WAIT_MAX_SECONDS)
+        return stamina.retry_context(
+            on=retryable, attempts=None, timeout=self.seconds, wait_initial=0.05, wait_max=RETRY_WAIT_MAX_SECONDS
+        )
 
     @staticmethod
     def unreachable(exc: BaseException) -> bool:
@@ -83,18 +91,23 @@ class Failover:
 
 def open_redis(settings: RedisSettings):
     """A client for the configured mode (the caller closes it with `aclose()`)."""
-    timeouts: dict[str, Any] = {"socket_timeout": settings.socket_timeout_seconds,
-                "socket_connect_timeout": settings.socket_timeout_seconds}
+    timeouts: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_seconds,
+        "socket_connect_timeout": settings.socket_timeout_seconds,
+    }
     if settings.mode == "cluster":
         from redis.asyncio.cluster import RedisCluster
-        return RedisCluster.from_url(settings.url, max_connections=settings.max_connections,
-                                     require_full_coverage=True, **timeouts)
+
+        return RedisCluster.from_url(
+            settings.url, max_connections=settings.max_connections, require_full_coverage=True, **timeouts
+        )
     if settings.mode == "sentinel":
-        return hiredis_packing(_sentinel(settings).master_for(settings.service_name, **_url_options(settings.url),
-                                                              **timeouts))
+        return hiredis_packing(
+            _sentinel(settings).master_for(settings.service_name, **_url_options(settings.url), **timeouts)
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.url, max_connections=settings.max_connections,
-        timeout=settings.socket_timeout_seconds * 2, **timeouts)
+        settings.url, max_connections=settings.max_connections, timeout=settings.socket_timeout_seconds * 2, **timeouts
+    )
     return hiredis_packing(aioredis.Redis(connection_pool=pool))
 
 
@@ -111,14 +124,18 @@ def hiredis_packing(client: Any) -> Any:
 @functools.cache
 def _with_hiredis_packing(connection_class: type) -> type:
     serializer = HiredisRespSerializer()
-    return type(connection_class.__name__, (connection_class,),
-                {"pack_command": lambda self, *args: serializer.pack(*args)})
+    return type(
+        connection_class.__name__, (connection_class,), {"pack_command": lambda self, *args: serializer.pack(*args)}
+    )
 
 
 def _sentinel(settings: RedisSettings) -> Sentinel:
     from redis.asyncio.sentinel import Sentinel
-    timeouts = {"socket_timeout": settings.socket_timeout_seconds,
-                "socket_connect_timeout": settings.socket_timeout_seconds}
+
+    timeouts = {
+        "socket_timeout": settings.socket_timeout_seconds,
+        "socket_connect_timeout": settings.socket_timeout_seconds,
+    }
     password = {"password": settings.sentinel_password} if settings.sentinel_password else {}
     return Sentinel(settings.sentinel_addresses, sentinel_kwargs={**timeouts, **password}, **timeouts)
 
@@ -151,15 +168,19 @@ async def describe(client, settings: RedisSettings) -> str:
     if settings.mode == "cluster":
         info = await client.cluster_info()
         if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) < SLOTS:
-            raise RuntimeError(f"cluster_state {info.get('cluster_state')}, only "
-                               f"{info.get('cluster_slots_ok')}/{SLOTS} slots served; run "
-                               "`redis-cli --cluster check <node>` and fix the failed masters")
+            raise RuntimeError(
+                f"cluster_state {info.get('cluster_state')}, only "
+                f"{info.get('cluster_slots_ok')}/{SLOTS} slots served; run "
+                "`redis-cli --cluster check <node>` and fix the failed masters"
+            )
         nodes = await client.cluster_nodes()  # {"host:port": {"flags": "master,...", ...}}
         masters = sorted(a for a, n in nodes.items() if "master" in n["flags"] and "fail" not in n["flags"])
         replicas = sum(1 for n in nodes.values() if "slave" in n["flags"] and "fail" not in n["flags"])
-        return (f"mode cluster, state {info.get('cluster_state')}, slots "
-                f"{info.get('cluster_slots_ok')}/{SLOTS} ok ({info.get('cluster_slots_assigned')} assigned), "
-                f"masters {' '.join(masters)}, {replicas} replicas")
+        return (
+            f"mode cluster, state {info.get('cluster_state')}, slots "
+            f"{info.get('cluster_slots_ok')}/{SLOTS} ok ({info.get('cluster_slots_assigned')} assigned), "
+            f"masters {' '.join(masters)}, {replicas} replicas"
+        )
     if settings.mode == "sentinel":
         host, port = await client.connection_pool.get_master_address()
         replicas = await client.connection_pool.sentinel_manager.discover_slaves(settings.service_name)

@@ -83,7 +83,7 @@ class Keys:
     def uid_of(self, key: str | bytes) -> str:
         """Inverse of `rec` (for `show`/scans)."""
         text = key.decode() if isinstance(key, bytes) else key
-        return text[len(self.value_prefix):]
+        return text[len(self.value_prefix) :]
 
     @staticmethod
     def run_tag(scope: RunScope) -> str:

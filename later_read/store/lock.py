@@ -43,7 +43,7 @@ from later_read.log import alert, event, get_logger
 
 log = get_logger("lock")
 
-POLL_SECONDS = 1.0       # how often a waiter tries again: a dead holder's lock is taken within a second
+POLL_SECONDS = 1.0  # how often a waiter tries again: a dead holder's lock is taken within a second
 NOTE_EVERY_SECONDS = 10  # one `lock.waiting` progress line this often (the first one at once)
 
 
@@ -72,14 +72,22 @@ class JobLock:
             if now >= deadline:
                 raise LockHeld(self._held_message(holder, ttl, now - started))
             if noted is None or now - noted >= NOTE_EVERY_SECONDS:
-                event(log, "lock.waiting", key=self.key, holder=holder, expires_in_seconds=ttl,
-                      waited_seconds=round(now - started), wait_seconds=self.settings.wait_seconds)
+                event(
+                    log,
+                    "lock.waiting",
+                    key=self.key,
+                    holder=holder,
+                    expires_in_seconds=ttl,
+                    waited_seconds=round(now - started),
+                    wait_seconds=self.settings.wait_seconds,
+                )
                 noted = now
             with anyio.move_on_after(min(POLL_SECONDS, deadline - now)):
                 await stop.wait()
             if stop.is_set():
-                raise Interrupted(f"stopped by a signal while waiting for the lock {self.key} "
-                                  f"(held by {holder}); nothing was done")
+                raise Interrupted(
+                    f"stopped by a signal while waiting for the lock {self.key} (held by {holder}); nothing was done"
+                )
         if anyio.current_time() - started >= POLL_SECONDS:
             event(log, "lock.taken", key=self.key, waited_seconds=round(anyio.current_time() - started))
 
@@ -88,9 +96,11 @@ class JobLock:
             how = "not waiting ([lock] wait_seconds / --lock-wait is 0)"
         else:
             how = f"waited {waited:.0f} s and it is still held (a live holder keeps refreshing it)"
-        return (f"another {self.what} is in progress (held by {holder}, Redis key {self.key}, expires in "
-                f"{ttl}s unless refreshed); {how}; let it finish, or stop that process and rerun "
-                "(a dead holder's lock expires on its own)")
+        return (
+            f"another {self.what} is in progress (held by {holder}, Redis key {self.key}, expires in "
+            f"{ttl}s unless refreshed); {how}; let it finish, or stop that process and rerun "
+            "(a dead holder's lock expires on its own)"
+        )
 
     def refresh_in(self, tg: TaskGroup) -> None:
         """Keep the lock refreshed from a task of `tg` (the caller's task group) until `release`."""
@@ -119,16 +129,23 @@ class JobLock:
         if self.lost is not None:
             return
         self.lost = why
-        alert(log, "lock.lost", key=self.key, why=why,
-              fix="this run stopped producing and writing; another run (or the next one) does the work")
+        alert(
+            log,
+            "lock.lost",
+            key=self.key,
+            why=why,
+            fix="this run stopped producing and writing; another run (or the next one) does the work",
+        )
         for scope in self._guards:
             scope.cancel()
 
     def error(self) -> LockLost:
-        return LockLost(f"lost the lock {self.key} of the {self.what} ({self.lost}); the run stopped "
-                        "producing and writing, its records are written only while it holds the lock; the run "
-                        "holding it now, or the next one, finishes the work (check for two runs: `later-read "
-                        "day`, and Redis: `later-read check`)")
+        return LockLost(
+            f"lost the lock {self.key} of the {self.what} ({self.lost}); the run stopped "
+            "producing and writing, its records are written only while it holds the lock; the run "
+            "holding it now, or the next one, finishes the work (check for two runs: `later-read "
+            "day`, and Redis: `later-read check`)"
+        )
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -163,8 +180,9 @@ class JobLock:
         try:
             return await self._lock.acquire(blocking=False, token=self.token)
         except redis_errors.RedisError as exc:
-            raise RedisUnavailable(f"Redis error while taking the lock {self.key}: {exc}; check [redis] "
-                                   "url and that Redis is up") from None
+            raise RedisUnavailable(
+                f"Redis error while taking the lock {self.key}: {exc}; check [redis] url and that Redis is up"
+            ) from None
 
     async def _holder(self) -> tuple[str, int]:
         """The holder's token and the lock's TTL in seconds ("?" and -2 when it just went away)."""

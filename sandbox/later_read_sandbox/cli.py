@@ -45,10 +45,19 @@ sandbox.add_command(simulator_command, name="simulator")
 @click.option("--users", type=click.IntRange(1, 50_000_000), default=10_000, show_default=True)
 @click.option("--date", help="Day to fill, YYYYMMDD (default: today in the configured timezone).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed (same seed, same rows).")
-@click.option("--both-ratio", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Share of users listed under both task ids.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="The config `sandbox up` wrote (required: $LATER_READ_CONFIG is never read).")
+@click.option(
+    "--both-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Share of users listed under both task ids.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="The config `sandbox up` wrote (required: $LATER_READ_CONFIG is never read).",
+)
 def seed(users: int, date: str | None, seed: int, both_ratio: float, config_path: str | None) -> None:
     """Create `task_data` in the sandbox's MariaDB and fill a day with USERS users.
 
@@ -69,14 +78,21 @@ def seed(users: int, date: str | None, seed: int, both_ratio: float, config_path
     started = time.monotonic()
     with open_seed_connection(sr) as conn:
         result = seed_day(conn, day, users, settings.tasks.ids, table=sr.table, seed=seed, both_ratio=both_ratio)
-    click.echo(f"seeded date={result.date} users={result.users} rows={result.rows} "
-               f"under_both_task_ids={result.both} seconds={time.monotonic() - started:.1f}")
+    click.echo(
+        f"seeded date={result.date} users={result.users} rows={result.rows} "
+        f"under_both_task_ids={result.both} seconds={time.monotonic() - started:.1f}"
+    )
 
 
 @sandbox.command()
 @click.option("--users", type=click.IntRange(1, 5_000_000), default=5000, show_default=True)
-@click.option("--config-out", type=click.Path(dir_okay=False), default="sandbox.toml", show_default=True,
-              help="Where to write the config pointing at the sandbox.")
+@click.option(
+    "--config-out",
+    type=click.Path(dir_okay=False),
+    default="sandbox.toml",
+    show_default=True,
+    help="Where to write the config pointing at the sandbox.",
+)
 def up(users: int, config_out: str) -> None:
     """Start the sandbox (Redis, MariaDB, Kafka, simulator), seed today, and wait for Ctrl-C.
 
@@ -99,8 +115,11 @@ def up(users: int, config_out: str) -> None:
         except KeyboardInterrupt:
             click.echo("sandbox stopping")
             return
-        click.echo(f"later-read: error: the sandbox's {dead} died; the other servers are stopped; "
-                   "run `later-read sandbox up` again", err=True)
+        click.echo(
+            f"later-read: error: the sandbox's {dead} died; the other servers are stopped; "
+            "run `later-read sandbox up` again",
+            err=True,
+        )
         raise SystemExit(EXIT_DEPENDENCY)
 
 
@@ -122,8 +141,7 @@ def demo(users: int) -> None:
         hour = dt.datetime.now(load_settings(path, environ={}).zone).hour
         for args in (["prewarm"], ["push", "--hour", str(hour)], ["push", "--hour", str(hour)]):
             click.echo(f"\n$ later-read {' '.join(args)} --config {path}")
-            code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(path)],
-                                   env=_child_env())
+            code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(path)], env=_child_env())
             click.echo(f"(exit code {code})")
             if code not in (0, 1):
                 raise SystemExit(code)
@@ -140,8 +158,10 @@ def _check_overwrite(path: Path) -> None:
     except UsageError:
         ours = False
     if not ours:
-        raise UsageError(f"sandbox up: {path} exists and is not a sandbox config (no [sandbox] own_servers = "
-                         "true); refusing to overwrite it: pass another --config-out")
+        raise UsageError(
+            f"sandbox up: {path} exists and is not a sandbox config (no [sandbox] own_servers = "
+            "true); refusing to overwrite it: pass another --config-out"
+        )
 
 
 def _child_env() -> dict[str, str]:
@@ -151,8 +171,10 @@ def _child_env() -> dict[str, str]:
 
 
 def _seed_today(config_path: Path, users: int) -> None:
-    code = subprocess.call([sys.executable, "-m", "later_read", "sandbox", "seed", "--users", str(users),
-                            "--config", str(config_path)], env=_child_env())
+    code = subprocess.call(
+        [sys.executable, "-m", "later_read", "sandbox", "seed", "--users", str(users), "--config", str(config_path)],
+        env=_child_env(),
+    )
     if code:
         raise SystemExit(code)
 
@@ -179,11 +201,14 @@ def _got_it_twice(stack, config_path: Path, hour: int) -> None:
     if not messages:
         return
     uid, date = messages[0].key, messages[0].message.push_date
-    for args in (["rerun", uid, "--date", date, "--hour", str(hour), "--push-only", "--force"],
-                 ["sent", "--date", date, "--hour", str(hour), "--uid", uid]):
+    for args in (
+        ["rerun", uid, "--date", date, "--hour", str(hour), "--push-only", "--force"],
+        ["sent", "--date", date, "--hour", str(hour), "--uid", uid],
+    ):
         click.echo(f"\n$ later-read {' '.join(args)} --config {config_path}")
-        code = subprocess.call([sys.executable, "-m", "later_read", *args, "--config", str(config_path)],
-                               env=_child_env())
+        code = subprocess.call(
+            [sys.executable, "-m", "later_read", *args, "--config", str(config_path)], env=_child_env()
+        )
         click.echo(f"(exit code {code})")
 
 

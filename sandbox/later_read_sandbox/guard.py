@@ -26,18 +26,24 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 def sandbox_settings(config_path: str | None, command: str) -> Settings:
     """The settings of a sandbox config for `sandbox <command>`, or UsageError (nothing opened yet)."""
     if not config_path:
-        raise UsageError(f"sandbox {command}: no --config; sandbox commands never read ${ENV_CONFIG_PATH} (it "
-                         "may name production); pass --config with the file `later-read sandbox up` wrote")
+        raise UsageError(
+            f"sandbox {command}: no --config; sandbox commands never read ${ENV_CONFIG_PATH} (it "
+            "may name production); pass --config with the file `later-read sandbox up` wrote"
+        )
     settings = load_settings(config_path, environ={})
     if not settings.sandbox.own_servers:
-        raise UsageError(f"sandbox {command}: {config_path} is not a sandbox config (no [sandbox] own_servers = "
-                         "true), and the sandbox writes only to servers it started; pass the config "
-                         "`later-read sandbox up --config-out` wrote")
+        raise UsageError(
+            f"sandbox {command}: {config_path} is not a sandbox config (no [sandbox] own_servers = "
+            "true), and the sandbox writes only to servers it started; pass the config "
+            "`later-read sandbox up --config-out` wrote"
+        )
     sr = settings.starrocks
     if not started_by_sandbox("mariadb", sr.host, sr.port):
-        raise UsageError(f"sandbox {command}: [starrocks] {sr.host}:{sr.port} in {config_path} is no MariaDB the "
-                         "sandbox started (none of its running servers is there); start them with "
-                         "`later-read sandbox up` and pass the config it writes")
+        raise UsageError(
+            f"sandbox {command}: [starrocks] {sr.host}:{sr.port} in {config_path} is no MariaDB the "
+            "sandbox started (none of its running servers is there); start them with "
+            "`later-read sandbox up` and pass the config it writes"
+        )
     return settings
 
 

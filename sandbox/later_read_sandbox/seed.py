@@ -53,9 +53,15 @@ def uid_of(index: int) -> str:
     return str(UID_BASE + index)
 
 
-def day_rows(date: str, users: int, task_templates: Sequence[str], seed: int = 1,
-             both_ratio: float = 0.1, noise: bool = True,
-             hours: Sequence[int] = ALL_HOURS) -> Iterator[Row]:
+def day_rows(
+    date: str,
+    users: int,
+    task_templates: Sequence[str],
+    seed: int = 1,
+    both_ratio: float = 0.1,
+    noise: bool = True,
+    hours: Sequence[int] = ALL_HOURS,
+) -> Iterator[Row]:
     """Every row of a seeded day, the target rows first, then the noise rows.
 
     Users are spread round-robin over `hours` (all 24 by default; one hour for a push benchmark).
@@ -82,8 +88,10 @@ def _other_days(date: str) -> list[str]:
 
 def noise_task_ids(date: str, templates: Sequence[str]) -> set[str]:
     """Every task id the noise rows of `date` are written under (none of them a configured id of `date`)."""
-    return ({t.replace("{date}", other) for t in templates for other in _other_days(date)}
-            | {f"04-026-{date}-zzzzzz", f"05-001-{date}-r0gdua"})
+    return {t.replace("{date}", other) for t in templates for other in _other_days(date)} | {
+        f"04-026-{date}-zzzzzz",
+        f"05-001-{date}-r0gdua",
+    }
 
 
 def _noise_rows(date: str, users: int, templates: Sequence[str], rng: random.Random) -> Iterator[Row]:
@@ -114,8 +122,9 @@ def open_seed_connection(settings: StarRocksSettings) -> Iterator[pymysql.connec
 
 
 def connect(host: str, port: int, user: str, password: str, database: str | None = None):
-    return pymysql.connect(host=host, port=port, user=user, password=password, database=database,
-                           autocommit=True, charset="utf8mb4")
+    return pymysql.connect(
+        host=host, port=port, user=user, password=password, database=database, autocommit=True, charset="utf8mb4"
+    )
 
 
 def create_table(conn, table: str = "task_data") -> None:
@@ -123,9 +132,18 @@ def create_table(conn, table: str = "task_data") -> None:
         cur.execute(DDL.format(table=table))
 
 
-def seed_day(conn, date: str, users: int, task_templates: Sequence[str], *, table: str = "task_data",
-             seed: int = 1, both_ratio: float = 0.1, replace: bool = True,
-             hours: Sequence[int] = ALL_HOURS) -> SeededDay:
+def seed_day(
+    conn,
+    date: str,
+    users: int,
+    task_templates: Sequence[str],
+    *,
+    table: str = "task_data",
+    seed: int = 1,
+    both_ratio: float = 0.1,
+    replace: bool = True,
+    hours: Sequence[int] = ALL_HOURS,
+) -> SeededDay:
     """Create the table if needed, delete the rows of the configured task ids for the date (when
     `replace`), insert the seeded day (noise families that already have rows are left as they are)."""
     create_table(conn, table)
@@ -149,17 +167,25 @@ def seed_day(conn, date: str, users: int, task_templates: Sequence[str], *, tabl
     return summary
 
 
-def expected_users(date: str, users: int, task_templates: Sequence[str], seed: int = 1,
-                   both_ratio: float = 0.1, hour: int | None = None,
-                   hours: Sequence[int] = ALL_HOURS, earliest: bool = False) -> dict[str, tuple[str, str]]:
+def expected_users(
+    date: str,
+    users: int,
+    task_templates: Sequence[str],
+    seed: int = 1,
+    both_ratio: float = 0.1,
+    hour: int | None = None,
+    hours: Sequence[int] = ALL_HOURS,
+    earliest: bool = False,
+) -> dict[str, tuple[str, str]]:
     """uid -> (project, task_id) of the users a job must pick up (smallest task id, as the query does): with
     `hour`, those with a row at that hour; with `earliest` too, only those whose earliest push hour it is
     (the users a push of that hour sends: a user is pushed by its earliest hour's runs)."""
     target = {t.replace("{date}", date) for t in task_templates}
     found: dict[str, tuple[str, str]] = {}
     first: dict[str, int] = {}
-    for task_id, uid, project, push_hour, _ in day_rows(date, users, task_templates, seed, both_ratio,
-                                                        noise=False, hours=hours):
+    for task_id, uid, project, push_hour, _ in day_rows(
+        date, users, task_templates, seed, both_ratio, noise=False, hours=hours
+    ):
         if task_id not in target:
             continue
         first[uid] = min(push_hour, first.get(uid, push_hour))
@@ -183,13 +209,18 @@ def _present(cur, table: str, task_ids: set[str]) -> set[str]:
 
 def _insert(cur, table: str, rows: list[Row]) -> None:
     if rows:
-        cur.executemany(f"INSERT INTO `{table}` (task_id, source_uid, project, push_hour, book_id) "
-                        "VALUES (%s, %s, %s, %s, %s)", rows)
+        cur.executemany(
+            f"INSERT INTO `{table}` (task_id, source_uid, project, push_hour, book_id) VALUES (%s, %s, %s, %s, %s)",
+            rows,
+        )
 
 
 def _count_both(conn, table: str, task_ids: list[str]) -> int:
     with conn.cursor() as cur:
         marks = ", ".join(["%s"] * len(task_ids))
-        cur.execute(f"SELECT COUNT(*) FROM (SELECT source_uid FROM `{table}` WHERE task_id IN ({marks}) "
-                    "GROUP BY source_uid HAVING COUNT(DISTINCT task_id) > 1) t", task_ids)
+        cur.execute(
+            f"SELECT COUNT(*) FROM (SELECT source_uid FROM `{table}` WHERE task_id IN ({marks}) "
+            "GROUP BY source_uid HAVING COUNT(DISTINCT task_id) > 1) t",
+            task_ids,
+        )
         return int(cur.fetchone()[0])

@@ -20,18 +20,30 @@ from later_read_sandbox.simulator import SimulatorKnobs, SimulatorProcess
 DEFAULT_TASKS = ["04-026-{date}-r0gdua", "04-026-{date}-qk79ub"]
 
 
-def config_dict(*, redis_url: str, mysql: Any, kafka_bootstrap: str, topic: str, services_url: str,
-                **overrides: Any) -> dict:
+def config_dict(
+    *, redis_url: str, mysql: Any, kafka_bootstrap: str, topic: str, services_url: str, **overrides: Any
+) -> dict:
     """A later-read config (as a dict) pointing at the given servers; `overrides` merge per section."""
     data: dict[str, Any] = {
         "timezone": "Asia/Shanghai",
-        "starrocks": {"host": mysql.host, "port": mysql.port, "user": mysql.user,
-                      "password": mysql.password, "database": mysql.database, "table": "task_data",
-                      "batch_size": 1000},
+        "starrocks": {
+            "host": mysql.host,
+            "port": mysql.port,
+            "user": mysql.user,
+            "password": mysql.password,
+            "database": mysql.database,
+            "table": "task_data",
+            "batch_size": 1000,
+        },
         "tasks": {"ids": list(DEFAULT_TASKS)},
         "redis": {"url": redis_url, "key_prefix": "rec:later_read:", "ttl_seconds": 86400},
-        "services": {"ab_url": services_url, "rec_url": services_url, "material_url": services_url,
-                     "timeout_seconds": 2.0, "max_attempts": 3},
+        "services": {
+            "ab_url": services_url,
+            "rec_url": services_url,
+            "material_url": services_url,
+            "timeout_seconds": 2.0,
+            "max_attempts": 3,
+        },
         "prewarm": {"concurrency": 50},
         "push": {"concurrency": 50},
         "kafka": {"bootstrap_servers": kafka_bootstrap, "topic": topic, "librdkafka": {}},
@@ -53,8 +65,9 @@ class Stack:
     """Start (or, unless `own_servers`, reuse via the LATER_READ_TEST_* variables) every server of the
     sandbox."""
 
-    def __init__(self, knobs: SimulatorKnobs | None = None, topic: str = "later_read_push",
-                 own_servers: bool = False) -> None:
+    def __init__(
+        self, knobs: SimulatorKnobs | None = None, topic: str = "later_read_push", own_servers: bool = False
+    ) -> None:
         self.knobs = knobs or SimulatorKnobs()
         self.topic = topic
         self.own_servers = own_servers
@@ -92,8 +105,14 @@ class Stack:
         """The config of these servers; marked `[sandbox] own_servers = true` when the stack started them all."""
         if self.own_servers:
             overrides = {"sandbox": {"own_servers": True}, **overrides}
-        return config_dict(redis_url=self.redis.url, mysql=self.mysql, kafka_bootstrap=self.kafka.bootstrap,
-                           topic=self.topic, services_url=self.simulator.url, **overrides)
+        return config_dict(
+            redis_url=self.redis.url,
+            mysql=self.mysql,
+            kafka_bootstrap=self.kafka.bootstrap,
+            topic=self.topic,
+            services_url=self.simulator.url,
+            **overrides,
+        )
 
     def write_config(self, path: str | Path, **overrides: Any) -> Path:
         path = Path(path)

@@ -11,8 +11,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from later_read.core.message import PushMessage
 
 # A broker just restarted answers these until its partitions have leaders again: asked again, not failed.
-_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
+_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+)
 READY_WAIT_SECONDS = 60.0
 
 
@@ -34,8 +39,14 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TopicM
     Reading to the watermarks (instead of "until idle") makes the answer exact and fast; a partition
     that cannot be read to its end within `timeout` raises RuntimeError naming it.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "log_level": 3})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         highs = {p: _high(consumer, topic, p) for p in parts}

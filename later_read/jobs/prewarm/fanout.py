@@ -56,7 +56,7 @@ STOP_ERROR = "error"
 
 @dataclass(frozen=True)
 class FanoutPlan:
-    scope: RunScope    # the date and the shard (the query's users are the shard's)
+    scope: RunScope  # the date and the shard (the query's users are the shard's)
     query: UserQuery
     concurrency: int
     force: bool
@@ -74,11 +74,11 @@ class Fanout:
         self.redis_batch = conns.settings.redis.batch_size
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
-        self.hours = HourTracker(self.store, plan.scope, plan.query.uids is None, self._writer_failed,
-                                 fence)  # readiness markers fenced by the run's lock
+        self.hours = HourTracker(
+            self.store, plan.scope, plan.query.uids is None, self._writer_failed, fence
+        )  # readiness markers fenced by the run's lock
         self.counts = RunCounts(hour_failed=self.hours.user_failed)
-        self.progress = Progress("prewarm", conns.settings.prewarm.progress_interval_seconds, self.counts,
-                                 plan.total)
+        self.progress = Progress("prewarm", conns.settings.prewarm.progress_interval_seconds, self.counts, plan.total)
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
         self.feed = UserFeed(max(self.starrocks.settings.batch_size, plan.concurrency))
         self._stopped = anyio.Event()
@@ -181,7 +181,7 @@ class Fanout:
         """The users of `page` without a value for the run's date (one MGET per `redis.batch_size`)."""
         todo: list[TaskUser] = []
         for start in range(0, len(page), self.redis_batch):
-            chunk = page[start:start + self.redis_batch]
+            chunk = page[start : start + self.redis_batch]
             values = await self.store.get_values([user.uid for user in chunk])
             todo.extend(user for user, raw in zip(chunk, values, strict=True) if not self._is_done(raw))
         return todo

@@ -30,7 +30,7 @@ class UserFeed:
         self.reader_waiting = False  # the reader waits for room: a worker that takes a user calls room()
         self.idle_seconds = 0.0
         self.starved = 0
-        self._more = anyio.Event()   # set when users were added or the feed closed
+        self._more = anyio.Event()  # set when users were added or the feed closed
         self._room = anyio.Event()
 
     async def put(self, items: list[tuple[int, Any]]) -> None:

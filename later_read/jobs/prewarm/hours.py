@@ -32,17 +32,23 @@ log = get_logger("prewarm")
 
 
 class HourTracker:
-    def __init__(self, store: Store, scope: RunScope, enabled: bool,
-                 on_error: Callable[[LaterReadError], None], fence: Any = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        scope: RunScope,
+        enabled: bool,
+        on_error: Callable[[LaterReadError], None],
+        fence: Any = None,
+    ) -> None:
         # the prewarm's date and shard: each shard marks its own hours
         self.store, self.scope, self.enabled, self.on_error = store, scope, enabled, on_error
-        self.fence = fence    # the prewarm's lock: a marker is written only while the run holds it
+        self.fence = fence  # the prewarm's lock: a marker is written only while the run holds it
         self.pending = [0] * 24
-        self.users = [0] * 24        # users sent to the workers, per hour
-        self.skipped = [0] * 24      # users already done before this run (rerun), per hour
+        self.users = [0] * 24  # users sent to the workers, per hour
+        self.skipped = [0] * 24  # users already done before this run (rerun), per hour
         self.failed = [0] * 24
         self.ready_seconds: dict[int, float] = {}
-        self.next_hour = 0           # the first hour not ready yet
+        self.next_hour = 0  # the first hour not ready yet
         self._closed: set[int] = set()
         self._to_write: list[int] = []
         self._wake = anyio.Event()
@@ -107,13 +113,18 @@ class HourTracker:
     async def _mark(self, hour: int) -> None:
         info = self.hour_info(hour)
         if self.enabled:
-            await self.store.put_prewarm_ready(self.scope, hour, {"date": self.scope.date, "hour": hour, **info,
-                                                                  "at": time.time()}, self.fence)
+            await self.store.put_prewarm_ready(
+                self.scope, hour, {"date": self.scope.date, "hour": hour, **info, "at": time.time()}, self.fence
+            )
         event(log, "prewarm.hour_ready", hour=hour, marker=self.enabled, **info)
 
     def hour_info(self, hour: int) -> dict[str, Any]:
-        return {"users": self.users[hour], "skipped": self.skipped[hour], "failed": self.failed[hour],
-                "seconds": self.ready_seconds.get(hour)}
+        return {
+            "users": self.users[hour],
+            "skipped": self.skipped[hour],
+            "failed": self.failed[hour],
+            "seconds": self.ready_seconds.get(hour),
+        }
 
     def report(self) -> dict[str, Any]:
         """Per hour (HH): users, skipped, failed and when it became ready (seconds into the run, or None)."""

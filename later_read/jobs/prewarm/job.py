@@ -44,8 +44,7 @@ JOB = "prewarm"
 # stop came first; the rerun does them), so users + remaining = total. `unservable`: rows whose uid no
 # job can serve (empty, too long), counted and alerted, never sent to A/B.
 # The names are the recorder's (core/counts.py): a stored recommendation is counted `cached` as it happens.
-REPORT_KEYS = ("users", CACHED, "not_in_experiment", "no_recommendation", "skipped_existing",
-               UNFINISHED, UNSERVABLE)
+REPORT_KEYS = ("users", CACHED, "not_in_experiment", "no_recommendation", "skipped_existing", UNFINISHED, UNSERVABLE)
 
 BAD_HOUR_ROWS = 1000  # push_hour rows named per run: enough to fix them, bounded if the column is all bad
 # The adaptive limit's stalls (its job's event loop frozen for 2 round trips): quiet runs here see 0-1 in
@@ -68,9 +67,17 @@ class PrewarmOptions:
     lock_wait: float
 
 
-def run_prewarm(settings: Settings, *, date: str | None, concurrency: int | None, force: bool,
-                uids_file: str | None, report_path: str | None, lock_wait: float | None = None,
-                shard: str | None = None) -> int:
+def run_prewarm(
+    settings: Settings,
+    *,
+    date: str | None,
+    concurrency: int | None,
+    force: bool,
+    uids_file: str | None,
+    report_path: str | None,
+    lock_wait: float | None = None,
+    shard: str | None = None,
+) -> int:
     """The CLI's entry point: the exit code. Bad input raises UsageError (exit 2) before any connection."""
     if report_path:
         check_report_path(report_path)
@@ -81,7 +88,8 @@ def run_prewarm(settings: Settings, *, date: str | None, concurrency: int | None
         uids=read_uids_file(uids_file) if uids_file else None,
         uids_file=uids_file,
         report_path=report_path,
-        lock_wait=settings.lock.wait_seconds if lock_wait is None else lock_wait)
+        lock_wait=settings.lock.wait_seconds if lock_wait is None else lock_wait,
+    )
     return run_job(PrewarmJob(settings, options))
 
 
@@ -95,9 +103,16 @@ class PrewarmJob:
     def __init__(self, settings: Settings, options: PrewarmOptions) -> None:
         self.settings, self.options = settings, options
         self.report_path, self.lock_wait, self.scope = options.report_path, options.lock_wait, options.scope
-        self.summary = Summary(JOB, options.scope.date, extra={
-            "concurrency": options.concurrency, "force": options.force, "uids_file": options.uids_file,
-            "shard": options.scope.shard.label})
+        self.summary = Summary(
+            JOB,
+            options.scope.date,
+            extra={
+                "concurrency": options.concurrency,
+                "force": options.force,
+                "uids_file": options.uids_file,
+                "shard": options.scope.shard.label,
+            },
+        )
         self.fanout: Fanout | None = None
 
     def connect(self) -> AbstractAsyncContextManager[JobConnections]:
@@ -158,9 +173,17 @@ class PrewarmJob:
         options = self.options
         try:
             total = self.summary.total = fanout.progress.total = await census.count(query)
-            event(log, "prewarm.start", date=self.scope.date, shard=self.scope.shard.label, users=total,
-                  concurrency=options.concurrency, force=options.force, uids_file=options.uids_file or "-",
-                  adaptive=self.settings.prewarm.adaptive)
+            event(
+                log,
+                "prewarm.start",
+                date=self.scope.date,
+                shard=self.scope.shard.label,
+                users=total,
+                concurrency=options.concurrency,
+                force=options.force,
+                uids_file=options.uids_file or "-",
+                adaptive=self.settings.prewarm.adaptive,
+            )
             await self._check_hours(census, query)
         except LaterReadError as exc:
             fanout.request_stop(STOP_ERROR, exc)
@@ -175,10 +198,16 @@ class PrewarmJob:
         for uid, _ in rows[:BAD_HOUR_ROWS]:
             self.summary.run_counts.done(UNSERVABLE, str(uid), "push_hour_out_of_range")
         self.summary.extra["push_hour_out_of_range"] = len(rows[:BAD_HOUR_ROWS])
-        alert(log, "prewarm.unservable_rows", date=self.scope.date, reason="push_hour_out_of_range",
-              rows=len(rows) if len(rows) <= BAD_HOUR_ROWS else f"more than {BAD_HOUR_ROWS}",
-              first_uid=str(rows[0][0]), push_hour=rows[0][1],
-              fix="fix push_hour (0-23) in StarRocks; no prewarm or push reaches these users")
+        alert(
+            log,
+            "prewarm.unservable_rows",
+            date=self.scope.date,
+            reason="push_hour_out_of_range",
+            rows=len(rows) if len(rows) <= BAD_HOUR_ROWS else f"more than {BAD_HOUR_ROWS}",
+            first_uid=str(rows[0][0]),
+            push_hour=rows[0][1],
+            fix="fix push_hour (0-23) in StarRocks; no prewarm or push reaches these users",
+        )
 
     def _marker(self, status: str) -> dict:
         """The completion marker: the report as it will be once the run is concluded, minus services."""
@@ -201,25 +230,58 @@ class PrewarmJob:
         counts, date = summary.counts, summary.date
         done = counts["cached"] + counts["not_in_experiment"] + counts["no_recommendation"]
         if summary.status == STOP_SERVICE_DOWN and fanout is not None:
-            alert(log, "prewarm.service_down", date=date, service=fanout.tripped_service(), done=done,
-                  unfinished=counts["unfinished"], error=fanout.error,
-                  fix="check the service, then rerun the prewarm (finished users are skipped)")
+            alert(
+                log,
+                "prewarm.service_down",
+                date=date,
+                service=fanout.tripped_service(),
+                done=done,
+                unfinished=counts["unfinished"],
+                error=fanout.error,
+                fix="check the service, then rerun the prewarm (finished users are skipped)",
+            )
         elif summary.status == STOP_INTERRUPTED:
-            alert(log, "prewarm.interrupted", date=date, signal=_signal_name(fanout), done=done,
-                  unfinished=counts["unfinished"], fix="rerun the prewarm (finished users are skipped)")
+            alert(
+                log,
+                "prewarm.interrupted",
+                date=date,
+                signal=_signal_name(fanout),
+                done=done,
+                unfinished=counts["unfinished"],
+                fix="rerun the prewarm (finished users are skipped)",
+            )
         elif summary.status == STOP_ERROR:
-            alert(log, "prewarm.error", date=date, done=done, error=error,
-                  fix="fix the dependency named in the error, then rerun the prewarm")
+            alert(
+                log,
+                "prewarm.error",
+                date=date,
+                done=done,
+                error=error,
+                fix="fix the dependency named in the error, then rerun the prewarm",
+            )
         elif summary.status == "lock_lost":
             pass  # its `lock.lost` line and the error line say it all
         elif summary.status == "failures":
-            alert(log, "prewarm.failed_users", date=date, failed=sum(summary.failures.values()),
-                  reasons=",".join(f"{k}:{v}" for k, v in sorted(summary.failures.items())),
-                  uids_file=summary.uids_path or "-",
-                  fix="rerun the prewarm (only users not done are retried; --uids-file UIDS_FILE for just them)")
+            alert(
+                log,
+                "prewarm.failed_users",
+                date=date,
+                failed=sum(summary.failures.values()),
+                reasons=",".join(f"{k}:{v}" for k, v in sorted(summary.failures.items())),
+                uids_file=summary.uids_path or "-",
+                fix="rerun the prewarm (only users not done are retried; --uids-file UIDS_FILE for just them)",
+            )
         else:
-            event(log, "prewarm.done", logging.INFO, date=date, users=counts["users"], done=done,
-                  skipped_existing=counts["skipped_existing"], duration_seconds=summary.duration_seconds)
+            event(
+                log,
+                "prewarm.done",
+                logging.INFO,
+                date=date,
+                users=counts["users"],
+                done=done,
+                skipped_existing=counts["skipped_existing"],
+                duration_seconds=summary.duration_seconds,
+            )
         self._alert_unservable()
 
     def _alert_unservable(self) -> None:
@@ -227,10 +289,15 @@ class PrewarmJob:
         reasons = {r: len(u) for r, u in summary.named.items() if r.startswith("uid_") and u}
         if not reasons:  # rows with a bad push_hour had their own alert (prewarm.unservable_rows)
             return
-        alert(log, "prewarm.unservable", date=summary.date, count=sum(reasons.values()),
-              reasons=",".join(f"{k}:{v}" for k, v in sorted(reasons.items())),
-              first_uid=summary.named[min(reasons)][0],
-              fix="fix source_uid in StarRocks (empty or longer than 1024 bytes); no job can serve them")
+        alert(
+            log,
+            "prewarm.unservable",
+            date=summary.date,
+            count=sum(reasons.values()),
+            reasons=",".join(f"{k}:{v}" for k, v in sorted(reasons.items())),
+            first_uid=summary.named[min(reasons)][0],
+            fix="fix source_uid in StarRocks (empty or longer than 1024 bytes); no job can serve them",
+        )
 
 
 def _adaptive(services: Services, concurrency: int) -> Callable[[], dict[str, object]]:
@@ -239,8 +306,11 @@ def _adaptive(services: Services, concurrency: int) -> Callable[[], dict[str, ob
     for client in (services.ab, services.rec):
         client.caller.gate = AdaptiveGate(AdaptiveLimit(max_limit=concurrency))
     gates = _gates(services)
-    return lambda: {f"{name}_{key}": value for name, gate in gates.items()
-                    for key, value in (("inflight", gate.in_flight), ("limit", gate.limiter.current))}
+    return lambda: {
+        f"{name}_{key}": value
+        for name, gate in gates.items()
+        for key, value in (("inflight", gate.in_flight), ("limit", gate.limiter.current))
+    }
 
 
 def warn_if_starved(gates: dict[str, AdaptiveGate]) -> None:
@@ -251,16 +321,26 @@ def warn_if_starved(gates: dict[str, AdaptiveGate]) -> None:
     for name, gate in gates.items():
         stalls, seconds = gate.limiter.stalls, gate.elapsed()
         if stalls >= max(STARVED_MIN_STALLS, STARVED_STALLS_PER_SECOND * seconds):
-            event(log, "prewarm.adaptive_starved", logging.WARNING, service=name, stalls=stalls,
-                  seconds=round(seconds, 1), mean_in_flight=round(gate.mean_in_flight(), 1),
-                  fix="the host took this job's CPU; the adaptive limit reads that as a slower service and "
-                      "holds fewer calls than it can take: give the job CPU of its own or set [prewarm] "
-                      "adaptive = false")
+            event(
+                log,
+                "prewarm.adaptive_starved",
+                logging.WARNING,
+                service=name,
+                stalls=stalls,
+                seconds=round(seconds, 1),
+                mean_in_flight=round(gate.mean_in_flight(), 1),
+                fix="the host took this job's CPU; the adaptive limit reads that as a slower service and "
+                "holds fewer calls than it can take: give the job CPU of its own or set [prewarm] "
+                "adaptive = false",
+            )
 
 
 def _gates(services: Services) -> dict[str, AdaptiveGate]:
-    return {name: client.caller.gate for name, client in (("ab", services.ab), ("rec", services.rec))
-            if client.caller.gate is not None}
+    return {
+        name: client.caller.gate
+        for name, client in (("ab", services.ab), ("rec", services.rec))
+        if client.caller.gate is not None
+    }
 
 
 def _signal_name(fanout: Fanout | None) -> str:

@@ -21,9 +21,14 @@ FLUSH_INTERVAL_SECONDS = 0.1
 
 
 class BatchWriter:
-    def __init__(self, store: Store, batch_size: int, on_error: Callable[[LaterReadError], None],
-                 on_written: Callable[[list[tuple[str, bytes, int]]], None] | None = None,
-                 interval: float = FLUSH_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        batch_size: int,
+        on_error: Callable[[LaterReadError], None],
+        on_written: Callable[[list[tuple[str, bytes, int]]], None] | None = None,
+        interval: float = FLUSH_INTERVAL_SECONDS,
+    ) -> None:
         self.store = store
         self.batch_size = batch_size
         self.interval = interval
@@ -67,8 +72,8 @@ class BatchWriter:
 
     async def _flush(self) -> None:
         while self._pending:
-            batch = self._pending[:self.batch_size]
-            del self._pending[:self.batch_size]
+            batch = self._pending[: self.batch_size]
+            del self._pending[: self.batch_size]
             try:
                 await self.store.put_values([(uid, raw) for uid, raw, _ in batch])
             except LaterReadError:

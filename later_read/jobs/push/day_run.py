@@ -49,8 +49,13 @@ async def run_scheduled(ctx: PushContext) -> list[str]:
     if plan.own in plan.expire or ctx.shutdown.stopping:
         return statuses
     if plan.own_final is not None:  # push.hour_already_done / push.hour_already_expired
-        event(log, f"push.hour_already_{plan.own_final}", date=plan.own.date, hour=plan.own.hour,
-              note=f"the ledger says {plan.own_final}: nothing to send")
+        event(
+            log,
+            f"push.hour_already_{plan.own_final}",
+            date=plan.own.date,
+            hour=plan.own.hour,
+            note=f"the ledger says {plan.own_final}: nothing to send",
+        )
         _record(ctx, plan.own, {"state": plan.own_final, "already": True}, False)
         return statuses
     return [*statuses, await run_hour(ctx, plan.own)]
@@ -69,11 +74,21 @@ async def make_plan(ctx: PushContext) -> Plan:
     """The plan at the clock's now, from this shard's ledger over its memory (LEDGER_DAYS dates)."""
     now = ctx.clock.now()
     entries = await shard_ledger(ctx, now)
-    plan = ctx.schedule.plan(now, {h: ledger.state_of(e) for h, e in entries.items() if e is not None},
-                             ledger.tracked_since(entries, ctx.schedule))
+    plan = ctx.schedule.plan(
+        now,
+        {h: ledger.state_of(e) for h, e in entries.items() if e is not None},
+        ledger.tracked_since(entries, ctx.schedule),
+    )
     if plan.expire or plan.catch_up:
-        event(log, "push.plan", date=plan.own.date, hour=plan.own.hour, expire=_hours(plan.expire),
-              catch_up=_hours(plan.catch_up), dry_run=ctx.options.dry_run)
+        event(
+            log,
+            "push.plan",
+            date=plan.own.date,
+            hour=plan.own.hour,
+            expire=_hours(plan.expire),
+            catch_up=_hours(plan.catch_up),
+            dry_run=ctx.options.dry_run,
+        )
     return plan
 
 
@@ -86,14 +101,29 @@ async def run_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence:
     if isinstance(late, (int, float)):  # the metrics' later_read_push_late_minutes: the latest start of the run
         ctx.summary.extra["late_minutes"] = max(ctx.summary.extra.get("late_minutes", 0), late)
     if entry is not None and entry["state"] == ledger.EXPIRED and entry["expired"]:
-        alert(log, "push.hour_expired", date=hour.date, hour=hour.hour, users=entry["expired"],
-              sent=entry["sent"], window_closed_at=_closed_at(ctx, hour), **_shard(ctx),
-              note="the hour's window closed while this run was sending; the rest is never sent")
+        alert(
+            log,
+            "push.hour_expired",
+            date=hour.date,
+            hour=hour.hour,
+            users=entry["expired"],
+            sent=entry["sent"],
+            window_closed_at=_closed_at(ctx, hour),
+            **_shard(ctx),
+            note="the hour's window closed while this run was sending; the rest is never sent",
+        )
     if caught_up:
-        event(log, "push.caught_up", date=hour.date, hour=hour.hour,
-              minutes_late=(entry or {}).get("late_minutes", ctx.schedule.late_minutes(hour, ctx.clock.now())),
-              users=(entry or {}).get("users", "-"), sent=(entry or {}).get("sent", "-"),
-              state=(entry or {}).get("state", "dry_run"), **_shard(ctx))
+        event(
+            log,
+            "push.caught_up",
+            date=hour.date,
+            hour=hour.hour,
+            minutes_late=(entry or {}).get("late_minutes", ctx.schedule.late_minutes(hour, ctx.clock.now())),
+            users=(entry or {}).get("users", "-"),
+            sent=(entry or {}).get("sent", "-"),
+            state=(entry or {}).get("state", "dry_run"),
+            **_shard(ctx),
+        )
     if ctx.options.dry_run or entry is None:
         return "ok"
     if entry["state"] == ledger.EXPIRED and entry["expired"]:
@@ -136,30 +166,52 @@ async def expire(ctx: PushContext, hour: Hour, locked: bool = False) -> str:
     if entry is None:
         return "ok"
     _record(ctx, hour, entry, False)
-    fields = dict(date=hour.date, hour=hour.hour, users=entry["expired"], hour_users=entry["users"],
-                  window_closed_at=_closed_at(ctx, hour), **_shard(ctx))
+    fields = dict(
+        date=hour.date,
+        hour=hour.hour,
+        users=entry["expired"],
+        hour_users=entry["users"],
+        window_closed_at=_closed_at(ctx, hour),
+        **_shard(ctx),
+    )
     if not entry["expired"]:
         event(log, "push.hour_expired", **fields, note="nobody with a message to send was left unsent")
         return "ok"
-    alert(log, "push.hour_expired", **fields,
-          fix=f"its users are not sent (too late); find why its runs did not happen (`later-read day --date "
-              f"{hour.date}`); to send anyway: later-read push --date {hour.date} --hour {hour.hour} --allow-late")
+    alert(
+        log,
+        "push.hour_expired",
+        **fields,
+        fix=f"its users are not sent (too late); find why its runs did not happen (`later-read day --date "
+        f"{hour.date}`); to send anyway: later-read push --date {hour.date} --hour {hour.hour} --allow-late",
+    )
     return "expired"
 
 
 def _lock(ctx: PushContext, hour: Hour, wait: float) -> JobLock:
     scope = ctx.options.scope.at(hour)
-    return JobLock(ctx.conns.store.client, Keys.lock(JOB, scope), scope.describe(JOB),
-                   dataclasses.replace(ctx.settings.lock, wait_seconds=wait))
+    return JobLock(
+        ctx.conns.store.client,
+        Keys.lock(JOB, scope),
+        scope.describe(JOB),
+        dataclasses.replace(ctx.settings.lock, wait_seconds=wait),
+    )
 
 
 def _record(ctx: PushContext, hour: Hour, entry: dict | None, caught_up: bool) -> None:
     """The hour in the run's report (`hours`): what happened to it, in the ledger's words."""
-    shown = {k: entry[k] for k in ("state", "users", "sent", "recovered", "already_sent", "failed", "expired",
-                                   "late_minutes", "already") if entry is not None and k in entry}
+    shown = {
+        k: entry[k]
+        for k in ("state", "users", "sent", "recovered", "already_sent", "failed", "expired", "late_minutes", "already")
+        if entry is not None and k in entry
+    }
     ctx.summary.extra.setdefault("hours", []).append(
-        {"date": hour.date, "hour": hour.hour, "caught_up": caught_up,
-         **(shown or {"state": "dry_run" if ctx.options.dry_run else ledger.PENDING})})
+        {
+            "date": hour.date,
+            "hour": hour.hour,
+            "caught_up": caught_up,
+            **(shown or {"state": "dry_run" if ctx.options.dry_run else ledger.PENDING}),
+        }
+    )
 
 
 def _closed_at(ctx: PushContext, hour: Hour) -> str:

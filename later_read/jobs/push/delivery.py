@@ -42,23 +42,24 @@ from later_read.store.fencing import Fence
 
 log = get_logger("push")
 
-POLL_INTERVAL_SECONDS = 0.005   # how often the pump serves delivery callbacks
+POLL_INTERVAL_SECONDS = 0.005  # how often the pump serves delivery callbacks
 BUFFER_FULL_WAIT_SECONDS = 0.01  # pause after BufferError before producing the same message again
 
 
 class Delivery:
     """Produce, confirm, mark. Counters are read by the job for its summary."""
 
-    def __init__(self, producer: Any, topic: str, store: Store, date: str, batch_size: int,
-                 fence: Fence | None = None) -> None:
+    def __init__(
+        self, producer: Any, topic: str, store: Store, date: str, batch_size: int, fence: Fence | None = None
+    ) -> None:
         self.producer, self.topic, self.store, self.date = producer, topic, store, date
         self.batch_size, self.fence = batch_size, fence
         self.confirmed: deque[tuple[str, str]] = deque()
         self.produced = self.delivered = self.marked = self.buffer_full_waits = 0
-        self.failed: Counter[str] = Counter()   # per-reason delivery failures reported by librdkafka
+        self.failed: Counter[str] = Counter()  # per-reason delivery failures reported by librdkafka
         self.failed_uids: list[tuple[str, str]] = []  # (reason, uid) of each of those
         self.oversize: list[str] = []  # users whose message produce() refused for its size (not produced)
-        self.largest_oversize = 0      # bytes of the largest of those messages
+        self.largest_oversize = 0  # bytes of the largest of those messages
         self._wake = anyio.Event()
         self._report = self._reported  # one bound method for every message's delivery report
 
@@ -137,8 +138,7 @@ class Delivery:
     async def finish(self, timeout: float, stop_early: Callable[[], bool] = lambda: False) -> None:
         """Wait up to `timeout` for the outstanding reports, purge the rest, write the last markers."""
         deadline = time.monotonic() + timeout
-        while (self.outstanding > 0 and time.monotonic() < deadline and not stop_early()
-               and not self.fence_lost):
+        while self.outstanding > 0 and time.monotonic() < deadline and not stop_early() and not self.fence_lost:
             self.producer.poll(0)
             if len(self.confirmed) >= self.batch_size:
                 await self._write_confirmed()
@@ -167,13 +167,13 @@ class Delivery:
         return self.delivered
 
     def details(self) -> dict[str, int]:
-        return {"produced": self.produced, "marked": self.marked,
-                "buffer_full_waits": self.buffer_full_waits}
+        return {"produced": self.produced, "marked": self.marked, "buffer_full_waits": self.buffer_full_waits}
 
 
 @asynccontextmanager
-async def delivering(delivery: Delivery, flush_timeout: float,
-                     stop_early: Callable[[], bool] = lambda: False) -> AsyncIterator[Delivery]:
+async def delivering(
+    delivery: Delivery, flush_timeout: float, stop_early: Callable[[], bool] = lambda: False
+) -> AsyncIterator[Delivery]:
     """Run the pump and the marker writer around the body; always finish (shielded, bounded)."""
     try:
         async with runtime.task_group() as tg:
@@ -194,15 +194,27 @@ def report_undelivered(delivery: Delivery) -> None:
     """One alert line when some messages were not confirmed (they got no marker; rerun sends them)."""
     if delivery.undelivered:
         reasons = ",".join(f"{k}:{v}" for k, v in sorted(delivery.failed.items())) or "unknown"
-        alert(log, "push.undelivered", count=delivery.undelivered, produced=delivery.produced,
-              reasons=reasons, fix="check Kafka, then rerun the hour (delivered users are marked sent)")
+        alert(
+            log,
+            "push.undelivered",
+            count=delivery.undelivered,
+            produced=delivery.produced,
+            reasons=reasons,
+            fix="check Kafka, then rerun the hour (delivered users are marked sent)",
+        )
 
 
 def report_oversize(delivery: Delivery) -> None:
     """One alert line for the run's messages refused for their size (each user counted once)."""
     if delivery.oversize:
-        alert(log, "push.oversize_message", count=len(delivery.oversize), first=delivery.oversize[0],
-              largest_bytes=delivery.largest_oversize, fix=OVERSIZE_FIX)
+        alert(
+            log,
+            "push.oversize_message",
+            count=len(delivery.oversize),
+            first=delivery.oversize[0],
+            largest_bytes=delivery.largest_oversize,
+            fix=OVERSIZE_FIX,
+        )
 
 
 class DryRunSink:

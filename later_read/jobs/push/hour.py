@@ -76,7 +76,7 @@ class PushContext:
     schedule: Schedule
     stream: Any = None  # the --output file of a dry run, else None (stdout)
     waited_out: bool = False  # a wait for the prewarm ran out: the run's later hours do not wait again
-    fence: Any = None   # the own hour's JobLock, held by the lifecycle (None in a dry run)
+    fence: Any = None  # the own hour's JobLock, held by the lifecycle (None in a dry run)
 
 
 class Window:
@@ -98,17 +98,17 @@ class PushRun:
     """Everything one hour's pipeline needs, built in `_prepare` (nothing set afterwards)."""
 
     ctx: PushContext
-    scope: RunScope               # the hour's date and hour, the run's shard
-    query: UserQuery              # the hour's users (and shard), built once from the scope
-    counts: RunCounts             # the run's recorder (the summary's): every user of the hour recorded once
+    scope: RunScope  # the hour's date and hour, the run's shard
+    query: UserQuery  # the hour's users (and shard), built once from the scope
+    counts: RunCounts  # the run's recorder (the summary's): every user of the hour recorded once
     progress: Progress
     sorter: Sorter
     materials: MaterialCache
     live: LiveResolver | None
-    expires: str                  # the messages' expires_at
-    window: Window                # the window's end: nothing is sent after it
-    sink: Any = None              # Delivery or DryRunSink (None: the expiry pass, which sends nothing)
-    fence: Any = None             # the hour's JobLock (None in a dry run): every write fenced by it
+    expires: str  # the messages' expires_at
+    window: Window  # the window's end: nothing is sent after it
+    sink: Any = None  # Delivery or DryRunSink (None: the expiry pass, which sends nothing)
+    fence: Any = None  # the hour's JobLock (None in a dry run): every write fenced by it
 
     @property
     def settings(self) -> Settings:
@@ -141,8 +141,8 @@ async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence
         now = ctx.clock.now()
 
         def mark(prev: dict | None) -> dict:
-            return ledger.running(prev, scope, now, ctx.schedule.late_minutes(hour, now), caught_up,
-                                  options.allow_late)
+            return ledger.running(prev, scope, now, ctx.schedule.late_minutes(hour, now), caught_up, options.allow_late)
+
         hour_run = await recovery.begin(ctx.conns.store, ctx.settings.kafka, scope, mark, fence)
         ctx.summary.run_counts.note("recovered", n=hour_run.recovered or 0)
     wait = 0.0 if ctx.waited_out else options.wait_seconds
@@ -167,15 +167,22 @@ async def push_hour(ctx: PushContext, hour: Hour, caught_up: bool = False, fence
     return entry
 
 
-def _entry(run: PushRun, hour_run: recovery.HourRun, before: Counter, failed_before: Counter,
-           clean: bool) -> dict:
+def _entry(run: PushRun, hour_run: recovery.HourRun, before: Counter, failed_before: Counter, clean: bool) -> dict:
     """The hour's ledger entry from what this hour added to the run's summary."""
     summary = run.summary
     counts, failures = summary.counts - before, summary.failures - failed_before
     produced = run.sink.produced if isinstance(run.sink, Delivery) else 0
-    return ledger.finished(hour_run.written or {}, counts, failures, run.progress.total or 0, clean=clean,
-                           recovered=hour_run.recovered_of_hour, produced=produced, now=run.ctx.clock.now(),
-                           window_closed=run.window.was_closed)
+    return ledger.finished(
+        hour_run.written or {},
+        counts,
+        failures,
+        run.progress.total or 0,
+        clean=clean,
+        recovered=hour_run.recovered_of_hour,
+        produced=produced,
+        now=run.ctx.clock.now(),
+        window_closed=run.window.was_closed,
+    )
 
 
 async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
@@ -200,8 +207,17 @@ async def expire_hour(ctx: PushContext, hour: Hour, fence: Any) -> dict | None:
     known = min(int((prev or {}).get("material_not_found") or 0), ctx.summary.counts["expired"] - before["expired"])
     ctx.summary.run_counts.moved(EXPIRED, "material_not_found", known)
     counts = ctx.summary.counts - before
-    entry = ledger.finished(ledger.closing(prev, scope), counts, Counter(), run.progress.total or 0,
-                            clean=True, recovered=recovered, produced=0, now=ctx.clock.now(), window_closed=True)
+    entry = ledger.finished(
+        ledger.closing(prev, scope),
+        counts,
+        Counter(),
+        run.progress.total or 0,
+        clean=True,
+        recovered=recovered,
+        produced=0,
+        now=ctx.clock.now(),
+        window_closed=True,
+    )
     entry["state"] = ledger.DONE if entry["state"] == ledger.DONE else ledger.EXPIRED
     await store.put_ledger(scope, entry, fence)
     return entry
@@ -217,29 +233,56 @@ async def _prepare(ctx: PushContext, scope: RunScope, fence: Any = None, closed:
     if closed:  # a sending hour counts its users beside its pipeline (`_count`)
         progress.total = await ctx.conns.starrocks.count(query)
         summary.total = (summary.total or 0) + progress.total
-    sorter = Sorter(scope.date, scope.slot.hour, options.force, counts, settings.push.miss_log_limit,
-                    names=options.on_miss == "skip", alerts=not closed)
+    sorter = Sorter(
+        scope.date,
+        scope.slot.hour,
+        options.force,
+        counts,
+        settings.push.miss_log_limit,
+        names=options.on_miss == "skip",
+        alerts=not closed,
+    )
     live = None
     if options.on_miss == "live":
-        live = LiveResolver(ctx.conns.services, ctx.conns.store, sorter, counts, date=scope.date,
-                            budget=settings.push.live_budget, concurrency=settings.push.concurrency,
-                            write=not options.dry_run)
-    materials = MaterialCache(ctx.conns.services.material, settings.push.concurrency,
-                              park_limit=settings.redis.batch_size)  # about a batch of users waits parked
+        live = LiveResolver(
+            ctx.conns.services,
+            ctx.conns.store,
+            sorter,
+            counts,
+            date=scope.date,
+            budget=settings.push.live_budget,
+            concurrency=settings.push.concurrency,
+            write=not options.dry_run,
+        )
+    materials = MaterialCache(
+        ctx.conns.services.material, settings.push.concurrency, park_limit=settings.redis.batch_size
+    )  # about a batch of users waits parked
     timed = not (options.allow_late or options.dry_run)
     deadline = 0.0 if closed else ctx.clock.monotonic_at(ctx.schedule.window_end(scope.slot)) if timed else None
     late_from = ctx.clock.now() if options.allow_late else None
-    return PushRun(ctx, scope, query, counts, progress, sorter, materials, live,
-                   expires_at(ctx.schedule, scope.date, scope.slot.hour, late_from), Window(deadline),
-                   sink=None if closed else _new_sink(ctx, scope, fence), fence=fence)
+    return PushRun(
+        ctx,
+        scope,
+        query,
+        counts,
+        progress,
+        sorter,
+        materials,
+        live,
+        expires_at(ctx.schedule, scope.date, scope.slot.hour, late_from),
+        Window(deadline),
+        sink=None if closed else _new_sink(ctx, scope, fence),
+        fence=fence,
+    )
 
 
 def _new_sink(ctx: PushContext, scope: RunScope, fence: Any) -> Delivery | DryRunSink:
     """The hour's sink: the dry run's printer, else Kafka delivery marking the scope's date's users sent."""
     if ctx.options.dry_run:
         return DryRunSink(ctx.stream)
-    return Delivery(ctx.conns.producer, ctx.settings.kafka.topic, ctx.conns.store, scope.date,
-                    ctx.settings.redis.batch_size, fence)
+    return Delivery(
+        ctx.conns.producer, ctx.settings.kafka.topic, ctx.conns.store, scope.date, ctx.settings.redis.batch_size, fence
+    )
 
 
 def _collect(run: PushRun) -> None:
@@ -251,8 +294,9 @@ def _collect(run: PushRun) -> None:
         for key, value in run.sink.details().items():
             summary.extra[key] = summary.extra.get(key, 0) + value
     if isinstance(run.sink, Delivery) and run.sink.undelivered:
-        counts.failed_after(UNDELIVERED, run.sink.undelivered,
-                            ((undelivered(reason), uid) for reason, uid in run.sink.failed_uids))
+        counts.failed_after(
+            UNDELIVERED, run.sink.undelivered, ((undelivered(reason), uid) for reason, uid in run.sink.failed_uids)
+        )
     oversize = getattr(run.sink, "oversize", ())  # refused by produce() for its size: never produced
     counts.failed_after(OVERSIZE_MESSAGE, len(oversize), ((OVERSIZE_MESSAGE, uid) for uid in oversize))
     summary.extra["materials_fetched"] = summary.extra.get("materials_fetched", 0) + run.materials.fetched
@@ -269,8 +313,9 @@ async def _sink(run: PushRun) -> AsyncIterator[None]:
         finally:
             run.sink.flush()
         return
-    async with delivering(run.sink, run.settings.push.flush_timeout_seconds,
-                          stop_early=lambda: run.shutdown.force.cancel_called):
+    async with delivering(
+        run.sink, run.settings.push.flush_timeout_seconds, stop_early=lambda: run.shutdown.force.cancel_called
+    ):
         yield
 
 
@@ -299,8 +344,16 @@ async def _count(run: PushRun) -> None:
         census.close()
     run.summary.total = (run.summary.total or 0) + total
     options = run.options
-    event(log, "push.start", date=run.scope.date, hour=run.scope.hour, users=total, dry_run=options.dry_run,
-          force=options.force, on_miss=options.on_miss)
+    event(
+        log,
+        "push.start",
+        date=run.scope.date,
+        hour=run.scope.hour,
+        users=total,
+        dry_run=options.dry_run,
+        force=options.force,
+        on_miss=options.on_miss,
+    )
 
 
 async def _cancel_after_grace(run: PushRun, scope: anyio.CancelScope) -> None:
@@ -332,7 +385,7 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
         for start in range(0, len(page), batch):
             if run.shutdown.stopping:
                 return
-            users = page[start:start + batch]
+            users = page[start : start + batch]
             values, sent = await store.get_push_state(run.scope.date, [u.uid for u in users], run.fence)
             hits, missing = run.sorter.sort(users, values, sent, earlier)
             hits += await _resolve_missing(run, missing)

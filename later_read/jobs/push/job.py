@@ -60,15 +60,30 @@ log = get_logger("push")
 # topic before reading any user (an earlier run of the hour died after Kafka took their message;
 # jobs/push/recovery.py); they then count as already_sent. The figures include the hours this run marked
 # expired (read and sorted, nobody sent: day_run.py). The report's `hours` lists each hour handled.
-REPORT_KEYS = ("users", "sent", "misses", "stale", "corrupt", "not_in_experiment", "no_recommendation",
-               "material_not_found", "already_sent", "earlier_hour", "live", "live_budget_exhausted",
-               "not_processed", "unservable", "recovered", "expired")
+REPORT_KEYS = (
+    "users",
+    "sent",
+    "misses",
+    "stale",
+    "corrupt",
+    "not_in_experiment",
+    "no_recommendation",
+    "material_not_found",
+    "already_sent",
+    "earlier_hour",
+    "live",
+    "live_budget_exhausted",
+    "not_processed",
+    "unservable",
+    "recovered",
+    "expired",
+)
 STATUS_RANK = ("ok", "failures", "expired", "interrupted")  # a run of several hours ends with the worst
 
 
 @dataclass(frozen=True)
 class PushOptions:
-    scope: RunScope            # the own hour (date, hour) and the shard
+    scope: RunScope  # the own hour (date, hour) and the shard
     dry_run: bool
     output: str | None
     force: bool
@@ -76,26 +91,62 @@ class PushOptions:
     report_path: str | None
     lock_wait: float
     wait_seconds: float = 0.0  # for the prewarm's marker (jobs/push/wait.py)
-    scheduled: bool = False    # no --date/--hour: expire and catch up earlier hours first (day_run.py)
-    allow_late: bool = False   # --allow-late: send an hour whose window has closed
+    scheduled: bool = False  # no --date/--hour: expire and catch up earlier hours first (day_run.py)
+    allow_late: bool = False  # --allow-late: send an hour whose window has closed
     clock: Clock | None = None  # --now, else the wall clock
 
 
-def run_push(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
-             output: str | None, force: bool, on_miss: str, report_path: str | None,
-             lock_wait: float | None = None, wait: float | None = None, shard: str | None = None,
-             now: str | None = None, allow_late: bool = False) -> int:
+def run_push(
+    settings: Settings,
+    *,
+    date: str | None,
+    hour: int | None,
+    dry_run: bool,
+    output: str | None,
+    force: bool,
+    on_miss: str,
+    report_path: str | None,
+    lock_wait: float | None = None,
+    wait: float | None = None,
+    shard: str | None = None,
+    now: str | None = None,
+    allow_late: bool = False,
+) -> int:
     """The `push` command: check the options, run the hour(s), return the exit code."""
-    options = push_options(settings, date=date, hour=hour, dry_run=dry_run, output=output, force=force,
-                           on_miss=on_miss, report_path=report_path, lock_wait=lock_wait, wait=wait, now=now,
-                           allow_late=allow_late, shard=shard)
+    options = push_options(
+        settings,
+        date=date,
+        hour=hour,
+        dry_run=dry_run,
+        output=output,
+        force=force,
+        on_miss=on_miss,
+        report_path=report_path,
+        lock_wait=lock_wait,
+        wait=wait,
+        now=now,
+        allow_late=allow_late,
+        shard=shard,
+    )
     return run_job(PushJob(settings, options))
 
 
-def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_run: bool,
-                 output: str | None, force: bool, on_miss: str, report_path: str | None,
-                 lock_wait: float | None = None, wait: float | None = None, now: str | None = None,
-                 allow_late: bool = False, shard: str | None = None) -> PushOptions:
+def push_options(
+    settings: Settings,
+    *,
+    date: str | None,
+    hour: int | None,
+    dry_run: bool,
+    output: str | None,
+    force: bool,
+    on_miss: str,
+    report_path: str | None,
+    lock_wait: float | None = None,
+    wait: float | None = None,
+    now: str | None = None,
+    allow_late: bool = False,
+    shard: str | None = None,
+) -> PushOptions:
     """Checked options, the run's scope built once. Without --date and --hour the run is scheduled: date
     and hour are one reading of the clock (`now`, else the wall clock) in the configured zone; either
     given, the run is that hour, refused when its window has closed unless `allow_late` (a dry run is never
@@ -112,20 +163,31 @@ def push_options(settings: Settings, *, date: str | None, hour: int | None, dry_
     clock = Clock.parse(now, settings.zone)
     schedule, scheduled = Schedule.of(settings), date is None and hour is None
     if scheduled and allow_late:
-        raise UsageError("--allow-late goes with --hour (a scheduled run never sends an hour whose window has "
-                         "closed); add --hour H, or drop --allow-late")
+        raise UsageError(
+            "--allow-late goes with --hour (a scheduled run never sends an hour whose window has "
+            "closed); add --hour H, or drop --allow-late"
+        )
     own = schedule.current(clock.now())
-    target = Hour(parse_date(date, settings.zone) if date is not None else own.date,
-                  own.hour if hour is None else hour)
+    target = Hour(parse_date(date, settings.zone) if date is not None else own.date, own.hour if hour is None else hour)
     if not scheduled and not dry_run:
         schedule.refuse_if_closed(target, clock.now(), allow_late)
     if wait is not None and wait < 0:
         raise UsageError(f"--wait: expected seconds >= 0, got {wait:g}")
     wait_seconds = wait if wait is not None else 0.0 if dry_run else settings.push.wait_for_prewarm_seconds
     scope = RunScope(target.date, target.hour, parse_shard(shard, settings.shards.count))
-    return PushOptions(scope, dry_run, output, force, on_miss, report_path,
-                       settings.lock.wait_seconds if lock_wait is None else lock_wait, wait_seconds,
-                       scheduled=scheduled, allow_late=allow_late, clock=clock)
+    return PushOptions(
+        scope,
+        dry_run,
+        output,
+        force,
+        on_miss,
+        report_path,
+        settings.lock.wait_seconds if lock_wait is None else lock_wait,
+        wait_seconds,
+        scheduled=scheduled,
+        allow_late=allow_late,
+        clock=clock,
+    )
 
 
 class PushJob:
@@ -139,10 +201,15 @@ class PushJob:
         self.settings, self.options = settings, options
         self.report_path, self.lock_wait, self.scope = options.report_path, options.lock_wait, options.scope
         self.summary = Summary(JOB, options.scope.date, options.scope.hour)
-        self.summary.extra.update(dry_run=options.dry_run, force=options.force, on_miss=options.on_miss,
-                                  shard=options.scope.shard.label, scheduled=options.scheduled,
-                                  allow_late=options.allow_late,
-                                  topic=None if options.dry_run else settings.kafka.topic)
+        self.summary.extra.update(
+            dry_run=options.dry_run,
+            force=options.force,
+            on_miss=options.on_miss,
+            shard=options.scope.shard.label,
+            scheduled=options.scheduled,
+            allow_late=options.allow_late,
+            topic=None if options.dry_run else settings.kafka.topic,
+        )
         self.stream: Any = None
         self.shutdown: Shutdown | None = None
 
@@ -163,9 +230,17 @@ class PushJob:
         The lifecycle holds the own hour's lock around this."""
         self.shutdown = shutdown
         options = self.options
-        ctx = PushContext(self.settings, options, conns, self.summary, shutdown,
-                          options.clock or Clock(self.settings.zone), Schedule.of(self.settings), self.stream,
-                          fence=self.fence)
+        ctx = PushContext(
+            self.settings,
+            options,
+            conns,
+            self.summary,
+            shutdown,
+            options.clock or Clock(self.settings.zone),
+            Schedule.of(self.settings),
+            self.stream,
+            fence=self.fence,
+        )
         try:
             if options.scheduled:
                 statuses = await day_run.run_scheduled(ctx)
@@ -187,8 +262,14 @@ class PushJob:
     def alert(self, error: BaseException | None) -> None:
         """The push's closing alert: only an interrupted run needs one (the others have their own lines)."""
         if self.summary.status == "interrupted" and self.shutdown is not None:
-            alert(log, "push.interrupted", signal=self.shutdown.signal_name, date=self.scope.date,
-                  hour=self.scope.hour, fix="rerun the same hour: users already sent are skipped")
+            alert(
+                log,
+                "push.interrupted",
+                signal=self.shutdown.signal_name,
+                date=self.scope.date,
+                hour=self.scope.hour,
+                fix="rerun the same hour: users already sent are skipped",
+            )
 
 
 def _open_output(stack: contextlib.ExitStack, options: PushOptions):

@@ -30,8 +30,18 @@ log = get_logger("push")
 
 
 class LiveResolver:
-    def __init__(self, services: Services, store: Store, sorter: Sorter, counts: RunCounts, *, date: str,
-                 budget: int, concurrency: int, write: bool) -> None:
+    def __init__(
+        self,
+        services: Services,
+        store: Store,
+        sorter: Sorter,
+        counts: RunCounts,
+        *,
+        date: str,
+        budget: int,
+        concurrency: int,
+        write: bool,
+    ) -> None:
         self.services, self.store, self.sorter, self.counts, self.date = services, store, sorter, counts, date
         self.remaining = budget
         self.budget = budget
@@ -40,7 +50,7 @@ class LiveResolver:
 
     async def resolve(self, users: Sequence[TaskUser]) -> list[Hit]:
         """Hits among the users computed now; no-push outcomes are counted, over-budget ones skipped."""
-        take = list(users[:self.remaining])
+        take = list(users[: self.remaining])
         self._over_budget(len(users) - len(take))
         if not take:
             return []
@@ -68,5 +78,10 @@ class LiveResolver:
         first = self.counts.counts["live_budget_exhausted"] == 0  # the run's counts: one alert per run
         self.counts.done("live_budget_exhausted", n=skipped)
         if first:
-            alert(log, "push.live_budget_exhausted", budget=self.budget, date=self.date,
-                  fix="rerun the prewarm for the date, or raise [push] live_budget")
+            alert(
+                log,
+                "push.live_budget_exhausted",
+                budget=self.budget,
+                date=self.date,
+                fix="rerun the prewarm for the date, or raise [push] live_budget",
+            )

@@ -31,7 +31,7 @@ class _Entry:
         self.material: Material | None = None
         self.error: ServiceError | None = None
         self.abandoned = False  # the fetch was cancelled: no answer, a waiter fetches again
-        self.answered = False   # done and not abandoned: the card (or its error) is known
+        self.answered = False  # done and not abandoned: the card (or its error) is known
         self.parked: list[Any] = []  # users left with the fetch in flight (`park`), taken by `parked`
 
 
@@ -100,7 +100,7 @@ class MaterialCache:
             entry.abandoned = True  # cancelled or ServiceDown: not an answer, waiters must not hang
             del self._entries[key]
             self._parked -= len(entry.parked)  # the run stops: its parked users, like its queued ones, go
-            entry.parked = []                  # unsent, unmarked (the rerun sends them)
+            entry.parked = []  # unsent, unmarked (the rerun sends them)
             raise
         finally:
             entry.answered = not entry.abandoned

@@ -54,19 +54,24 @@ class HourRun:
 
     scope: RunScope
     start: dict
-    entry: dict | None           # the ledger entry found (before this run marked the hour unfinished)
+    entry: dict | None  # the ledger entry found (before this run marked the hour unfinished)
     recovered: int | None = None  # users marked sent from the topic; None: no recovery was needed
-    recovered_of_hour: int = 0    # of those, messages of this hour (and shard): a dead run's deliveries
-    written: dict | None = None   # the entry `begin` wrote (mark's), None when it wrote none
-    fence: Fence | None = None    # the hour's lock: every write of the hour's records is fenced by it
+    recovered_of_hour: int = 0  # of those, messages of this hour (and shard): a dead run's deliveries
+    written: dict | None = None  # the entry `begin` wrote (mark's), None when it wrote none
+    fence: Fence | None = None  # the hour's lock: every write of the hour's records is fenced by it
 
     @property
     def was_finished(self) -> bool:
         return ledger.is_clean(self.entry)
 
 
-async def begin(store: Store, kafka: KafkaSettings, scope: RunScope,
-                mark: Callable[[dict | None], dict | None] = ledger.unclean, fence: Fence | None = None) -> HourRun:
+async def begin(
+    store: Store,
+    kafka: KafkaSettings,
+    scope: RunScope,
+    mark: Callable[[dict | None], dict | None] = ledger.unclean,
+    fence: Fence | None = None,
+) -> HourRun:
     """Recover an unfinished earlier run of the scope's hour, record where this run starts, then write
     `mark(entry found)` as the hour's ledger entry (unclean; None writes nothing); every write fenced by
     `fence`, the hour's lock, when given."""
@@ -75,10 +80,12 @@ async def begin(store: Store, kafka: KafkaSettings, scope: RunScope,
     if start is not None and not run.was_finished:
         run.recovered, run.recovered_of_hour = await recover(store, kafka, scope, start, fence)
     if start is None:
-        offsets = await anyio.to_thread.run_sync(kafka_topic.end_offsets, kafka, kafka.topic,
-                                                 OFFSETS_TIMEOUT_SECONDS)
-        run.start = {"topic": kafka.topic, "offsets": {str(p): o for p, o in sorted(offsets.items())},
-                     "at": round(time.time(), 3)}
+        offsets = await anyio.to_thread.run_sync(kafka_topic.end_offsets, kafka, kafka.topic, OFFSETS_TIMEOUT_SECONDS)
+        run.start = {
+            "topic": kafka.topic,
+            "offsets": {str(p): o for p, o in sorted(offsets.items())},
+            "at": round(time.time(), 3),
+        }
         if not await store.put_push_start(scope, run.start, fence):
             # Another run recorded a start meanwhile (only possible without the lock, e.g. `rerun`).
             run.start = (await store.get_push_run(scope))[0] or run.start
@@ -104,8 +111,9 @@ async def recover_if_unfinished(store: Store, kafka: KafkaSettings, scope: RunSc
     return (await recover(store, kafka, scope, start))[0]
 
 
-async def recover(store: Store, kafka: KafkaSettings, scope: RunScope, start: dict,
-                  fence: Fence | None = None) -> tuple[int, int]:
+async def recover(
+    store: Store, kafka: KafkaSettings, scope: RunScope, start: dict, fence: Fence | None = None
+) -> tuple[int, int]:
     """Read the topic from `start`'s offsets to its end; write the sent marker of every user with a
     message of the scope's date there. (users marked, messages among them of the scope's hour whose user
     is in its shard). KafkaUnavailable if it cannot read."""
@@ -115,12 +123,21 @@ async def recover(store: Store, kafka: KafkaSettings, scope: RunScope, start: di
     found, read, foreign = await anyio.to_thread.run_sync(_collect, kafka, topic, offsets, date)
     items = sorted((uid, msg_id) for uid, (msg_id, _) in found.items())
     for i in range(0, len(items), MARKER_BATCH):
-        await store.put_sent(date, items[i:i + MARKER_BATCH], fence)
+        await store.put_sent(date, items[i : i + MARKER_BATCH], fence)
     of_hour = sum(1 for uid, (_, at) in found.items() if at == hour and shard.owns(uid))
-    alert(log, "push.recovered", date=date, hour=hour, topic=topic, messages_read=read,
-          users_marked=len(items), of_hour=of_hour, other_messages=foreign,
-          seconds=round(time.monotonic() - began, 3),
-          note="an earlier run of this hour did not finish; what it delivered is marked sent, not resent")
+    alert(
+        log,
+        "push.recovered",
+        date=date,
+        hour=hour,
+        topic=topic,
+        messages_read=read,
+        users_marked=len(items),
+        of_hour=of_hour,
+        other_messages=foreign,
+        seconds=round(time.monotonic() - began, 3),
+        note="an earlier run of this hour did not finish; what it delivered is marked sent, not resent",
+    )
     return len(items), of_hour
 
 
@@ -128,13 +145,15 @@ def _parse_start(start: dict, date: str, hour: int) -> tuple[str, dict[int, int]
     try:
         return str(start["topic"]), {int(p): int(o) for p, o in start["offsets"].items()}
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise KafkaUnavailable(f"the push start record of {date} hour {hour} is not readable ({start!r}); "
-                               "delete the later_read:push:start key only after checking the topic by hand"
-                               ) from None
+        raise KafkaUnavailable(
+            f"the push start record of {date} hour {hour} is not readable ({start!r}); "
+            "delete the later_read:push:start key only after checking the topic by hand"
+        ) from None
 
 
-def _collect(kafka: KafkaSettings, topic: str, offsets: dict[int, int], date: str
-             ) -> tuple[dict[str, tuple[str, object]], int, int]:
+def _collect(
+    kafka: KafkaSettings, topic: str, offsets: dict[int, int], date: str
+) -> tuple[dict[str, tuple[str, object]], int, int]:
     """({uid: (msg_id, push_hour)} of the date's messages in the range, messages read, messages not of the
     date)."""
     found: dict[str, tuple[str, object]] = {}

@@ -51,21 +51,39 @@ class AlertLimiter:
         if self.count <= self.limit:
             alert(log, self.name, **values, **self.context)
         elif self.count == self.limit + 1:
-            alert(log, f"{self.name}_suppressed", after=self.limit, **self.context,
-                  note="further lines suppressed; the total is in the summary")
+            alert(
+                log,
+                f"{self.name}_suppressed",
+                after=self.limit,
+                **self.context,
+                note="further lines suppressed; the total is in the summary",
+            )
 
 
 class Sorter:
-    def __init__(self, date: str, hour: int, force: bool, counts: RunCounts, miss_log_limit: int,
-                 names: bool = True, alerts: bool = True) -> None:
+    def __init__(
+        self,
+        date: str,
+        hour: int,
+        force: bool,
+        counts: RunCounts,
+        miss_log_limit: int,
+        names: bool = True,
+        alerts: bool = True,
+    ) -> None:
         self.date, self.hour, self.force, self.counts = date, hour, force, counts
         self.names = names  # name the users not served, per reason (not when a miss may be computed live)
         limit = miss_log_limit if alerts else -1  # -1: not even the `_suppressed` line
         self.miss_alert = AlertLimiter("push.cache_miss", limit, date=date, hour=hour)
         self.corrupt_alert = AlertLimiter("push.corrupt_value", limit, date=date, hour=hour)
 
-    def sort(self, users: Sequence[TaskUser], values: Sequence[bytes | None], sent: Sequence[bytes | None],
-             earlier: Container[str] = frozenset()) -> tuple[list[Hit], list[TaskUser]]:
+    def sort(
+        self,
+        users: Sequence[TaskUser],
+        values: Sequence[bytes | None],
+        sent: Sequence[bytes | None],
+        earlier: Container[str] = frozenset(),
+    ) -> tuple[list[Hit], list[TaskUser]]:
         """(hits, users without a usable value: misses and corrupt ones). `earlier`: the uids with a row at
         an earlier hour of the date."""
         hits: list[Hit] = []
@@ -99,8 +117,9 @@ class Sorter:
             self._miss(user, STALE, missing, value_date=value.date)
         else:
             self.counts.note("corrupt", user.uid if self.names else None)
-            self.corrupt_alert(uid=user.uid, problem=verdict.problem,
-                               fix="rerun the prewarm for this uid, or push with --on-miss live")
+            self.corrupt_alert(
+                uid=user.uid, problem=verdict.problem, fix="rerun the prewarm for this uid, or push with --on-miss live"
+            )
             missing.append(user)
 
     def outcome(self, user: TaskUser, value: CachedValue) -> Hit | None:
@@ -121,8 +140,18 @@ class Sorter:
         """The lines alert rules count on: exact miss and corrupt totals with their ratio of the hour."""
         counts = self.counts.counts
         users = counts["users"]
-        for name, key in (("push.misses", "misses"), ("push.corrupt_values", "corrupt"),
-                          ("push.unservable", UNSERVABLE)):
+        for name, key in (
+            ("push.misses", "misses"),
+            ("push.corrupt_values", "corrupt"),
+            ("push.unservable", UNSERVABLE),
+        ):
             if counts[key]:
-                alert(log, name, count=counts[key], users=users,
-                      ratio=f"{counts[key] / max(users, 1):.6f}", date=self.date, hour=self.hour)
+                alert(
+                    log,
+                    name,
+                    count=counts[key],
+                    users=users,
+                    ratio=f"{counts[key] / max(users, 1):.6f}",
+                    date=self.date,
+                    hour=self.hour,
+                )

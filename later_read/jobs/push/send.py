@@ -80,8 +80,9 @@ async def _push_one(run: PushRun, hit: Hit) -> None:
             run.counts.settle()  # counted `sent` once Kafka confirms it, else a failure
 
 
-def _message(run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None,
-             checked: bool = False) -> bytes | None:
+def _message(
+    run: PushRun, hit: Hit, material: Material | None, error: ServiceError | None, checked: bool = False
+) -> bytes | None:
     """The user's message (encoded) for the sink, or None once the reason it has none is counted (card
     not found, card fetch failed, the window closed)."""
     if error is not None:
@@ -90,6 +91,13 @@ def _message(run: PushRun, hit: Hit, material: Material | None, error: ServiceEr
         run.counts.done("material_not_found")
     elif checked or not _expired(run, hit):  # `checked`: the caller has just checked the window
         assert run.scope.hour is not None  # a push run's scope has its hour (not .slot: this is per message)
-        return PushMessage.build(hit.user, hit.value, material, date=run.scope.date, hour=run.scope.hour,
-                                 clock=run.ctx.clock, expires=run.expires).encode()
+        return PushMessage.build(
+            hit.user,
+            hit.value,
+            material,
+            date=run.scope.date,
+            hour=run.scope.hour,
+            clock=run.ctx.clock,
+            expires=run.expires,
+        ).encode()
     return None

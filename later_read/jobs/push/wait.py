@@ -18,14 +18,15 @@ from later_read.core.scope import RunScope
 from later_read.log import alert, event, get_logger
 from later_read.runtime import Shutdown
 
-POLL_SECONDS = 1.0       # an hour's marker is seen within a second of being written
-PROGRESS_SECONDS = 5.0   # one line every 5 s while waiting: alive, without flooding the log
+POLL_SECONDS = 1.0  # an hour's marker is seen within a second of being written
+PROGRESS_SECONDS = 5.0  # one line every 5 s while waiting: alive, without flooding the log
 
 log = get_logger("push")
 
 
-async def wait_for_prewarm(conns: PushConnections, scope: RunScope, wait_seconds: float,
-                           shutdown: Shutdown) -> dict | None:
+async def wait_for_prewarm(
+    conns: PushConnections, scope: RunScope, wait_seconds: float, shutdown: Shutdown
+) -> dict | None:
     """The marker that lets the scope's hour go (the hour's, else the day's), waiting up to `wait_seconds`.
     With the scope sharded the prewarm ran as its split's shards: an hour (a day) is ready when every
     shard's marker for it is there (or the unsharded one).
@@ -40,16 +41,30 @@ async def wait_for_prewarm(conns: PushConnections, scope: RunScope, wait_seconds
     while marker is None and not shutdown.stopping and anyio.current_time() - started < wait_seconds:
         now = anyio.current_time()
         if now - last_line >= PROGRESS_SECONDS:
-            event(log, "push.waiting_for_prewarm", date=date, hour=hour, waited_seconds=round(now - started, 1),
-                  wait_seconds=wait_seconds, hours_ready=ready)
+            event(
+                log,
+                "push.waiting_for_prewarm",
+                date=date,
+                hour=hour,
+                waited_seconds=round(now - started, 1),
+                wait_seconds=wait_seconds,
+                hours_ready=ready,
+            )
             last_line = now
         with anyio.move_on_after(min(POLL_SECONDS, max(wait_seconds - (now - started), 0))):
             await shutdown.requested.wait()
         marker, ready = await _poll(conns, scope)
     waited = round(anyio.current_time() - started, 1)
     if marker is None and not shutdown.stopping:
-        alert(log, "push.prewarm_unfinished", date=date, hour=hour, waited_seconds=waited, hours_ready=ready,
-              fix="check the prewarm's log and rerun `later-read prewarm`; pushing what is cached")
+        alert(
+            log,
+            "push.prewarm_unfinished",
+            date=date,
+            hour=hour,
+            waited_seconds=waited,
+            hours_ready=ready,
+            fix="check the prewarm's log and rerun `later-read prewarm`; pushing what is cached",
+        )
     elif marker is not None:
         event(log, "push.prewarm_ready", date=date, hour=hour, marker=marker["_which"], waited_seconds=waited)
     return marker

@@ -32,7 +32,7 @@ LOCK_WAIT_SECONDS = 75  # a lock left by a dead run expires within its 60 s TTL
 @dataclass(frozen=True)
 class Fault:
     name: str
-    phase: str                                   # "prewarm", "push", "both" or "schedule" (schedule.py)
+    phase: str  # "prewarm", "push", "both" or "schedule" (schedule.py)
     inject: Callable[..., None]  # (lab, day, job or None, rng); a schedule scenario's: (lab, day, clock, rng, outcome)
     heal: Callable[[Lab], None] = lambda lab: None
 
@@ -42,8 +42,8 @@ class Outcome:
     fault: str
     seed: int
     verdict: Verdict
-    codes: list[int] = field(default_factory=list)   # the faulted run's, then each rerun's
-    stop_seconds: float | None = None                 # from the fault to the faulted job's exit
+    codes: list[int] = field(default_factory=list)  # the faulted run's, then each rerun's
+    stop_seconds: float | None = None  # from the fault to the faulted job's exit
     exit5_seen: bool = False
     gap: int = 0  # users with a message but no sent marker right after the fault: duplicates without recovery
     detail: str = ""  # what the seed drew, in words (the schedule's faults)
@@ -74,6 +74,7 @@ def _signal_at(progress, signum: int, **bounds):
     def inject(lab: Lab, day: Day, job: Job, rng: random.Random) -> None:
         if progress(lab, day, job, rng, **bounds):
             job.signal(signum)
+
     return inject
 
 
@@ -100,6 +101,7 @@ def _restart(server_of: Callable[[Lab], Any], progress, down=(0.2, 2.0)):
             server.stop_process(graceful=server is lab.mariadb)
             time.sleep(rng.uniform(*down))
             server.restart()
+
     return inject
 
 
@@ -109,6 +111,7 @@ def _services(change: dict, progress=None):
             if job is not None:
                 job.faulted_at = time.monotonic()
             lab.simulator.configure(**change)
+
     return inject
 
 
@@ -138,26 +141,29 @@ def _heal_services(lab: Lab) -> None:
 FLAKY = {name: {"error_5xx_rate": 0.30, "timeout_rate": 0.05} for name in ("ab", "rec", "material")}
 SILENT = {name: {"timeout_rate": 1.0} for name in ("ab", "rec", "material")}
 
-FAULTS = {f.name: f for f in [
-    Fault("prewarm_kill9", "prewarm", _signal_at(_prewarm_progress, signal.SIGKILL)),
-    Fault("prewarm_sigterm", "prewarm", _signal_at(_prewarm_progress, signal.SIGTERM)),
-    Fault("push_kill9_mid_produce", "push", _signal_at(_push_progress, signal.SIGKILL)),
-    Fault("push_kill9_after_last_ack", "push", _kill_after_last_ack),
-    Fault("push_kill9_before_first", "push", _kill_before_first),
-    Fault("push_sigterm", "push", _signal_at(_push_progress, signal.SIGTERM)),
-    Fault("kafka_restart_mid_push", "push", _restart(lambda lab: lab.kafka, _push_progress, (0.5, 3.0))),
-    Fault("redis_restart_mid_prewarm", "prewarm", _restart(lambda lab: lab.redis, _prewarm_progress)),
-    Fault("redis_restart_mid_push", "push", _restart(lambda lab: lab.redis, _push_progress)),
-    Fault("mariadb_restart_between_pages", "prewarm", _restart(lambda lab: lab.mariadb, _prewarm_progress,
-                                                               (0.0, 0.5))),
-    Fault("services_5xx_and_timeouts", "both", _services(dict(FLAKY, timeout_hold_seconds=3)),
-          _heal_services),
-    Fault("services_refusing_prewarm", "prewarm", _refuse, _heal_services),
-    Fault("services_refusing_push", "push", _refuse, _heal_services),
-    Fault("services_silent_prewarm", "prewarm", _silence, _heal_services),
-    Fault("services_silent_push", "push", _silence, _heal_services),
-    *(Fault(name, "schedule", scenario, _heal_services) for name, scenario in schedule.SCENARIOS.items()),
-]}
+FAULTS = {
+    f.name: f
+    for f in [
+        Fault("prewarm_kill9", "prewarm", _signal_at(_prewarm_progress, signal.SIGKILL)),
+        Fault("prewarm_sigterm", "prewarm", _signal_at(_prewarm_progress, signal.SIGTERM)),
+        Fault("push_kill9_mid_produce", "push", _signal_at(_push_progress, signal.SIGKILL)),
+        Fault("push_kill9_after_last_ack", "push", _kill_after_last_ack),
+        Fault("push_kill9_before_first", "push", _kill_before_first),
+        Fault("push_sigterm", "push", _signal_at(_push_progress, signal.SIGTERM)),
+        Fault("kafka_restart_mid_push", "push", _restart(lambda lab: lab.kafka, _push_progress, (0.5, 3.0))),
+        Fault("redis_restart_mid_prewarm", "prewarm", _restart(lambda lab: lab.redis, _prewarm_progress)),
+        Fault("redis_restart_mid_push", "push", _restart(lambda lab: lab.redis, _push_progress)),
+        Fault(
+            "mariadb_restart_between_pages", "prewarm", _restart(lambda lab: lab.mariadb, _prewarm_progress, (0.0, 0.5))
+        ),
+        Fault("services_5xx_and_timeouts", "both", _services(dict(FLAKY, timeout_hold_seconds=3)), _heal_services),
+        Fault("services_refusing_prewarm", "prewarm", _refuse, _heal_services),
+        Fault("services_refusing_push", "push", _refuse, _heal_services),
+        Fault("services_silent_prewarm", "prewarm", _silence, _heal_services),
+        Fault("services_silent_push", "push", _silence, _heal_services),
+        *(Fault(name, "schedule", scenario, _heal_services) for name, scenario in schedule.SCENARIOS.items()),
+    ]
+}
 
 
 # One run --------------------------------------------------------------------------------------------
@@ -186,8 +192,7 @@ def run_fault(lab: Lab, fault: Fault, seed: int, users: int) -> Outcome:
     return outcome
 
 
-def _phase(lab: Lab, day: Day, job_name: str, fault: Fault | None, rng: random.Random,
-           outcome: Outcome) -> None:
+def _phase(lab: Lab, day: Day, job_name: str, fault: Fault | None, rng: random.Random, outcome: Outcome) -> None:
     """The job once (with the fault injected when given), then reruns at once until it exits 0."""
     job = lab.start(day, job_name)
     if fault is not None:

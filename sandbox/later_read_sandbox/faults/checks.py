@@ -1,17 +1,17 @@
 """The invariants every fault run must end with, read from the real servers after the last rerun.
 
-    every expected user has exactly one message   count per msg_id in the topic: each pushable user whose
-                                                  hour (its earliest push hour) did not expire
-    no message for anyone else                    a uid not pushable, a wrong msg_id or push_hour (not the
-                                                  user's earliest hour), a user of an hour expired before
-                                                  any run began it
-    nothing sent after expiry                     every message created before its expires_at; none for an
-                                                  hour expired before any run began it
-    the ledger says what the servers hold         each hour's entry: users, sent + already_sent = its users
-                                                  with a message, earlier_hour, quiet, the rest unsent
-    no sent marker without its message            a marker whose user has no message, or another msg_id
-    every value right                             Redis value and message fields vs the simulator's oracle
-    no traceback, each failure one line           stderr of every job, exit codes documented in README
+every expected user has exactly one message   count per msg_id in the topic: each pushable user whose
+                                              hour (its earliest push hour) did not expire
+no message for anyone else                    a uid not pushable, a wrong msg_id or push_hour (not the
+                                              user's earliest hour), a user of an hour expired before
+                                              any run began it
+nothing sent after expiry                     every message created before its expires_at; none for an
+                                              hour expired before any run began it
+the ledger says what the servers hold         each hour's entry: users, sent + already_sent = its users
+                                              with a message, earlier_hour, quiet, the rest unsent
+no sent marker without its message            a marker whose user has no message, or another msg_id
+every value right                             Redis value and message fields vs the simulator's oracle
+no traceback, each failure one line           stderr of every job, exit codes documented in README
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from later_read_sandbox.stack import DEFAULT_TASKS
 from later_read_sandbox.topic import read_topic
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 8}  # README "Exit codes"; 70 is a bug by definition
-ONE_LINE_ERROR_CODES = {2, 3, 4, 5, 8}            # these end with exactly one `later-read: error:` line
+ONE_LINE_ERROR_CODES = {2, 3, 4, 5, 8}  # these end with exactly one `later-read: error:` line
 KILLED = -9
 
 
 @dataclass
 class Verdict:
     lost: int = 0
-    duplicates: int = 0   # messages beyond the first of each msg_id
+    duplicates: int = 0  # messages beyond the first of each msg_id
     unexpected: int = 0
     after_expiry: int = 0  # messages created at or after their expires_at, or of an hour expired unrun
     problems: list[str] = field(default_factory=list)
@@ -81,8 +81,11 @@ def ledger(lab: Lab) -> dict[int, dict | None]:
 def pushable_users(day: Day, sim: Oracle | None = None) -> set[str]:
     """The users who must end with exactly one message: in the experiment, a recommendation, a card."""
     sim = sim or oracle()
-    return {uid for uid in day_users(day)
-            if (e := sim.expected(uid))["in_experiment"] and e["has_rec"] and e["material_found"]}
+    return {
+        uid
+        for uid in day_users(day)
+        if (e := sim.expected(uid))["in_experiment"] and e["has_rec"] and e["material_found"]
+    }
 
 
 def check_day(lab: Lab, day: Day) -> Verdict:
@@ -99,8 +102,9 @@ def check_day(lab: Lab, day: Day) -> Verdict:
     seen = {m.key for m in messages}
     verdict.lost = len(want - seen)
     verdict.duplicates = sum(n - 1 for n in per_id.values())
-    verdict.unexpected = sum(1 for m in messages if m.key not in pushable or m.key in forbid
-                             or m.message.msg_id != msg_id(DATE, m.key))
+    verdict.unexpected = sum(
+        1 for m in messages if m.key not in pushable or m.key in forbid or m.message.msg_id != msg_id(DATE, m.key)
+    )
     verdict.after_expiry = sum(1 for m in messages if m.key in forbid or not _before_expiry(m.message))
     _check_fields(sim, messages, users, first, verdict)
     _check_ledger(day, entries, first, seen, sim, verdict)
@@ -128,11 +132,18 @@ def _check_ledger(day: Day, entries: dict, first: dict, seen: set[str], sim: Ora
         unsent = sum(entry.get(k) or 0 for k in ("expired", "material_not_found", "failed", "not_processed"))
         # A user of an earlier hour read before that hour's run sent it is earlier_hour here, already_sent
         # after: the two are taken together (the entry is its run's view when it read the user).
-        got = {"users": entry.get("users"), "quiet": entry.get("quiet") or 0,
-               "sent_or_earlier": sum(entry.get(k) or 0 for k in ("sent", "already_sent", "earlier_hour")),
-               "unsent": unsent + sum((entry.get("misses") or {}).values())}
-        want = {"users": len(users), "quiet": len(own) - hits, "unsent": hits,
-                "sent_or_earlier": len(sent | {u for u in users if first[u] < hour})}
+        got = {
+            "users": entry.get("users"),
+            "quiet": entry.get("quiet") or 0,
+            "sent_or_earlier": sum(entry.get(k) or 0 for k in ("sent", "already_sent", "earlier_hour")),
+            "unsent": unsent + sum((entry.get("misses") or {}).values()),
+        }
+        want = {
+            "users": len(users),
+            "quiet": len(own) - hits,
+            "unsent": hits,
+            "sent_or_earlier": len(sent | {u for u in users if first[u] < hour}),
+        }
         if got != want:
             verdict.problems.append(f"ledger of hour {hour} ({entry['state']}) says {got}, the servers hold {want}")
 
@@ -142,10 +153,17 @@ def _check_fields(sim: Oracle, messages, users: dict, first: dict, verdict: Verd
     for m in messages:
         e, body = sim.expected(m.key), m.message
         card = sim.card(e["material_id"]) if e["material_id"] else None
-        if (body.source_uid != m.key or body.push_date != DATE or body.push_hour != first.get(m.key)
-                or body.rec_id != e["rec_id"] or body.material_id != e["material_id"]
-                or body.trace_id != e["trace_id"] or card is None or body.title != card["title"]
-                or (m.key in users and body.project != users[m.key][0])):
+        if (
+            body.source_uid != m.key
+            or body.push_date != DATE
+            or body.push_hour != first.get(m.key)
+            or body.rec_id != e["rec_id"]
+            or body.material_id != e["material_id"]
+            or body.trace_id != e["trace_id"]
+            or card is None
+            or body.title != card["title"]
+            or (m.key in users and body.project != users[m.key][0])
+        ):
             wrong += 1
     if wrong:
         verdict.problems.append(f"{wrong} message(s) with a field that differs from the oracle")
@@ -180,7 +198,7 @@ def _check_values(lab: Lab, sim: Oracle, users: dict, verdict: Verdict) -> None:
     uids = sorted(users)
     wrong = missing = 0
     for start in range(0, len(uids), 1000):
-        chunk = uids[start:start + 1000]
+        chunk = uids[start : start + 1000]
         for uid, raw in zip(chunk, lab.redis_client().mget([keys.rec(u) for u in chunk]), strict=False):
             if raw is None:
                 missing += 1

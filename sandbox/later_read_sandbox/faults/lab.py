@@ -36,15 +36,29 @@ HOUR = 9
 NOW = "2026-11-23T09:01:00+08:00"  # every push runs at its hour (--now): inside the hour's window
 # Knobs of every run: latencies that spread a few thousand users over seconds (so a random point falls
 # inside the work), short timeouts and waits (so a fault costs seconds, not minutes).
-KNOBS = {"ab": {"latency_ms": 4}, "rec": {"latency_ms": 8}, "material": {"latency_ms": 40},
-         "materials": 400, "timeout_hold_seconds": 5}
+KNOBS = {
+    "ab": {"latency_ms": 4},
+    "rec": {"latency_ms": 8},
+    "material": {"latency_ms": 40},
+    "materials": 400,
+    "timeout_hold_seconds": 5,
+}
 OVERRIDES: dict[str, dict[str, Any]] = {
     "starrocks": {"batch_size": 250},
-    "services": {"timeout_seconds": 1.0, "max_attempts": 3, "backoff_initial_seconds": 0.02,
-                 "backoff_max_seconds": 0.2},
+    "services": {
+        "timeout_seconds": 1.0,
+        "max_attempts": 3,
+        "backoff_initial_seconds": 0.02,
+        "backoff_max_seconds": 0.2,
+    },
     "prewarm": {"concurrency": 20, "grace_seconds": 3, "progress_interval_seconds": 60},
-    "push": {"concurrency": 6, "grace_seconds": 3, "flush_timeout_seconds": 20,
-             "wait_for_prewarm_seconds": 0, "progress_interval_seconds": 60},
+    "push": {
+        "concurrency": 6,
+        "grace_seconds": 3,
+        "flush_timeout_seconds": 20,
+        "wait_for_prewarm_seconds": 0,
+        "progress_interval_seconds": 60,
+    },
     "kafka": {"librdkafka": {"message.timeout.ms": 30000}},
     # The shipped relation (wait a little over the TTL: a dead holder's lock expires inside the wait) at a
     # quarter of the scale, so a kill -9 run waits ~15 s instead of ~60 s for the dead run's lock.
@@ -56,9 +70,25 @@ class DurableRedis(servers.RedisServer):
     """redis-server with appendonly + appendfsync always: a kill -9 loses nothing it acknowledged."""
 
     def _argv(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.tempdir),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-                "--logfile", ""]
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.tempdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+        ]
 
 
 @dataclass
@@ -85,7 +115,7 @@ class Job:
         with log.open("wb") as err:
             self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
         self.code: int | None = None
-        self.faulted_at: float | None = None    # when a fault hit it (signal, server killed, ...)
+        self.faulted_at: float | None = None  # when a fault hit it (signal, server killed, ...)
         self.ended_at: float | None = None
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -141,8 +171,7 @@ class Lab:
             self.close()
             raise
         self._client = self.redis.client(socket_timeout=2)
-        self._consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap, "group.id": "fault-lab",
-                                   "log_level": 0})
+        self._consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap, "group.id": "fault-lab", "log_level": 0})
         return self
 
     def __exit__(self, *exc) -> None:
@@ -181,8 +210,14 @@ class Lab:
         sections = {k: dict(v) for k, v in day.sections.items()}
         for section, values in overrides.items():
             sections.setdefault(section, {}).update(values)
-        data = config_dict(redis_url=self.redis.url, mysql=day.database, kafka_bootstrap=self.kafka.bootstrap,
-                           topic=day.topic, services_url=self.simulator.url, **sections)
+        data = config_dict(
+            redis_url=self.redis.url,
+            mysql=day.database,
+            kafka_bootstrap=self.kafka.bootstrap,
+            topic=day.topic,
+            services_url=self.simulator.url,
+            **sections,
+        )
         path.write_text(render_toml(data), encoding="utf-8")
         return path
 
@@ -191,8 +226,18 @@ class Lab:
         self.kafka.delete_topic(day.topic)
 
     def start(self, day: Day, job: str, *extra: str, config: Path | None = None) -> Job:
-        argv = [sys.executable, "-m", "later_read", job, "--config", str(config or day.config),
-                "--date", DATE, *(("--hour", str(HOUR), "--now", NOW) if job == "push" else ()), *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "later_read",
+            job,
+            "--config",
+            str(config or day.config),
+            "--date",
+            DATE,
+            *(("--hour", str(HOUR), "--now", NOW) if job == "push" else ()),
+            *extra,
+        ]
         return self._run(day, job, argv)
 
     def scheduled(self, day: Day, now: str, config: Path | None = None) -> Job:
@@ -221,8 +266,9 @@ class Lab:
         """Messages in the day's topic (sum of the partitions' end offsets), -1 if Kafka is down."""
         assert self._consumer is not None
         try:
-            return sum(self._consumer.get_watermark_offsets(TopicPartition(day.topic, p), timeout=2)[1]
-                       for p in range(3))
+            return sum(
+                self._consumer.get_watermark_offsets(TopicPartition(day.topic, p), timeout=2)[1] for p in range(3)
+            )
         except Exception:  # noqa: BLE001 - a broker a fault killed: "unknown" this poll
             return -1
 

@@ -128,9 +128,11 @@ def overrun(lab: Lab, day: Day, clock: LabClock, rng: random.Random, outcome) ->
     slow = lab.write_config(day, day.logs / "slow.toml", push={"concurrency": 1})
     lab.simulator.configure(material={"latency_ms": latency})
     clock.jump(at(10) - dt.timedelta(seconds=lead))
-    outcome.detail = (f"hour 9's run from {clock.now():%H:%M:%S.%f}"[:-3] + f", {cards} cards at {latency} ms "
-                      f"(~{lasts:.0f} s: {'past' if closes else 'inside'} its window, which closes at 10:01), "
-                      f"the 10 run {beside:.1f} s after 10:00")
+    outcome.detail = (
+        f"hour 9's run from {clock.now():%H:%M:%S.%f}"[:-3] + f", {cards} cards at {latency} ms "
+        f"(~{lasts:.0f} s: {'past' if closes else 'inside'} its window, which closes at 10:01), "
+        f"the 10 run {beside:.1f} s after 10:00"
+    )
     nine = lab.scheduled(day, clock.arg(), config=slow)
     nine.faulted_at = clock.monotonic_at(at(10, 1))  # time to stop: from the window's close to its exit
     while clock.now() < at(10) + dt.timedelta(seconds=beside) and nine.alive():
@@ -150,10 +152,19 @@ def _pushable(sim, uid: str) -> bool:
 def _cards(day: Day, hour: int) -> int:
     """Distinct cards the push of `hour` fetches: those of its own users with a recommendation."""
     sim = oracle()
-    return len({e["material_id"] for uid, first in first_hours(day).items() if first == hour
-                and (e := sim.expected(uid))["in_experiment"] and e["has_rec"]})
+    return len(
+        {
+            e["material_id"]
+            for uid, first in first_hours(day).items()
+            if first == hour and (e := sim.expected(uid))["in_experiment"] and e["has_rec"]
+        }
+    )
 
 
-SCENARIOS = {"schedule_skipped_hour": skipped_hour, "schedule_overrun": overrun,
-             "schedule_late_start": late_start, "schedule_catch_up_killed": catch_up_killed}
+SCENARIOS = {
+    "schedule_skipped_hour": skipped_hour,
+    "schedule_overrun": overrun,
+    "schedule_late_start": late_start,
+    "schedule_catch_up_killed": catch_up_killed,
+}
 OVERRIDES = {"schedule_overrun": {"push": {"catch_up_minutes": 61}}}

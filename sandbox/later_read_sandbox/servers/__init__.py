@@ -12,31 +12,31 @@ Command line: `later-read sandbox fetch-kafka` fills the Kafka jar cache; `later
 """
 
 from later_read_sandbox.servers.kafka import (
-                                              CACHE_ENV,
-                                              KAFKA_POM,
-                                              KafkaServer,
-                                              ensure_java,
-                                              ensure_kafka_classpath,
-                                              kafka_cache_dir,
-                                              kafka_server,
-                                              kafka_version,
+    CACHE_ENV,
+    KAFKA_POM,
+    KafkaServer,
+    ensure_java,
+    ensure_kafka_classpath,
+    kafka_cache_dir,
+    kafka_server,
+    kafka_version,
 )
 from later_read_sandbox.servers.mariadb import MariaDBServer, MySQLDatabase, TlsFiles, mariadb_server
 from later_read_sandbox.servers.process import (
-                                              KAFKA_ENV,
-                                              MYSQL_ENV,
-                                              REDIS_ENV,
-                                              ChildProcess,
-                                              LocalServer,
-                                              ServerUnavailable,
-                                              death_signal_setter,
-                                              find_program,
-                                              free_port,
-                                              port_open,
-                                              python_env,
-                                              require_program,
-                                              started_servers,
-                                              wait_until,
+    KAFKA_ENV,
+    MYSQL_ENV,
+    REDIS_ENV,
+    ChildProcess,
+    LocalServer,
+    ServerUnavailable,
+    death_signal_setter,
+    find_program,
+    free_port,
+    port_open,
+    python_env,
+    require_program,
+    started_servers,
+    wait_until,
 )
 from later_read_sandbox.servers.redis import RedisServer, redis_server
 

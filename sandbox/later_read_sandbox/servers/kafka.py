@@ -31,7 +31,7 @@ CACHE_ENV = "LATER_READ_CACHE"
 KAFKA_POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 _MARKER = ".complete"  # written last into a cache folder, so a half-copied folder is never used
 WARM_UP_GROUP = "later-read-warm-up"
-WARM_UP_SECONDS = 120.0        # the broker's own start is allowed 90 s; a coordinator takes 0.2 s when well
+WARM_UP_SECONDS = 120.0  # the broker's own start is allowed 90 s; a coordinator takes 0.2 s when well
 WARM_UP_REQUEST_SECONDS = 10.0  # per attempt: librdkafka's default (60 s) would wait out a lost request
 
 
@@ -87,16 +87,27 @@ def ensure_kafka_classpath(pom: Path = KAFKA_POM) -> Path:
 
 
 def _copy_dependencies(mvn: str, pom: Path, into: Path) -> None:
-    argv = [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom), "dependency:copy-dependencies",
-            f"-DoutputDirectory={into}", "-DincludeScope=runtime"]
+    argv = [
+        mvn,
+        "-q",
+        "-B",
+        "-Dstyle.color=never",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={into}",
+        "-DincludeScope=runtime",
+    ]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     except subprocess.TimeoutExpired:
         raise ServerUnavailable("mvn took over 15 min fetching the Kafka jars: check access to Maven Central") from None
     if done.returncode != 0 or not any(into.glob("kafka_2.13-*.jar")):
         lines = [ln for ln in (done.stdout + done.stderr).splitlines() if "ERROR" in ln] or [done.stderr]
-        raise ServerUnavailable(f"mvn failed (exit {done.returncode}) fetching the Kafka jars from Maven "
-                                f"Central: {_one_line(lines[0], 400)}")
+        raise ServerUnavailable(
+            f"mvn failed (exit {done.returncode}) fetching the Kafka jars from Maven "
+            f"Central: {_one_line(lines[0], 400)}"
+        )
 
 
 def _cluster_id() -> str:
@@ -118,14 +129,27 @@ class KafkaServer(LocalServer):
     kind = "kafka"
     env = KAFKA_ENV
     #: Small heap, serial GC and C1 only: the broker starts about twice as fast on 2 cores.
-    JVM = ("-Xmx512m", "-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
-           "-Djava.awt.headless=true", "-Dorg.slf4j.simpleLogger.showDateTime=true",
-           "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn")
-    TOOL_JVM = ("-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+    JVM = (
+        "-Xmx512m",
+        "-Xms64m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:-UsePerfData",
+        "-Djava.awt.headless=true",
+        "-Dorg.slf4j.simpleLogger.showDateTime=true",
+        "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn",
+    )
+    TOOL_JVM = (
+        "-Xmx128m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:-UsePerfData",
+        "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+    )
 
-    def __init__(self, external: str | None = None, start_timeout: float = 90.0,
-                 auto_create_topics: bool = False) -> None:
+    def __init__(
+        self, external: str | None = None, start_timeout: float = 90.0, auto_create_topics: bool = False
+    ) -> None:
         super().__init__(external, start_timeout)
         self.auto_create_topics = auto_create_topics
         self.port = self.controller_port = 0
@@ -150,8 +174,9 @@ class KafkaServer(LocalServer):
         from confluent_kafka.admin import NewTopic
 
         admin = self.admin()
-        future = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
-                                     operation_timeout=timeout)[name]
+        future = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)], operation_timeout=timeout
+        )[name]
         try:
             future.result(timeout)
         except KafkaException as error:
@@ -165,8 +190,12 @@ class KafkaServer(LocalServer):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             topic = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
-            if topic and topic.error is None and len(topic.partitions) == partitions \
-                    and all(p.leader >= 0 for p in topic.partitions.values()):
+            if (
+                topic
+                and topic.error is None
+                and len(topic.partitions) == partitions
+                and all(p.leader >= 0 for p in topic.partitions.values())
+            ):
                 return
             time.sleep(0.05)
         raise ServerUnavailable(f"topic {name} has no leader for every partition after {timeout:.0f} s")
@@ -191,30 +220,53 @@ class KafkaServer(LocalServer):
         """
         archive = jars / "storage-tool.jsa"
         staging = jars / f"storage-tool.jsa.{os.getpid()}"
-        cds = [f"-XX:SharedArchiveFile={archive}"] if archive.is_file() else \
-            [f"-XX:ArchiveClassesAtExit={staging}"] if os.access(jars, os.W_OK) else []
-        argv = [self.java, *self.TOOL_JVM, *cds, "-cp", self.classpath, "kafka.tools.StorageTool",
-                "format", "--standalone", "-t", _cluster_id(), "-c", str(props)]
+        cds = (
+            [f"-XX:SharedArchiveFile={archive}"]
+            if archive.is_file()
+            else [f"-XX:ArchiveClassesAtExit={staging}"]
+            if os.access(jars, os.W_OK)
+            else []
+        )
+        argv = [
+            self.java,
+            *self.TOOL_JVM,
+            *cds,
+            "-cp",
+            self.classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            _cluster_id(),
+            "-c",
+            str(props),
+        ]
         done = subprocess.run(argv, cwd=self.workdir, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
-            raise ServerUnavailable(f"kafka storage format failed (exit {done.returncode}): "
-                                    f"{_one_line(done.stdout + done.stderr)}")
+            raise ServerUnavailable(
+                f"kafka storage format failed (exit {done.returncode}): {_one_line(done.stdout + done.stderr)}"
+            )
         if staging.is_file():
             os.replace(staging, archive)
 
     def _properties(self) -> str:
         settings = {
-            "process.roles": "broker,controller", "node.id": 1,
+            "process.roles": "broker,controller",
+            "node.id": 1,
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": self.workdir / "data",
-            "num.partitions": 3, "auto.create.topics.enable": str(self.auto_create_topics).lower(),
+            "num.partitions": 3,
+            "auto.create.topics.enable": str(self.auto_create_topics).lower(),
             "group.initial.rebalance.delay.ms": 0,
-            "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 3,
-            "transaction.state.log.replication.factor": 1, "transaction.state.log.min.isr": 1,
+            "offsets.topic.replication.factor": 1,
+            "offsets.topic.num.partitions": 3,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
             "transaction.state.log.num.partitions": 3,
             "share.coordinator.state.topic.replication.factor": 1,
             "share.coordinator.state.topic.min.isr": 1,
@@ -223,8 +275,7 @@ class KafkaServer(LocalServer):
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
     def _argv(self) -> list[str]:
-        return [self.java, *self.JVM, "-cp", self.classpath, "kafka.Kafka",
-                str(self.workdir / "server.properties")]
+        return [self.java, *self.JVM, "-cp", self.classpath, "kafka.Kafka", str(self.workdir / "server.properties")]
 
     def _answers(self) -> bool:
         if not port_open(self.port):
@@ -260,15 +311,18 @@ class KafkaServer(LocalServer):
 
         try:
             admin.describe_consumer_groups([WARM_UP_GROUP], request_timeout=WARM_UP_REQUEST_SECONDS)[
-                WARM_UP_GROUP].result(WARM_UP_REQUEST_SECONDS + 5)
+                WARM_UP_GROUP
+            ].result(WARM_UP_REQUEST_SECONDS + 5)
             return True
         except (KafkaException, TimeoutError):
             return False
 
     def _check_external(self) -> None:
         if not self._has_broker(timeout=10.0):
-            raise ServerUnavailable(f"{KAFKA_ENV}={self.bootstrap} returned no broker metadata within "
-                                    f"10 s: start that Kafka or unset {KAFKA_ENV}")
+            raise ServerUnavailable(
+                f"{KAFKA_ENV}={self.bootstrap} returned no broker metadata within "
+                f"10 s: start that Kafka or unset {KAFKA_ENV}"
+            )
 
 
 def kafka_server() -> KafkaServer:

@@ -39,18 +39,29 @@ class MySQLDatabase:
         import pymysql
 
         options.setdefault("connect_timeout", 5)
-        return pymysql.connect(host=self.host, port=self.port, user=self.user, password=self.password,
-                               database=self.database if database is None else (database or None),
-                               autocommit=True, charset="utf8mb4", **options)
+        return pymysql.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=self.database if database is None else (database or None),
+            autocommit=True,
+            charset="utf8mb4",
+            **options,
+        )
 
     @classmethod
     def from_dsn(cls, dsn: str) -> MySQLDatabase:
         parts = urlsplit(dsn)
         if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
             raise ServerUnavailable(f"{MYSQL_ENV}={dsn!r} is not mysql://user:password@host:port/database")
-        return cls(host=parts.hostname, port=parts.port or 3306, user=unquote(parts.username or "root"),
-                   password=unquote(parts.password or ""),
-                   database=unquote(parts.path.lstrip("/")) or "later_read")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            database=unquote(parts.path.lstrip("/")) or "later_read",
+        )
 
 
 @dataclass(frozen=True)
@@ -75,12 +86,18 @@ class MariaDBServer(LocalServer):
     # The password is a configured secret, so output never shows it: it must not be a word output uses.
     USER, PASSWORD, DATABASE = "later_read", "sandbox-pw", "later_read"
     #: Speed over durability: a test database is thrown away anyway.
-    TUNING = ("--skip-log-bin", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
-              "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=8M", "--innodb-doublewrite=0",
-              "--character-set-server=utf8mb4", "--max-connections=500")
+    TUNING = (
+        "--skip-log-bin",
+        "--skip-name-resolve",
+        "--innodb-flush-log-at-trx-commit=2",
+        "--innodb-buffer-pool-size=64M",
+        "--innodb-log-file-size=8M",
+        "--innodb-doublewrite=0",
+        "--character-set-server=utf8mb4",
+        "--max-connections=500",
+    )
 
-    def __init__(self, external: str | None = None, start_timeout: float = 30.0,
-                 tls: TlsFiles | None = None) -> None:
+    def __init__(self, external: str | None = None, start_timeout: float = 30.0, tls: TlsFiles | None = None) -> None:
         super().__init__(external, start_timeout)
         self.tls = tls
         target = MySQLDatabase.from_dsn(external) if external else None
@@ -118,12 +135,20 @@ class MariaDBServer(LocalServer):
         self.binary = require_program("mariadbd", install, MYSQL_ENV)
         install_db = require_program("mariadb-install-db", install, MYSQL_ENV)
         self.target = MySQLDatabase("127.0.0.1", free_port(), self.USER, self.PASSWORD, self.DATABASE)
-        argv = [install_db, "--no-defaults", f"--datadir={self.workdir / 'data'}", "--skip-test-db",
-                "--auth-root-authentication-method=normal", *self._as_user(), *self.TUNING]
+        argv = [
+            install_db,
+            "--no-defaults",
+            f"--datadir={self.workdir / 'data'}",
+            "--skip-test-db",
+            "--auth-root-authentication-method=normal",
+            *self._as_user(),
+            *self.TUNING,
+        ]
         done = subprocess.run(argv, cwd=self.workdir, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
-            raise ServerUnavailable(f"mariadb-install-db failed (exit {done.returncode}): "
-                                    f"{_one_line(done.stdout + done.stderr)}")
+            raise ServerUnavailable(
+                f"mariadb-install-db failed (exit {done.returncode}): {_one_line(done.stdout + done.stderr)}"
+            )
 
     @staticmethod
     def _as_user() -> list[str]:
@@ -133,10 +158,19 @@ class MariaDBServer(LocalServer):
     def _argv(self) -> list[str]:
         d = self.workdir
         (d / "tmp").mkdir(exist_ok=True)  # its own temp tables: nothing else cleaning /tmp can break a query
-        return [self.binary, "--no-defaults", *self._as_user(), f"--datadir={d / 'data'}",
-                f"--tmpdir={d / 'tmp'}", f"--socket={d / 'mysqld.sock'}", f"--pid-file={d / 'mysqld.pid'}",
-                f"--port={self.port}",
-                "--bind-address=127.0.0.1", *self.TUNING, *self._tls_options()]
+        return [
+            self.binary,
+            "--no-defaults",
+            *self._as_user(),
+            f"--datadir={d / 'data'}",
+            f"--tmpdir={d / 'tmp'}",
+            f"--socket={d / 'mysqld.sock'}",
+            f"--pid-file={d / 'mysqld.pid'}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            *self.TUNING,
+            *self._tls_options(),
+        ]
 
     def _tls_options(self) -> list[str]:
         t = self.tls
@@ -146,8 +180,15 @@ class MariaDBServer(LocalServer):
         import pymysql
 
         try:
-            pymysql.connect(host=self.host, port=self.port, user=user, password=password,
-                            connect_timeout=1, read_timeout=2, write_timeout=2).close()
+            pymysql.connect(
+                host=self.host,
+                port=self.port,
+                user=user,
+                password=password,
+                connect_timeout=1,
+                read_timeout=2,
+                write_timeout=2,
+            ).close()
             return True
         except pymysql.Error:
             return False
@@ -158,8 +199,10 @@ class MariaDBServer(LocalServer):
     def _after_first_start(self) -> None:
         import pymysql
 
-        with pymysql.connect(host=self.host, port=self.port, user="root", password="",
-                             autocommit=True) as conn, conn.cursor() as cur:
+        with (
+            pymysql.connect(host=self.host, port=self.port, user="root", password="", autocommit=True) as conn,
+            conn.cursor() as cur,
+        ):
             cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (self.USER, self.PASSWORD))
             cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@'%%' WITH GRANT OPTION", (self.USER,))
             cur.execute(f"CREATE DATABASE `{self.DATABASE}` CHARACTER SET utf8mb4")
@@ -170,8 +213,10 @@ class MariaDBServer(LocalServer):
         try:
             self.connect().close()
         except pymysql.Error as error:
-            raise ServerUnavailable(f"{MYSQL_ENV} ({self.host}:{self.port}, user {self.user}) refused the "
-                                    f"login: {_one_line(str(error))}; fix it or unset {MYSQL_ENV}") from None
+            raise ServerUnavailable(
+                f"{MYSQL_ENV} ({self.host}:{self.port}, user {self.user}) refused the "
+                f"login: {_one_line(str(error))}; fix it or unset {MYSQL_ENV}"
+            ) from None
 
 
 def mariadb_server() -> MariaDBServer:

@@ -130,8 +130,13 @@ class ChildProcess:
         main = threading.current_thread() is threading.main_thread()
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                process_group=0, preexec_fn=death_signal_setter() if main else None,  # noqa: PLW1509 - see there
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                preexec_fn=death_signal_setter() if main else None,  # noqa: PLW1509 - see there
             )
         atexit.register(self.kill)
 
@@ -336,8 +341,9 @@ class LocalServer:
 
     def _require_managed(self, action: str) -> None:
         if not self.managed:
-            raise ServerUnavailable(f"cannot {action} the external {self.kind} named by {self.env}; "
-                                    f"unset it to let the tests run their own")
+            raise ServerUnavailable(
+                f"cannot {action} the external {self.kind} named by {self.env}; unset it to let the tests run their own"
+            )
         if self.tempdir is None:
             raise ServerUnavailable(f"cannot {action} {self.kind}: it was never started")
 

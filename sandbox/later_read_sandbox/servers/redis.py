@@ -48,9 +48,24 @@ class RedisServer(LocalServer):
         self.port = free_port()
 
     def _argv(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.tempdir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
-                *(["--requirepass", self.password] if self.password else [])]
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.tempdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+            *(["--requirepass", self.password] if self.password else []),
+        ]
 
     def _answers(self) -> bool:
         return port_open(self.port) and self._ping()
@@ -68,8 +83,10 @@ class RedisServer(LocalServer):
 
     def _check_external(self) -> None:
         if not self._ping():
-            raise ServerUnavailable(f"{REDIS_ENV}={self.url} does not answer PING: start that Redis "
-                                    f"or unset {REDIS_ENV} to let the tests run their own")
+            raise ServerUnavailable(
+                f"{REDIS_ENV}={self.url} does not answer PING: start that Redis "
+                f"or unset {REDIS_ENV} to let the tests run their own"
+            )
 
 
 def redis_server() -> RedisServer:

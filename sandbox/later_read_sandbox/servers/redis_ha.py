@@ -31,13 +31,26 @@ from later_read_sandbox.servers.process import (
     wait_until,
 )
 
-NODE_TIMEOUT_MS = 1000   # cluster-node-timeout / down-after-milliseconds: a failover in ~2-5 s
+NODE_TIMEOUT_MS = 1000  # cluster-node-timeout / down-after-milliseconds: a failover in ~2-5 s
 SENTINEL_FAILOVER_TIMEOUT_MS = 5000
 SERVICE_NAME = "mymaster"
-_COMMON = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
-           "--logfile", "", "--protected-mode", "no",
-           # a replica must hold the data before a master is killed: no 5 s wait before the first sync
-           "--repl-diskless-sync-delay", "0"]
+_COMMON = [
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--daemonize",
+    "no",
+    "--logfile",
+    "",
+    "--protected-mode",
+    "no",
+    # a replica must hold the data before a master is killed: no 5 s wait before the first sync
+    "--repl-diskless-sync-delay",
+    "0",
+]
 
 
 def _client(port: int, **options):
@@ -113,8 +126,12 @@ class _Group:
         child = ChildProcess([self.binary, *argv], folder / "redis.log", folder)
         child.start()
         self.children[port] = child
-        wait_until(lambda: port_open(port) and _ask(port, lambda c: c.ping(), False), child,
-                   self.start_timeout, f"{self.kind} {name} on port {port}")
+        wait_until(
+            lambda: port_open(port) and _ask(port, lambda c: c.ping(), False),
+            child,
+            self.start_timeout,
+            f"{self.kind} {name} on port {port}",
+        )
         return child
 
     def kill(self, port: int) -> None:
@@ -146,14 +163,41 @@ class RedisClusterGroup(_Group):
     def _start(self) -> None:
         self.ports = [free_port() for _ in range(self.size)]
         for i, port in enumerate(self.ports):
-            self._spawn(port, ["--port", str(port), "--cluster-port", str(free_port()),
-                               "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                               "--cluster-node-timeout", str(NODE_TIMEOUT_MS), *_COMMON,
-                               "--dir", str(self.workdir / f"node{i}")], f"node{i}")
+            self._spawn(
+                port,
+                [
+                    "--port",
+                    str(port),
+                    "--cluster-port",
+                    str(free_port()),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    str(NODE_TIMEOUT_MS),
+                    *_COMMON,
+                    "--dir",
+                    str(self.workdir / f"node{i}"),
+                ],
+                f"node{i}",
+            )
         cli = require_program("redis-cli", "apt-get install redis-tools", REDIS_ENV)
-        done = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                               "--cluster-replicas", "1", "--cluster-yes"],
-                              capture_output=True, text=True, timeout=self.start_timeout, check=False)
+        done = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=self.start_timeout,
+            check=False,
+        )
         if done.returncode != 0:
             raise ServerUnavailable(f"redis-cli --cluster create failed: {done.stdout[-300:]}{done.stderr}")
         _poll(self.healthy, self.start_timeout, "the cluster did not reach state ok with a replica per master")
@@ -186,8 +230,10 @@ class RedisClusterGroup(_Group):
             if b"cluster_state:ok" not in (info if isinstance(info, bytes) else info.encode()):
                 return False
             seen = [n for n in _nodes_seen_by(port) if not n["failed"]]
-            if (sum(1 for n in seen if n["role"] == "master" and n["slots"]) != 3
-                    or sum(1 for n in seen if n["role"] == "replica") != 3):
+            if (
+                sum(1 for n in seen if n["role"] == "master" and n["slots"]) != 3
+                or sum(1 for n in seen if n["role"] == "replica") != 3
+            ):
                 return False
         masters = self.masters()
         synced = [p for p in masters if _replica_online(p)]
@@ -199,11 +245,18 @@ class RedisClusterGroup(_Group):
 
     def wait_failover(self, timeout: float = 30.0) -> None:
         """Return once every live node says cluster_state:ok again (the replica took the slots)."""
+
         def ok() -> bool:
             masters = self.masters()
-            return len(masters) == 3 and self.killed not in masters and all(
-                b"cluster_state:ok" in _ask(p, lambda c: c.execute_command("CLUSTER", "INFO"), b"")
-                for p in self.live_ports())
+            return (
+                len(masters) == 3
+                and self.killed not in masters
+                and all(
+                    b"cluster_state:ok" in _ask(p, lambda c: c.execute_command("CLUSTER", "INFO"), b"")
+                    for p in self.live_ports()
+                )
+            )
+
         _poll(ok, timeout, "no replica took over the killed master's slots")
 
 
@@ -227,9 +280,12 @@ def _text(value) -> str:
 def _parse_node(line: str) -> dict:
     parts = line.split()
     flags = parts[2].split(",")
-    return {"port": int(parts[1].split("@")[0].rsplit(":", 1)[1]),
-            "role": "master" if "master" in flags else "replica" if "slave" in flags else "unknown",
-            "failed": "fail" in flags or "fail?" in flags, "slots": parts[8:]}
+    return {
+        "port": int(parts[1].split("@")[0].rsplit(":", 1)[1]),
+        "role": "master" if "master" in flags else "replica" if "slave" in flags else "unknown",
+        "failed": "fail" in flags or "fail?" in flags,
+        "slots": parts[8:],
+    }
 
 
 class RedisSentinelGroup(_Group):
@@ -239,27 +295,49 @@ class RedisSentinelGroup(_Group):
 
     def _start(self) -> None:
         self.master_port, self.replica_port = free_port(), free_port()
-        self._spawn(self.master_port, ["--port", str(self.master_port), *_COMMON,
-                                       "--dir", str(self.workdir / "master")], "master")
-        self._spawn(self.replica_port, ["--port", str(self.replica_port), "--replicaof", "127.0.0.1",
-                                        str(self.master_port), *_COMMON,
-                                        "--dir", str(self.workdir / "replica")], "replica")
+        self._spawn(
+            self.master_port,
+            ["--port", str(self.master_port), *_COMMON, "--dir", str(self.workdir / "master")],
+            "master",
+        )
+        self._spawn(
+            self.replica_port,
+            [
+                "--port",
+                str(self.replica_port),
+                "--replicaof",
+                "127.0.0.1",
+                str(self.master_port),
+                *_COMMON,
+                "--dir",
+                str(self.workdir / "replica"),
+            ],
+            "replica",
+        )
         self.sentinel_ports = [free_port() for _ in range(3)]
         for i, port in enumerate(self.sentinel_ports):
             self._spawn(port, [str(self._sentinel_conf(i, port)), "--sentinel"], f"sentinel{i}")
-        _poll(self.healthy, self.start_timeout, "the sentinels did not see the master, the replica and "
-              "each other")
+        _poll(self.healthy, self.start_timeout, "the sentinels did not see the master, the replica and each other")
 
     def _sentinel_conf(self, i: int, port: int) -> Path:
         folder = self.workdir / f"sentinel{i}"
         folder.mkdir(exist_ok=True)
         conf = folder / "sentinel.conf"
-        conf.write_text("\n".join([
-            f"port {port}", "bind 127.0.0.1", "protected-mode no", f"dir {folder}",
-            f"sentinel monitor {SERVICE_NAME} 127.0.0.1 {self.master_port} 2",
-            f"sentinel down-after-milliseconds {SERVICE_NAME} {NODE_TIMEOUT_MS}",
-            f"sentinel failover-timeout {SERVICE_NAME} {SENTINEL_FAILOVER_TIMEOUT_MS}",
-            f"sentinel parallel-syncs {SERVICE_NAME} 1", ""]))
+        conf.write_text(
+            "\n".join(
+                [
+                    f"port {port}",
+                    "bind 127.0.0.1",
+                    "protected-mode no",
+                    f"dir {folder}",
+                    f"sentinel monitor {SERVICE_NAME} 127.0.0.1 {self.master_port} 2",
+                    f"sentinel down-after-milliseconds {SERVICE_NAME} {NODE_TIMEOUT_MS}",
+                    f"sentinel failover-timeout {SERVICE_NAME} {SENTINEL_FAILOVER_TIMEOUT_MS}",
+                    f"sentinel parallel-syncs {SERVICE_NAME} 1",
+                    "",
+                ]
+            )
+        )
         return conf
 
     @property
@@ -276,11 +354,13 @@ class RedisSentinelGroup(_Group):
 
     def healthy(self) -> bool:
         """Each sentinel knows the master, one replica and the two other sentinels; the replica synced."""
+
         def ready(c) -> bool:
             master = c.execute_command("SENTINEL", "MASTER", SERVICE_NAME)
             fields = dict(zip(master[::2], master[1::2], strict=True)) if isinstance(master, list) else master
             fields = {_text(k): _text(v) for k, v in fields.items()}
             return fields.get("num-slaves") == "1" and fields.get("num-other-sentinels") == "2"
+
         return _replica_online(self.master_port) and all(_ask(p, ready, False) for p in self.sentinel_ports)
 
     def kill_master(self) -> int:
@@ -292,8 +372,13 @@ class RedisSentinelGroup(_Group):
 
     def wait_failover(self, timeout: float = 30.0) -> None:
         """Return once the sentinels name a new master and it answers as a master."""
+
         def promoted() -> bool:
             port = self.master()
-            return (port is not None and port != self.killed and
-                    _ask(port, lambda c: c.info("replication"), {}).get("role") == "master")
+            return (
+                port is not None
+                and port != self.killed
+                and _ask(port, lambda c: c.info("replication"), {}).get("role") == "master"
+            )
+
         _poll(promoted, timeout, "the sentinels promoted no replica")

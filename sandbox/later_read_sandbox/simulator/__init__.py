@@ -22,6 +22,13 @@ from later_read_sandbox.simulator.process import SimulatorProcess
 from later_read_sandbox.simulator.server import RunningSimulator, knobs_from_options, serve, simulator_command
 
 __all__ = [
-    "KnobError", "Oracle", "RunningSimulator", "ServiceKnobs", "SimulatorKnobs", "SimulatorProcess",
-    "knobs_from_options", "serve", "simulator_command",
+    "KnobError",
+    "Oracle",
+    "RunningSimulator",
+    "ServiceKnobs",
+    "SimulatorKnobs",
+    "SimulatorProcess",
+    "knobs_from_options",
+    "serve",
+    "simulator_command",
 ]

@@ -68,12 +68,15 @@ class SimulatorApp:
         self.oracle = Oracle(knobs)
         self.rng = random.Random(knobs.seed)
         self.stats = SimulatorStats(SERVICES)
-        self.stations = {name: Station(clock, knobs.service(name).capacity, knobs.service(name).max_queue)
-                         for name in SERVICES}
+        self.stations = {
+            name: Station(clock, knobs.service(name).capacity, knobs.service(name).max_queue) for name in SERVICES
+        }
         self._malformed_turn = dict.fromkeys(SERVICES, False)
         self.hostile = HostileReplies()
         self._answers: dict[str, Callable[[dict[str, Any]], tuple[int, bytes]]] = {
-            "ab": self._ab, "rec": self._rec, "material": self._material,
+            "ab": self._ab,
+            "rec": self._rec,
+            "material": self._material,
         }
         self._control = {
             (b"GET", "stats"): self._stats,
@@ -156,8 +159,12 @@ class SimulatorApp:
         if knobs.fault_rate() <= 0:
             return "none"
         draw = self.rng.random()
-        for fault, rate in (("5xx", knobs.error_5xx_rate), ("429", knobs.error_429_rate),
-                            ("timeout", knobs.timeout_rate), ("malformed", knobs.malformed_rate)):
+        for fault, rate in (
+            ("5xx", knobs.error_5xx_rate),
+            ("429", knobs.error_429_rate),
+            ("timeout", knobs.timeout_rate),
+            ("malformed", knobs.malformed_rate),
+        ):
             if draw < rate:
                 return fault
             draw -= rate

@@ -53,7 +53,7 @@ class Station:
         self.capacity = capacity
         self.max_queue = max_queue
         self.busy = 0
-        self.queued = 0            # live jobs waiting (cancelled ones are skipped, not counted)
+        self.queued = 0  # live jobs waiting (cancelled ones are skipped, not counted)
         self.max_queued = 0
         self.served = 0
         self.sojourn = LatencyHistogram()
@@ -63,8 +63,7 @@ class Station:
 
     def full(self) -> bool:
         """True when a new request would be refused (a bounded queue with no room left)."""
-        return self.capacity > 0 and self.max_queue > 0 and self.queued >= self.max_queue \
-            and self.busy >= self.capacity
+        return self.capacity > 0 and self.max_queue > 0 and self.queued >= self.max_queue and self.busy >= self.capacity
 
     def submit(self, delay: float, callback: Callable[[], None]) -> _Job:
         """Serve a request of `delay` seconds now if a slot is free, else queue it; `callback` at the end."""
@@ -119,11 +118,16 @@ class Station:
 
     def snapshot(self) -> dict[str, Any]:
         """The station's state for `GET /_sim/stats` (not zeroed by `/_sim/reset` but `max_queued`)."""
-        return {"capacity": self.capacity, "in_service": self.busy, "queued": self.queued,
-                "max_queued": self.max_queued, "sojourn_p50_ms": round(self.sojourn.percentile(50), 2),
-                "sojourn_p99_ms": round(self.sojourn.percentile(99), 2),
-                "wait_p99_ms": round(self.wait.percentile(99), 2),
-                "late_p99_ms": round(self.late.percentile(99), 2)}
+        return {
+            "capacity": self.capacity,
+            "in_service": self.busy,
+            "queued": self.queued,
+            "max_queued": self.max_queued,
+            "sojourn_p50_ms": round(self.sojourn.percentile(50), 2),
+            "sojourn_p99_ms": round(self.sojourn.percentile(99), 2),
+            "wait_p99_ms": round(self.wait.percentile(99), 2),
+            "late_p99_ms": round(self.late.percentile(99), 2),
+        }
 
     def reset_peaks(self) -> None:
         """`/_sim/reset`: peaks and the latency histograms start again (the requests in flight stay)."""

@@ -81,7 +81,7 @@ class Trickle:
     def _write(self) -> None:
         if self.transport.is_closing():
             return
-        chunk, self.data = self.data[:self.step], self.data[self.step:]
+        chunk, self.data = self.data[: self.step], self.data[self.step :]
         self.transport.write(bytes(chunk))
         if self.data:
             self.handle = self.loop.call_later(TRICKLE_STEP_SECONDS, self._write)

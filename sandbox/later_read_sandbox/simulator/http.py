@@ -101,7 +101,7 @@ class HttpConnection(asyncio.Protocol):
         start = end + 4
         if len(data) < start + length:
             return
-        body, self.buffer = data[start:start + length], data[start + length:]
+        body, self.buffer = data[start : start + length], data[start + length :]
         reply = self._answer(method, target, body)
         if reply.station is not None:
             self.owner = reply.station

@@ -14,8 +14,11 @@ SERVICES = ("ab", "rec", "material")
 NO_REC_STYLES = ("empty", "404", "mixed")
 INTEGER_KNOBS = ("capacity", "max_queue", "hostile_reply_bytes", "hostile_field_bytes")  # per service
 TEXT_KNOBS = ("hostile_field", "hostile_text")
-REPLY_FIELDS = {"ab": ("value", "trace_id"), "rec": ("rec_id", "rec_type", "material_id"),
-                "material": ("material_id", "title", "content", "cover_url", "deeplink")}
+REPLY_FIELDS = {
+    "ab": ("value", "trace_id"),
+    "rec": ("rec_id", "rec_type", "material_id"),
+    "material": ("material_id", "title", "content", "cover_url", "deeplink"),
+}
 MAX_HOSTILE_BYTES = 256 * 1024 * 1024  # one cached value of the simulator's own memory
 
 
@@ -130,8 +133,15 @@ class SimulatorKnobs:
         return knobs
 
     def validate(self) -> None:
-        for name in ("seed", "materials", "no_rec_style", "timeout_hold_seconds",
-                     "in_experiment_ratio", "no_rec_ratio", "not_found_ratio"):
+        for name in (
+            "seed",
+            "materials",
+            "no_rec_style",
+            "timeout_hold_seconds",
+            "in_experiment_ratio",
+            "no_rec_ratio",
+            "not_found_ratio",
+        ):
             _scalar(name, getattr(self, name))
         for name in SERVICES:
             getattr(self, name).validate(name)

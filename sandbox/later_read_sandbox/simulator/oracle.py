@@ -102,7 +102,10 @@ class Oracle:
             "ab_value": ab["value"],
             "trace_id": ab["trace_id"],
             "has_rec": rec is not None,
-            "rec_id": None, "rec_type": None, "material_id": None, "material_found": None,
+            "rec_id": None,
+            "rec_type": None,
+            "material_id": None,
+            "material_found": None,
             "no_rec_status": None if rec is not None else self.no_rec_status(uid),
         }
         if rec is not None:

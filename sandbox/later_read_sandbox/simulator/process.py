@@ -50,8 +50,15 @@ class SimulatorProcess:
 
     # Lifecycle -----------------------------------------------------------------------------------
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "later_read_sandbox.simulator", "--port", str(self.port),
-                   "--config-json", json.dumps(self.knobs.to_dict())]
+        command = [
+            sys.executable,
+            "-m",
+            "later_read_sandbox.simulator",
+            "--port",
+            str(self.port),
+            "--config-json",
+            json.dumps(self.knobs.to_dict()),
+        ]
         return command + (["--cpu", str(self.cpu)] if self.cpu is not None else [])
 
     def start(self) -> SimulatorProcess:
@@ -59,9 +66,14 @@ class SimulatorProcess:
         env = python_env()
         # Dies with us (even after kill -9 of a test run), as the real servers do.
         main = threading.current_thread() is threading.main_thread()
-        self.process = subprocess.Popen(self.command(), stdout=self._output, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env,
-                                        preexec_fn=death_signal_setter() if main else None)  # noqa: PLW1509
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=death_signal_setter() if main else None,  # noqa: PLW1509 - set in the main thread only
+        )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -78,7 +90,7 @@ class SimulatorProcess:
     def _announced_url(self) -> str:
         for line in self.output().splitlines():
             if line.startswith(LISTENING):
-                return line[len(LISTENING):].strip()
+                return line[len(LISTENING) :].strip()
         return ""
 
     def _answers(self) -> bool:
@@ -89,8 +101,10 @@ class SimulatorProcess:
         return True
 
     def _fail(self, what: str) -> None:
-        raise RuntimeError(f"simulator process ({' '.join(self.command()[:3])}) {what}; "
-                           f"its output:\n{self.output()[-4000:] or '(none)'}")
+        raise RuntimeError(
+            f"simulator process ({' '.join(self.command()[:3])}) {what}; "
+            f"its output:\n{self.output()[-4000:] or '(none)'}"
+        )
 
     def output(self) -> str:
         """Everything the child printed so far (stdout and stderr)."""
@@ -162,8 +176,9 @@ class SimulatorProcess:
         if not self.url:
             raise RuntimeError("the simulator process is not started")
         data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return json.loads(response.read())

@@ -21,8 +21,7 @@ from later_read_sandbox.simulator.timer import Clock, precise_clock
 class RunningSimulator:
     """A simulator serving in the current event loop; `async with` or `await close()` stops it."""
 
-    def __init__(self, server: asyncio.Server, app: SimulatorApp, connections: set,
-                 clock: Clock) -> None:
+    def __init__(self, server: asyncio.Server, app: SimulatorApp, connections: set, clock: Clock) -> None:
         self.server = server
         self.app = app
         self._connections = connections
@@ -58,8 +57,7 @@ async def serve(knobs: SimulatorKnobs, host: str = "127.0.0.1", port: int = 0) -
     app = SimulatorApp(knobs, clock)
     heads = ResponseHeads()
     connections: set = set()
-    server = await loop.create_server(
-        lambda: HttpConnection(app, heads, connections, clock), host, port, backlog=1024)
+    server = await loop.create_server(lambda: HttpConnection(app, heads, connections, clock), host, port, backlog=1024)
     return RunningSimulator(server, app, connections, clock)
 
 
@@ -117,23 +115,35 @@ def knobs_from_options(config_json: str | None, flags: dict[str, Any]) -> Simula
         raise click.BadParameter(str(exc), param_hint="--config-json / knob options") from None
 
 
-@click.command("simulator", epilog="""\b
+@click.command(
+    "simulator",
+    epilog="""\b
 Example:
   later-read sandbox simulator --port 8900 --seed 1 --ab-latency-ms 5 \\
       --rec-latency-ms 20 --material-latency-ms 10 \\
       --config-json '{"ab": {"error_5xx_rate": 0.01}, "no_rec_style": "mixed"}'
-""")
+""",
+)
 @click.option("--port", type=int, default=8900, show_default=True, help="Port on 127.0.0.1; 0 picks a free one.")
 @click.option("--seed", type=int, default=None, help="Seed of every deterministic answer and fault draw (default 1).")
 @click.option("--ab-latency-ms", "ab_latency_ms", type=float, default=None, help="Fixed A/B latency.")
 @click.option("--rec-latency-ms", "rec_latency_ms", type=float, default=None, help="Fixed recommend latency.")
-@click.option("--material-latency-ms", "material_latency_ms", type=float, default=None,
-              help="Fixed material latency.")
-@click.option("--config-json", default=None,
-              help='Any knobs as JSON, same shape as GET /_sim/config, e.g. \'{"rec": {"timeout_rate": 0.1}}\'.')
+@click.option("--material-latency-ms", "material_latency_ms", type=float, default=None, help="Fixed material latency.")
+@click.option(
+    "--config-json",
+    default=None,
+    help='Any knobs as JSON, same shape as GET /_sim/config, e.g. \'{"rec": {"timeout_rate": 0.1}}\'.',
+)
 @click.option("--cpu", type=int, default=None, help="Pin the simulator to this CPU (benchmarks).")
-def simulator_command(port: int, seed: int | None, ab_latency_ms: float | None, rec_latency_ms: float | None,
-                      material_latency_ms: float | None, config_json: str | None, cpu: int | None) -> None:
+def simulator_command(
+    port: int,
+    seed: int | None,
+    ab_latency_ms: float | None,
+    rec_latency_ms: float | None,
+    material_latency_ms: float | None,
+    config_json: str | None,
+    cpu: int | None,
+) -> None:
     """Serve fake A/B, recommend and material services on 127.0.0.1 until SIGINT/SIGTERM.
 
     Answers are deterministic per uid for a seed; faults (5xx, 429, timeouts, malformed bodies) and
@@ -141,10 +151,15 @@ def simulator_command(port: int, seed: int | None, ab_latency_ms: float | None, 
     POST /_sim/config; counters are at GET /_sim/stats and are zeroed by POST /_sim/reset.
     Prints one line, "simulator listening on http://127.0.0.1:PORT", once it accepts connections.
     """
-    knobs = knobs_from_options(config_json, {
-        "seed": seed, "ab_latency_ms": ab_latency_ms, "rec_latency_ms": rec_latency_ms,
-        "material_latency_ms": material_latency_ms})
+    knobs = knobs_from_options(
+        config_json,
+        {
+            "seed": seed,
+            "ab_latency_ms": ab_latency_ms,
+            "rec_latency_ms": rec_latency_ms,
+            "material_latency_ms": material_latency_ms,
+        },
+    )
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     run_forever(knobs, port)
-

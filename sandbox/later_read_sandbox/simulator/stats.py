@@ -19,8 +19,17 @@ FAULTS = ("none", "5xx", "429", "timeout", "malformed", "shed", "hostile")  # sh
 class EndpointStats:
     """Counters of one endpoint ("ab", "rec" or "material")."""
 
-    __slots__ = ("calls", "by_status", "by_fault", "per_uid", "peak_qps", "first_at", "last_at", "_second",
-                 "_in_second")
+    __slots__ = (
+        "calls",
+        "by_status",
+        "by_fault",
+        "per_uid",
+        "peak_qps",
+        "first_at",
+        "last_at",
+        "_second",
+        "_in_second",
+    )
 
     def __init__(self) -> None:
         self.calls = 0

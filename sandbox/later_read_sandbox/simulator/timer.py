@@ -53,7 +53,7 @@ class TimerfdClock:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
         self._fd, self._loop = fd, loop
         self._spec = _Itimerspec()
-        self._heap: list[list] = []          # [deadline, seq, callback-or-None]
+        self._heap: list[list] = []  # [deadline, seq, callback-or-None]
         self._seq = itertools.count()
         self._armed = float("inf")
         loop.add_reader(fd, self._fire)
@@ -112,8 +112,7 @@ class SpinClock:
             handle[0] = None
             callback()
         elif remaining > SPIN_SECONDS:
-            handle[0] = self._loop.call_later(remaining - SPIN_SECONDS, self._schedule, handle, deadline,
-                                              callback)
+            handle[0] = self._loop.call_later(remaining - SPIN_SECONDS, self._schedule, handle, deadline, callback)
         else:
             handle[0] = self._loop.call_soon(self._schedule, handle, deadline, callback)
 
