@@ -96,39 +96,10 @@ class PushOptions:
     clock: Clock | None = None  # --now, else the wall clock
 
 
-def run_push(
-    settings: Settings,
-    *,
-    date: str | None,
-    hour: int | None,
-    dry_run: bool,
-    output: str | None,
-    force: bool,
-    on_miss: str,
-    report_path: str | None,
-    lock_wait: float | None = None,
-    wait: float | None = None,
-    shard: str | None = None,
-    now: str | None = None,
-    allow_late: bool = False,
-) -> int:
-    """The `push` command: check the options, run the hour(s), return the exit code."""
-    options = push_options(
-        settings,
-        date=date,
-        hour=hour,
-        dry_run=dry_run,
-        output=output,
-        force=force,
-        on_miss=on_miss,
-        report_path=report_path,
-        lock_wait=lock_wait,
-        wait=wait,
-        now=now,
-        allow_late=allow_late,
-        shard=shard,
-    )
-    return run_job(PushJob(settings, options))
+def run_push(settings: Settings, **options: Any) -> int:
+    """The `push` command: check the options (`push_options`, its keyword arguments), run the hour(s),
+    return the exit code."""
+    return run_job(PushJob(settings, push_options(settings, **options)))
 
 
 def push_options(
