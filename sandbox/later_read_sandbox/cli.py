@@ -189,7 +189,7 @@ def _show_topic(stack) -> None:
     ids = {m.message.msg_id for m in messages}
     click.echo(f"\ntopic {stack.topic}: {len(messages)} messages, {len(ids)} distinct msg_id")
     if messages:
-        click.echo(orjson.dumps(messages[0].message, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(messages[0].message.to_dict(), option=orjson.OPT_INDENT_2).decode())
 
 
 def _got_it_twice(stack, config_path: Path, hour: int) -> None:
