@@ -69,26 +69,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 class DurableRedis(servers.RedisServer):
     """redis-server with appendonly + appendfsync always: a kill -9 loses nothing it acknowledged."""
 
-    def _argv(self) -> list[str]:
-        return [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.tempdir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--daemonize",
-            "no",
-            "--logfile",
-            "",
-        ]
+    PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "always")
 
 
 @dataclass

@@ -43,6 +43,9 @@ class RedisServer(LocalServer):
         options.setdefault("socket_connect_timeout", 1)
         return redis.Redis.from_url(self.url, **options)
 
+    #: How the server keeps its data: nothing on disk (a subclass may ask for an append-only file).
+    PERSISTENCE: tuple[str, ...] = ("--appendonly", "no")
+
     def _prepare(self) -> None:
         self.binary = require_program("redis-server", "apt-get install redis-server", REDIS_ENV)
         self.port = free_port()
@@ -58,8 +61,7 @@ class RedisServer(LocalServer):
             str(self.tempdir),
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *self.PERSISTENCE,
             "--daemonize",
             "no",
             "--logfile",
