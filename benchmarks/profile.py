@@ -80,7 +80,7 @@ def main() -> None:
             bench.fill_values(stack, s)
         bench.compile_package()
         job = [s.job, *common] + (
-            ["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW, "--wait", "0"] if s.job == "push" else []
+            ["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW] if s.job == "push" else []
         )
         subprocess.run(
             [

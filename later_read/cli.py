@@ -161,7 +161,11 @@ def cli(verbose: bool, quiet: bool) -> None:
 
 @cli.command()
 @click.option("--date", help="Day to prewarm, YYYYMMDD (default: today in the configured timezone).")
-@click.option("--concurrency", type=click.IntRange(1, 2000), help="Users in flight (default: [prewarm] concurrency).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 2000),
+    help="Calls in flight to A/B and to recommend, each (default: [prewarm] concurrency).",
+)
 @click.option("--force", is_flag=True, help="Recompute users already done for the date.")
 @click.option("--uids-file", type=click.Path(dir_okay=False), help="Only these uids (one per line).")
 @click.option(

@@ -54,7 +54,7 @@ EXPIRED_3 = (
 CATCH_UP = "catch_up_minutes = 120 "
 REDIS = 'url = "redis://127.0.0.1:6379/0"'
 AB = 'ab_url = "http://127.0.0.1:8900"'
-CONC = "concurrency = 50             # users"
+CONC = "concurrency = 50             # calls"
 LIB = '# "security.protocol" = "SASL_SSL"'
 
 CASES: list[Case] = [
@@ -148,19 +148,19 @@ CASES: list[Case] = [
     cfg(
         "prewarm concurrency of 2,000,000",
         CONC,
-        "concurrency = 2000000   # users",
+        "concurrency = 2000000   # calls",
         "[prewarm] concurrency: expected an integer from 1 to 2,000, got 2000000",
     ),
     cfg(
         "prewarm concurrency 0",
         CONC,
-        "concurrency = 0   # users",
+        "concurrency = 0   # calls",
         "[prewarm] concurrency: expected an integer from 1 to 2,000, got 0",
     ),
     cfg(
         "prewarm concurrency true",
         CONC,
-        "concurrency = true   # users",
+        "concurrency = true   # calls",
         "[prewarm] concurrency: expected an integer, got true",
     ),
     cfg(

@@ -54,11 +54,11 @@ def test_documented_default_loads():
             '[redis] ttl_seconds: expected an integer, got "1 day"',
         ),
         (
-            replace("concurrency = 50             # users", "concurrency = 0             # users"),
+            replace("concurrency = 50             # calls", "concurrency = 0             # calls"),
             "[prewarm] concurrency: expected an integer from 1 to 2,000, got 0",
         ),
         (
-            replace("concurrency = 50             # users", "concurrency = true             # users"),
+            replace("concurrency = 50             # calls", "concurrency = true             # calls"),
             "[prewarm] concurrency: expected an integer, got true",
         ),
         (

@@ -208,13 +208,14 @@ class CountingAB:
             self.in_flight -= 1
 
 
-def test_fanout_keeps_c_users_in_flight_and_records_each_user_once(redis_url, mysql, sim, make_config):
+def test_fanout_keeps_c_calls_in_flight_per_service_and_records_each_user_once(redis_url, mysql, sim, make_config):
     from later_read.clients.starrocks import UserQuery
-    from later_read.jobs.prewarm.fanout import Fanout, FanoutPlan
+    from later_read.jobs.prewarm.fanout import WORKERS_PER_SLOT, Fanout, FanoutPlan
     from later_read.runtime import Shutdown
 
     expected = seed_users(mysql, 240)
-    sim.configure(ab={"latency_ms": 5})
+    sim.configure(ab={"latency_ms": 5, "capacity": 7})  # a call over C = 7 in flight would queue there
+    sim.reset()
     settings = load_settings(make_config(redis={"batch_size": 16}), environ={})
 
     async def main():
@@ -232,7 +233,8 @@ def test_fanout_keeps_c_users_in_flight_and_records_each_user_once(redis_url, my
     cached = outcomes.pop("rec", 0)  # a stored recommendation is counted `cached` (core/counts.py)
     assert +counts.counts == Counter(outcomes, cached=cached) and counts.settled == len(expected)
     assert fanout.progress.done == len(expected)  # the progress lines read the recorder
-    assert counting.peak == 7 and counting.in_flight == 0  # C workers busy at once, never more
+    assert counting.peak == 7 * WORKERS_PER_SLOT and counting.in_flight == 0  # every worker busy at once...
+    assert sim.stats()["ab"]["max_in_service"] == 7 and sim.stats()["ab"]["max_queued"] == 0  # C calls, no more
     assert sim.calls("ab") == dict.fromkeys(expected, 1)  # each user decided once
     assert stored_values(redis_url) == {uid: expected_value(sim, uid) for uid in expected}
     assert fanout.writer.written == len(expected) and fanout.hours.next_hour == 24

@@ -226,6 +226,27 @@ def test_per_service_qps_cap_is_respected(sim, redis_url, mysql, make_config):
     assert_capped(sim.stats()["ab"], 100)  # 300 calls: at least 1.75 s; uncapped they take ~0.1 s
 
 
+def test_concurrency_bounds_the_calls_in_flight_to_each_service(sim, redis_url, mysql, make_config):
+    """`concurrency = C`: at most C calls in flight to A/B and at most C to recommend, and both held at once
+    (fanout.py): services of exactly C slots never queue a call of the job, and more than C calls were in
+    service at the two together (a pool of C users, each calling one service at a time, never is)."""
+    expected = seed_users(mysql, 400)
+    sim.configure(ab={"latency_ms": 20, "capacity": 4}, rec={"latency_ms": 20, "capacity": 4}, in_experiment_ratio=1.0)
+    sim.reset()
+    config = make_config(prewarm={"concurrency": 4})
+
+    result = prewarm(config)
+
+    assert result.exit_code == 0, result.stderr
+    assert len(stored_values(redis_url)) == len(expected)
+    stats = sim.stats()
+    assert stats["ab"]["calls"] == stats["rec"]["calls"] == len(expected)
+    for name in ("ab", "rec"):
+        assert stats[name]["max_queued"] == 0, stats[name]  # never more than C in flight to one service
+    assert stats["rec"]["max_in_service"] == 4, stats["rec"]  # recommend kept busy: C slots full
+    assert stats["rec"]["max_in_service_together"] > 4, stats["rec"]  # and A/B calls out beside them
+
+
 def test_hard_down_service_stops_the_job_early(sim, redis_url, mysql, make_config, no_backoff):
     expected = seed_users(mysql, 2000)
     sim.configure(rec={"error_5xx_rate": 1.0})
@@ -335,7 +356,9 @@ def test_sigterm_grace_is_bounded_stuck_users_are_cancelled(
     assert code == 6, text
     assert "prewarm.grace_expired" in text and "prewarm.summary status=interrupted" in text
     data = json.loads(report.read_text())
-    assert data["unfinished"] == 10 and data["users"] == 10 and data["cached"] == 0
+    # 10 users in flight at A/B (the service saw C calls, no more) and 10 waiting for a slot (fanout.py)
+    assert sim.stats()["ab"]["calls"] == 10
+    assert data["unfinished"] == 20 and data["users"] == 20 and data["cached"] == 0
     assert stored_values(redis_url) == {} and marker(redis_url) is None
 
 

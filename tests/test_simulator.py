@@ -401,6 +401,8 @@ def test_reset_zeroes_every_counter(sim):
             "in_service": 0,
             "queued": 0,
             "max_queued": 0,
+            "max_in_service": 0,
+            "max_in_service_together": 0,
             "sojourn_p50_ms": 0.0,
             "sojourn_p99_ms": 0.0,
             "wait_p99_ms": 0.0,

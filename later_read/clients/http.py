@@ -3,7 +3,8 @@
 One `HttpPool` per job (`wire.py`: keep-alive HTTP/1.1 on asyncio, a third of aiohttp's CPU per request
 here; docs/design.md, "HTTP stack"). `ServiceCaller` wraps it for one service: a per-request timeout,
 retries of transient failures with exponential backoff and jitter (stamina, declared at the call), an
-optional request-rate cap, optional adaptive concurrency (`gate`, clients/adaptive.py), a circuit breaker,
+optional request-rate cap, an optional bound on its calls in flight (`slots`: a fixed one, or `gate`, the adaptive
+one of clients/adaptive.py), a circuit breaker,
 and per-reason counters and a latency histogram for the job summary. Wire errors are translated into
 `later_read.errors` here and nowhere else: a reply over `[services] max_reply_bytes` (and, in the
 contract parsers, a field over its bound: core/bounds.py) is the permanent reason `oversize_reply`,
@@ -12,6 +13,7 @@ never retried, a failed call for the breaker as a malformed reply is, and no ove
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -106,6 +108,12 @@ class ServiceCaller:
         self.limiter = limiter or (RateLimiter(qps) if qps > 0 else None)
         self.stats = CallStats()
         self.gate: AdaptiveGate | None = None  # adaptive concurrency (the prewarm's `adaptive = true`)
+        self.slots: asyncio.Semaphore | None = None  # a fixed bound on the calls in flight (bound_calls)
+
+    def bound_calls(self, limit: int) -> None:
+        """At most `limit` calls to this service in flight at once, whoever makes them (the prewarm's
+        `concurrency`, per service); the waiters are served first come first. `gate` replaces it."""
+        self.slots = asyncio.Semaphore(limit)
 
     async def post(self, body: dict, parse: Callable[[dict | None], T]) -> T:
         """`parse` of the decoded reply (None for 404); ServiceError when every attempt failed.
@@ -152,6 +160,12 @@ class ServiceCaller:
             await self.limiter.wait()
         if self.gate is not None:
             return await self._gated(body, parse, self.gate)
+        if self.slots is not None:
+            async with self.slots:
+                return await self._call(body, parse)
+        return await self._call(body, parse)
+
+    async def _call(self, body: dict, parse: Callable[[dict | None], T]) -> T:
         self.stats.count_call()
         started = time.perf_counter()
         try:

@@ -182,7 +182,7 @@ class ServiceSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class PrewarmSettings:
-    concurrency: int = field(default=50, metadata=CONCURRENCY)
+    concurrency: int = field(default=50, metadata=CONCURRENCY)  # calls in flight to each service (fanout.py)
     progress_interval_seconds: float = field(default=10.0, metadata=INTERVAL)
     grace_seconds: float = field(default=20.0, metadata=GRACE)
     # Find the calls in flight each service sustains (clients/adaptive.py); `concurrency` is the bound.

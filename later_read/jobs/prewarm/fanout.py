@@ -10,8 +10,13 @@
   returns while fewer than one page of users wait, so the next page (of this hour or the next) is read
   while the workers still have the current one, and memory stays bounded by about two pages whatever the
   day's user count. A rerun goes through the hours in the same order.
-- Exactly `concurrency` worker tasks live for the whole run and loop over the stream: no task, cancel
-  scope or timeout object is created per user, so the per-user CPU is the two HTTP calls and little else.
+- `concurrency` bounds the calls in flight to each service (A/B and recommend: `bound_calls`, or the
+  adaptive gates job.py may set), and WORKERS_PER_SLOT x `concurrency` worker tasks live for the whole
+  run and loop over the stream: while one user waits for recommend, another's A/B call is out, so both
+  services' slots stay full (with `concurrency` workers, a user in flight holds one slot of one service and
+  leaves the other's idle: the run's ceiling was C / (L_ab + r L_rec), now C / max(L_ab, r L_rec)). No
+  task, cancel scope or timeout object is created per user, so the per-user CPU is the two HTTP calls and
+  little else.
 - Stopping (SIGTERM/SIGINT, a service down, a fatal error): the reader is cancelled at once, workers take
   no new user, users in flight get `grace_seconds` to finish (a second signal cuts it short), then are
   cancelled and counted `unfinished`. Whatever finished is written: the writer flushes after the workers.
@@ -52,13 +57,16 @@ log = get_logger("prewarm")
 STOP_INTERRUPTED = "interrupted"
 STOP_SERVICE_DOWN = "service_down"
 STOP_ERROR = "error"
+# Workers per slot of one service: a user calls two services in turn, so twice the slots of one keep both
+# busy; A/B answers wait in the recommend slots' queue (FIFO) instead of leaving those slots idle.
+WORKERS_PER_SLOT = 2
 
 
 @dataclass(frozen=True)
 class FanoutPlan:
     scope: RunScope  # the date and the shard (the query's users are the shard's)
     query: UserQuery
-    concurrency: int
+    concurrency: int  # calls in flight to each service at most (the workers: WORKERS_PER_SLOT x this)
     force: bool
     grace_seconds: float
     total: int | None = None  # the plan's users by the count query (the progress lines' total)
@@ -81,6 +89,8 @@ class Fanout:
         self.progress = Progress("prewarm", conns.settings.prewarm.progress_interval_seconds, self.counts, plan.total)
         self.writer = BatchWriter(self.store, self.redis_batch, self._writer_failed, self.hours.written)
         self.feed = UserFeed(max(self.starrocks.settings.batch_size, plan.concurrency))
+        for client in (self.services.ab, self.services.rec):  # an adaptive gate, if set, takes precedence
+            client.caller.bound_calls(plan.concurrency)
         self._stopped = anyio.Event()
         self._read_scope = anyio.CancelScope()
         self._work_scope = anyio.CancelScope()
@@ -135,7 +145,7 @@ class Fanout:
             with self.shutdown.force, self._work_scope:  # a second signal or the grace cancels work
                 async with anyio.create_task_group() as work:
                     work.start_soon(self._read, feed)
-                    for _ in range(self.plan.concurrency):
+                    for _ in range(self.plan.concurrency * WORKERS_PER_SLOT):
                         work.start_soon(self._work, feed)
             guard.cancel_scope.cancel()
 

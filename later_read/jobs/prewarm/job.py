@@ -29,7 +29,14 @@ from later_read.core.scope import RunScope, parse_shard
 from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
-from later_read.jobs.prewarm.fanout import STOP_ERROR, STOP_INTERRUPTED, STOP_SERVICE_DOWN, Fanout, FanoutPlan
+from later_read.jobs.prewarm.fanout import (
+    STOP_ERROR,
+    STOP_INTERRUPTED,
+    STOP_SERVICE_DOWN,
+    WORKERS_PER_SLOT,
+    Fanout,
+    FanoutPlan,
+)
 from later_read.jobs.progress import check_report_path
 from later_read.jobs.saving import with_old_flow
 from later_read.jobs.summary import Summary
@@ -116,7 +123,8 @@ class PrewarmJob:
         self.fanout: Fanout | None = None
 
     def connect(self) -> AbstractAsyncContextManager[JobConnections]:
-        return open_job(self.settings, http_connections=self.options.concurrency)
+        # one pool for both services: `concurrency` connections to each
+        return open_job(self.settings, http_connections=self.options.concurrency * WORKERS_PER_SLOT)
 
     def lock(self) -> tuple[str, str]:
         return Keys.lock(JOB, self.scope), self.scope.describe(JOB)

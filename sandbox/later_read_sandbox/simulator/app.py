@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from later_read_sandbox.simulator.capacity import Station
+from later_read_sandbox.simulator.capacity import Occupancy, Station
 from later_read_sandbox.simulator.hostile import HostileReplies
 from later_read_sandbox.simulator.knobs import SERVICES, KnobError, ServiceKnobs, SimulatorKnobs
 from later_read_sandbox.simulator.oracle import Oracle
@@ -68,8 +68,10 @@ class SimulatorApp:
         self.oracle = Oracle(knobs)
         self.rng = random.Random(knobs.seed)
         self.stats = SimulatorStats(SERVICES)
+        together = Occupancy()
         self.stations = {
-            name: Station(clock, knobs.service(name).capacity, knobs.service(name).max_queue) for name in SERVICES
+            name: Station(clock, knobs.service(name).capacity, knobs.service(name).max_queue, together)
+            for name in SERVICES
         }
         self._malformed_turn = dict.fromkeys(SERVICES, False)
         self.hostile = HostileReplies()

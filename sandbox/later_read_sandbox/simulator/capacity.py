@@ -45,16 +45,31 @@ class _Job:
         self.queued = True
 
 
+class Occupancy:
+    """The requests in service at all the stations together, and their most at once since the last reset
+    (a client that keeps C calls in flight to each of two services shows up to 2 C here)."""
+
+    def __init__(self) -> None:
+        self.busy = self.max_busy = 0
+
+    def add(self, delta: int) -> None:
+        self.busy += delta
+        if self.busy > self.max_busy:
+            self.max_busy = self.busy
+
+
 class Station:
     """K parallel servers in front of a FIFO queue, driven by the simulator's precise clock."""
 
-    def __init__(self, clock: Clock, capacity: int = 0, max_queue: int = 0) -> None:
+    def __init__(self, clock: Clock, capacity: int = 0, max_queue: int = 0, together: Occupancy | None = None) -> None:
         self._clock = clock
+        self.together = together or Occupancy()
         self.capacity = capacity
         self.max_queue = max_queue
         self.busy = 0
         self.queued = 0  # live jobs waiting (cancelled ones are skipped, not counted)
         self.max_queued = 0
+        self.max_in_service = 0  # the most requests served at once since the last reset
         self.served = 0
         self.sojourn = LatencyHistogram()
         self.wait = LatencyHistogram()
@@ -92,6 +107,9 @@ class Station:
     def _start(self, job: _Job) -> None:
         job.queued = False
         self.busy += 1
+        if self.busy > self.max_in_service:
+            self.max_in_service = self.busy
+        self.together.add(1)
         now = time.monotonic()
         self.wait.add(now - job.arrived)
         job.due = now + job.delay
@@ -99,6 +117,7 @@ class Station:
 
     def _finish(self, job: _Job) -> None:
         self.busy -= 1
+        self.together.add(-1)
         self.served += 1
         callback, job.callback = job.callback, None
         if callback is not None:
@@ -117,12 +136,14 @@ class Station:
                 self._start(job)
 
     def snapshot(self) -> dict[str, Any]:
-        """The station's state for `GET /_sim/stats` (not zeroed by `/_sim/reset` but `max_queued`)."""
+        """The station's state for `GET /_sim/stats` (not zeroed by `/_sim/reset` but the peaks)."""
         return {
             "capacity": self.capacity,
             "in_service": self.busy,
             "queued": self.queued,
             "max_queued": self.max_queued,
+            "max_in_service": self.max_in_service,
+            "max_in_service_together": self.together.max_busy,  # at all the stations at once
             "sojourn_p50_ms": round(self.sojourn.percentile(50), 2),
             "sojourn_p99_ms": round(self.sojourn.percentile(99), 2),
             "wait_p99_ms": round(self.wait.percentile(99), 2),
@@ -132,6 +153,8 @@ class Station:
     def reset_peaks(self) -> None:
         """`/_sim/reset`: peaks and the latency histograms start again (the requests in flight stay)."""
         self.max_queued = self.queued
+        self.max_in_service = self.busy
+        self.together.max_busy = self.together.busy
         self.sojourn = LatencyHistogram()
         self.wait = LatencyHistogram()
         self.late = LatencyHistogram()
