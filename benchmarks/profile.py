@@ -79,9 +79,7 @@ def main() -> None:
         if s.job == "push":
             bench.fill_values(stack, s)
         bench.compile_package()
-        job = [s.job, *common] + (
-            ["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW] if s.job == "push" else []
-        )
+        job = [s.job, *common] + (["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW] if s.job == "push" else [])
         subprocess.run(
             [
                 "py-spy",
