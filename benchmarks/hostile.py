@@ -16,7 +16,7 @@ Scenarios (every reply of the service is hostile; concurrency 50, so 50 of them 
   push-field      material replies whose content is 15 MiB
   prewarm-near-bound  A/B replies padded to 250,000 bytes, under the default 256 KiB bound: all accepted
 
-Per run: the job's peak RSS (wait4's ru_maxrss of that process alone), its exit code, its failures per
+Per run: the job's peak RSS (its own VmHWM: run.py's `PeakRss`), its exit code, its failures per
 reason (from --report), the largest value under `rec:later_read:*` in Redis (STRLEN), and the
 simulator's hostile replies. The breaker is off (`breaker_failure_ratio = 1`) and the timeout long, so
 every user meets a hostile reply whatever the code does with it. A line per run, then the median of the
@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.run import PeakRss  # noqa: E402
 from later_read_sandbox.seed import connect, seed_day  # noqa: E402
 from later_read_sandbox.simulator import SimulatorKnobs  # noqa: E402
 from later_read_sandbox.stack import Stack  # noqa: E402
@@ -85,12 +86,13 @@ def run_job(code: Path, args: list[str]) -> dict:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    rss = PeakRss(proc.pid)
     stderr = proc.stderr.read().decode(errors="replace")  # read while it runs: a full pipe would block it
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _usage = os.wait4(proc.pid, 0)
     proc.stderr.close()
     return {
         "exit_code": os.waitstatus_to_exitcode(status),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": rss.mb(),
         "last_line": stderr.strip().splitlines()[-1] if stderr.strip() else "",
     }
 

@@ -5,11 +5,12 @@
     python benchmarks/run.py --scenario S1 --json out.json
     python benchmarks/run.py --scenario S1 --users 50000 --repeat 3   # S1's shape at another size
 
-Each job runs as its own process (`python -m later_read ...`); its CPU time and peak RSS come from
-wait4() on that process alone. The prewarm's ceiling is C / max(L_ab, L_rec) users per second (every
-user in the experiment): the most it can do with C calls in flight to each service (jobs/prewarm/fanout.py)
-when every call takes exactly its simulated latency. A pool of C users in flight, each calling one service
-after the other (the Go job; later-read before 2026-12-02), has C / (L_ab + L_rec): the row's `pool=`.
+Each job runs as its own process (`python -m later_read ...`); its CPU time comes from wait4() on that
+process alone, its peak RSS from its own VmHWM (`PeakRss`). The prewarm's ceiling is C / max(L_ab, L_rec)
+users per second (every user in the experiment): the most it can do with C calls in flight to each service
+(jobs/prewarm/fanout.py) when every call takes exactly its simulated latency. A pool of C users in flight,
+each calling one service after the other (the Go job; later-read before 2026-12-02), has
+C / (L_ab + L_rec): the row's `pool=`.
 
 Scenarios (brief + issue 6):
   S1 prewarm 200k users, A/B 5 ms, rec 20 ms, C=50 (ceiling 2,500 users/s; a pool of C users: 2,000)
@@ -34,10 +35,12 @@ import functools
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +104,38 @@ def compile_package() -> None:
     compileall.compile_dir(ROOT / "later_read", quiet=1)
 
 
+class PeakRss:
+    """A process's own peak RSS: the VmHWM of /proc/<pid>/status, read every 5 ms while it runs.
+
+    Not wait4's ru_maxrss: Linux carries over exec the high-water RSS of what the process was before it
+    (the benchmark itself, forked or vforked: several hundred MB once it has seeded and filled 1M users),
+    so ru_maxrss reports the benchmark's peak whenever that is the higher one. Until 2026-12-02 run.py
+    used it, and P's "236 MB" and S2's "110 MB" were this script's own memory (the push's is ~75 MB).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.path, self.kb = f"/proc/{pid}/status", 0
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                with open(self.path) as f:
+                    found = re.search(r"^VmHWM:\s+(\d+)", f.read(), re.MULTILINE)
+            except OSError:
+                return  # reaped
+            if found is None:
+                return  # exited (a zombie has no memory left)
+            self.kb = max(self.kb, int(found.group(1)))
+            time.sleep(0.005)
+
+    def mb(self) -> float:
+        """The peak, once the process has been waited for."""
+        self._thread.join()
+        return round(self.kb / 1024, 1)
+
+
 def run_job(args: list[str]) -> dict:
     """Run one job process; wall time, CPU seconds and peak RSS of that process alone."""
     compile_package()
@@ -108,6 +143,7 @@ def run_job(args: list[str]) -> dict:
     proc = subprocess.Popen(
         [sys.executable, "-m", "later_read", "-q", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    rss = PeakRss(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
     stderr = proc.stderr.read().decode(errors="replace")
@@ -117,7 +153,7 @@ def run_job(args: list[str]) -> dict:
     return {
         "wall_seconds": round(wall, 3),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": rss.mb(),
         "exit_code": code,
     }
 
