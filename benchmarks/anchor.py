@@ -22,7 +22,11 @@ both task ids, so rows = users and both jobs make the same calls.
 
 Per round and as medians: wall seconds, users/s, CPU microseconds per user (wait4 on the job's process
 alone), the first service call's time after the process was spawned (the simulator's first arrival),
-the service calls, and later-read / Go (users/s). `--load N` runs N CPU-bound neighbours
+the service calls, and later-read / Go (users/s). For the prewarm, where each job's time went: `start`
+(spawn to the first call), `fan-out` (the first call to the last recommend call's reply, and its users/s
+over the job's ceiling) and `end` (from that reply to the process's exit: the last writes, the summary);
+and later-read's round trip per call over the service's own latency (`over`: its report's p50 less the
+simulated latency; the Go job reports none). `--load N` runs N CPU-bound neighbours
 (`python -c 'while True: pass'`, one process each) through every measured run: the "loaded host" rows.
 """
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -50,7 +55,7 @@ from later_read_sandbox.stack import Stack  # noqa: E402
 ANCHOR_DIR = ROOT.parent / "shared" / "anchor-go"
 PUSH_DATE = "20261124"  # the push's day: its own rows, every user at PUSH_HOUR
 PUSH_NOW = f"2026-11-24T{PUSH_HOUR}:01:00+08:00"
-FIGURES = ("wall_seconds", "users_per_second", "cpu_us_per_user", "first_call_seconds")
+FIGURES = ("wall_seconds", "users_per_second", "cpu_us_per_user", "first_call_seconds", "fanout_seconds", "end_seconds")
 
 
 def build_anchor(binary: Path) -> Path:
@@ -93,9 +98,12 @@ def run_later_read(config: Path, concurrency: int, push: bool) -> dict:
         args = ["push", "--date", PUSH_DATE, "--hour", str(PUSH_HOUR), "--now", PUSH_NOW]
     else:
         args = ["prewarm", "--date", DATE, "--concurrency", str(concurrency)]
+    report = config.parent / "report.json"
     spawned = time.time()
-    figures = run_job([*args, "--config", str(config)])
-    return {**figures, "spawned": spawned}
+    figures = run_job([*args, "--config", str(config), "--report", str(report)])
+    services = json.loads(report.read_text()).get("services", {})
+    p50 = {name: stats["p50_ms"] for name, stats in services.items() if stats.get("calls")}
+    return {**figures, "spawned": spawned, "p50_ms": p50}
 
 
 def reset_push_state(stack: Stack) -> None:
@@ -107,18 +115,25 @@ def reset_push_state(stack: Stack) -> None:
             client.unlink(*keys[i : i + 10_000])
 
 
-def one_run(name: str, run: Callable[[], dict], stack: Stack, users: int, first_service: str) -> dict:
+def one_run(name: str, run: Callable[[], dict], stack: Stack, users: int, push: bool) -> dict:
     """Reset, run, and the run's figures."""
     figures = run()
     stats = {k: v for k, v in stack.simulator.stats().items() if isinstance(v, dict)}
-    first = stats.get(first_service, {}).get("first_at")
-    return {
+    knobs = stack.simulator.knobs.to_dict()
+    first = stats.get("material" if push else "ab", {}).get("first_at")
+    out = {
         "wall_seconds": figures["wall_seconds"],
         "users_per_second": users / figures["wall_seconds"],
         "cpu_us_per_user": figures["cpu_seconds"] / users * 1e6,
         "first_call_seconds": (first - figures["spawned"]) if first else float("nan"),
         "calls": {k: v.get("calls") for k, v in stats.items()},
+        "over_ms": {k: v - knobs[k]["latency_ms"] for k, v in figures.get("p50_ms", {}).items()},
     }
+    if not push and first and stats["rec"].get("last_at"):
+        last_reply = stats["rec"]["last_at"] + knobs["rec"]["latency_ms"] / 1000
+        out["fanout_seconds"] = last_reply - first
+        out["end_seconds"] = figures["spawned"] + figures["wall_seconds"] - last_reply
+    return out
 
 
 def one_round(binary: Path, stack: Stack, config: Path, users: int, concurrency: int, push: bool) -> dict:
@@ -132,20 +147,29 @@ def one_round(binary: Path, stack: Stack, config: Path, users: int, concurrency:
         else:
             stack.redis.client().flushdb()
         stack.simulator.reset()
-        out[name] = one_run(name, run, stack, users, "material" if push else "ab")
+        out[name] = one_run(name, run, stack, users, push)
     out["ratio"] = out["later_read"]["users_per_second"] / out["go"]["users_per_second"]
     return out
 
 
-def line(label: str, r: dict, ceilings: dict[str, float] | None) -> str:
+def line(label: str, r: dict, ceilings: dict[str, float] | None, users: int) -> str:
     def side(f: dict, name: str) -> str:
         fraction = f" ({f['users_per_second'] / ceilings[name]:.3f} of its ceiling)" if ceilings else ""
         calls = ",".join(f"{k}:{v}" for k, v in sorted(f.get("calls", {}).items()) if v)
-        return (
+        text = (
             f"{f['wall_seconds']:.2f} s, {f['users_per_second']:,.0f} users/s{fraction}, "
             f"{f['cpu_us_per_user']:.0f} us CPU/user, first call {f['first_call_seconds']:.3f} s"
             + (f", calls {calls}" if calls else "")
         )
+        if ceilings and f.get("fanout_seconds"):
+            fanout = users / f["fanout_seconds"] / ceilings[name]
+            text += (
+                f", start {f['first_call_seconds']:.2f} + fan-out {f['fanout_seconds']:.2f} ({fanout:.3f} of its "
+                f"ceiling) + end {f['end_seconds']:.2f} s"
+            )
+        if f.get("over_ms"):
+            text += ", over " + ",".join(f"{k}:{v:+.2f}ms" for k, v in sorted(f["over_ms"].items()))
+        return text
 
     go, later_read = side(r["go"], "go"), side(r["later_read"], "later_read")
     return f"{label}: go {go} | later-read {later_read} | later-read/go {r['ratio']:.3f}"
@@ -153,10 +177,14 @@ def line(label: str, r: dict, ceilings: dict[str, float] | None) -> str:
 
 def median(rounds: list[dict]) -> dict:
     out: dict = {
-        name: {k: statistics.median(r[name][k] for r in rounds) for k in FIGURES} for name in ("go", "later_read")
+        name: {k: statistics.median(r[name][k] for r in rounds) for k in FIGURES if k in rounds[0][name]}
+        for name in ("go", "later_read")
     }
     for name in ("go", "later_read"):
         out[name]["calls"] = rounds[-1][name]["calls"]
+        out[name]["over_ms"] = {
+            k: statistics.median(r[name]["over_ms"][k] for r in rounds) for k in rounds[0][name]["over_ms"]
+        }
     out["ratio"] = statistics.median(r["ratio"] for r in rounds)
     return out
 
@@ -216,8 +244,8 @@ def compare(args: argparse.Namespace, binary: Path, push: bool) -> None:
         with neighbours(args.load):
             for i in range(args.rounds):
                 rounds.append(one_round(binary, stack, config, args.users, args.concurrency, push))
-                print(line(f"round {i + 1}", rounds[-1], ceilings), flush=True)
-    print(line(f"median of {args.rounds}", median(rounds), ceilings), flush=True)
+                print(line(f"round {i + 1}", rounds[-1], ceilings, args.users), flush=True)
+    print(line(f"median of {args.rounds}", median(rounds), ceilings, args.users), flush=True)
 
 
 def main() -> None:
