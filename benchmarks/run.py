@@ -105,7 +105,7 @@ def compile_package() -> None:
 
 
 class PeakRss:
-    """A process's own peak RSS: the VmHWM of /proc/<pid>/status, read every 5 ms while it runs.
+    """A process's own peak RSS: the VmHWM of /proc/<pid>/status, read every 20 ms while it runs.
 
     Not wait4's ru_maxrss: Linux carries over exec the high-water RSS of what the process was before it
     (the benchmark itself, forked or vforked: several hundred MB once it has seeded and filled 1M users),
@@ -128,7 +128,7 @@ class PeakRss:
             if found is None:
                 return  # exited (a zombie has no memory left)
             self.kb = max(self.kb, int(found.group(1)))
-            time.sleep(0.005)
+            time.sleep(0.02)
 
     def mb(self) -> float:
         """The peak, once the process has been waited for."""
