@@ -1,4 +1,4 @@
-"""The prewarm's fan-out: the day's users -> `concurrency` workers (A/B, then recommend) -> Redis in batches.
+"""The prewarm's fan-out: the day's users -> 2 x `concurrency` workers (A/B, then recommend) -> Redis in batches.
 
     reader --(UserFeed, about one page)--> N long-lived workers --> BatchWriter (batched SETs)
                                                                            `-> HourTracker (ready markers)
@@ -13,10 +13,8 @@
 - `concurrency` bounds the calls in flight to each service (A/B and recommend: `bound_calls`, or the
   adaptive gates job.py may set), and WORKERS_PER_SLOT x `concurrency` worker tasks live for the whole
   run and loop over the stream: while one user waits for recommend, another's A/B call is out, so both
-  services' slots stay full (with `concurrency` workers, a user in flight holds one slot of one service and
-  leaves the other's idle: the run's ceiling was C / (L_ab + r L_rec), now C / max(L_ab, r L_rec)). No
-  task, cancel scope or timeout object is created per user, so the per-user CPU is the two HTTP calls and
-  little else.
+  services' slots stay full (docs/design.md, "Where the prewarm's time goes"). No task, cancel scope or
+  timeout object is created per user, so the per-user CPU is the two HTTP calls and little else.
 - Stopping (SIGTERM/SIGINT, a service down, a fatal error): the reader is cancelled at once, workers take
   no new user, users in flight get `grace_seconds` to finish (a second signal cuts it short), then are
   cancelled and counted `unfinished`. Whatever finished is written: the writer flushes after the workers.
