@@ -210,7 +210,7 @@ class CountingAB:
 
 def test_fanout_keeps_c_calls_in_flight_per_service_and_records_each_user_once(redis_url, mysql, sim, make_config):
     from later_read.clients.starrocks import UserQuery
-    from later_read.jobs.prewarm.fanout import WORKERS_PER_SLOT, Fanout, FanoutPlan
+    from later_read.jobs.prewarm.fanout import SERVICES_PER_USER, Fanout, FanoutPlan
     from later_read.runtime import Shutdown
 
     expected = seed_users(mysql, 240)
@@ -233,7 +233,7 @@ def test_fanout_keeps_c_calls_in_flight_per_service_and_records_each_user_once(r
     cached = outcomes.pop("rec", 0)  # a stored recommendation is counted `cached` (core/counts.py)
     assert +counts.counts == Counter(outcomes, cached=cached) and counts.settled == len(expected)
     assert fanout.progress.done == len(expected)  # the progress lines read the recorder
-    assert counting.peak == 7 * WORKERS_PER_SLOT and counting.in_flight == 0  # every worker busy at once...
+    assert counting.peak == 7 * SERVICES_PER_USER and counting.in_flight == 0  # every worker busy at once...
     assert sim.stats()["ab"]["max_in_service"] == 7 and sim.stats()["ab"]["max_queued"] == 0  # C calls, no more
     assert sim.calls("ab") == dict.fromkeys(expected, 1)  # each user decided once
     assert stored_values(redis_url) == {uid: expected_value(sim, uid) for uid in expected}

@@ -3,12 +3,12 @@
 One `HttpPool` per job (`wire.py`: keep-alive HTTP/1.1 on asyncio, a third of aiohttp's CPU per request
 here; docs/design.md, "HTTP stack"). `ServiceCaller` wraps it for one service: a per-request timeout,
 retries of transient failures with exponential backoff and jitter (stamina, declared at the call), an
-optional request-rate cap, an optional bound on its calls in flight (`slots`: a fixed one, or `gate`, the adaptive
-one of clients/adaptive.py), a circuit breaker,
-and per-reason counters and a latency histogram for the job summary. Wire errors are translated into
-`later_read.errors` here and nowhere else: a reply over `[services] max_reply_bytes` (and, in the
-contract parsers, a field over its bound: core/bounds.py) is the permanent reason `oversize_reply`,
-never retried, a failed call for the breaker as a malformed reply is, and no overload signal for `gate`.
+optional request-rate cap, an optional bound on its calls in flight (`slots`, fixed, or `gate`, the
+adaptive one of clients/adaptive.py), a circuit breaker, and per-reason counters and a latency histogram
+for the job summary. Wire errors are translated into `later_read.errors` here and nowhere else: a reply
+over `[services] max_reply_bytes` (and, in the contract parsers, a field over its bound: core/bounds.py)
+is the permanent reason `oversize_reply`, never retried, a failed call for the breaker as a malformed
+reply is, and no overload signal for `gate`.
 """
 
 from __future__ import annotations

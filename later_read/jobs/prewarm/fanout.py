@@ -11,7 +11,7 @@
   while the workers still have the current one, and memory stays bounded by about two pages whatever the
   day's user count. A rerun goes through the hours in the same order.
 - `concurrency` bounds the calls in flight to each service (A/B and recommend: `bound_calls`, or the
-  adaptive gates job.py may set), and WORKERS_PER_SLOT x `concurrency` worker tasks live for the whole
+  adaptive gates job.py may set), and SERVICES_PER_USER x `concurrency` worker tasks live for the whole
   run and loop over the stream: while one user waits for recommend, another's A/B call is out, so both
   services' slots stay full (docs/design.md, "Where the prewarm's time goes"). No task, cancel scope or
   timeout object is created per user, so the per-user CPU is the two HTTP calls and little else.
@@ -55,16 +55,17 @@ log = get_logger("prewarm")
 STOP_INTERRUPTED = "interrupted"
 STOP_SERVICE_DOWN = "service_down"
 STOP_ERROR = "error"
-# Workers per slot of one service: a user calls two services in turn, so twice the slots of one keep both
-# busy; A/B answers wait in the recommend slots' queue (FIFO) instead of leaving those slots idle.
-WORKERS_PER_SLOT = 2
+# A user calls two services in turn (A/B, then recommend): `concurrency` workers per service keep the slots
+# of both full, A/B answers waiting in the recommend slots' queue (FIFO) instead of leaving them idle; the
+# HTTP pool holds `concurrency` connections per service (job.py).
+SERVICES_PER_USER = 2
 
 
 @dataclass(frozen=True)
 class FanoutPlan:
     scope: RunScope  # the date and the shard (the query's users are the shard's)
     query: UserQuery
-    concurrency: int  # calls in flight to each service at most (the workers: WORKERS_PER_SLOT x this)
+    concurrency: int  # calls in flight to each service at most (workers: SERVICES_PER_USER x this)
     force: bool
     grace_seconds: float
     total: int | None = None  # the plan's users by the count query (the progress lines' total)
@@ -143,7 +144,7 @@ class Fanout:
             with self.shutdown.force, self._work_scope:  # a second signal or the grace cancels work
                 async with anyio.create_task_group() as work:
                     work.start_soon(self._read, feed)
-                    for _ in range(self.plan.concurrency * WORKERS_PER_SLOT):
+                    for _ in range(self.plan.concurrency * SERVICES_PER_USER):
                         work.start_soon(self._work, feed)
             guard.cancel_scope.cancel()
 

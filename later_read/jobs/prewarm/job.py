@@ -30,10 +30,10 @@ from later_read.errors import LaterReadError
 from later_read.inputs import parse_date, read_uids_file
 from later_read.jobs.lifecycle import run_job
 from later_read.jobs.prewarm.fanout import (
+    SERVICES_PER_USER,
     STOP_ERROR,
     STOP_INTERRUPTED,
     STOP_SERVICE_DOWN,
-    WORKERS_PER_SLOT,
     Fanout,
     FanoutPlan,
 )
@@ -124,7 +124,7 @@ class PrewarmJob:
 
     def connect(self) -> AbstractAsyncContextManager[JobConnections]:
         # one pool for both services: `concurrency` connections to each
-        return open_job(self.settings, http_connections=self.options.concurrency * WORKERS_PER_SLOT)
+        return open_job(self.settings, http_connections=self.options.concurrency * SERVICES_PER_USER)
 
     def lock(self) -> tuple[str, str]:
         return Keys.lock(JOB, self.scope), self.scope.describe(JOB)
