@@ -68,12 +68,7 @@ def main() -> None:
         sys.exit("py-spy not found: pip install py-spy")
     s = dataclasses.replace(next(x for x in bench.FULL if x.name == args.scenario), users=args.users)
     with tempfile.TemporaryDirectory(prefix="later-read-profile-") as tmp, bench.Stack(bench.knobs_for(s)) as stack:
-        config = stack.write_config(
-            Path(tmp) / "config.toml",
-            prewarm={"concurrency": s.concurrency},
-            push={"concurrency": s.concurrency},
-            starrocks={"batch_size": 5000},
-        )
+        config = bench.scenario_config(stack, s, Path(tmp) / "config.toml")
         bench.seed(stack, s)
         common = ["--date", bench.DATE, "--config", str(config)]
         if s.job == "push":

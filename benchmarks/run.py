@@ -158,6 +158,13 @@ def run_job(args: list[str]) -> dict:
     }
 
 
+def scenario_config(stack: Stack, s: Scenario, path: Path) -> Path:
+    """The config a scenario's job runs with (also startup.py's and profile.py's): C for both jobs, pages
+    of 5,000 rows."""
+    concurrency = {"concurrency": s.concurrency}
+    return stack.write_config(path, prewarm=concurrency, push=concurrency, starrocks={"batch_size": 5000})
+
+
 def knobs_for(s: Scenario) -> SimulatorKnobs:
     """Prewarm: every user in the experiment, so every user makes both calls and C / max(L_ab, L_rec) is
     the true ceiling (with the default 80 % a fifth of users skip recommend and the ratio passes 1)."""
@@ -246,12 +253,7 @@ def median_of(runs: list[dict], key: str) -> float:
 def scenario(s: Scenario, repeat: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"later-read-bench-{s.name}-") as tmp, Stack(knobs_for(s)) as stack:
         work = Path(tmp)
-        config = stack.write_config(
-            work / "config.toml",
-            prewarm={"concurrency": s.concurrency},
-            push={"concurrency": s.concurrency},
-            starrocks={"batch_size": 5000},
-        )
+        config = scenario_config(stack, s, work / "config.toml")
         seed_seconds = seed(stack, s)
         runs = [measure(stack, s, config, work, i) for i in range(repeat)]
     keys = ["wall_seconds", "users_per_second", "cpu_seconds", "cpu_us_per_user", "peak_rss_mb"]

@@ -107,12 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     s = bench.Scenario("S2" if args.job == "push" else "S1", args.job, args.users)
     with tempfile.TemporaryDirectory(prefix="later-read-startup-") as tmp, bench.Stack(bench.knobs_for(s)) as stack:
-        config = stack.write_config(
-            Path(tmp) / "config.toml",
-            prewarm={"concurrency": s.concurrency},
-            push={"concurrency": s.concurrency},
-            starrocks={"batch_size": 5000},
-        )
+        config = bench.scenario_config(stack, s, Path(tmp) / "config.toml")
         bench.seed(stack, s)
         import compileall
 
