@@ -243,6 +243,7 @@ def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int) -> di
     if s.job == "prewarm":
         figures["ceiling_users_per_second"] = s.ceiling
         figures["fraction_of_ceiling"] = round(figures["users_per_second"] / s.ceiling, 3)
+        figures["fraction_of_pool_ceiling"] = round(figures["users_per_second"] / s.pool_ceiling, 3)
     return figures
 
 
@@ -258,7 +259,7 @@ def scenario(s: Scenario, repeat: int) -> dict:
         runs = [measure(stack, s, config, work, i) for i in range(repeat)]
     keys = ["wall_seconds", "users_per_second", "cpu_seconds", "cpu_us_per_user", "peak_rss_mb"]
     if s.job == "prewarm":
-        keys.append("fraction_of_ceiling")
+        keys += ["fraction_of_ceiling", "fraction_of_pool_ceiling"]
     return {
         "scenario": s.__dict__,
         "seed_seconds": round(seed_seconds, 1),
@@ -276,9 +277,8 @@ def print_result(result: dict) -> None:
     )
     if "fraction_of_ceiling" in m:
         line += (
-            f" ceiling={s['concurrency'] / (max(s['ab_ms'], s['rec_ms']) / 1000):,.0f}/s "
-            f"fraction={m['fraction_of_ceiling']:.3f} "
-            f"pool={m['users_per_second'] / (s['concurrency'] / ((s['ab_ms'] + s['rec_ms']) / 1000)):.3f}"
+            f" ceiling={result['runs'][-1]['ceiling_users_per_second']:,.0f}/s "
+            f"fraction={m['fraction_of_ceiling']:.3f} pool={m['fraction_of_pool_ceiling']:.3f}"
         )
     sim = result["runs"][-1]["simulator"]
     line += " sim=" + ",".join(f"{k}:{v['calls']}@{v['peak_qps']}qps" for k, v in sim.items())
