@@ -138,3 +138,19 @@ def test_a_cleartext_password_goes_only_over_verified_tls(tmp_path, make_config)
         )
         pymysql.connect(**connect_options(load_settings(config, environ={}).starrocks)).close()
     assert fake.tls_used and fake.received == [b"Over-Tls-7\x00"]
+
+
+def test_tls_false_means_no_tls_so_a_cleartext_password_never_goes_over_unverified_tls(tmp_path, make_config):
+    """With `tls = false` pymysql would by default take TLS whenever the server offers it, unverified (any
+    certificate), and the cleartext guard would see a "secure" connection: an impostor offering TLS with a
+    certificate of its own would be handed the password. `tls = false` is no TLS at all (`ssl_disabled`)."""
+    ca = CA(tmp_path, "impostor")
+    files = ca.server(["127.0.0.1"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    with FakeMySQL(tls=context) as fake:
+        config = make_config(starrocks={"host": "127.0.0.1", "port": fake.port, "password": "Unverified-Tls-3"})
+        checked = invoke("check", "--config", str(config), "--timeout", "3")
+    assert fake.switched == 1 and not fake.tls_used and fake.received == []
+    assert "refused, the password was not sent" in starrocks_line(checked)
+    assert "Unverified-Tls-3" not in checked.output

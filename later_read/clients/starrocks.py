@@ -7,6 +7,8 @@ never builds one giant result set.
 
 TLS (`[starrocks] tls`): pymysql gets an `ssl.SSLContext` that always verifies the server's certificate
 chain (against `tls_ca_file`, else the system's CAs) and, with `tls_verify_host`, its name against `host`.
+Without it, no TLS at all (`ssl_disabled`): pymysql's default would otherwise upgrade, unverified, whenever
+the server offers TLS, and the guard below would take an impostor's certificate for a secure connection.
 A server that asks for the password in clear text (an auth switch to `mysql_clear_password`, or MariaDB's
 `dialog` prompt) gets it only over TLS: without TLS the connection is refused before the password is
 sent (`auth_plugin_map`, pymysql's hook for a plugin's handler). docs/design.md, "Secrets".
@@ -175,7 +177,8 @@ class StarRocks:
 
 
 def connect_options(settings: StarRocksSettings) -> dict:
-    """pymysql.connect's arguments: the login, timeouts, TLS when `tls`, and the cleartext guard."""
+    """pymysql.connect's arguments: the login, timeouts, verified TLS when `tls` (else none), and the
+    cleartext guard."""
     s = settings
     options = dict(
         host=s.host,
@@ -194,6 +197,8 @@ def connect_options(settings: StarRocksSettings) -> dict:
         context.check_hostname = s.tls_verify_host
         context.verify_mode = ssl.CERT_REQUIRED
         options["ssl"] = context
+    else:  # no TLS at all: pymysql's default would take the server's TLS unverified (docs/design.md, "Secrets")
+        options["ssl_disabled"] = True
     return options
 
 
