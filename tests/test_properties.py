@@ -30,6 +30,7 @@ from later_read.core.value import (
     USABLE,
     CachedValue,
     Verdict,
+    _decode_any,
     decode,
     encode,
     judge,
@@ -113,12 +114,58 @@ def decodes_or_is_corrupt(raw: bytes | str) -> None:
         value = decode(raw)
     except CorruptValue as error:
         assert str(error) and "\n" not in str(error)  # one line naming what is wrong  # noqa: PT017
+        assert_decoded_alike(raw)
         return
+    assert_decoded_alike(raw)
     assert isinstance(value, CachedValue) and value.outcome in OUTCOMES
     assert value.date is None or isinstance(value.date, str)
     if value.is_rec:
         assert all(isinstance(v, str) and v for v in (value.rec_id, value.rec_type, value.material_id))
     assert decode(encode(value)) == value  # what decodes is a value this code would write
+
+
+def assert_decoded_alike(raw: bytes | str) -> None:
+    """`decode`'s msgspec fast path decides nothing: the same value, or the same error, as `_decode_any`."""
+    outcomes = []
+    for read in (decode, _decode_any):
+        try:
+            outcomes.append(read(raw))
+        except CorruptValue as error:
+            outcomes.append(str(error))
+    if len(raw) <= MAX_VALUE_BYTES:
+        assert outcomes[0] == outcomes[1]
+
+
+# JSON text a prewarm never writes but a hand or another writer might: spacing, escapes, duplicate keys,
+# unknown fields (also ones orjson refuses, a number too large), strings where the fast path wants them.
+LOOKALIKES = st.builds(
+    lambda fields, extra, space: "{" + f",{space}".join(fields + extra) + "}",
+    st.lists(
+        st.builds(
+            lambda name, text: f'"{name}":{text}',
+            st.sampled_from(FIELDS),
+            st.one_of(
+                st.text(max_size=12).map(lambda t: orjson.dumps(t).decode()),
+                st.sampled_from(["null", "1", '""', '"rec"', '"not_in_experiment"', '"\\u00e9"', '"\\ud800"']),
+                st.sampled_from(OUTCOMES).map(lambda o: f'"{o}"'),
+            ),
+        ),
+        max_size=8,
+    ),
+    st.lists(st.sampled_from(['"x":1e999', '"x":[1,{"y":null}]', '"":0']), max_size=2),
+    st.sampled_from(["", " ", "\n"]),
+)
+
+
+@QUICK
+@given(LOOKALIKES)
+@example('{"rec_id":"a","rec_type":"b","material_id":"c","x":1e999}')
+@example('{"rec_id":"a","rec_type":"b","material_id":"c","rec_id":""}')
+@example('{"rec_id":"\ud800","rec_type":"b","material_id":"c"}')  # a lone surrogate in a str (not JSON text)
+@example('{"outcome":"rec","rec_id":"a","rec_type":"b","material_id":"' + "m" * 5000 + '"}')
+def test_json_lookalikes_decode_alike_on_both_paths(text):
+    decodes_or_is_corrupt(text)
+    decodes_or_is_corrupt(text.encode("utf-8", "surrogatepass"))
 
 
 @QUICK

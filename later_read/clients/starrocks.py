@@ -96,18 +96,35 @@ class StarRocks:
 
     async def users(self, query: UserQuery) -> AsyncIterator[list[TaskUser]]:
         """Yield the query's users page by page, up to `batch_size` distinct uids at a time, in uid order."""
+        async for page, _ in self._pages(query, None):
+            yield page
+
+    async def pages(self, query: UserQuery) -> AsyncIterator[tuple[list[TaskUser], set[str]]]:
+        """The users of the query's hour page by page (as `users`), each page with the uids in it that have
+        a row at an earlier push hour of the date (`UserQuery.earlier`): that hour's users, never this one's."""
+        async for page, earlier in self._pages(query, query.hour or None):  # hour 0 has no earlier hour
+            yield page, earlier
+
+    async def _pages(self, query: UserQuery, hour: int | None) -> AsyncIterator[tuple[list[TaskUser], set[str]]]:
+        """Pages of the query's users, each read in one call to the worker thread with its uids that have a
+        row at a push hour before `hour` (None: none looked up)."""
         if query.uids is not None and len(query.uids) > self.settings.batch_size:
             for chunk in _chunks(sorted(set(query.uids)), self.settings.batch_size):
-                async for page in self.users(dataclasses.replace(query, uids=chunk)):
-                    yield page
+                async for chunk_page in self._pages(dataclasses.replace(query, uids=chunk), hour):
+                    yield chunk_page
             return
         merged = self._merged(query)
+
+        def read(n: int) -> tuple[list[TaskUser], set[str]]:
+            page = _take(merged, n)
+            return page, self._earlier(query, hour, page) if hour is not None and page else set()
+
         size = min(FIRST_PAGE_ROWS, self.settings.batch_size)  # the first page small: the work starts sooner
         while True:
-            page = await anyio.to_thread.run_sync(_take, merged, size)
+            page, uids = await anyio.to_thread.run_sync(read, size)
             if not page:
                 return
-            yield page
+            yield page, uids
             if len(page) < size:
                 return
             size = self.settings.batch_size
@@ -152,12 +169,9 @@ class StarRocks:
                 return
             limit = self.settings.batch_size
 
-    async def earlier(self, query: UserQuery, hour: int, uids: list[str]) -> set[str]:
-        """Which of `uids` have a row at a push hour before `hour` (see `UserQuery.earlier`)."""
-        if hour <= 0 or not uids:
-            return set()
-        rows = await self.query(*query.earlier(hour, uids))
-        return {str(row[0]) for row in rows}
+    def _earlier(self, query: UserQuery, hour: int, page: list[TaskUser]) -> set[str]:
+        """Which users of `page` have a row at a push hour before `hour` (see `UserQuery.earlier`)."""
+        return {str(row[0]) for row in self._query(*query.earlier(hour, [user.uid for user in page]))}
 
     async def count(self, query: UserQuery) -> int:
         sql, params = query.count()

@@ -164,8 +164,7 @@ class Fanout:
         `feed.put` returns as soon as the feed is below one page: the next page (and the next hour's)
         is read while the workers still have this one."""
         query = dataclasses.replace(self.plan.query, hour=hour)
-        async for read in self.starrocks.users(query):
-            earlier = await self.starrocks.earlier(self.plan.query, hour, [user.uid for user in read])
+        async for read, earlier in self.starrocks.pages(query):
             page = self._servable([user for user in read if user.uid not in earlier] if earlier else read)
             todo = page if self.plan.force else await self._not_done(page)
             skipped = len(page) - len(todo)

@@ -72,7 +72,7 @@ class Delivery:
         return self.fence is not None and self.fence.lost is not None
 
     def offer(self, uid: str, value: bytes) -> bool:
-        """Hand one message (HourMessages' bytes, keyed by uid) to librdkafka without waiting: False when
+        """Hand one message (PushMessage.encode's bytes, keyed by uid) to librdkafka without waiting: False when
         its queue is full (then `send` it, which waits); LockLost instead once the run's lock is lost."""
         if self.fence_lost:
             assert self.fence is not None

@@ -380,8 +380,7 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
     here, the others go to the workers, which fetch the card; once the window has closed, every hit is
     counted expired (`send` is None only then: the expiry pass)."""
     batch, store, query = run.settings.redis.batch_size, run.ctx.conns.store, run.query
-    async for page in run.ctx.conns.starrocks.users(query):
-        earlier = await _earlier(run, query, page)
+    async for page, earlier in run.ctx.conns.starrocks.pages(query):
         for start in range(0, len(page), batch):
             if run.shutdown.stopping:
                 return
@@ -390,14 +389,6 @@ async def _read_hits(run: PushRun, send: ObjectSendStream[Hit] | None) -> None:
             hits, missing = run.sorter.sort(users, values, sent, earlier)
             hits += await _resolve_missing(run, missing)
             await route(run, hits, send)
-
-
-async def _earlier(run: PushRun, query: UserQuery, page: list[TaskUser]) -> set[str]:
-    """The uids of the page with a row at an earlier hour of the date: that hour's users (one point-lookup
-    query per page; none for hour 0)."""
-    if run.scope.hour == 0 or not page:
-        return set()
-    return await run.ctx.conns.starrocks.earlier(query, run.scope.slot.hour, [user.uid for user in page])
 
 
 async def _resolve_missing(run: PushRun, missing: Sequence[TaskUser]) -> list[Hit]:
