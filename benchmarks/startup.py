@@ -56,15 +56,16 @@ def after(cls, name, label):
 after(Store, "ping", "redis pinged")
 after(JobLock, "acquire", "lock taken")
 after(StarRocks, "count", "count read")
-original_users = StarRocks.users
-async def users(self, query):
+reader = "pages" if hasattr(StarRocks, "pages") else "users"  # the jobs read with pages() since d5124b6
+original_read = getattr(StarRocks, reader)
+async def read(self, query):
     first = True
-    async for page in original_users(self, query):
+    async for page in original_read(self, query):
         if first:
             mark("first page read")
             first = False
         yield page
-StarRocks.users = users
+setattr(StarRocks, reader, read)
 original_post = HttpPool.post
 async def post(self, *args, **kwargs):
     mark("first service call sent")
