@@ -4,6 +4,7 @@
     python benchmarks/run.py --repeat 3              # S1, S2, S3 at full size, median of 3
     python benchmarks/run.py --scenario S1 --json out.json
     python benchmarks/run.py --scenario S1 --users 50000 --repeat 3   # S1's shape at another size
+    python benchmarks/run.py --scenario S2 --repeat 10 --code /tmp/before --code .   # two trees, interleaved
 
 Each job runs as its own process (`python -m later_read ...`); its CPU time comes from wait4() on that
 process alone, its peak RSS from its own VmHWM (`PeakRss`). The prewarm's ceiling is C / max(L_ab, L_rec)
@@ -24,6 +25,11 @@ The push scenarios read the values a prewarm of their hour would store, written 
 the simulator's oracle (a prewarm of 1M users takes many minutes), with the prewarm's done and ready
 markers, so the push takes its usual path. At the end it prints S3's peak RSS against S1's and P's against
 200 MB when they ran.
+
+With `--code` given more than once, each scenario runs every tree in turn on the same servers (the first
+tree's run 1, the second's run 1, ...), and prints each tree's median: on a shared host whose speed moves by
+a fifth within minutes, a change is measured against the code before it this way, not against another
+hour's figures.
 """
 
 from __future__ import annotations
@@ -97,11 +103,11 @@ RSS_PUSH_TARGET_MB = 200
 
 
 @functools.cache
-def compile_package() -> None:
+def compile_package(code: Path = ROOT) -> None:
     """Write later_read's .pyc files as a production install has them: this environment sets
     PYTHONDONTWRITEBYTECODE=1, and a job compiling its ~40 modules at every start-up spends ~0.1 s of
     CPU that is no part of its work."""
-    compileall.compile_dir(ROOT / "later_read", quiet=1)
+    compileall.compile_dir(code / "later_read", quiet=1)
 
 
 class PeakRss:
@@ -136,12 +142,13 @@ class PeakRss:
         return round(self.kb / 1024, 1)
 
 
-def run_job(args: list[str]) -> dict:
-    """Run one job process; wall time, CPU seconds and peak RSS of that process alone."""
-    compile_package()
+def run_job(args: list[str], code: Path = ROOT) -> dict:
+    """Run one job process of the tree `code` (its later_read comes first on the path: the process starts
+    in it); wall time, CPU seconds and peak RSS of that process alone."""
+    compile_package(code)
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "later_read", "-q", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "later_read", "-q", *args], cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     rss = PeakRss(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -220,8 +227,8 @@ def simulator_figures(stats: dict) -> dict:
     }
 
 
-def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int) -> dict:
-    """One measured run of the scenario's job on a freshly flushed Redis."""
+def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int, code: Path = ROOT) -> dict:
+    """One measured run of the scenario's job (of the tree `code`) on a freshly flushed Redis."""
     stack.redis.client().flushdb()
     report = work / f"{s.name}-{run}.json"
     if s.job == "push":  # the push reads what a prewarm would have stored
@@ -230,7 +237,7 @@ def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int) -> di
     args = [s.job, "--date", DATE, "--config", str(config), "--report", str(report)]
     if s.job == "push":
         args += ["--hour", str(PUSH_HOUR), "--now", PUSH_NOW]
-    figures = run_job(args)
+    figures = run_job(args, code)
     job_report = json.loads(report.read_text())
     users = job_report.get("users") or s.users
     figures.update(
@@ -251,21 +258,30 @@ def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def scenario(s: Scenario, repeat: int) -> dict:
+def scenario(s: Scenario, repeat: int, codes: list[Path]) -> list[dict]:
+    """The scenario's `repeat` runs of each tree in `codes`, interleaved on one set of servers: a result
+    per tree."""
     with tempfile.TemporaryDirectory(prefix=f"later-read-bench-{s.name}-") as tmp, Stack(knobs_for(s)) as stack:
         work = Path(tmp)
         config = scenario_config(stack, s, work / "config.toml")
         seed_seconds = seed(stack, s)
-        runs = [measure(stack, s, config, work, i) for i in range(repeat)]
+        runs: dict[Path, list[dict]] = {code: [] for code in codes}
+        for i in range(repeat):
+            for code in codes:
+                runs[code].append(measure(stack, s, config, work, i, code))
     keys = ["wall_seconds", "users_per_second", "cpu_seconds", "cpu_us_per_user", "peak_rss_mb"]
     if s.job == "prewarm":
         keys += ["fraction_of_ceiling", "fraction_of_pool_ceiling"]
-    return {
-        "scenario": s.__dict__,
-        "seed_seconds": round(seed_seconds, 1),
-        "runs": runs,
-        "median": {k: median_of(runs, k) for k in keys},
-    }
+    return [
+        {
+            "scenario": s.__dict__,
+            "code": str(code),
+            "seed_seconds": round(seed_seconds, 1),
+            "runs": code_runs,
+            "median": {k: median_of(code_runs, k) for k in keys},
+        }
+        for code, code_runs in runs.items()
+    ]
 
 
 def print_result(result: dict) -> None:
@@ -282,6 +298,8 @@ def print_result(result: dict) -> None:
         )
     sim = result["runs"][-1]["simulator"]
     line += " sim=" + ",".join(f"{k}:{v['calls']}@{v['peak_qps']}qps" for k, v in sim.items())
+    if result["code"] != str(ROOT):
+        line += f" code={result['code']}"
     print(line, flush=True)
 
 
@@ -303,16 +321,24 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="runs per scenario (median); default 3, quick 1")
     parser.add_argument("--users", type=int, default=None, help="override every chosen scenario's user count")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    parser.add_argument(
+        "--code",
+        type=Path,
+        action="append",
+        help="a checkout whose later_read runs (default: this one); give it twice or more to interleave trees",
+    )
     args = parser.parse_args()
+    codes = [code.resolve() for code in args.code or [ROOT]]
     wanted = set(args.scenario.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     results = []
     for listed in QUICK if args.quick else FULL:
         s = dataclasses.replace(listed, users=args.users) if args.users else listed
         if s.name in wanted:
-            results.append(scenario(s, repeat))
-            print_result(results[-1])
-    print_memory(results)
+            for result in scenario(s, repeat, codes):
+                results.append(result)
+                print_result(result)
+    print_memory([r for r in results if r["code"] == str(codes[-1])])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     args.json.write_text(
