@@ -154,3 +154,34 @@ def test_tls_false_means_no_tls_so_a_cleartext_password_never_goes_over_unverifi
     assert fake.switched == 1 and not fake.tls_used and fake.received == []
     assert "refused, the password was not sent" in starrocks_line(checked)
     assert "Unverified-Tls-3" not in checked.output
+
+
+def test_a_server_that_requires_tls_names_tls_in_the_fix_when_tls_is_off(tls_db, redis_url, sim, make_config):
+    """`tls = false` is no TLS at all; MariaDB answers a login without the TLS it requires with "access
+    denied", as for a wrong password, so the line names both fixes."""
+    server, ca, _ = tls_db
+
+    def require_tls(on: bool) -> None:
+        with pymysql.connect(host="127.0.0.1", port=server.port, user="root", password="") as conn:
+            conn.cursor().execute(f"SET GLOBAL require_secure_transport = {'ON' if on else 'OFF'}")
+
+    require_tls(True)
+    try:
+        prewarm = invoke("prewarm", "--config", str(make_config(starrocks=starrocks(server))), "--date", DATE)
+        with_tls = invoke(
+            "prewarm",
+            "--config",
+            str(make_config(starrocks=starrocks(server, tls=True, tls_ca_file=ca.path))),
+            "--date",
+            DATE,
+        )
+    finally:
+        require_tls(False)
+    assert prewarm.exit_code == 3
+    last = prewarm.stderr.splitlines()[-1]
+    assert last.startswith(f"later-read: error: StarRocks at 127.0.0.1:{server.port} failed (1045: Access denied")
+    assert last.endswith(
+        "check [starrocks] host/port/user and LATER_READ__STARROCKS__PASSWORD, or set [starrocks] tls = true "
+        "(and tls_ca_file) if the server requires TLS"
+    )
+    assert with_tls.exit_code == 0

@@ -216,6 +216,9 @@ def connect_options(settings: StarRocksSettings) -> dict:
     return options
 
 
+ACCESS_DENIED = 1045  # ER_ACCESS_DENIED_ERROR
+
+
 class CleartextRefused(pymysql.err.OperationalError):
     """The server asked for the password in clear text on a connection without TLS; it was not sent."""
 
@@ -272,7 +275,10 @@ def connection_problem(settings: StarRocksSettings, exc: pymysql.err.Operational
         )
     if code == 2026:  # CR_SSL_CONNECTION_ERROR: the server offers no TLS
         return f"{where} does not offer TLS ({text}); turn TLS on at the server or set [starrocks] tls = false"
-    return f"{where} failed ({code}: {text}); check [starrocks] host/port/user and LATER_READ__STARROCKS__PASSWORD"
+    fix = "check [starrocks] host/port/user and LATER_READ__STARROCKS__PASSWORD"
+    if code == ACCESS_DENIED and not settings.tls:  # MariaDB refuses a login without a TLS it requires so too
+        fix += ", or set [starrocks] tls = true (and tls_ca_file) if the server requires TLS"
+    return f"{where} failed ({code}: {text}); {fix}"
 
 
 def _close_opened(future: Future) -> None:
