@@ -137,7 +137,7 @@ def decode(raw: bytes | str) -> CachedValue:
             and len(rec_id) <= _REC_ID_IN
             and len(rec_type) <= _TYPE_IN
             and len(material_id) <= _MATERIAL_IN
-        ):
+        ):  # surely within their bounds whatever their characters (bounds.SURELY_WITHIN); else bytes counted
             return new_tuple(CachedValue, (outcome, v.date, trace_id, rec_id, rec_type, material_id))
     elif outcome in OUTCOMES and len(trace_id) <= _TRACE_IN:
         return new_tuple(CachedValue, (outcome, v.date, trace_id, "", "", ""))
@@ -145,7 +145,8 @@ def decode(raw: bytes | str) -> CachedValue:
 
 
 def _decode_any(raw: bytes | str) -> CachedValue:
-    """`decode` of any value within MAX_VALUE_BYTES: JSON parsed by orjson, each field checked."""
+    """`decode` of any value within MAX_VALUE_BYTES: JSON parsed by orjson, each field checked (its bytes
+    counted against its bound)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -159,26 +160,10 @@ def _decode_any(raw: bytes | str) -> CachedValue:
     if not isinstance(date, (str, type(None))) or not isinstance(trace_id, str):
         raise CorruptValue(f"date/trace_id are not strings: {_preview(raw)}")
     if outcome != OUTCOME_REC:
-        if len(trace_id) > _TRACE_IN:
-            _bounded(("trace_id", trace_id))
+        _bounded(("trace_id", trace_id))
         return new_tuple(CachedValue, (outcome, date, trace_id, "", "", ""))
-    rec_id, rec_type, material_id = data.get("rec_id"), data.get("rec_type"), data.get("material_id")
-    if not (
-        type(rec_id) is str
-        and type(rec_type) is str
-        and type(material_id) is str
-        and rec_id
-        and rec_type
-        and material_id
-    ):  # the common case, checked fast; else:
-        rec_id, rec_type, material_id = _rec_fields(data, raw)
-    if (
-        len(trace_id) > _TRACE_IN
-        or len(rec_id) > _REC_ID_IN
-        or len(rec_type) > _TYPE_IN
-        or len(material_id) > _MATERIAL_IN
-    ):  # the common case, checked fast; else bytes are counted
-        _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
+    rec_id, rec_type, material_id = _rec_fields(data, raw)
+    _bounded(("trace_id", trace_id), ("rec_id", rec_id), ("rec_type", rec_type), ("material_id", material_id))
     return new_tuple(CachedValue, (outcome, date, trace_id, rec_id, rec_type, material_id))
 
 
