@@ -46,8 +46,8 @@ class _Job:
 
 
 class Occupancy:
-    """The requests in service at all the stations together, and their most at once since the last reset
-    (a client that keeps C calls in flight to each of two services shows up to 2 C here)."""
+    """Requests in service and their most at once since the last reset: one station's, or all the
+    stations' together (a client that keeps C calls in flight to each of two services shows up to 2 C)."""
 
     def __init__(self) -> None:
         self.busy = self.max_busy = 0
@@ -57,19 +57,21 @@ class Occupancy:
         if self.busy > self.max_busy:
             self.max_busy = self.busy
 
+    def reset_peak(self) -> None:
+        self.max_busy = self.busy
+
 
 class Station:
     """K parallel servers in front of a FIFO queue, driven by the simulator's precise clock."""
 
     def __init__(self, clock: Clock, capacity: int = 0, max_queue: int = 0, together: Occupancy | None = None) -> None:
         self._clock = clock
+        self.in_service = Occupancy()  # this station's requests in service, and their peak
         self.together = together or Occupancy()
         self.capacity = capacity
         self.max_queue = max_queue
-        self.busy = 0
         self.queued = 0  # live jobs waiting (cancelled ones are skipped, not counted)
         self.max_queued = 0
-        self.max_in_service = 0  # the most requests served at once since the last reset
         self.served = 0
         self.sojourn = LatencyHistogram()
         self.wait = LatencyHistogram()
@@ -106,9 +108,7 @@ class Station:
 
     def _start(self, job: _Job) -> None:
         job.queued = False
-        self.busy += 1
-        if self.busy > self.max_in_service:
-            self.max_in_service = self.busy
+        self.in_service.add(1)
         self.together.add(1)
         now = time.monotonic()
         self.wait.add(now - job.arrived)
@@ -116,7 +116,7 @@ class Station:
         self._clock.call_at(job.due, lambda: self._finish(job))
 
     def _finish(self, job: _Job) -> None:
-        self.busy -= 1
+        self.in_service.add(-1)
         self.together.add(-1)
         self.served += 1
         callback, job.callback = job.callback, None
@@ -135,6 +135,11 @@ class Station:
                 self.queued -= 1
                 self._start(job)
 
+    @property
+    def busy(self) -> int:
+        """The requests in service now."""
+        return self.in_service.busy
+
     def snapshot(self) -> dict[str, Any]:
         """The station's state for `GET /_sim/stats` (not zeroed by `/_sim/reset` but the peaks)."""
         return {
@@ -142,7 +147,7 @@ class Station:
             "in_service": self.busy,
             "queued": self.queued,
             "max_queued": self.max_queued,
-            "max_in_service": self.max_in_service,
+            "max_in_service": self.in_service.max_busy,
             "max_in_service_together": self.together.max_busy,  # at all the stations at once
             "sojourn_p50_ms": round(self.sojourn.percentile(50), 2),
             "sojourn_p99_ms": round(self.sojourn.percentile(99), 2),
@@ -153,8 +158,8 @@ class Station:
     def reset_peaks(self) -> None:
         """`/_sim/reset`: peaks and the latency histograms start again (the requests in flight stay)."""
         self.max_queued = self.queued
-        self.max_in_service = self.busy
-        self.together.max_busy = self.together.busy
+        self.in_service.reset_peak()
+        self.together.reset_peak()
         self.sojourn = LatencyHistogram()
         self.wait = LatencyHistogram()
         self.late = LatencyHistogram()
