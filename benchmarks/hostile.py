@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -38,12 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import PeakRss  # noqa: E402
+from benchmarks.run import DATE, PUSH_HOUR, PUSH_NOW, run_job  # noqa: E402
 from later_read_sandbox.seed import connect, seed_day  # noqa: E402
 from later_read_sandbox.simulator import SimulatorKnobs  # noqa: E402
 from later_read_sandbox.stack import Stack  # noqa: E402
 
-DATE, HOUR = "20261123", 21
 MIB15 = 15 * 1024 * 1024
 CONCURRENCY = 50
 
@@ -76,27 +73,6 @@ SCENARIOS = [
 ]
 
 
-def run_job(code: Path, args: list[str]) -> dict:
-    """One job process from the checkout `code`; its exit code and peak RSS (wait4, that process only)."""
-    env = dict(os.environ, PYTHONPATH=str(code))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "later_read", "-q", *args],
-        cwd=code,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    rss = PeakRss(proc.pid)
-    stderr = proc.stderr.read().decode(errors="replace")  # read while it runs: a full pipe would block it
-    _, status, _usage = os.wait4(proc.pid, 0)
-    proc.stderr.close()
-    return {
-        "exit_code": os.waitstatus_to_exitcode(status),
-        "peak_rss_mb": rss.mb(),
-        "last_line": stderr.strip().splitlines()[-1] if stderr.strip() else "",
-    }
-
-
 def largest_value(stack: Stack) -> int:
     client = stack.redis.client()
     try:
@@ -111,12 +87,13 @@ def measure(stack: Stack, code: Path, config: Path, work: Path, s: Scenario, run
     stack.redis.client().flushdb()
     stack.simulator.configure(**base.to_dict())
     if s.job == "push":  # the values the push reads, from an ordinary prewarm
-        run_job(code, ["prewarm", "--date", DATE, "--config", str(config)])
+        run_job(["prewarm", "--date", DATE, "--config", str(config)], code, exits=None)
     stack.simulator.configure(**s.knobs, in_experiment_ratio=s.in_experiment)
     stack.simulator.reset()
     report = work / f"{s.name}-{run}.json"
     args = [s.job, "--date", DATE, "--config", str(config), "--report", str(report)]
-    figures = run_job(code, args + (["--hour", str(HOUR)] if s.job == "push" else []))
+    push = ["--hour", str(PUSH_HOUR), "--now", PUSH_NOW] if s.job == "push" else []  # within the hour's window
+    figures = run_job(args + push, code, exits=None)
     data = json.loads(report.read_text()) if report.exists() else {}
     service = next(iter(s.knobs))
     figures.update(
@@ -130,7 +107,7 @@ def measure(stack: Stack, code: Path, config: Path, work: Path, s: Scenario, run
 def seed(stack: Stack, users: int) -> None:
     conn = connect(stack.mysql.host, stack.mysql.port, stack.mysql.user, stack.mysql.password, stack.mysql.database)
     try:
-        seed_day(conn, DATE, users, stack.config()["tasks"]["ids"], hours=(HOUR,))
+        seed_day(conn, DATE, users, stack.config()["tasks"]["ids"], hours=(PUSH_HOUR,))
     finally:
         conn.close()
 

@@ -142,26 +142,30 @@ class PeakRss:
         return round(self.kb / 1024, 1)
 
 
-def run_job(args: list[str], code: Path = ROOT) -> dict:
+def run_job(args: list[str], code: Path = ROOT, exits: tuple[int, ...] | None = (0, 1)) -> dict:
     """Run one job process of the tree `code` (its later_read comes first on the path: the process starts
-    in it); wall time, CPU seconds and peak RSS of that process alone."""
+    in it); wall time, CPU seconds and peak RSS of that process alone, its exit code and its last stderr
+    line. An exit code not in `exits` raises (None: any is the caller's to read, as hostile.py does)."""
     compile_package(code)
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "later_read", "-q", *args], cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     rss = PeakRss(proc.pid)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read().decode(errors="replace")  # read while it runs: a full pipe would block it
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
-    stderr = proc.stderr.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1):
-        raise RuntimeError(f"later-read {' '.join(args[:1])} exited {code}: {stderr[-2000:]}")
+    proc.stderr.close()
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exits is not None and exit_code not in exits:
+        raise RuntimeError(f"later-read {' '.join(args[:1])} exited {exit_code}: {stderr[-2000:]}")
     return {
         "wall_seconds": round(wall, 3),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
         "peak_rss_mb": rss.mb(),
-        "exit_code": code,
+        "exit_code": exit_code,
+        "last_line": stderr.strip().splitlines()[-1] if stderr.strip() else "",
     }
 
 
