@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import DATE, PUSH_HOUR, run_job  # noqa: E402
+from benchmarks.run import DATE, PUSH_HOUR, fanout_ceiling, pool_ceiling, run_job  # noqa: E402
 from later_read_sandbox.seed import connect, seed_day  # noqa: E402
 from later_read_sandbox.simulator import ServiceKnobs, SimulatorKnobs  # noqa: E402
 from later_read_sandbox.stack import Stack  # noqa: E402
@@ -219,8 +219,13 @@ def compare(args: argparse.Namespace, binary: Path, push: bool) -> None:
         materials=args.materials,
         in_experiment_ratio=args.in_experiment,
     )
-    ab, rec = args.ab_ms / 1000, args.in_experiment * args.rec_ms / 1000
-    ceilings = None if push else {"go": args.concurrency / (ab + rec), "later_read": args.concurrency / max(ab, rec)}
+    rec_ms = args.in_experiment * args.rec_ms  # only the users in the experiment call recommend
+    ceilings = None
+    if not push:
+        ceilings = {
+            "go": pool_ceiling(args.concurrency, args.ab_ms, rec_ms),
+            "later_read": fanout_ceiling(args.concurrency, args.ab_ms, rec_ms),
+        }
     with tempfile.TemporaryDirectory(prefix="later-read-anchor-") as tmp, Stack(knobs) as stack:
         config = stack.write_config(
             Path(tmp) / "config.toml", starrocks={"batch_size": 5000}, push={"concurrency": args.concurrency}

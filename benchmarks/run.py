@@ -76,13 +76,22 @@ class Scenario:
 
     @property
     def ceiling(self) -> float:
-        """C calls in flight to each service: the slower service's rate."""
-        return self.concurrency / (max(self.ab_ms, self.rec_ms) / 1000)
+        return fanout_ceiling(self.concurrency, self.ab_ms, self.rec_ms)
 
     @property
     def pool_ceiling(self) -> float:
-        """A pool of C users, each calling A/B then recommend (the Go job's model)."""
-        return self.concurrency / ((self.ab_ms + self.rec_ms) / 1000)
+        return pool_ceiling(self.concurrency, self.ab_ms, self.rec_ms)
+
+
+def fanout_ceiling(concurrency: int, ab_ms: float, rec_ms: float) -> float:
+    """Users/s with C calls in flight to each service (later-read's prewarm): the slower service's rate.
+    `rec_ms` is the mean recommend time per user (times the share of users that call it)."""
+    return concurrency / (max(ab_ms, rec_ms) / 1000)
+
+
+def pool_ceiling(concurrency: int, ab_ms: float, rec_ms: float) -> float:
+    """Users/s of a pool of C users, each calling A/B then recommend (the Go job's model)."""
+    return concurrency / ((ab_ms + rec_ms) / 1000)
 
 
 FULL = [
