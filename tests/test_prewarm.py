@@ -30,6 +30,7 @@ from helpers import (
     count_values,
     expected_value,
     invoke,
+    seed_day,
     seed_users,
     servers,
     start_prewarm,
@@ -341,7 +342,9 @@ def test_sigterm_finishes_in_flight_users_prints_summary_exits_6(
 def test_sigterm_grace_is_bounded_stuck_users_are_cancelled(
     sim, redis_url, mysql, make_config, tmp_path, stop_children
 ):
-    seed_users(mysql, 200)
+    # One hour, so the first page holds them all and every worker has its user at once: spread over the
+    # day, the reader may still be between hours' pages when the signal comes, and fewer are in flight.
+    seed_day(mysql, 200, hours=(0,))
     sim.configure(ab={"latency_ms": 5000})  # every user stuck in flight far longer than the grace
     config = make_config(prewarm={"concurrency": 10, "grace_seconds": 0.5}, services={"timeout_seconds": 30})
     stderr, report = tmp_path / "stderr.txt", tmp_path / "report.json"
