@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import pymysql
 
+from later_read.clients import mysql_conn
 from later_read.config.settings import Settings, StarRocksSettings
 from later_read.core.scope import WHOLE, RunScope, Shard
 from later_read.core.users import TaskUser, task_ids_for
@@ -42,7 +43,7 @@ FIRST_PAGE_ROWS = 500
 class StarRocks:
     def __init__(self, settings: StarRocksSettings) -> None:
         self.settings = settings
-        self._conn: pymysql.connections.Connection | None = None
+        self._conn: mysql_conn.Connection | None = None
         self._opening: Future | None = None  # warm_up's connection attempt, not yet taken
 
     def warm_up(self) -> None:
@@ -67,10 +68,10 @@ class StarRocks:
         twin.warm_up()
         return twin
 
-    def _open(self) -> pymysql.connections.Connection:
-        return pymysql.connect(**connect_options(self.settings))
+    def _open(self) -> mysql_conn.Connection:
+        return mysql_conn.Connection(**connect_options(self.settings))  # pymysql's, faster for pages
 
-    def _connect(self) -> pymysql.connections.Connection:
+    def _connect(self) -> mysql_conn.Connection:
         if self._conn is None:
             opening, self._opening = self._opening, None
             self._conn = opening.result() if opening is not None else self._open()
@@ -78,8 +79,9 @@ class StarRocks:
 
     def _query(self, sql: str, params: list) -> tuple:
         try:
-            with self._connect().cursor() as cur:
-                cur.execute(sql, params)
+            conn = self._connect()
+            with conn.cursor() as cur:
+                cur.execute(conn.bind(sql, params))  # quoted as pymysql would, in one step (mysql_conn.py)
                 return cur.fetchall()
         except pymysql.err.OperationalError as exc:
             self.close()
