@@ -36,6 +36,11 @@ SEPARATOR = "\x01"  # what `bind` joins the strings with: escaping leaves it as 
 _ERROR = 0xFF  # the first byte of the server's error packet (an EOF packet: _EIGHT and under 9 bytes)
 
 
+class Garbled(err.InternalError):
+    """A result set's packet that breaks the protocol (empty, or a row shorter than its lengths say): the
+    connection is closed, as for a packet out of sequence."""
+
+
 class Connection(pymysql.connections.Connection):
     """pymysql's Connection whose buffered results are read by `TextResult`, with `bind`."""
 
@@ -94,7 +99,10 @@ def _text_rows(result: TextResult, columns: int, encoding: str) -> tuple[tuple[s
     conn: Any = result.connection  # pymysql's private reader and sequence number: not in its type stubs
     try:
         return _read_rows(result, conn, columns, encoding)
-    except err.MySQLError:
+    except Garbled:
+        conn._force_close()  # the rest of the result is unread: the connection is of no more use
+        raise
+    except err.MySQLError:  # the server's error: the connection is in step, as after pymysql's
         raise
     except OSError as exc:
         conn._force_close()
@@ -159,7 +167,7 @@ def _end(result: TextResult, conn: Any, data: bytes, seq: int) -> None:
     packet's warnings and status kept."""
     conn._next_seq_id = seq
     if not data:
-        raise err.InternalError("an empty packet in a result set")
+        raise Garbled("an empty packet in a result set")
     packet = MysqlPacket(data, conn.encoding)
     packet.check_error()
     result._check_packet_is_eof(packet)  # type: ignore[attr-defined]
@@ -186,7 +194,7 @@ def _row(data: bytes, columns: int, encoding: str) -> tuple[str | None, ...]:
             pos = start + int.from_bytes(data[pos + 1 : start], "little")
         row.append(data[start:pos].decode(encoding))
     if pos > end:
-        raise err.InternalError(f"a row shorter than its lengths say ({end} bytes)")
+        raise Garbled(f"a row shorter than its lengths say ({end} bytes)")
     return tuple(row)
 
 
