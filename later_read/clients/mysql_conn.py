@@ -118,18 +118,19 @@ def _read_rows(result: TextResult, conn: Any, columns: int, encoding: str) -> tu
     rows: list[tuple[str | None, ...]] = []
     append = rows.append
     while True:
-        head = read(4)
-        if len(head) < 4:
-            _lost(conn)
-        size = head[0] | head[1] << 8 | head[2] << 16
-        if head[3] != seq:
-            _out_of_sequence(conn, head[3], seq)
-        seq = (seq + 1) & 0xFF
-        data = read(size)
-        if len(data) < size:
-            _lost(conn)
-        if size == MAX_PACKET_LEN:  # a payload of 16 MB or more goes on in the next packets
-            data, seq = _continued(conn, data, seq)
+        data, size = b"", MAX_PACKET_LEN
+        while size == MAX_PACKET_LEN:  # a payload of 16 MB or more goes on in the next packets
+            head = read(4)
+            if len(head) < 4:
+                _lost(conn)
+            size = head[0] | head[1] << 8 | head[2] << 16
+            if head[3] != seq:
+                _out_of_sequence(conn, head[3], seq)
+            seq = (seq + 1) & 0xFF
+            part = read(size)
+            if len(part) < size:
+                _lost(conn)
+            data = data + part if data else part
         first = data[0] if data else None
         if first is None or first == _ERROR or (first == _EIGHT and len(data) < 9):
             _end(result, conn, data, seq)  # the EOF packet, or the server's error raised
@@ -143,23 +144,6 @@ def _read_rows(result: TextResult, conn: Any, columns: int, encoding: str) -> tu
                 append((data[1 : first + 1].decode(encoding), data[first + 2 :].decode(encoding)))
                 continue
         append(_row(data, columns, encoding))
-
-
-def _continued(conn: Any, data: bytes, seq: int) -> tuple[bytes, int]:
-    """A payload of 16 MB or more: `data` joined with the packets that continue it; the next sequence id."""
-    parts, size = [data], MAX_PACKET_LEN
-    while size == MAX_PACKET_LEN:
-        head = conn._rfile.read(4)
-        if len(head) < 4:
-            _lost(conn)
-        size = head[0] | head[1] << 8 | head[2] << 16
-        if head[3] != seq:
-            _out_of_sequence(conn, head[3], seq)
-        seq = (seq + 1) & 0xFF
-        parts.append(conn._rfile.read(size))
-        if len(parts[-1]) < size:
-            _lost(conn)
-    return b"".join(parts), seq
 
 
 def _end(result: TextResult, conn: Any, data: bytes, seq: int) -> None:
