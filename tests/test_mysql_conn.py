@@ -4,8 +4,10 @@ the same errors (the server's, a lost connection), whatever the text."""
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import threading
+import types
 
 import pymysql
 import pytest
@@ -164,3 +166,56 @@ def test_a_connection_lost_mid_result_is_closed_and_raised_as_server_lost(mysql,
         rows_of(conn, "SELECT s FROM t")
     assert caught.value.args[0] == 2013  # CR_SERVER_LOST, what starrocks.py reads as a lost connection
     assert not conn.open
+
+
+class _Wire:
+    """The connection side `_text_rows` reads: a buffered reader over the packets given, and whether it was
+    closed (the bytes are made here: a protocol breach no real server sends on demand)."""
+
+    encoding = "utf8"
+
+    def __init__(self, *payloads: bytes, first_seq: int = 1) -> None:
+        framed = b"".join(
+            len(p).to_bytes(3, "little") + bytes([(first_seq + i) & 0xFF]) + p for i, p in enumerate(payloads)
+        )
+        self._rfile, self._next_seq_id, self.closed = io.BufferedReader(io.BytesIO(framed)), first_seq, False
+
+    def _force_close(self) -> None:
+        self.closed = True
+
+
+EOF_PACKET = b"\xfe\x00\x00\x02\x00"
+
+
+@pytest.mark.parametrize(
+    ("payloads", "error", "code"),
+    [
+        ((b"\x05ab", EOF_PACKET), mysql_conn.Garbled, None),  # a row shorter than its length says
+        ((b"\x01a", b"", EOF_PACKET), mysql_conn.Garbled, None),  # an empty packet
+        ((b"\x01a\x01b",), pymysql.err.OperationalError, 2013),  # the stream ends before the EOF packet
+    ],
+)
+def test_a_result_that_breaks_the_protocol_closes_the_connection(payloads, error, code):
+    wire = _Wire(*payloads)
+    result = types.SimpleNamespace(connection=wire)
+    with pytest.raises(error) as caught:
+        mysql_conn._text_rows(result, 2, "utf8")
+    assert wire.closed
+    if code is not None:
+        assert caught.value.args[0] == code
+
+
+def test_a_packet_out_of_sequence_closes_the_connection():
+    wire = _Wire(b"\x01a\x01b", EOF_PACKET, first_seq=1)
+    wire._next_seq_id = 3  # the reader expects another sequence number than the server sent
+    with pytest.raises(pymysql.err.InternalError, match="sequence"):
+        mysql_conn._text_rows(types.SimpleNamespace(connection=wire), 2, "utf8")
+    assert wire.closed
+
+
+def test_rows_and_the_eof_packet_read_from_bytes_keep_the_sequence():
+    wire = _Wire(b"\x01a\x01b", b"\x00\xfb", b"\xfc\x00\x01" + b"x" * 256 + b"\x00", EOF_PACKET)
+    checked = []
+    result = types.SimpleNamespace(connection=wire, _check_packet_is_eof=checked.append)
+    assert mysql_conn._text_rows(result, 2, "utf8") == (("a", "b"), ("", None), ("x" * 256, ""))
+    assert wire._next_seq_id == 5 and len(checked) == 1 and not wire.closed
