@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, run_cli
+from later_read.config.kafka import consumer_config, producer_config
 from later_read.config.settings import load_settings
 from later_read.errors import EXIT_USAGE, ConfigError
 from later_read.redact import redact
@@ -160,3 +161,24 @@ def test_cli_exits_2_with_one_line_before_doing_anything(tmp_path):
             "expected an integer from 1 to 100,000, got -1"
         )
     ]
+
+
+def test_every_kafka_client_connects_to_the_brokers_at_once_unless_told_otherwise():
+    """The producer and the readers share CONNECTION_DEFAULTS (no sparse connections: a new client's
+    first metadata request does not wait out librdkafka's 50 ms connect throttle), [kafka.librdkafka] wins
+    over them, and a reader takes its connection settings but not the producer's own properties."""
+    producer = producer_config("k:9092", {"linger.ms": 5})
+    assert producer["enable.sparse.connections"] is False and producer["linger.ms"] == 5
+    assert producer["allow.auto.create.topics"] is False
+    assert producer_config("k:9092", {"enable.sparse.connections": True})["enable.sparse.connections"] is True
+
+    librdkafka = {"sasl.password": "k", "security.protocol": "SASL_SSL", "linger.ms": 5, "acks": "1"}
+    reader = consumer_config("k:9092", librdkafka, "later-read-sent")
+    assert reader["enable.sparse.connections"] is False
+    assert reader["sasl.password"] == "k" and reader["security.protocol"] == "SASL_SSL"
+    assert "linger.ms" not in reader and "acks" not in reader and "enable.idempotence" not in reader
+    assert reader["group.id"].startswith("later-read-sent-") and reader["enable.auto.commit"] is False
+    assert reader["allow.auto.create.topics"] is False and reader["bootstrap.servers"] == "k:9092"
+    assert reader["group.id"] != consumer_config("k:9092", librdkafka, "later-read-sent")["group.id"]
+    told = consumer_config("k:9092", {"enable.sparse.connections": True}, "later-read-reader")
+    assert told["enable.sparse.connections"] is True

@@ -11,14 +11,14 @@ consumer only assigns partitions (no group membership, nothing committed).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import confluent_kafka
 from confluent_kafka import TopicPartition
 
-from later_read.clients.kafka import LibrdkafkaLog
+from later_read.clients.kafka import ErrorReporter, LibrdkafkaLog
+from later_read.config.kafka import consumer_config
 from later_read.config.settings import KafkaSettings
 from later_read.errors import KafkaUnavailable
 
@@ -35,17 +35,16 @@ class Record(NamedTuple):
     value: bytes | None
 
 
-def open_consumer(settings: KafkaSettings) -> confluent_kafka.Consumer:
-    """An assign-only consumer with the configured connection settings ([kafka.librdkafka] included:
-    SASL/TLS apply to both; producer-only properties are ignored by librdkafka with a DEBUG line)."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        **settings.librdkafka,
-        "group.id": f"later-read-reader-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+def open_consumer(
+    settings: KafkaSettings, group: str = "later-read-reader", *, report_errors: bool = False
+) -> confluent_kafka.Consumer:
+    """An assign-only consumer that commits nothing (`consumer_config`: [kafka.librdkafka]'s connection
+    settings apply, SASL and TLS alike); with `report_errors` librdkafka's errors are logged as they come
+    (`ErrorReporter`), else they surface as the caller's timeouts."""
+    config = {
+        **consumer_config(settings.bootstrap_servers, settings.librdkafka, group),
         "logger": LibrdkafkaLog(),
+        **({"error_cb": ErrorReporter()} if report_errors else {}),
     }
     try:
         return confluent_kafka.Consumer(config)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ import orjson
 from confluent_kafka import TopicPartition
 from redis.exceptions import RedisError
 
-from later_read.clients.kafka import ErrorReporter, LibrdkafkaLog, check_topic
+from later_read.clients.kafka import check_topic
+from later_read.clients.kafka_topic import open_consumer
 from later_read.config.settings import Settings
 from later_read.connections import open_store
 from later_read.core.message import BadMessage, PushMessage
@@ -181,33 +181,6 @@ def time_bound(settings: Settings, query: SentQuery) -> dt.datetime:
     return day - dt.timedelta(seconds=START_SLACK_SECONDS)
 
 
-def open_consumer(settings: Settings) -> confluent_kafka.Consumer:
-    """A consumer in a throwaway group that commits nothing ([kafka.librdkafka] applies, e.g. SASL)."""
-    config = {
-        **settings.kafka.librdkafka,
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        "group.id": f"later-read-sent-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "logger": LibrdkafkaLog(),
-        "error_cb": ErrorReporter(),
-    }
-    for producer_only in (
-        "enable.idempotence",
-        "acks",
-        "compression.type",
-        "linger.ms",
-        "batch.num.messages",
-        "message.timeout.ms",
-        "queue.buffering.max.messages",
-    ):
-        config.pop(producer_only, None)
-    try:
-        return confluent_kafka.Consumer(config)
-    except confluent_kafka.KafkaException as exc:
-        raise KafkaUnavailable(f"Kafka consumer config rejected: {exc}; check [kafka.librdkafka]") from None
-
-
 def plan_ranges(
     consumer, settings: Settings, query: SentQuery, recorded: dict[int, int]
 ) -> tuple[dict[int, tuple[int, int]], bool]:
@@ -239,7 +212,7 @@ def scan_topic(
     settings: Settings, query: SentQuery, recorded: dict[int, int], keys: list[str], notes: list[str]
 ) -> dict:
     """Read the planned ranges and return the report (the --json object)."""
-    consumer = open_consumer(settings)
+    consumer = open_consumer(settings.kafka, "later-read-sent", report_errors=True)
     try:
         ranges, used_time = plan_ranges(consumer, settings, query, recorded)
         tally = Tally(query)
