@@ -3,6 +3,7 @@
     python benchmarks/startup.py                         # the prewarm, 5 runs
     python benchmarks/startup.py --job push --runs 5
     python benchmarks/startup.py --code /path/to/other/checkout   # another tree's start-up, same servers
+    python benchmarks/startup.py --install               # as deployed: from a virtualenv of `pip install .`
 
 Brings up and seeds the servers as `run.py` does (S1's shape for the prewarm, S2's for the push, at
 `--users`), then starts the job `--runs` times, each on a fresh Redis (the push: Redis filled as run.py
@@ -12,6 +13,11 @@ imported, the job's modules imported, Redis pinged, the lock taken, the first pa
 first service call sent (then the child exits: the rest of the run is not start-up), and, when it came
 before, the day's or hour's count. Prints each run and the median of each step. The wrapping costs a few
 microseconds per step; the times are the job's own.
+
+`--install` first builds a virtualenv holding `pip install <code>` (the runtime dependencies alone, from
+PyPI) and runs the job from it, outside the checkout: the interpreter then starts without this machine's
+site hooks (an editable install's finder, the sandbox's certificate hook) and imports no test-only
+package (pymysql imports `cryptography` when it is installed, as the TLS tests need it here).
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from later_read.clients.starrocks import StarRocks
 from later_read.clients.wire import HttpPool
 from later_read.store import Store
 from later_read.store.lock import JobLock
-import later_read.jobs.prewarm.job, later_read.jobs.push.job
+import importlib
+importlib.import_module(f"later_read.jobs.{sys.argv[2]}.job")  # the job's own modules, as the CLI imports them
 mark("job modules imported")
 
 def after(cls, name, label):
@@ -86,9 +93,17 @@ STEPS = (
 )
 
 
-def one_run(code: Path, args: list[str]) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(code), "LATER_READ_SPAWNED": repr(time.time())}
-    done = subprocess.run([sys.executable, "-c", CHILD, "-q", *args], cwd=code, env=env, capture_output=True, text=True)
+def one_run(code: Path, args: list[str], python: str | None = None, cwd: Path | None = None) -> dict[str, float]:
+    """One start-up; `python` a virtualenv's interpreter holding the installed package (run from `cwd`,
+    with no PYTHONPATH), else this interpreter on the checkout `code`."""
+    env = {**os.environ, "LATER_READ_SPAWNED": repr(time.time())}
+    if python is None:
+        env["PYTHONPATH"] = str(code)
+    else:
+        env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [python or sys.executable, "-c", CHILD, "-q", *args], cwd=cwd or code, env=env, capture_output=True, text=True
+    )
     steps = {}
     for line in done.stderr.splitlines():
         if line.startswith("STEP "):
@@ -99,12 +114,23 @@ def one_run(code: Path, args: list[str]) -> dict[str, float]:
     return steps
 
 
+def install(code: Path, tmp: Path) -> str:
+    """A fresh virtualenv under `tmp` holding `pip install code` (runtime dependencies only): its python."""
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(code)], check=True)
+    return str(venv / "bin" / "python")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--job", choices=("prewarm", "push"), default="prewarm")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--code", type=Path, default=bench.ROOT, help="the checkout whose jobs are started")
+    parser.add_argument(
+        "--install", action="store_true", help="run the job from a virtualenv holding `pip install <code>`"
+    )
     args = parser.parse_args()
     s = bench.Scenario("S2" if args.job == "push" else "S1", args.job, args.users)
     with tempfile.TemporaryDirectory(prefix="later-read-startup-") as tmp, bench.Stack(bench.knobs_for(s)) as stack:
@@ -113,6 +139,7 @@ def main() -> None:
         import compileall
 
         compileall.compile_dir(args.code / "later_read", quiet=1)
+        python = install(args.code, Path(tmp)) if args.install else None
         job = [s.job, "--date", bench.DATE, "--config", str(config)]
         if s.job == "push":
             job += ["--hour", str(bench.PUSH_HOUR), "--now", bench.PUSH_NOW, "--wait", "0"]
@@ -121,9 +148,10 @@ def main() -> None:
             stack.redis.client().flushdb()
             if s.job == "push":
                 bench.fill_values(stack, s)
-            runs.append(one_run(args.code, job))
+            runs.append(one_run(args.code, job, python, Path(tmp) if python else None))
             print(f"run {i + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1].items()), flush=True)
-    print(f"median of {args.runs} ({args.job}, {args.users:,} users, code {args.code}):")
+    how = "installed in a virtualenv" if args.install else "on PYTHONPATH"
+    print(f"median of {args.runs} ({args.job}, {args.users:,} users, code {args.code}, {how}):")
     for step in STEPS:
         values = [r[step] for r in runs if step in r]
         if values:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import time
 
+import anyio
 import orjson
 import pytest
 import redis
@@ -33,7 +34,10 @@ from helpers import (
     servers,
     start_cli,
 )
+from later_read import __version__
+from later_read.config.settings import RedisSettings
 from later_read.core.value import decode
+from later_read.store.client import open_redis
 from later_read.store.keys import Keys
 
 SERVICE_NAME, RedisClusterGroup, RedisSentinelGroup = (
@@ -195,6 +199,45 @@ def test_fenced_writes_refuse_once_the_lock_is_stolen(ha):
             "", {"mode": "sentinel", "sentinels": ha.sentinels, "service_name": SERVICE_NAME, "wait_replicas": 1}
         )
     check_fenced_writes(found, cluster)
+
+
+def test_every_connection_names_later_read_to_the_server(ha, redis_url):
+    """Each mode's connections (a standalone server's, a sentinel-found master's, a cluster's nodes') carry
+    later-read's DriverInfo: CLIENT SETINFO names them `redis-py(later-read_v<version>)`, which an operator
+    reads in CLIENT LIST from Redis 7.2 on (an older server refuses SETINFO, and redis-py ignores that)."""
+    wanted = (f"redis-py(later-read_v{__version__})", redis.__version__)
+    if isinstance(ha, RedisClusterGroup):
+        modes = {"cluster": RedisSettings(mode="cluster", url=ha.url)}
+    else:
+        modes = {
+            "sentinel": RedisSettings(
+                mode="sentinel", url="", sentinels=ha.sentinels, service_name=SERVICE_NAME, wait_replicas=1
+            )
+        }
+    modes["standalone"] = RedisSettings(url=redis_url)
+
+    async def names(settings: RedisSettings) -> tuple[list[tuple], dict[str, str], bool]:
+        client = open_redis(settings)
+        try:
+            await client.set("later-read-test:driver", "1")  # a connection made and used
+            cluster = settings.mode == "cluster"
+            node = client.get_random_node() if cluster else None
+            info = await client.execute_command("CLIENT", "INFO", **({"target_nodes": node} if cluster else {}))
+            server = (await client.info("server", **({"target_nodes": node} if cluster else {})))["redis_version"]
+            pools = client.get_nodes() if cluster else [client.connection_pool]
+            drivers = [pool.connection_kwargs["driver_info"] for pool in pools]
+        finally:
+            await client.aclose()
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(f.split("=", 1) for f in text.split() if f.startswith(("lib-name=", "lib-ver=")))
+        setinfo = tuple(int(x) for x in server.split(".")[:2]) >= (7, 2)
+        return [(d.formatted_name, d.lib_version) for d in drivers], fields, setinfo
+
+    for mode, settings in modes.items():
+        drivers, fields, setinfo = anyio.run(names, settings)
+        assert drivers and all(d == wanted for d in drivers), mode
+        if setinfo:
+            assert (fields.get("lib-name"), fields.get("lib-ver")) == wanted, mode
 
 
 def test_check_reports_the_mode_the_master_or_the_nodes_and_slot_coverage(ha, mysql, kafka_topic, sim, make_config):
