@@ -100,7 +100,7 @@ class Failover:
 
 def open_redis(settings: RedisSettings):
     """A client for the configured mode (the caller closes it with `aclose()`)."""
-    timeouts: dict[str, Any] = {
+    options: dict[str, Any] = {  # every connection's, in each mode
         "socket_timeout": settings.socket_timeout_seconds,
         "socket_connect_timeout": settings.socket_timeout_seconds,
         "driver_info": DRIVER,
@@ -109,14 +109,14 @@ def open_redis(settings: RedisSettings):
         from redis.asyncio.cluster import RedisCluster
 
         return RedisCluster.from_url(
-            settings.url, max_connections=settings.max_connections, require_full_coverage=True, **timeouts
+            settings.url, max_connections=settings.max_connections, require_full_coverage=True, **options
         )
     if settings.mode == "sentinel":
         return hiredis_packing(
-            _sentinel(settings).master_for(settings.service_name, **_url_options(settings.url), **timeouts)
+            _sentinel(settings).master_for(settings.service_name, **_url_options(settings.url), **options)
         )
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.url, max_connections=settings.max_connections, timeout=settings.socket_timeout_seconds * 2, **timeouts
+        settings.url, max_connections=settings.max_connections, timeout=settings.socket_timeout_seconds * 2, **options
     )
     return hiredis_packing(aioredis.Redis(connection_pool=pool))
 
@@ -142,13 +142,13 @@ def _with_hiredis_packing(connection_class: type) -> type:
 def _sentinel(settings: RedisSettings) -> Sentinel:
     from redis.asyncio.sentinel import Sentinel
 
-    timeouts = {
+    options = {  # the sentinels' connections and the master's
         "socket_timeout": settings.socket_timeout_seconds,
         "socket_connect_timeout": settings.socket_timeout_seconds,
         "driver_info": DRIVER,
     }
     password = {"password": settings.sentinel_password} if settings.sentinel_password else {}
-    return Sentinel(settings.sentinel_addresses, sentinel_kwargs={**timeouts, **password}, **timeouts)
+    return Sentinel(settings.sentinel_addresses, sentinel_kwargs={**options, **password}, **options)
 
 
 def _url_options(url: str) -> dict:
