@@ -29,6 +29,8 @@ from later_read.store.client import Failover, open_redis
 
 @dataclass
 class Services:
+    """The three service clients of a job, each with its own caller (limits, breaker, figures)."""
+
     ab: ABClient
     rec: RecClient
     material: MaterialClient

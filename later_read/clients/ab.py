@@ -16,6 +16,8 @@ AB_DEFAULT = "0"
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
+    """The A/B service's answer for a user: the experiment value (AB_DEFAULT: not in it) and its trace id."""
+
     value: str
     trace_id: str
 

@@ -66,6 +66,8 @@ class Breaker:
 
 @dataclass
 class CallStats:
+    """One service's figures for the job summary: calls, retries, final failures per reason, latency, peak rate."""
+
     calls: int = 0
     retries: int = 0
     failures: Counter = field(default_factory=Counter)  # final failures per reason

@@ -16,6 +16,8 @@ _FIELDS = ("rec_id", "rec_type", "material_id")
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
+    """The recommendation engine's answer for a user: the book it recommends."""
+
     rec_id: str
     rec_type: str
     material_id: str

@@ -53,6 +53,8 @@ class WireTooLarge(WireError):
 
 @dataclass(frozen=True, slots=True)
 class Origin:
+    """A service URL split for the pool: the host and port connected to, and the request head sent."""
+
     host: str
     port: int
     path: str

@@ -65,6 +65,8 @@ REQUIRED: Any = dataclasses.MISSING
 
 @dataclass(frozen=True, kw_only=True)
 class StarRocksSettings:
+    """`[starrocks]`: where the users' rows are read (the server, its credentials and TLS, the table, the page size)."""
+
     host: str = field(default=REQUIRED, metadata=HOST)
     port: int = field(default=9030, metadata=PORT)
     user: str = field(default=REQUIRED, metadata=NON_EMPTY)
@@ -91,11 +93,15 @@ class StarRocksSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TaskSettings:
+    """`[tasks]`: the task ids whose rows name the day's users (`{date}` is replaced by the date)."""
+
     ids: list[str] = field(default=REQUIRED, metadata=TASK_IDS)
 
 
 @dataclass(frozen=True, kw_only=True)
 class RedisSettings:
+    """`[redis]`: the deployment (standalone, sentinel, cluster), the keys' prefix and TTL, batches and timeouts."""
+
     # standalone: the server; cluster: any node (the others are discovered); sentinel: optional, only
     # its password, database number and scheme (rediss:// = TLS) are used for the master.
     mode: str = field(default="standalone", metadata=REDIS_MODE)
@@ -134,6 +140,8 @@ class RedisSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class ServiceSettings:
+    """`[services]`: the three services' URLs, timeouts, retries, rate caps, breaker and reply bound."""
+
     ab_url: str = field(default=REQUIRED, metadata=HTTP_URL)
     rec_url: str = field(default=REQUIRED, metadata=HTTP_URL)
     material_url: str = field(default=REQUIRED, metadata=HTTP_URL)
@@ -182,6 +190,8 @@ class ServiceSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class PrewarmSettings:
+    """`[prewarm]`: calls in flight, progress lines, the grace after a signal, adaptive concurrency."""
+
     concurrency: int = field(default=50, metadata=CONCURRENCY)  # calls in flight to each service (fanout.py)
     progress_interval_seconds: float = field(default=10.0, metadata=INTERVAL)
     grace_seconds: float = field(default=20.0, metadata=GRACE)
@@ -191,6 +201,8 @@ class PrewarmSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class PushSettings:
+    """`[push]`: concurrency, the wait for the prewarm, miss handling, the flush bound, catch-up."""
+
     concurrency: int = field(default=50, metadata=CONCURRENCY)
     progress_interval_seconds: float = field(default=10.0, metadata=INTERVAL)
     grace_seconds: float = field(default=20.0, metadata=GRACE)
@@ -219,6 +231,8 @@ class PushSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class KafkaSettings:
+    """`[kafka]`: the brokers, the topic, and the librdkafka properties passed through."""
+
     bootstrap_servers: str = field(default=REQUIRED, metadata=BOOTSTRAP)
     topic: str = field(default=REQUIRED, metadata=TOPIC)
     librdkafka: dict[str, Any] = field(default_factory=dict)
@@ -235,6 +249,8 @@ class KafkaSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class ShardSettings:
+    """`[shards]`: how many shards split a day."""
+
     # How many shards (Kubernetes Indexed Job completions) split a day; the shard index comes from
     # --shard K/N or JOB_COMPLETION_INDEX. 1 = no sharding.
     count: int = field(default=1, metadata=SHARDS)
@@ -242,6 +258,8 @@ class ShardSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class MetricsSettings:
+    """`[metrics]`: where a run writes its figures (a textfile directory, a Pushgateway), if anywhere."""
+
     textfile_dir: str = ""  # node_exporter textfile collector directory; "" disables
     pushgateway_url: str = field(default="", metadata=PUSHGATEWAY_URL)  # Pushgateway base URL; "" disables
 
@@ -253,6 +271,8 @@ class MetricsSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class LockSettings:
+    """`[lock]`: the job lock's TTL and how long a run waits for another run's lock."""
+
     # The holder refreshes its lock every ttl/3, so a killed run's lock is gone within ttl_seconds.
     ttl_seconds: int = field(default=60, metadata=check(lambda v: 3 <= v <= 3600, "an integer 3-3600"))
     # A run that finds the lock held waits this long (a little over ttl_seconds, so a dead holder's lock
@@ -262,6 +282,8 @@ class LockSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class MonitorSettings:
+    """`[monitor]`: the dead-man's switch ping URLs of each job."""
+
     # Dead-man's switch pings (healthchecks.io style, monitor.py): <url>/start as a run starts, <url> when
     # it exits 0, <url>/fail otherwise (POST body: exit_code=N and the run's last line). "" = off.
     prewarm_ping_url: str = field(default="", metadata=PING_URL)
@@ -271,6 +293,8 @@ class MonitorSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class SandboxSettings:
+    """`[sandbox]`: set only in the configs the local sandbox writes."""
+
     # Written only by `later-read sandbox up|demo` into the config they generate, which points at servers they
     # started; `later-read sandbox seed` refuses a config without it. Never set it in a production config.
     own_servers: bool = False
@@ -278,6 +302,8 @@ class SandboxSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
+    """The whole config: every section, the push timezone, and the file it came from."""
+
     timezone: str = field(
         default="Asia/Shanghai", metadata=check(valid_zone, "an IANA zone name such as Asia/Shanghai")
     )

@@ -50,6 +50,8 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 
 @dataclass
 class Result:
+    """One dependency's line of `check`: reached or not, in how long, and what it said."""
+
     name: str
     target: str
     ok: bool
@@ -62,6 +64,8 @@ class Result:
 
 @dataclass(frozen=True)
 class Probe:
+    """How `check` reaches one dependency, and the fix it names when that times out."""
+
     name: str
     target: str
     run: Callable[[], Awaitable[str]]  # returns the ok detail; raises with the failure's one line

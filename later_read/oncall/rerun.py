@@ -67,6 +67,8 @@ ROWS_SHOWN = 20
 
 @dataclass(frozen=True)
 class RerunOptions:
+    """What `rerun` does for its one user: which steps (prewarm, push), for which date and hour."""
+
     uid: str
     date: str
     hour: int | None = None

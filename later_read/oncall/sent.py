@@ -57,6 +57,8 @@ KAFKA_TIMEOUT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class SentQuery:
+    """What `sent` reads back from the topic: a date, an hour or a user, and its bounds."""
+
     date: str
     hour: int | None = None
     uid: str | None = None

@@ -63,6 +63,8 @@ SERVICES_PER_USER = 2
 
 @dataclass(frozen=True)
 class FanoutPlan:
+    """What one fan-out runs: the users' query, how many calls in flight, whether to redo the done ones."""
+
     scope: RunScope  # the date and the shard (the query's users are the shard's)
     query: UserQuery
     concurrency: int  # calls in flight to each service at most (workers: SERVICES_PER_USER x this)

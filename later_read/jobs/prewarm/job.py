@@ -65,6 +65,8 @@ log = get_logger(JOB)
 
 @dataclass(frozen=True)
 class PrewarmOptions:
+    """The prewarm's command line, checked: the day and shard, the users (all, or named), the report."""
+
     scope: RunScope  # the date and the shard (no hour: the prewarm's is the whole day)
     concurrency: int
     force: bool

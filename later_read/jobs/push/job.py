@@ -83,6 +83,8 @@ STATUS_RANK = ("ok", "failures", "expired", "interrupted")  # a run of several h
 
 @dataclass(frozen=True)
 class PushOptions:
+    """The push's command line, checked: the hour and shard, dry run and its output, misses, waits."""
+
     scope: RunScope  # the own hour (date, hour) and the shard
     dry_run: bool
     output: str | None
