@@ -490,7 +490,7 @@ def leave(code: object) -> None:
     """Exit with `code` (sys.exit's meaning: None is 0, an int itself, anything else printed and 1) once
     the output is flushed and the atexit handlers ran (logging's shutdown among them), skipping the rest of
     the interpreter's teardown: freeing every module and object one by one, librdkafka's handles joining
-    their threads, about 0.1 s of every run (docs/design.md, "Where the push's time goes"). A job has
+    their threads, about 0.1 s of every run (docs/design.md, "Exit codes"). A job has
     delivered or purged its messages, closed its connections and written its files before it returns, so
     nothing is left for that teardown to do. Threads that are not daemons are waited for first, as the
     interpreter would (anyio's idle workers end with the event loop). Falls back to `sys.exit` when the

@@ -1,8 +1,8 @@
 """The librdkafka configuration of every Kafka client later-read builds, and librdkafka's own verdict on
 the producer's, checked when the settings load (`KafkaSettings.problems`): the defaults, the
 `[kafka.librdkafka]` pass-through table over them, and the one property later-read always forces (a
-missing topic is never created). clients/kafka.py builds the producer from `producer_config`;
-clients/kafka_topic.py and oncall/sent.py their readers from `consumer_config`.
+missing topic is never created). clients/kafka.py builds the producer from `producer_config`,
+clients/kafka_topic.py every reader (the push's, recovery's and `sent`'s) from `consumer_config`.
 """
 
 from __future__ import annotations

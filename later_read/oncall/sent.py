@@ -34,7 +34,7 @@ from confluent_kafka import TopicPartition
 from redis.exceptions import RedisError
 
 from later_read.clients.kafka import check_topic
-from later_read.clients.kafka_topic import open_consumer
+from later_read.clients.kafka_topic import open_consumer, watermarks
 from later_read.config.settings import Settings
 from later_read.connections import open_store
 from later_read.core.message import BadMessage, PushMessage
@@ -194,15 +194,12 @@ def plan_ranges(
     try:
         found = consumer.offsets_for_times(missing, timeout=KAFKA_TIMEOUT_SECONDS) if missing else []
         by_time = {tp.partition: tp.offset for tp in found}
-        marks = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=KAFKA_TIMEOUT_SECONDS)
-            for p in partitions
-        }
     except confluent_kafka.KafkaException as exc:
         raise KafkaUnavailable(
             f"Kafka at {settings.kafka.bootstrap_servers}: offsets of {topic} not "
             f"readable: {exc}; run `later-read check`"
         ) from None
+    marks = watermarks(consumer, settings.kafka, topic, KAFKA_TIMEOUT_SECONDS)  # KafkaUnavailable, one line
     ranges = {}
     for p, (low, high) in marks.items():
         start = recorded.get(p, by_time.get(p, high))
