@@ -5,13 +5,14 @@
 
 The floor reads the same users, values and sent markers, fetches the same 2,000 cards, produces the same
 messages and writes the same markers through the same libraries and the project's own wire-level readers
-(`clients/mysql_conn.py`'s rows, `clients/wire.py`'s HTTP pool, redis-py with hiredis parsing and
-packing as `store/client.py` sets it up, msgspec, confluent-kafka), in one asyncio task with nothing else: no lock or fence, no start record or recovery, no
-earlier-hour lookup, no window or signal checks, no counts, progress, ledger, summary or alert lines, no
-retries, no bounds on what comes back, no parking of users behind a card in flight (the loop waits for the
-batch's cards). What it skips is what the push's guarantees cost; what it does is the least a Python push
-with these libraries can spend per user. The floor's message has the push's fields in the push's order (the
-bytes are not compared: this is not the product).
+(`clients/mysql_conn.py`'s rows, `clients/wire.py`'s HTTP pool, redis-py with hiredis parsing and packing
+as `store/client.py` sets it up, msgspec, confluent-kafka), in one asyncio task with nothing else: no lock
+or fence, no start record or recovery, no earlier-hour lookup, no window or signal checks, no counts,
+progress, ledger, summary or alert lines, no retries, no bounds on what comes back, no parking of users
+behind a card in flight (the loop waits for the batch's cards), and none of the product's other modules
+imported. What it skips is what the push's guarantees cost; what it does is the least a Python push with
+these libraries can spend per user. Its message has the push's fields in the push's order (the bytes are
+not compared: this is not the product).
 
 Brings up and seeds S2's servers as `run.py` does, then runs the push (`python -m later_read push`, as
 run.py) and the floor (`python -c FLOOR`, the same Redis filled again before each run) in turn, `--repeat`
@@ -41,7 +42,7 @@ from operator import itemgetter
 import confluent_kafka, msgspec, orjson, redis.asyncio as redis, uvloop
 from later_read.clients import mysql_conn
 from later_read.clients.wire import HttpPool, Origin
-from later_read.store.client import hiredis_packing
+from redis.connection import HiredisRespSerializer
 
 config = tomllib.loads(open(sys.argv[1]).read())
 DATE, HOUR, NOW = sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -113,7 +114,9 @@ async def main():
     conn = mysql_conn.Connection(host=sr["host"], port=sr["port"], user=sr["user"], password=sr["password"],
                                  database=sr["database"], charset="utf8mb4", autocommit=True,
                                  ssl_disabled=True)
-    client = hiredis_packing(redis.Redis.from_url(rc["url"]))
+    class Packed(redis.Connection):  # commands packed by hiredis, as store/client.py has the push's
+        pack_command = staticmethod(HiredisRespSerializer().pack)
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(rc["url"], connection_class=Packed))
     producer = confluent_kafka.Producer({"bootstrap.servers": kc["bootstrap_servers"], "enable.idempotence": True,
         "acks": "all", "compression.type": "lz4", "linger.ms": 20, "batch.num.messages": 10000,
         "queue.buffering.max.messages": 200000, "enable.sparse.connections": False})
