@@ -6,13 +6,13 @@
 The floor reads the same users, values and sent markers, fetches the same 2,000 cards, produces the same
 messages and writes the same markers through the same libraries and the project's own wire-level readers
 (`clients/mysql_conn.py`'s rows, `clients/wire.py`'s HTTP pool, redis-py with hiredis parsing and packing
-as `store/client.py` sets it up, msgspec, confluent-kafka), in one asyncio task with nothing else: no lock
-or fence, no start record or recovery, no earlier-hour lookup, no window or signal checks, no counts,
-progress, ledger, summary or alert lines, no retries, no bounds on what comes back, no parking of users
-behind a card in flight (the loop waits for the batch's cards), and none of the product's other modules
-imported. What it skips is what the push's guarantees cost; what it does is the least a Python push with
-these libraries can spend per user. Its message has the push's fields in the push's order (the bytes are
-not compared: this is not the product).
+as `store/client.py` sets it up, msgspec, confluent-kafka), with the push's own `PushMessage`, `msg_id`
+and value decoder, in one asyncio task with nothing else: no lock or fence, no start record or recovery, no
+earlier-hour lookup, no window or signal checks, no counts, progress, ledger, summary or alert lines, no
+retries, no bounds on what comes back, no parking of users behind a card in flight (the loop waits for the
+batch's cards), and none of the product's other modules imported. What it skips is what the push's
+guarantees cost; what it does is the least a Python push with these libraries can spend per user. Its
+messages differ from the push's only in `created_at` (one per batch).
 
 Brings up and seeds S2's servers as `run.py` does, then runs the push (`python -m later_read push`, as
 run.py) and the floor (`python -c FLOOR`, the same Redis filled again before each run) in turn, `--repeat`
@@ -37,11 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench
 
 FLOOR = r"""
-import asyncio, hashlib, heapq, json, sys, time, tomllib, uuid
+import asyncio, heapq, json, sys, tomllib
 from operator import itemgetter
 import confluent_kafka, msgspec, orjson, redis.asyncio as redis, uvloop
 from later_read.clients import mysql_conn
 from later_read.clients.wire import HttpPool, Origin
+from later_read.core.message import PushMessage, msg_id
+from later_read.core.value import _Stored  # the push's own decoder of a stored value, without its checks
 from redis.connection import HiredisRespSerializer
 
 config = tomllib.loads(open(sys.argv[1]).read())
@@ -49,40 +51,9 @@ DATE, HOUR, NOW = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 sr, rc, kc, sc = config["starrocks"], config["redis"], config["kafka"], config["services"]
 TASKS = sorted(t.replace("{date}", DATE) for t in config["tasks"]["ids"])
 BATCH = 5000
-NS = uuid.UUID("56ceba24-d476-55d4-8d79-7a252494d8f7").bytes + f"later_read:{DATE}:".encode()
 SET_EX_MANY = "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1]) end"
 
-class Value(msgspec.Struct):
-    outcome: str = "rec"
-    date: str | None = None
-    trace_id: str = ""
-    rec_id: str = ""
-    rec_type: str = ""
-    material_id: str = ""
-
-class Message(msgspec.Struct):
-    msg_id: str
-    source_uid: str
-    project: str
-    task_id: str
-    push_date: str
-    push_hour: int
-    rec_id: str
-    rec_type: str
-    material_id: str
-    trace_id: str
-    title: str
-    content: str
-    cover_url: str
-    deeplink: str
-    created_at: str
-    expires_at: str
-
-decode, encode = msgspec.json.Decoder(Value).decode, msgspec.json.Encoder().encode
-
-def msg_id(uid):
-    h = hashlib.sha1(NS + uid.encode()).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+decode = msgspec.json.Decoder(_Stored).decode
 
 def users(conn):
     def task_rows(task):
@@ -161,8 +132,8 @@ async def main():
             card = cards[(v.rec_id, v.rec_type, v.material_id)]
             if card is None:
                 continue
-            message = encode(Message(msg_id(uid), uid, project, task, DATE, HOUR, v.rec_id, v.rec_type,
-                                     v.material_id, v.trace_id, *card, created, expires))
+            message = PushMessage(msg_id(DATE, uid), uid, project, task, DATE, HOUR, v.rec_id, v.rec_type,
+                                  v.material_id, v.trace_id, *card, created, expires).encode()
             while True:
                 try:
                     producer.produce(kc["topic"], message, key=uid, on_delivery=report)

@@ -41,12 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench
 
-CHILD = r"""
+# What both children (CHILD, FLOOR_CHILD) run first: `mark` prints a step's time since the parent spawned it.
+MARK = r"""
 import os, sys, time
 T0 = float(os.environ["LATER_READ_SPAWNED"])
 def mark(what):
     print(f"STEP {time.time() - T0:.4f} {what}", file=sys.stderr, flush=True)
 mark("interpreter up")
+"""
+
+CHILD = r"""
 import later_read.cli as cli
 mark("cli imported")
 import later_read.connections
@@ -99,11 +103,6 @@ STEPS = (
 )
 
 FLOOR_CHILD = r"""
-import os, sys, time
-T0 = float(os.environ["LATER_READ_SPAWNED"])
-def mark(what):
-    print(f"STEP {time.time() - T0:.4f} {what}", file=sys.stderr, flush=True)
-mark("interpreter up")
 import asyncio, tomllib, orjson, uvloop
 import redis.asyncio as aioredis
 from later_read.clients import mysql_conn
@@ -155,7 +154,7 @@ def one_run(
     else:
         env.pop("PYTHONPATH", None)
     done = subprocess.run(
-        [python or sys.executable, "-c", child, *args], cwd=cwd or code, env=env, capture_output=True, text=True
+        [python or sys.executable, "-c", MARK + child, *args], cwd=cwd or code, env=env, capture_output=True, text=True
     )
     steps = {}
     for line in done.stderr.splitlines():
