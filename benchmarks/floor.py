@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,7 +39,7 @@ from operator import itemgetter
 import confluent_kafka, msgspec, orjson, redis.asyncio as redis, uvloop
 from later_read.clients import mysql_conn
 from later_read.clients.wire import HttpPool, Origin
-from later_read.core.message import PushMessage, msg_id
+from later_read.core.message import PushMessage, msg_id, msg_id_of
 from later_read.core.value import _Stored  # the push's own decoder of a stored value, without its checks
 from redis.connection import HiredisRespSerializer
 
@@ -51,6 +48,7 @@ DATE, HOUR, NOW = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 sr, rc, kc, sc = config["starrocks"], config["redis"], config["kafka"], config["services"]
 TASKS = sorted(t.replace("{date}", DATE) for t in config["tasks"]["ids"])
 BATCH = 5000
+SENT = f"later_read:sent:{DATE}:"  # keys.py's sent markers (the store package costs ~50 ms to import)
 SET_EX_MANY = "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1]) end"
 
 decode = msgspec.json.Decoder(_Stored).decode
@@ -95,7 +93,7 @@ async def main():
     cards, confirmed, limit = {}, [], asyncio.Semaphore(50)
     def report(error, message):
         if error is None:
-            confirmed.append((message.key(), message.value()[11:47]))
+            confirmed.append((message.key(), msg_id_of(message.value())))
     async def fetch(key):
         async with limit:
             status, body = await pool.post(origin, orjson.dumps(
@@ -106,7 +104,7 @@ async def main():
         batch = confirmed[:]
         del confirmed[:]
         if batch:
-            keys = [f"later_read:sent:{DATE}:".encode() + uid for uid, _ in batch]
+            keys = [SENT.encode() + uid for uid, _ in batch]
             await client.eval(SET_EX_MANY, len(keys), *keys, 7 * 86400, *(m for _, m in batch))
     reader, expires, sent = users(conn), NOW[:11] + f"{HOUR:02d}:59:59.999+08:00", 0
     while True:
@@ -116,7 +114,7 @@ async def main():
             break
         pipe = client.pipeline(transaction=False)
         pipe.mget([rc["key_prefix"] + u[0] for u in page])
-        pipe.mget([f"later_read:sent:{DATE}:" + u[0] for u in page])
+        pipe.mget([SENT + u[0] for u in page])
         raws, markers = await pipe.execute()
         todo = []
         for user, raw, marker in zip(page, raws, markers):
@@ -150,38 +148,18 @@ async def main():
     await pool.close()
     await client.aclose()
     conn.close()
-    print(json.dumps({"users_sent": sent}))
+    print(json.dumps({"users_sent": sent}), file=sys.stderr)
 
 uvloop.run(main())
 """
 
 
 def run_floor(config: Path) -> dict:
-    """One floor run, measured as run.py measures a job: wall time, CPU from wait4() on the process alone,
-    peak RSS from its own VmHWM; the users it sent (its one line of output)."""
-    started = time.monotonic()
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", FLOOR, str(config), bench.DATE, str(bench.PUSH_HOUR), bench.PUSH_NOW],
-            cwd=bench.ROOT,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-        )
-        rss = bench.PeakRss(proc.pid)
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - started
-        proc.stdout.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            errors.seek(0)
-            raise RuntimeError(f"the floor failed: {errors.read().decode(errors='replace')[-2000:]}")
-    return {
-        "wall_seconds": round(wall, 3),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-        "peak_rss_mb": rss.mb(),
-        "sent": json.loads(out)["users_sent"],
-    }
+    """One floor run, measured as run.py measures a job (`run_process`), with the users it sent (its last line)."""
+    argv = [sys.executable, "-c", FLOOR, str(config), bench.DATE, str(bench.PUSH_HOUR), bench.PUSH_NOW]
+    figures = bench.run_process(argv, bench.ROOT, (0,), "the floor")
+    figures["sent"] = json.loads(figures["last_line"])["users_sent"]
+    return figures
 
 
 def main() -> None:
@@ -196,7 +174,6 @@ def main() -> None:
         work = Path(tmp)
         config = bench.scenario_config(stack, s, work / "config.toml")
         bench.seed(stack, s)
-        bench.compile_package()
         for i in range(args.repeat):
             push = bench.measure(stack, s, config, work, i)
             push_runs.append(push)

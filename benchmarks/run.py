@@ -153,13 +153,17 @@ class PeakRss:
 
 def run_job(args: list[str], code: Path = ROOT, exits: tuple[int, ...] | None = (0, 1)) -> dict:
     """Run one job process of the tree `code` (its later_read comes first on the path: the process starts
-    in it); wall time, CPU seconds and peak RSS of that process alone, its exit code and its last stderr
-    line. An exit code not in `exits` raises (None: any is the caller's to read, as hostile.py does)."""
+    in it); `run_process`'s figures. An exit code not in `exits` raises (None: any is the caller's to read,
+    as hostile.py does)."""
     compile_package(code)
+    return run_process([sys.executable, "-m", "later_read", "-q", *args], code, exits, f"later-read {args[0]}")
+
+
+def run_process(argv: list[str], cwd: Path, exits: tuple[int, ...] | None, name: str) -> dict:
+    """Run `argv` in `cwd`: wall time, CPU seconds and peak RSS of that process alone, its exit code and its
+    last stderr line (`name` in the error when the exit code is not in `exits`)."""
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "later_read", "-q", *args], cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rss = PeakRss(proc.pid)
     assert proc.stderr is not None
     stderr = proc.stderr.read().decode(errors="replace")  # read while it runs: a full pipe would block it
@@ -168,7 +172,7 @@ def run_job(args: list[str], code: Path = ROOT, exits: tuple[int, ...] | None = 
     proc.stderr.close()
     exit_code = os.waitstatus_to_exitcode(status)
     if exits is not None and exit_code not in exits:
-        raise RuntimeError(f"later-read {' '.join(args[:1])} exited {exit_code}: {stderr[-2000:]}")
+        raise RuntimeError(f"{name} exited {exit_code}: {stderr[-2000:]}")
     return {
         "wall_seconds": round(wall, 3),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
