@@ -34,14 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench
 
 FLOOR = r"""
-import asyncio, heapq, json, sys, tomllib
-from operator import itemgetter
-import confluent_kafka, msgspec, orjson, redis.asyncio as redis, uvloop
+import asyncio, json, sys, tomllib
+import confluent_kafka, hiredis, msgspec, orjson, redis.asyncio as redis, uvloop
 from later_read.clients import mysql_conn
 from later_read.clients.wire import HttpPool, Origin
 from later_read.core.message import PushMessage, msg_id, msg_id_of
+from later_read.core.users import TaskUser, merge_pages  # the push's merge of the task ids' pages
 from later_read.core.value import _Stored  # the push's own decoder of a stored value, without its checks
-from redis.connection import HiredisRespSerializer
 
 config = tomllib.loads(open(sys.argv[1]).read())
 DATE, HOUR, NOW = sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -52,9 +51,10 @@ SENT = f"later_read:sent:{DATE}:"  # keys.py's sent markers (the store package c
 SET_EX_MANY = "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1]) end"
 
 decode = msgspec.json.Decoder(_Stored).decode
+new_user = tuple.__new__  # a TaskUser made in C, as the push makes it
 
 def users(conn):
-    def task_rows(task):
+    def task_pages(task):
         after = None
         while True:
             where, params = "task_id = %s AND push_hour = %s", [task, HOUR]
@@ -64,27 +64,19 @@ def users(conn):
                 cur.execute(f"SELECT source_uid, MIN(project) FROM `{sr['table']}` WHERE {where} "
                             "GROUP BY source_uid ORDER BY source_uid LIMIT %s", params + [BATCH])
                 rows = cur.fetchall()
-            for uid, project in rows:
-                yield uid, project, task
+            yield [new_user(TaskUser, (uid, project, task)) for uid, project in rows]
             if len(rows) < BATCH:
                 return
             after = rows[-1][0]
-    held = None
-    for row in heapq.merge(*(task_rows(t) for t in TASKS), key=itemgetter(0)):
-        if held is not None and row[0] != held[0]:
-            yield held
-            held = row
-        elif held is None or row[1] < held[1]:
-            held = row
-    if held is not None:
-        yield held
+    return merge_pages([task_pages(t) for t in TASKS])
 
 async def main():
     conn = mysql_conn.Connection(host=sr["host"], port=sr["port"], user=sr["user"], password=sr["password"],
                                  database=sr["database"], charset="utf8mb4", autocommit=True,
                                  ssl_disabled=True)
     class Packed(redis.Connection):  # commands packed by hiredis, as store/client.py has the push's
-        pack_command = staticmethod(HiredisRespSerializer().pack)
+        def pack_command(self, *args):
+            return [hiredis.pack_command(args)]
     client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(rc["url"], connection_class=Packed))
     producer = confluent_kafka.Producer({"bootstrap.servers": kc["bootstrap_servers"], "enable.idempotence": True,
         "acks": "all", "compression.type": "lz4", "linger.ms": 20, "batch.num.messages": 10000,
@@ -134,7 +126,7 @@ async def main():
                                   v.material_id, v.trace_id, *card, created, expires).encode()
             while True:
                 try:
-                    producer.produce(kc["topic"], message, key=uid, on_delivery=report)
+                    producer.produce(kc["topic"], message, uid, -1, report)  # positional, as the push's
                     break
                 except BufferError:
                     producer.poll(0.01)

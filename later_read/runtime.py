@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -9,7 +10,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import stamina.instrumentation
 from anyio.abc import TaskGroup
 
 from later_read.log import alert, get_logger
@@ -26,9 +26,6 @@ GC_FIRST_GENERATION = 50_000
 def run(main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     """Run `main(*args)` to completion on a fresh event loop."""
     gc.set_threshold(GC_FIRST_GENERATION, *gc.get_threshold()[1:])
-    # Retries are counted and reported in the job summary; stamina's per-retry log lines would
-    # write one warning per transient failure (thousands when a service hiccups).
-    stamina.instrumentation.set_on_retry_hooks([])
     try:
         import uvloop  # noqa: F401
 
@@ -36,6 +33,25 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     except ImportError:
         options = {}
     return anyio.run(main, *args, backend="asyncio", backend_options=options)
+
+
+def retry_context(**options: Any) -> Any:
+    """`stamina.retry_context(**options)`: the retry loop of the services' client (after a first attempt
+    failed) and of the Store (through a failover). stamina is imported at the first retry a process needs,
+    not at start-up: most runs never retry, and its import is ~10 ms of every job's start (the
+    prewarm's first call waits for it)."""
+    return _stamina().retry_context(**options)
+
+
+@functools.cache
+def _stamina() -> Any:
+    """stamina, imported once, with its per-retry log lines off: retries are counted and reported in the
+    job summary, and a warning per transient failure would be thousands of lines when a service hiccups."""
+    import stamina
+    import stamina.instrumentation
+
+    stamina.instrumentation.set_on_retry_hooks([])
+    return stamina
 
 
 @asynccontextmanager

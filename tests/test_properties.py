@@ -1,11 +1,13 @@
 """Properties over generated input (hypothesis): the cached value's codec, the push message's codec and
-msg_id, and log-line escaping. Each holds for any string, including newlines, control characters,
-quotes, the alert keyword and key=value lookalikes; no timing is asserted (deadline off)."""
+msg_id, log-line escaping, the users' merge across task ids, and the Redis commands' packing. Each holds
+for any string, including newlines, control characters, quotes, the alert keyword and key=value
+lookalikes; no timing is asserted (deadline off)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import logging
 import re
 import uuid
@@ -13,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from hypothesis import HealthCheck, example, given, settings, strategies as st
+from redis.asyncio.connection import Connection
+from redis.connection import HiredisRespSerializer
 
 from helpers import unquote
 from later_read import log
@@ -20,7 +24,7 @@ from later_read.clients.material import Material
 from later_read.core.bounds import FIELD_BYTES, MAX_VALUE_BYTES
 from later_read.core.clock import Clock
 from later_read.core.message import MSG_NAMESPACE, BadMessage, PushMessage, msg_id
-from later_read.core.users import TaskUser
+from later_read.core.users import TaskUser, merge_pages
 from later_read.core.value import (
     ABSENT,
     CORRUPT,
@@ -37,6 +41,7 @@ from later_read.core.value import (
 )
 from later_read.errors import CorruptValue
 from later_read.log import ALERT_KEYWORD
+from later_read.store.client import _with_hiredis_packing
 
 QUICK = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -332,3 +337,79 @@ def test_defused_json_is_the_same_data_on_one_line_without_the_keyword(text):
     as_json = log.defused_json(orjson.dumps({"v": text}).decode())
     assert ALERT_KEYWORD not in as_json and "\n" not in as_json and "\r" not in as_json
     assert orjson.loads(as_json) == {"v": text}
+
+
+def _packed(pack, args):
+    """What `pack(*args)` gives: the bytes, or the error's type (both packers must refuse alike)."""
+    try:
+        return pack(*args)
+    except Exception as exc:  # noqa: BLE001 - the comparison is of what each does
+        return type(exc)
+
+
+@QUICK
+@given(
+    command=st.sampled_from(["MGET", "SET", "EVALSHA", "GET", "CLIENT SETINFO", "SCRIPT LOAD"]),
+    args=st.lists(
+        st.one_of(
+            LOGGED,
+            st.binary(max_size=40),
+            st.integers(),
+            st.floats(allow_nan=False),
+            st.binary(max_size=8).map(bytearray),
+            st.binary(max_size=8).map(memoryview),
+        ),
+        max_size=6,
+    ),
+)
+def test_the_stores_packer_writes_what_redis_pys_hiredis_packer_writes(command, args):
+    """store/client.py packs with hiredis.pack_command directly; for any arguments it writes the bytes
+    redis-py's HiredisRespSerializer writes (or refuses them alike)."""
+    packing = _with_hiredis_packing(Connection)
+    pack = packing.__new__(packing).pack_command  # packing alone: no connection made
+    assert _packed(pack, (command, *args)) == _packed(HiredisRespSerializer().pack, (command, *args))
+
+
+@st.composite
+def task_streams(draw):
+    """Per task id, its users as StarRocks pages them: rising uids (any text, byte order), each with a
+    project, cut into pages of any sizes (the last may be empty, as a keyset read's end)."""
+    streams, rows = [], []
+    for task_id in draw(st.lists(st.text("abc", min_size=1, max_size=3), min_size=1, max_size=4, unique=True)):
+        uids = sorted(draw(st.sets(st.text(max_size=4), max_size=30)))
+        users = [TaskUser(uid, draw(st.sampled_from(["novel", "comic", "audio"])), task_id) for uid in uids]
+        rows += users
+        cuts = sorted(draw(st.lists(st.integers(0, len(users)), max_size=5)))
+        bounds = [0, *cuts, len(users)]
+        pages = [users[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+        streams.append(pages + draw(st.sampled_from([[], [[]]])))
+    return streams, rows
+
+
+@QUICK
+@given(task_streams())
+def test_the_users_merge_is_one_per_uid_in_byte_order_with_its_smallest_project_and_task(drawn):
+    """`merge_pages` (the users' reader across task ids) against its definition: every uid of any stream
+    once, in byte order, with the smallest project and the smallest task id of its rows; and lazy: a
+    stream's page is read only when its users are reached."""
+    streams, rows = drawn
+    wanted: dict[str, TaskUser] = {}
+    for user in rows:
+        held = wanted.get(user.uid)
+        wanted[user.uid] = (
+            user
+            if held is None
+            else TaskUser(user.uid, min(held.project, user.project), min(held.task_id, user.task_id))
+        )
+    merged = list(merge_pages([iter(pages) for pages in streams]))
+    assert merged == [wanted[uid] for uid in sorted(wanted, key=lambda uid: uid.encode("utf-8", "surrogatepass"))]
+    read = [0] * len(streams)
+
+    def counted(i, pages):
+        for page in pages:
+            read[i] += 1
+            yield page
+
+    first = next(merge_pages([counted(i, pages) for i, pages in enumerate(streams)]), None)
+    assert all(n <= 1 for n in read), read  # the first user after one page of each stream, not more
+    assert first == (merged[0] if merged else None)

@@ -57,7 +57,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -255,7 +254,7 @@ class AdaptiveLimit:
         grew = self._probed_at is not None and rate >= self._probed_at * PROBE_GREW
         self._phase = 0 if grew else (self._phase + 1) % CYCLE_WINDOWS
         # the rate a probe must beat: the filter's mean, not its maximum (biased up by the noise)
-        self._probed_at = statistics.fmean(self.rates) if self._phase == 0 and self.rates else None
+        self._probed_at = math.fsum(self.rates) / len(self.rates) if self._phase == 0 and self.rates else None
         return PROBE_GAIN if self._phase == 0 else 1.0
 
     def _schedule_probe(self, now: float) -> None:

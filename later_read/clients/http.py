@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import orjson
-import stamina
 
+from later_read import runtime
 from later_read.clients.adaptive import AdaptiveGate
 from later_read.clients.latency import LatencyHistogram
 from later_read.clients.rate import RateLimiter
@@ -132,7 +132,7 @@ class ServiceCaller:
                 raise
             first: TransientServiceError | None = exc
         try:
-            async for attempt in stamina.retry_context(
+            async for attempt in runtime.retry_context(
                 on=TransientServiceError,
                 attempts=self.settings.max_attempts,
                 timeout=None,

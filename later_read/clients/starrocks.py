@@ -17,13 +17,12 @@ sent (`auth_plugin_map`, pymysql's hook for a plugin's handler). docs/design.md,
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import itertools
+import operator
 import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future
-from operator import itemgetter
 from typing import Any
 
 import anyio
@@ -32,7 +31,7 @@ import pymysql
 from later_read.clients import mysql_conn
 from later_read.config.settings import Settings, StarRocksSettings
 from later_read.core.scope import WHOLE, RunScope, Shard
-from later_read.core.users import TaskUser, task_ids_for
+from later_read.core.users import TaskUser, merge_pages, task_ids_for
 from later_read.errors import StarRocksError
 
 new_user = tuple.__new__
@@ -133,43 +132,36 @@ class StarRocks:
 
     def _merged(self, query: UserQuery) -> Iterator[TaskUser]:
         """Every task id's uids merged in uid order, one TaskUser per uid (smallest project and task id).
-        Runs in the worker thread: the pages are read lazily as the merge needs them. A uid in one task id
-        (the common case) is its row as read, not a new object."""
-        streams = [self._task_rows(query, task_id) for task_id in sorted(set(query.task_ids))]
+        Runs in the worker thread: the pages are read lazily as the merge needs them (`merge_pages`)."""
+        streams = [self._task_pages(query, task_id) for task_id in sorted(set(query.task_ids))]
         if len(streams) == 1:
-            yield from streams[0]
+            for page in streams[0]:
+                yield from page
             return
-        held: TaskUser | None = None
-        for user in heapq.merge(*streams, key=itemgetter(0)):
-            if held is None:
-                held = user
-            elif user.uid != held.uid:
-                yield held
-                held = user
-            else:
-                held = TaskUser(held.uid, min(held.project, user.project), min(held.task_id, user.task_id))
-        if held is not None:
-            yield held
+        yield from merge_pages(streams)
 
-    def _task_rows(self, query: UserQuery, task_id: str) -> Iterator[TaskUser]:
-        """One task id's users in uid order, one keyset page at a time."""
+    def _task_pages(self, query: UserQuery, task_id: str) -> Iterator[list[TaskUser]]:
+        """One task id's users in uid order, one keyset page at a time, each checked in strictly rising uid
+        order (StarRocks compares strings as bytes: the order the keyset and the merge rely on)."""
         after: str | None = None
         limit = min(FIRST_PAGE_ROWS, self.settings.batch_size)
         while True:
             rows: Sequence[tuple[Any, ...]] = self._query(*query.page(task_id, after, limit))
-            if rows and not all(type(uid) is str and type(project) is str for uid, project in rows):
-                rows = [(str(uid), str(project)) for uid, project in rows]
-            for uid, project in rows:
-                if after is not None and uid <= after:
-                    raise StarRocksError(
-                        f"{self.settings.table}.source_uid came back out of byte order ({after!r} then "
-                        f"{uid!r}); give the column a binary collation (StarRocks strings are binary)"
-                    )
-                after = uid
-                yield new_user(TaskUser, (uid, project, task_id))  # TaskUser(...) without its Python __new__
+            if not rows:
+                return
+            uids, projects = zip(*rows, strict=True)
+            if not _all_str(uids) or not _all_str(projects):  # a column that is not text: read as text
+                uids, projects = tuple(map(str, uids)), tuple(map(str, projects))
+            if (after is not None and uids[0] <= after) or not all(map(operator.lt, uids, uids[1:])):
+                before, uid = _out_of_order(after, uids)
+                raise StarRocksError(
+                    f"{self.settings.table}.source_uid came back out of byte order ({before!r} then "
+                    f"{uid!r}); give the column a binary collation (StarRocks strings are binary)"
+                )
+            yield [new_user(TaskUser, (uid, project, task_id)) for uid, project in zip(uids, projects, strict=True)]
             if len(rows) < limit:
                 return
-            limit = self.settings.batch_size
+            after, limit = uids[-1], self.settings.batch_size
 
     def _earlier(self, query: UserQuery, hour: int, page: list[TaskUser]) -> set[str]:
         """Which users of `page` have a row at a push hour before `hour` (see `UserQuery.earlier`)."""
@@ -397,6 +389,21 @@ class UserQuery:
             where.append(condition)
             params.extend(values)
         return where, params
+
+
+def _out_of_order(after: str | None, uids: Sequence[str]) -> tuple[str, str]:
+    """The first two uids not in strictly rising order (`after`: the uid before the page, None at its start)."""
+    previous = after
+    for uid in uids:
+        if previous is not None and uid <= previous:
+            return previous, uid
+        previous = uid
+    raise AssertionError("the uids are in order")
+
+
+def _all_str(values: Sequence[Any]) -> bool:
+    """Every value a str (not None, bytes or a number): a text column read by mysql_conn."""
+    return set(map(type, values)) == {str}
 
 
 def _take(users: Iterator[TaskUser], n: int) -> list[TaskUser]:
