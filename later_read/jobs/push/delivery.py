@@ -82,7 +82,7 @@ class Delivery:
             assert self.fence is not None
             raise self.fence.error()
         try:
-            self.producer.produce(self.topic, value, uid, ANY_PARTITION, self._report)  # positional: see below
+            self.producer.produce(self.topic, value, uid, ANY_PARTITION, self._report)  # by position: ANY_PARTITION
         except BufferError:
             return False
         except confluent_kafka.KafkaException as exc:  # e.g. message too large, fatal producer
