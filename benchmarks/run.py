@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from later_read_sandbox.seed import connect, seed_day  # noqa: E402
 from later_read_sandbox.simulator import ServiceKnobs, SimulatorKnobs  # noqa: E402
+from later_read_sandbox.simulator.process import process_cpu_seconds  # noqa: E402
 from later_read_sandbox.stack import Stack  # noqa: E402
 
 DATE = "20261123"
@@ -176,6 +177,7 @@ def run_process(argv: list[str], cwd: Path, exits: tuple[int, ...] | None, name:
     return {
         "wall_seconds": round(wall, 3),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "sys_seconds": round(usage.ru_stime, 3),  # of cpu_seconds, in the kernel (syscalls, loopback TCP)
         "peak_rss_mb": rss.mb(),
         "exit_code": exit_code,
         "last_line": stderr.strip().splitlines()[-1] if stderr.strip() else "",
@@ -254,7 +256,11 @@ def measure(stack: Stack, s: Scenario, config: Path, work: Path, run: int, code:
     args = [s.job, "--date", DATE, "--config", str(config), "--report", str(report)]
     if s.job == "push":
         args += ["--hour", str(PUSH_HOUR), "--now", PUSH_NOW]
+    pids = server_pids(stack)
+    before = {name: process_cpu(pid) for name, pid in pids.items()}
     figures = run_job(args, code)
+    # What the servers spent while the job ran (on a 2-core host, the CPU the job's wall time shares).
+    figures["servers_cpu_seconds"] = {name: round(process_cpu(pid) - before[name], 2) for name, pid in pids.items()}
     job_report = json.loads(report.read_text())
     users = job_report.get("users") or s.users
     figures.update(
@@ -275,6 +281,32 @@ def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def servers_median(runs: list[dict]) -> dict[str, float]:
+    """Each server's median CPU seconds over the runs."""
+    names = runs[0]["servers_cpu_seconds"] if runs else {}
+    return {name: statistics.median(r["servers_cpu_seconds"].get(name, 0.0) for r in runs) for name in names}
+
+
+def server_pids(stack: Stack) -> dict[str, int]:
+    """The pids of the servers this stack started (one reused through LATER_READ_TEST_* has none here)."""
+    pids = {}
+    for name, label in (("mysql", "mariadb"), ("redis", "redis"), ("kafka", "kafka")):
+        child = getattr(stack, name).child
+        if child is not None and child.popen is not None:
+            pids[label] = child.popen.pid
+    if stack.simulator.process is not None:
+        pids["simulator"] = stack.simulator.process.pid
+    return pids
+
+
+def process_cpu(pid: int) -> float:
+    """A process's CPU seconds so far (`process_cpu_seconds`); 0.0 once it is gone."""
+    try:
+        return process_cpu_seconds(pid)
+    except OSError:
+        return 0.0
+
+
 def scenario(s: Scenario, repeat: int, codes: list[Path]) -> list[dict]:
     """The scenario's `repeat` runs of each tree in `codes`, interleaved on one set of servers: a result
     per tree."""
@@ -286,7 +318,7 @@ def scenario(s: Scenario, repeat: int, codes: list[Path]) -> list[dict]:
         for i in range(repeat):
             for code in codes:
                 runs[code].append(measure(stack, s, config, work, i, code))
-    keys = ["wall_seconds", "users_per_second", "cpu_seconds", "cpu_us_per_user", "peak_rss_mb"]
+    keys = ["wall_seconds", "users_per_second", "cpu_seconds", "sys_seconds", "cpu_us_per_user", "peak_rss_mb"]
     if s.job == "prewarm":
         keys += ["fraction_of_ceiling", "fraction_of_pool_ceiling"]
     return [
@@ -295,7 +327,7 @@ def scenario(s: Scenario, repeat: int, codes: list[Path]) -> list[dict]:
             "code": str(code),
             "seed_seconds": round(seed_seconds, 1),
             "runs": code_runs,
-            "median": {k: median_of(code_runs, k) for k in keys},
+            "median": {k: median_of(code_runs, k) for k in keys} | {"servers_cpu_seconds": servers_median(code_runs)},
         }
         for code, code_runs in runs.items()
     ]
@@ -306,13 +338,16 @@ def print_result(result: dict) -> None:
     line = (
         f"{s['name']} {s['job']:7} users={s['users']:>9,} C={s['concurrency']} "
         f"wall={m['wall_seconds']:.2f}s users/s={m['users_per_second']:,.0f} "
-        f"cpu={m['cpu_seconds']:.2f}s cpu/user={m['cpu_us_per_user']:.0f}us rss={m['peak_rss_mb']:.0f}MB"
+        f"cpu={m['cpu_seconds']:.2f}s (sys {m['sys_seconds']:.2f}s) cpu/user={m['cpu_us_per_user']:.0f}us rss={m['peak_rss_mb']:.0f}MB"
     )
     if "fraction_of_ceiling" in m:
         line += (
             f" ceiling={result['runs'][-1]['ceiling_users_per_second']:,.0f}/s "
             f"fraction={m['fraction_of_ceiling']:.3f} pool={m['fraction_of_pool_ceiling']:.3f}"
         )
+    servers = m.get("servers_cpu_seconds") or {}
+    if servers:
+        line += " servers=" + ",".join(f"{name}:{cpu:.2f}s" for name, cpu in servers.items())
     sim = result["runs"][-1]["simulator"]
     line += " sim=" + ",".join(f"{k}:{v['calls']}@{v['peak_qps']}qps" for k, v in sim.items())
     if result["code"] != str(ROOT):
