@@ -338,7 +338,8 @@ def print_result(result: dict) -> None:
     line = (
         f"{s['name']} {s['job']:7} users={s['users']:>9,} C={s['concurrency']} "
         f"wall={m['wall_seconds']:.2f}s users/s={m['users_per_second']:,.0f} "
-        f"cpu={m['cpu_seconds']:.2f}s (sys {m['sys_seconds']:.2f}s) cpu/user={m['cpu_us_per_user']:.0f}us rss={m['peak_rss_mb']:.0f}MB"
+        f"cpu={m['cpu_seconds']:.2f}s (sys {m['sys_seconds']:.2f}s) cpu/user={m['cpu_us_per_user']:.0f}us "
+        f"rss={m['peak_rss_mb']:.0f}MB"
     )
     if "fraction_of_ceiling" in m:
         line += (

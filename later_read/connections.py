@@ -103,7 +103,8 @@ async def open_job(settings: Settings, http_connections: int | None = None) -> A
     async with AsyncExitStack() as stack:
         starrocks = StarRocks(settings.starrocks)
         stack.callback(starrocks.close)
-        starrocks.warm_up()  # connects while Redis is pinged and the lock taken
+        starrocks.warm_up(spares=len(settings.tasks.ids))  # connects while Redis is pinged and the lock taken:
+        # the reads' lanes past the first (one per task id past the first, one for the earlier-hour lookups)
         store = await stack.enter_async_context(open_store(settings))
         limit = http_connections or max(settings.prewarm.concurrency, settings.push.concurrency)
         session = open_session(limit, settings.services)

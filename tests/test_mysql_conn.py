@@ -118,6 +118,32 @@ def test_the_servers_error_after_some_rows_is_raised_as_pymysql_raises_it(both):
     assert errors[0][1][0] == 1242  # ER_SUBQUERY_NO_1_ROW
 
 
+def test_a_query_sent_ahead_is_read_later_as_a_cursor_reads_it(both, mysql):
+    """`send` returns before the result; `receive` reads the rows `fetchall` would, and the server's error
+    as pymysql raises it, after which the connection is in step. One result pending at a time."""
+    theirs, mine = both
+    rows_of(theirs, "CREATE TABLE t (n INT, s VARCHAR(10))")
+    rows_of(theirs, "INSERT INTO t VALUES " + ", ".join(f"({i}, 'r{i}')" for i in range(5000)))
+    for sql in ("SELECT s, s FROM t ORDER BY n", "SELECT s FROM t WHERE n < 0", "SELECT n, s FROM t ORDER BY n"):
+        mine.send(mine.bind(sql, []))
+        assert mine.pending
+        with pytest.raises(pymysql.err.ProgrammingError, match="still pending"):
+            mine.send("SELECT 'refused'")  # nothing sent: the pending result is still the one read next
+        assert mine.receive() == rows_of(theirs, sql)
+        assert not mine.pending
+    with pytest.raises(pymysql.err.ProgrammingError, match="no query was sent"):
+        mine.receive()
+    mine.send("SELECT s, IF(n < 4000, 'ok', (SELECT s FROM t)) FROM t ORDER BY n")  # fails after 4,000 rows
+    with pytest.raises(pymysql.err.MySQLError) as caught:
+        mine.receive()
+    assert caught.value.args[0] == 1242  # ER_SUBQUERY_NO_1_ROW
+    assert rows_of(mine, "SELECT 'in step'") == (("in step",),)
+    other = ours(mysql)
+    other.send("SELECT 'left unread'")
+    other.close()  # a result left unread: the connection closes as any other
+    assert not other.open
+
+
 class CuttingProxy:
     """A loopback TCP proxy to the server that, once armed, closes both sides after passing `cut_after`
     more bytes from the server: a connection lost in the middle of a result set."""

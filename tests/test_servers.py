@@ -299,6 +299,96 @@ def test_a_case_insensitive_uid_column_is_refused_not_silently_misread(mysql):
         _read_all(_reader(mysql, 10), UserQuery("task_data", ["t"]))
 
 
+def _seed_hours(mysql, rows) -> None:
+    from later_read_sandbox.seed import DDL
+
+    with mysql.connect() as conn, conn.cursor() as cur:
+        cur.execute(DDL.format(table="task_data"))
+        cur.executemany("INSERT INTO task_data VALUES (%s, %s, %s, %s, %s)", rows)
+        conn.commit()
+
+
+def test_pages_come_with_the_uids_that_have_an_earlier_hour_whatever_the_page_size(mysql):
+    """`pages()` asks for each task id's next page and the next page's earlier-hour lookup before it hands a
+    page on; the pages and their earlier uids are still exactly the definition's, in every page size (the
+    first page smaller, pages of one, pages larger than the data)."""
+    import asyncio
+
+    from later_read.clients.starrocks import FIRST_PAGE_ROWS, UserQuery
+
+    a, b = "04-026-20261123-r0gdua", "04-026-20261123-qk79ub"
+    hours = {f"u{n:05d}": n % 24 for n in range(1300)}  # each uid's hour under task a
+    rows = [(a, uid, "novel", hour, "b") for uid, hour in hours.items()]
+    rows += [(b, uid, "comic", 21, "b") for uid in list(hours)[::7]]  # every 7th also at hour 21 under task b
+    rows += [(b, uid, "comic", 3, "b") for uid in list(hours)[::11]]  # every 11th also at hour 3 under task b
+    _seed_hours(mysql, rows)
+    by_hour: dict[str, set[int]] = defaultdict(set)
+    for _, uid, _, hour, _ in rows:
+        by_hour[uid].add(hour)
+    at_21 = sorted(uid for uid, found in by_hour.items() if 21 in found)
+    earlier = {uid for uid in at_21 if min(by_hour[uid]) < 21}
+
+    async def pages(reader):
+        return [(page, found) async for page, found in reader.pages(UserQuery("task_data", [a, b], hour=21))]
+
+    for batch_size in (1, 3, 40, FIRST_PAGE_ROWS + 7, 5000):
+        reader = _reader(mysql, batch_size)
+        try:
+            read = asyncio.run(pages(reader))
+        finally:
+            reader.close()
+        assert [u.uid for page, _ in read for u in page] == at_21
+        assert all(len(page) <= batch_size for page, _ in read)
+        for page, found in read:
+            assert found == {u.uid for u in page} & earlier
+
+
+def test_a_read_stopped_early_leaves_no_result_behind_nor_a_connection_open(mysql):
+    """A reader that stops after its first page leaves queries sent ahead: their connections are closed (when
+    the read is closed, or when the client's connection is next used), so the next query reads its own
+    result; reads one after the other keep the same few connections open on the server."""
+    import asyncio
+
+    from later_read.clients.starrocks import UserQuery
+
+    a, b = "ta", "tb"
+    _seed_hours(mysql, [(task, f"u{n:04d}", "novel", n % 3, "x") for n in range(60) for task in (a, b)])
+    query = UserQuery("task_data", [a, b], hour=2)
+    wanted = [f"u{n:04d}" for n in range(60) if n % 3 == 2]
+
+    def connections() -> int:
+        with mysql.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", [mysql.database])
+            return int(cur.fetchone()[0]) - 1  # not this one
+
+    async def scenario(reader):
+        pages = reader.pages(query)
+        first, _ = await pages.__anext__()
+        await pages.aclose()  # stopped after one page, the next pages and a lookup sent
+        assert await reader.count(query) == len(wanted)
+        unclosed = reader.pages(query)
+        await unclosed.__anext__()  # not closed: the client's own connection holds a result unread
+        assert await reader.count(query) == len(wanted)
+        read = []
+        for _ in range(4):
+            read = [u.uid for page, _ in [x async for x in reader.pages(query)] for u in page]
+        return first, read, connections()
+
+    reader = _reader(mysql, 2)
+    try:
+        first, read, open_after = asyncio.run(scenario(reader))
+    finally:
+        reader.close()
+    assert [u.uid for u in first] == wanted[:2] and read == wanted
+    # The client's own, one per task id past the first and the lookup's; and the unclosed read's two lanes
+    # past its first (that one was closed when `count` found its result unread), until it is collected.
+    assert open_after == 5
+    deadline = time.monotonic() + 5
+    while connections() and time.monotonic() < deadline:  # the server ends a closed connection's thread soon after
+        time.sleep(0.05)
+    assert connections() == 0  # the unclosed read collected when its loop ended, the others closed with the client
+
+
 def test_sandbox_up_notices_a_dead_simulator():
     """`sandbox up` polls Stack.dead(): a simulator killed under it is named with its exit code."""
     from types import SimpleNamespace

@@ -11,7 +11,7 @@ import redis
 
 from fake_mysql import FakeMySQL
 from helpers import DATE, TASKS, invoke, seeding, servers
-from later_read.clients.starrocks import connect_options
+from later_read.clients.starrocks_login import connect_options
 from later_read.config.settings import load_settings
 from later_read.store.keys import Keys
 from tls_certs import CA

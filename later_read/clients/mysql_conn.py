@@ -11,7 +11,10 @@ steps:
 - `bind` quotes a query's string parameters in one `_escape_string` call over all of them (escaping is
   per character in both of pymysql's modes) and every other parameter as pymysql does.
 
-Everything else (the handshake, TLS, the authentication guard of starrocks.py, errors, other column
+It also sends a query without waiting for its result (`send`, then `receive`): the server runs it while
+the caller works, as starrocks.py reads a task id's next page and a page's earlier-hour lookup.
+
+Everything else (the handshake, TLS, the authentication guard of starrocks_login.py, errors, other column
 types, unbuffered results) is pymysql's code, unchanged. The loop keeps pymysql's contract for what it
 reads: rows as tuples of `str` (None for NULL), the packet sequence checked, a row over 16 MB joined from
 its packets, the server's error packet raised as pymysql raises it, a lost connection closed and raised
@@ -27,7 +30,7 @@ from typing import Any, NoReturn
 import pymysql
 from pymysql import err
 from pymysql.connections import MAX_PACKET_LEN, MySQLResult
-from pymysql.constants import CR
+from pymysql.constants import COMMAND, CR
 from pymysql.protocol import MysqlPacket
 
 # A length-encoded string's first byte: below _NULL the length itself, else NULL or the width of the length.
@@ -42,7 +45,28 @@ class Garbled(err.InternalError):
 
 
 class Connection(pymysql.connections.Connection):
-    """pymysql's Connection whose buffered results are read by `TextResult`, with `bind`."""
+    """pymysql's Connection whose buffered results are read by `TextResult`, with `bind`, `send` and
+    `receive`."""
+
+    pending = False  # a query `send` sent whose result `receive` has not read: the connection takes no other
+
+    def send(self, sql: str) -> None:
+        """Send one query (`bind`'s SQL) and return at once: the server runs it and its result waits in the
+        socket until `receive` reads it. A result still pending is a ProgrammingError, nothing sent."""
+        if self.pending:
+            raise err.ProgrammingError("a query's result is still pending on this connection")
+        self._execute_command(COMMAND.COM_QUERY, sql)  # type: ignore[attr-defined]  # pymysql's, as query() sends
+        self.pending = True
+
+    def receive(self) -> tuple[tuple[Any, ...], ...]:
+        """The rows of the query `send` sent, buffered (as `cursor.fetchall()` returns them: () for none);
+        the server's error raised as pymysql raises it."""
+        if not self.pending:
+            raise err.ProgrammingError("no query was sent on this connection")
+        self.pending = False
+        self._read_query_result()
+        rows = self._result.rows if self._result is not None else None
+        return rows if rows is not None else ()
 
     def bind(self, sql: str, params: Sequence[Any]) -> str:
         """`sql` with `params` quoted in, as pymysql's `Cursor.mogrify` would make it: run it with no

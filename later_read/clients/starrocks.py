@@ -3,25 +3,23 @@
 Reads are keyset-paginated per task id (`task_id = ? AND source_uid > last ORDER BY source_uid LIMIT n`,
 `UserQuery` below) and the task ids' sorted streams are merged by uid in the worker thread: memory stays bounded
 by one page per task id whatever the day's user count, each page is an index range read, and StarRocks
-never builds one giant result set.
+never builds one giant result set. Each task id reads on a connection of its own (a "lane"; the earlier-hour
+lookups on one more), and sends its next page's query as soon as it has read a page: the server runs it
+while the job works on that page (docs/design.md, "Reading the users").
 
-TLS (`[starrocks] tls`): pymysql gets an `ssl.SSLContext` that always verifies the server's certificate
-chain (against `tls_ca_file`, else the system's CAs) and, with `tls_verify_host`, its name against `host`.
-Without it, no TLS at all (`ssl_disabled`): pymysql's default would otherwise upgrade, unverified, whenever
-the server offers TLS, and the guard below would take an impostor's certificate for a secure connection.
-A server that asks for the password in clear text (an auth switch to `mysql_clear_password`, or MariaDB's
-`dialog` prompt) gets it only over TLS: without TLS the connection is refused before the password is
-sent (`auth_plugin_map`, pymysql's hook for a plugin's handler). docs/design.md, "Secrets".
+How it logs in (verified TLS or none, the cleartext guard) and how a failed connection reads:
+starrocks_login.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import itertools
 import operator
-import ssl
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -29,6 +27,7 @@ import anyio
 import pymysql
 
 from later_read.clients import mysql_conn
+from later_read.clients.starrocks_login import connect_options, connection_problem
 from later_read.config.settings import Settings, StarRocksSettings
 from later_read.core.scope import WHOLE, RunScope, Shard
 from later_read.core.users import TaskUser, merge_pages, task_ids_for
@@ -44,21 +43,29 @@ class StarRocks:
         self.settings = settings
         self._conn: mysql_conn.Connection | None = None
         self._opening: Future | None = None  # warm_up's connection attempt, not yet taken
+        self._spares: list[mysql_conn.Connection] = []  # the lanes past the first, kept between reads (`_lane`)
+        self._warming: list[Future] = []  # warm_up's spare connections, not yet taken
 
-    def warm_up(self) -> None:
-        """Start opening the connection in a background thread, so it overlaps the job's other set-up
-        (Redis, the lock); the first query takes it, or raises its error there, as without warm_up."""
+    def warm_up(self, spares: int = 0) -> None:
+        """Start opening the connection (and `spares` more: the lanes of a read past its first) in
+        background threads, so they overlap the job's other set-up (Redis, the lock); the first query (the
+        first read) takes them, or raises their error there, as without warm_up."""
         if self._conn is None and self._opening is None:
-            future: Future = Future()
-            self._opening = future
+            self._opening = self._open_later()
+        self._warming += [self._open_later() for _ in range(spares - len(self._warming) - len(self._spares))]
 
-            def open_it() -> None:
-                try:
-                    future.set_result(self._open())
-                except BaseException as exc:  # noqa: BLE001 - handed to the first query
-                    future.set_exception(exc)
+    def _open_later(self) -> Future:
+        """A connection opening in a thread of its own."""
+        future: Future = Future()
 
-            threading.Thread(target=open_it, name="starrocks-connect", daemon=True).start()
+        def open_it() -> None:
+            try:
+                future.set_result(self._open())
+            except BaseException as exc:  # noqa: BLE001 - handed to the query that takes it
+                future.set_exception(exc)
+
+        threading.Thread(target=open_it, name="starrocks-connect", daemon=True).start()
+        return future
 
     def twin(self) -> StarRocks:
         """A second client of the same database, its connection opening now in the background: for a
@@ -71,17 +78,20 @@ class StarRocks:
         return mysql_conn.Connection(**connect_options(self.settings))  # pymysql's, faster for pages
 
     def _connect(self) -> mysql_conn.Connection:
+        if self._conn is not None and self._conn.pending:  # a reader stopped with a result unread: closed
+            _close(self._conn)
+            self._conn = None
         if self._conn is None:
             opening, self._opening = self._opening, None
             self._conn = opening.result() if opening is not None else self._open()
         return self._conn
 
-    def _query(self, sql: str, params: list) -> tuple:
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """pymysql's errors as StarRocksError: a connection that failed (every connection closed) or a
+        query the server refused."""
         try:
-            conn = self._connect()
-            with conn.cursor() as cur:
-                cur.execute(conn.bind(sql, params))  # quoted as pymysql would, in one step (mysql_conn.py)
-                return cur.fetchall()
+            yield
         except pymysql.err.OperationalError as exc:
             self.close()
             raise StarRocksError(connection_problem(self.settings, exc)) from None
@@ -90,6 +100,51 @@ class StarRocks:
                 f"StarRocks query failed: {exc}; check [starrocks] database/table "
                 "and the table's columns (task_id, source_uid, project, push_hour)"
             ) from None
+
+    def _query(self, sql: str, params: list) -> tuple:
+        with self._errors():
+            conn = self._connect()
+            with conn.cursor() as cur:
+                cur.execute(conn.bind(sql, params))  # quoted as pymysql would, in one step (mysql_conn.py)
+                return cur.fetchall()
+
+    def _send(self, conn: mysql_conn.Connection, query: tuple[str, list]) -> None:
+        """Send one query (SQL, parameters) on `conn` without waiting for its result (`_receive` reads it)."""
+        with self._errors():
+            conn.send(conn.bind(*query))
+
+    def _receive(self, conn: mysql_conn.Connection) -> tuple:
+        with self._errors():
+            return conn.receive()
+
+    def _lane(self, lanes: dict[int, mysql_conn.Connection], i: int) -> mysql_conn.Connection:
+        """Connection `i` of one read of the users (`_pages`), taken as first used, in the worker thread:
+        0 is the client's own connection, the others a spare one or a new one."""
+        conn = lanes.get(i)
+        if conn is None:
+            with self._errors():
+                conn = self._connect() if i == 0 else self._spare()
+            lanes[i] = conn
+        return conn
+
+    def _spare(self) -> mysql_conn.Connection:
+        """A connection for a lane past the first: a spare one, else one warm_up is opening, else a new one."""
+        if self._spares:
+            return self._spares.pop()
+        if self._warming:
+            return self._warming.pop().result()
+        return self._open()
+
+    def _release(self, lanes: dict[int, mysql_conn.Connection]) -> None:
+        """One read's connections handed back: any left with a result unread (its reader stopped early) or
+        no longer open is closed, the others kept for the next read."""
+        for i, conn in lanes.items():
+            if conn.pending or not conn.open:
+                if conn is self._conn:
+                    self._conn = None
+                _close(conn)
+            elif i > 0:
+                self._spares.append(conn)
 
     async def query(self, sql: str, params: list | None = None) -> tuple:
         """Run one query in a worker thread (pymysql is blocking)."""
@@ -114,39 +169,65 @@ class StarRocks:
                 async for chunk_page in self._pages(dataclasses.replace(query, uids=chunk), hour):
                     yield chunk_page
             return
-        merged = self._merged(query)
+        lanes: dict[int, mysql_conn.Connection] = {}
+        merged = self._merged(query, lanes)
+        lookup = functools.partial(self._lane, lanes, len(set(query.task_ids)))  # the lane after the task ids'
+        ahead: list[tuple[list[TaskUser], int]] = []  # the next page, its earlier-hour lookup sent
 
-        def read(n: int) -> tuple[list[TaskUser], set[str]]:
+        def take(n: int) -> tuple[list[TaskUser], int]:
             page = _take(merged, n)
-            return page, self._earlier(query, hour, page) if hour is not None and page else set()
+            if hour is not None and page:
+                self._send(lookup(), query.earlier(hour, [user.uid for user in page]))
+            return page, n
+
+        def read(n: int) -> tuple[list[TaskUser], set[str], int]:
+            page, asked = ahead.pop() if ahead else take(n)
+            earlier = {str(row[0]) for row in self._receive(lookup())} if hour is not None and page else set()
+            if hour is not None and len(page) == asked == self.settings.batch_size:
+                ahead.append(take(asked))  # its lookup runs on the server while the job works on this page
+            return page, earlier, asked
 
         size = min(FIRST_PAGE_ROWS, self.settings.batch_size)  # the first page small: the work starts sooner
-        while True:
-            page, uids = await anyio.to_thread.run_sync(read, size)
-            if not page:
-                return
-            yield page, uids
-            if len(page) < size:
-                return
-            size = self.settings.batch_size
+        try:
+            while True:
+                page, earlier, asked = await anyio.to_thread.run_sync(read, size)
+                if not page:
+                    return
+                yield page, earlier
+                if len(page) < asked:
+                    return
+                size = self.settings.batch_size
+        finally:
+            self._release(lanes)
 
-    def _merged(self, query: UserQuery) -> Iterator[TaskUser]:
+    def _merged(self, query: UserQuery, lanes: dict[int, mysql_conn.Connection]) -> Iterator[TaskUser]:
         """Every task id's uids merged in uid order, one TaskUser per uid (smallest project and task id).
-        Runs in the worker thread: the pages are read lazily as the merge needs them (`merge_pages`)."""
-        streams = [self._task_pages(query, task_id) for task_id in sorted(set(query.task_ids))]
+        Runs in the worker thread: the pages are read lazily as the merge needs them (`merge_pages`), each
+        task id's on a lane of its own."""
+        task_ids = sorted(set(query.task_ids))
+        streams = [
+            self._task_pages(query, task_id, functools.partial(self._lane, lanes, i))
+            for i, task_id in enumerate(task_ids)
+        ]
         if len(streams) == 1:
             for page in streams[0]:
                 yield from page
             return
         yield from merge_pages(streams)
 
-    def _task_pages(self, query: UserQuery, task_id: str) -> Iterator[list[TaskUser]]:
-        """One task id's users in uid order, one keyset page at a time, each checked in strictly rising uid
-        order (StarRocks compares strings as bytes: the order the keyset and the merge rely on)."""
+    def _task_pages(
+        self, query: UserQuery, task_id: str, lane: Callable[[], mysql_conn.Connection]
+    ) -> Iterator[list[TaskUser]]:
+        """One task id's users in uid order, one keyset page at a time on its `lane`, each checked in
+        strictly rising uid order (StarRocks compares strings as bytes: the order the keyset and the merge
+        rely on). A full page's next page is asked for before the page is handed on: the server runs that
+        query while the job works on this page."""
+        conn = lane()
         after: str | None = None
         limit = min(FIRST_PAGE_ROWS, self.settings.batch_size)
+        self._send(conn, query.page(task_id, after, limit))
         while True:
-            rows: Sequence[tuple[Any, ...]] = self._query(*query.page(task_id, after, limit))
+            rows: Sequence[tuple[Any, ...]] = self._receive(conn)
             if not rows:
                 return
             uids, projects = zip(*rows, strict=True)
@@ -158,14 +239,12 @@ class StarRocks:
                     f"{self.settings.table}.source_uid came back out of byte order ({before!r} then "
                     f"{uid!r}); give the column a binary collation (StarRocks strings are binary)"
                 )
+            if len(rows) == limit:
+                self._send(conn, query.page(task_id, uids[-1], self.settings.batch_size))
             yield [new_user(TaskUser, (uid, project, task_id)) for uid, project in zip(uids, projects, strict=True)]
             if len(rows) < limit:
                 return
             after, limit = uids[-1], self.settings.batch_size
-
-    def _earlier(self, query: UserQuery, hour: int, page: list[TaskUser]) -> set[str]:
-        """Which users of `page` have a row at a push hour before `hour` (see `UserQuery.earlier`)."""
-        return {str(row[0]) for row in self._query(*query.earlier(hour, [user.uid for user in page]))}
 
     async def count(self, query: UserQuery) -> int:
         sql, params = query.count()
@@ -174,113 +253,26 @@ class StarRocks:
 
     def close(self) -> None:
         opening, self._opening = self._opening, None
-        if opening is not None:  # warmed up, never used: closed once open (no wait here)
-            opening.add_done_callback(_close_opened)
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except pymysql.err.Error:
-                pass
-            self._conn = None
-
-
-def connect_options(settings: StarRocksSettings) -> dict:
-    """pymysql.connect's arguments: the login, timeouts, verified TLS when `tls` (else none), and the
-    cleartext guard."""
-    s = settings
-    options = dict(
-        host=s.host,
-        port=s.port,
-        user=s.user,
-        password=s.password,
-        database=s.database,
-        connect_timeout=s.connect_timeout_seconds,
-        read_timeout=s.read_timeout_seconds,
-        autocommit=True,
-        charset="utf8mb4",
-        auth_plugin_map={"mysql_clear_password": ClearPasswordOverTls, "dialog": DialogOverTls},
-    )
-    if s.tls:
-        context = ssl.create_default_context(cafile=s.tls_ca_file or None)
-        context.check_hostname = s.tls_verify_host
-        context.verify_mode = ssl.CERT_REQUIRED
-        options["ssl"] = context
-    else:  # no TLS at all: pymysql's default would take the server's TLS unverified (docs/design.md, "Secrets")
-        options["ssl_disabled"] = True
-    return options
-
-
-ACCESS_DENIED = 1045  # ER_ACCESS_DENIED_ERROR
-
-
-class CleartextRefused(pymysql.err.OperationalError):
-    """The server asked for the password in clear text on a connection without TLS; it was not sent."""
-
-
-class ClearPasswordOverTls:
-    """pymysql's handler (`auth_plugin_map`) for `mysql_clear_password`: the password as is, over TLS only."""
-
-    def __init__(self, conn: pymysql.connections.Connection) -> None:
-        self.conn = conn
-
-    def authenticate(self, packet):
-        _require_tls(self.conn)
-        self.conn.write_packet(self.conn.password + b"\0")
-        reply = self.conn._read_packet()
-        reply.check_error()
-        return reply
-
-
-class DialogOverTls:
-    """pymysql's handler for MariaDB's `dialog` plugin, whose "Password: " prompt pymysql answers with the
-    password as is: over TLS, an AttributeError from `authenticate` hands it back to pymysql's own prompt
-    loop (`Connection._process_auth` catches it for `dialog`); without TLS the connection is refused."""
-
-    def __init__(self, conn: pymysql.connections.Connection) -> None:
-        self.conn = conn
-
-    def authenticate(self, packet):
-        _require_tls(self.conn)
-        raise AttributeError("dialog: answered by pymysql's prompt loop")
-
-
-def _require_tls(conn: pymysql.connections.Connection) -> None:
-    if not conn._secure:  # type: ignore[attr-defined]  # pymysql's own flag: set once TLS is up (or on a unix socket)
-        raise CleartextRefused(2059, "the server asked for the password in clear text without TLS; not sent")
-
-
-def connection_problem(settings: StarRocksSettings, exc: pymysql.err.OperationalError) -> str:
-    """One line for a failed connection or query: refused cleartext, TLS, or the server's own error."""
-    where = f"StarRocks at {settings.host}:{settings.port}"
-    code, text = (*exc.args, "")[:2]
-    cause = getattr(exc, "original_exception", None)
-    if isinstance(exc, CleartextRefused):
-        return (
-            f"{where} asked for the password in clear text (mysql_clear_password) on a connection "
-            "without TLS; refused, the password was not sent; set [starrocks] tls = true (and "
-            "tls_ca_file), or check that host/port is really StarRocks"
-        )
-    if isinstance(cause, ssl.SSLError):
-        verify = getattr(cause, "verify_message", None)
-        reason = f"certificate verify failed: {verify}" if verify else cause.reason or type(cause).__name__
-        return (
-            f"{where}: TLS handshake failed ({reason}); check [starrocks] tls_ca_file (the CA that signed "
-            "the server's certificate) and tls_verify_host (the certificate must name host)"
-        )
-    if code == 2026:  # CR_SSL_CONNECTION_ERROR: the server offers no TLS
-        return f"{where} does not offer TLS ({text}); turn TLS on at the server or set [starrocks] tls = false"
-    fix = "check [starrocks] host/port/user and LATER_READ__STARROCKS__PASSWORD"
-    if code == ACCESS_DENIED and not settings.tls:  # MariaDB refuses a login without a TLS it requires so too
-        fix += ", or set [starrocks] tls = true (and tls_ca_file) if the server requires TLS"
-    return f"{where} failed ({code}: {text}); {fix}"
+        warming, self._warming = [*self._warming, opening], []
+        for future in warming:
+            if future is not None:  # warmed up, never used: closed once open (no wait here)
+                future.add_done_callback(_close_opened)
+        conns, self._spares = [*self._spares, self._conn], []
+        self._conn = None
+        for conn in conns:
+            if conn is not None:
+                _close(conn)
 
 
 def _close_opened(future: Future) -> None:
     if future.exception() is None:
-        try:
-            future.result().close()
-        except pymysql.err.Error:
-            pass
+        _close(future.result())
+
+
+def _close(conn: pymysql.connections.Connection) -> None:
+    """Close `conn`, whatever state it is in (closed already, a result unread)."""
+    with contextlib.suppress(pymysql.err.Error):
+        conn.close()
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -76,7 +76,7 @@ class StarRocksSettings:
     batch_size: int = field(default=5000, metadata=BATCH)
     connect_timeout_seconds: float = field(default=5.0, metadata=TIMEOUT)
     read_timeout_seconds: float = field(default=120.0, metadata=TIMEOUT)
-    # TLS (clients/starrocks.py): the server's certificate is always verified, against tls_ca_file ("" = the
+    # TLS (clients/starrocks_login.py): the server's certificate is always verified, against tls_ca_file ("" = the
     # system's CAs); tls_verify_host also checks its name against `host`. Without TLS a server asking for the
     # password in clear text (mysql_clear_password) is refused before the password is sent.
     tls: bool = False

@@ -110,7 +110,7 @@ def _noise_rows(date: str, users: int, templates: Sequence[str], rng: random.Ran
 def open_seed_connection(settings: StarRocksSettings) -> Iterator[pymysql.connections.Connection]:
     """A connection made as the jobs make theirs (TLS, the cleartext guard); any MySQL error in the block
     (or connecting) becomes one StarRocksError line (exit 3)."""
-    from later_read.clients.starrocks import connect_options, connection_problem
+    from later_read.clients.starrocks_login import connect_options, connection_problem
 
     try:
         with pymysql.connect(**connect_options(settings)) as conn:

@@ -156,6 +156,7 @@ FAULTS = {
         Fault(
             "mariadb_restart_between_pages", "prewarm", _restart(lambda lab: lab.mariadb, _prewarm_progress, (0.0, 0.5))
         ),
+        Fault("mariadb_restart_mid_push", "push", _restart(lambda lab: lab.mariadb, _push_progress, (0.0, 0.5))),
         Fault("services_5xx_and_timeouts", "both", _services(dict(FLAKY, timeout_hold_seconds=3)), _heal_services),
         Fault("services_refusing_prewarm", "prewarm", _refuse, _heal_services),
         Fault("services_refusing_push", "push", _refuse, _heal_services),
