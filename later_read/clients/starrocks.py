@@ -1,11 +1,11 @@
 """StarRocks over the MySQL protocol (pymysql), run in a worker thread so the event loop never blocks.
 
 Reads are keyset-paginated per task id (`task_id = ? AND source_uid > last ORDER BY source_uid LIMIT n`,
-`UserQuery` below) and the task ids' sorted streams are merged by uid in the worker thread: memory stays bounded
-by one page per task id whatever the day's user count, each page is an index range read, and StarRocks
-never builds one giant result set. Each task id reads on a connection of its own (a "lane"; the earlier-hour
-lookups on one more), and sends its next page's query as soon as it has read a page: the server runs it
-while the job works on that page (docs/design.md, "Reading the users").
+`UserQuery` below) and the task ids' sorted streams are merged by uid in the worker thread: memory stays
+bounded by a page per task id (and the next page, taken ahead) whatever the day's user count, each page is an
+index range read, and StarRocks never builds one giant result set. Each task id reads on a connection of its
+own (a "lane"; the earlier-hour lookups on one more), and sends its next page's query as soon as it has read a
+page: the server runs it while the job works on that page (docs/design.md, "Reading the users").
 
 How it logs in (verified TLS or none, the cleartext guard) and how a failed connection reads:
 starrocks_login.py.
@@ -163,7 +163,9 @@ class StarRocks:
 
     async def _pages(self, query: UserQuery, hour: int | None) -> AsyncIterator[tuple[list[TaskUser], set[str]]]:
         """Pages of the query's users, each read in one call to the worker thread with its uids that have a
-        row at a push hour before `hour` (None: none looked up)."""
+        row at a push hour before `hour` (None: none looked up). With lookups, the call that hands on a full
+        page also takes the next one and sends its lookup (`ahead`), which the server runs while the caller
+        works on this page. The read's lanes go back to the client at its end (`_release`)."""
         if query.uids is not None and len(query.uids) > self.settings.batch_size:
             for chunk in _chunks(sorted(set(query.uids)), self.settings.batch_size):
                 async for chunk_page in self._pages(dataclasses.replace(query, uids=chunk), hour):
